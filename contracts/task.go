@@ -1,0 +1,148 @@
+package contracts
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// State is where a task is in its life. See ARCHITECTURE.md for the state
+// machine.
+type State string
+
+// Task states.
+const (
+	// StateScheduled waits for its delay or deliverat time.
+	StateScheduled State = "scheduled"
+	// StateQueued sits on a lane, waiting for a dispatcher.
+	StateQueued State = "queued"
+	// StateRunning is held by a dispatcher that is calling the function.
+	StateRunning State = "running"
+	// StateRetrying failed an attempt and waits for its backoff to pass.
+	StateRetrying State = "retrying"
+	// StateSucceeded is terminal: an attempt succeeded.
+	StateSucceeded State = "succeeded"
+	// StateFailed is terminal: the task failed and was not dead-lettered.
+	StateFailed State = "failed"
+	// StateDead is terminal: the task failed and is kept in the dead-letter
+	// queue.
+	StateDead State = "dead"
+	// StateCancelled is terminal: the task was cancelled.
+	StateCancelled State = "cancelled"
+	// StateExpired is terminal: the task's TTL passed before it started.
+	StateExpired State = "expired"
+	// StatePaused is held back by an operator and resumes later.
+	StatePaused State = "paused"
+)
+
+// States lists every state, in life order.
+var States = []State{
+	StateScheduled, StateQueued, StateRunning, StateRetrying, StatePaused,
+	StateSucceeded, StateFailed, StateDead, StateCancelled, StateExpired,
+}
+
+// Terminal reports whether a task in state s has ended for good.
+func (s State) Terminal() bool {
+	switch s {
+	case StateSucceeded, StateFailed, StateDead, StateCancelled, StateExpired:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is one of the known states.
+func (s State) Valid() bool {
+	for _, v := range States {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ResultType is the CloudEvent type of the result event for terminal state s.
+func (s State) ResultType() string { return ResultTypePrefix + string(s) }
+
+// EventRef identifies the CloudEvent a task was made from.
+type EventRef struct {
+	// ID is the event's id attribute.
+	ID string `json:"id"`
+	// Source is the event's source attribute.
+	Source string `json:"source"`
+	// Type is the event's type attribute.
+	Type string `json:"type"`
+	// Subject is the event's subject attribute, if it had one.
+	Subject string `json:"subject,omitempty"`
+}
+
+// Task is the task record: what GET /v1/tasks/{id} returns and what the data
+// of a result event holds.
+type Task struct {
+	// ID is the task id, unique across tenants.
+	ID string `json:"id"`
+	// Tenant owns the task; it came from the submitting credential.
+	Tenant string `json:"tenant"`
+	// Function is the name of the function that runs the task.
+	Function string `json:"function"`
+	// Event identifies the CloudEvent the task was made from.
+	Event EventRef `json:"event"`
+	// State is where the task is now.
+	State State `json:"state"`
+	// Attempts counts the attempts started so far.
+	Attempts int `json:"attempts"`
+	// Priority is 0 (lowest) to 9 (highest).
+	Priority int `json:"priority"`
+	// CreatedAt is when the gateway accepted the task.
+	CreatedAt time.Time `json:"created_at"`
+	// ScheduledAt is when the task became due (equal to CreatedAt unless it
+	// was delayed).
+	ScheduledAt *time.Time `json:"scheduled_at,omitempty"`
+	// StartedAt is when the first attempt started.
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	// FinishedAt is when the task reached its terminal state.
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// QueueWaitMS is the time from due to first start, in milliseconds.
+	QueueWaitMS *int64 `json:"queue_wait_ms,omitempty"`
+	// RunMS is the duration of the last attempt, in milliseconds.
+	RunMS *int64 `json:"run_ms,omitempty"`
+	// Error describes the last failed attempt, if any.
+	Error string `json:"error,omitempty"`
+	// Result is the body of the successful answer (bounded): JSON as it was
+	// when the body was JSON, otherwise a JSON string.
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// SubmittedTask is one entry of the 202 answer to POST /v1/events.
+type SubmittedTask struct {
+	// ID is the task id.
+	ID string `json:"id"`
+	// EventID is the id attribute of the event the task was made from.
+	EventID string `json:"event_id"`
+	// Function names the function that will run the task.
+	Function string `json:"function"`
+	// State is the task's state when the answer was written.
+	State State `json:"state"`
+	// Duplicate is true when the event had been submitted before and this
+	// entry names the task made then.
+	Duplicate bool `json:"duplicate"`
+}
+
+// SubmitResponse is the body of a 202 answer to POST /v1/events.
+type SubmitResponse struct {
+	// Tasks lists one entry per (event, subscribed function).
+	Tasks []SubmittedTask `json:"tasks"`
+}
+
+// TaskList is the body of GET /v1/tasks.
+type TaskList struct {
+	// Tasks is one page of task records, newest first.
+	Tasks []Task `json:"tasks"`
+	// NextCursor fetches the next page; empty on the last page.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// ErrorResponse is the body of every 4xx and 5xx answer.
+type ErrorResponse struct {
+	// Error names the problem and, where there is one, the offending
+	// attribute or field.
+	Error string `json:"error"`
+}

@@ -1,0 +1,157 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v2/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tasklane/tasklane/contracts"
+)
+
+// laneMaxPriority is x-max-priority on classic lanes. Task priorities are 0-9.
+const laneMaxPriority = contracts.MaxPriority
+
+type amqpDriver struct {
+	cfg      Config
+	pubConn  *wamqp.ConnectionWrapper
+	subConn  *wamqp.ConnectionWrapper
+	pub      *wamqp.Publisher
+	resPub   *wamqp.Publisher
+	sub      *wamqp.Subscriber
+	closeOne sync.Once
+}
+
+func newAMQP(cfg Config) (*amqpDriver, error) {
+	if cfg.AMQPURL == "" {
+		return nil, errors.New("amqp driver needs a broker URL")
+	}
+	if cfg.PublishChannels <= 0 {
+		cfg.PublishChannels = 64
+	}
+	logger := watermill.NewSlogLogger(cfg.Logger.With("component", "amqp"))
+	d := &amqpDriver{cfg: cfg}
+
+	laneCfg := d.laneConfig()
+	var err error
+	// Publishing and consuming use separate connections: RabbitMQ's flow
+	// control blocks a publishing connection, and that must not stall acks.
+	if d.pubConn, err = wamqp.NewConnection(laneCfg.Connection, logger); err != nil {
+		return nil, fmt.Errorf("connecting to RabbitMQ: %w", err)
+	}
+	if d.subConn, err = wamqp.NewConnection(laneCfg.Connection, logger); err != nil {
+		_ = d.pubConn.Close()
+		return nil, fmt.Errorf("connecting to RabbitMQ: %w", err)
+	}
+	if d.pub, err = wamqp.NewPublisherWithConnection(laneCfg, logger, d.pubConn); err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("creating lane publisher: %w", err)
+	}
+	if d.sub, err = wamqp.NewSubscriberWithConnection(laneCfg, logger, d.subConn); err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("creating lane subscriber: %w", err)
+	}
+	if d.resPub, err = wamqp.NewPublisherWithConnection(d.resultConfig(), logger, d.pubConn); err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("creating result publisher: %w", err)
+	}
+	return d, nil
+}
+
+// laneConfig is a durable queue per lane on the default exchange, with
+// confirmed publishes through a channel pool and one unacked delivery per
+// consumer (parallelism comes from running several consumers).
+func (d *amqpDriver) laneConfig() wamqp.Config {
+	c := wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
+	c.Marshaler = amqpMarshaler{}
+	c.Queue.Arguments = d.laneArgs()
+	c.Publish.ChannelPoolSize = d.cfg.PublishChannels
+	c.Publish.ConfirmDelivery = true
+	c.Consume.Qos.PrefetchCount = 1
+	return c
+}
+
+func (d *amqpDriver) laneArgs() amqp.Table {
+	if d.cfg.QueueType == "quorum" {
+		return amqp.Table{"x-queue-type": "quorum"}
+	}
+	return amqp.Table{"x-max-priority": int32(laneMaxPriority)}
+}
+
+// resultConfig publishes to the durable topic exchange tasklane.results with
+// the topic as routing key. Nobody consumes through it: consumers bind their
+// own queues.
+func (d *amqpDriver) resultConfig() wamqp.Config {
+	c := wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
+	c.Marshaler = amqpMarshaler{}
+	c.Exchange = wamqp.ExchangeConfig{
+		GenerateName: func(string) string { return contracts.ResultsExchange },
+		Type:         "topic",
+		Durable:      true,
+	}
+	c.Publish.GenerateRoutingKey = func(topic string) string { return topic }
+	c.Publish.ChannelPoolSize = 8
+	c.Publish.ConfirmDelivery = true
+	return c
+}
+
+func (d *amqpDriver) Name() string { return DriverAMQP }
+
+func (d *amqpDriver) DeclareLanes(ctx context.Context, lanes ...string) error {
+	if !d.pubConn.IsConnected() {
+		return errors.New("declaring lanes: not connected to RabbitMQ")
+	}
+	ch, err := d.pubConn.Connection().Channel()
+	if err != nil {
+		return fmt.Errorf("opening channel to declare lanes: %w", err)
+	}
+	defer ch.Close()
+	for _, lane := range lanes {
+		if _, err := ch.QueueDeclare(lane, true, false, false, false, d.laneArgs()); err != nil {
+			return fmt.Errorf("declaring lane %s: %w", lane, err)
+		}
+	}
+	if _, err := ch.QueueDeclare(QuarantineTopic, true, false, false, false, d.laneArgs()); err != nil {
+		return fmt.Errorf("declaring %s: %w", QuarantineTopic, err)
+	}
+	if err := ch.ExchangeDeclare(contracts.ResultsExchange, "topic", true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declaring exchange %s: %w", contracts.ResultsExchange, err)
+	}
+	return ctx.Err()
+}
+
+func (d *amqpDriver) Publisher() message.Publisher       { return sharedPublisher{d.pub} }
+func (d *amqpDriver) Subscriber() message.Subscriber     { return d.sub }
+func (d *amqpDriver) ResultPublisher() message.Publisher { return sharedPublisher{d.resPub} }
+
+func (d *amqpDriver) Ping(context.Context) error {
+	if !d.pubConn.IsConnected() || !d.subConn.IsConnected() {
+		return errors.New("not connected to RabbitMQ")
+	}
+	return nil
+}
+
+func (d *amqpDriver) Close() error {
+	var errs []error
+	d.closeOne.Do(func() {
+		if d.sub != nil {
+			errs = append(errs, d.sub.Close())
+		}
+		for _, p := range []*wamqp.Publisher{d.pub, d.resPub} {
+			if p != nil {
+				errs = append(errs, p.Close())
+			}
+		}
+		for _, c := range []*wamqp.ConnectionWrapper{d.subConn, d.pubConn} {
+			if c != nil {
+				errs = append(errs, c.Close())
+			}
+		}
+	})
+	return errors.Join(errs...)
+}

@@ -1,0 +1,99 @@
+// Package broker builds the Watermill publishers and subscribers that carry
+// lane traffic and result events, behind one interface with two drivers:
+// "amqp" (RabbitMQ, through watermill-amqp v2) and "redisstream" (Redis
+// Streams, through watermill-redisstream, also what the embedded dev mode
+// runs on).
+//
+// # Contract
+//
+//   - Lanes are declared with DeclareLanes before anything is published to
+//     them: RabbitMQ confirms and silently drops a publish to a missing queue.
+//   - Publisher().Publish returns only after the broker has durably accepted
+//     the message (publisher confirm on RabbitMQ, XADD reply on Redis).
+//   - Each Subscriber().Subscribe call is one consumer that holds at most one
+//     unacknowledged message; run N of them on a lane for N-way parallelism.
+//     A nacked message is redelivered, after a pause on Redis.
+//   - Deliveries the driver cannot read are never dropped or looped: they come
+//     out as messages with metadata taskmsg.KeyUndecodable set, for the
+//     dispatcher to quarantine.
+//   - Close of a publisher handed out here is a no-op: Watermill's router closes
+//     a handler's publisher when the handler stops, and these are shared.
+//     Driver.Close closes everything.
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+)
+
+// Driver names.
+const (
+	DriverAMQP        = "amqp"
+	DriverRedisStream = "redisstream"
+)
+
+// QuarantineTopic is the lane-side queue (or stream) where undecodable
+// messages are moved, with the reason in metadata.
+const QuarantineTopic = "tasklane.quarantine"
+
+// Driver is one broker connection set.
+type Driver interface {
+	// Name is DriverAMQP or DriverRedisStream.
+	Name() string
+	// DeclareLanes makes the lanes (and the quarantine) exist. Idempotent.
+	DeclareLanes(ctx context.Context, lanes ...string) error
+	// Publisher publishes task messages; the topic is the lane name.
+	Publisher() message.Publisher
+	// Subscriber consumes lanes; the topic is the lane name.
+	Subscriber() message.Subscriber
+	// ResultPublisher publishes result events; the topic is the routing key
+	// "<tenant>.<function>.<outcome>".
+	ResultPublisher() message.Publisher
+	// Ping reports whether the broker is reachable now.
+	Ping(ctx context.Context) error
+	// Close stops every publisher and subscriber and closes connections.
+	Close() error
+}
+
+// Config selects and configures a driver.
+type Config struct {
+	// Driver is DriverAMQP or DriverRedisStream.
+	Driver string
+	// AMQPURL is the RabbitMQ URL (amqp driver).
+	AMQPURL string
+	// Redis is the client (redisstream driver). The driver never closes it.
+	Redis redis.UniversalClient
+	// PublishChannels is the AMQP publisher channel pool size. Default 64.
+	PublishChannels int
+	// QueueType is "classic" (default) or "quorum" for AMQP lanes.
+	QueueType string
+	// ConsumerGroup is the Redis consumer group of dispatchers. Default
+	// "tasklane-dispatchers".
+	ConsumerGroup string
+	// Logger receives the driver's and Watermill's logs.
+	Logger *slog.Logger
+}
+
+// New opens the driver cfg names.
+func New(cfg Config) (Driver, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	switch cfg.Driver {
+	case DriverAMQP, "":
+		return newAMQP(cfg)
+	case DriverRedisStream:
+		return newRedisStream(cfg)
+	}
+	return nil, fmt.Errorf("unknown broker driver %q (want %s or %s)", cfg.Driver, DriverAMQP, DriverRedisStream)
+}
+
+// sharedPublisher hides Close from Watermill's router, which closes a
+// handler's publisher when the handler stops.
+type sharedPublisher struct{ message.Publisher }
+
+func (sharedPublisher) Close() error { return nil }

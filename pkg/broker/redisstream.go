@@ -1,0 +1,155 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/taskmsg"
+)
+
+// ResultsMaxLen bounds the redisstream results stream (approximate trim).
+// It is a feed for live consumers, not a store: the ledger keeps records.
+const ResultsMaxLen = 100_000
+
+// Redis stream entry fields written and read by streamMarshaler.
+const (
+	fieldUUID     = "uuid"
+	fieldMetadata = "metadata"
+	fieldPayload  = "payload"
+	// FieldRoutingKey is set on entries of the results stream.
+	FieldRoutingKey = "routing_key"
+)
+
+type redisStreamDriver struct {
+	cfg    Config
+	pub    *redisstream.Publisher
+	resPub *redisstream.Publisher
+	sub    *redisstream.Subscriber
+}
+
+func newRedisStream(cfg Config) (*redisStreamDriver, error) {
+	if cfg.Redis == nil {
+		return nil, errors.New("redisstream driver needs a Redis client")
+	}
+	if cfg.ConsumerGroup == "" {
+		cfg.ConsumerGroup = "tasklane-dispatchers"
+	}
+	logger := watermill.NewSlogLogger(cfg.Logger.With("component", "redisstream"))
+	d := &redisStreamDriver{cfg: cfg}
+	var err error
+	// Lanes are never trimmed by length: trimming deletes unprocessed work.
+	if d.pub, err = redisstream.NewPublisher(redisstream.PublisherConfig{
+		Client: cfg.Redis, Marshaller: streamMarshaler{},
+	}, logger); err != nil {
+		return nil, fmt.Errorf("creating lane publisher: %w", err)
+	}
+	if d.resPub, err = redisstream.NewPublisher(redisstream.PublisherConfig{
+		Client: cfg.Redis, Marshaller: streamMarshaler{},
+		Maxlens: map[string]int64{contracts.ResultsExchange: ResultsMaxLen},
+	}, logger); err != nil {
+		return nil, fmt.Errorf("creating result publisher: %w", err)
+	}
+	host, _ := os.Hostname()
+	if d.sub, err = redisstream.NewSubscriber(redisstream.SubscriberConfig{
+		Client:       cfg.Redis,
+		Unmarshaller: streamMarshaler{},
+		Consumer:     fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID()),
+		// Dispatchers share one group per lane, so each task goes to one.
+		ConsumerGroup: cfg.ConsumerGroup,
+		// A nack is redelivered by the same consumer: pause so an outage of
+		// the ledger does not become a hot loop.
+		NackResendSleep: time.Second,
+		// Entries a dead consumer held are claimed by the others after this.
+		MaxIdleTime:                   30 * time.Second,
+		ClaimInterval:                 5 * time.Second,
+		DisableIndefiniteInitialBlock: true,
+		ShouldStopOnReadErrors:        func(error) bool { return false },
+	}, logger); err != nil {
+		return nil, fmt.Errorf("creating lane subscriber: %w", err)
+	}
+	return d, nil
+}
+
+func (d *redisStreamDriver) Name() string { return DriverRedisStream }
+
+// DeclareLanes creates each lane stream and the dispatchers' consumer group
+// on it, so entries published before any dispatcher runs are kept for it.
+func (d *redisStreamDriver) DeclareLanes(ctx context.Context, lanes ...string) error {
+	for _, lane := range append(lanes, QuarantineTopic) {
+		err := d.cfg.Redis.XGroupCreateMkStream(ctx, lane, d.cfg.ConsumerGroup, "0").Err()
+		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("declaring lane %s: %w", lane, err)
+		}
+	}
+	return nil
+}
+
+func (d *redisStreamDriver) Publisher() message.Publisher   { return sharedPublisher{d.pub} }
+func (d *redisStreamDriver) Subscriber() message.Subscriber { return d.sub }
+
+func (d *redisStreamDriver) ResultPublisher() message.Publisher {
+	return resultStreamPublisher{d.resPub}
+}
+
+func (d *redisStreamDriver) Ping(ctx context.Context) error {
+	return d.cfg.Redis.Ping(ctx).Err()
+}
+
+// Close closes the subscriber. The publishers are left alone: closing a
+// watermill-redisstream publisher closes the Redis client, which the caller
+// owns.
+func (d *redisStreamDriver) Close() error { return d.sub.Close() }
+
+// resultStreamPublisher puts every result on the one results stream, with the
+// routing key in the entry.
+type resultStreamPublisher struct{ pub *redisstream.Publisher }
+
+func (p resultStreamPublisher) Publish(routingKey string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		m.Metadata.Set(FieldRoutingKey, routingKey)
+	}
+	return p.pub.Publish(contracts.ResultsExchange, msgs...)
+}
+
+func (resultStreamPublisher) Close() error { return nil }
+
+// streamMarshaler stores metadata as JSON (readable with redis-cli) and never
+// fails to unmarshal: an entry it cannot read becomes a message flagged
+// undecodable, which the dispatcher quarantines. watermill-redisstream's
+// default unmarshaller returns an error instead, which stops the consumer.
+type streamMarshaler struct{}
+
+func (streamMarshaler) Marshal(_ string, msg *message.Message) (map[string]any, error) {
+	md, err := json.Marshal(msg.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("encoding metadata: %w", err)
+	}
+	return map[string]any{fieldUUID: msg.UUID, fieldMetadata: md, fieldPayload: []byte(msg.Payload)}, nil
+}
+
+func (streamMarshaler) Unmarshal(values map[string]any) (*message.Message, error) {
+	uuid, _ := values[fieldUUID].(string)
+	payload, _ := values[fieldPayload].(string)
+	if uuid == "" {
+		msg := message.NewMessage(watermill.NewUUID(), []byte(payload))
+		msg.Metadata.Set(taskmsg.KeyUndecodable, "stream entry has no uuid field")
+		return msg, nil
+	}
+	msg := message.NewMessage(uuid, []byte(payload))
+	if md, _ := values[fieldMetadata].(string); md != "" {
+		if err := json.Unmarshal([]byte(md), &msg.Metadata); err != nil {
+			msg.Metadata = message.Metadata{taskmsg.KeyUndecodable: "metadata is not a JSON object: " + err.Error()}
+		}
+	}
+	return msg, nil
+}

@@ -1,0 +1,98 @@
+package ledger
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/tasklane/tasklane/contracts"
+)
+
+// Hash fields of a task record. Times are Unix milliseconds.
+const (
+	fID           = "id"
+	fTenant       = "tenant"
+	fFunction     = "function"
+	fEventID      = "ev_id"
+	fEventSource  = "ev_source"
+	fEventType    = "ev_type"
+	fEventSubject = "ev_subject"
+	fState        = "state"
+	fAttempts     = "attempts"
+	fPriority     = "priority"
+	fCreated      = "created"
+	fScheduled    = "scheduled"
+	fStarted      = "started"
+	fFinished     = "finished"
+	fWaitMS       = "wait_ms"
+	fRunMS        = "run_ms"
+	fError        = "error"
+	fResult       = "result"
+	fMessage      = "env"
+	fLease        = "lease"
+)
+
+// RecordFromFields builds a task record from its hash fields (as stored in
+// the ledger, and as copied into results outbox entries).
+func RecordFromFields(h map[string]string) contracts.Task {
+	t := contracts.Task{
+		ID:       h[fID],
+		Tenant:   h[fTenant],
+		Function: h[fFunction],
+		Event: contracts.EventRef{
+			ID: h[fEventID], Source: h[fEventSource], Type: h[fEventType], Subject: h[fEventSubject],
+		},
+		State:       contracts.State(h[fState]),
+		Attempts:    atoi(h[fAttempts]),
+		Priority:    atoi(h[fPriority]),
+		ScheduledAt: msTime(h[fScheduled]),
+		StartedAt:   msTime(h[fStarted]),
+		FinishedAt:  msTime(h[fFinished]),
+		QueueWaitMS: msInt(h[fWaitMS]),
+		RunMS:       msInt(h[fRunMS]),
+		Error:       h[fError],
+	}
+	if c := msTime(h[fCreated]); c != nil {
+		t.CreatedAt = *c
+	}
+	if r := h[fResult]; r != "" && json.Valid([]byte(r)) {
+		t.Result = json.RawMessage(r)
+	}
+	return t
+}
+
+// RecordFromValues is RecordFromFields for a Redis stream entry's values.
+func RecordFromValues(v map[string]any) contracts.Task {
+	h := make(map[string]string, len(v))
+	for k, x := range v {
+		if s, ok := x.(string); ok {
+			h[k] = s
+		}
+	}
+	return RecordFromFields(h)
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+func msInt(s string) *int64 {
+	if s == "" {
+		return nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return nil
+	}
+	return &n
+}
+
+func msTime(s string) *time.Time {
+	n := msInt(s)
+	if n == nil {
+		return nil
+	}
+	t := time.UnixMilli(*n).UTC()
+	return &t
+}

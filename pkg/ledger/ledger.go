@@ -1,0 +1,498 @@
+// Package ledger is the task ledger in Redis: task records, the dedup index,
+// the delay set (retry backoffs, delayed tasks and publish guards), leases and
+// the results outbox. Every state change is one Lua script, so a record, its
+// indexes and its side entries never disagree; scripts fence on the attempt
+// number, so a dispatcher that lost its lease cannot overwrite the outcome of
+// the one that took over.
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tasklane/tasklane/contracts"
+)
+
+// PrefixDefault prefixes every ledger key unless Config.Prefix says otherwise.
+const PrefixDefault = "tl"
+
+// OutboxMaxLen bounds the outbox stream (approximately). Entries are
+// consumed within moments; the bound only protects Redis when no notifier
+// runs for a long time.
+const OutboxMaxLen = 1_000_000
+
+// ErrNotFound is returned for a task the tenant does not have.
+var ErrNotFound = errors.New("task not found")
+
+// Config configures a Ledger.
+type Config struct {
+	// Redis is the client; the ledger never closes it.
+	Redis redis.UniversalClient
+	// Retention keeps terminal task records this long. Default 168h.
+	Retention time.Duration
+	// DedupWindow remembers (tenant, source, id) this long. Default 72h.
+	DedupWindow time.Duration
+	// PublishGuard is how long after acceptance the scheduler republishes a
+	// task whose gateway died before the broker confirmed it. Default 30s.
+	PublishGuard time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Prefix starts every key, so that several deployments (or tests) can
+	// share one Redis database. Default PrefixDefault.
+	Prefix string
+}
+
+// Ledger reads and writes task state in Redis.
+type Ledger struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// New returns a ledger over cfg.Redis.
+func New(cfg Config) *Ledger {
+	if cfg.Retention <= 0 {
+		cfg.Retention = 168 * time.Hour
+	}
+	if cfg.DedupWindow <= 0 {
+		cfg.DedupWindow = 72 * time.Hour
+	}
+	if cfg.PublishGuard <= 0 {
+		cfg.PublishGuard = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = PrefixDefault
+	}
+	return &Ledger{rdb: cfg.Redis, cfg: cfg}
+}
+
+// Redis returns the client the ledger uses.
+func (l *Ledger) Redis() redis.UniversalClient { return l.rdb }
+
+// DelayKey is the delay set: members "<tenant>/<id>" scored by due ms.
+func (l *Ledger) DelayKey() string { return l.cfg.Prefix + ":delay" }
+
+// OutboxStream receives one entry per terminal transition; the notifier
+// consumes it.
+func (l *Ledger) OutboxStream() string { return l.cfg.Prefix + ":outbox" }
+
+func (l *Ledger) tenantPrefix(tenant string) string { return l.cfg.Prefix + ":{" + tenant + "}:" }
+func (l *Ledger) taskKey(tenant, id string) string  { return l.tenantPrefix(tenant) + "task:" + id }
+func (l *Ledger) allKey(tenant string) string       { return l.tenantPrefix(tenant) + "tasks" }
+func (l *Ledger) statePrefix(tenant string) string  { return l.tenantPrefix(tenant) + "st:" }
+func (l *Ledger) stateKey(tenant string, s contracts.State) string {
+	return l.statePrefix(tenant) + string(s)
+}
+
+func (l *Ledger) dedupKey(tenant, source, id string) string {
+	sum := sha256.Sum256([]byte(source + "\x00" + id))
+	return l.tenantPrefix(tenant) + "dedup:" + hex.EncodeToString(sum[:])
+}
+
+// Member is the delay-set member of a task.
+func Member(tenant, id string) string { return tenant + "/" + id }
+
+// ParseMember splits a delay-set member.
+func ParseMember(m string) (tenant, id string, ok bool) { return strings.Cut(m, "/") }
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// NewTask is one task the gateway records.
+type NewTask struct {
+	ID       string
+	Function string
+	Priority int
+	// Message is the lane message as taskmsg.Encode stored it.
+	Message []byte
+}
+
+// EventTasks is the set of tasks made from one event.
+type EventTasks struct {
+	Tenant string
+	Event  contracts.EventRef
+	Tasks  []NewTask
+	// DueAt delays the tasks (state scheduled) when after now.
+	DueAt time.Time
+}
+
+// Created is the ledger's answer for one EventTasks.
+type Created struct {
+	// Duplicate is true when the event was seen within the dedup window;
+	// Tasks then lists the tasks made the first time.
+	Duplicate bool
+	Tasks     []contracts.SubmittedTask
+	// GuardScore is the delay-set score of the publish guards written for
+	// new tasks; pass it to Enqueued once the broker confirmed them.
+	GuardScore int64
+}
+
+// Create records each event's tasks in one round trip, or finds the tasks
+// recorded for it before. Each new task also gets a publish guard in the
+// delay set: if the caller dies before Enqueued, the scheduler publishes it.
+func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, error) {
+	now := l.cfg.Now()
+	guard := ms(now.Add(l.cfg.PublishGuard))
+	cmds := make([]*redis.Cmd, len(events))
+	err := l.scripted(ctx, func(p redis.Pipeliner) {
+		for i, ev := range events {
+			state, score := contracts.StateQueued, guard
+			scheduled := now
+			if ev.DueAt.After(now) {
+				state, score, scheduled = contracts.StateScheduled, ms(ev.DueAt), ev.DueAt
+			}
+			ids := make([]string, len(ev.Tasks))
+			keys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey()}
+			for j, t := range ev.Tasks {
+				ids[j] = t.ID
+				keys = append(keys, l.taskKey(ev.Tenant, t.ID))
+			}
+			args := []any{l.cfg.DedupWindow.Milliseconds(), ms(now), score, ev.Tenant, strings.Join(ids, ",")}
+			for _, t := range ev.Tasks {
+				f := []any{
+					fID, t.ID, fTenant, ev.Tenant, fFunction, t.Function,
+					fEventID, ev.Event.ID, fEventSource, ev.Event.Source, fEventType, ev.Event.Type,
+					fState, string(state), fAttempts, 0, fPriority, t.Priority,
+					fCreated, ms(now), fScheduled, ms(scheduled), fMessage, t.Message,
+				}
+				if ev.Event.Subject != "" {
+					f = append(f, fEventSubject, ev.Event.Subject)
+				}
+				args = append(args, t.ID, len(f))
+				args = append(args, f...)
+			}
+			cmds[i] = createScript.EvalSha(ctx, p, keys, args...)
+		}
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("recording tasks: %w", err)
+	}
+	out := make([]Created, len(events))
+	var dups []int
+	for i, c := range cmds {
+		existing, err := c.Text()
+		switch {
+		case errors.Is(err, redis.Nil):
+			ev := events[i]
+			state := contracts.StateQueued
+			if ev.DueAt.After(now) {
+				state = contracts.StateScheduled
+			}
+			out[i].GuardScore = guard
+			for _, t := range ev.Tasks {
+				out[i].Tasks = append(out[i].Tasks, contracts.SubmittedTask{
+					ID: t.ID, EventID: ev.Event.ID, Function: t.Function, State: state,
+				})
+			}
+		case err != nil:
+			return nil, fmt.Errorf("recording tasks: %w", err)
+		default:
+			out[i].Duplicate = true
+			for _, id := range strings.Split(existing, ",") {
+				out[i].Tasks = append(out[i].Tasks, contracts.SubmittedTask{ID: id, EventID: events[i].Event.ID, Duplicate: true})
+			}
+			dups = append(dups, i)
+		}
+	}
+	if len(dups) > 0 {
+		if err := l.fillDuplicates(ctx, events, out, dups); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// fillDuplicates reads the function and state of tasks found by dedup.
+func (l *Ledger) fillDuplicates(ctx context.Context, events []EventTasks, out []Created, idx []int) error {
+	type ref struct{ i, j int }
+	var refs []ref
+	var cmds []*redis.SliceCmd
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range idx {
+			for j, t := range out[i].Tasks {
+				refs = append(refs, ref{i, j})
+				cmds = append(cmds, p.HMGet(ctx, l.taskKey(events[i].Tenant, t.ID), fFunction, fState))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading duplicate tasks: %w", err)
+	}
+	for k, c := range cmds {
+		v := c.Val()
+		t := &out[refs[k].i].Tasks[refs[k].j]
+		if s, ok := v[0].(string); ok {
+			t.Function = s
+		}
+		if s, ok := v[1].(string); ok {
+			t.State = contracts.State(s)
+		}
+	}
+	return nil
+}
+
+// Enqueued drops the publish guards of tasks the broker confirmed. A guard
+// that was replaced meanwhile (a fast dispatcher already scheduled a retry)
+// is left alone.
+func (l *Ledger) Enqueued(ctx context.Context, tenant string, guardScore int64, ids ...string) error {
+	err := l.scripted(ctx, func(p redis.Pipeliner) {
+		for _, id := range ids {
+			forgetScript.EvalSha(ctx, p, []string{l.DelayKey()}, Member(tenant, id), guardScore)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("dropping publish guards: %w", err)
+	}
+	return nil
+}
+
+// Verdict is the ledger's answer to a claim.
+type Verdict string
+
+// Claim verdicts.
+const (
+	// VerdictRun: the caller holds the lease for Attempt and must run it.
+	VerdictRun Verdict = "run"
+	// VerdictBusy: another dispatcher holds a live lease until LeaseUntil.
+	VerdictBusy Verdict = "busy"
+	// VerdictDone: the task is terminal; the delivery is a duplicate.
+	VerdictDone Verdict = "done"
+	// VerdictMissing: no record (expired, or never written).
+	VerdictMissing Verdict = "missing"
+	// VerdictPaused: the task is paused and will be requeued on resume.
+	VerdictPaused Verdict = "paused"
+)
+
+// Claim is the result of claiming a task.
+type Claim struct {
+	Verdict    Verdict
+	Attempt    int
+	LeaseUntil time.Time
+	State      contracts.State
+}
+
+// Claim asks to run the next attempt of a task, holding a lease until
+// now+lease. Only one caller at a time gets VerdictRun; a task already
+// terminal is never run again.
+func (l *Ledger) Claim(ctx context.Context, tenant, id, owner string, lease time.Duration) (Claim, error) {
+	now := l.cfg.Now()
+	res, err := claimScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey()},
+		ms(now), ms(now.Add(lease)), owner, l.statePrefix(tenant), id, Member(tenant, id)).StringSlice()
+	if err != nil {
+		return Claim{}, fmt.Errorf("claiming task %s: %w", id, err)
+	}
+	c := Claim{Verdict: Verdict(res[0])}
+	switch c.Verdict {
+	case VerdictRun:
+		c.Attempt, _ = strconv.Atoi(res[1])
+		c.LeaseUntil = now.Add(lease)
+	case VerdictBusy:
+		n, _ := strconv.ParseInt(res[1], 10, 64)
+		c.LeaseUntil = time.UnixMilli(n)
+	case VerdictDone:
+		c.State = contracts.State(res[1])
+	}
+	return c, nil
+}
+
+// Lease identifies one running attempt.
+type Lease struct {
+	Tenant, ID, Owner string
+	Attempt           int
+}
+
+// Renew extends running attempts' leases to now+lease in one round trip. It
+// returns the leases that were lost (the task moved on without this owner).
+func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease) ([]Lease, error) {
+	until := ms(l.cfg.Now().Add(lease))
+	cmds := make([]*redis.Cmd, len(leases))
+	err := l.scripted(ctx, func(p redis.Pipeliner) {
+		for i, ls := range leases {
+			cmds[i] = renewScript.EvalSha(ctx, p, []string{l.taskKey(ls.Tenant, ls.ID)}, ls.Attempt, ls.Owner, until)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("renewing leases: %w", err)
+	}
+	var lost []Lease
+	for i, c := range cmds {
+		if n, _ := c.Int(); n == 0 {
+			lost = append(lost, leases[i])
+		}
+	}
+	return lost, nil
+}
+
+// Finish records the terminal outcome of a running attempt and appends the
+// record to the results outbox, atomically. It returns false when the
+// attempt no longer holds the task (fenced off).
+func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, state contracts.State, errMsg string, result []byte) (bool, error) {
+	if !state.Terminal() {
+		return false, fmt.Errorf("finishing task %s: state %s is not terminal", id, state)
+	}
+	n, err := finishScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream()},
+		attempt, string(state), ms(l.cfg.Now()), errMsg, result, l.statePrefix(tenant), id,
+		l.cfg.Retention.Milliseconds(), OutboxMaxLen).Int()
+	if err != nil {
+		return false, fmt.Errorf("finishing task %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// Retry records a failed attempt and schedules the next one at due. It
+// returns false when the attempt no longer holds the task.
+func (l *Ledger) Retry(ctx context.Context, tenant, id string, attempt int, due time.Time, errMsg string) (bool, error) {
+	n, err := retryScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey()},
+		attempt, ms(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id)).Int()
+	if err != nil {
+		return false, fmt.Errorf("scheduling retry of task %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// Defer asks the scheduler to put the task back on a lane at due, without
+// changing its state: used for a delivery that found the task busy.
+func (l *Ledger) Defer(ctx context.Context, tenant, id string, due time.Time) error {
+	if err := l.rdb.ZAdd(ctx, l.DelayKey(), redis.Z{Score: float64(ms(due)), Member: Member(tenant, id)}).Err(); err != nil {
+		return fmt.Errorf("deferring task %s: %w", id, err)
+	}
+	return nil
+}
+
+// Due is a task the scheduler must put back on a lane.
+type Due struct {
+	Tenant, ID string
+	// Score is the re-guard score written by TakeDue; pass it to Requeued.
+	Score int64
+	// State is the task's state; Message the stored lane message (nil when
+	// the record is gone).
+	State   contracts.State
+	Message []byte
+	// LeaseUntil is set for a running task.
+	LeaseUntil time.Time
+}
+
+// TakeDue takes up to max tasks whose delay passed. Each stays in the delay
+// set with its score moved regard into the future, so a scheduler that dies
+// before Requeued gives the task back instead of losing it.
+func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]Due, error) {
+	now := l.cfg.Now()
+	score := ms(now.Add(regard))
+	members, err := dueScript.Run(ctx, l.rdb, []string{l.DelayKey()}, ms(now), max, score).StringSlice()
+	if err != nil || len(members) == 0 {
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("taking due tasks: %w", err)
+		}
+		return nil, nil
+	}
+	out := make([]Due, 0, len(members))
+	cmds := make([]*redis.SliceCmd, 0, len(members))
+	_, err = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range members {
+			tenant, id, ok := ParseMember(m)
+			if !ok {
+				p.ZRem(ctx, l.DelayKey(), m)
+				continue
+			}
+			out = append(out, Due{Tenant: tenant, ID: id, Score: score})
+			cmds = append(cmds, p.HMGet(ctx, l.taskKey(tenant, id), fState, fMessage, fLease))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading due tasks: %w", err)
+	}
+	for i, c := range cmds {
+		v := c.Val()
+		if s, ok := v[0].(string); ok {
+			out[i].State = contracts.State(s)
+		}
+		if s, ok := v[1].(string); ok {
+			out[i].Message = []byte(s)
+		}
+		if s, ok := v[2].(string); ok {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			out[i].LeaseUntil = time.UnixMilli(n)
+		}
+	}
+	return out, nil
+}
+
+// Requeued records that a due task is back on its lane.
+func (l *Ledger) Requeued(ctx context.Context, d Due) error {
+	err := requeuedScript.Run(ctx, l.rdb, []string{l.DelayKey(), l.taskKey(d.Tenant, d.ID)},
+		Member(d.Tenant, d.ID), d.Score, l.statePrefix(d.Tenant), d.ID).Err()
+	if err != nil {
+		return fmt.Errorf("marking task %s requeued: %w", d.ID, err)
+	}
+	return nil
+}
+
+// Forget drops a due task's delay entry (its record is gone or terminal).
+func (l *Ledger) Forget(ctx context.Context, d Due) error {
+	if err := forgetScript.Run(ctx, l.rdb, []string{l.DelayKey()}, Member(d.Tenant, d.ID), d.Score).Err(); err != nil {
+		return fmt.Errorf("dropping delay entry of %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// Get returns one of tenant's tasks.
+func (l *Ledger) Get(ctx context.Context, tenant, id string) (*contracts.Task, error) {
+	h, err := l.rdb.HGetAll(ctx, l.taskKey(tenant, id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	if len(h) == 0 {
+		return nil, ErrNotFound
+	}
+	t := RecordFromFields(h)
+	return &t, nil
+}
+
+// Message returns the stored lane message of a task.
+func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error) {
+	b, err := l.rdb.HGet(ctx, l.taskKey(tenant, id), fMessage).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading message of task %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// scripted runs a pipeline of EVALSHA calls. Redis forgets loaded scripts on
+// restart, and inside a pipeline go-redis cannot fall back to EVAL per
+// command, so on NOSCRIPT every script is loaded again and the whole pipeline
+// re-run: NOSCRIPT means no script of that pipeline ran.
+func (l *Ledger) scripted(ctx context.Context, fill func(redis.Pipeliner)) error {
+	for try := 0; ; try++ {
+		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+		if err == nil || try > 0 || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			return err
+		}
+		if err := l.LoadScripts(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// LoadScripts loads every ledger script into Redis.
+func (l *Ledger) LoadScripts(ctx context.Context) error {
+	for _, s := range []*redis.Script{createScript, claimScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript} {
+		if err := s.Load(ctx, l.rdb).Err(); err != nil {
+			return fmt.Errorf("loading ledger scripts: %w", err)
+		}
+	}
+	return nil
+}

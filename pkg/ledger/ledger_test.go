@@ -1,0 +1,265 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/testkit"
+)
+
+type bundle struct {
+	l   *ledger.Ledger
+	now time.Time
+	mu  sync.Mutex
+}
+
+func (b *bundle) advance(d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.now = b.now.Add(d)
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	rdb, prefix := testkit.Redis(t)
+	b := &bundle{now: time.Now().Truncate(time.Millisecond)}
+	b.l = ledger.New(ledger.Config{
+		Redis: rdb, Prefix: prefix, PublishGuard: 30 * time.Second,
+		Now: func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.now },
+	})
+	t.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := rdb.Keys(ctx, prefix+":*").Result()
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+	})
+	return b
+}
+
+func event(tenant, id string, fns ...string) ledger.EventTasks {
+	ev := ledger.EventTasks{Tenant: tenant, Event: contracts.EventRef{ID: id, Source: "/test", Type: "t"}}
+	for _, fn := range fns {
+		ev.Tasks = append(ev.Tasks, ledger.NewTask{ID: testkit.UniqueName("task"), Function: fn, Message: []byte("m-" + fn)})
+	}
+	return ev
+}
+
+func TestCreateDedupsPerTenant(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1", "f2")})
+	require.NoError(t, err)
+	require.False(t, first[0].Duplicate)
+	require.Len(t, first[0].Tasks, 2)
+
+	again, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1", "f2"), event("other", "e1", "f1")})
+	require.NoError(t, err)
+	require.True(t, again[0].Duplicate)
+	require.Equal(t, first[0].Tasks[0].ID, again[0].Tasks[0].ID)
+	require.Equal(t, "f2", again[0].Tasks[1].Function)
+	require.Equal(t, contracts.StateQueued, again[0].Tasks[1].State)
+	require.False(t, again[1].Duplicate, "the same source+id of another tenant is a new event")
+
+	_, err = b.l.Get(ctx, "other", first[0].Tasks[0].ID)
+	require.ErrorIs(t, err, ledger.ErrNotFound, "a task never leaks across tenants")
+}
+
+func TestLifecycleSuccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	id := c[0].Tasks[0].ID
+	require.NoError(t, b.l.Enqueued(ctx, "acme", c[0].GuardScore, id))
+
+	b.advance(40 * time.Millisecond)
+	cl, err := b.l.Claim(ctx, "acme", id, "d1", 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictRun, cl.Verdict)
+	require.Equal(t, 1, cl.Attempt)
+
+	busy, err := b.l.Claim(ctx, "acme", id, "d2", 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictBusy, busy.Verdict, "a running task is not run twice at once")
+
+	b.advance(25 * time.Millisecond)
+	ok, err := b.l.Finish(ctx, "acme", id, 1, contracts.StateSucceeded, "", []byte(`{"ok":true}`))
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	task, err := b.l.Get(ctx, "acme", id)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateSucceeded, task.State)
+	require.Equal(t, 1, task.Attempts)
+	require.EqualValues(t, 40, *task.QueueWaitMS)
+	require.EqualValues(t, 25, *task.RunMS)
+	require.JSONEq(t, `{"ok":true}`, string(task.Result))
+
+	done, err := b.l.Claim(ctx, "acme", id, "d3", 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictDone, done.Verdict, "a succeeded task never runs again")
+
+	again, err := b.l.Finish(ctx, "acme", id, 1, contracts.StateFailed, "late", nil)
+	require.NoError(t, err)
+	require.False(t, again, "a second terminal transition is fenced off")
+
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "exactly one outbox entry per task")
+	rec := ledger.RecordFromValues(entries[0].Values)
+	require.Equal(t, id, rec.ID)
+	require.Equal(t, contracts.StateSucceeded, rec.State)
+	require.NotContains(t, entries[0].Values, "env")
+}
+
+func TestRetryGoesThroughDelaySet(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	id := c[0].Tasks[0].ID
+	require.NoError(t, b.l.Enqueued(ctx, "acme", c[0].GuardScore, id))
+
+	cl, err := b.l.Claim(ctx, "acme", id, "d1", 10*time.Second)
+	require.NoError(t, err)
+	ok, err := b.l.Retry(ctx, "acme", id, cl.Attempt, b.now.Add(2*time.Second), "boom")
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	due, err := b.l.TakeDue(ctx, 10, 30*time.Second)
+	require.NoError(t, err)
+	require.Empty(t, due, "not due before its backoff")
+
+	b.advance(2 * time.Second)
+	due, err = b.l.TakeDue(ctx, 10, 30*time.Second)
+	require.NoError(t, err)
+	require.Len(t, due, 1)
+	require.Equal(t, id, due[0].ID)
+	require.Equal(t, contracts.StateRetrying, due[0].State)
+	require.Equal(t, []byte("m-f1"), due[0].Message)
+
+	again, err := b.l.TakeDue(ctx, 10, 30*time.Second)
+	require.NoError(t, err)
+	require.Empty(t, again, "a taken entry is guarded, not handed out twice")
+
+	require.NoError(t, b.l.Requeued(ctx, due[0]))
+	task, err := b.l.Get(ctx, "acme", id)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateQueued, task.State)
+	require.Equal(t, "boom", task.Error)
+
+	b.advance(time.Minute)
+	none, err := b.l.TakeDue(ctx, 10, 30*time.Second)
+	require.NoError(t, err)
+	require.Empty(t, none, "requeued entries leave the delay set")
+
+	cl2, err := b.l.Claim(ctx, "acme", id, "d2", 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 2, cl2.Attempt)
+	stale, err := b.l.Finish(ctx, "acme", id, 1, contracts.StateSucceeded, "", nil)
+	require.NoError(t, err)
+	require.False(t, stale, "an old attempt cannot finish the task")
+}
+
+func TestPublishGuardRepublishesUnconfirmedTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	b.advance(31 * time.Second)
+	due, err := b.l.TakeDue(ctx, 10, 30*time.Second)
+	require.NoError(t, err)
+	require.Len(t, due, 1, "a task whose publish was never confirmed comes back")
+	require.Equal(t, c[0].Tasks[0].ID, due[0].ID)
+}
+
+func TestExpiredLeaseIsTakenOver(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	id := c[0].Tasks[0].ID
+	_, err = b.l.Claim(ctx, "acme", id, "d1", 5*time.Second)
+	require.NoError(t, err)
+	lost, err := b.l.Renew(ctx, 5*time.Second, ledger.Lease{Tenant: "acme", ID: id, Owner: "d1", Attempt: 1})
+	require.NoError(t, err)
+	require.Empty(t, lost)
+	b.advance(6 * time.Second)
+	cl, err := b.l.Claim(ctx, "acme", id, "d2", 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictRun, cl.Verdict)
+	require.Equal(t, 2, cl.Attempt)
+	lost, err = b.l.Renew(ctx, 5*time.Second, ledger.Lease{Tenant: "acme", ID: id, Owner: "d1", Attempt: 1})
+	require.NoError(t, err)
+	require.Len(t, lost, 1, "the dead owner's lease is gone")
+}
+
+func TestListPagesThroughTies(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// 25 events in one Create share one created-ms score.
+	var evs []ledger.EventTasks
+	for i := range 25 {
+		fn := "even"
+		if i%2 == 1 {
+			fn = "odd"
+		}
+		evs = append(evs, event("acme", fmt.Sprintf("e%d", i), fn))
+	}
+	_, err := b.l.Create(ctx, evs)
+	require.NoError(t, err)
+	b.advance(time.Millisecond)
+	_, err = b.l.Create(ctx, []ledger.EventTasks{event("acme", "later", "odd")})
+	require.NoError(t, err)
+
+	seen := map[string]bool{}
+	cursor := ""
+	pages := 0
+	for {
+		page, err := b.l.List(ctx, "acme", ledger.ListFilter{Limit: 7, Cursor: cursor})
+		require.NoError(t, err)
+		pages++
+		for _, task := range page.Tasks {
+			require.False(t, seen[task.ID], "task %s listed twice", task.ID)
+			seen[task.ID] = true
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	require.Len(t, seen, 26)
+	require.Equal(t, 4, pages)
+
+	odd, err := b.l.List(ctx, "acme", ledger.ListFilter{Function: "odd", State: contracts.StateQueued, Limit: 100})
+	require.NoError(t, err)
+	require.Len(t, odd.Tasks, 13)
+	require.Equal(t, "later", odd.Tasks[0].Event.ID, "newest first")
+
+	_, err = b.l.List(ctx, "acme", ledger.ListFilter{Cursor: "bogus"})
+	require.ErrorIs(t, err, ledger.ErrBadCursor)
+}
+
+func TestScriptsSurviveScriptFlush(t *testing.T) {
+	// Not parallel: SCRIPT FLUSH affects every test using this Redis.
+	b := setup(t)
+	ctx := context.Background()
+	require.NoError(t, b.l.Redis().ScriptFlush(ctx).Err())
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	require.Len(t, c[0].Tasks, 1)
+}

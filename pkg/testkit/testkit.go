@@ -1,0 +1,91 @@
+// Package testkit connects tests to the real RabbitMQ and Redis of the
+// machine. A test that needs them and cannot reach them fails: it never
+// skips, so a CI run without brokers is red, not silently green.
+//
+// Addresses come from TASKLANE_TEST_REDIS_URL and TASKLANE_TEST_AMQP_URL,
+// defaulting to the local services.
+package testkit
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisURL is the Redis the tests use.
+func RedisURL() string {
+	if u := os.Getenv("TASKLANE_TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// AMQPURL is the RabbitMQ the tests use.
+func AMQPURL() string {
+	if u := os.Getenv("TASKLANE_TEST_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// Redis returns a client of the test Redis, closed when the test ends, and a
+// key prefix unique to this test.
+func Redis(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	opt, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		t.Fatalf("parsing TASKLANE_TEST_REDIS_URL: %v", err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("Redis at %s is not reachable (start it: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no): %v", RedisURL(), err)
+	}
+	return c, UniqueName("tltest")
+}
+
+// RequireAMQP fails the test when RabbitMQ does not accept TCP connections.
+func RequireAMQP(t testing.TB) string {
+	t.Helper()
+	u, err := url.Parse(AMQPURL())
+	if err != nil {
+		t.Fatalf("parsing TASKLANE_TEST_AMQP_URL: %v", err)
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		t.Fatalf("RabbitMQ at %s is not reachable (start it: rabbitmq-server -detached): %v", u.Host, err)
+	}
+	_ = conn.Close()
+	return AMQPURL()
+}
+
+// UniqueName returns prefix plus a unique, lower-case suffix.
+func UniqueName(prefix string) string {
+	return prefix + "-" + strings.ToLower(ulid.Make().String())
+}
+
+// Eventually polls cond every few milliseconds until it returns true or the
+// deadline passes, then fails the test with msg.
+func Eventually(t testing.TB, within time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, fmt.Sprintf(msg, args...))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
