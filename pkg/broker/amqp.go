@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v2/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -34,7 +33,7 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	if cfg.PublishChannels <= 0 {
 		cfg.PublishChannels = 64
 	}
-	logger := watermill.NewSlogLogger(cfg.Logger.With("component", "amqp"))
+	logger := WatermillLogger(cfg.Logger.With("component", "amqp"))
 	d := &amqpDriver{cfg: cfg}
 
 	laneCfg := d.laneConfig()

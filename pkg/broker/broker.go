@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 )
@@ -65,8 +66,10 @@ type Config struct {
 	Driver string
 	// AMQPURL is the RabbitMQ URL (amqp driver).
 	AMQPURL string
-	// Redis is the client (redisstream driver). The driver never closes it.
-	Redis redis.UniversalClient
+	// Redis says where the redisstream driver connects. The driver opens its
+	// own client (watermill-redisstream's subscriber closes the client it
+	// is given), sized for one blocking read per consumer.
+	Redis *redis.Options
 	// PublishChannels is the AMQP publisher channel pool size. Default 64.
 	PublishChannels int
 	// QueueType is "classic" (default) or "quorum" for AMQP lanes.
@@ -97,3 +100,9 @@ func New(cfg Config) (Driver, error) {
 type sharedPublisher struct{ message.Publisher }
 
 func (sharedPublisher) Close() error { return nil }
+
+// WatermillLogger adapts l for Watermill, with Watermill's chatty Info lines
+// (every subscribe, every handler start) demoted to Debug.
+func WatermillLogger(l *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+}

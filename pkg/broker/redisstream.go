@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
@@ -30,8 +31,13 @@ const (
 	FieldRoutingKey = "routing_key"
 )
 
+// streamPoolSize is the connection pool of the redisstream driver's client:
+// every consumer holds a connection in a blocking XREADGROUP.
+const streamPoolSize = 512
+
 type redisStreamDriver struct {
 	cfg    Config
+	rdb    *redis.Client
 	pub    *redisstream.Publisher
 	resPub *redisstream.Publisher
 	sub    *redisstream.Subscriber
@@ -39,29 +45,32 @@ type redisStreamDriver struct {
 
 func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	if cfg.Redis == nil {
-		return nil, errors.New("redisstream driver needs a Redis client")
+		return nil, errors.New("redisstream driver needs Redis options")
 	}
 	if cfg.ConsumerGroup == "" {
 		cfg.ConsumerGroup = "tasklane-dispatchers"
 	}
-	logger := watermill.NewSlogLogger(cfg.Logger.With("component", "redisstream"))
-	d := &redisStreamDriver{cfg: cfg}
+	logger := WatermillLogger(cfg.Logger.With("component", "redisstream"))
+	opt := *cfg.Redis
+	opt.PoolSize = max(opt.PoolSize, streamPoolSize)
+	rdb := redis.NewClient(&opt)
+	d := &redisStreamDriver{cfg: cfg, rdb: rdb}
 	var err error
 	// Lanes are never trimmed by length: trimming deletes unprocessed work.
 	if d.pub, err = redisstream.NewPublisher(redisstream.PublisherConfig{
-		Client: cfg.Redis, Marshaller: streamMarshaler{},
+		Client: rdb, Marshaller: streamMarshaler{},
 	}, logger); err != nil {
 		return nil, fmt.Errorf("creating lane publisher: %w", err)
 	}
 	if d.resPub, err = redisstream.NewPublisher(redisstream.PublisherConfig{
-		Client: cfg.Redis, Marshaller: streamMarshaler{},
+		Client: rdb, Marshaller: streamMarshaler{},
 		Maxlens: map[string]int64{contracts.ResultsExchange: ResultsMaxLen},
 	}, logger); err != nil {
 		return nil, fmt.Errorf("creating result publisher: %w", err)
 	}
 	host, _ := os.Hostname()
 	if d.sub, err = redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:       cfg.Redis,
+		Client:       rdb,
 		Unmarshaller: streamMarshaler{},
 		Consumer:     fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID()),
 		// Dispatchers share one group per lane, so each task goes to one.
@@ -73,7 +82,8 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 		MaxIdleTime:                   30 * time.Second,
 		ClaimInterval:                 5 * time.Second,
 		DisableIndefiniteInitialBlock: true,
-		ShouldStopOnReadErrors:        func(error) bool { return false },
+		// Keep reading through Redis outages; stop at once when unsubscribed.
+		ShouldStopOnReadErrors: func(err error) bool { return errors.Is(err, context.Canceled) },
 	}, logger); err != nil {
 		return nil, fmt.Errorf("creating lane subscriber: %w", err)
 	}
@@ -86,7 +96,7 @@ func (d *redisStreamDriver) Name() string { return DriverRedisStream }
 // on it, so entries published before any dispatcher runs are kept for it.
 func (d *redisStreamDriver) DeclareLanes(ctx context.Context, lanes ...string) error {
 	for _, lane := range append(lanes, QuarantineTopic) {
-		err := d.cfg.Redis.XGroupCreateMkStream(ctx, lane, d.cfg.ConsumerGroup, "0").Err()
+		err := d.rdb.XGroupCreateMkStream(ctx, lane, d.cfg.ConsumerGroup, "0").Err()
 		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 			return fmt.Errorf("declaring lane %s: %w", lane, err)
 		}
@@ -102,12 +112,10 @@ func (d *redisStreamDriver) ResultPublisher() message.Publisher {
 }
 
 func (d *redisStreamDriver) Ping(ctx context.Context) error {
-	return d.cfg.Redis.Ping(ctx).Err()
+	return d.rdb.Ping(ctx).Err()
 }
 
-// Close closes the subscriber. The publishers are left alone: closing a
-// watermill-redisstream publisher closes the Redis client, which the caller
-// owns.
+// Close closes the subscriber, which closes the driver's client too.
 func (d *redisStreamDriver) Close() error { return d.sub.Close() }
 
 // resultStreamPublisher puts every result on the one results stream, with the

@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/stretchr/testify/require"
-	"github.com/ThreeDotsLabs/watermill/message"
 )
 
 func TestRoundTrip(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -87,5 +88,26 @@ func Eventually(t testing.TB, within time.Duration, cond func() bool, msg string
 			t.Fatalf("not within %s: %s", within, fmt.Sprintf(msg, args...))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// PurgeQueues deletes the named RabbitMQ queues if they exist, so a test
+// starts from empty lanes (Tasklane declares them again).
+func PurgeQueues(t testing.TB, queues ...string) {
+	t.Helper()
+	conn, err := amqp.Dial(RequireAMQP(t))
+	if err != nil {
+		t.Fatalf("connecting to RabbitMQ: %v", err)
+	}
+	defer conn.Close()
+	for _, q := range queues {
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Fatalf("opening channel: %v", err)
+		}
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			t.Fatalf("deleting queue %s: %v", q, err)
+		}
+		_ = ch.Close()
 	}
 }

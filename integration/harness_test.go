@@ -1,0 +1,242 @@
+//go:build integration
+
+// Package integration runs Tasklane's roles against the real RabbitMQ and
+// Redis of the machine and checks whole scenarios by counting. Tests here
+// do not run in parallel: they share the broker's lane queues.
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/testkit"
+	"github.com/tasklane/tasklane/routing"
+	"github.com/tasklane/tasklane/services/tasklane"
+)
+
+// redisStreamDB is the Redis database the redisstream-driver tests use for
+// lanes, so their streams do not mix with anything in database 0.
+const redisStreamDB = 1
+
+// drivers lists the broker drivers every scenario runs on.
+var drivers = []string{config.BrokerDriverAMQP, config.BrokerDriverRedisStream}
+
+// testLogger sends logs to the test log, warnings and above only unless
+// TASKLANE_TEST_LOG=debug.
+func testLogger(t testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("TASKLANE_TEST_LOG") == "debug" {
+		level = slog.LevelDebug
+	}
+	w := &testWriter{t: t}
+	// Registered first, so it runs after every other cleanup: goroutines
+	// of watermill-redisstream outlive Close and may still log.
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// env is one Tasklane under test.
+type env struct {
+	t      *testing.T
+	driver string
+	app    *tasklane.App
+	cfg    *config.Config
+	rdb    *redis.Client
+	prefix string
+}
+
+// redisURL is the Redis URL for driver's tests.
+func redisURL(driver string) string {
+	u := strings.TrimSuffix(testkit.RedisURL(), "/0")
+	if driver == config.BrokerDriverRedisStream {
+		return fmt.Sprintf("%s/%d", u, redisStreamDB)
+	}
+	return u + "/0"
+}
+
+// startTasklane parses yamlBody (broker and redis sections are filled in)
+// and starts every role. Leftover lane traffic from earlier runs is removed
+// first, so every delivery belongs to this test.
+func startTasklane(t *testing.T, driver, yamlBody string) *env {
+	t.Helper()
+	logger := testLogger(t)
+	amqpURL := testkit.RequireAMQP(t)
+	_, prefix := testkit.Redis(t)
+	opt, err := redis.ParseURL(redisURL(driver))
+	require.NoError(t, err)
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"}\nbroker: {driver: %s, url: %q}\nredis: {url: %q}\n%s",
+		driver, amqpURL, redisURL(driver), yamlBody)
+	cfg, err := config.Parse("test.yaml", []byte(doc))
+	require.NoError(t, err)
+	purgeLanes(t, driver, cfg)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	app, err := tasklane.Start(ctx, cfg, tasklane.Options{
+		Logger: logger, LedgerPrefix: prefix, ConsumerGroup: "tltest-" + prefix,
+	})
+	require.NoError(t, err)
+	e := &env{t: t, driver: driver, app: app, cfg: cfg, rdb: rdb, prefix: prefix}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		require.NoError(t, app.Shutdown(sctx))
+		cleanRedis(rdb, prefix)
+	})
+	return e
+}
+
+func cleanRedis(rdb *redis.Client, prefix string) {
+	ctx := context.Background()
+	var cursor uint64
+	for {
+		keys, next, err := rdb.Scan(ctx, cursor, prefix+":*", 1000).Result()
+		if err != nil {
+			return
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+		if next == 0 {
+			return
+		}
+		cursor = next
+	}
+}
+
+// purgeLanes empties the lanes this config uses.
+func purgeLanes(t *testing.T, driver string, cfg *config.Config) {
+	t.Helper()
+	tab, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
+	require.NoError(t, err)
+	lanes := tab.Lanes()
+	switch driver {
+	case config.BrokerDriverAMQP:
+		testkit.PurgeQueues(t, lanes...)
+	case config.BrokerDriverRedisStream:
+		opt, err := redis.ParseURL(redisURL(driver))
+		require.NoError(t, err)
+		c := redis.NewClient(opt)
+		defer c.Close()
+		require.NoError(t, c.Del(context.Background(), lanes...).Err())
+	}
+}
+
+// post sends a request to the app with the given key.
+func (e *env) post(path, key, contentType string, header map[string]string, body []byte) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.app.URL()+path, strings.NewReader(string(body)))
+	require.NoError(e.t, err)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(e.t, err)
+	return resp.StatusCode, b
+}
+
+func (e *env) get(path, key string) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.app.URL()+path, nil)
+	require.NoError(e.t, err)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(e.t, err)
+	return resp.StatusCode, b
+}
+
+// outboxDrained reports whether the notifiers have read and acknowledged
+// every results-outbox entry: after that, no further result is sent.
+func (e *env) outboxDrained() bool {
+	groups, err := e.rdb.XInfoGroups(context.Background(), e.app.Ledger().OutboxStream()).Result()
+	if err != nil || len(groups) == 0 {
+		return false
+	}
+	g := groups[0]
+	return g.Pending == 0 && g.Lag == 0
+}
+
+// sink records result events by type and by task.
+type sink struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	byTask map[string][]contracts.Task
+	types  map[string]int
+	bad    []string
+}
+
+func newSink(t *testing.T) *sink {
+	s := &sink{byTask: map[string][]contracts.Task{}, types: map[string]int{}}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var task contracts.Task
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		typ := r.Header.Get("Ce-Type")
+		if err := json.Unmarshal(b, &task); err != nil || r.Header.Get("Ce-Subject") != task.ID ||
+			r.Header.Get("Ce-Source") != contracts.ResultSourcePrefix+task.Function || typ != task.State.ResultType() {
+			s.bad = append(s.bad, fmt.Sprintf("%s %s: %s", typ, r.Header.Get("Ce-Subject"), b))
+		}
+		s.types[typ]++
+		s.byTask[task.ID] = append(s.byTask[task.ID], task)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *sink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, v := range s.byTask {
+		n += len(v)
+	}
+	return n
+}

@@ -1,0 +1,461 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"time"
+)
+
+// DefaultTenant is the implicit tenant when no tenants are configured (dev
+// only: there is no authentication then).
+const DefaultTenant = "default"
+
+// Defaults, bounds and allowed values. A zero value in the file (or in a Config
+// built in Go) means "use the default", except where a field says otherwise.
+const (
+	// AddrDefault is the default Server.Addr.
+	AddrDefault = ":8080"
+	// MaxEventBytesDefault is the default Server.MaxEventBytes.
+	MaxEventBytesDefault int64 = 64 << 10
+	// MaxBatchBytesDefault is the default Server.MaxBatchBytes.
+	MaxBatchBytesDefault int64 = 4 << 20
+	// MaxBatchEventsDefault is the default Server.MaxBatchEvents.
+	MaxBatchEventsDefault = 1000
+
+	// BrokerDriverAMQP selects RabbitMQ.
+	BrokerDriverAMQP = "amqp"
+	// BrokerDriverRedisStream selects Redis streams (Broker.URL is ignored and
+	// Redis.URL is used).
+	BrokerDriverRedisStream = "redisstream"
+	// BrokerDriverDefault is the default Broker.Driver.
+	BrokerDriverDefault = BrokerDriverAMQP
+	// AMQPURLDefault is the default Broker.URL for the amqp driver.
+	AMQPURLDefault = "amqp://guest:guest@127.0.0.1:5672/"
+	// PublishChannelsDefault is the default Broker.PublishChannels.
+	PublishChannelsDefault = 64
+	// PublishChannelsMin is the smallest Broker.PublishChannels.
+	PublishChannelsMin = 1
+	// PublishChannelsMax is the largest Broker.PublishChannels.
+	PublishChannelsMax = 1024
+
+	// RedisURLDefault is the default Redis.URL.
+	RedisURLDefault = "redis://127.0.0.1:6379/0"
+
+	// LanesSharedDefault is the default Lanes.Shared.
+	LanesSharedDefault = 16
+	// LanesSharedMin is the smallest Lanes.Shared.
+	LanesSharedMin = 1
+	// LanesSharedMax is the largest Lanes.Shared.
+	LanesSharedMax = 999
+	// ShardSizeDefault is the default Lanes.ShardSize.
+	ShardSizeDefault = 2
+	// ShardSizeMin is the smallest Lanes.ShardSize (the largest is Lanes.Shared).
+	ShardSizeMin = 1
+	// QueueTypeClassic is a classic RabbitMQ queue (supports priorities).
+	QueueTypeClassic = "classic"
+	// QueueTypeQuorum is a replicated RabbitMQ quorum queue.
+	QueueTypeQuorum = "quorum"
+	// QueueTypeDefault is the default Lanes.QueueType.
+	QueueTypeDefault = QueueTypeClassic
+
+	// ConsumersPerLaneDefault is the default Dispatcher.ConsumersPerLane.
+	ConsumersPerLaneDefault = 4
+	// ConsumersPerLaneMin is the smallest Dispatcher.ConsumersPerLane.
+	ConsumersPerLaneMin = 1
+	// ConsumersPerLaneMax is the largest Dispatcher.ConsumersPerLane.
+	ConsumersPerLaneMax = 256
+	// LeaseTTLDefault is the default Dispatcher.LeaseTTL.
+	LeaseTTLDefault = Duration(15 * time.Second)
+	// LeaseTTLMin is the smallest Dispatcher.LeaseTTL.
+	LeaseTTLMin = Duration(time.Second)
+	// DrainTimeoutDefault is the default Dispatcher.DrainTimeout.
+	DrainTimeoutDefault = Duration(30 * time.Second)
+	// MaxResultBytesDefault is the default Dispatcher.MaxResultBytes.
+	MaxResultBytesDefault int64 = 64 << 10
+
+	// RetentionDefault is the default Ledger.Retention.
+	RetentionDefault = Duration(168 * time.Hour)
+	// DedupWindowDefault is the default Ledger.DedupWindow.
+	DedupWindowDefault = Duration(72 * time.Hour)
+	// PublishGuardDefault is the default Ledger.PublishGuard.
+	PublishGuardDefault = Duration(30 * time.Second)
+
+	// FunctionTimeoutDefault is the default Function.Timeout.
+	FunctionTimeoutDefault = Duration(30 * time.Second)
+	// FunctionTimeoutMax is the largest Function.Timeout.
+	FunctionTimeoutMax = Duration(24 * time.Hour)
+	// MaxAttemptsDefault is the default Retry.MaxAttempts.
+	MaxAttemptsDefault = 3
+	// MaxAttemptsMin is the smallest Retry.MaxAttempts (no retry).
+	MaxAttemptsMin = 1
+	// MaxAttemptsMax is the largest Retry.MaxAttempts.
+	MaxAttemptsMax = 100
+	// InitialBackoffDefault is the default Retry.InitialBackoff.
+	InitialBackoffDefault = Duration(time.Second)
+	// MaxBackoffDefault is the default Retry.MaxBackoff.
+	MaxBackoffDefault = Duration(5 * time.Minute)
+
+	// EndpointEcho is the built-in function that succeeds with the event's
+	// data as its result.
+	EndpointEcho = "builtin:echo"
+	// EndpointNoop is the built-in function that succeeds with no result.
+	EndpointNoop = "builtin:noop"
+	// EndpointGoPrefix prefixes the name of a Go function registered in process
+	// ("go:<name>").
+	EndpointGoPrefix = "go:"
+)
+
+// Environment variables read by [Config.ApplyEnv].
+const (
+	// EnvAddr overrides Server.Addr.
+	EnvAddr = "TASKLANE_ADDR"
+	// EnvAMQPURL overrides Broker.URL.
+	EnvAMQPURL = "TASKLANE_AMQP_URL"
+	// EnvRedisURL overrides Redis.URL.
+	EnvRedisURL = "TASKLANE_REDIS_URL"
+)
+
+// Config is the whole tasklane configuration file.
+type Config struct {
+	// Server configures the HTTP API and probes.
+	Server Server `yaml:"server"`
+	// Broker selects and configures the message broker.
+	Broker Broker `yaml:"broker"`
+	// Redis configures the Redis store (task ledger, and the broker when
+	// Broker.Driver is "redisstream").
+	Redis Redis `yaml:"redis"`
+	// Lanes configures the broker queues tasks are sharded over.
+	Lanes Lanes `yaml:"lanes"`
+	// Dispatcher configures the role that calls functions.
+	Dispatcher Dispatcher `yaml:"dispatcher"`
+	// Ledger configures task record retention and deduplication.
+	Ledger Ledger `yaml:"ledger"`
+	// Tenants are the API clients. Default none: one implicit tenant
+	// DefaultTenant ("default") and no authentication (dev only).
+	Tenants []Tenant `yaml:"tenants"`
+	// Functions are the functions events are dispatched to. Default none.
+	Functions []Function `yaml:"functions"`
+	// Subscriptions receive result events. Default none.
+	Subscriptions []Subscription `yaml:"subscriptions"`
+	// Triggers turn schedules and webhooks into events. Default none.
+	Triggers []Trigger `yaml:"triggers"`
+
+	// File is the path the config was loaded from, for messages. Empty for a
+	// Config built in Go.
+	File string `yaml:"-"`
+
+	// pos maps field paths to where they were found in File (see decode.go).
+	pos map[string]position
+	// env maps field paths set by ApplyEnv to the variable that set them.
+	env map[string]string
+}
+
+// Server configures the HTTP API.
+type Server struct {
+	// Addr is the listen address. Default ":8080".
+	Addr string `yaml:"addr"`
+	// MaxEventBytes bounds one submitted event. Default 65536 (64 KiB).
+	MaxEventBytes int64 `yaml:"max_event_bytes"`
+	// MaxBatchBytes bounds one batch request body. Default 4194304 (4 MiB), or
+	// MaxEventBytes when that is larger; at least MaxEventBytes.
+	MaxBatchBytes int64 `yaml:"max_batch_bytes"`
+	// MaxBatchEvents bounds the events in one batch. Default 1000.
+	MaxBatchEvents int `yaml:"max_batch_events"`
+	// AdminKeys authorize admin operations; each is a plain secret (at least 8
+	// characters) or "sha256:" + 64 hex digits. Default none.
+	AdminKeys []string `yaml:"admin_keys"`
+}
+
+// Broker selects the message broker.
+type Broker struct {
+	// Driver is "amqp" (default) or "redisstream".
+	Driver string `yaml:"driver"`
+	// URL is the RabbitMQ URL for the amqp driver. Default
+	// "amqp://guest:guest@127.0.0.1:5672/". Ignored by redisstream, which uses
+	// Redis.URL.
+	URL string `yaml:"url"`
+	// PublishChannels is the AMQP publisher channel pool size. Default 64,
+	// range 1..1024.
+	PublishChannels int `yaml:"publish_channels"`
+}
+
+// Redis configures the Redis connection.
+type Redis struct {
+	// URL is a redis:// or rediss:// URL. Default "redis://127.0.0.1:6379/0".
+	URL string `yaml:"url"`
+}
+
+// Lanes configures the queues tasks are sharded over.
+type Lanes struct {
+	// Shared is the number of shared lanes. Default 16, range 1..999.
+	Shared int `yaml:"shared"`
+	// ShardSize is the number of lanes one function is spread over. Default 2
+	// (1 when Shared is 1), range 1..Shared.
+	ShardSize int `yaml:"shard_size"`
+	// QueueType is "classic" (default) or "quorum".
+	QueueType string `yaml:"queue_type"`
+}
+
+// Dispatcher configures the role that calls functions.
+type Dispatcher struct {
+	// ConsumersPerLane is the number of concurrent consumers on each lane.
+	// Default 4, range 1..256.
+	ConsumersPerLane int `yaml:"consumers_per_lane"`
+	// LeaseTTL is how long a running task's lease lasts before it is renewed.
+	// Default 15s, at least 1s.
+	LeaseTTL Duration `yaml:"lease_ttl"`
+	// DrainTimeout bounds how long shutdown waits for running tasks. Default 30s.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	// MaxResultBytes bounds the result kept from a function's answer. Default
+	// 65536 (64 KiB).
+	MaxResultBytes int64 `yaml:"max_result_bytes"`
+}
+
+// Ledger configures the task record store.
+type Ledger struct {
+	// Retention is how long finished task records are kept. Default 168h (7 days).
+	Retention Duration `yaml:"retention"`
+	// DedupWindow is how long an event's id+source is remembered for
+	// deduplication. Default 72h.
+	DedupWindow Duration `yaml:"dedup_window"`
+	// PublishGuard is how long a recorded-but-unconfirmed task waits before it
+	// is republished. Default 30s.
+	PublishGuard Duration `yaml:"publish_guard"`
+}
+
+// Tenant is an API client.
+type Tenant struct {
+	// ID names the tenant. Required, matching ^[a-z0-9][a-z0-9_-]{0,63}$, unique.
+	ID string `yaml:"id"`
+	// APIKeys are the tenant's bearer tokens. Required (at least one); each is a
+	// plain secret (at least 8 characters, no white space) or "sha256:" + 64 hex
+	// digits of the secret's SHA-256. A key may belong to one tenant only.
+	APIKeys []string `yaml:"api_keys"`
+}
+
+// Function is a target events are dispatched to.
+type Function struct {
+	// Name identifies the function. Required, unique, matching
+	// ^[a-z0-9][a-z0-9._-]{0,63}$.
+	Name string `yaml:"name"`
+	// Events are the event types (exact match) that run the function.
+	// Required: at least one, none empty.
+	Events []string `yaml:"events"`
+	// Endpoint is what is called: an http:// or https:// URL with a host,
+	// "builtin:echo", "builtin:noop", or "go:<name>". Required.
+	Endpoint string `yaml:"endpoint"`
+	// Timeout bounds one attempt. Default 30s, at most 24h.
+	Timeout Duration `yaml:"timeout"`
+	// Concurrency bounds the function's running tasks. Default 0: unlimited;
+	// never negative.
+	Concurrency int `yaml:"concurrency"`
+	// Retry is the retry policy.
+	Retry Retry `yaml:"retry"`
+	// Tenants, when set, restricts the function to these tenants' events; each
+	// must name a configured tenant ("default" when none are configured).
+	// Default none: every tenant.
+	Tenants []string `yaml:"tenants"`
+}
+
+// Retry is a function's retry policy.
+type Retry struct {
+	// MaxAttempts counts the first attempt. Default 3, range 1..100.
+	MaxAttempts int `yaml:"max_attempts"`
+	// InitialBackoff is the delay before the second attempt. Default 1s.
+	InitialBackoff Duration `yaml:"initial_backoff"`
+	// MaxBackoff caps the exponential backoff. Default 5m, or InitialBackoff
+	// when that is larger; at least InitialBackoff.
+	MaxBackoff Duration `yaml:"max_backoff"`
+}
+
+// Subscription delivers result events to a sink.
+type Subscription struct {
+	// Name identifies the subscription. Required, unique.
+	Name string `yaml:"name"`
+	// Sink is the http:// or https:// URL result events are POSTed to. Required.
+	Sink string `yaml:"sink"`
+	// Filter selects the result events delivered. Default: all.
+	Filter Filter `yaml:"filter"`
+}
+
+// Filter selects result events. Every non-empty list must match; an empty list
+// matches all.
+type Filter struct {
+	// Types are result event types, e.g. "io.tasklane.task.failed". Default all.
+	Types []string `yaml:"types"`
+	// Tenants are configured tenant ids. Default all.
+	Tenants []string `yaml:"tenants"`
+	// Functions are configured function names. Default all.
+	Functions []string `yaml:"functions"`
+}
+
+// Trigger turns a schedule or a webhook into events. Exactly one of Cron and
+// HTTP is set.
+type Trigger struct {
+	// Name identifies the trigger. Required, unique.
+	Name string `yaml:"name"`
+	// Tenant owns the events. Default: DefaultTenant when no tenants are
+	// configured; otherwise it must name a configured tenant.
+	Tenant string `yaml:"tenant"`
+	// Cron fires on a schedule. Default nil.
+	Cron *CronTrigger `yaml:"cron"`
+	// HTTP fires on a webhook request. Default nil.
+	HTTP *HTTPTrigger `yaml:"http"`
+	// Event is the event the trigger emits.
+	Event TriggerEvent `yaml:"event"`
+}
+
+// CronTrigger fires on a schedule.
+type CronTrigger struct {
+	// Schedule is a cron expression, e.g. "0 2 * * *". Required.
+	Schedule string `yaml:"schedule"`
+	// Timezone is an IANA zone name. Default UTC.
+	Timezone string `yaml:"timezone"`
+}
+
+// HTTPTrigger fires on a request to /hooks/<path>.
+type HTTPTrigger struct {
+	// Path is served at /hooks/<path>. Required.
+	Path string `yaml:"path"`
+}
+
+// TriggerEvent is the event a trigger emits.
+type TriggerEvent struct {
+	// Type is the CloudEvents type. Required.
+	Type string `yaml:"type"`
+	// Source is the CloudEvents source. Required.
+	Source string `yaml:"source"`
+}
+
+// Load reads the file at path and parses it with [Parse].
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes data strictly, applies defaults and validates the result. file
+// names data in messages. An empty document is valid: every field takes its
+// default. Defaults fill absent (or null) fields only: a zero written in the
+// file, such as "max_attempts: 0", is validated as written. On error the Config is nil and the error joins one [*Error] per
+// problem.
+func Parse(file string, data []byte) (*Config, error) {
+	root, perr := parseYAML(file, data)
+	if perr != nil {
+		return nil, perr
+	}
+	d := newDecoder(file)
+	var c Config
+	if root != nil {
+		d.decodeRoot(root, &c)
+	}
+	c.File = file
+	c.pos = d.pos
+	out := c.WithDefaults()
+	d.keepExplicitZeros("", reflect.ValueOf(&c).Elem(), reflect.ValueOf(out).Elem())
+
+	errs := d.errs
+	if d.budget >= 0 { // else decoding stopped half way: validating is moot
+		for _, e := range out.validate() {
+			if !d.isBad(e.Field) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if err := joinErrors(errs, d.dropped); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TenantIDs returns the configured tenant ids in config order, or
+// [DefaultTenant] alone when none are configured.
+func (c *Config) TenantIDs() []string {
+	if len(c.Tenants) == 0 {
+		return []string{DefaultTenant}
+	}
+	ids := make([]string, len(c.Tenants))
+	for i, t := range c.Tenants {
+		ids[i] = t.ID
+	}
+	return ids
+}
+
+// FunctionsFor returns, in config order, the functions that eventType (exact
+// match) runs for tenant: those listing the type in Events whose Tenants is
+// empty or contains tenant. The pointers refer into c.Functions.
+func (c *Config) FunctionsFor(tenant, eventType string) []*Function {
+	var out []*Function
+	for i := range c.Functions {
+		f := &c.Functions[i]
+		if !slices.Contains(f.Events, eventType) {
+			continue
+		}
+		if len(f.Tenants) > 0 && !slices.Contains(f.Tenants, tenant) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// Function returns the function named name, or nil. The pointer refers into
+// c.Functions.
+func (c *Config) Function(name string) *Function {
+	for i := range c.Functions {
+		if c.Functions[i].Name == name {
+			return &c.Functions[i]
+		}
+	}
+	return nil
+}
+
+// Backoff returns the delay before attempt+1 after attempt (1-based) failed:
+// min(MaxBackoff, InitialBackoff * 2^(attempt-1)), without jitter (callers add
+// it). An attempt below 1 counts as 1.
+func (r Retry) Backoff(attempt int) time.Duration {
+	initial, limit := r.InitialBackoff.Std(), r.MaxBackoff.Std()
+	if initial <= 0 || limit <= 0 {
+		return max(0, min(initial, limit))
+	}
+	d := initial
+	for i := 1; i < attempt && d < limit; i++ {
+		if d > limit/2 {
+			return limit
+		}
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// ApplyEnv overrides Server.Addr, Broker.URL and Redis.URL from
+// TASKLANE_ADDR, TASKLANE_AMQP_URL and TASKLANE_REDIS_URL when getenv returns a
+// non-empty value for them. Pass [os.Getenv]; tests pass a map lookup. Call
+// Validate afterwards to check the overridden values.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	for _, o := range []struct {
+		name, path string
+		field      *string
+	}{
+		{EnvAddr, "server.addr", &c.Server.Addr},
+		{EnvAMQPURL, "broker.url", &c.Broker.URL},
+		{EnvRedisURL, "redis.url", &c.Redis.URL},
+	} {
+		v := getenv(o.name)
+		if v == "" {
+			continue
+		}
+		*o.field = v
+		// Copy on write: copies made by WithDefaults share the maps.
+		c.env = maps.Clone(c.env)
+		if c.env == nil {
+			c.env = map[string]string{}
+		}
+		c.env[o.path] = o.name
+	}
+}

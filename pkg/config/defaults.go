@@ -1,0 +1,77 @@
+package config
+
+import (
+	"cmp"
+	"slices"
+)
+
+// WithDefaults returns a copy of c with every zero field that has a default set
+// to it. Lists are copied, so c is left unchanged.
+func (c *Config) WithDefaults() *Config {
+	out := *c
+
+	out.Server.Addr = cmp.Or(out.Server.Addr, AddrDefault)
+	out.Server.MaxEventBytes = cmp.Or(out.Server.MaxEventBytes, MaxEventBytesDefault)
+	out.Server.MaxBatchBytes = cmp.Or(out.Server.MaxBatchBytes, max(MaxBatchBytesDefault, out.Server.MaxEventBytes))
+	out.Server.MaxBatchEvents = cmp.Or(out.Server.MaxBatchEvents, MaxBatchEventsDefault)
+	out.Server.AdminKeys = slices.Clone(out.Server.AdminKeys)
+
+	out.Broker.Driver = cmp.Or(out.Broker.Driver, BrokerDriverDefault)
+	if out.Broker.Driver == BrokerDriverAMQP {
+		out.Broker.URL = cmp.Or(out.Broker.URL, AMQPURLDefault)
+	}
+	out.Broker.PublishChannels = cmp.Or(out.Broker.PublishChannels, PublishChannelsDefault)
+
+	out.Redis.URL = cmp.Or(out.Redis.URL, RedisURLDefault)
+
+	out.Lanes.Shared = cmp.Or(out.Lanes.Shared, LanesSharedDefault)
+	out.Lanes.ShardSize = cmp.Or(out.Lanes.ShardSize, min(ShardSizeDefault, max(out.Lanes.Shared, 1)))
+	out.Lanes.QueueType = cmp.Or(out.Lanes.QueueType, QueueTypeDefault)
+
+	out.Dispatcher.ConsumersPerLane = cmp.Or(out.Dispatcher.ConsumersPerLane, ConsumersPerLaneDefault)
+	out.Dispatcher.LeaseTTL = cmp.Or(out.Dispatcher.LeaseTTL, LeaseTTLDefault)
+	out.Dispatcher.DrainTimeout = cmp.Or(out.Dispatcher.DrainTimeout, DrainTimeoutDefault)
+	out.Dispatcher.MaxResultBytes = cmp.Or(out.Dispatcher.MaxResultBytes, MaxResultBytesDefault)
+
+	out.Ledger.Retention = cmp.Or(out.Ledger.Retention, RetentionDefault)
+	out.Ledger.DedupWindow = cmp.Or(out.Ledger.DedupWindow, DedupWindowDefault)
+	out.Ledger.PublishGuard = cmp.Or(out.Ledger.PublishGuard, PublishGuardDefault)
+
+	out.Tenants = slices.Clone(out.Tenants)
+	for i := range out.Tenants {
+		out.Tenants[i].APIKeys = slices.Clone(out.Tenants[i].APIKeys)
+	}
+
+	out.Functions = slices.Clone(out.Functions)
+	for i := range out.Functions {
+		f := &out.Functions[i]
+		f.Events = slices.Clone(f.Events)
+		f.Tenants = slices.Clone(f.Tenants)
+		f.Timeout = cmp.Or(f.Timeout, FunctionTimeoutDefault)
+		f.Retry.MaxAttempts = cmp.Or(f.Retry.MaxAttempts, MaxAttemptsDefault)
+		f.Retry.InitialBackoff = cmp.Or(f.Retry.InitialBackoff, InitialBackoffDefault)
+		f.Retry.MaxBackoff = cmp.Or(f.Retry.MaxBackoff, max(MaxBackoffDefault, f.Retry.InitialBackoff))
+	}
+
+	out.Subscriptions = slices.Clone(out.Subscriptions)
+	for i := range out.Subscriptions {
+		flt := &out.Subscriptions[i].Filter
+		flt.Types = slices.Clone(flt.Types)
+		flt.Tenants = slices.Clone(flt.Tenants)
+		flt.Functions = slices.Clone(flt.Functions)
+	}
+
+	out.Triggers = slices.Clone(out.Triggers)
+	for i := range out.Triggers {
+		t := &out.Triggers[i]
+		if t.Cron != nil {
+			cron := *t.Cron
+			t.Cron = &cron
+		}
+		if t.HTTP != nil {
+			h := *t.HTTP
+			t.HTTP = &h
+		}
+	}
+	return &out
+}

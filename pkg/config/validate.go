@@ -1,0 +1,468 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+var (
+	tenantIDRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	functionNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	goNameRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_./-]{0,127}$`)
+)
+
+const hashedKeyPrefix = "sha256:"
+
+// Validate checks c as it is (call [Config.WithDefaults] first on a Config
+// built in Go) and reports every problem: the error joins one [*Error] per
+// problem, or is nil. A Config from [Parse] or [Load] carries the positions of
+// its fields, so the errors name file, line and column; one built in Go gets
+// field paths only.
+func (c *Config) Validate() error {
+	return joinErrors(c.validate(), 0)
+}
+
+// validator collects the problems of one Config.
+type validator struct {
+	c    *Config
+	errs []*Error
+}
+
+func (c *Config) validate() []*Error {
+	v := &validator{c: c}
+	v.server()
+	v.broker()
+	v.redis()
+	v.lanes()
+	v.dispatcher()
+	v.ledger()
+	v.tenants()
+	v.functions()
+	v.subscriptions()
+	v.triggers()
+	return v.errs
+}
+
+// position finds path, or its closest ancestor, in the position index. A path
+// set by ApplyEnv has no position.
+func (c *Config) position(path string) (position, bool) {
+	if _, ok := c.env[path]; ok {
+		return position{}, false
+	}
+	for p := path; p != ""; {
+		if pos, ok := c.pos[p]; ok && pos.line > 0 {
+			return pos, true
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return position{}, false
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	e := &Error{File: v.c.File, Field: path, Msg: fmt.Sprintf(format, args...)}
+	if name, ok := v.c.env[path]; ok {
+		e.File = ""
+		e.Msg += " (set by " + name + ")"
+	} else if p, ok := v.c.position(path); ok {
+		e.Line, e.Column = p.line, p.col
+	}
+	v.errs = append(v.errs, e)
+}
+
+func (v *validator) missing(path string) {
+	v.add(path, "missing (required)")
+}
+
+// where names where path is, for "first at ..." notes: its line when known,
+// its path otherwise.
+func (v *validator) where(path string) string {
+	if p, ok := v.c.position(path); ok {
+		return fmt.Sprintf("line %d", p.line)
+	}
+	return path
+}
+
+func (v *validator) intRange(path string, got, lo, hi int64) {
+	if got < lo || got > hi {
+		v.add(path, "must be between %d and %d, got %d", lo, hi, got)
+	}
+}
+
+func (v *validator) intMin(path string, got, lo int64) {
+	if got < lo {
+		v.add(path, "must be at least %d, got %d", lo, got)
+	}
+}
+
+func (v *validator) positive(path string, d Duration) {
+	if d <= 0 {
+		v.add(path, "must be a positive duration, got %s", d)
+	}
+}
+
+func (v *validator) enum(path, got string, allowed ...string) {
+	if !slices.Contains(allowed, got) {
+		v.add(path, "invalid value %q (allowed: %s)", got, strings.Join(allowed, ", "))
+	}
+}
+
+// unique reports the second and later occurrences of a name. kind names what
+// is named, e.g. "function name".
+type uniqueSet struct {
+	v     *validator
+	kind  string
+	first map[string]string // name -> path of its first occurrence
+}
+
+func (v *validator) uniqueSet(kind string) *uniqueSet {
+	return &uniqueSet{v: v, kind: kind, first: map[string]string{}}
+}
+
+func (u *uniqueSet) check(path, name string) {
+	if name == "" {
+		return
+	}
+	if first, dup := u.first[name]; dup {
+		u.v.add(path, "duplicate %s %q (first at %s)", u.kind, name, u.v.where(first))
+		return
+	}
+	u.first[name] = path
+}
+
+func (v *validator) server() {
+	s := v.c.Server
+	if s.Addr == "" {
+		v.missing("server.addr")
+	} else if msg := checkAddr(s.Addr); msg != "" {
+		v.add("server.addr", "%s", msg)
+	}
+	v.intMin("server.max_event_bytes", s.MaxEventBytes, 1)
+	if s.MaxBatchBytes < s.MaxEventBytes {
+		v.add("server.max_batch_bytes", "must be at least server.max_event_bytes (%d), got %d", s.MaxEventBytes, s.MaxBatchBytes)
+	}
+	v.intMin("server.max_batch_events", int64(s.MaxBatchEvents), 1)
+	for i, k := range s.AdminKeys {
+		if _, msg := checkKey(k); msg != "" {
+			v.add(fmt.Sprintf("server.admin_keys[%d]", i), "%s", msg)
+		}
+	}
+}
+
+func (v *validator) broker() {
+	b := v.c.Broker
+	v.enum("broker.driver", b.Driver, BrokerDriverAMQP, BrokerDriverRedisStream)
+	if b.Driver == BrokerDriverAMQP {
+		if b.URL == "" {
+			v.missing("broker.url")
+		} else if msg := checkURL(b.URL, "amqp://guest:guest@127.0.0.1:5672/", "amqp", "amqps"); msg != "" {
+			v.add("broker.url", "%s", msg)
+		}
+	}
+	v.intRange("broker.publish_channels", int64(b.PublishChannels), PublishChannelsMin, PublishChannelsMax)
+}
+
+func (v *validator) redis() {
+	u := v.c.Redis.URL
+	if u == "" {
+		v.missing("redis.url")
+		return
+	}
+	if msg := checkURL(u, "redis://127.0.0.1:6379/0", "redis", "rediss"); msg != "" {
+		v.add("redis.url", "%s", msg)
+		return
+	}
+	parsed, _ := url.Parse(u) // checkURL parsed it
+	if db := strings.TrimPrefix(parsed.Path, "/"); db != "" {
+		if n, err := strconv.Atoi(db); err != nil || n < 0 {
+			v.add("redis.url", "invalid database %q (want a number, e.g. redis://127.0.0.1:6379/0)", db)
+		}
+	}
+}
+
+func (v *validator) lanes() {
+	l := v.c.Lanes
+	v.intRange("lanes.shared", int64(l.Shared), LanesSharedMin, LanesSharedMax)
+	if l.ShardSize < ShardSizeMin || (l.Shared >= ShardSizeMin && l.ShardSize > l.Shared) {
+		v.add("lanes.shard_size", "must be between %d and lanes.shared (%d), got %d", ShardSizeMin, l.Shared, l.ShardSize)
+	}
+	v.enum("lanes.queue_type", l.QueueType, QueueTypeClassic, QueueTypeQuorum)
+}
+
+func (v *validator) dispatcher() {
+	d := v.c.Dispatcher
+	v.intRange("dispatcher.consumers_per_lane", int64(d.ConsumersPerLane), ConsumersPerLaneMin, ConsumersPerLaneMax)
+	if d.LeaseTTL < LeaseTTLMin {
+		v.add("dispatcher.lease_ttl", "must be at least %s, got %s", LeaseTTLMin, d.LeaseTTL)
+	}
+	v.positive("dispatcher.drain_timeout", d.DrainTimeout)
+	v.intMin("dispatcher.max_result_bytes", d.MaxResultBytes, 1)
+}
+
+func (v *validator) ledger() {
+	l := v.c.Ledger
+	v.positive("ledger.retention", l.Retention)
+	v.positive("ledger.dedup_window", l.DedupWindow)
+	v.positive("ledger.publish_guard", l.PublishGuard)
+}
+
+func (v *validator) tenants() {
+	ids := v.uniqueSet("tenant id")
+	type owner struct {
+		tenant int
+		path   string
+	}
+	keys := map[string]owner{} // canonical key -> first holder
+	for i, t := range v.c.Tenants {
+		path := fmt.Sprintf("tenants[%d]", i)
+		switch {
+		case t.ID == "":
+			v.missing(path + ".id")
+		case !tenantIDRE.MatchString(t.ID):
+			v.add(path+".id", "invalid tenant id %q (want 1-64 lowercase letters, digits, '_' or '-', starting with a letter or digit)", t.ID)
+		default:
+			ids.check(path+".id", t.ID)
+		}
+		if len(t.APIKeys) == 0 {
+			v.missing(path + ".api_keys")
+		}
+		for j, k := range t.APIKeys {
+			kpath := fmt.Sprintf("%s.api_keys[%d]", path, j)
+			canon, msg := checkKey(k)
+			if msg != "" {
+				v.add(kpath, "%s", msg)
+				continue
+			}
+			first, dup := keys[canon]
+			switch {
+			case !dup:
+				keys[canon] = owner{i, kpath}
+			case first.tenant == i:
+				v.add(kpath, "duplicate API key (first at %s)", v.where(first.path))
+			default:
+				v.add(kpath, "API key also belongs to tenant %q (first at %s); a key must identify one tenant",
+					v.c.Tenants[first.tenant].ID, v.where(first.path))
+			}
+		}
+	}
+	for i, k := range v.c.Server.AdminKeys {
+		canon, msg := checkKey(k)
+		if msg != "" {
+			continue // reported by server()
+		}
+		if first, dup := keys[canon]; dup {
+			v.add(fmt.Sprintf("server.admin_keys[%d]", i), "admin key is also an API key of tenant %q (at %s)",
+				v.c.Tenants[first.tenant].ID, v.where(first.path))
+		}
+	}
+}
+
+func (v *validator) functions() {
+	names := v.uniqueSet("function name")
+	tenants := v.c.TenantIDs()
+	for i, f := range v.c.Functions {
+		path := fmt.Sprintf("functions[%d]", i)
+		switch {
+		case f.Name == "":
+			v.missing(path + ".name")
+		case !functionNameRE.MatchString(f.Name):
+			v.add(path+".name", "invalid function name %q (want 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit)", f.Name)
+		default:
+			names.check(path+".name", f.Name)
+		}
+
+		if len(f.Events) == 0 {
+			v.missing(path + ".events")
+		}
+		seen := map[string]bool{}
+		for j, e := range f.Events {
+			epath := fmt.Sprintf("%s.events[%d]", path, j)
+			switch {
+			case strings.TrimSpace(e) == "":
+				v.add(epath, "empty event type")
+			case seen[e]:
+				v.add(epath, "duplicate event type %q", e)
+			}
+			seen[e] = true
+		}
+
+		if f.Endpoint == "" {
+			v.missing(path + ".endpoint")
+		} else if msg := checkEndpoint(f.Endpoint); msg != "" {
+			v.add(path+".endpoint", "%s", msg)
+		}
+
+		v.positive(path+".timeout", f.Timeout)
+		if f.Timeout > FunctionTimeoutMax {
+			v.add(path+".timeout", "must be at most %s, got %s", FunctionTimeoutMax, f.Timeout)
+		}
+		v.intMin(path+".concurrency", int64(f.Concurrency), 0)
+
+		r := f.Retry
+		v.intRange(path+".retry.max_attempts", int64(r.MaxAttempts), MaxAttemptsMin, MaxAttemptsMax)
+		v.positive(path+".retry.initial_backoff", r.InitialBackoff)
+		if r.MaxBackoff < r.InitialBackoff {
+			v.add(path+".retry.max_backoff", "must be at least retry.initial_backoff (%s), got %s", r.InitialBackoff, r.MaxBackoff)
+		}
+
+		for j, t := range f.Tenants {
+			if !slices.Contains(tenants, t) {
+				v.add(fmt.Sprintf("%s.tenants[%d]", path, j), "unknown tenant %q (configured: %s)", t, strings.Join(tenants, ", "))
+			}
+		}
+	}
+}
+
+func (v *validator) subscriptions() {
+	names := v.uniqueSet("subscription name")
+	tenants := v.c.TenantIDs()
+	for i, s := range v.c.Subscriptions {
+		path := fmt.Sprintf("subscriptions[%d]", i)
+		if s.Name == "" {
+			v.missing(path + ".name")
+		}
+		names.check(path+".name", s.Name)
+		if s.Sink == "" {
+			v.missing(path + ".sink")
+		} else if msg := checkURL(s.Sink, "http://127.0.0.1:9100/results", "http", "https"); msg != "" {
+			v.add(path+".sink", "%s", msg)
+		}
+		for j, t := range s.Filter.Types {
+			if strings.TrimSpace(t) == "" {
+				v.add(fmt.Sprintf("%s.filter.types[%d]", path, j), "empty event type")
+			}
+		}
+		for j, t := range s.Filter.Tenants {
+			if !slices.Contains(tenants, t) {
+				v.add(fmt.Sprintf("%s.filter.tenants[%d]", path, j), "unknown tenant %q (configured: %s)", t, strings.Join(tenants, ", "))
+			}
+		}
+		for j, fn := range s.Filter.Functions {
+			if v.c.Function(fn) == nil {
+				v.add(fmt.Sprintf("%s.filter.functions[%d]", path, j), "unknown function %q", fn)
+			}
+		}
+	}
+}
+
+func (v *validator) triggers() {
+	names := v.uniqueSet("trigger name")
+	hookPaths := v.uniqueSet("http path")
+	tenants := v.c.TenantIDs()
+	for i, t := range v.c.Triggers {
+		path := fmt.Sprintf("triggers[%d]", i)
+		if t.Name == "" {
+			v.missing(path + ".name")
+		}
+		names.check(path+".name", t.Name)
+
+		switch {
+		case t.Tenant == "" && len(v.c.Tenants) > 0:
+			v.add(path+".tenant", "missing (required when tenants are configured)")
+		case t.Tenant != "" && !slices.Contains(tenants, t.Tenant):
+			v.add(path+".tenant", "unknown tenant %q (configured: %s)", t.Tenant, strings.Join(tenants, ", "))
+		}
+
+		switch {
+		case t.Cron == nil && t.HTTP == nil:
+			v.add(path, "set exactly one of cron or http")
+		case t.Cron != nil && t.HTTP != nil:
+			v.add(path+".http", "set exactly one of cron or http, not both")
+		case t.Cron != nil:
+			if t.Cron.Schedule == "" {
+				v.missing(path + ".cron.schedule")
+			}
+		case t.HTTP != nil:
+			if t.HTTP.Path == "" {
+				v.missing(path + ".http.path")
+			}
+			hookPaths.check(path+".http.path", strings.Trim(t.HTTP.Path, "/"))
+		}
+
+		if t.Event.Type == "" {
+			v.missing(path + ".event.type")
+		}
+		if t.Event.Source == "" {
+			v.missing(path + ".event.source")
+		}
+	}
+}
+
+// checkKey checks an API key and returns its canonical form (the lowercase hex
+// SHA-256 of the secret), or a problem. The key itself never appears in the
+// problem.
+func checkKey(k string) (canon, problem string) {
+	if hexSum, ok := strings.CutPrefix(k, hashedKeyPrefix); ok {
+		if _, err := hex.DecodeString(hexSum); err != nil || len(hexSum) != 2*sha256.Size {
+			return "", `invalid hashed key (want "sha256:" followed by 64 hex digits)`
+		}
+		return strings.ToLower(hexSum), ""
+	}
+	if len(k) < 8 {
+		return "", `API key too short (want a secret of at least 8 characters, or "sha256:" followed by 64 hex digits)`
+	}
+	if strings.ContainsFunc(k, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return "", "API key must not contain white space or control characters"
+	}
+	sum := sha256.Sum256([]byte(k))
+	return hex.EncodeToString(sum[:]), ""
+}
+
+// checkAddr checks a listen address.
+func checkAddr(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		if n, perr := strconv.Atoi(port); perr == nil && n >= 0 && n <= 65535 {
+			return ""
+		}
+	}
+	return fmt.Sprintf("invalid address %q (want host:port, e.g. \":8080\")", addr)
+}
+
+// checkURL checks that raw is a URL with one of schemes and a host. The URL
+// is not echoed: it may hold credentials.
+func checkURL(raw, example string, schemes ...string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Opaque != "" {
+		return fmt.Sprintf("invalid URL (want e.g. %s)", example)
+	}
+	if !slices.Contains(schemes, u.Scheme) {
+		return fmt.Sprintf("unsupported URL scheme %q (want %s, e.g. %s)", u.Scheme, strings.Join(schemes, " or "), example)
+	}
+	if u.Hostname() == "" {
+		return fmt.Sprintf("URL has no host (want e.g. %s)", example)
+	}
+	return ""
+}
+
+// checkEndpoint checks a function endpoint.
+func checkEndpoint(e string) string {
+	const want = "want an http:// or https:// URL with a host, builtin:echo, builtin:noop or go:<name>"
+	switch {
+	case e == EndpointEcho, e == EndpointNoop:
+		return ""
+	case strings.HasPrefix(e, "builtin:"):
+		return fmt.Sprintf("unknown builtin %q (allowed: %s, %s)", e, EndpointEcho, EndpointNoop)
+	case strings.HasPrefix(e, EndpointGoPrefix):
+		if !goNameRE.MatchString(strings.TrimPrefix(e, EndpointGoPrefix)) {
+			return fmt.Sprintf("invalid go function name in %q (want go:<name>, e.g. go:resize)", e)
+		}
+		return ""
+	}
+	u, err := url.Parse(e)
+	if err != nil || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return "invalid endpoint (" + want + ")"
+	}
+	return ""
+}

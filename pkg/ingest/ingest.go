@@ -1,0 +1,333 @@
+// Package ingest turns accepted CloudEvents into durable tasks: it validates
+// them, reads Tasklane's extension attributes, records one task per
+// subscribed function in the ledger and publishes each to its lane. The HTTP
+// gateway and the triggers both submit through it, so every way in gets the
+// same validation, dedup, limits and routing.
+//
+// Durability rule: Submit returns without error only when every task is in
+// the ledger and either confirmed by the broker or sitting in the ledger's
+// durable delay set (delayed tasks, and tasks whose publish failed, which the
+// scheduler publishes when due).
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/taskmsg"
+)
+
+// MaxDelay bounds delay and deliverat: a task further out is refused.
+const MaxDelay = 365 * 24 * time.Hour
+
+// publishTimeout bounds one broker publish.
+const publishTimeout = 10 * time.Second
+
+// republishAfter is when the scheduler retries a publish that failed.
+const republishAfter = time.Second
+
+// Error is a submission problem with the HTTP status that answers it.
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func errorf(status int, format string, args ...any) *Error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Router picks a lane for a tenant's task.
+type Router interface {
+	LaneFor(tenant, key string) string
+}
+
+// SubscribersFunc names the functions that take events of eventType from
+// tenant.
+type SubscribersFunc func(tenant, eventType string) []string
+
+// Config configures an Ingester.
+type Config struct {
+	Ledger      *ledger.Ledger
+	Publisher   message.Publisher
+	Router      Router
+	Subscribers SubscribersFunc
+	Metrics     *metrics.Metrics
+	Logger      *slog.Logger
+	// PublishConcurrency bounds parallel broker publishes per Submit.
+	// Default 64.
+	PublishConcurrency int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Ingester submits events.
+type Ingester struct{ cfg Config }
+
+// New returns an Ingester.
+func New(cfg Config) *Ingester {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.PublishConcurrency <= 0 {
+		cfg.PublishConcurrency = 64
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Ingester{cfg: cfg}
+}
+
+// Submit makes tasks of events for tenant. Every event is checked before
+// anything is written: one bad event refuses the whole submission (400 or
+// 422, naming the event's index when there are several), so a client can
+// fix and resend it whole; dedup makes resending what was accepted harmless.
+func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.Event) ([]contracts.SubmittedTask, error) {
+	if len(events) == 0 {
+		return nil, errorf(http.StatusBadRequest, "no events")
+	}
+	now := in.cfg.Now()
+	batch := make([]ledger.EventTasks, len(events))
+	msgs := make([][]*message.Message, len(events))
+	for i, e := range events {
+		et, m, err := in.prepare(tenant, e, now)
+		if err != nil {
+			if len(events) > 1 {
+				err.Msg = fmt.Sprintf("events[%d]: %s", i, err.Msg)
+			}
+			return nil, err
+		}
+		batch[i], msgs[i] = et, m
+	}
+	created, err := in.cfg.Ledger.Create(ctx, batch)
+	if err != nil {
+		in.cfg.Logger.ErrorContext(ctx, "recording tasks", "tenant", tenant, "error", err)
+		return nil, errorf(http.StatusServiceUnavailable, "tasks could not be recorded; nothing was accepted, retry later")
+	}
+	var toPublish []*message.Message
+	var guard int64
+	var out []contracts.SubmittedTask
+	for i, c := range created {
+		out = append(out, c.Tasks...)
+		if c.Duplicate {
+			in.cfg.Metrics.TasksDuplicate.WithLabelValues(tenant).Inc()
+			continue
+		}
+		for _, t := range c.Tasks {
+			in.cfg.Metrics.TasksAccepted.WithLabelValues(tenant, t.Function).Inc()
+		}
+		if batch[i].DueAt.After(now) {
+			continue // the scheduler publishes it when due
+		}
+		toPublish = append(toPublish, msgs[i]...)
+		guard = c.GuardScore
+	}
+	in.publish(ctx, tenant, guard, toPublish)
+	return out, nil
+}
+
+// prepare validates one event and builds its tasks.
+func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledger.EventTasks, []*message.Message, *Error) {
+	if err := e.Validate(); err != nil {
+		return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %s", describeValidation(err))
+	}
+	// The tenant comes from the credential only.
+	e.SetExtension(contracts.ExtTenantID, tenant)
+	ext := e.Extensions()
+	prio, perr := intExt(ext, contracts.ExtPriority, 0, contracts.MaxPriority)
+	if perr != nil {
+		return ledger.EventTasks{}, nil, perr
+	}
+	due, perr := dueAt(ext, now)
+	if perr != nil {
+		return ledger.EventTasks{}, nil, perr
+	}
+	if perr := checkExpiry(ext, now); perr != nil {
+		return ledger.EventTasks{}, nil, perr
+	}
+	fns := in.cfg.Subscribers(tenant, e.Type())
+	if len(fns) == 0 {
+		return ledger.EventTasks{}, nil, errorf(http.StatusUnprocessableEntity, "type: no function subscribes to type %q", e.Type())
+	}
+	et := ledger.EventTasks{
+		Tenant: tenant,
+		Event:  contracts.EventRef{ID: e.ID(), Source: e.Source(), Type: e.Type(), Subject: e.Subject()},
+		DueAt:  due,
+	}
+	msgs := make([]*message.Message, 0, len(fns))
+	for _, fn := range fns {
+		id := ulid.Make().String()
+		msg, err := taskmsg.New(taskmsg.Ref{TaskID: id, Tenant: tenant, Function: fn, Priority: prio}, e)
+		if err != nil {
+			return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %v", err)
+		}
+		stored, err := taskmsg.Encode(msg)
+		if err != nil {
+			return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %v", err)
+		}
+		et.Tasks = append(et.Tasks, ledger.NewTask{ID: id, Function: fn, Priority: prio, Message: stored})
+		msgs = append(msgs, msg)
+	}
+	return et, msgs, nil
+}
+
+// publish sends tasks to their lanes concurrently. A task the broker did not
+// confirm stays in the delay set and is retried by the scheduler shortly;
+// it is durable either way, so the submission still succeeds.
+func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msgs []*message.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	// The client going away must not abandon publishes half done.
+	ctx = context.WithoutCancel(ctx)
+	sem := make(chan struct{}, in.cfg.PublishConcurrency)
+	var mu sync.Mutex
+	var confirmed, failed []string
+	var wg sync.WaitGroup
+	for _, m := range msgs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			id := m.Metadata.Get(taskmsg.KeyTaskID)
+			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+			defer cancel()
+			m.SetContext(pctx)
+			err := in.cfg.Publisher.Publish(in.cfg.Router.LaneFor(tenant, id), m)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = append(failed, id)
+				in.cfg.Logger.WarnContext(ctx, "publishing task; the scheduler will retry", "task", id, "error", err)
+				return
+			}
+			confirmed = append(confirmed, id)
+		}()
+	}
+	wg.Wait()
+	if len(confirmed) > 0 {
+		if err := in.cfg.Ledger.Enqueued(ctx, tenant, guard, confirmed...); err != nil {
+			// The guards stay; the scheduler republishes those tasks once the
+			// guard passes and dispatchers drop the extra copy.
+			in.cfg.Logger.WarnContext(ctx, "dropping publish guards", "error", err)
+		}
+	}
+	for _, id := range failed {
+		if err := in.cfg.Ledger.Defer(ctx, tenant, id, in.cfg.Now().Add(republishAfter)); err != nil {
+			in.cfg.Logger.WarnContext(ctx, "rescheduling unpublished task; its publish guard stays", "task", id, "error", err)
+		}
+	}
+}
+
+// describeValidation renders the SDK's validation error, attributes sorted.
+func describeValidation(err error) string {
+	var ve event.ValidationError
+	if errors.As(err, &ve) {
+		parts := make([]string, 0, len(ve))
+		for attr, e := range ve {
+			parts = append(parts, attr+": "+e.Error())
+		}
+		sort.Strings(parts)
+		return strings.Join(parts, "; ")
+	}
+	return err.Error()
+}
+
+func intExt(ext map[string]any, name string, lo, hi int64) (int, *Error) {
+	v, ok := ext[name]
+	if !ok {
+		return 0, nil
+	}
+	n, ok := toInt(v)
+	if !ok || n < lo || n > hi {
+		return 0, errorf(http.StatusBadRequest, "%s: must be an integer from %d to %d, got %v", name, lo, hi, v)
+	}
+	return int(n), nil
+}
+
+func toInt(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int32:
+		return int64(x), true
+	case string:
+		n, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+		return n, err == nil
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
+			return int64(x), true
+		}
+	}
+	return 0, false
+}
+
+func timeExt(ext map[string]any, name string) (time.Time, bool, *Error) {
+	v, ok := ext[name]
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	if t, ok := v.(time.Time); ok {
+		return t, true, nil
+	}
+	s, _ := v.(string)
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, false, errorf(http.StatusBadRequest, "%s: must be an RFC 3339 time, got %v", name, v)
+	}
+	return t, true, nil
+}
+
+func dueAt(ext map[string]any, now time.Time) (time.Time, *Error) {
+	at, hasAt, err := timeExt(ext, contracts.ExtDeliverAt)
+	if err != nil {
+		return time.Time{}, err
+	}
+	_, hasDelay := ext[contracts.ExtDelay]
+	if hasAt && hasDelay {
+		return time.Time{}, errorf(http.StatusBadRequest, "delay, deliverat: give one of them, not both")
+	}
+	if hasDelay {
+		secs, err := intExt(ext, contracts.ExtDelay, 0, int64(MaxDelay/time.Second))
+		if err != nil {
+			return time.Time{}, err
+		}
+		return now.Add(time.Duration(secs) * time.Second), nil
+	}
+	if hasAt && at.Sub(now) > MaxDelay {
+		return time.Time{}, errorf(http.StatusBadRequest, "deliverat: more than %s ahead", MaxDelay)
+	}
+	return at, nil
+}
+
+func checkExpiry(ext map[string]any, now time.Time) *Error {
+	_, hasAt, err := timeExt(ext, contracts.ExtExpiresAt)
+	if err != nil {
+		return err
+	}
+	_, hasTTL := ext[contracts.ExtTTL]
+	if hasAt && hasTTL {
+		return errorf(http.StatusBadRequest, "ttl, expiresat: give one of them, not both")
+	}
+	if hasTTL {
+		if _, err := intExt(ext, contracts.ExtTTL, 1, int64(MaxDelay/time.Second)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

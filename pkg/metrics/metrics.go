@@ -1,0 +1,96 @@
+// Package metrics defines Tasklane's Prometheus metrics. Every process
+// builds one Metrics and serves its registry on /metrics; the roles it runs
+// fill in their part. Labels are bounded by configuration (tenants,
+// functions, lanes, subscriptions): never task or event ids.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every metric.
+const Namespace = "tasklane"
+
+// Metrics holds every collector.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Gateway.
+	EventsReceived *prometheus.CounterVec // tenant, mode
+	EventsRejected *prometheus.CounterVec // status
+	TasksAccepted  *prometheus.CounterVec // tenant, function
+	TasksDuplicate *prometheus.CounterVec // tenant
+	IngestSeconds  *prometheus.HistogramVec
+
+	// Dispatcher.
+	Attempts     *prometheus.CounterVec   // function, class
+	Outcomes     *prometheus.CounterVec   // tenant, function, outcome
+	QueueWait    *prometheus.HistogramVec // function
+	RunSeconds   *prometheus.HistogramVec // function
+	InFlight     *prometheus.GaugeVec     // function
+	Deliveries   *prometheus.CounterVec   // verdict (run, busy, done, missing)
+	Quarantined  prometheus.Counter
+	LeaseLost    prometheus.Counter
+	LedgerErrors *prometheus.CounterVec // op
+
+	// Scheduler.
+	Requeued prometheus.Counter
+
+	// Notifier.
+	ResultsPublished *prometheus.CounterVec // result (ok, error)
+	SinkDeliveries   *prometheus.CounterVec // subscription, result (ok, retry, dropped)
+}
+
+var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+
+// New registers every collector on a fresh registry, with the Go runtime and
+// process collectors.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := factory{r}
+	return &Metrics{
+		Registry:       r,
+		EventsReceived: f.counter("events_received_total", "CloudEvents received on the ingest API.", "tenant", "mode"),
+		EventsRejected: f.counter("events_rejected_total", "Ingest requests answered with an error, by HTTP status.", "status"),
+		TasksAccepted:  f.counter("tasks_accepted_total", "Tasks durably accepted (202).", "tenant", "function"),
+		TasksDuplicate: f.counter("tasks_duplicate_total", "Submitted events found in the dedup window.", "tenant"),
+		IngestSeconds: f.histogram("ingest_seconds", "Time to answer an ingest request, from body read to 202.",
+			"mode"),
+		Attempts:     f.counter("attempts_total", "Attempts run, by outcome class.", "function", "class"),
+		Outcomes:     f.counter("tasks_finished_total", "Tasks that reached a terminal state.", "tenant", "function", "outcome"),
+		QueueWait:    f.histogram("queue_wait_seconds", "Time from due to first start.", "function"),
+		RunSeconds:   f.histogram("run_seconds", "Duration of one attempt.", "function"),
+		InFlight:     f.gauge("in_flight", "Attempts running in this process.", "function"),
+		Deliveries:   f.counter("deliveries_total", "Lane deliveries, by ledger verdict.", "verdict"),
+		Quarantined:  f.counter("quarantined_total", "Undecodable lane messages moved to the quarantine.").WithLabelValues(),
+		LeaseLost:    f.counter("lease_lost_total", "Attempts whose lease was taken over before they ended.").WithLabelValues(),
+		LedgerErrors: f.counter("ledger_errors_total", "Ledger operations that failed.", "op"),
+		Requeued:     f.counter("requeued_total", "Tasks the scheduler put back on a lane (retries, delays, guards).").WithLabelValues(),
+		ResultsPublished: f.counter("results_published_total", "Result events published to the results exchange.",
+			"result"),
+		SinkDeliveries: f.counter("sink_deliveries_total", "Result event deliveries to subscription sinks.",
+			"subscription", "result"),
+	}
+}
+
+type factory struct{ r *prometheus.Registry }
+
+func (f factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+	f.r.MustRegister(c)
+	return c
+}
+
+func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+	f.r.MustRegister(g)
+	return g
+}
+
+func (f factory) histogram(name, help string, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help, Buckets: latencyBuckets}, labels)
+	f.r.MustRegister(h)
+	return h
+}

@@ -1,0 +1,79 @@
+package dispatcher
+
+import (
+	"context"
+	"time"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/executor"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/services/dispatcher/middleware"
+)
+
+// attempt runs one attempt under a renewed lease and records the outcome.
+func (d *Dispatcher) attempt(ctx context.Context, del *middleware.Delivery, fn Function) error {
+	deadline := time.Now().Add(fn.Timeout)
+	actx, cancel := context.WithDeadlineCause(ctx, deadline, context.DeadlineExceeded)
+	defer cancel()
+	lease := ledger.Lease{Tenant: del.Ref.Tenant, ID: del.Ref.TaskID, Owner: d.cfg.Owner, Attempt: del.Claim.Attempt}
+	lost := d.leases.hold(lease, func() { cancel() })
+	defer d.leases.release(lease)
+
+	inflight := d.cfg.Metrics.InFlight.WithLabelValues(fn.Name)
+	inflight.Inc()
+	start := time.Now()
+	out := fn.Executor.Execute(actx, executor.Request{
+		TaskID: del.Ref.TaskID, Tenant: del.Ref.Tenant, Function: fn.Name,
+		Attempt: del.Claim.Attempt, Deadline: deadline, Event: del.Event,
+	})
+	inflight.Dec()
+	d.cfg.Metrics.RunSeconds.WithLabelValues(fn.Name).Observe(time.Since(start).Seconds())
+	d.cfg.Metrics.Attempts.WithLabelValues(fn.Name, string(out.Class)).Inc()
+	if lost.Load() {
+		// Another dispatcher took the task over; its outcome counts.
+		d.cfg.Metrics.LeaseLost.Inc()
+		d.cfg.Logger.Warn("attempt finished after its lease was lost; outcome discarded", "task", del.Ref.TaskID, "attempt", del.Claim.Attempt)
+		return nil
+	}
+	return d.finish(ctx, del, out, fn)
+}
+
+// finish records an attempt's outcome: terminal, or a retry at a backoff.
+func (d *Dispatcher) finish(ctx context.Context, del *middleware.Delivery, out executor.Outcome, fn Function) error {
+	tenant, id, attempt := del.Ref.Tenant, del.Ref.TaskID, del.Claim.Attempt
+	var state contracts.State
+	switch out.Class {
+	case executor.Succeeded:
+		state = contracts.StateSucceeded
+	case executor.Retryable, executor.Throttled:
+		if attempt < fn.MaxAttempts {
+			wait := jitter(fn.Backoff(attempt))
+			if out.Class == executor.Throttled && out.RetryAfter > 0 {
+				wait = out.RetryAfter
+			}
+			ok, err := d.cfg.Ledger.Retry(ctx, tenant, id, attempt, time.Now().Add(wait), out.Err)
+			if err != nil {
+				d.cfg.Metrics.LedgerErrors.WithLabelValues("retry").Inc()
+				return err
+			}
+			if !ok {
+				d.cfg.Metrics.LeaseLost.Inc()
+			}
+			return nil
+		}
+		state = contracts.StateFailed
+	default:
+		state = contracts.StateFailed
+	}
+	ok, err := d.cfg.Ledger.Finish(ctx, tenant, id, attempt, state, out.Err, out.Result)
+	if err != nil {
+		d.cfg.Metrics.LedgerErrors.WithLabelValues("finish").Inc()
+		return err
+	}
+	if !ok {
+		d.cfg.Metrics.LeaseLost.Inc()
+		return nil
+	}
+	d.cfg.Metrics.Outcomes.WithLabelValues(tenant, del.Ref.Function, string(state)).Inc()
+	return nil
+}

@@ -1,0 +1,202 @@
+// Package dispatcher consumes the lanes with a Watermill router and runs
+// each task's attempts through its function's executor.
+//
+// Each lane gets ConsumersPerLane consumers; each consumer holds one
+// unacknowledged delivery (watermill-amqp and watermill-redisstream deliver
+// one message at a time per subscription), so a process runs at most
+// lanes x ConsumersPerLane attempts at once. A delivery is acknowledged
+// only after its outcome is in the ledger. Nothing waits inside a consumer:
+// retries and busy tasks go to the ledger's delay set, and the scheduler
+// puts them back on a lane when due.
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/tasklane/tasklane/pkg/broker"
+	"github.com/tasklane/tasklane/pkg/executor"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/services/dispatcher/middleware"
+)
+
+// Function is what the dispatcher needs to know of one function.
+type Function struct {
+	Name     string
+	Executor executor.Executor
+	// Timeout bounds one attempt.
+	Timeout time.Duration
+	// MaxAttempts is the number of attempts before the task fails.
+	MaxAttempts int
+	// Backoff is the wait before attempt n+1 after attempt n failed,
+	// without jitter.
+	Backoff func(attempt int) time.Duration
+}
+
+// Config configures a Dispatcher.
+type Config struct {
+	Broker           broker.Driver
+	Lanes            []string
+	ConsumersPerLane int
+	Ledger           *ledger.Ledger
+	Functions        map[string]Function
+	Metrics          *metrics.Metrics
+	Logger           *slog.Logger
+	// LeaseTTL is how long a running attempt's lease lasts without renewal;
+	// it is renewed every LeaseTTL/3. A dispatcher that dies is taken over
+	// after at most LeaseTTL. Default 15s.
+	LeaseTTL time.Duration
+	// DrainTimeout bounds how long Stop waits for running attempts.
+	// Default 30s.
+	DrainTimeout time.Duration
+	// Owner names this dispatcher in leases. Default host-pid-random.
+	Owner string
+	// ErrorPause is how long a consumer waits before nacking when the ledger
+	// or broker failed. Default 1s.
+	ErrorPause time.Duration
+}
+
+// Dispatcher runs the lane consumers.
+type Dispatcher struct {
+	cfg      Config
+	router   *message.Router
+	leases   *leaseKeeper
+	handlers []*message.Handler
+	running  chan struct{}
+	done     chan struct{}
+	runErr   error
+	stopOnce sync.Once
+}
+
+// New builds the router; Run starts it.
+func New(cfg Config) (*Dispatcher, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Logger = cfg.Logger.With("component", "dispatcher")
+	if cfg.ConsumersPerLane <= 0 {
+		cfg.ConsumersPerLane = 4
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 15 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.ErrorPause <= 0 {
+		cfg.ErrorPause = time.Second
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		cfg.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID())
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.DrainTimeout},
+		broker.WatermillLogger(cfg.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("creating router: %w", err)
+	}
+	d := &Dispatcher{
+		cfg:     cfg,
+		router:  router,
+		leases:  newLeaseKeeper(cfg.Ledger, cfg.LeaseTTL, cfg.Metrics, cfg.Logger),
+		running: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	// Router-level middleware is configured before Run (Watermill reads the
+	// list without a lock when handlers start).
+	router.AddMiddleware(
+		middleware.Recover(cfg.Logger),
+		middleware.Pause(cfg.ErrorPause, cfg.Logger),
+		middleware.Detach(),
+		middleware.Decode(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger),
+		middleware.Claim(cfg.Ledger, cfg.Owner, cfg.LeaseTTL, cfg.Metrics, cfg.Logger),
+	)
+	sub := cfg.Broker.Subscriber()
+	for _, lane := range cfg.Lanes {
+		for i := range cfg.ConsumersPerLane {
+			h := router.AddConsumerHandler(fmt.Sprintf("%s#%d", lane, i), lane, sub, d.handle)
+			d.handlers = append(d.handlers, h)
+		}
+	}
+	return d, nil
+}
+
+// Run consumes until ctx ends or Stop is called. Lanes must be declared.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	go d.leases.run(ctx)
+	go func() {
+		<-d.router.Running()
+		close(d.running)
+	}()
+	err := d.router.Run(ctx)
+	d.runErr = err
+	close(d.done)
+	return err
+}
+
+// Running is closed once every consumer is subscribed.
+func (d *Dispatcher) Running() <-chan struct{} { return d.running }
+
+// Stop drains: consumers stop taking deliveries, running attempts finish
+// and are acknowledged (up to DrainTimeout), then the router closes.
+// Attempts still running after the timeout are abandoned: their deliveries
+// are redelivered and their leases expire, so another dispatcher reruns them.
+func (d *Dispatcher) Stop() error {
+	var err error
+	d.stopOnce.Do(func() {
+		select {
+		case <-d.running:
+		default:
+			err = d.router.Close()
+			return
+		}
+		deadline := time.After(d.cfg.DrainTimeout)
+		for _, h := range d.handlers {
+			h.Stop()
+		}
+	wait:
+		for _, h := range d.handlers {
+			select {
+			case <-h.Stopped():
+			case <-deadline:
+				d.cfg.Logger.Warn("drain timeout: abandoning running attempts")
+				break wait
+			}
+		}
+		err = d.router.Close()
+		<-d.done
+		d.leases.stop()
+	})
+	return err
+}
+
+func (d *Dispatcher) handle(msg *message.Message) error {
+	del := middleware.DeliveryFrom(msg.Context())
+	fn, ok := d.cfg.Functions[del.Ref.Function]
+	if !ok {
+		// Configuration changed under a queued task: nothing can run it.
+		return d.finish(msg.Context(), del, failOutcome(fmt.Sprintf("function %q is not configured", del.Ref.Function)), fn)
+	}
+	return d.attempt(msg.Context(), del, fn)
+}
+
+func failOutcome(msg string) executor.Outcome {
+	return executor.Outcome{Class: executor.NonRetryable, Err: msg}
+}
+
+// jitter spreads a backoff over [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}

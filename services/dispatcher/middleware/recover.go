@@ -1,0 +1,25 @@
+package middleware
+
+import (
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Recover turns a panic in the chain into an error, so the message is
+// nacked (and redelivered after Pause) instead of the consumer dying.
+func Recover(logger *slog.Logger) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) (out []*message.Message, err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					logger.Error("dispatcher panic", "message", msg.UUID, "panic", p, "stack", string(debug.Stack()))
+					err = fmt.Errorf("panic handling message %s: %v", msg.UUID, p)
+				}
+			}()
+			return h(msg)
+		}
+	}
+}

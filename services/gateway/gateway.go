@@ -1,0 +1,140 @@
+// Package gateway serves Tasklane's HTTP API: CloudEvents ingest
+// (POST /v1/events in binary, structured and batch mode) and the task API
+// (GET /v1/tasks, GET /v1/tasks/{id}). Every request is scoped to the tenant
+// its API key names; another tenant's task id answers 404.
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/auth"
+	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/metrics"
+)
+
+// Limits bound request sizes.
+type Limits struct {
+	// MaxEventBytes bounds a binary or structured request body, and each
+	// event of a batch. Default 64 KiB.
+	MaxEventBytes int64
+	// MaxBatchBytes bounds a batch request body. Default 4 MiB.
+	MaxBatchBytes int64
+	// MaxBatchEvents bounds the events in one batch. Default 1000.
+	MaxBatchEvents int
+}
+
+// Config configures the gateway.
+type Config struct {
+	Keyring  *auth.Keyring
+	Ingester *ingest.Ingester
+	Ledger   *ledger.Ledger
+	Metrics  *metrics.Metrics
+	Logger   *slog.Logger
+	Limits   Limits
+}
+
+// Gateway is the HTTP API.
+type Gateway struct{ cfg Config }
+
+// New returns a gateway.
+func New(cfg Config) *Gateway {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Limits.MaxEventBytes <= 0 {
+		cfg.Limits.MaxEventBytes = 64 << 10
+	}
+	if cfg.Limits.MaxBatchBytes <= 0 {
+		cfg.Limits.MaxBatchBytes = 4 << 20
+	}
+	if cfg.Limits.MaxBatchEvents <= 0 {
+		cfg.Limits.MaxBatchEvents = 1000
+	}
+	return &Gateway{cfg: cfg}
+}
+
+// Register mounts the API routes on mux.
+func (g *Gateway) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/events", g.handleEvents)
+	mux.HandleFunc("GET /v1/tasks/{id}", g.handleGetTask)
+	mux.HandleFunc("GET /v1/tasks", g.handleListTasks)
+}
+
+// WriteError answers with status and {"error": msg}.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, contracts.ErrorResponse{Error: msg})
+}
+
+// WriteJSON answers with status and v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (g *Gateway) tenant(w http.ResponseWriter, r *http.Request) (string, bool) {
+	t, err := g.cfg.Keyring.Authenticate(r)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tasklane"`)
+		WriteError(w, http.StatusUnauthorized, err.Error())
+		return "", false
+	}
+	return t, true
+}
+
+func (g *Gateway) handleGetTask(w http.ResponseWriter, r *http.Request) {
+	tenant, ok := g.tenant(w, r)
+	if !ok {
+		return
+	}
+	t, err := g.cfg.Ledger.Get(r.Context(), tenant, r.PathValue("id"))
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "task not found")
+	case err != nil:
+		g.cfg.Logger.ErrorContext(r.Context(), "reading task", "error", err)
+		WriteError(w, http.StatusServiceUnavailable, "task ledger unavailable")
+	default:
+		WriteJSON(w, http.StatusOK, t)
+	}
+}
+
+func (g *Gateway) handleListTasks(w http.ResponseWriter, r *http.Request) {
+	tenant, ok := g.tenant(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	f := ledger.ListFilter{State: contracts.State(q.Get("state")), Function: q.Get("function"), Cursor: q.Get("cursor")}
+	if f.State != "" && !f.State.Valid() {
+		WriteError(w, http.StatusBadRequest, "state: unknown state "+strconv.Quote(string(f.State)))
+		return
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > ledger.ListLimitMax {
+			WriteError(w, http.StatusBadRequest, "limit: must be an integer from 1 to "+strconv.Itoa(ledger.ListLimitMax))
+			return
+		}
+		f.Limit = n
+	}
+	list, err := g.cfg.Ledger.List(r.Context(), tenant, f)
+	switch {
+	case errors.Is(err, ledger.ErrBadCursor):
+		WriteError(w, http.StatusBadRequest, "cursor: not a cursor this API returned")
+	case err != nil:
+		g.cfg.Logger.ErrorContext(r.Context(), "listing tasks", "error", err)
+		WriteError(w, http.StatusServiceUnavailable, "task ledger unavailable")
+	default:
+		if list.Tasks == nil {
+			list.Tasks = []contracts.Task{}
+		}
+		WriteJSON(w, http.StatusOK, list)
+	}
+}

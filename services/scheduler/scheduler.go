@@ -1,0 +1,133 @@
+// Package scheduler puts tasks back on their lanes when the ledger's delay
+// set says they are due: retry backoffs, delayed tasks, tasks a busy
+// delivery deferred, and publish guards of tasks whose gateway died before
+// the broker confirmed them.
+//
+// Several schedulers may run at once: taking due entries is atomic in Redis
+// and moves them a guard interval into the future, so a scheduler that dies
+// after taking them gives them back instead of losing them.
+package scheduler
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/taskmsg"
+)
+
+// Config configures a Scheduler.
+type Config struct {
+	Ledger    *ledger.Ledger
+	Publisher message.Publisher
+	Router    ingest.Router
+	Metrics   *metrics.Metrics
+	Logger    *slog.Logger
+	// Interval between scans of the delay set. Default 100ms.
+	Interval time.Duration
+	// Batch is how many due tasks one scan takes. Default 500.
+	Batch int
+	// Guard is how long a taken entry stays hidden from other schedulers.
+	// Default 30s.
+	Guard time.Duration
+	// Concurrency bounds parallel publishes. Default 32.
+	Concurrency int
+}
+
+// Scheduler moves due tasks to lanes.
+type Scheduler struct{ cfg Config }
+
+// New returns a scheduler.
+func New(cfg Config) *Scheduler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Logger = cfg.Logger.With("component", "scheduler")
+	if cfg.Interval <= 0 {
+		cfg.Interval = 100 * time.Millisecond
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.Guard <= 0 {
+		cfg.Guard = 30 * time.Second
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 32
+	}
+	return &Scheduler{cfg: cfg}
+}
+
+// Run scans until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for {
+			n, err := s.Tick(ctx)
+			if err != nil {
+				s.cfg.Logger.Warn("moving due tasks", "error", err)
+				break
+			}
+			if n < s.cfg.Batch {
+				break
+			}
+		}
+	}
+}
+
+// Tick moves one batch of due tasks and returns how many it took.
+func (s *Scheduler) Tick(ctx context.Context) (int, error) {
+	due, err := s.cfg.Ledger.TakeDue(ctx, s.cfg.Batch, s.cfg.Guard)
+	if err != nil || len(due) == 0 {
+		return 0, err
+	}
+	sem := make(chan struct{}, s.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, d := range due {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := s.move(ctx, d); err != nil {
+				// The entry keeps its guard score and comes back then.
+				s.cfg.Logger.Warn("requeueing task", "task", d.ID, "tenant", d.Tenant, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return len(due), nil
+}
+
+func (s *Scheduler) move(ctx context.Context, d ledger.Due) error {
+	switch {
+	case d.Message == nil || d.State.Terminal():
+		return s.cfg.Ledger.Forget(ctx, d)
+	case !d.LeaseUntil.IsZero() && d.LeaseUntil.After(time.Now()):
+		// Still held by a live dispatcher: look again when the lease ends.
+		return s.cfg.Ledger.Defer(ctx, d.Tenant, d.ID, d.LeaseUntil.Add(time.Second))
+	}
+	msg, err := taskmsg.Decode(d.Message)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg.SetContext(pctx)
+	if err := s.cfg.Publisher.Publish(s.cfg.Router.LaneFor(d.Tenant, d.ID), msg); err != nil {
+		return err
+	}
+	s.cfg.Metrics.Requeued.Inc()
+	return s.cfg.Ledger.Requeued(ctx, d)
+}

@@ -1,0 +1,471 @@
+// Package tasklane assembles Tasklane's roles into one process and holds
+// the command line. cmd/tasklane is a thin main around Main; Go programs
+// that register their own handlers (package sdk) call Main with their
+// registry.
+package tasklane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tasklane/tasklane/pkg/auth"
+	"github.com/tasklane/tasklane/pkg/broker"
+	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/executor"
+	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/sdk"
+	"github.com/tasklane/tasklane/routing"
+	"github.com/tasklane/tasklane/services/dispatcher"
+	"github.com/tasklane/tasklane/services/gateway"
+	"github.com/tasklane/tasklane/services/notifier"
+	"github.com/tasklane/tasklane/services/scheduler"
+)
+
+// Role names, as --roles takes them.
+const (
+	RoleGateway    = "gateway"
+	RoleDispatcher = "dispatcher"
+	RoleController = "controller"
+	RoleScheduler  = "scheduler"
+	RoleTriggers   = "triggers"
+	RoleNotifier   = "notifier"
+)
+
+// AllRoles lists every role.
+var AllRoles = []string{RoleGateway, RoleDispatcher, RoleController, RoleScheduler, RoleTriggers, RoleNotifier}
+
+// ParseRoles reads a --roles value; empty means all roles.
+func ParseRoles(s string) (map[string]bool, error) {
+	roles := map[string]bool{}
+	if strings.TrimSpace(s) == "" {
+		for _, r := range AllRoles {
+			roles[r] = true
+		}
+		return roles, nil
+	}
+	for _, r := range strings.Split(s, ",") {
+		r = strings.TrimSpace(r)
+		if !slices.Contains(AllRoles, r) {
+			return nil, fmt.Errorf("unknown role %q (roles: %s)", r, strings.Join(AllRoles, ","))
+		}
+		roles[r] = true
+	}
+	return roles, nil
+}
+
+// Options are the process-level choices outside the config file.
+type Options struct {
+	// Roles to run; nil means all.
+	Roles map[string]bool
+	// Registry holds the "go:" handlers.
+	Registry *sdk.Registry
+	// Logger receives every log line. Default slog.Default().
+	Logger *slog.Logger
+	// LedgerPrefix overrides the ledger key prefix (tests).
+	LedgerPrefix string
+	// ConsumerGroup overrides the redisstream dispatcher group (tests).
+	ConsumerGroup string
+	// StartupTimeout bounds waiting for Redis and the broker. Default 30s.
+	StartupTimeout time.Duration
+}
+
+// App is a running Tasklane process.
+type App struct {
+	cfg       *config.Config
+	redisOpts *redis.Options
+	opts      Options
+	logger    *slog.Logger
+	rdb       *redis.Client
+	driver    broker.Driver
+	ledger    *ledger.Ledger
+	metrics   *metrics.Metrics
+	table     routing.Table
+
+	ln     net.Listener
+	server *http.Server
+	ready  chan struct{}
+
+	disp  *dispatcher.Dispatcher
+	notif *notifier.Notifier
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	errs   []error
+}
+
+// Start connects to Redis and the broker, declares the lanes, and starts
+// the roles. It returns once the HTTP server listens and every consumer is
+// subscribed; the gateway answers ingest only after the lanes exist.
+func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
+	if opts.Roles == nil {
+		opts.Roles, _ = ParseRoles("")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.StartupTimeout <= 0 {
+		opts.StartupTimeout = 30 * time.Second
+	}
+	a := &App{cfg: cfg, opts: opts, logger: opts.Logger, metrics: metrics.New(), ready: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			a.closeConnections()
+		}
+	}()
+	if err := a.connect(ctx); err != nil {
+		return nil, err
+	}
+	table, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
+	if err != nil {
+		return nil, err
+	}
+	a.table = table
+
+	mux := http.NewServeMux()
+	a.registerProbes(mux)
+	if opts.Roles[RoleGateway] {
+		if err := a.startGateway(mux); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", cfg.Server.Addr, err)
+	}
+	a.ln = ln
+	a.server = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.cancel = cancel
+	a.goRun("http", func() error {
+		if err := a.server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	if err := a.declareLanes(ctx); err != nil {
+		_ = a.Shutdown(context.Background())
+		return nil, err
+	}
+	if err := a.startWorkers(runCtx); err != nil {
+		_ = a.Shutdown(context.Background())
+		return nil, err
+	}
+	close(a.ready)
+	ok = true
+	a.logger.Info("tasklane started", "addr", a.Addr(), "roles", roleList(opts.Roles), "broker", a.driver.Name(), "lanes", len(a.table.Lanes()))
+	return a, nil
+}
+
+func roleList(m map[string]bool) string {
+	var out []string
+	for _, r := range AllRoles {
+		if m[r] {
+			out = append(out, r)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func (a *App) connect(ctx context.Context) error {
+	opt, err := redis.ParseURL(a.cfg.Redis.URL)
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", err)
+	}
+	opt.PoolSize = max(opt.PoolSize, 128)
+	a.redisOpts = opt
+	a.rdb = redis.NewClient(opt)
+	if err := retryUntil(ctx, a.opts.StartupTimeout, func() error { return a.rdb.Ping(ctx).Err() }); err != nil {
+		return fmt.Errorf("connecting to Redis at %s: %w", opt.Addr, err)
+	}
+	a.ledger = ledger.New(ledger.Config{
+		Redis:        a.rdb,
+		Retention:    a.cfg.Ledger.Retention.Std(),
+		DedupWindow:  a.cfg.Ledger.DedupWindow.Std(),
+		PublishGuard: a.cfg.Ledger.PublishGuard.Std(),
+		Prefix:       a.opts.LedgerPrefix,
+	})
+	if err := a.ledger.LoadScripts(ctx); err != nil {
+		return err
+	}
+	a.driver, err = broker.New(broker.Config{
+		Driver:          a.cfg.Broker.Driver,
+		AMQPURL:         a.cfg.Broker.URL,
+		Redis:           a.redisOpts,
+		PublishChannels: a.cfg.Broker.PublishChannels,
+		QueueType:       a.cfg.Lanes.QueueType,
+		ConsumerGroup:   a.opts.ConsumerGroup,
+		Logger:          a.logger,
+	})
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+// declareLanes makes every lane exist before anything is routed to it.
+func (a *App) declareLanes(ctx context.Context) error {
+	err := retryUntil(ctx, a.opts.StartupTimeout, func() error {
+		return a.driver.DeclareLanes(ctx, a.table.Lanes()...)
+	})
+	if err != nil {
+		return fmt.Errorf("declaring lanes: %w", err)
+	}
+	return nil
+}
+
+func retryUntil(ctx context.Context, within time.Duration, f func() error) error {
+	deadline := time.Now().Add(within)
+	wait := 100 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+func (a *App) ingester() *ingest.Ingester {
+	cfg := a.cfg
+	return ingest.New(ingest.Config{
+		Ledger:    a.ledger,
+		Publisher: a.driver.Publisher(),
+		Router:    a.table,
+		Subscribers: func(tenant, eventType string) []string {
+			fns := cfg.FunctionsFor(tenant, eventType)
+			names := make([]string, len(fns))
+			for i, f := range fns {
+				names[i] = f.Name
+			}
+			return names
+		},
+		Metrics: a.metrics,
+		Logger:  a.logger.With("component", "ingest"),
+	})
+}
+
+func (a *App) keyring() (*auth.Keyring, error) {
+	if len(a.cfg.Tenants) == 0 {
+		return auth.Open(config.DefaultTenant), nil
+	}
+	keys := map[string][]string{}
+	for _, t := range a.cfg.Tenants {
+		keys[t.ID] = t.APIKeys
+	}
+	return auth.NewKeyring(keys)
+}
+
+func (a *App) startGateway(mux *http.ServeMux) error {
+	kr, err := a.keyring()
+	if err != nil {
+		return err
+	}
+	if kr.IsOpen() {
+		a.logger.Warn("no tenants configured: the API accepts requests without a key, as tenant \"default\" (dev only)")
+	}
+	gw := gateway.New(gateway.Config{
+		Keyring:  kr,
+		Ingester: a.ingester(),
+		Ledger:   a.ledger,
+		Metrics:  a.metrics,
+		Logger:   a.logger.With("component", "gateway"),
+		Limits: gateway.Limits{
+			MaxEventBytes:  a.cfg.Server.MaxEventBytes,
+			MaxBatchBytes:  a.cfg.Server.MaxBatchBytes,
+			MaxBatchEvents: a.cfg.Server.MaxBatchEvents,
+		},
+	})
+	// Ingest waits for the lanes: a publish to a missing queue is lost.
+	inner := http.NewServeMux()
+	gw.Register(inner)
+	mux.Handle("/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-a.ready:
+			inner.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			gateway.WriteError(w, http.StatusServiceUnavailable, "starting: lanes are not declared yet")
+		}
+	}))
+	return nil
+}
+
+func (a *App) startWorkers(ctx context.Context) error {
+	if a.opts.Roles[RoleDispatcher] {
+		fns, err := a.functions()
+		if err != nil {
+			return err
+		}
+		a.disp, err = dispatcher.New(dispatcher.Config{
+			Broker:           a.driver,
+			Lanes:            a.table.Lanes(),
+			ConsumersPerLane: a.cfg.Dispatcher.ConsumersPerLane,
+			Ledger:           a.ledger,
+			Functions:        fns,
+			Metrics:          a.metrics,
+			Logger:           a.logger,
+			LeaseTTL:         a.cfg.Dispatcher.LeaseTTL.Std(),
+			DrainTimeout:     a.cfg.Dispatcher.DrainTimeout.Std(),
+		})
+		if err != nil {
+			return err
+		}
+		a.goRun("dispatcher", func() error { return a.disp.Run(ctx) })
+		if err := waitRunning(ctx, a.disp.Running(), a.opts.StartupTimeout, "dispatcher"); err != nil {
+			return err
+		}
+	}
+	if a.opts.Roles[RoleScheduler] {
+		s := scheduler.New(scheduler.Config{
+			Ledger: a.ledger, Publisher: a.driver.Publisher(), Router: a.table,
+			Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
+		})
+		a.goRun("scheduler", func() error { return s.Run(ctx) })
+	}
+	if a.opts.Roles[RoleNotifier] {
+		var err error
+		a.notif, err = notifier.New(notifier.Config{
+			Ledger:          a.ledger,
+			Redis:           a.redisOpts,
+			ResultPublisher: a.driver.ResultPublisher(),
+			Subscriptions:   a.subscriptions(),
+			Metrics:         a.metrics,
+			Logger:          a.logger,
+		})
+		if err != nil {
+			return err
+		}
+		a.goRun("notifier", func() error { return a.notif.Run(ctx) })
+		if err := waitRunning(ctx, a.notif.Running(), a.opts.StartupTimeout, "notifier"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func waitRunning(ctx context.Context, ch <-chan struct{}, within time.Duration, what string) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(within):
+		return fmt.Errorf("%s did not start within %s (is the broker reachable?)", what, within)
+	}
+}
+
+func (a *App) functions() (map[string]dispatcher.Function, error) {
+	client := executor.NewHTTPClient()
+	out := map[string]dispatcher.Function{}
+	for _, f := range a.cfg.Functions {
+		ex, err := executor.Resolve(f.Endpoint, executor.Options{
+			Client: client, Registry: a.opts.Registry, MaxResultBytes: a.cfg.Dispatcher.MaxResultBytes,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("function %s: %w", f.Name, err)
+		}
+		retry := f.Retry
+		out[f.Name] = dispatcher.Function{
+			Name: f.Name, Executor: ex, Timeout: f.Timeout.Std(),
+			MaxAttempts: retry.MaxAttempts, Backoff: retry.Backoff,
+		}
+	}
+	return out, nil
+}
+
+func (a *App) subscriptions() []notifier.Subscription {
+	out := make([]notifier.Subscription, len(a.cfg.Subscriptions))
+	for i, s := range a.cfg.Subscriptions {
+		out[i] = notifier.Subscription{
+			Name: s.Name, Sink: s.Sink,
+			Types: s.Filter.Types, Tenants: s.Filter.Tenants, Functions: s.Filter.Functions,
+		}
+	}
+	return out
+}
+
+func (a *App) goRun(name string, f func() error) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := f(); err != nil {
+			a.logger.Error("role stopped with an error", "role", name, "error", err)
+			a.errMu.Lock()
+			a.errs = append(a.errs, fmt.Errorf("%s: %w", name, err))
+			a.errMu.Unlock()
+		}
+	}()
+}
+
+// Addr is the address the HTTP server listens on.
+func (a *App) Addr() string { return a.ln.Addr().String() }
+
+// URL is the base URL of the HTTP server.
+func (a *App) URL() string {
+	host, port, _ := net.SplitHostPort(a.Addr())
+	if host == "" || host == "::" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// Ledger returns the process's ledger (tests and tools).
+func (a *App) Ledger() *ledger.Ledger { return a.ledger }
+
+// Shutdown stops taking work, drains running attempts, and closes
+// connections. Safe to call once.
+func (a *App) Shutdown(ctx context.Context) error {
+	var errs []error
+	if a.server != nil {
+		errs = append(errs, a.server.Shutdown(ctx))
+	}
+	if a.disp != nil {
+		errs = append(errs, a.disp.Stop())
+	}
+	if a.notif != nil {
+		errs = append(errs, a.notif.Close())
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.wg.Wait()
+	a.closeConnections()
+	a.errMu.Lock()
+	errs = append(errs, a.errs...)
+	a.errMu.Unlock()
+	return errors.Join(errs...)
+}
+
+func (a *App) closeConnections() {
+	if a.driver != nil {
+		_ = a.driver.Close()
+	}
+	if a.rdb != nil {
+		_ = a.rdb.Close()
+	}
+}

@@ -1,0 +1,145 @@
+package tasklane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/sdk"
+)
+
+// Main runs the tasklane command line with reg's Go handlers and exits.
+func Main(reg *sdk.Registry) {
+	if err := NewCommand(reg, os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tasklane:", err)
+		os.Exit(1)
+	}
+}
+
+type globalFlags struct {
+	logLevel  string
+	logFormat string
+}
+
+// NewCommand builds the root command.
+func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
+	if reg == nil {
+		reg = sdk.NewRegistry()
+	}
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:           "tasklane",
+		Short:         "Tasklane runs CloudEvents as reliable, fair, observable tasks",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(
+		newServeCommand(reg, g, stderr),
+		newDevCommand(reg, g, stdout, stderr),
+		newConfigCommand(stdout),
+		newSubmitCommand(stdout),
+		newTasksCommand(stdout),
+	)
+	return root
+}
+
+func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch g.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: want text or json, got %q", g.logFormat)
+}
+
+func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra.Command {
+	var file, roles string
+	cmd := &cobra.Command{
+		Use:   "serve --config FILE [--roles gateway,dispatcher,...]",
+		Short: "Run Tasklane roles against RabbitMQ and Redis",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("--config is required (see examples/tasklane.yaml)")
+			}
+			logger, err := g.logger(stderr)
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(file)
+			if err != nil {
+				return err
+			}
+			cfg.ApplyEnv(os.Getenv)
+			r, err := ParseRoles(roles)
+			if err != nil {
+				return err
+			}
+			return runUntilSignal(cmd.Context(), cfg, Options{Roles: r, Registry: reg, Logger: logger}, nil)
+		},
+	}
+	cmd.Flags().StringVar(&file, "config", "", "config file (YAML)")
+	cmd.Flags().StringVar(&roles, "roles", "", "comma-separated roles to run (default all): "+strings.Join(AllRoles, ","))
+	return cmd
+}
+
+// runUntilSignal starts the app, calls started, and shuts down on SIGINT or
+// SIGTERM, draining running attempts.
+func runUntilSignal(ctx context.Context, cfg *config.Config, opts Options, started func(*App)) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app, err := Start(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(app)
+	}
+	<-ctx.Done()
+	opts.Logger.Info("shutting down: draining running attempts", "drain_timeout", cfg.Dispatcher.DrainTimeout.Std())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Dispatcher.DrainTimeout.Std()+10*time.Second)
+	defer cancel()
+	return app.Shutdown(sctx)
+}
+
+func newConfigCommand(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Work with config files"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "validate FILE",
+		Short: "Check a config file without starting anything",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			cfg, err := config.Load(args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: ok (%d tenants, %d functions, %d subscriptions, %d triggers)\n",
+				args[0], len(cfg.Tenants), len(cfg.Functions), len(cfg.Subscriptions), len(cfg.Triggers))
+			return nil
+		},
+	})
+	return cmd
+}
