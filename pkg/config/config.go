@@ -62,7 +62,7 @@ const (
 	QueueTypeDefault = QueueTypeClassic
 
 	// ConsumersPerLaneDefault is the default Dispatcher.ConsumersPerLane.
-	ConsumersPerLaneDefault = 4
+	ConsumersPerLaneDefault = 16
 	// ConsumersPerLaneMin is the smallest Dispatcher.ConsumersPerLane.
 	ConsumersPerLaneMin = 1
 	// ConsumersPerLaneMax is the largest Dispatcher.ConsumersPerLane.
@@ -201,8 +201,9 @@ type Lanes struct {
 
 // Dispatcher configures the role that calls functions.
 type Dispatcher struct {
-	// ConsumersPerLane is the number of concurrent consumers on each lane.
-	// Default 4, range 1..256.
+	// ConsumersPerLane is the number of concurrent consumers on each lane:
+	// one tenant's tasks run at most lanes.shard_size x consumers_per_lane at
+	// a time per dispatcher process. Default 16, range 1..256.
 	ConsumersPerLane int `yaml:"consumers_per_lane"`
 	// LeaseTTL is how long a running task's lease lasts before it is renewed.
 	// Default 15s, at least 1s.

@@ -596,7 +596,7 @@ func TestParseExampleFile(t *testing.T) {
 
 var (
 	defaultDispatcher = config.Dispatcher{
-		ConsumersPerLane: 4,
+		ConsumersPerLane: 16,
 		LeaseTTL:         config.Duration(15 * time.Second),
 		DrainTimeout:     config.Duration(30 * time.Second),
 		MaxResultBytes:   65536,

@@ -8,7 +8,8 @@ import (
 	"github.com/tasklane/tasklane/contracts"
 )
 
-// Hash fields of a task record. Times are Unix milliseconds.
+// Hash fields of a task record. Times are Unix microseconds; wait_ms and
+// run_ms are milliseconds.
 const (
 	fID           = "id"
 	fTenant       = "tenant"
@@ -45,14 +46,14 @@ func RecordFromFields(h map[string]string) contracts.Task {
 		State:       contracts.State(h[fState]),
 		Attempts:    atoi(h[fAttempts]),
 		Priority:    atoi(h[fPriority]),
-		ScheduledAt: msTime(h[fScheduled]),
-		StartedAt:   msTime(h[fStarted]),
-		FinishedAt:  msTime(h[fFinished]),
+		ScheduledAt: usTime(h[fScheduled]),
+		StartedAt:   usTime(h[fStarted]),
+		FinishedAt:  usTime(h[fFinished]),
 		QueueWaitMS: msInt(h[fWaitMS]),
 		RunMS:       msInt(h[fRunMS]),
 		Error:       h[fError],
 	}
-	if c := msTime(h[fCreated]); c != nil {
+	if c := usTime(h[fCreated]); c != nil {
 		t.CreatedAt = *c
 	}
 	if r := h[fResult]; r != "" && json.Valid([]byte(r)) {
@@ -77,7 +78,9 @@ func atoi(s string) int {
 	return n
 }
 
-func msInt(s string) *int64 {
+func msInt(s string) *int64 { return parseInt(s) }
+
+func parseInt(s string) *int64 {
 	if s == "" {
 		return nil
 	}
@@ -88,11 +91,11 @@ func msInt(s string) *int64 {
 	return &n
 }
 
-func msTime(s string) *time.Time {
-	n := msInt(s)
+func usTime(s string) *time.Time {
+	n := parseInt(s)
 	if n == nil {
 		return nil
 	}
-	t := time.UnixMilli(*n).UTC()
+	t := time.UnixMicro(*n).UTC()
 	return &t
 }

@@ -105,7 +105,9 @@ func Member(tenant, id string) string { return tenant + "/" + id }
 // ParseMember splits a delay-set member.
 func ParseMember(m string) (tenant, id string, ok bool) { return strings.Cut(m, "/") }
 
-func ms(t time.Time) int64 { return t.UnixMilli() }
+// us is the ledger's time unit: Unix microseconds, for times, leases and
+// delay-set scores (exact in a float64 score for centuries).
+func us(t time.Time) int64 { return t.UnixMicro() }
 
 // NewTask is one task the gateway records.
 type NewTask struct {
@@ -141,14 +143,14 @@ type Created struct {
 // delay set: if the caller dies before Enqueued, the scheduler publishes it.
 func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, error) {
 	now := l.cfg.Now()
-	guard := ms(now.Add(l.cfg.PublishGuard))
+	guard := us(now.Add(l.cfg.PublishGuard))
 	cmds := make([]*redis.Cmd, len(events))
 	err := l.scripted(ctx, func(p redis.Pipeliner) {
 		for i, ev := range events {
 			state, score := contracts.StateQueued, guard
 			scheduled := now
 			if ev.DueAt.After(now) {
-				state, score, scheduled = contracts.StateScheduled, ms(ev.DueAt), ev.DueAt
+				state, score, scheduled = contracts.StateScheduled, us(ev.DueAt), ev.DueAt
 			}
 			ids := make([]string, len(ev.Tasks))
 			keys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey()}
@@ -156,13 +158,13 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 				ids[j] = t.ID
 				keys = append(keys, l.taskKey(ev.Tenant, t.ID))
 			}
-			args := []any{l.cfg.DedupWindow.Milliseconds(), ms(now), score, ev.Tenant, strings.Join(ids, ",")}
+			args := []any{l.cfg.DedupWindow.Milliseconds(), us(now), score, ev.Tenant, strings.Join(ids, ",")}
 			for _, t := range ev.Tasks {
 				f := []any{
 					fID, t.ID, fTenant, ev.Tenant, fFunction, t.Function,
 					fEventID, ev.Event.ID, fEventSource, ev.Event.Source, fEventType, ev.Event.Type,
 					fState, string(state), fAttempts, 0, fPriority, t.Priority,
-					fCreated, ms(now), fScheduled, ms(scheduled), fMessage, t.Message,
+					fCreated, us(now), fScheduled, us(scheduled), fMessage, t.Message,
 				}
 				if ev.Event.Subject != "" {
 					f = append(f, fEventSubject, ev.Event.Subject)
@@ -287,7 +289,7 @@ type Claim struct {
 func (l *Ledger) Claim(ctx context.Context, tenant, id, owner string, lease time.Duration) (Claim, error) {
 	now := l.cfg.Now()
 	res, err := claimScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey()},
-		ms(now), ms(now.Add(lease)), owner, l.statePrefix(tenant), id, Member(tenant, id)).StringSlice()
+		us(now), us(now.Add(lease)), owner, l.statePrefix(tenant), id, Member(tenant, id)).StringSlice()
 	if err != nil {
 		return Claim{}, fmt.Errorf("claiming task %s: %w", id, err)
 	}
@@ -298,7 +300,7 @@ func (l *Ledger) Claim(ctx context.Context, tenant, id, owner string, lease time
 		c.LeaseUntil = now.Add(lease)
 	case VerdictBusy:
 		n, _ := strconv.ParseInt(res[1], 10, 64)
-		c.LeaseUntil = time.UnixMilli(n)
+		c.LeaseUntil = time.UnixMicro(n)
 	case VerdictDone:
 		c.State = contracts.State(res[1])
 	}
@@ -314,7 +316,7 @@ type Lease struct {
 // Renew extends running attempts' leases to now+lease in one round trip. It
 // returns the leases that were lost (the task moved on without this owner).
 func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease) ([]Lease, error) {
-	until := ms(l.cfg.Now().Add(lease))
+	until := us(l.cfg.Now().Add(lease))
 	cmds := make([]*redis.Cmd, len(leases))
 	err := l.scripted(ctx, func(p redis.Pipeliner) {
 		for i, ls := range leases {
@@ -341,7 +343,7 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, sta
 		return false, fmt.Errorf("finishing task %s: state %s is not terminal", id, state)
 	}
 	n, err := finishScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream()},
-		attempt, string(state), ms(l.cfg.Now()), errMsg, result, l.statePrefix(tenant), id,
+		attempt, string(state), us(l.cfg.Now()), errMsg, result, l.statePrefix(tenant), id,
 		l.cfg.Retention.Milliseconds(), OutboxMaxLen).Int()
 	if err != nil {
 		return false, fmt.Errorf("finishing task %s: %w", id, err)
@@ -353,7 +355,7 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, sta
 // returns false when the attempt no longer holds the task.
 func (l *Ledger) Retry(ctx context.Context, tenant, id string, attempt int, due time.Time, errMsg string) (bool, error) {
 	n, err := retryScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey()},
-		attempt, ms(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id)).Int()
+		attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id)).Int()
 	if err != nil {
 		return false, fmt.Errorf("scheduling retry of task %s: %w", id, err)
 	}
@@ -363,7 +365,7 @@ func (l *Ledger) Retry(ctx context.Context, tenant, id string, attempt int, due 
 // Defer asks the scheduler to put the task back on a lane at due, without
 // changing its state: used for a delivery that found the task busy.
 func (l *Ledger) Defer(ctx context.Context, tenant, id string, due time.Time) error {
-	if err := l.rdb.ZAdd(ctx, l.DelayKey(), redis.Z{Score: float64(ms(due)), Member: Member(tenant, id)}).Err(); err != nil {
+	if err := l.rdb.ZAdd(ctx, l.DelayKey(), redis.Z{Score: float64(us(due)), Member: Member(tenant, id)}).Err(); err != nil {
 		return fmt.Errorf("deferring task %s: %w", id, err)
 	}
 	return nil
@@ -387,8 +389,8 @@ type Due struct {
 // before Requeued gives the task back instead of losing it.
 func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]Due, error) {
 	now := l.cfg.Now()
-	score := ms(now.Add(regard))
-	members, err := dueScript.Run(ctx, l.rdb, []string{l.DelayKey()}, ms(now), max, score).StringSlice()
+	score := us(now.Add(regard))
+	members, err := dueScript.Run(ctx, l.rdb, []string{l.DelayKey()}, us(now), max, score).StringSlice()
 	if err != nil || len(members) == 0 {
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("taking due tasks: %w", err)
@@ -422,7 +424,7 @@ func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]
 		}
 		if s, ok := v[2].(string); ok {
 			n, _ := strconv.ParseInt(s, 10, 64)
-			out[i].LeaseUntil = time.UnixMilli(n)
+			out[i].LeaseUntil = time.UnixMicro(n)
 		}
 	}
 	return out, nil

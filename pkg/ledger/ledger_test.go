@@ -211,7 +211,7 @@ func TestListPagesThroughTies(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	// 25 events in one Create share one created-ms score.
+	// 25 events in one Create share one created-µs score.
 	var evs []ledger.EventTasks
 	for i := range 25 {
 		fn := "even"

@@ -37,7 +37,7 @@ type ListFilter struct {
 var ErrBadCursor = errors.New("invalid cursor")
 
 // List returns one page of tenant's tasks, newest first. The cursor is
-// "<score>:<n>": continue below created-ms score, skipping the n entries
+// "<score>:<n>": continue below created-µs score, skipping the n entries
 // with exactly that score that earlier pages already returned.
 func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contracts.TaskList, error) {
 	if f.Limit <= 0 {

@@ -8,15 +8,15 @@ import "github.com/redis/go-redis/v9"
 // Key layout (tenant-scoped keys carry a {tenant} hash tag):
 //
 //	tl:{t}:task:<id>       hash: the task record (see fields.go) and the stored message
-//	tl:{t}:tasks           zset: every task id, score = created ms
-//	tl:{t}:st:<state>      zset: task ids in that state, score = created ms
+//	tl:{t}:tasks           zset: every task id, score = created µs
+//	tl:{t}:st:<state>      zset: task ids in that state, score = created µs
 //	tl:{t}:dedup:<sha256>  string: the task ids made from one (source, id), expires after the dedup window
-//	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due ms
+//	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due µs
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
 // create records the tasks made from one event unless the event was seen.
 // KEYS: 1 dedup, 2 all-index, 3 state-index, 4 delay, 5.. task hashes
-// ARGV: 1 dedup ttl ms, 2 created ms, 3 delay score, 4 tenant, 5 ids (comma
+// ARGV: 1 dedup ttl ms, 2 created µs, 3 delay score, 4 tenant, 5 ids (comma
 // separated), then per task: id, n, n field/value strings.
 var createScript = redis.NewScript(`
 local existing = redis.call('GET', KEYS[1])
@@ -39,7 +39,7 @@ return false
 
 // claim moves a task to running for one attempt.
 // KEYS: 1 task hash, 2 delay
-// ARGV: 1 now ms, 2 lease-until ms, 3 owner, 4 state-index prefix, 5 id, 6 delay member
+// ARGV: 1 now µs, 2 lease-until µs, 3 owner, 4 state-index prefix, 5 id, 6 delay member
 // Returns {verdict, detail}: run/attempt, busy/lease-until, done/state,
 // missing/"", paused/"".
 var claimScript = redis.NewScript(`
@@ -61,7 +61,7 @@ if not redis.call('HGET', h, 'started') then
   local due = tonumber(redis.call('HGET', h, 'scheduled') or redis.call('HGET', h, 'created'))
   local wait = now - due
   if wait < 0 then wait = 0 end
-  redis.call('HSET', h, 'started', ARGV[1], 'wait_ms', wait)
+  redis.call('HSET', h, 'started', ARGV[1], 'wait_ms', math.floor(wait / 1000))
 end
 local created = redis.call('HGET', h, 'created')
 redis.call('ZREM', ARGV[4] .. st, ARGV[5])
@@ -71,7 +71,7 @@ return {'run', tostring(attempt)}
 `)
 
 // renew extends the lease of a running attempt.
-// KEYS: 1 task hash. ARGV: 1 attempt, 2 owner, 3 lease-until ms.
+// KEYS: 1 task hash. ARGV: 1 attempt, 2 owner, 3 lease-until µs.
 var renewScript = redis.NewScript(`
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1]
@@ -83,7 +83,7 @@ return 1
 // finish moves a running attempt to a terminal state and appends the record
 // to the results outbox.
 // KEYS: 1 task hash, 2 outbox
-// ARGV: 1 attempt, 2 state, 3 now ms, 4 error, 5 result, 6 state-index prefix,
+// ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index prefix,
 // 7 id, 8 retention ms, 9 outbox max length
 var finishScript = redis.NewScript(`
 local h = KEYS[1]
@@ -91,7 +91,7 @@ if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempt
   return 0
 end
 local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[3])
-redis.call('HSET', h, 'state', ARGV[2], 'finished', ARGV[3], 'run_ms', tonumber(ARGV[3]) - started)
+redis.call('HSET', h, 'state', ARGV[2], 'finished', ARGV[3], 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
 if ARGV[4] ~= '' then redis.call('HSET', h, 'error', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', h, 'result', ARGV[5]) end
 redis.call('HDEL', h, 'lease', 'owner')
@@ -113,7 +113,7 @@ return 1
 
 // retry moves a running attempt to retrying and schedules the next one.
 // KEYS: 1 task hash, 2 delay
-// ARGV: 1 attempt, 2 due ms, 3 error, 4 state-index prefix, 5 id, 6 delay member
+// ARGV: 1 attempt, 2 due µs, 3 error, 4 state-index prefix, 5 id, 6 delay member
 var retryScript = redis.NewScript(`
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
@@ -131,7 +131,7 @@ return 1
 // due takes up to ARGV[2] members of the delay set due at ARGV[1] and pushes
 // their score to ARGV[3], so that a scheduler that dies after taking them
 // gives them back when that time passes.
-// KEYS: 1 delay. ARGV: 1 now ms, 2 max, 3 re-guard ms.
+// KEYS: 1 delay. ARGV: 1 now µs, 2 max, 3 re-guard µs.
 var dueScript = redis.NewScript(`
 local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, v in ipairs(m) do redis.call('ZADD', KEYS[1], ARGV[3], v) end
@@ -141,7 +141,7 @@ return m
 // requeued is called after a due task was published to its lane: it drops
 // the delay entry (unless someone rescheduled it meanwhile) and marks a
 // waiting task queued.
-// KEYS: 1 delay, 2 task hash. ARGV: 1 member, 2 re-guard ms, 3 prefix, 4 id.
+// KEYS: 1 delay, 2 task hash. ARGV: 1 member, 2 re-guard µs, 3 prefix, 4 id.
 var requeuedScript = redis.NewScript(`
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if s and tonumber(s) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end

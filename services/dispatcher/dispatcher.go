@@ -84,7 +84,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	cfg.Logger = cfg.Logger.With("component", "dispatcher")
 	if cfg.ConsumersPerLane <= 0 {
-		cfg.ConsumersPerLane = 4
+		cfg.ConsumersPerLane = 16
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 15 * time.Second

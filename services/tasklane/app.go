@@ -79,6 +79,9 @@ type Options struct {
 	ConsumerGroup string
 	// StartupTimeout bounds waiting for Redis and the broker. Default 30s.
 	StartupTimeout time.Duration
+	// Pprof serves net/http/pprof under /debug/pprof/ (for profiling; off
+	// by default because profiles reveal internals).
+	Pprof bool
 }
 
 // App is a running Tasklane process.

@@ -29,6 +29,7 @@ func Main(reg *sdk.Registry) {
 type globalFlags struct {
 	logLevel  string
 	logFormat string
+	pprof     bool
 }
 
 // NewCommand builds the root command.
@@ -47,12 +48,14 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.PersistentFlags().BoolVar(&g.pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address (serve, dev)")
 	root.AddCommand(
 		newServeCommand(reg, g, stderr),
 		newDevCommand(reg, g, stdout, stderr),
 		newConfigCommand(stdout),
 		newSubmitCommand(stdout),
 		newTasksCommand(stdout),
+		newBenchCommand(stdout, stderr),
 	)
 	return root
 }
@@ -95,7 +98,7 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 			if err != nil {
 				return err
 			}
-			return runUntilSignal(cmd.Context(), cfg, Options{Roles: r, Registry: reg, Logger: logger}, nil)
+			return runUntilSignal(cmd.Context(), cfg, Options{Roles: r, Registry: reg, Logger: logger, Pprof: g.pprof}, nil)
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "", "config file (YAML)")

@@ -62,7 +62,7 @@ func newDevCommand(reg *sdk.Registry, g *globalFlags, stdout, stderr io.Writer) 
 			defer mr.Close()
 			cfg.Redis.URL = "redis://" + mr.Addr() + "/0"
 			cfg.Broker.Driver = config.BrokerDriverRedisStream
-			return runUntilSignal(cmd.Context(), cfg, Options{Registry: reg, Logger: logger}, func(a *App) {
+			return runUntilSignal(cmd.Context(), cfg, Options{Registry: reg, Logger: logger, Pprof: g.pprof}, func(a *App) {
 				fmt.Fprint(stdout, devBanner(a.URL(), cfg))
 			})
 		},

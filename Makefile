@@ -1,0 +1,35 @@
+# Tasklane developer commands. `make help` lists them.
+GO ?= go
+PKGS := ./...
+
+.PHONY: help test test/unit vet build dev fuzz bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race
+	$(GO) test -race -count=1 -tags integration -timeout 30m $(PKGS)
+
+test/unit: ## Unit tests only (still needs Redis for the ledger tests)
+	$(GO) test -race -count=1 $(PKGS)
+
+vet: ## go vet, with and without the integration tag, and gofmt
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags integration $(PKGS)
+
+build: ## Build bin/tasklane
+	$(GO) build -o bin/tasklane ./cmd/tasklane
+
+dev: ## Run every role in one process, no services needed
+	$(GO) run ./cmd/tasklane dev
+
+fuzz: ## Run each fuzz target for 30s
+	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=30s ./pkg/config/
+	$(GO) test -run=^$$ -fuzz=FuzzParseEvents -fuzztime=30s ./services/gateway/
+
+bench: ## Go benchmarks of the hot paths
+	$(GO) test -run=^$$ -bench=. -benchmem $(PKGS)
+
+clean: ## Remove build output
+	rm -rf bin
