@@ -159,7 +159,8 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledge
 	if perr != nil {
 		return ledger.EventTasks{}, nil, perr
 	}
-	if perr := checkExpiry(ext, now); perr != nil {
+	expires, perr := expiresAt(ext, now)
+	if perr != nil {
 		return ledger.EventTasks{}, nil, perr
 	}
 	fns := in.cfg.Subscribers(tenant, e.Type())
@@ -169,7 +170,8 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledge
 	et := ledger.EventTasks{
 		Tenant: tenant,
 		Event:  contracts.EventRef{ID: e.ID(), Source: e.Source(), Type: e.Type(), Subject: e.Subject()},
-		DueAt:  due,
+		DueAt:     due,
+		ExpiresAt: expires,
 	}
 	msgs := make([]*message.Message, 0, len(fns))
 	for _, fn := range fns {
@@ -315,19 +317,23 @@ func dueAt(ext map[string]any, now time.Time) (time.Time, *Error) {
 	return at, nil
 }
 
-func checkExpiry(ext map[string]any, now time.Time) *Error {
-	_, hasAt, err := timeExt(ext, contracts.ExtExpiresAt)
+// expiresAt reads ttl (seconds from now) or expiresat: the time after which
+// a task that has not started ends expired. Zero when neither is given.
+func expiresAt(ext map[string]any, now time.Time) (time.Time, *Error) {
+	at, hasAt, err := timeExt(ext, contracts.ExtExpiresAt)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	_, hasTTL := ext[contracts.ExtTTL]
 	if hasAt && hasTTL {
-		return errorf(http.StatusBadRequest, "ttl, expiresat: give one of them, not both")
+		return time.Time{}, errorf(http.StatusBadRequest, "ttl, expiresat: give one of them, not both")
 	}
 	if hasTTL {
-		if _, err := intExt(ext, contracts.ExtTTL, 1, int64(MaxDelay/time.Second)); err != nil {
-			return err
+		secs, err := intExt(ext, contracts.ExtTTL, 1, int64(MaxDelay/time.Second))
+		if err != nil {
+			return time.Time{}, err
 		}
+		return now.Add(time.Duration(secs) * time.Second), nil
 	}
-	return nil
+	return at, nil
 }

@@ -31,6 +31,7 @@ const (
 	fResult       = "result"
 	fMessage      = "env"
 	fLease        = "lease"
+	fExpires      = "expires"
 )
 
 // RecordFromFields builds a task record from its hash fields (as stored in

@@ -125,6 +125,9 @@ type EventTasks struct {
 	Tasks  []NewTask
 	// DueAt delays the tasks (state scheduled) when after now.
 	DueAt time.Time
+	// ExpiresAt, when set, ends the tasks as expired if they have not
+	// started by then.
+	ExpiresAt time.Time
 }
 
 // Created is the ledger's answer for one EventTasks.
@@ -168,6 +171,9 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 				}
 				if ev.Event.Subject != "" {
 					f = append(f, fEventSubject, ev.Event.Subject)
+				}
+				if !ev.ExpiresAt.IsZero() {
+					f = append(f, fExpires, us(ev.ExpiresAt))
 				}
 				args = append(args, t.ID, len(f))
 				args = append(args, f...)
@@ -273,6 +279,9 @@ const (
 	VerdictMissing Verdict = "missing"
 	// VerdictPaused: the task is paused and will be requeued on resume.
 	VerdictPaused Verdict = "paused"
+	// VerdictExpired: the task's TTL passed before it started; the claim
+	// ended it as expired.
+	VerdictExpired Verdict = "expired"
 )
 
 // Claim is the result of claiming a task.
@@ -288,8 +297,9 @@ type Claim struct {
 // terminal is never run again.
 func (l *Ledger) Claim(ctx context.Context, tenant, id, owner string, lease time.Duration) (Claim, error) {
 	now := l.cfg.Now()
-	res, err := claimScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey()},
-		us(now), us(now.Add(lease)), owner, l.statePrefix(tenant), id, Member(tenant, id)).StringSlice()
+	res, err := claimScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey(), l.OutboxStream()},
+		us(now), us(now.Add(lease)), owner, l.statePrefix(tenant), id, Member(tenant, id),
+		l.cfg.Retention.Milliseconds(), OutboxMaxLen).StringSlice()
 	if err != nil {
 		return Claim{}, fmt.Errorf("claiming task %s: %w", id, err)
 	}
@@ -349,6 +359,28 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, sta
 		return false, fmt.Errorf("finishing task %s: %w", id, err)
 	}
 	return n == 1, nil
+}
+
+// ErrNotCancellable is returned by Cancel for a task that is running or
+// already ended; the error says which.
+var ErrNotCancellable = errors.New("task cannot be cancelled")
+
+// Cancel ends a waiting task (queued, scheduled, retrying or paused) as
+// cancelled, with its result event. A running task is not interrupted.
+func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task, error) {
+	res, err := endScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey()},
+		string(contracts.StateCancelled), us(l.cfg.Now()), "cancelled by request", l.statePrefix(tenant), id,
+		l.cfg.Retention.Milliseconds(), OutboxMaxLen, Member(tenant, id)).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("cancelling task %s: %w", id, err)
+	}
+	if res[0] != "ok" {
+		if res[1] == "" {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("%w: it is %s", ErrNotCancellable, res[1])
+	}
+	return l.Get(ctx, tenant, id)
 }
 
 // Retry records a failed attempt and schedules the next one at due. It
@@ -491,7 +523,7 @@ func (l *Ledger) scripted(ctx context.Context, fill func(redis.Pipeliner)) error
 
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{createScript, claimScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript} {
+	for _, s := range []*redis.Script{createScript, claimScript, endScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

@@ -263,3 +263,74 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, c[0].Tasks, 1)
 }
+
+func TestCancelWaitingTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1"), event("acme", "e2", "f1")})
+	require.NoError(t, err)
+	waiting, running := c[0].Tasks[0].ID, c[1].Tasks[0].ID
+
+	_, err = b.l.Cancel(ctx, "other", waiting)
+	require.ErrorIs(t, err, ledger.ErrNotFound, "another tenant cannot cancel it")
+
+	task, err := b.l.Cancel(ctx, "acme", waiting)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateCancelled, task.State)
+	_, err = b.l.Cancel(ctx, "acme", waiting)
+	require.ErrorIs(t, err, ledger.ErrNotCancellable)
+	require.ErrorContains(t, err, "it is cancelled")
+
+	cl, err := b.l.Claim(ctx, "acme", waiting, "d1", time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictDone, cl.Verdict, "a cancelled task never runs")
+	b.advance(time.Minute)
+	due, err := b.l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	for _, d := range due {
+		require.NotEqual(t, waiting, d.ID, "cancel removed its publish guard")
+	}
+
+	_, err = b.l.Claim(ctx, "acme", running, "d1", time.Minute)
+	require.NoError(t, err)
+	_, err = b.l.Cancel(ctx, "acme", running)
+	require.ErrorContains(t, err, "it is running")
+
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.Equal(t, contracts.StateCancelled, ledger.RecordFromValues(entries[0].Values).State)
+}
+
+func TestExpiredTaskNeverRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	ev := event("acme", "e1", "f1")
+	ev.ExpiresAt = b.now.Add(10 * time.Second)
+	c, err := b.l.Create(ctx, []ledger.EventTasks{ev, event("acme", "e2", "f1")})
+	require.NoError(t, err)
+	id, other := c[0].Tasks[0].ID, c[1].Tasks[0].ID
+
+	b.advance(11 * time.Second)
+	cl, err := b.l.Claim(ctx, "acme", id, "d1", time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictExpired, cl.Verdict)
+	task, err := b.l.Get(ctx, "acme", id)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateExpired, task.State)
+	require.Equal(t, 0, task.Attempts)
+	require.Contains(t, task.Error, "ttl")
+
+	again, err := b.l.Claim(ctx, "acme", id, "d1", time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictDone, again.Verdict)
+	noTTL, err := b.l.Claim(ctx, "acme", other, "d1", time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictRun, noTTL.Verdict, "a task without a ttl does not expire")
+
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "one result event for the expired task")
+}

@@ -37,12 +37,14 @@ end
 return false
 `)
 
-// claim moves a task to running for one attempt.
-// KEYS: 1 task hash, 2 delay
-// ARGV: 1 now µs, 2 lease-until µs, 3 owner, 4 state-index prefix, 5 id, 6 delay member
+// claim moves a task to running for one attempt. A task whose TTL passed
+// before it started ends expired instead (with its result event).
+// KEYS: 1 task hash, 2 delay, 3 outbox
+// ARGV: 1 now µs, 2 lease-until µs, 3 owner, 4 state-index prefix, 5 id,
+// 6 delay member, 7 retention ms, 8 outbox max length
 // Returns {verdict, detail}: run/attempt, busy/lease-until, done/state,
-// missing/"", paused/"".
-var claimScript = redis.NewScript(`
+// missing/"", paused/"", expired/"".
+var claimScript = redis.NewScript(luaTerminate + `
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
 if not st then return {'missing', ''} end
@@ -51,6 +53,12 @@ if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or s
 end
 if st == 'paused' then return {'paused', ''} end
 local now = tonumber(ARGV[1])
+local expires = tonumber(redis.call('HGET', h, 'expires') or '0')
+if expires > 0 and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
+  redis.call('ZREM', KEYS[2], ARGV[6])
+  terminate(h, KEYS[3], ARGV[4], ARGV[5], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[7], ARGV[8])
+  return {'expired', ''}
+end
 if st == 'running' then
   local lease = tonumber(redis.call('HGET', h, 'lease') or '0')
   if lease > now then return {'busy', tostring(lease)} end
@@ -80,35 +88,62 @@ redis.call('HSET', h, 'lease', ARGV[3])
 return 1
 `)
 
-// finish moves a running attempt to a terminal state and appends the record
-// to the results outbox.
+// luaTerminate is shared by every script that ends a task: it moves the
+// task from state "from" to terminal state "to", indexes it, starts its
+// retention clock, and appends the record (without the stored message) to
+// the results outbox, so that the transition and its result event are one
+// atomic step.
+const luaTerminate = `
+local function terminate(h, outbox, prefix, id, from, to, now, err, retention, maxlen)
+  redis.call('HSET', h, 'state', to, 'finished', now)
+  if err ~= '' then redis.call('HSET', h, 'error', err) end
+  redis.call('HDEL', h, 'lease', 'owner')
+  local created = redis.call('HGET', h, 'created')
+  redis.call('ZREM', prefix .. from, id)
+  redis.call('ZADD', prefix .. to, created, id)
+  redis.call('PEXPIRE', h, retention)
+  local f = redis.call('HGETALL', h)
+  local out = {}
+  for i = 1, #f, 2 do
+    if f[i] ~= 'env' then
+      out[#out+1] = f[i]
+      out[#out+1] = f[i+1]
+    end
+  end
+  redis.call('XADD', outbox, 'MAXLEN', '~', maxlen, '*', unpack(out))
+end
+`
+
+// finish moves a running attempt to a terminal state.
 // KEYS: 1 task hash, 2 outbox
 // ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index prefix,
 // 7 id, 8 retention ms, 9 outbox max length
-var finishScript = redis.NewScript(`
+var finishScript = redis.NewScript(luaTerminate + `
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
   return 0
 end
 local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[3])
-redis.call('HSET', h, 'state', ARGV[2], 'finished', ARGV[3], 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
-if ARGV[4] ~= '' then redis.call('HSET', h, 'error', ARGV[4]) end
+redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
 if ARGV[5] ~= '' then redis.call('HSET', h, 'result', ARGV[5]) end
-redis.call('HDEL', h, 'lease', 'owner')
-local created = redis.call('HGET', h, 'created')
-redis.call('ZREM', ARGV[6] .. 'running', ARGV[7])
-redis.call('ZADD', ARGV[6] .. ARGV[2], created, ARGV[7])
-redis.call('PEXPIRE', h, ARGV[8])
-local f = redis.call('HGETALL', h)
-local out = {}
-for i = 1, #f, 2 do
-  if f[i] ~= 'env' then
-    out[#out+1] = f[i]
-    out[#out+1] = f[i+1]
-  end
-end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', unpack(out))
+terminate(h, KEYS[2], ARGV[6], ARGV[7], 'running', ARGV[2], ARGV[3], ARGV[4], ARGV[8], ARGV[9])
 return 1
+`)
+
+// end moves a task that is not running (waiting in a lane, the delay set,
+// or paused) to a terminal state: cancel, and expiry found by a scan.
+// KEYS: 1 task hash, 2 outbox, 3 delay
+// ARGV: 1 state, 2 now µs, 3 error, 4 state-index prefix, 5 id, 6 retention
+// ms, 7 outbox max length, 8 delay member
+// Returns {"ok", to} or {"no", current state} ("" when missing).
+var endScript = redis.NewScript(luaTerminate + `
+local h = KEYS[1]
+local st = redis.call('HGET', h, 'state')
+if not st then return {'no', ''} end
+if st ~= 'queued' and st ~= 'scheduled' and st ~= 'retrying' and st ~= 'paused' then return {'no', st} end
+redis.call('ZREM', KEYS[3], ARGV[8])
+terminate(h, KEYS[2], ARGV[4], ARGV[5], st, ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[7])
+return {'ok', ARGV[1]}
 `)
 
 // retry moves a running attempt to retrying and schedules the next one.

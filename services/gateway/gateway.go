@@ -64,6 +64,7 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/events", g.handleEvents)
 	mux.HandleFunc("GET /v1/tasks/{id}", g.handleGetTask)
 	mux.HandleFunc("GET /v1/tasks", g.handleListTasks)
+	mux.HandleFunc("DELETE /v1/tasks/{id}", g.handleCancelTask)
 }
 
 // WriteError answers with status and {"error": msg}.
@@ -136,5 +137,27 @@ func (g *Gateway) handleListTasks(w http.ResponseWriter, r *http.Request) {
 			list.Tasks = []contracts.Task{}
 		}
 		WriteJSON(w, http.StatusOK, list)
+	}
+}
+
+// handleCancelTask cancels a waiting task: 200 with the cancelled record;
+// 409 when it is running (not interrupted) or already ended; 404 when the
+// tenant has no such task.
+func (g *Gateway) handleCancelTask(w http.ResponseWriter, r *http.Request) {
+	tenant, ok := g.tenant(w, r)
+	if !ok {
+		return
+	}
+	t, err := g.cfg.Ledger.Cancel(r.Context(), tenant, r.PathValue("id"))
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "task not found")
+	case errors.Is(err, ledger.ErrNotCancellable):
+		WriteError(w, http.StatusConflict, err.Error()+" (only queued, scheduled, retrying or paused tasks can be cancelled)")
+	case err != nil:
+		g.cfg.Logger.ErrorContext(r.Context(), "cancelling task", "error", err)
+		WriteError(w, http.StatusServiceUnavailable, "task ledger unavailable")
+	default:
+		WriteJSON(w, http.StatusOK, t)
 	}
 }

@@ -170,6 +170,20 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 	list.Flags().StringVar(&function, "function", "", "only this function's tasks")
 	list.Flags().StringVar(&cursor, "cursor", "", "continue a listing")
 	list.Flags().IntVar(&limit, "limit", 0, "page size")
-	cmd.AddCommand(get, list)
+	var cancelFlags clientFlags
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a waiting task (queued, scheduled, retrying or paused)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			status, b, err := cancelFlags.do(http.MethodDelete, "/v1/tasks/"+url.PathEscape(args[0]), nil, nil)
+			if err != nil {
+				return err
+			}
+			return printAnswer(stdout, status, b)
+		},
+	}
+	cancelFlags.register(cancel)
+	cmd.AddCommand(get, list, cancel)
 	return cmd
 }

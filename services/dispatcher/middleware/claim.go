@@ -15,7 +15,8 @@ const busyMargin = time.Second
 
 // Claim asks the ledger whether this delivery runs. Only VerdictRun reaches
 // the handler. A terminal or missing task is acknowledged and dropped (a
-// duplicate delivery never runs a task twice); a task that another
+// duplicate delivery never runs a task twice); a task whose TTL passed is
+// ended as expired by the claim itself; a task that another
 // dispatcher holds is deferred to when its lease would expire, so that a
 // dispatcher that died mid-attempt is taken over.
 func Claim(l *ledger.Ledger, owner string, lease time.Duration, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
@@ -37,6 +38,8 @@ func Claim(l *ledger.Ledger, owner string, lease time.Duration, m *metrics.Metri
 					m.LedgerErrors.WithLabelValues("defer").Inc()
 					return nil, err
 				}
+			case ledger.VerdictExpired:
+				m.Outcomes.WithLabelValues(d.Ref.Tenant, d.Ref.Function, "expired").Inc()
 			case ledger.VerdictMissing:
 				logger.Warn("delivery for a task the ledger does not have; dropped", "task", d.Ref.TaskID, "tenant", d.Ref.Tenant)
 			}
