@@ -4,6 +4,12 @@
 //
 // The names here are depended on by users, scripts and acceptance checks
 // (DESIGN.md section 3): add to them, never rename them. The package depends
-// on the standard library only; JSON Schemas for the task record and the
-// result event live in schema/, example events in testdata/.
+// on the standard library only.
+//
+// schema/ holds JSON Schemas (draft 2020-12) for the task record, the task
+// list, the submit and error answers, a submitted event (structured and
+// batch mode) and a result event. testdata/ holds examples of each, and of a
+// binary-mode submission as an HTTP request. contracts_test.go decodes every
+// example strictly into the Go types here and checks it against its schema,
+// and checks the schemas against these types.
 package contracts
