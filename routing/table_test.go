@@ -74,3 +74,14 @@ func TestStaticTable(t *testing.T) {
 	_, err = NewStatic(0, 0)
 	require.Error(t, err)
 }
+
+func BenchmarkLaneFor(b *testing.B) {
+	tab, err := NewStatic(16, 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = tab.LaneFor("tenant-42", "01J0000000000000000000000")
+	}
+}

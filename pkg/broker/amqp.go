@@ -20,8 +20,8 @@ type amqpDriver struct {
 	cfg      Config
 	pubConn  *wamqp.ConnectionWrapper
 	subConn  *wamqp.ConnectionWrapper
-	pub      *wamqp.Publisher
-	resPub   *wamqp.Publisher
+	pub      *confirmPublisher
+	resPub   *confirmPublisher
 	sub      *wamqp.Subscriber
 	closeOne sync.Once
 }
@@ -31,7 +31,7 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 		return nil, errors.New("amqp driver needs a broker URL")
 	}
 	if cfg.PublishChannels <= 0 {
-		cfg.PublishChannels = 64
+		cfg.PublishChannels = 16
 	}
 	logger := WatermillLogger(cfg.Logger.With("component", "amqp"))
 	d := &amqpDriver{cfg: cfg}
@@ -47,24 +47,22 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 		_ = d.pubConn.Close()
 		return nil, fmt.Errorf("connecting to RabbitMQ: %w", err)
 	}
-	if d.pub, err = wamqp.NewPublisherWithConnection(laneCfg, logger, d.pubConn); err != nil {
-		_ = d.Close()
-		return nil, fmt.Errorf("creating lane publisher: %w", err)
-	}
+	// Lanes are on the default exchange, the routing key is the lane.
+	d.pub = newConfirmPublisher(d.pubConn, cfg.PublishChannels, "", func(topic string) string { return topic })
 	if d.sub, err = wamqp.NewSubscriberWithConnection(laneCfg, logger, d.subConn); err != nil {
 		_ = d.Close()
 		return nil, fmt.Errorf("creating lane subscriber: %w", err)
 	}
-	if d.resPub, err = wamqp.NewPublisherWithConnection(d.resultConfig(), logger, d.pubConn); err != nil {
-		_ = d.Close()
-		return nil, fmt.Errorf("creating result publisher: %w", err)
-	}
+	// Results go to the topic exchange declared with the lanes; the topic
+	// is the routing key.
+	d.resPub = newConfirmPublisher(d.pubConn, 8, contracts.ResultsExchange, func(topic string) string { return topic })
 	return d, nil
 }
 
-// laneConfig is a durable queue per lane on the default exchange, with
-// confirmed publishes through a channel pool and one unacked delivery per
-// consumer (parallelism comes from running several consumers).
+// laneConfig is a durable queue per lane on the default exchange, with one
+// unacked delivery per consumer (parallelism comes from running several
+// consumers). Publishing goes through confirmPublisher, not watermill-amqp's
+// publisher; the publish settings here only matter to Watermill's checks.
 func (d *amqpDriver) laneConfig() wamqp.Config {
 	c := wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
 	c.Marshaler = amqpMarshaler{}
@@ -80,23 +78,6 @@ func (d *amqpDriver) laneArgs() amqp.Table {
 		return amqp.Table{"x-queue-type": "quorum"}
 	}
 	return amqp.Table{"x-max-priority": int32(laneMaxPriority)}
-}
-
-// resultConfig publishes to the durable topic exchange tasklane.results with
-// the topic as routing key. Nobody consumes through it: consumers bind their
-// own queues.
-func (d *amqpDriver) resultConfig() wamqp.Config {
-	c := wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
-	c.Marshaler = amqpMarshaler{}
-	c.Exchange = wamqp.ExchangeConfig{
-		GenerateName: func(string) string { return contracts.ResultsExchange },
-		Type:         "topic",
-		Durable:      true,
-	}
-	c.Publish.GenerateRoutingKey = func(topic string) string { return topic }
-	c.Publish.ChannelPoolSize = 8
-	c.Publish.ConfirmDelivery = true
-	return c
 }
 
 func (d *amqpDriver) Name() string { return DriverAMQP }
@@ -141,7 +122,7 @@ func (d *amqpDriver) Close() error {
 		if d.sub != nil {
 			errs = append(errs, d.sub.Close())
 		}
-		for _, p := range []*wamqp.Publisher{d.pub, d.resPub} {
+		for _, p := range []*confirmPublisher{d.pub, d.resPub} {
 			if p != nil {
 				errs = append(errs, p.Close())
 			}

@@ -70,7 +70,8 @@ type Config struct {
 	// own client (watermill-redisstream's subscriber closes the client it
 	// is given), sized for one blocking read per consumer.
 	Redis *redis.Options
-	// PublishChannels is the AMQP publisher channel pool size. Default 64.
+	// PublishChannels is the number of AMQP channels publishes are spread
+	// over; each carries many unconfirmed publishes at once. Default 16.
 	PublishChannels int
 	// QueueType is "classic" (default) or "quorum" for AMQP lanes.
 	QueueType string

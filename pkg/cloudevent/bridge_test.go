@@ -54,3 +54,22 @@ func TestFromMessageRejectsNonEvents(t *testing.T) {
 	_, err = FromMessage(msg)
 	require.ErrorContains(t, err, "ce_time")
 }
+
+func BenchmarkBridgeRoundTrip(b *testing.B) {
+	e := event.New()
+	e.SetID("evt-1")
+	e.SetSource("/orders")
+	e.SetType("com.example.order.created")
+	e.SetExtension("priority", "3")
+	_ = e.SetData("application/json", map[string]any{"order": 42, "items": []int{1, 2, 3}})
+	b.ReportAllocs()
+	for b.Loop() {
+		msg, err := ToMessage("u", &e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := FromMessage(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

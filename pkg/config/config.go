@@ -35,7 +35,7 @@ const (
 	// AMQPURLDefault is the default Broker.URL for the amqp driver.
 	AMQPURLDefault = "amqp://guest:guest@127.0.0.1:5672/"
 	// PublishChannelsDefault is the default Broker.PublishChannels.
-	PublishChannelsDefault = 64
+	PublishChannelsDefault = 16
 	// PublishChannelsMin is the smallest Broker.PublishChannels.
 	PublishChannelsMin = 1
 	// PublishChannelsMax is the largest Broker.PublishChannels.
@@ -177,7 +177,8 @@ type Broker struct {
 	// "amqp://guest:guest@127.0.0.1:5672/". Ignored by redisstream, which uses
 	// Redis.URL.
 	URL string `yaml:"url"`
-	// PublishChannels is the AMQP publisher channel pool size. Default 64,
+	// PublishChannels is the number of AMQP channels publishes are spread over;
+	// each carries many unconfirmed publishes at once. Default 16,
 	// range 1..1024.
 	PublishChannels int `yaml:"publish_channels"`
 }
