@@ -86,7 +86,9 @@ func redisURL(driver string) string {
 
 // startTasklane parses yamlBody (broker and redis sections are filled in)
 // and starts every role. Leftover lane traffic from earlier runs is removed
-// first, so every delivery belongs to this test.
+// first, so every delivery belongs to this test. The server listens on a
+// free port; other server keys may be given as one flow-style line in
+// yamlBody, e.g. "server: {max_event_bytes: 1024}".
 func startTasklane(t *testing.T, driver, yamlBody string) *env {
 	t.Helper()
 	logger := testLogger(t)
@@ -96,8 +98,9 @@ func startTasklane(t *testing.T, driver, yamlBody string) *env {
 	require.NoError(t, err)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"}\nbroker: {driver: %s, url: %q}\nredis: {url: %q}\n%s",
-		driver, amqpURL, redisURL(driver), yamlBody)
+	serverKeys, yamlBody := splitServerLine(t, yamlBody)
+	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q}\nredis: {url: %q}\n%s",
+		serverKeys, driver, amqpURL, redisURL(driver), yamlBody)
 	cfg, err := config.Parse("test.yaml", []byte(doc))
 	require.NoError(t, err)
 	purgeLanes(t, driver, cfg)
@@ -116,6 +119,29 @@ func startTasklane(t *testing.T, driver, yamlBody string) *env {
 		cleanRedis(rdb, prefix)
 	})
 	return e
+}
+
+// splitServerLine takes a "server: {...}" line out of yamlBody (leaving it
+// blank, so line numbers hold) and returns its keys as ", k: v, ...".
+func splitServerLine(t *testing.T, yamlBody string) (string, string) {
+	t.Helper()
+	lines := strings.Split(yamlBody, "\n")
+	for i, l := range lines {
+		rest, ok := strings.CutPrefix(l, "server:")
+		if !ok {
+			continue
+		}
+		rest = strings.TrimSpace(rest)
+		if !strings.HasPrefix(rest, "{") || !strings.HasSuffix(rest, "}") {
+			t.Fatalf("startTasklane: give server keys as one flow-style line, e.g. server: {max_event_bytes: 1024}; got %q", l)
+		}
+		lines[i] = ""
+		if inner := strings.TrimSpace(rest[1 : len(rest)-1]); inner != "" {
+			return ", " + inner, strings.Join(lines, "\n")
+		}
+		return "", strings.Join(lines, "\n")
+	}
+	return "", yamlBody
 }
 
 func cleanRedis(rdb *redis.Client, prefix string) {

@@ -15,16 +15,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -148,6 +153,10 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledge
 	if err := e.Validate(); err != nil {
 		return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %s", describeValidation(err))
 	}
+	if perr := checkStrings(e); perr != nil {
+		return ledger.EventTasks{}, nil, perr
+	}
+	trimAttributes(e)
 	// The tenant comes from the credential only.
 	e.SetExtension(contracts.ExtTenantID, tenant)
 	ext := e.Extensions()
@@ -168,8 +177,8 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledge
 		return ledger.EventTasks{}, nil, errorf(http.StatusUnprocessableEntity, "type: no function subscribes to type %q", e.Type())
 	}
 	et := ledger.EventTasks{
-		Tenant: tenant,
-		Event:  contracts.EventRef{ID: e.ID(), Source: e.Source(), Type: e.Type(), Subject: e.Subject()},
+		Tenant:    tenant,
+		Event:     contracts.EventRef{ID: e.ID(), Source: e.Source(), Type: e.Type(), Subject: e.Subject()},
 		DueAt:     due,
 		ExpiresAt: expires,
 	}
@@ -250,6 +259,63 @@ func describeValidation(err error) string {
 		return strings.Join(parts, "; ")
 	}
 	return err.Error()
+}
+
+// checkStrings refuses attribute values CloudEvents disallows: invalid
+// UTF-8 and control characters (U+0000-U+001F, U+007F-U+009F), and
+// extension names other than ASCII letters and digits. Let through,
+// invalid UTF-8 would be silently replaced in the stored task message (the
+// function would see another id than the one deduplicated), and a control
+// character cannot be sent in the binary-mode header of the function call.
+func checkStrings(e *event.Event) *Error {
+	attrs := map[string]string{
+		"id": e.ID(), "source": e.Source(), "type": e.Type(), "subject": e.Subject(),
+		"dataschema": e.DataSchema(), "datacontenttype": e.DataContentType(),
+	}
+	for name, v := range e.Extensions() {
+		// The SDK checks the names of 1.0 events only.
+		if name == "" || strings.ContainsFunc(name, func(r rune) bool { return !isASCIIAlnum(r) }) {
+			return errorf(http.StatusBadRequest, "extension %q: a name is ASCII letters and digits only", name)
+		}
+		if s, err := types.Format(v); err == nil {
+			attrs[name] = s
+		}
+	}
+	names := slices.Sorted(maps.Keys(attrs))
+	for _, name := range names {
+		v := attrs[name]
+		if !utf8.ValidString(v) {
+			return errorf(http.StatusBadRequest, "%s: not valid UTF-8", name)
+		}
+		if i := strings.IndexFunc(v, unicode.IsControl); i >= 0 {
+			return errorf(http.StatusBadRequest, "%s: control character %U not allowed", name, firstRune(v[i:]))
+		}
+	}
+	return nil
+}
+
+// trimAttributes drops surrounding white space from the string attributes,
+// as the SDK's setters and the HTTP binary binding do: otherwise a
+// structured event's " a" would be recorded (and deduplicated) under another
+// id than the "a" its function receives.
+func trimAttributes(e *event.Event) {
+	e.SetID(e.ID()) // not blank: validated
+	e.SetType(e.Type())
+	if s := e.Subject(); s != "" {
+		e.SetSubject(s)
+	}
+	if ct := e.DataContentType(); ct != "" {
+		e.SetDataContentType(ct)
+	}
+}
+
+func isASCIIAlnum(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
+}
+
+func firstRune(s string) rune {
+	r, _ := utf8.DecodeRuneInString(s)
+	return r
 }
 
 func intExt(ext map[string]any, name string, lo, hi int64) (int, *Error) {

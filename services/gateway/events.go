@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
+	"maps"
+	"math"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,7 +73,11 @@ func bad(status int, format string, args ...any) *ingest.Error {
 
 // parse reads the request's events in whichever content mode it uses.
 func (g *Gateway) parse(w http.ResponseWriter, r *http.Request) (string, []*event.Event, *ingest.Error) {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	// The media type as the SDK reads it (format.Lookup): a parameter list
+	// mime.ParseMediaType refuses must not turn a structured request into a
+	// binary-mode one that the SDK then reads as structured after all.
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	ct = strings.ToLower(strings.TrimSpace(ct))
 	switch {
 	case ct == ctBatch:
 		body, err := readBody(w, r, g.cfg.Limits.MaxBatchBytes)
@@ -130,8 +137,12 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *ing
 func parseBinary(r *http.Request, body []byte) (*event.Event, *ingest.Error) {
 	msg := cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(body)))
 	e, err := binding.ToEvent(context.Background(), msg)
+	if errors.Is(err, binding.ErrUnknownEncoding) {
+		// Neither a structured content type nor a specversion the SDK knows.
+		return nil, bad(http.StatusBadRequest, "specversion: unknown value %q in ce-specversion (supported: 1.0, 0.3)", r.Header.Get("Ce-Specversion"))
+	}
 	if err != nil {
-		return nil, bad(http.StatusBadRequest, "invalid event: %v", err)
+		return nil, bad(http.StatusBadRequest, "invalid event: %s", errText(err))
 	}
 	return e, nil
 }
@@ -140,11 +151,83 @@ func parseStructured(body []byte) (*event.Event, *ingest.Error) {
 	if !json.Valid(body) {
 		return nil, bad(http.StatusBadRequest, "malformed JSON: %s", jsonProblem(body))
 	}
+	if kind := jsonKind(body); kind != "an object" {
+		return nil, bad(http.StatusBadRequest, "invalid event: an event is a JSON object, got %s", kind)
+	}
+	if err := checkIntExtensions(body); err != nil {
+		return nil, err
+	}
 	var e event.Event
 	if err := json.Unmarshal(body, &e); err != nil {
-		return nil, bad(http.StatusBadRequest, "invalid event: %v", err)
+		return nil, bad(http.StatusBadRequest, "invalid event: %s", errText(err))
 	}
 	return &e, nil
+}
+
+// intExtensions are Tasklane's integer attributes.
+var intExtensions = []string{contracts.ExtPriority, contracts.ExtDelay, contracts.ExtTTL}
+
+// checkIntExtensions refuses a JSON number that is not a whole int32 in an
+// integer attribute: the SDK reads such a number as an int32 and silently
+// drops its fraction (priority 4.5 would be 4, delay 0.5 would be 0). The
+// SDK lower-cases attribute names, so they are compared that way.
+func checkIntExtensions(body []byte) *ingest.Error {
+	lower := bytes.ToLower(body)
+	named := func(name string) bool { return bytes.Contains(lower, []byte(`"`+name+`"`)) }
+	if !slices.ContainsFunc(intExtensions, named) && !bytes.Contains(body, []byte(`\u`)) {
+		return nil // quick path: no such attribute, not even escaped
+	}
+	var attrs map[string]json.RawMessage
+	if json.Unmarshal(body, &attrs) != nil {
+		return nil // the SDK says what is wrong
+	}
+	for _, key := range slices.Sorted(maps.Keys(attrs)) {
+		name, raw := strings.ToLower(key), attrs[key]
+		if !slices.Contains(intExtensions, name) || len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+			continue // not one of them, or not a number: checked later
+		}
+		x, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil || x != math.Trunc(x) || x < math.MinInt32 || x > math.MaxInt32 {
+			return bad(http.StatusBadRequest, "%s: must be an integer, got %s", name, raw)
+		}
+	}
+	return nil
+}
+
+// jsonKind names the kind of the valid JSON value body holds.
+func jsonKind(body []byte) string {
+	b := bytes.TrimLeft(body, " \t\r\n")
+	if len(b) == 0 {
+		return "nothing"
+	}
+	switch b[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// errText renders an SDK error on one line: its validation errors come one
+// attribute a line, in map order.
+func errText(err error) string {
+	var ve event.ValidationError
+	if errors.As(err, &ve) {
+		parts := make([]string, 0, len(ve))
+		for attr, e := range ve {
+			parts = append(parts, attr+": "+e.Error())
+		}
+		slices.Sort(parts)
+		return strings.Join(parts, "; ")
+	}
+	return strings.TrimSpace(err.Error())
 }
 
 func (g *Gateway) parseBatch(body []byte) ([]*event.Event, *ingest.Error) {
