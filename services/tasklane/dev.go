@@ -53,15 +53,11 @@ func newDevCommand(reg *sdk.Registry, g *globalFlags, stdout, stderr io.Writer) 
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			// The embedded Redis-compatible server holds the ledger and, as
-			// the redisstream broker, the lanes: one code path for both modes.
-			mr := miniredis.NewMiniRedis()
-			if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-				return fmt.Errorf("starting embedded store: %w", err)
+			stop, err := useEmbeddedStore(cfg)
+			if err != nil {
+				return err
 			}
-			defer mr.Close()
-			cfg.Redis.URL = "redis://" + mr.Addr() + "/0"
-			cfg.Broker.Driver = config.BrokerDriverRedisStream
+			defer stop()
 			return runUntilSignal(cmd.Context(), cfg, Options{Registry: reg, Logger: logger, Pprof: g.pprof}, func(a *App) {
 				fmt.Fprint(stdout, devBanner(a.URL(), cfg))
 			})
@@ -96,4 +92,17 @@ func devBanner(url string, cfg *config.Config) string {
 	fmt.Fprintf(&b, "Then look at the task (id from the answer):\n\n  curl %s/v1/tasks/<id>%s\n\n", url, strings.ReplaceAll(auth, " \\\n    ", " "))
 	fmt.Fprintf(&b, "Probes: %s/healthz  %s/readyz  %s/metrics\n\n", url, url, url)
 	return b.String()
+}
+
+// useEmbeddedStore starts an in-process Redis-compatible server and points
+// cfg at it: it holds the ledger and, as the redisstream broker, the lanes,
+// so dev mode runs the same code as production.
+func useEmbeddedStore(cfg *config.Config) (stop func(), err error) {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("starting embedded store: %w", err)
+	}
+	cfg.Redis.URL = "redis://" + mr.Addr() + "/0"
+	cfg.Broker.Driver = config.BrokerDriverRedisStream
+	return mr.Close, nil
 }

@@ -1,0 +1,103 @@
+package tasklane
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/testkit"
+)
+
+// TestDevModeServesTheBannerCurl starts what `tasklane dev` starts (embedded
+// store and broker, the demo config) and runs the curl line its banner
+// prints: 202 with a task id, then the task succeeds with the data echoed.
+func TestDevModeServesTheBannerCurl(t *testing.T) {
+	cfg := DevConfig()
+	cfg.Server.Addr = "127.0.0.1:0"
+	stop, err := useEmbeddedStore(cfg)
+	require.NoError(t, err)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	app, err := Start(ctx, cfg, Options{Logger: quietLogger()})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, app.Shutdown(context.Background())) }()
+
+	banner := devBanner(app.URL(), cfg)
+	require.Contains(t, banner, app.URL()+"/v1/events")
+	req, err := http.NewRequest(http.MethodPost, app.URL()+"/v1/events", strings.NewReader(`{"name":"world"}`))
+	require.NoError(t, err)
+	// The headers of the banner's curl line.
+	for _, m := range regexp.MustCompile(`-H '([^:]+): ([^']+)'`).FindAllStringSubmatch(banner, -1) {
+		req.Header.Set(m[1], m[2])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	var sr contracts.SubmitResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&sr))
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Len(t, sr.Tasks, 1)
+	require.Equal(t, "echo", sr.Tasks[0].Function)
+
+	var task contracts.Task
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		r, err := http.Get(app.URL() + "/v1/tasks/" + sr.Tasks[0].ID)
+		if err != nil {
+			return false
+		}
+		defer r.Body.Close()
+		return json.NewDecoder(r.Body).Decode(&task) == nil && task.State == contracts.StateSucceeded
+	}, "task %s succeeded (state %q)", sr.Tasks[0].ID, task.State)
+	require.JSONEq(t, `{"name":"world"}`, string(task.Result))
+
+	for _, probe := range []string{"/healthz", "/readyz", "/metrics"} {
+		r, err := http.Get(app.URL() + probe)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		require.Equal(t, http.StatusOK, r.StatusCode, "%s: %s", probe, b)
+	}
+}
+
+// TestServeRefusesABadConfig runs `tasklane serve` on a config with several
+// problems: it must not start, and the error names file, line and field.
+func TestServeRefusesABadConfig(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`functions:
+  - name: work
+    events: [com.example.work]
+    timeout: 30 seconds
+  - name: work
+    events: [com.example.other]
+    endpoint: builtin:noop
+    retyr: {max_attempts: 3}
+`), 0o600))
+	var out, errOut bytes.Buffer
+	cmd := NewCommand(nil, &out, &errOut)
+	cmd.SetArgs([]string{"serve", "--config", path})
+	err := cmd.Execute()
+	require.Error(t, err)
+	msg := err.Error()
+	require.Contains(t, msg, path+`:2:5: functions[0].endpoint: missing (required)`)
+	require.Contains(t, msg, path+`:4:14: functions[0].timeout: invalid duration "30 seconds"`)
+	require.Contains(t, msg, path+`:5:11: functions[1].name: duplicate function name "work"`)
+	require.Contains(t, msg, path+`:8:5: functions[1].retyr: unknown key (did you mean "retry"?)`)
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
