@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -265,4 +266,90 @@ func (s *sink) count() int {
 		n += len(v)
 	}
 	return n
+}
+
+// resultFeed collects the result events published on the results exchange
+// (amqp) or stream (redisstream) from now on, by routing key and task id.
+type resultFeed struct {
+	mu    sync.Mutex
+	byKey map[string]int
+	tasks map[string]int
+}
+
+func (f *resultFeed) add(key string, t contracts.Task) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.byKey[key]++
+	f.tasks[t.ID]++
+}
+
+func (f *resultFeed) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.byKey {
+		n += c
+	}
+	return n
+}
+
+func (e *env) watchResults() *resultFeed {
+	t := e.t
+	f := &resultFeed{byKey: map[string]int{}, tasks: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	switch e.driver {
+	case config.BrokerDriverAMQP:
+		conn, err := amqp.Dial(testkit.AMQPURL())
+		require.NoError(t, err)
+		ch, err := conn.Channel()
+		require.NoError(t, err)
+		q, err := ch.QueueDeclare("", false, true, true, false, nil)
+		require.NoError(t, err)
+		require.NoError(t, ch.QueueBind(q.Name, "#", contracts.ResultsExchange, false, nil))
+		deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+		require.NoError(t, err)
+		go func() {
+			defer close(done)
+			defer conn.Close()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case d := <-deliveries:
+					var task contracts.Task
+					if json.Unmarshal(d.Body, &task) == nil {
+						f.add(d.RoutingKey, task)
+					}
+				}
+			}
+		}()
+	case config.BrokerDriverRedisStream:
+		last := "$"
+		if xs, err := e.rdb.XRevRangeN(ctx, contracts.ResultsExchange, "+", "-", 1).Result(); err == nil && len(xs) > 0 {
+			last = xs[0].ID
+		}
+		go func() {
+			defer close(done)
+			for ctx.Err() == nil {
+				streams, err := e.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{contracts.ResultsExchange, last}, Count: 500, Block: 100 * time.Millisecond}).Result()
+				if err != nil {
+					continue
+				}
+				for _, m := range streams[0].Messages {
+					last = m.ID
+					var md map[string]string
+					s, _ := m.Values["metadata"].(string)
+					_ = json.Unmarshal([]byte(s), &md)
+					p, _ := m.Values["payload"].(string)
+					var task contracts.Task
+					if json.Unmarshal([]byte(p), &task) == nil {
+						f.add(md["routing_key"], task)
+					}
+				}
+			}
+		}()
+	}
+	return f
 }

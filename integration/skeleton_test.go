@@ -142,6 +142,7 @@ func runSkeleton(t *testing.T, driver string) {
 	fn := newFlakyFunction(t)
 	sk := newSink(t)
 	e := startTasklane(t, driver, skeletonConfig(fn.srv.URL, sk.srv.URL))
+	feed := e.watchResults()
 	ctx := context.Background()
 
 	client, err := cloudevents.NewClientHTTP(
@@ -208,8 +209,8 @@ func runSkeleton(t *testing.T, driver string) {
 	}
 	require.Len(t, accepted, total, "every event answered 202")
 
-	testkit.Eventually(t, 90*time.Second, func() bool { return sk.count() >= total && e.outboxDrained() },
-		"all %d results delivered (sink has %d)", total, sk.count())
+	testkit.Eventually(t, 90*time.Second, func() bool { return sk.count() >= total && e.outboxDrained() && feed.count() >= total },
+		"all %d results delivered (sink has %d, results feed %d)", total, sk.count(), feed.count())
 
 	// Counts.
 	sk.mu.Lock()
@@ -254,6 +255,15 @@ func runSkeleton(t *testing.T, driver string) {
 	}
 	t.Logf("%s: %d tasks, %d function calls, %d succeeded, %d failed", driver, total, totalCalls,
 		sk.types[contracts.TypeTaskSucceeded], sk.types[contracts.TypeTaskFailed])
+
+	// Every result is on the results exchange too, routed <tenant>.<function>.<outcome>.
+	feed.mu.Lock()
+	require.Equal(t, map[string]int{
+		"acme.work.succeeded": wantStates[contracts.StateSucceeded],
+		"acme.work.failed":    wantStates[contracts.StateFailed],
+	}, feed.byKey)
+	require.Len(t, feed.tasks, total)
+	feed.mu.Unlock()
 
 	// The ledger lists them too, by state and function.
 	list, err := e.app.Ledger().List(ctx, "acme", ledger.ListFilter{State: contracts.StateFailed, Function: "work", Limit: 500})
