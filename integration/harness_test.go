@@ -40,6 +40,7 @@ var drivers = []string{config.BrokerDriverAMQP, config.BrokerDriverRedisStream}
 // testLogger sends logs to the test log, warnings and above only unless
 // TASKLANE_TEST_LOG=debug.
 func testLogger(t testing.TB) *slog.Logger {
+	t.Helper()
 	level := slog.LevelWarn
 	if os.Getenv("TASKLANE_TEST_LOG") == "debug" {
 		level = slog.LevelDebug
@@ -72,6 +73,7 @@ type env struct {
 	driver string
 	app    *tasklane.App
 	cfg    *config.Config
+	doc    string // the config file text
 	rdb    *redis.Client
 	prefix string
 }
@@ -85,41 +87,56 @@ func redisURL(driver string) string {
 	return u + "/0"
 }
 
-// startTasklane parses yamlBody (broker and redis sections are filled in)
-// and starts every role. Leftover lane traffic from earlier runs is removed
-// first, so every delivery belongs to this test. The server listens on a
-// free port; other server keys may be given as one flow-style line in
-// yamlBody, e.g. "server: {max_event_bytes: 1024}".
+// startTasklane parses yamlBody (broker, redis and ledger prefix are filled
+// in) and starts every role in this process. Leftover lane traffic from
+// earlier runs is removed first, so every delivery belongs to this test. The
+// server listens on a free port; other server keys may be given as one
+// flow-style line in yamlBody, e.g. "server: {max_event_bytes: 1024}".
 func startTasklane(t *testing.T, driver, yamlBody string) *env {
+	e := newStack(t, driver, yamlBody)
+	e.start()
+	return e
+}
+
+// newStack prepares a Tasklane config for driver without starting anything.
+func newStack(t *testing.T, driver, yamlBody string) *env {
 	t.Helper()
-	logger := testLogger(t)
 	amqpURL := testkit.RequireAMQP(t)
 	_, prefix := testkit.Redis(t)
 	opt, err := redis.ParseURL(redisURL(driver))
 	require.NoError(t, err)
 	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
+	t.Cleanup(func() {
+		cleanRedis(rdb, prefix)
+		_ = rdb.Close()
+	})
 	serverKeys, yamlBody := splitServerLine(t, yamlBody)
-	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q}\nredis: {url: %q}\n%s",
-		serverKeys, driver, amqpURL, redisURL(driver), yamlBody)
+	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q}\nredis: {url: %q}\nledger: {key_prefix: %q}\n%s",
+		serverKeys, driver, amqpURL, redisURL(driver), prefix, yamlBody)
 	cfg, err := config.Parse("test.yaml", []byte(doc))
 	require.NoError(t, err)
 	purgeLanes(t, driver, cfg)
+	return &env{t: t, driver: driver, cfg: cfg, doc: doc, rdb: rdb, prefix: prefix}
+}
 
+// start runs roles (all when none are named) in this process, stopped when
+// the test ends.
+func (e *env) start(roles ...string) {
+	t := e.t
+	t.Helper()
+	logger := testLogger(t)
+	r, err := tasklane.ParseRoles(strings.Join(roles, ","))
+	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	app, err := tasklane.Start(ctx, cfg, tasklane.Options{
-		Logger: logger, LedgerPrefix: prefix, ConsumerGroup: "tltest-" + prefix,
-	})
+	app, err := tasklane.Start(ctx, e.cfg, tasklane.Options{Logger: logger, Roles: r})
 	require.NoError(t, err)
-	e := &env{t: t, driver: driver, app: app, cfg: cfg, rdb: rdb, prefix: prefix}
+	e.app = app
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		require.NoError(t, app.Shutdown(sctx))
-		cleanRedis(rdb, prefix)
 	})
-	return e
 }
 
 // splitServerLine takes a "server: {...}" line out of yamlBody (leaving it

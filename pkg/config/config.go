@@ -82,6 +82,8 @@ const (
 	DedupWindowDefault = Duration(72 * time.Hour)
 	// PublishGuardDefault is the default Ledger.PublishGuard.
 	PublishGuardDefault = Duration(30 * time.Second)
+	// KeyPrefixDefault is the default Ledger.KeyPrefix.
+	KeyPrefixDefault = "tl"
 
 	// FunctionTimeoutDefault is the default Function.Timeout.
 	FunctionTimeoutDefault = Duration(30 * time.Second)
@@ -226,6 +228,11 @@ type Ledger struct {
 	// PublishGuard is how long a recorded-but-unconfirmed task waits before it
 	// is republished. Default 30s.
 	PublishGuard Duration `yaml:"publish_guard"`
+	// KeyPrefix starts every Redis key of the ledger (and names the
+	// redisstream dispatcher group "<key_prefix>-dispatchers"), so several
+	// deployments can share one Redis database. Default "tl"; letters,
+	// digits, "-", "_" and "." only.
+	KeyPrefix string `yaml:"key_prefix"`
 }
 
 // Tenant is an API client.

@@ -605,6 +605,7 @@ var (
 		Retention:    config.Duration(168 * time.Hour),
 		DedupWindow:  config.Duration(72 * time.Hour),
 		PublishGuard: config.Duration(30 * time.Second),
+		KeyPrefix:    "tl",
 	}
 )
 

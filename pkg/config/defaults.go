@@ -36,6 +36,7 @@ func (c *Config) WithDefaults() *Config {
 	out.Ledger.Retention = cmp.Or(out.Ledger.Retention, RetentionDefault)
 	out.Ledger.DedupWindow = cmp.Or(out.Ledger.DedupWindow, DedupWindowDefault)
 	out.Ledger.PublishGuard = cmp.Or(out.Ledger.PublishGuard, PublishGuardDefault)
+	out.Ledger.KeyPrefix = cmp.Or(out.Ledger.KeyPrefix, KeyPrefixDefault)
 
 	out.Tenants = slices.Clone(out.Tenants)
 	for i := range out.Tenants {

@@ -215,7 +215,12 @@ func (v *validator) ledger() {
 	v.positive("ledger.retention", l.Retention)
 	v.positive("ledger.dedup_window", l.DedupWindow)
 	v.positive("ledger.publish_guard", l.PublishGuard)
+	if !keyPrefixRE.MatchString(l.KeyPrefix) {
+		v.add("ledger.key_prefix", "must be 1 to 64 letters, digits, '-', '_' or '.', got %q", l.KeyPrefix)
+	}
 }
+
+var keyPrefixRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 func (v *validator) tenants() {
 	ids := v.uniqueSet("tenant id")

@@ -330,7 +330,8 @@ func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease
 	cmds := make([]*redis.Cmd, len(leases))
 	err := l.scripted(ctx, func(p redis.Pipeliner) {
 		for i, ls := range leases {
-			cmds[i] = renewScript.EvalSha(ctx, p, []string{l.taskKey(ls.Tenant, ls.ID)}, ls.Attempt, ls.Owner, until)
+			cmds[i] = renewScript.EvalSha(ctx, p, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey()},
+				ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID))
 		}
 	})
 	if err != nil {
@@ -352,9 +353,9 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, sta
 	if !state.Terminal() {
 		return false, fmt.Errorf("finishing task %s: state %s is not terminal", id, state)
 	}
-	n, err := finishScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream()},
+	n, err := finishScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey()},
 		attempt, string(state), us(l.cfg.Now()), errMsg, result, l.statePrefix(tenant), id,
-		l.cfg.Retention.Milliseconds(), OutboxMaxLen).Int()
+		l.cfg.Retention.Milliseconds(), OutboxMaxLen, Member(tenant, id)).Int()
 	if err != nil {
 		return false, fmt.Errorf("finishing task %s: %w", id, err)
 	}

@@ -334,3 +334,45 @@ func TestExpiredTaskNeverRuns(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "one result event for the expired task")
 }
+
+func TestLeaseIsADelayEntry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	id := c[0].Tasks[0].ID
+	require.NoError(t, b.l.Enqueued(ctx, "acme", c[0].GuardScore, id))
+	_, err = b.l.Claim(ctx, "acme", id, "d1", 10*time.Second)
+	require.NoError(t, err)
+
+	// A live dispatcher renews: the entry never comes due.
+	b.advance(8 * time.Second)
+	lost, err := b.l.Renew(ctx, 10*time.Second, ledger.Lease{Tenant: "acme", ID: id, Owner: "d1", Attempt: 1})
+	require.NoError(t, err)
+	require.Empty(t, lost)
+	b.advance(8 * time.Second)
+	due, err := b.l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Empty(t, due, "a renewed lease is not due")
+
+	// The dispatcher dies: when the lease ends the task is due again.
+	b.advance(3 * time.Second)
+	due, err = b.l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, due, 1)
+	require.Equal(t, contracts.StateRunning, due[0].State)
+	require.True(t, due[0].LeaseUntil.Before(b.now), "the lease has ended")
+
+	// Finishing drops the entry.
+	cl, err := b.l.Claim(ctx, "acme", id, "d2", 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 2, cl.Attempt)
+	ok, err := b.l.Finish(ctx, "acme", id, 2, contracts.StateSucceeded, "", nil)
+	require.NoError(t, err)
+	require.True(t, ok)
+	b.advance(time.Hour)
+	due, err = b.l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Empty(t, due)
+}

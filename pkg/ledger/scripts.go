@@ -74,17 +74,22 @@ end
 local created = redis.call('HGET', h, 'created')
 redis.call('ZREM', ARGV[4] .. st, ARGV[5])
 redis.call('ZADD', ARGV[4] .. 'running', created, ARGV[5])
-redis.call('ZREM', KEYS[2], ARGV[6])
+-- The lease doubles as a delay-set entry: if this dispatcher dies and stops
+-- renewing, the scheduler finds the task due when the lease ends and puts it
+-- back on its lane, where the next claim takes it over.
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
 return {'run', tostring(attempt)}
 `)
 
-// renew extends the lease of a running attempt.
-// KEYS: 1 task hash. ARGV: 1 attempt, 2 owner, 3 lease-until µs.
+// renew extends the lease of a running attempt, and its delay-set entry.
+// KEYS: 1 task hash, 2 delay. ARGV: 1 attempt, 2 owner, 3 lease-until µs,
+// 4 delay member.
 var renewScript = redis.NewScript(`
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1]
    or redis.call('HGET', h, 'owner') ~= ARGV[2] then return 0 end
 redis.call('HSET', h, 'lease', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return 1
 `)
 
@@ -114,15 +119,17 @@ local function terminate(h, outbox, prefix, id, from, to, now, err, retention, m
 end
 `
 
-// finish moves a running attempt to a terminal state.
-// KEYS: 1 task hash, 2 outbox
+// finish moves a running attempt to a terminal state and drops its lease
+// entry from the delay set.
+// KEYS: 1 task hash, 2 outbox, 3 delay
 // ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index prefix,
-// 7 id, 8 retention ms, 9 outbox max length
+// 7 id, 8 retention ms, 9 outbox max length, 10 delay member
 var finishScript = redis.NewScript(luaTerminate + `
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
   return 0
 end
+redis.call('ZREM', KEYS[3], ARGV[10])
 local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[3])
 redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
 if ARGV[5] ~= '' then redis.call('HSET', h, 'result', ARGV[5]) end

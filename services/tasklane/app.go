@@ -73,10 +73,6 @@ type Options struct {
 	Registry *sdk.Registry
 	// Logger receives every log line. Default slog.Default().
 	Logger *slog.Logger
-	// LedgerPrefix overrides the ledger key prefix (tests).
-	LedgerPrefix string
-	// ConsumerGroup overrides the redisstream dispatcher group (tests).
-	ConsumerGroup string
 	// StartupTimeout bounds waiting for Redis and the broker. Default 30s.
 	StartupTimeout time.Duration
 	// Pprof serves net/http/pprof under /debug/pprof/ (for profiling; off
@@ -205,7 +201,7 @@ func (a *App) connect(ctx context.Context) error {
 		Retention:    a.cfg.Ledger.Retention.Std(),
 		DedupWindow:  a.cfg.Ledger.DedupWindow.Std(),
 		PublishGuard: a.cfg.Ledger.PublishGuard.Std(),
-		Prefix:       a.opts.LedgerPrefix,
+		Prefix:       a.cfg.Ledger.KeyPrefix,
 	})
 	if err := a.ledger.LoadScripts(ctx); err != nil {
 		return err
@@ -216,7 +212,7 @@ func (a *App) connect(ctx context.Context) error {
 		Redis:           a.redisOpts,
 		PublishChannels: a.cfg.Broker.PublishChannels,
 		QueueType:       a.cfg.Lanes.QueueType,
-		ConsumerGroup:   a.opts.ConsumerGroup,
+		ConsumerGroup:   a.cfg.Ledger.KeyPrefix + "-dispatchers",
 		Logger:          a.logger,
 	})
 	if err != nil {

@@ -1,0 +1,139 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/contracts"
+)
+
+// checker is a total-queue checker in the manner of Jepsen's: it records
+// every task the API accepted, every execution the function saw and every
+// result event the sink received, and at the end counts what went wrong.
+type checker struct {
+	mu         sync.Mutex
+	accepted   map[string]bool
+	executions map[string]int
+	results    map[string][]contracts.State
+	fn, sink   *httptest.Server
+}
+
+// newChecker starts a function that takes 0 to maxRun and answers 200, and
+// a results sink.
+func newChecker(t *testing.T, maxRun time.Duration) *checker {
+	c := &checker{accepted: map[string]bool{}, executions: map[string]int{}, results: map[string][]contracts.State{}}
+	c.fn = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(contracts.HeaderTaskID)
+		c.mu.Lock()
+		c.executions[id]++
+		c.mu.Unlock()
+		if maxRun > 0 {
+			time.Sleep(rand.N(maxRun)) // the function's own work, not test synchronisation
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(c.fn.Close)
+	c.sink = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		id := r.Header.Get("Ce-Subject")
+		c.results[id] = append(c.results[id], contracts.State(r.Header.Get("Ce-Type")[len(contracts.ResultTypePrefix):]))
+		c.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(c.sink.Close)
+	return c
+}
+
+func (c *checker) accept(ids ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		c.accepted[id] = true
+	}
+}
+
+// resultsFor counts accepted tasks with at least one result.
+func (c *checker) finished() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for id := range c.accepted {
+		if len(c.results[id]) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *checker) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.accepted)
+}
+
+// verdict is the outcome of a run.
+type verdict struct {
+	Accepted, Lost, Stuck, DuplicateSuccesses, DuplicateResults, Unexpected, DuplicateExecutions int
+	Executions                                                                                    int
+}
+
+func (v verdict) String() string {
+	return fmt.Sprintf("accepted=%d lost=%d stuck=%d duplicate_successes=%d duplicate_results=%d unexpected=%d executions=%d duplicate_executions=%d",
+		v.Accepted, v.Lost, v.Stuck, v.DuplicateSuccesses, v.DuplicateResults, v.Unexpected, v.Executions, v.DuplicateExecutions)
+}
+
+// check compares the records with the ledger: lost = accepted but no
+// terminal result event; stuck = accepted but not terminal in the ledger;
+// duplicate successes = more than one succeeded result for a task;
+// unexpected = results for tasks never accepted.
+func (c *checker) check(t *testing.T, e *env, tenant string) verdict {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := verdict{Accepted: len(c.accepted)}
+	for id := range c.accepted {
+		rs := c.results[id]
+		if len(rs) == 0 {
+			v.Lost++
+		}
+		if len(rs) > 1 {
+			v.DuplicateResults++
+		}
+		succ := 0
+		for _, s := range rs {
+			if s == contracts.StateSucceeded {
+				succ++
+			}
+		}
+		if succ > 1 {
+			v.DuplicateSuccesses++
+		}
+		task, err := e.app.Ledger().Get(context.Background(), tenant, id)
+		require.NoError(t, err, "task %s", id)
+		if !task.State.Terminal() {
+			v.Stuck++
+		}
+	}
+	for id := range c.results {
+		if !c.accepted[id] {
+			v.Unexpected++
+		}
+	}
+	for _, n := range c.executions {
+		v.Executions += n
+		if n > 1 {
+			v.DuplicateExecutions += n - 1
+		}
+	}
+	return v
+}
