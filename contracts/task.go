@@ -62,6 +62,18 @@ func (s State) Valid() bool {
 // ResultType is the CloudEvent type of the result event for terminal state s.
 func (s State) ResultType() string { return ResultTypePrefix + string(s) }
 
+// Reason says why a task ended unsuccessfully.
+type Reason string
+
+// Reasons.
+const (
+	// ReasonNonRetryable: an attempt failed in a way retrying cannot fix
+	// (HTTP 4xx other than 408/429, sdk.Permanent).
+	ReasonNonRetryable Reason = "non_retryable"
+	// ReasonAttemptsExhausted: the last allowed attempt failed.
+	ReasonAttemptsExhausted Reason = "attempts_exhausted"
+)
+
 // EventRef identifies the CloudEvent a task was made from.
 type EventRef struct {
 	// ID is the event's id attribute.
@@ -106,6 +118,11 @@ type Task struct {
 	RunMS *int64 `json:"run_ms,omitempty"`
 	// Error describes the last failed attempt, if any.
 	Error string `json:"error,omitempty"`
+	// Reason says why a dead or failed task ended unsuccessfully.
+	Reason Reason `json:"reason,omitempty"`
+	// Redrives counts how often the task was redriven out of the dead-letter
+	// queue.
+	Redrives int `json:"redrives,omitempty"`
 	// Result is the body of the successful answer (bounded): JSON as it was
 	// when the body was JSON, otherwise a JSON string.
 	Result json.RawMessage `json:"result,omitempty"`
@@ -145,4 +162,29 @@ type ErrorResponse struct {
 	// Error names the problem and, where there is one, the offending
 	// attribute or field.
 	Error string `json:"error"`
+}
+
+// DLQFilter selects dead-lettered tasks for a bulk redrive or purge
+// (POST /v1/dlq/redrive, POST /v1/dlq/purge). Empty fields match all.
+type DLQFilter struct {
+	// Function keeps tasks of this function.
+	Function string `json:"function,omitempty"`
+	// Reason keeps tasks dead-lettered for this reason.
+	Reason Reason `json:"reason,omitempty"`
+	// Since keeps tasks that died at or after this time.
+	Since *time.Time `json:"since,omitempty"`
+	// Until keeps tasks that died before this time.
+	Until *time.Time `json:"until,omitempty"`
+	// DryRun counts the matching tasks and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// DLQResult is the answer to a bulk redrive or purge.
+type DLQResult struct {
+	// Matched counts the dead tasks that matched the filter.
+	Matched int `json:"matched"`
+	// Done counts those redriven or purged (0 on a dry run).
+	Done int `json:"done"`
+	// DryRun is true when nothing was changed.
+	DryRun bool `json:"dry_run"`
 }

@@ -29,10 +29,11 @@ const acmeKey = "acme-integration-key"
 
 // flakyFunction answers by event number n (event id "ev-<n>"):
 //
-//	n%20 == 0: always 400 (non-retryable: 1 call, failed)
-//	n%20 == 1: always 500 (retryable: max_attempts=3 calls, failed)
+//	n%20 == 0: always 400 (non-retryable: 1 call, dead)
+//	n%20 == 1: always 500 (retryable: max_attempts=3 calls, dead)
 //	n%10 == 2: 500 on the first attempt, then 200 (2 calls, succeeded)
-//	n%10 == 3: 429 Retry-After 1 on the first attempt, then 200 (2 calls)
+//	n%10 == 3: 429 Retry-After 1 on the first attempt, then 200 (2 calls; the
+//	           throttled answer does not use up an attempt, so both are attempt 1)
 //	otherwise: 200 with {"n": n} (1 call)
 type flakyFunction struct {
 	srv      *httptest.Server
@@ -44,9 +45,9 @@ type flakyFunction struct {
 func expectedCalls(n int) (calls int, state contracts.State) {
 	switch {
 	case n%20 == 0:
-		return 1, contracts.StateFailed
+		return 1, contracts.StateDead
 	case n%20 == 1:
-		return 3, contracts.StateFailed
+		return 3, contracts.StateDead
 	case n%10 == 2, n%10 == 3:
 		return 2, contracts.StateSucceeded
 	}
@@ -64,7 +65,11 @@ func newFlakyFunction(t *testing.T) *flakyFunction {
 		if err != nil {
 			f.problems = append(f.problems, "bad ce-id "+r.Header.Get("Ce-Id"))
 		}
-		if got := r.Header.Get(contracts.HeaderAttempt); got != strconv.Itoa(call) {
+		wantAttempt := call
+		if n%10 == 3 {
+			wantAttempt = 1
+		}
+		if got := r.Header.Get(contracts.HeaderAttempt); got != strconv.Itoa(wantAttempt) {
 			f.problems = append(f.problems, fmt.Sprintf("ev-%d call %d: Tasklane-Attempt %q", n, call, got))
 		}
 		if r.Header.Get(contracts.HeaderTaskID) == "" || r.Header.Get(contracts.HeaderDeadline) == "" {
@@ -113,7 +118,7 @@ functions:
 subscriptions:
   - name: results
     sink: %q
-    filter: {types: [io.tasklane.task.succeeded, io.tasklane.task.failed]}
+    filter: {types: [io.tasklane.task.succeeded, io.tasklane.task.dead]}
 `, acmeKey, fnURL, sinkURL)
 }
 
@@ -223,7 +228,7 @@ func runSkeleton(t *testing.T, driver string) {
 		wantStates[st]++
 	}
 	require.Equal(t, wantStates[contracts.StateSucceeded], sk.types[contracts.TypeTaskSucceeded])
-	require.Equal(t, wantStates[contracts.StateFailed], sk.types[contracts.TypeTaskFailed])
+	require.Equal(t, wantStates[contracts.StateDead], sk.types[contracts.TypeTaskDead])
 	seenEvents := map[string]bool{}
 	for id, results := range sk.byTask {
 		require.Len(t, results, 1, "task %s: exactly one terminal result event", id)
@@ -232,13 +237,22 @@ func runSkeleton(t *testing.T, driver string) {
 		require.NoError(t, err)
 		calls, state := expectedCalls(n)
 		require.Equal(t, state, r.State, "ev-%d", n)
-		require.Equal(t, calls, r.Attempts, "ev-%d attempts", n)
+		wantAttempts := calls
+		if n%10 == 3 {
+			wantAttempts = 1 // the 429 was refunded
+		}
+		require.Equal(t, wantAttempts, r.Attempts, "ev-%d attempts", n)
 		require.False(t, seenEvents[r.Event.ID], "two tasks for %s", r.Event.ID)
 		seenEvents[r.Event.ID] = true
 		if state == contracts.StateSucceeded {
 			require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, n), string(r.Result))
 		} else {
 			require.NotEmpty(t, r.Error)
+			wantReason := contracts.ReasonNonRetryable
+			if n%20 == 1 {
+				wantReason = contracts.ReasonAttemptsExhausted
+			}
+			require.Equal(t, wantReason, r.Reason, "ev-%d", n)
 		}
 		stored, err := e.app.Ledger().Get(ctx, "acme", id)
 		require.NoError(t, err)
@@ -253,20 +267,20 @@ func runSkeleton(t *testing.T, driver string) {
 		require.Equal(t, want, fn.calls[n], "function calls for ev-%d", n)
 		totalCalls += fn.calls[n]
 	}
-	t.Logf("%s: %d tasks, %d function calls, %d succeeded, %d failed", driver, total, totalCalls,
-		sk.types[contracts.TypeTaskSucceeded], sk.types[contracts.TypeTaskFailed])
+	t.Logf("%s: %d tasks, %d function calls, %d succeeded, %d dead", driver, total, totalCalls,
+		sk.types[contracts.TypeTaskSucceeded], sk.types[contracts.TypeTaskDead])
 
 	// Every result is on the results exchange too, routed <tenant>.<function>.<outcome>.
 	feed.mu.Lock()
 	require.Equal(t, map[string]int{
 		"acme.work.succeeded": wantStates[contracts.StateSucceeded],
-		"acme.work.failed":    wantStates[contracts.StateFailed],
+		"acme.work.dead":      wantStates[contracts.StateDead],
 	}, feed.byKey)
 	require.Len(t, feed.tasks, total)
 	feed.mu.Unlock()
 
 	// The ledger lists them too, by state and function.
-	list, err := e.app.Ledger().List(ctx, "acme", ledger.ListFilter{State: contracts.StateFailed, Function: "work", Limit: 500})
+	list, err := e.app.Ledger().List(ctx, "acme", ledger.ListFilter{State: contracts.StateDead, Function: "work", Limit: 500})
 	require.NoError(t, err)
-	require.Len(t, list.Tasks, wantStates[contracts.StateFailed])
+	require.Len(t, list.Tasks, wantStates[contracts.StateDead])
 }

@@ -78,6 +78,8 @@ const (
 
 	// RetentionDefault is the default Ledger.Retention.
 	RetentionDefault = Duration(168 * time.Hour)
+	// DeadRetentionDefault is the default Ledger.DeadRetention.
+	DeadRetentionDefault = Duration(720 * time.Hour)
 	// DedupWindowDefault is the default Ledger.DedupWindow.
 	DedupWindowDefault = Duration(72 * time.Hour)
 	// PublishGuardDefault is the default Ledger.PublishGuard.
@@ -95,6 +97,10 @@ const (
 	MaxAttemptsMin = 1
 	// MaxAttemptsMax is the largest Retry.MaxAttempts.
 	MaxAttemptsMax = 100
+	// MaxThrottledDefault is the default Retry.MaxThrottled.
+	MaxThrottledDefault = 20
+	// MaxThrottledMax is the largest Retry.MaxThrottled.
+	MaxThrottledMax = 1000
 	// InitialBackoffDefault is the default Retry.InitialBackoff.
 	InitialBackoffDefault = Duration(time.Second)
 	// MaxBackoffDefault is the default Retry.MaxBackoff.
@@ -225,6 +231,9 @@ type Ledger struct {
 	// DedupWindow is how long an event's id+source is remembered for
 	// deduplication. Default 72h.
 	DedupWindow Duration `yaml:"dedup_window"`
+	// DeadRetention is how long dead-lettered tasks are kept for inspection
+	// and redrive (unless purged). Default 720h (30 days).
+	DeadRetention Duration `yaml:"dead_retention"`
 	// PublishGuard is how long a recorded-but-unconfirmed task waits before it
 	// is republished. Default 30s.
 	PublishGuard Duration `yaml:"publish_guard"`
@@ -267,6 +276,10 @@ type Function struct {
 	// must name a configured tenant ("default" when none are configured).
 	// Default none: every tenant.
 	Tenants []string `yaml:"tenants"`
+	// DeadLetter keeps a task that failed for good in the dead-letter queue
+	// (state dead, listed, redrivable) instead of ending it failed. Default
+	// true.
+	DeadLetter *bool `yaml:"dead_letter"`
 }
 
 // Retry is a function's retry policy.
@@ -278,6 +291,18 @@ type Retry struct {
 	// MaxBackoff caps the exponential backoff. Default 5m, or InitialBackoff
 	// when that is larger; at least InitialBackoff.
 	MaxBackoff Duration `yaml:"max_backoff"`
+	// MaxThrottled is how many throttled answers (429, 503) a task may get
+	// without them counting as attempts; beyond it each counts. Default 20,
+	// range 0..1000.
+	MaxThrottled *int `yaml:"max_throttled"`
+}
+
+// Throttled returns MaxThrottled with its default applied.
+func (r Retry) Throttled() int {
+	if r.MaxThrottled == nil {
+		return MaxThrottledDefault
+	}
+	return *r.MaxThrottled
 }
 
 // Subscription delivers result events to a sink.
@@ -423,6 +448,10 @@ func (c *Config) Function(name string) *Function {
 	}
 	return nil
 }
+
+// DeadLetters reports whether f's unsuccessful tasks go to the dead-letter
+// queue (the default) rather than end failed.
+func (f *Function) DeadLetters() bool { return f.DeadLetter == nil || *f.DeadLetter }
 
 // Backoff returns the delay before attempt+1 after attempt (1-based) failed:
 // min(MaxBackoff, InitialBackoff * 2^(attempt-1)), without jitter (callers add

@@ -95,6 +95,16 @@ functions:
 			want: `tasklane.yaml:2:11: lanes.shared: expected an integer, got "sixteen"`,
 		},
 		{
+			name: "StringForBool",
+			yaml: `functions: [{name: f, events: [t], endpoint: "builtin:noop", dead_letter: maybe}]`,
+			want: `tasklane.yaml:1:75: functions[0].dead_letter: expected true or false, got "maybe"`,
+		},
+		{
+			name: "MaxThrottledOutOfRange",
+			yaml: `functions: [{name: f, events: [t], endpoint: "builtin:noop", retry: {max_throttled: 5000}}]`,
+			want: `tasklane.yaml:1:85: functions[0].retry.max_throttled: must be between 0 and 1000, got 5000`,
+		},
+		{
 			name: "QuotedNumberForInt",
 			yaml: `server: {max_batch_events: "10"}`,
 			want: `tasklane.yaml:1:28: server.max_batch_events: expected an integer, got "10"`,
@@ -405,8 +415,8 @@ tasklane.yaml:2:5: triggers[0].event.source: missing (required)`,
     endpoint: builtin:echo
     retry: {<<: *retry, max_attempts: 2}
 `,
-			want: `tasklane.yaml:5:37: functions[0].retry.jitter: unknown key (known keys: max_attempts, initial_backoff, max_backoff)
-tasklane.yaml:5:37: functions[1].retry.jitter: unknown key (known keys: max_attempts, initial_backoff, max_backoff)`,
+			want: `tasklane.yaml:5:37: functions[0].retry.jitter: unknown key (known keys: max_attempts, initial_backoff, max_backoff, max_throttled)
+tasklane.yaml:5:37: functions[1].retry.jitter: unknown key (known keys: max_attempts, initial_backoff, max_backoff, max_throttled)`,
 		},
 		{
 			name: "MergeCycle",
@@ -602,10 +612,11 @@ var (
 		MaxResultBytes:   65536,
 	}
 	defaultLedger = config.Ledger{
-		Retention:    config.Duration(168 * time.Hour),
-		DedupWindow:  config.Duration(72 * time.Hour),
-		PublishGuard: config.Duration(30 * time.Second),
-		KeyPrefix:    "tl",
+		Retention:     config.Duration(168 * time.Hour),
+		DedupWindow:   config.Duration(72 * time.Hour),
+		PublishGuard:  config.Duration(30 * time.Second),
+		KeyPrefix:     "tl",
+		DeadRetention: config.Duration(720 * time.Hour),
 	}
 )
 

@@ -193,6 +193,13 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 			return
 		}
 		v.SetInt(i)
+	case t.Kind() == reflect.Bool:
+		var b bool
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
+			d.badValue(n, path, "expected true or false, got %s", describe(n))
+			return
+		}
+		v.SetBool(b)
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			d.badValue(n, path, "expected a list, got %s", describe(n))

@@ -35,6 +35,7 @@ func (c *Config) WithDefaults() *Config {
 
 	out.Ledger.Retention = cmp.Or(out.Ledger.Retention, RetentionDefault)
 	out.Ledger.DedupWindow = cmp.Or(out.Ledger.DedupWindow, DedupWindowDefault)
+	out.Ledger.DeadRetention = cmp.Or(out.Ledger.DeadRetention, DeadRetentionDefault)
 	out.Ledger.PublishGuard = cmp.Or(out.Ledger.PublishGuard, PublishGuardDefault)
 	out.Ledger.KeyPrefix = cmp.Or(out.Ledger.KeyPrefix, KeyPrefixDefault)
 

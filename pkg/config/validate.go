@@ -214,6 +214,7 @@ func (v *validator) ledger() {
 	l := v.c.Ledger
 	v.positive("ledger.retention", l.Retention)
 	v.positive("ledger.dedup_window", l.DedupWindow)
+	v.positive("ledger.dead_retention", l.DeadRetention)
 	v.positive("ledger.publish_guard", l.PublishGuard)
 	if !keyPrefixRE.MatchString(l.KeyPrefix) {
 		v.add("ledger.key_prefix", "must be 1 to 64 letters, digits, '-', '_' or '.', got %q", l.KeyPrefix)
@@ -316,6 +317,9 @@ func (v *validator) functions() {
 
 		r := f.Retry
 		v.intRange(path+".retry.max_attempts", int64(r.MaxAttempts), MaxAttemptsMin, MaxAttemptsMax)
+		if r.MaxThrottled != nil {
+			v.intRange(path+".retry.max_throttled", int64(*r.MaxThrottled), 0, MaxThrottledMax)
+		}
 		v.positive(path+".retry.initial_backoff", r.InitialBackoff)
 		if r.MaxBackoff < r.InitialBackoff {
 			v.add(path+".retry.max_backoff", "must be at least retry.initial_backoff (%s), got %s", r.InitialBackoff, r.MaxBackoff)

@@ -32,6 +32,8 @@ const (
 	fMessage      = "env"
 	fLease        = "lease"
 	fExpires      = "expires"
+	fReason       = "reason"
+	fRedrives     = "redrives"
 )
 
 // RecordFromFields builds a task record from its hash fields (as stored in
@@ -53,6 +55,8 @@ func RecordFromFields(h map[string]string) contracts.Task {
 		QueueWaitMS: msInt(h[fWaitMS]),
 		RunMS:       msInt(h[fRunMS]),
 		Error:       h[fError],
+		Reason:      contracts.Reason(h[fReason]),
+		Redrives:    atoi(h[fRedrives]),
 	}
 	if c := usTime(h[fCreated]); c != nil {
 		t.CreatedAt = *c

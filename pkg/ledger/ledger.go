@@ -40,6 +40,8 @@ type Config struct {
 	Retention time.Duration
 	// DedupWindow remembers (tenant, source, id) this long. Default 72h.
 	DedupWindow time.Duration
+	// DeadRetention keeps dead-lettered tasks this long. Default 720h.
+	DeadRetention time.Duration
 	// PublishGuard is how long after acceptance the scheduler republishes a
 	// task whose gateway died before the broker confirmed it. Default 30s.
 	PublishGuard time.Duration
@@ -63,6 +65,9 @@ func New(cfg Config) *Ledger {
 	}
 	if cfg.DedupWindow <= 0 {
 		cfg.DedupWindow = 72 * time.Hour
+	}
+	if cfg.DeadRetention <= 0 {
+		cfg.DeadRetention = 720 * time.Hour
 	}
 	if cfg.PublishGuard <= 0 {
 		cfg.PublishGuard = 30 * time.Second
@@ -286,8 +291,10 @@ const (
 
 // Claim is the result of claiming a task.
 type Claim struct {
-	Verdict    Verdict
-	Attempt    int
+	Verdict Verdict
+	Attempt int
+	// Throttles counts the throttled answers that did not use an attempt.
+	Throttles  int
 	LeaseUntil time.Time
 	State      contracts.State
 }
@@ -307,6 +314,7 @@ func (l *Ledger) Claim(ctx context.Context, tenant, id, owner string, lease time
 	switch c.Verdict {
 	case VerdictRun:
 		c.Attempt, _ = strconv.Atoi(res[1])
+		c.Throttles, _ = strconv.Atoi(res[2])
 		c.LeaseUntil = now.Add(lease)
 	case VerdictBusy:
 		n, _ := strconv.ParseInt(res[1], 10, 64)
@@ -346,16 +354,30 @@ func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease
 	return lost, nil
 }
 
+// Outcome is how an attempt ended a task.
+type Outcome struct {
+	State  contracts.State
+	Error  string
+	Result []byte
+	// Reason says why a dead or failed task ended unsuccessfully.
+	Reason contracts.Reason
+}
+
 // Finish records the terminal outcome of a running attempt and appends the
 // record to the results outbox, atomically. It returns false when the
-// attempt no longer holds the task (fenced off).
-func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, state contracts.State, errMsg string, result []byte) (bool, error) {
-	if !state.Terminal() {
-		return false, fmt.Errorf("finishing task %s: state %s is not terminal", id, state)
+// attempt no longer holds the task (fenced off). Dead tasks are kept for
+// DeadRetention, others for Retention.
+func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, o Outcome) (bool, error) {
+	if !o.State.Terminal() {
+		return false, fmt.Errorf("finishing task %s: state %s is not terminal", id, o.State)
+	}
+	retention := l.cfg.Retention
+	if o.State == contracts.StateDead {
+		retention = l.cfg.DeadRetention
 	}
 	n, err := finishScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey()},
-		attempt, string(state), us(l.cfg.Now()), errMsg, result, l.statePrefix(tenant), id,
-		l.cfg.Retention.Milliseconds(), OutboxMaxLen, Member(tenant, id)).Int()
+		attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
+		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason)).Int()
 	if err != nil {
 		return false, fmt.Errorf("finishing task %s: %w", id, err)
 	}
@@ -386,9 +408,16 @@ func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task
 
 // Retry records a failed attempt and schedules the next one at due. It
 // returns false when the attempt no longer holds the task.
-func (l *Ledger) Retry(ctx context.Context, tenant, id string, attempt int, due time.Time, errMsg string) (bool, error) {
+//
+// refund gives the attempt back (a throttled answer within the function's
+// allowance): the next attempt has the same number.
+func (l *Ledger) Retry(ctx context.Context, tenant, id string, attempt int, due time.Time, errMsg string, refund bool) (bool, error) {
+	flag := "0"
+	if refund {
+		flag = "1"
+	}
 	n, err := retryScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey()},
-		attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id)).Int()
+		attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag).Int()
 	if err != nil {
 		return false, fmt.Errorf("scheduling retry of task %s: %w", id, err)
 	}
@@ -524,7 +553,7 @@ func (l *Ledger) scripted(ctx context.Context, fill func(redis.Pipeliner)) error
 
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{createScript, claimScript, endScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript} {
+	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

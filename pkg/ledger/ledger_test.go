@@ -93,7 +93,7 @@ func TestLifecycleSuccess(t *testing.T) {
 	require.Equal(t, ledger.VerdictBusy, busy.Verdict, "a running task is not run twice at once")
 
 	b.advance(25 * time.Millisecond)
-	ok, err := b.l.Finish(ctx, "acme", id, 1, contracts.StateSucceeded, "", []byte(`{"ok":true}`))
+	ok, err := b.l.Finish(ctx, "acme", id, 1, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte(`{"ok":true}`)})
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -109,7 +109,7 @@ func TestLifecycleSuccess(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictDone, done.Verdict, "a succeeded task never runs again")
 
-	again, err := b.l.Finish(ctx, "acme", id, 1, contracts.StateFailed, "late", nil)
+	again, err := b.l.Finish(ctx, "acme", id, 1, ledger.Outcome{State: contracts.StateFailed, Error: "late"})
 	require.NoError(t, err)
 	require.False(t, again, "a second terminal transition is fenced off")
 
@@ -133,7 +133,7 @@ func TestRetryGoesThroughDelaySet(t *testing.T) {
 
 	cl, err := b.l.Claim(ctx, "acme", id, "d1", 10*time.Second)
 	require.NoError(t, err)
-	ok, err := b.l.Retry(ctx, "acme", id, cl.Attempt, b.now.Add(2*time.Second), "boom")
+	ok, err := b.l.Retry(ctx, "acme", id, cl.Attempt, b.now.Add(2*time.Second), "boom", false)
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -167,7 +167,7 @@ func TestRetryGoesThroughDelaySet(t *testing.T) {
 	cl2, err := b.l.Claim(ctx, "acme", id, "d2", 10*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, 2, cl2.Attempt)
-	stale, err := b.l.Finish(ctx, "acme", id, 1, contracts.StateSucceeded, "", nil)
+	stale, err := b.l.Finish(ctx, "acme", id, 1, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.False(t, stale, "an old attempt cannot finish the task")
 }
@@ -368,11 +368,113 @@ func TestLeaseIsADelayEntry(t *testing.T) {
 	cl, err := b.l.Claim(ctx, "acme", id, "d2", 10*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, 2, cl.Attempt)
-	ok, err := b.l.Finish(ctx, "acme", id, 2, contracts.StateSucceeded, "", nil)
+	ok, err := b.l.Finish(ctx, "acme", id, 2, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.True(t, ok)
 	b.advance(time.Hour)
 	due, err = b.l.TakeDue(ctx, 10, time.Minute)
 	require.NoError(t, err)
 	require.Empty(t, due)
+}
+
+// deadTask creates a task of fn and runs one attempt that dead-letters it.
+func deadTask(t *testing.T, b *bundle, id string, fn string, reason contracts.Reason) string {
+	t.Helper()
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", id, fn)})
+	require.NoError(t, err)
+	task := c[0].Tasks[0].ID
+	cl, err := b.l.Claim(ctx, "acme", task, "d1", time.Minute)
+	require.NoError(t, err)
+	ok, err := b.l.Finish(ctx, "acme", task, cl.Attempt, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 500", Reason: reason})
+	require.NoError(t, err)
+	require.True(t, ok)
+	return task
+}
+
+func TestDeadLetterRedriveAndPurge(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	a := deadTask(t, b, "e1", "resize", contracts.ReasonAttemptsExhausted)
+	b.advance(time.Second)
+	cut := b.now
+	bb := deadTask(t, b, "e2", "resize", contracts.ReasonNonRetryable)
+	other := deadTask(t, b, "e3", "mail", contracts.ReasonNonRetryable)
+
+	dead, err := b.l.Get(ctx, "acme", a)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateDead, dead.State)
+	require.Equal(t, contracts.ReasonAttemptsExhausted, dead.Reason)
+
+	list, err := b.l.List(ctx, "acme", ledger.ListFilter{State: contracts.StateDead, Reason: contracts.ReasonNonRetryable})
+	require.NoError(t, err)
+	require.Len(t, list.Tasks, 2)
+	list, err = b.l.List(ctx, "acme", ledger.ListFilter{State: contracts.StateDead, FinishedSince: cut, Function: "resize"})
+	require.NoError(t, err)
+	require.Len(t, list.Tasks, 1)
+	require.Equal(t, bb, list.Tasks[0].ID)
+
+	dry, err := b.l.RedriveAll(ctx, "acme", ledger.ListFilter{Function: "resize"}, true)
+	require.NoError(t, err)
+	require.Equal(t, contracts.DLQResult{Matched: 2, DryRun: true}, dry)
+	still, err := b.l.Get(ctx, "acme", a)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateDead, still.State, "a dry run changes nothing")
+
+	// Redrive one: queued, fresh budget, due now, counted.
+	require.NoError(t, b.l.Redrive(ctx, "acme", a))
+	back, err := b.l.Get(ctx, "acme", a)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateQueued, back.State)
+	require.Equal(t, 0, back.Attempts)
+	require.Equal(t, 1, back.Redrives)
+	require.Empty(t, back.Reason)
+	due, err := b.l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, due, 1)
+	require.Equal(t, a, due[0].ID)
+	require.ErrorIs(t, b.l.Redrive(ctx, "acme", a), ledger.ErrNotDead)
+	require.ErrorIs(t, b.l.Redrive(ctx, "other", bb), ledger.ErrNotFound, "tenants never see each other's dead letters")
+
+	cl, err := b.l.Claim(ctx, "acme", a, "d2", time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictRun, cl.Verdict)
+	require.Equal(t, 1, cl.Attempt)
+
+	// Purge the rest of resize in bulk; mail stays.
+	res, err := b.l.PurgeAll(ctx, "acme", ledger.ListFilter{Function: "resize"}, false)
+	require.NoError(t, err)
+	require.Equal(t, contracts.DLQResult{Matched: 1, Done: 1}, res)
+	_, err = b.l.Get(ctx, "acme", bb)
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+	require.NoError(t, b.l.Purge(ctx, "acme", other))
+	require.ErrorIs(t, b.l.Purge(ctx, "acme", other), ledger.ErrNotFound)
+}
+
+func TestThrottledRetryRefundsTheAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	id := c[0].Tasks[0].ID
+	for i := range 3 {
+		cl, err := b.l.Claim(ctx, "acme", id, "d1", time.Minute)
+		require.NoError(t, err)
+		require.Equal(t, 1, cl.Attempt, "throttled answers do not use up attempts")
+		require.Equal(t, i, cl.Throttles)
+		ok, err := b.l.Retry(ctx, "acme", id, cl.Attempt, b.now, "HTTP 429", true)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	cl, err := b.l.Claim(ctx, "acme", id, "d1", time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, 3, cl.Throttles)
+	ok, err := b.l.Retry(ctx, "acme", id, cl.Attempt, b.now, "HTTP 500", false)
+	require.NoError(t, err)
+	require.True(t, ok)
+	cl, err = b.l.Claim(ctx, "acme", id, "d1", time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, 2, cl.Attempt)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -27,6 +28,10 @@ type ListFilter struct {
 	State contracts.State
 	// Function, when set, lists only that function's tasks.
 	Function string
+	// Reason, when set, lists only tasks that ended for that reason.
+	Reason contracts.Reason
+	// FinishedSince and FinishedUntil, when set, bound finished_at.
+	FinishedSince, FinishedUntil time.Time
 	// Limit caps the page (default ListLimitDefault, max ListLimitMax).
 	Limit int
 	// Cursor continues a previous listing.
@@ -86,7 +91,7 @@ func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contrac
 			} else {
 				max, skip = sc, 1
 			}
-			if r == nil || (f.Function != "" && r.Function != f.Function) {
+			if r == nil || !f.match(r) {
 				continue
 			}
 			out.Tasks = append(out.Tasks, *r)
@@ -127,4 +132,17 @@ func (l *Ledger) records(ctx context.Context, tenant string, ids []string) ([]*c
 		}
 	}
 	return out, nil
+}
+
+// match applies the filters List cannot answer from an index.
+func (f ListFilter) match(t *contracts.Task) bool {
+	switch {
+	case f.Function != "" && t.Function != f.Function,
+		f.Reason != "" && t.Reason != f.Reason:
+		return false
+	case !f.FinishedSince.IsZero() && (t.FinishedAt == nil || t.FinishedAt.Before(f.FinishedSince)),
+		!f.FinishedUntil.IsZero() && (t.FinishedAt == nil || !t.FinishedAt.Before(f.FinishedUntil)):
+		return false
+	}
+	return true
 }

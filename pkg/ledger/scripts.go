@@ -78,7 +78,7 @@ redis.call('ZADD', ARGV[4] .. 'running', created, ARGV[5])
 -- renewing, the scheduler finds the task due when the lease ends and puts it
 -- back on its lane, where the next claim takes it over.
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
-return {'run', tostring(attempt)}
+return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0'}
 `)
 
 // renew extends the lease of a running attempt, and its delay-set entry.
@@ -123,13 +123,14 @@ end
 // entry from the delay set.
 // KEYS: 1 task hash, 2 outbox, 3 delay
 // ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index prefix,
-// 7 id, 8 retention ms, 9 outbox max length, 10 delay member
+// 7 id, 8 retention ms, 9 outbox max length, 10 delay member, 11 reason
 var finishScript = redis.NewScript(luaTerminate + `
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
   return 0
 end
 redis.call('ZREM', KEYS[3], ARGV[10])
+if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
 local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[3])
 redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
 if ARGV[5] ~= '' then redis.call('HSET', h, 'result', ARGV[5]) end
@@ -155,11 +156,17 @@ return {'ok', ARGV[1]}
 
 // retry moves a running attempt to retrying and schedules the next one.
 // KEYS: 1 task hash, 2 delay
-// ARGV: 1 attempt, 2 due µs, 3 error, 4 state-index prefix, 5 id, 6 delay member
+// ARGV: 1 attempt, 2 due µs, 3 error, 4 state-index prefix, 5 id, 6 delay
+// member, 7 "1" to refund the attempt (a throttled answer)
 var retryScript = redis.NewScript(`
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
   return 0
+end
+if ARGV[7] == '1' then
+  -- A throttled answer within the allowance does not use up an attempt.
+  redis.call('HINCRBY', h, 'attempts', -1)
+  redis.call('HINCRBY', h, 'throttles', 1)
 end
 redis.call('HSET', h, 'state', 'retrying', 'error', ARGV[3], 'scheduled', ARGV[2])
 redis.call('HDEL', h, 'lease', 'owner')
@@ -203,4 +210,35 @@ var forgetScript = redis.NewScript(`
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 0
+`)
+
+// redrive puts a dead task back to work: a fresh attempt budget, state
+// queued, due now in the delay set (the scheduler publishes it).
+// KEYS: 1 task hash, 2 delay. ARGV: 1 state-index prefix, 2 id, 3 delay
+// member, 4 now µs. Returns {"ok", ""} or {"no", current state}.
+var redriveScript = redis.NewScript(`
+local h = KEYS[1]
+local st = redis.call('HGET', h, 'state')
+if st ~= 'dead' then return {'no', st or ''} end
+redis.call('HSET', h, 'state', 'queued', 'attempts', 0, 'throttles', 0, 'scheduled', ARGV[4])
+redis.call('HDEL', h, 'finished', 'reason', 'started', 'wait_ms', 'run_ms', 'attempt_started', 'lease', 'owner')
+redis.call('HINCRBY', h, 'redrives', 1)
+redis.call('PERSIST', h)
+local created = redis.call('HGET', h, 'created')
+redis.call('ZREM', ARGV[1] .. 'dead', ARGV[2])
+redis.call('ZADD', ARGV[1] .. 'queued', created, ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+return {'ok', ''}
+`)
+
+// purge deletes a dead task for good.
+// KEYS: 1 task hash, 2 all-index. ARGV: 1 state-index prefix, 2 id.
+// Returns {"ok", ""} or {"no", current state}.
+var purgeScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'dead' then return {'no', st or ''} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', ARGV[1] .. 'dead', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return {'ok', ''}
 `)

@@ -41,17 +41,18 @@ func (d *Dispatcher) attempt(ctx context.Context, del *middleware.Delivery, fn F
 // finish records an attempt's outcome: terminal, or a retry at a backoff.
 func (d *Dispatcher) finish(ctx context.Context, del *middleware.Delivery, out executor.Outcome, fn Function) error {
 	tenant, id, attempt := del.Ref.Tenant, del.Ref.TaskID, del.Claim.Attempt
-	var state contracts.State
+	o := ledger.Outcome{State: contracts.StateSucceeded, Error: out.Err, Result: out.Result}
 	switch out.Class {
 	case executor.Succeeded:
-		state = contracts.StateSucceeded
 	case executor.Retryable, executor.Throttled:
-		if attempt < fn.MaxAttempts {
+		// Throttled answers within the allowance do not use up attempts.
+		refund := out.Class == executor.Throttled && del.Claim.Throttles < fn.MaxThrottled
+		if attempt < fn.MaxAttempts || refund {
 			wait := jitter(fn.Backoff(attempt))
 			if out.Class == executor.Throttled && out.RetryAfter > 0 {
 				wait = out.RetryAfter
 			}
-			ok, err := d.cfg.Ledger.Retry(ctx, tenant, id, attempt, time.Now().Add(wait), out.Err)
+			ok, err := d.cfg.Ledger.Retry(ctx, tenant, id, attempt, time.Now().Add(wait), out.Err, refund)
 			if err != nil {
 				d.cfg.Metrics.LedgerErrors.WithLabelValues("retry").Inc()
 				return err
@@ -61,11 +62,11 @@ func (d *Dispatcher) finish(ctx context.Context, del *middleware.Delivery, out e
 			}
 			return nil
 		}
-		state = contracts.StateFailed
+		o.State, o.Reason = fn.unsuccessful(), contracts.ReasonAttemptsExhausted
 	default:
-		state = contracts.StateFailed
+		o.State, o.Reason = fn.unsuccessful(), contracts.ReasonNonRetryable
 	}
-	ok, err := d.cfg.Ledger.Finish(ctx, tenant, id, attempt, state, out.Err, out.Result)
+	ok, err := d.cfg.Ledger.Finish(ctx, tenant, id, attempt, o)
 	if err != nil {
 		d.cfg.Metrics.LedgerErrors.WithLabelValues("finish").Inc()
 		return err
@@ -74,6 +75,6 @@ func (d *Dispatcher) finish(ctx context.Context, del *middleware.Delivery, out e
 		d.cfg.Metrics.LeaseLost.Inc()
 		return nil
 	}
-	d.cfg.Metrics.Outcomes.WithLabelValues(tenant, del.Ref.Function, string(state)).Inc()
+	d.cfg.Metrics.Outcomes.WithLabelValues(tenant, del.Ref.Function, string(o.State)).Inc()
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ledger"
@@ -40,6 +41,19 @@ type Function struct {
 	// Backoff is the wait before attempt n+1 after attempt n failed,
 	// without jitter.
 	Backoff func(attempt int) time.Duration
+	// MaxThrottled is how many throttled answers do not count as attempts.
+	MaxThrottled int
+	// DeadLetter keeps unsuccessful tasks in the dead-letter queue (state
+	// dead) instead of ending them failed.
+	DeadLetter bool
+}
+
+// unsuccessful is the terminal state of a task that failed for good.
+func (f Function) unsuccessful() contracts.State {
+	if f.DeadLetter {
+		return contracts.StateDead
+	}
+	return contracts.StateFailed
 }
 
 // Config configures a Dispatcher.
@@ -183,7 +197,9 @@ func (d *Dispatcher) handle(msg *message.Message) error {
 	del := middleware.DeliveryFrom(msg.Context())
 	fn, ok := d.cfg.Functions[del.Ref.Function]
 	if !ok {
-		// Configuration changed under a queued task: nothing can run it.
+		// Configuration changed under a queued task: nothing can run it;
+		// it waits in the dead-letter queue for the function to come back.
+		fn = Function{Name: del.Ref.Function, DeadLetter: true}
 		return d.finish(msg.Context(), del, failOutcome(fmt.Sprintf("function %q is not configured", del.Ref.Function)), fn)
 	}
 	return d.attempt(msg.Context(), del, fn)

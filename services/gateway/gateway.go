@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -65,6 +66,32 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/tasks/{id}", g.handleGetTask)
 	mux.HandleFunc("GET /v1/tasks", g.handleListTasks)
 	mux.HandleFunc("DELETE /v1/tasks/{id}", g.handleCancelTask)
+	g.registerDLQ(mux)
+}
+
+// contextT shortens signatures of ledger operations taken as values.
+type contextT = context.Context
+
+// ledgerUnavailable logs err and answers 503.
+func (g *Gateway) ledgerUnavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
+	g.cfg.Logger.ErrorContext(r.Context(), what, "error", err)
+	WriteError(w, http.StatusServiceUnavailable, "task ledger unavailable")
+}
+
+// writeList answers one page of tasks.
+func (g *Gateway) writeList(w http.ResponseWriter, r *http.Request, tenant string, f ledger.ListFilter) {
+	list, err := g.cfg.Ledger.List(r.Context(), tenant, f)
+	switch {
+	case errors.Is(err, ledger.ErrBadCursor):
+		WriteError(w, http.StatusBadRequest, "cursor: not a cursor this API returned")
+	case err != nil:
+		g.ledgerUnavailable(w, r, "listing tasks", err)
+	default:
+		if list.Tasks == nil {
+			list.Tasks = []contracts.Task{}
+		}
+		WriteJSON(w, http.StatusOK, list)
+	}
 }
 
 // WriteError answers with status and {"error": msg}.
@@ -99,8 +126,7 @@ func (g *Gateway) handleGetTask(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ledger.ErrNotFound):
 		WriteError(w, http.StatusNotFound, "task not found")
 	case err != nil:
-		g.cfg.Logger.ErrorContext(r.Context(), "reading task", "error", err)
-		WriteError(w, http.StatusServiceUnavailable, "task ledger unavailable")
+		g.ledgerUnavailable(w, r, "reading task", err)
 	default:
 		WriteJSON(w, http.StatusOK, t)
 	}
@@ -125,19 +151,7 @@ func (g *Gateway) handleListTasks(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
-	list, err := g.cfg.Ledger.List(r.Context(), tenant, f)
-	switch {
-	case errors.Is(err, ledger.ErrBadCursor):
-		WriteError(w, http.StatusBadRequest, "cursor: not a cursor this API returned")
-	case err != nil:
-		g.cfg.Logger.ErrorContext(r.Context(), "listing tasks", "error", err)
-		WriteError(w, http.StatusServiceUnavailable, "task ledger unavailable")
-	default:
-		if list.Tasks == nil {
-			list.Tasks = []contracts.Task{}
-		}
-		WriteJSON(w, http.StatusOK, list)
-	}
+	g.writeList(w, r, tenant, f)
 }
 
 // handleCancelTask cancels a waiting task: 200 with the cancelled record;
@@ -155,8 +169,7 @@ func (g *Gateway) handleCancelTask(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ledger.ErrNotCancellable):
 		WriteError(w, http.StatusConflict, err.Error()+" (only queued, scheduled, retrying or paused tasks can be cancelled)")
 	case err != nil:
-		g.cfg.Logger.ErrorContext(r.Context(), "cancelling task", "error", err)
-		WriteError(w, http.StatusServiceUnavailable, "task ledger unavailable")
+		g.ledgerUnavailable(w, r, "cancelling task", err)
 	default:
 		WriteJSON(w, http.StatusOK, t)
 	}

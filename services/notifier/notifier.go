@@ -144,7 +144,7 @@ func (n *Notifier) Close() error { return errors.Join(n.router.Close(), n.sub.Cl
 // ResultEvent builds the result CloudEvent of a terminal task record.
 func ResultEvent(t *contracts.Task) (*event.Event, error) {
 	e := event.New()
-	e.SetID(t.ID + "." + string(t.State))
+	e.SetID(ResultID(t))
 	e.SetType(t.State.ResultType())
 	e.SetSource(contracts.ResultSourcePrefix + t.Function)
 	e.SetSubject(t.ID)
@@ -156,6 +156,17 @@ func ResultEvent(t *contracts.Task) (*event.Event, error) {
 		return nil, fmt.Errorf("encoding result of task %s: %w", t.ID, err)
 	}
 	return &e, nil
+}
+
+// ResultID is the id of a task's result event: "<task id>.<outcome>", and
+// ".r<n>" after the n-th redrive, so that receivers deduplicating on it
+// never drop the outcome of a redriven task.
+func ResultID(t *contracts.Task) string {
+	id := t.ID + "." + string(t.State)
+	if t.Redrives > 0 {
+		id += fmt.Sprintf(".r%d", t.Redrives)
+	}
+	return id
 }
 
 // RoutingKey is the results-exchange routing key of a task's result.
@@ -224,5 +235,5 @@ func (outboxUnmarshaller) Unmarshal(values map[string]any) (*message.Message, er
 		m.Metadata.Set("bad", err.Error())
 		return m, nil
 	}
-	return message.NewMessage(t.ID+"."+string(t.State), b), nil
+	return message.NewMessage(ResultID(&t), b), nil
 }

@@ -197,11 +197,12 @@ func (a *App) connect(ctx context.Context) error {
 		return fmt.Errorf("connecting to Redis at %s: %w", opt.Addr, err)
 	}
 	a.ledger = ledger.New(ledger.Config{
-		Redis:        a.rdb,
-		Retention:    a.cfg.Ledger.Retention.Std(),
-		DedupWindow:  a.cfg.Ledger.DedupWindow.Std(),
-		PublishGuard: a.cfg.Ledger.PublishGuard.Std(),
-		Prefix:       a.cfg.Ledger.KeyPrefix,
+		Redis:         a.rdb,
+		Retention:     a.cfg.Ledger.Retention.Std(),
+		DedupWindow:   a.cfg.Ledger.DedupWindow.Std(),
+		DeadRetention: a.cfg.Ledger.DeadRetention.Std(),
+		PublishGuard:  a.cfg.Ledger.PublishGuard.Std(),
+		Prefix:        a.cfg.Ledger.KeyPrefix,
 	})
 	if err := a.ledger.LoadScripts(ctx); err != nil {
 		return err
@@ -392,6 +393,7 @@ func (a *App) functions() (map[string]dispatcher.Function, error) {
 		out[f.Name] = dispatcher.Function{
 			Name: f.Name, Executor: ex, Timeout: f.Timeout.Std(),
 			MaxAttempts: retry.MaxAttempts, Backoff: retry.Backoff,
+			MaxThrottled: retry.Throttled(), DeadLetter: f.DeadLetters(),
 		}
 	}
 	return out, nil

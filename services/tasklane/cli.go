@@ -55,6 +55,7 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 		newConfigCommand(stdout),
 		newSubmitCommand(stdout),
 		newTasksCommand(stdout),
+		newDLQCommand(stdout),
 		newBenchCommand(stdout, stderr),
 	)
 	return root

@@ -1,0 +1,166 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/ledger"
+)
+
+// registerDLQ mounts the dead-letter queue API: list, show, redrive and
+// purge, one task or all matching a filter (with a dry run that counts).
+func (g *Gateway) registerDLQ(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/dlq", g.handleDLQList)
+	mux.HandleFunc("GET /v1/dlq/{id}", g.handleDLQShow)
+	mux.HandleFunc("POST /v1/dlq/{id}/redrive", g.handleDLQRedriveOne)
+	mux.HandleFunc("DELETE /v1/dlq/{id}", g.handleDLQPurgeOne)
+	mux.HandleFunc("POST /v1/dlq/redrive", g.handleDLQBulk(true))
+	mux.HandleFunc("POST /v1/dlq/purge", g.handleDLQBulk(false))
+}
+
+func (g *Gateway) handleDLQList(w http.ResponseWriter, r *http.Request) {
+	tenant, ok := g.tenant(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	f, msg := dlqFilter(q)
+	if msg != "" {
+		WriteError(w, http.StatusBadRequest, msg)
+		return
+	}
+	f.Cursor = q.Get("cursor")
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > ledger.ListLimitMax {
+			WriteError(w, http.StatusBadRequest, "limit: must be an integer from 1 to "+strconv.Itoa(ledger.ListLimitMax))
+			return
+		}
+		f.Limit = n
+	}
+	g.writeList(w, r, tenant, f)
+}
+
+// dlqFilter reads function, reason, since and until.
+func dlqFilter(q url.Values) (ledger.ListFilter, string) {
+	f := ledger.ListFilter{State: contracts.StateDead, Function: q.Get("function"), Reason: contracts.Reason(q.Get("reason"))}
+	if msg := checkReason(f.Reason); msg != "" {
+		return f, msg
+	}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.FinishedSince}, {"until", &f.FinishedUntil}} {
+		if s := q.Get(p.name); s != "" {
+			t, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				return f, p.name + ": must be an RFC 3339 time, got " + strconv.Quote(s)
+			}
+			*p.dst = t
+		}
+	}
+	return f, ""
+}
+
+func checkReason(r contracts.Reason) string {
+	switch r {
+	case "", contracts.ReasonNonRetryable, contracts.ReasonAttemptsExhausted:
+		return ""
+	}
+	return "reason: unknown reason " + strconv.Quote(string(r)) + " (non_retryable or attempts_exhausted)"
+}
+
+func (g *Gateway) handleDLQShow(w http.ResponseWriter, r *http.Request) {
+	tenant, ok := g.tenant(w, r)
+	if !ok {
+		return
+	}
+	t, err := g.cfg.Ledger.Get(r.Context(), tenant, r.PathValue("id"))
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "task not found")
+	case err != nil:
+		g.ledgerUnavailable(w, r, "reading task", err)
+	case t.State != contracts.StateDead:
+		WriteError(w, http.StatusNotFound, "task is not in the dead-letter queue: it is "+string(t.State))
+	default:
+		WriteJSON(w, http.StatusOK, t)
+	}
+}
+
+func (g *Gateway) handleDLQRedriveOne(w http.ResponseWriter, r *http.Request) {
+	g.dlqOne(w, r, g.cfg.Ledger.Redrive, http.StatusAccepted)
+}
+
+func (g *Gateway) handleDLQPurgeOne(w http.ResponseWriter, r *http.Request) {
+	g.dlqOne(w, r, g.cfg.Ledger.Purge, http.StatusNoContent)
+}
+
+// dlqOne redrives or purges one task: 404 unknown, 409 not dead.
+func (g *Gateway) dlqOne(w http.ResponseWriter, r *http.Request, op func(ctx contextT, tenant, id string) error, okStatus int) {
+	tenant, ok := g.tenant(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	err := op(r.Context(), tenant, id)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "task not found")
+	case errors.Is(err, ledger.ErrNotDead):
+		WriteError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		g.ledgerUnavailable(w, r, "changing a dead-lettered task", err)
+	case okStatus == http.StatusNoContent:
+		w.WriteHeader(okStatus)
+	default:
+		t, err := g.cfg.Ledger.Get(r.Context(), tenant, id)
+		if err != nil {
+			g.ledgerUnavailable(w, r, "reading task", err)
+			return
+		}
+		WriteJSON(w, okStatus, t)
+	}
+}
+
+func (g *Gateway) handleDLQBulk(redrive bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tenant, ok := g.tenant(w, r)
+		if !ok {
+			return
+		}
+		var req contracts.DLQFilter
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			WriteError(w, http.StatusBadRequest, "body: want a JSON filter {function, reason, since, until, dry_run}: "+err.Error())
+			return
+		}
+		if msg := checkReason(req.Reason); msg != "" {
+			WriteError(w, http.StatusBadRequest, msg)
+			return
+		}
+		f := ledger.ListFilter{Function: req.Function, Reason: req.Reason}
+		if req.Since != nil {
+			f.FinishedSince = *req.Since
+		}
+		if req.Until != nil {
+			f.FinishedUntil = *req.Until
+		}
+		op := g.cfg.Ledger.PurgeAll
+		if redrive {
+			op = g.cfg.Ledger.RedriveAll
+		}
+		res, err := op(r.Context(), tenant, f, req.DryRun)
+		if err != nil {
+			g.ledgerUnavailable(w, r, "bulk dead-letter operation", err)
+			return
+		}
+		WriteJSON(w, http.StatusOK, res)
+	}
+}
