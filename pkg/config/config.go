@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -252,6 +253,12 @@ type Tenant struct {
 	// plain secret (at least 8 characters, no white space) or "sha256:" + 64 hex
 	// digits of the secret's SHA-256. A key may belong to one tenant only.
 	APIKeys []string `yaml:"api_keys"`
+	// Rate caps how many of the tenant's tasks start per second, across all
+	// its functions and the whole cluster. Default 0: no limit.
+	Rate float64 `yaml:"rate"`
+	// Burst is how many may start at once within Rate. Default: Rate rounded
+	// up, at least 1.
+	Burst int `yaml:"burst"`
 }
 
 // Function is a target events are dispatched to.
@@ -270,6 +277,12 @@ type Function struct {
 	// Concurrency bounds the function's running tasks. Default 0: unlimited;
 	// never negative.
 	Concurrency int `yaml:"concurrency"`
+	// Rate caps how many of the function's tasks start per second across the
+	// cluster. Default 0: no limit.
+	Rate float64 `yaml:"rate"`
+	// Burst is how many may start at once within Rate. Default: Rate rounded
+	// up, at least 1.
+	Burst int `yaml:"burst"`
 	// Retry is the retry policy.
 	Retry Retry `yaml:"retry"`
 	// Tenants, when set, restricts the function to these tenants' events; each
@@ -447,6 +460,14 @@ func (c *Config) Function(name string) *Function {
 		}
 	}
 	return nil
+}
+
+// BurstFor is the burst allowed with rate when none is configured.
+func BurstFor(rate float64, burst int) int {
+	if burst > 0 {
+		return burst
+	}
+	return max(1, int(math.Ceil(rate)))
 }
 
 // DeadLetters reports whether f's unsuccessful tasks go to the dead-letter

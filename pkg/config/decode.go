@@ -193,6 +193,13 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 			return
 		}
 		v.SetInt(i)
+	case t.Kind() == reflect.Float64:
+		var f float64
+		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") || n.Decode(&f) != nil {
+			d.badValue(n, path, "expected a number, got %s", describe(n))
+			return
+		}
+		v.SetFloat(f)
 	case t.Kind() == reflect.Bool:
 		var b bool
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -232,6 +233,7 @@ func (v *validator) tenants() {
 	keys := map[string]owner{} // canonical key -> first holder
 	for i, t := range v.c.Tenants {
 		path := fmt.Sprintf("tenants[%d]", i)
+		v.rate(path, t.Rate, t.Burst)
 		switch {
 		case t.ID == "":
 			v.missing(path + ".id")
@@ -314,6 +316,7 @@ func (v *validator) functions() {
 			v.add(path+".timeout", "must be at most %s, got %s", FunctionTimeoutMax, f.Timeout)
 		}
 		v.intMin(path+".concurrency", int64(f.Concurrency), 0)
+		v.rate(path, f.Rate, f.Burst)
 
 		r := f.Retry
 		v.intRange(path+".retry.max_attempts", int64(r.MaxAttempts), MaxAttemptsMin, MaxAttemptsMax)
@@ -474,4 +477,12 @@ func checkEndpoint(e string) string {
 		return "invalid endpoint (" + want + ")"
 	}
 	return ""
+}
+
+// rate checks a rate (tasks per second) and its burst.
+func (v *validator) rate(path string, rate float64, burst int) {
+	if rate < 0 || rate > 1e6 || math.IsNaN(rate) {
+		v.add(path+".rate", "must be between 0 (no limit) and 1000000 tasks per second, got %v", rate)
+	}
+	v.intRange(path+".burst", int64(burst), 0, 1_000_000)
 }

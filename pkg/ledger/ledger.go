@@ -287,6 +287,9 @@ const (
 	// VerdictExpired: the task's TTL passed before it started; the claim
 	// ended it as expired.
 	VerdictExpired Verdict = "expired"
+	// VerdictThrottled: starting it now would exceed a limit; try again
+	// after Wait.
+	VerdictThrottled Verdict = "throttled"
 )
 
 // Claim is the result of claiming a task.
@@ -297,38 +300,93 @@ type Claim struct {
 	Throttles  int
 	LeaseUntil time.Time
 	State      contracts.State
+	// Wait and Limit are set for VerdictThrottled: how long until the task
+	// may start, and which limit held it (concurrency, rate, tenant_rate).
+	Wait  time.Duration
+	Limit string
+}
+
+// Limits bound how fast and how widely a task may start. Zero means none.
+type Limits struct {
+	// Concurrency caps the function's running attempts across the cluster.
+	Concurrency int
+	// Rate caps the function's attempt starts per second; Burst of them may
+	// start at once.
+	Rate  float64
+	Burst int
+	// TenantRate and TenantBurst do the same for the tenant, across its
+	// functions.
+	TenantRate  float64
+	TenantBurst int
+	// ConcurrencyWait is how long a task at the concurrency limit waits
+	// before it is tried again. Default 250ms.
+	ConcurrencyWait time.Duration
+}
+
+// ClaimRequest asks to run the next attempt of a task.
+type ClaimRequest struct {
+	Tenant, ID, Function, Owner string
+	// Lease is how long the attempt holds the task without renewal.
+	Lease  time.Duration
+	Limits Limits
+}
+
+func interval(rate float64) int64 {
+	if rate <= 0 {
+		return 0
+	}
+	return int64(float64(time.Second/time.Microsecond) / rate)
 }
 
 // Claim asks to run the next attempt of a task, holding a lease until
 // now+lease. Only one caller at a time gets VerdictRun; a task already
-// terminal is never run again.
-func (l *Ledger) Claim(ctx context.Context, tenant, id, owner string, lease time.Duration) (Claim, error) {
+// terminal is never run again; a task over a limit gets VerdictThrottled
+// and the wait.
+func (l *Ledger) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
 	now := l.cfg.Now()
-	res, err := claimScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey(), l.OutboxStream()},
-		us(now), us(now.Add(lease)), owner, l.statePrefix(tenant), id, Member(tenant, id),
-		l.cfg.Retention.Milliseconds(), OutboxMaxLen).StringSlice()
+	lim := r.Limits
+	wait := lim.ConcurrencyWait
+	if wait <= 0 {
+		wait = 250 * time.Millisecond
+	}
+	res, err := claimScript.Run(ctx, l.rdb, []string{
+		l.taskKey(r.Tenant, r.ID), l.DelayKey(), l.OutboxStream(),
+		l.inflightKey(r.Function), l.cfg.Prefix + ":fn:" + r.Function + ":rate", l.tenantPrefix(r.Tenant) + "rate",
+	},
+		us(now), us(now.Add(r.Lease)), r.Owner, l.statePrefix(r.Tenant), r.ID, Member(r.Tenant, r.ID),
+		l.cfg.Retention.Milliseconds(), OutboxMaxLen,
+		lim.Concurrency, interval(lim.Rate), max(lim.Burst, 1), interval(lim.TenantRate), max(lim.TenantBurst, 1),
+		wait.Microseconds()).StringSlice()
 	if err != nil {
-		return Claim{}, fmt.Errorf("claiming task %s: %w", id, err)
+		return Claim{}, fmt.Errorf("claiming task %s: %w", r.ID, err)
 	}
 	c := Claim{Verdict: Verdict(res[0])}
 	switch c.Verdict {
 	case VerdictRun:
 		c.Attempt, _ = strconv.Atoi(res[1])
 		c.Throttles, _ = strconv.Atoi(res[2])
-		c.LeaseUntil = now.Add(lease)
+		c.LeaseUntil = now.Add(r.Lease)
 	case VerdictBusy:
 		n, _ := strconv.ParseInt(res[1], 10, 64)
 		c.LeaseUntil = time.UnixMicro(n)
 	case VerdictDone:
 		c.State = contracts.State(res[1])
+	case VerdictThrottled:
+		n, _ := strconv.ParseFloat(res[1], 64)
+		c.Wait = time.Duration(n) * time.Microsecond
+		c.Limit = res[2]
 	}
 	return c, nil
 }
 
+func (l *Ledger) inflightKey(function string) string {
+	return l.cfg.Prefix + ":fn:" + function + ":inflight"
+}
+
 // Lease identifies one running attempt.
 type Lease struct {
-	Tenant, ID, Owner string
-	Attempt           int
+	Tenant, ID, Function, Owner string
+	Attempt                     int
 }
 
 // Renew extends running attempts' leases to now+lease in one round trip. It
@@ -338,7 +396,7 @@ func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease
 	cmds := make([]*redis.Cmd, len(leases))
 	err := l.scripted(ctx, func(p redis.Pipeliner) {
 		for i, ls := range leases {
-			cmds[i] = renewScript.EvalSha(ctx, p, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey()},
+			cmds[i] = renewScript.EvalSha(ctx, p, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(), l.inflightKey(ls.Function)},
 				ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID))
 		}
 	})
@@ -367,7 +425,7 @@ type Outcome struct {
 // record to the results outbox, atomically. It returns false when the
 // attempt no longer holds the task (fenced off). Dead tasks are kept for
 // DeadRetention, others for Retention.
-func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, o Outcome) (bool, error) {
+func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, attempt int, o Outcome) (bool, error) {
 	if !o.State.Terminal() {
 		return false, fmt.Errorf("finishing task %s: state %s is not terminal", id, o.State)
 	}
@@ -375,7 +433,7 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id string, attempt int, o O
 	if o.State == contracts.StateDead {
 		retention = l.cfg.DeadRetention
 	}
-	n, err := finishScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey()},
+	n, err := finishScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.inflightKey(function)},
 		attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
 		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason)).Int()
 	if err != nil {
@@ -411,12 +469,12 @@ func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task
 //
 // refund gives the attempt back (a throttled answer within the function's
 // allowance): the next attempt has the same number.
-func (l *Ledger) Retry(ctx context.Context, tenant, id string, attempt int, due time.Time, errMsg string, refund bool) (bool, error) {
+func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, attempt int, due time.Time, errMsg string, refund bool) (bool, error) {
 	flag := "0"
 	if refund {
 		flag = "1"
 	}
-	n, err := retryScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey()},
+	n, err := retryScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey(), l.inflightKey(function)},
 		attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag).Int()
 	if err != nil {
 		return false, fmt.Errorf("scheduling retry of task %s: %w", id, err)

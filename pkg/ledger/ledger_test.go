@@ -83,17 +83,17 @@ func TestLifecycleSuccess(t *testing.T) {
 	require.NoError(t, b.l.Enqueued(ctx, "acme", c[0].GuardScore, id))
 
 	b.advance(40 * time.Millisecond)
-	cl, err := b.l.Claim(ctx, "acme", id, "d1", 10*time.Second)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: 10 * time.Second})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictRun, cl.Verdict)
 	require.Equal(t, 1, cl.Attempt)
 
-	busy, err := b.l.Claim(ctx, "acme", id, "d2", 10*time.Second)
+	busy, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d2", Lease: 10 * time.Second})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictBusy, busy.Verdict, "a running task is not run twice at once")
 
 	b.advance(25 * time.Millisecond)
-	ok, err := b.l.Finish(ctx, "acme", id, 1, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte(`{"ok":true}`)})
+	ok, err := b.l.Finish(ctx, "acme", id, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte(`{"ok":true}`)})
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -105,11 +105,11 @@ func TestLifecycleSuccess(t *testing.T) {
 	require.EqualValues(t, 25, *task.RunMS)
 	require.JSONEq(t, `{"ok":true}`, string(task.Result))
 
-	done, err := b.l.Claim(ctx, "acme", id, "d3", 10*time.Second)
+	done, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d3", Lease: 10 * time.Second})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictDone, done.Verdict, "a succeeded task never runs again")
 
-	again, err := b.l.Finish(ctx, "acme", id, 1, ledger.Outcome{State: contracts.StateFailed, Error: "late"})
+	again, err := b.l.Finish(ctx, "acme", id, "f1", 1, ledger.Outcome{State: contracts.StateFailed, Error: "late"})
 	require.NoError(t, err)
 	require.False(t, again, "a second terminal transition is fenced off")
 
@@ -131,9 +131,9 @@ func TestRetryGoesThroughDelaySet(t *testing.T) {
 	id := c[0].Tasks[0].ID
 	require.NoError(t, b.l.Enqueued(ctx, "acme", c[0].GuardScore, id))
 
-	cl, err := b.l.Claim(ctx, "acme", id, "d1", 10*time.Second)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: 10 * time.Second})
 	require.NoError(t, err)
-	ok, err := b.l.Retry(ctx, "acme", id, cl.Attempt, b.now.Add(2*time.Second), "boom", false)
+	ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Attempt, b.now.Add(2*time.Second), "boom", false)
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -164,10 +164,10 @@ func TestRetryGoesThroughDelaySet(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, none, "requeued entries leave the delay set")
 
-	cl2, err := b.l.Claim(ctx, "acme", id, "d2", 10*time.Second)
+	cl2, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d2", Lease: 10 * time.Second})
 	require.NoError(t, err)
 	require.Equal(t, 2, cl2.Attempt)
-	stale, err := b.l.Finish(ctx, "acme", id, 1, ledger.Outcome{State: contracts.StateSucceeded})
+	stale, err := b.l.Finish(ctx, "acme", id, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.False(t, stale, "an old attempt cannot finish the task")
 }
@@ -192,17 +192,17 @@ func TestExpiredLeaseIsTakenOver(t *testing.T) {
 	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
 	require.NoError(t, err)
 	id := c[0].Tasks[0].ID
-	_, err = b.l.Claim(ctx, "acme", id, "d1", 5*time.Second)
+	_, err = b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: 5 * time.Second})
 	require.NoError(t, err)
-	lost, err := b.l.Renew(ctx, 5*time.Second, ledger.Lease{Tenant: "acme", ID: id, Owner: "d1", Attempt: 1})
+	lost, err := b.l.Renew(ctx, 5*time.Second, ledger.Lease{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Attempt: 1})
 	require.NoError(t, err)
 	require.Empty(t, lost)
 	b.advance(6 * time.Second)
-	cl, err := b.l.Claim(ctx, "acme", id, "d2", 5*time.Second)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d2", Lease: 5 * time.Second})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictRun, cl.Verdict)
 	require.Equal(t, 2, cl.Attempt)
-	lost, err = b.l.Renew(ctx, 5*time.Second, ledger.Lease{Tenant: "acme", ID: id, Owner: "d1", Attempt: 1})
+	lost, err = b.l.Renew(ctx, 5*time.Second, ledger.Lease{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Attempt: 1})
 	require.NoError(t, err)
 	require.Len(t, lost, 1, "the dead owner's lease is gone")
 }
@@ -282,7 +282,7 @@ func TestCancelWaitingTask(t *testing.T) {
 	require.ErrorIs(t, err, ledger.ErrNotCancellable)
 	require.ErrorContains(t, err, "it is cancelled")
 
-	cl, err := b.l.Claim(ctx, "acme", waiting, "d1", time.Second)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: waiting, Function: "f1", Owner: "d1", Lease: time.Second})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictDone, cl.Verdict, "a cancelled task never runs")
 	b.advance(time.Minute)
@@ -292,7 +292,7 @@ func TestCancelWaitingTask(t *testing.T) {
 		require.NotEqual(t, waiting, d.ID, "cancel removed its publish guard")
 	}
 
-	_, err = b.l.Claim(ctx, "acme", running, "d1", time.Minute)
+	_, err = b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: running, Function: "f1", Owner: "d1", Lease: time.Minute})
 	require.NoError(t, err)
 	_, err = b.l.Cancel(ctx, "acme", running)
 	require.ErrorContains(t, err, "it is running")
@@ -314,7 +314,7 @@ func TestExpiredTaskNeverRuns(t *testing.T) {
 	id, other := c[0].Tasks[0].ID, c[1].Tasks[0].ID
 
 	b.advance(11 * time.Second)
-	cl, err := b.l.Claim(ctx, "acme", id, "d1", time.Second)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Second})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictExpired, cl.Verdict)
 	task, err := b.l.Get(ctx, "acme", id)
@@ -323,10 +323,10 @@ func TestExpiredTaskNeverRuns(t *testing.T) {
 	require.Equal(t, 0, task.Attempts)
 	require.Contains(t, task.Error, "ttl")
 
-	again, err := b.l.Claim(ctx, "acme", id, "d1", time.Second)
+	again, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Second})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictDone, again.Verdict)
-	noTTL, err := b.l.Claim(ctx, "acme", other, "d1", time.Second)
+	noTTL, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: other, Function: "f1", Owner: "d1", Lease: time.Second})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictRun, noTTL.Verdict, "a task without a ttl does not expire")
 
@@ -343,12 +343,12 @@ func TestLeaseIsADelayEntry(t *testing.T) {
 	require.NoError(t, err)
 	id := c[0].Tasks[0].ID
 	require.NoError(t, b.l.Enqueued(ctx, "acme", c[0].GuardScore, id))
-	_, err = b.l.Claim(ctx, "acme", id, "d1", 10*time.Second)
+	_, err = b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: 10 * time.Second})
 	require.NoError(t, err)
 
 	// A live dispatcher renews: the entry never comes due.
 	b.advance(8 * time.Second)
-	lost, err := b.l.Renew(ctx, 10*time.Second, ledger.Lease{Tenant: "acme", ID: id, Owner: "d1", Attempt: 1})
+	lost, err := b.l.Renew(ctx, 10*time.Second, ledger.Lease{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Attempt: 1})
 	require.NoError(t, err)
 	require.Empty(t, lost)
 	b.advance(8 * time.Second)
@@ -365,10 +365,10 @@ func TestLeaseIsADelayEntry(t *testing.T) {
 	require.True(t, due[0].LeaseUntil.Before(b.now), "the lease has ended")
 
 	// Finishing drops the entry.
-	cl, err := b.l.Claim(ctx, "acme", id, "d2", 10*time.Second)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d2", Lease: 10 * time.Second})
 	require.NoError(t, err)
 	require.Equal(t, 2, cl.Attempt)
-	ok, err := b.l.Finish(ctx, "acme", id, 2, ledger.Outcome{State: contracts.StateSucceeded})
+	ok, err := b.l.Finish(ctx, "acme", id, "f1", 2, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.True(t, ok)
 	b.advance(time.Hour)
@@ -384,9 +384,9 @@ func deadTask(t *testing.T, b *bundle, id string, fn string, reason contracts.Re
 	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", id, fn)})
 	require.NoError(t, err)
 	task := c[0].Tasks[0].ID
-	cl, err := b.l.Claim(ctx, "acme", task, "d1", time.Minute)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: task, Function: "f1", Owner: "d1", Lease: time.Minute})
 	require.NoError(t, err)
-	ok, err := b.l.Finish(ctx, "acme", task, cl.Attempt, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 500", Reason: reason})
+	ok, err := b.l.Finish(ctx, "acme", task, "f1", cl.Attempt, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 500", Reason: reason})
 	require.NoError(t, err)
 	require.True(t, ok)
 	return task
@@ -437,7 +437,7 @@ func TestDeadLetterRedriveAndPurge(t *testing.T) {
 	require.ErrorIs(t, b.l.Redrive(ctx, "acme", a), ledger.ErrNotDead)
 	require.ErrorIs(t, b.l.Redrive(ctx, "other", bb), ledger.ErrNotFound, "tenants never see each other's dead letters")
 
-	cl, err := b.l.Claim(ctx, "acme", a, "d2", time.Minute)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: a, Function: "f1", Owner: "d2", Lease: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictRun, cl.Verdict)
 	require.Equal(t, 1, cl.Attempt)
@@ -460,21 +460,77 @@ func TestThrottledRetryRefundsTheAttempt(t *testing.T) {
 	require.NoError(t, err)
 	id := c[0].Tasks[0].ID
 	for i := range 3 {
-		cl, err := b.l.Claim(ctx, "acme", id, "d1", time.Minute)
+		cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute})
 		require.NoError(t, err)
 		require.Equal(t, 1, cl.Attempt, "throttled answers do not use up attempts")
 		require.Equal(t, i, cl.Throttles)
-		ok, err := b.l.Retry(ctx, "acme", id, cl.Attempt, b.now, "HTTP 429", true)
+		ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Attempt, b.now, "HTTP 429", true)
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
-	cl, err := b.l.Claim(ctx, "acme", id, "d1", time.Minute)
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, 3, cl.Throttles)
-	ok, err := b.l.Retry(ctx, "acme", id, cl.Attempt, b.now, "HTTP 500", false)
+	ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Attempt, b.now, "HTTP 500", false)
 	require.NoError(t, err)
 	require.True(t, ok)
-	cl, err = b.l.Claim(ctx, "acme", id, "d1", time.Minute)
+	cl, err = b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, 2, cl.Attempt)
+}
+
+func TestClaimLimits(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	var ids []string
+	for i := range 4 {
+		c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", fmt.Sprintf("e%d", i), "f1")})
+		require.NoError(t, err)
+		ids = append(ids, c[0].Tasks[0].ID)
+	}
+	claim := func(id string, lim ledger.Limits) ledger.Claim {
+		c, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute, Limits: lim})
+		require.NoError(t, err)
+		return c
+	}
+
+	// Concurrency 2: the third waits until one finishes.
+	conc := ledger.Limits{Concurrency: 2, ConcurrencyWait: 300 * time.Millisecond}
+	require.Equal(t, ledger.VerdictRun, claim(ids[0], conc).Verdict)
+	require.Equal(t, ledger.VerdictRun, claim(ids[1], conc).Verdict)
+	held := claim(ids[2], conc)
+	require.Equal(t, ledger.VerdictThrottled, held.Verdict)
+	require.Equal(t, "concurrency", held.Limit)
+	require.Equal(t, 300*time.Millisecond, held.Wait)
+	ok, err := b.l.Finish(ctx, "acme", ids[0], "f1", 1, ledger.Outcome{State: contracts.StateSucceeded})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, ledger.VerdictRun, claim(ids[2], conc).Verdict)
+
+	// A lease that runs out frees its slot too (its dispatcher died).
+	b.advance(2 * time.Minute)
+	require.Equal(t, ledger.VerdictRun, claim(ids[3], conc).Verdict)
+
+	// Rate 10/s, burst 1: one start per 100ms.
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "r1", "f1"), event("acme", "r2", "f1")})
+	require.NoError(t, err)
+	r1, r2 := c[0].Tasks[0].ID, c[1].Tasks[0].ID
+	rate := ledger.Limits{Rate: 10, Burst: 1}
+	require.Equal(t, ledger.VerdictRun, claim(r1, rate).Verdict)
+	held = claim(r2, rate)
+	require.Equal(t, ledger.VerdictThrottled, held.Verdict)
+	require.Equal(t, "rate", held.Limit)
+	require.Equal(t, 100*time.Millisecond, held.Wait)
+	b.advance(100 * time.Millisecond)
+	require.Equal(t, ledger.VerdictRun, claim(r2, rate).Verdict)
+
+	// A tenant rate applies across functions.
+	c, err = b.l.Create(ctx, []ledger.EventTasks{event("acme", "t1", "f1"), event("acme", "t2", "f1")})
+	require.NoError(t, err)
+	trate := ledger.Limits{TenantRate: 2, TenantBurst: 1}
+	require.Equal(t, ledger.VerdictRun, claim(c[0].Tasks[0].ID, trate).Verdict)
+	held = claim(c[1].Tasks[0].ID, trate)
+	require.Equal(t, "tenant_rate", held.Limit)
+	require.Equal(t, 500*time.Millisecond, held.Wait)
 }

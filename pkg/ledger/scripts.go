@@ -38,13 +38,31 @@ return false
 `)
 
 // claim moves a task to running for one attempt. A task whose TTL passed
-// before it started ends expired instead (with its result event).
-// KEYS: 1 task hash, 2 delay, 3 outbox
+// before it started ends expired instead (with its result event). A task
+// over its function's concurrency or rate limit, or its tenant's rate
+// limit, is not started: the verdict says how long to wait.
+// KEYS: 1 task hash, 2 delay, 3 outbox, 4 function in-flight set,
+// 5 function rate state, 6 tenant rate state
 // ARGV: 1 now µs, 2 lease-until µs, 3 owner, 4 state-index prefix, 5 id,
-// 6 delay member, 7 retention ms, 8 outbox max length
-// Returns {verdict, detail}: run/attempt, busy/lease-until, done/state,
-// missing/"", paused/"", expired/"".
+// 6 delay member, 7 retention ms, 8 outbox max length, 9 function
+// concurrency (0: none), 10 function emission interval µs (0: no rate),
+// 11 function burst, 12 tenant emission interval µs, 13 tenant burst,
+// 14 wait µs when at the concurrency limit
+// Returns {verdict, detail, ...}: run/attempt/throttles, busy/lease-until,
+// done/state, missing, paused, expired, throttled/wait µs/limit.
 var claimScript = redis.NewScript(luaTerminate + `
+-- GCRA: with emission interval T and burst B, a start is allowed when the
+-- theoretical arrival time (TAT) is at most (B-1)T ahead of now. Returns
+-- the wait (0 when allowed) and the TAT to store on success.
+local function gcra(key, interval, burst, now)
+  if interval <= 0 then return 0, 0 end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local allowat = tat + interval - burst * interval
+  if now < allowat then return allowat - now, 0 end
+  return 0, tat + interval
+end
+
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
 if not st then return {'missing', ''} end
@@ -63,6 +81,45 @@ if st == 'running' then
   local lease = tonumber(redis.call('HGET', h, 'lease') or '0')
   if lease > now then return {'busy', tostring(lease)} end
 end
+local conc = tonumber(ARGV[9])
+if conc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[1])
+  if not redis.call('ZSCORE', KEYS[4], ARGV[6]) and redis.call('ZCARD', KEYS[4]) >= conc then
+    return {'throttled', ARGV[14], 'concurrency'}
+  end
+end
+-- Rate limits: a task over a rate is given its turn (a reserved slot in
+-- the GCRA timeline, so later tasks queue behind it) and told to come back
+-- then; when it does, it starts without being checked again.
+local slot = tonumber(redis.call('HGET', h, 'rate_slot') or '0')
+if slot > 0 and now + 2000 < slot then
+  return {'throttled', tostring(math.ceil(slot - now)), 'rate'}
+end
+if slot > 0 then
+  redis.call('HDEL', h, 'rate_slot')
+else
+  local fwait, ftat = gcra(KEYS[5], tonumber(ARGV[10]), tonumber(ARGV[11]), now)
+  local twait, ttat = gcra(KEYS[6], tonumber(ARGV[12]), tonumber(ARGV[13]), now)
+  if fwait > 0 or twait > 0 then
+    -- Reserve the turn in each limit that has one.
+    if ftat == 0 and tonumber(ARGV[10]) > 0 then
+      ftat = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), now) + tonumber(ARGV[10])
+    end
+    if ttat == 0 and tonumber(ARGV[12]) > 0 then
+      ttat = math.max(tonumber(redis.call('GET', KEYS[6]) or '0'), now) + tonumber(ARGV[12])
+    end
+    local wait = math.max(fwait, twait)
+    redis.call('HSET', h, 'rate_slot', now + wait)
+    local limit = 'rate'
+    if twait > fwait then limit = 'tenant_rate' end
+    if ftat > 0 then redis.call('SET', KEYS[5], ftat, 'PX', math.ceil((ftat - now) / 1000) + 1000) end
+    if ttat > 0 then redis.call('SET', KEYS[6], ttat, 'PX', math.ceil((ttat - now) / 1000) + 1000) end
+    return {'throttled', tostring(math.ceil(wait)), limit}
+  end
+  if ftat > 0 then redis.call('SET', KEYS[5], ftat, 'PX', math.ceil((ftat - now) / 1000) + 1000) end
+  if ttat > 0 then redis.call('SET', KEYS[6], ttat, 'PX', math.ceil((ttat - now) / 1000) + 1000) end
+end
+if conc > 0 then redis.call('ZADD', KEYS[4], ARGV[2], ARGV[6]) end
 local attempt = redis.call('HINCRBY', h, 'attempts', 1)
 redis.call('HSET', h, 'state', 'running', 'lease', ARGV[2], 'owner', ARGV[3], 'attempt_started', ARGV[1])
 if not redis.call('HGET', h, 'started') then
@@ -81,15 +138,17 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
 return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0'}
 `)
 
-// renew extends the lease of a running attempt, and its delay-set entry.
-// KEYS: 1 task hash, 2 delay. ARGV: 1 attempt, 2 owner, 3 lease-until µs,
-// 4 delay member.
+// renew extends the lease of a running attempt, its delay-set entry and
+// its place in the function's in-flight set.
+// KEYS: 1 task hash, 2 delay, 3 function in-flight set. ARGV: 1 attempt,
+// 2 owner, 3 lease-until µs, 4 delay member.
 var renewScript = redis.NewScript(`
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1]
    or redis.call('HGET', h, 'owner') ~= ARGV[2] then return 0 end
 redis.call('HSET', h, 'lease', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], 'XX', ARGV[3], ARGV[4])
 return 1
 `)
 
@@ -121,7 +180,7 @@ end
 
 // finish moves a running attempt to a terminal state and drops its lease
 // entry from the delay set.
-// KEYS: 1 task hash, 2 outbox, 3 delay
+// KEYS: 1 task hash, 2 outbox, 3 delay, 4 function in-flight set
 // ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index prefix,
 // 7 id, 8 retention ms, 9 outbox max length, 10 delay member, 11 reason
 var finishScript = redis.NewScript(luaTerminate + `
@@ -130,6 +189,7 @@ if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempt
   return 0
 end
 redis.call('ZREM', KEYS[3], ARGV[10])
+redis.call('ZREM', KEYS[4], ARGV[10])
 if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
 local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[3])
 redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
@@ -155,7 +215,7 @@ return {'ok', ARGV[1]}
 `)
 
 // retry moves a running attempt to retrying and schedules the next one.
-// KEYS: 1 task hash, 2 delay
+// KEYS: 1 task hash, 2 delay, 3 function in-flight set
 // ARGV: 1 attempt, 2 due µs, 3 error, 4 state-index prefix, 5 id, 6 delay
 // member, 7 "1" to refund the attempt (a throttled answer)
 var retryScript = redis.NewScript(`
@@ -174,6 +234,7 @@ local created = redis.call('HGET', h, 'created')
 redis.call('ZREM', ARGV[4] .. 'running', ARGV[5])
 redis.call('ZADD', ARGV[4] .. 'retrying', created, ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
+redis.call('ZREM', KEYS[3], ARGV[6])
 return 1
 `)
 

@@ -15,7 +15,7 @@ func (d *Dispatcher) attempt(ctx context.Context, del *middleware.Delivery, fn F
 	deadline := time.Now().Add(fn.Timeout)
 	actx, cancel := context.WithDeadlineCause(ctx, deadline, context.DeadlineExceeded)
 	defer cancel()
-	lease := ledger.Lease{Tenant: del.Ref.Tenant, ID: del.Ref.TaskID, Owner: d.cfg.Owner, Attempt: del.Claim.Attempt}
+	lease := ledger.Lease{Tenant: del.Ref.Tenant, ID: del.Ref.TaskID, Function: del.Ref.Function, Owner: d.cfg.Owner, Attempt: del.Claim.Attempt}
 	lost := d.leases.hold(lease, func() { cancel() })
 	defer d.leases.release(lease)
 
@@ -40,7 +40,7 @@ func (d *Dispatcher) attempt(ctx context.Context, del *middleware.Delivery, fn F
 
 // finish records an attempt's outcome: terminal, or a retry at a backoff.
 func (d *Dispatcher) finish(ctx context.Context, del *middleware.Delivery, out executor.Outcome, fn Function) error {
-	tenant, id, attempt := del.Ref.Tenant, del.Ref.TaskID, del.Claim.Attempt
+	tenant, id, function, attempt := del.Ref.Tenant, del.Ref.TaskID, del.Ref.Function, del.Claim.Attempt
 	o := ledger.Outcome{State: contracts.StateSucceeded, Error: out.Err, Result: out.Result}
 	switch out.Class {
 	case executor.Succeeded:
@@ -52,7 +52,7 @@ func (d *Dispatcher) finish(ctx context.Context, del *middleware.Delivery, out e
 			if out.Class == executor.Throttled && out.RetryAfter > 0 {
 				wait = out.RetryAfter
 			}
-			ok, err := d.cfg.Ledger.Retry(ctx, tenant, id, attempt, time.Now().Add(wait), out.Err, refund)
+			ok, err := d.cfg.Ledger.Retry(ctx, tenant, id, function, attempt, time.Now().Add(wait), out.Err, refund)
 			if err != nil {
 				d.cfg.Metrics.LedgerErrors.WithLabelValues("retry").Inc()
 				return err
@@ -66,7 +66,7 @@ func (d *Dispatcher) finish(ctx context.Context, del *middleware.Delivery, out e
 	default:
 		o.State, o.Reason = fn.unsuccessful(), contracts.ReasonNonRetryable
 	}
-	ok, err := d.cfg.Ledger.Finish(ctx, tenant, id, attempt, o)
+	ok, err := d.cfg.Ledger.Finish(ctx, tenant, id, function, attempt, o)
 	if err != nil {
 		d.cfg.Metrics.LedgerErrors.WithLabelValues("finish").Inc()
 		return err
@@ -75,6 +75,6 @@ func (d *Dispatcher) finish(ctx context.Context, del *middleware.Delivery, out e
 		d.cfg.Metrics.LeaseLost.Inc()
 		return nil
 	}
-	d.cfg.Metrics.Outcomes.WithLabelValues(tenant, del.Ref.Function, string(o.State)).Inc()
+	d.cfg.Metrics.Outcomes.WithLabelValues(tenant, function, string(o.State)).Inc()
 	return nil
 }

@@ -46,6 +46,17 @@ type Function struct {
 	// DeadLetter keeps unsuccessful tasks in the dead-letter queue (state
 	// dead) instead of ending them failed.
 	DeadLetter bool
+	// Concurrency, Rate and Burst limit the function across the cluster
+	// (zero: no limit).
+	Concurrency int
+	Rate        float64
+	Burst       int
+}
+
+// TenantLimit is a tenant's rate limit (zero: none).
+type TenantLimit struct {
+	Rate  float64
+	Burst int
 }
 
 // unsuccessful is the terminal state of a task that failed for good.
@@ -63,6 +74,7 @@ type Config struct {
 	ConsumersPerLane int
 	Ledger           *ledger.Ledger
 	Functions        map[string]Function
+	Tenants          map[string]TenantLimit
 	Metrics          *metrics.Metrics
 	Logger           *slog.Logger
 	// LeaseTTL is how long a running attempt's lease lasts without renewal;
@@ -132,7 +144,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		middleware.Pause(cfg.ErrorPause, cfg.Logger),
 		middleware.Detach(),
 		middleware.Decode(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger),
-		middleware.Claim(cfg.Ledger, cfg.Owner, cfg.LeaseTTL, cfg.Metrics, cfg.Logger),
+		middleware.Claim(cfg.Ledger, cfg.Owner, cfg.LeaseTTL, d.limits, cfg.Metrics, cfg.Logger),
 	)
 	sub := cfg.Broker.Subscriber()
 	for _, lane := range cfg.Lanes {
@@ -191,6 +203,16 @@ func (d *Dispatcher) Stop() error {
 		d.leases.stop()
 	})
 	return err
+}
+
+// limits are the limits a task of tenant and function starts under.
+func (d *Dispatcher) limits(tenant, function string) ledger.Limits {
+	f := d.cfg.Functions[function]
+	t := d.cfg.Tenants[tenant]
+	return ledger.Limits{
+		Concurrency: f.Concurrency, Rate: f.Rate, Burst: f.Burst,
+		TenantRate: t.Rate, TenantBurst: t.Burst,
+	}
 }
 
 func (d *Dispatcher) handle(msg *message.Message) error {

@@ -29,7 +29,8 @@ type Config struct {
 	Router    ingest.Router
 	Metrics   *metrics.Metrics
 	Logger    *slog.Logger
-	// Interval between scans of the delay set. Default 100ms.
+	// Interval between scans of the delay set. Default 25ms: a deferred
+	// task (rate limit, retry, delay) starts at most this late.
 	Interval time.Duration
 	// Batch is how many due tasks one scan takes. Default 500.
 	Batch int
@@ -50,7 +51,7 @@ func New(cfg Config) *Scheduler {
 	}
 	cfg.Logger = cfg.Logger.With("component", "scheduler")
 	if cfg.Interval <= 0 {
-		cfg.Interval = 100 * time.Millisecond
+		cfg.Interval = 25 * time.Millisecond
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 500

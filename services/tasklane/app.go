@@ -327,6 +327,7 @@ func (a *App) startWorkers(ctx context.Context) error {
 			ConsumersPerLane: a.cfg.Dispatcher.ConsumersPerLane,
 			Ledger:           a.ledger,
 			Functions:        fns,
+			Tenants:          a.tenantLimits(),
 			Metrics:          a.metrics,
 			Logger:           a.logger,
 			LeaseTTL:         a.cfg.Dispatcher.LeaseTTL.Std(),
@@ -394,9 +395,20 @@ func (a *App) functions() (map[string]dispatcher.Function, error) {
 			Name: f.Name, Executor: ex, Timeout: f.Timeout.Std(),
 			MaxAttempts: retry.MaxAttempts, Backoff: retry.Backoff,
 			MaxThrottled: retry.Throttled(), DeadLetter: f.DeadLetters(),
+			Concurrency: f.Concurrency, Rate: f.Rate, Burst: config.BurstFor(f.Rate, f.Burst),
 		}
 	}
 	return out, nil
+}
+
+func (a *App) tenantLimits() map[string]dispatcher.TenantLimit {
+	out := map[string]dispatcher.TenantLimit{}
+	for _, t := range a.cfg.Tenants {
+		if t.Rate > 0 {
+			out[t.ID] = dispatcher.TenantLimit{Rate: t.Rate, Burst: config.BurstFor(t.Rate, t.Burst)}
+		}
+	}
+	return out
 }
 
 func (a *App) subscriptions() []notifier.Subscription {
