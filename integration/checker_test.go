@@ -118,7 +118,7 @@ func (c *checker) check(t *testing.T, e *env, tenant string) verdict {
 		if succ > 1 {
 			v.DuplicateSuccesses++
 		}
-		task, err := e.app.Ledger().Get(context.Background(), tenant, id)
+		task, err := e.ledger().Get(context.Background(), tenant, id)
 		require.NoError(t, err, "task %s", id)
 		if !task.State.Terminal() {
 			v.Stuck++

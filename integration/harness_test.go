@@ -25,6 +25,7 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/testkit"
 	"github.com/tasklane/tasklane/routing"
 	"github.com/tasklane/tasklane/services/tasklane"
@@ -101,9 +102,37 @@ func startTasklane(t *testing.T, driver, yamlBody string) *env {
 // newStack prepares a Tasklane config for driver without starting anything.
 func newStack(t *testing.T, driver, yamlBody string) *env {
 	t.Helper()
+	return newStackAt(t, driver, stackAt{}, yamlBody)
+}
+
+// stackAt says where a stack's app connects, when not to the machine's
+// RabbitMQ and Redis: fault-injection tests point the app at proxies or at a
+// Redis of their own while the test itself reads the ledger directly.
+type stackAt struct {
+	// AppAMQP is the app's broker.url. Default testkit.AMQPURL().
+	AppAMQP string
+	// AppRedis is the app's redis.url. Default redisURL(driver).
+	AppRedis string
+	// Redis is where the test's own client (e.rdb) reads the same data.
+	// Default AppRedis.
+	Redis string
+}
+
+// newStackAt is newStack with the app's connections redirected by at.
+func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
+	t.Helper()
 	amqpURL := testkit.RequireAMQP(t)
 	_, prefix := testkit.Redis(t)
-	opt, err := redis.ParseURL(redisURL(driver))
+	if at.AppAMQP != "" {
+		amqpURL = at.AppAMQP
+	}
+	if at.AppRedis == "" {
+		at.AppRedis = redisURL(driver)
+	}
+	if at.Redis == "" {
+		at.Redis = at.AppRedis
+	}
+	opt, err := redis.ParseURL(at.Redis)
 	require.NoError(t, err)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() {
@@ -112,7 +141,7 @@ func newStack(t *testing.T, driver, yamlBody string) *env {
 	})
 	serverKeys, yamlBody := splitServerLine(t, yamlBody)
 	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q}\nredis: {url: %q}\nledger: {key_prefix: %q}\n%s",
-		serverKeys, driver, amqpURL, redisURL(driver), prefix, yamlBody)
+		serverKeys, driver, amqpURL, at.AppRedis, prefix, yamlBody)
 	cfg, err := config.Parse("test.yaml", []byte(doc))
 	require.NoError(t, err)
 	purgeLanes(t, driver, cfg)
@@ -235,10 +264,19 @@ func (e *env) get(path, key string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+// ledger is the app's ledger, or, when the app runs only in child processes
+// (spawn), a ledger over the test's own client with the stack's prefix.
+func (e *env) ledger() *ledger.Ledger {
+	if e.app != nil {
+		return e.app.Ledger()
+	}
+	return ledger.New(ledger.Config{Redis: e.rdb, Prefix: e.prefix})
+}
+
 // outboxDrained reports whether the notifiers have read and acknowledged
 // every results-outbox entry: after that, no further result is sent.
 func (e *env) outboxDrained() bool {
-	groups, err := e.rdb.XInfoGroups(context.Background(), e.app.Ledger().OutboxStream()).Result()
+	groups, err := e.rdb.XInfoGroups(context.Background(), e.ledger().OutboxStream()).Result()
 	if err != nil || len(groups) == 0 {
 		return false
 	}
@@ -369,4 +407,17 @@ func (e *env) watchResults() *resultFeed {
 		}()
 	}
 	return f
+}
+
+// deleteTask cancels a task through the API.
+func (e *env) deleteTask(id string) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodDelete, e.app.URL()+"/v1/tasks/"+id, nil)
+	require.NoError(e.t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(e.t, err)
+	return resp.StatusCode, b
 }

@@ -76,6 +76,11 @@ func (e *env) spawn(roles ...string) *proc {
 		if p.running() {
 			p.kill()
 		}
+		if t.Failed() {
+			b, _ := os.ReadFile(p.logPath)
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			t.Logf("last lines of %s (%s):\n%s", p.logPath, p.roles, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
 	})
 	return p
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -36,31 +34,13 @@ const (
 // every consumer holds a connection in a blocking XREADGROUP.
 const streamPoolSize = 512
 
-// Consumer liveness. Every driver heartbeats its consumer name into a hash
-// beside the group; a pending entry is claimed from another consumer only
-// when that consumer's heartbeat is older than consumerDeadAfter (or it has
-// none). A dead dispatcher's entries are thus taken over within seconds,
-// while a live one's long-running entries are never stolen, however long
-// they take. (watermill-redisstream's own rule, "idle for MaxIdleTime", can
-// only trade one for the other.)
-const (
-	heartbeatEvery    = time.Second
-	consumerDeadAfter = 5 * time.Second
-	claimEvery        = 2 * time.Second
-	// heartbeatForget drops heartbeats of consumers gone this long.
-	heartbeatForget = time.Hour
-)
-
 type redisStreamDriver struct {
-	cfg      Config
-	rdb      *redis.Client
-	consumer string
-	beatKey  string
-	stopBeat context.CancelFunc
-	beatDone chan struct{}
-	pub      *redisstream.Publisher
-	resPub   *redisstream.Publisher
-	sub      *redisstream.Subscriber
+	cfg    Config
+	rdb    *redis.Client
+	live   *Liveness
+	pub    *redisstream.Publisher
+	resPub *redisstream.Publisher
+	sub    *redisstream.Subscriber
 }
 
 func newRedisStream(cfg Config) (*redisStreamDriver, error) {
@@ -88,13 +68,11 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	}, logger); err != nil {
 		return nil, fmt.Errorf("creating result publisher: %w", err)
 	}
-	host, _ := os.Hostname()
-	d.consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID())
-	d.beatKey = cfg.ConsumerGroup + ":heartbeats"
+	d.live = NewLiveness(rdb, cfg.ConsumerGroup, ConsumerName())
 	if d.sub, err = redisstream.NewSubscriber(redisstream.SubscriberConfig{
 		Client:       rdb,
 		Unmarshaller: streamMarshaler{},
-		Consumer:     d.consumer,
+		Consumer:     d.live.Consumer(),
 		// Dispatchers share one group per lane, so each task goes to one.
 		ConsumerGroup: cfg.ConsumerGroup,
 		// A nack is redelivered by the same consumer: pause so an outage of
@@ -103,73 +81,16 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 		// Pending entries idle this long are offered to ShouldClaim...,
 		// which claims only those of dead consumers.
 		MaxIdleTime:                   time.Second,
-		ClaimInterval:                 claimEvery,
-		ShouldClaimPendingMessage:     d.consumerDead,
+		ClaimInterval:                 ClaimEvery,
+		ShouldClaimPendingMessage:     d.live.ShouldClaim,
 		DisableIndefiniteInitialBlock: true,
 		// Keep reading through Redis outages; stop at once when unsubscribed.
 		ShouldStopOnReadErrors: func(err error) bool { return errors.Is(err, context.Canceled) },
 	}, logger); err != nil {
+		d.live.Close()
 		return nil, fmt.Errorf("creating lane subscriber: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d.stopBeat, d.beatDone = cancel, make(chan struct{})
-	d.beat(ctx)
-	go d.heartbeat(ctx)
 	return d, nil
-}
-
-func (d *redisStreamDriver) beat(ctx context.Context) {
-	_ = d.rdb.HSet(ctx, d.beatKey, d.consumer, time.Now().UnixMilli()).Err()
-}
-
-func (d *redisStreamDriver) heartbeat(ctx context.Context) {
-	defer close(d.beatDone)
-	t := time.NewTicker(heartbeatEvery)
-	defer t.Stop()
-	for n := 0; ; n++ {
-		select {
-		case <-ctx.Done():
-			// A clean stop says so at once: its pending entries (none after
-			// a drain) need not wait for the heartbeat to go stale.
-			_ = d.rdb.HDel(context.Background(), d.beatKey, d.consumer).Err()
-			return
-		case <-t.C:
-		}
-		d.beat(ctx)
-		if n%600 == 0 {
-			d.forgetOldHeartbeats(ctx)
-		}
-	}
-}
-
-func (d *redisStreamDriver) forgetOldHeartbeats(ctx context.Context) {
-	all, err := d.rdb.HGetAll(ctx, d.beatKey).Result()
-	if err != nil {
-		return
-	}
-	for name, v := range all {
-		if ms, err := strconv.ParseInt(v, 10, 64); err == nil && time.Since(time.UnixMilli(ms)) > heartbeatForget {
-			d.rdb.HDel(ctx, d.beatKey, name)
-		}
-	}
-}
-
-// consumerDead decides whether a pending entry may be claimed: only from
-// another consumer whose heartbeat stopped (or that never had one).
-func (d *redisStreamDriver) consumerDead(xp redis.XPendingExt) bool {
-	if xp.Consumer == d.consumer {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	ms, err := d.rdb.HGet(ctx, d.beatKey, xp.Consumer).Int64()
-	if errors.Is(err, redis.Nil) {
-		return true
-	}
-	if err != nil {
-		return false // cannot tell; try again next round
-	}
-	return time.Since(time.UnixMilli(ms)) > consumerDeadAfter
 }
 
 func (d *redisStreamDriver) Name() string { return DriverRedisStream }
@@ -200,8 +121,7 @@ func (d *redisStreamDriver) Ping(ctx context.Context) error {
 // Close stops the heartbeat and closes the subscriber, which closes the
 // driver's client too.
 func (d *redisStreamDriver) Close() error {
-	d.stopBeat()
-	<-d.beatDone
+	d.live.Close()
 	return d.sub.Close()
 }
 

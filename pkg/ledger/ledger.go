@@ -87,6 +87,11 @@ func (l *Ledger) Redis() redis.UniversalClient { return l.rdb }
 // DelayKey is the delay set: members "<tenant>/<id>" scored by due ms.
 func (l *Ledger) DelayKey() string { return l.cfg.Prefix + ":delay" }
 
+// ExpiryKey is the set of waiting tasks with a ttl: members
+// "<tenant>/<id>" scored by expiry µs; the scheduler ends them expired when
+// the time passes, even while they sit in a backed-up lane.
+func (l *Ledger) ExpiryKey() string { return l.cfg.Prefix + ":expiry" }
+
 // OutboxStream receives one entry per terminal transition; the notifier
 // consumes it.
 func (l *Ledger) OutboxStream() string { return l.cfg.Prefix + ":outbox" }
@@ -161,12 +166,16 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 				state, score, scheduled = contracts.StateScheduled, us(ev.DueAt), ev.DueAt
 			}
 			ids := make([]string, len(ev.Tasks))
-			keys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey()}
+			keys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey()}
 			for j, t := range ev.Tasks {
 				ids[j] = t.ID
 				keys = append(keys, l.taskKey(ev.Tenant, t.ID))
 			}
-			args := []any{l.cfg.DedupWindow.Milliseconds(), us(now), score, ev.Tenant, strings.Join(ids, ",")}
+			var expires int64
+			if !ev.ExpiresAt.IsZero() {
+				expires = us(ev.ExpiresAt)
+			}
+			args := []any{l.cfg.DedupWindow.Milliseconds(), us(now), score, ev.Tenant, strings.Join(ids, ","), expires}
 			for _, t := range ev.Tasks {
 				f := []any{
 					fID, t.ID, fTenant, ev.Tenant, fFunction, t.Function,
@@ -352,6 +361,7 @@ func (l *Ledger) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
 	res, err := claimScript.Run(ctx, l.rdb, []string{
 		l.taskKey(r.Tenant, r.ID), l.DelayKey(), l.OutboxStream(),
 		l.inflightKey(r.Function), l.cfg.Prefix + ":fn:" + r.Function + ":rate", l.tenantPrefix(r.Tenant) + "rate",
+		l.ExpiryKey(),
 	},
 		us(now), us(now.Add(r.Lease)), r.Owner, l.statePrefix(r.Tenant), r.ID, Member(r.Tenant, r.ID),
 		l.cfg.Retention.Milliseconds(), OutboxMaxLen,
@@ -449,7 +459,7 @@ var ErrNotCancellable = errors.New("task cannot be cancelled")
 // Cancel ends a waiting task (queued, scheduled, retrying or paused) as
 // cancelled, with its result event. A running task is not interrupted.
 func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task, error) {
-	res, err := endScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey()},
+	res, err := endScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
 		string(contracts.StateCancelled), us(l.cfg.Now()), "cancelled by request", l.statePrefix(tenant), id,
 		l.cfg.Retention.Milliseconds(), OutboxMaxLen, Member(tenant, id)).StringSlice()
 	if err != nil {
@@ -462,6 +472,35 @@ func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task
 		return nil, fmt.Errorf("%w: it is %s", ErrNotCancellable, res[1])
 	}
 	return l.Get(ctx, tenant, id)
+}
+
+// ExpireDue ends as expired up to max waiting tasks whose ttl passed,
+// wherever they wait (a lane, the delay set), and returns how many it
+// ended. Tasks that started meanwhile are left alone.
+func (l *Ledger) ExpireDue(ctx context.Context, max int) (int, error) {
+	now := l.cfg.Now()
+	members, err := l.rdb.ZRangeByScore(ctx, l.ExpiryKey(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(us(now), 10), Count: int64(max)}).Result()
+	if err != nil {
+		return 0, fmt.Errorf("reading expired tasks: %w", err)
+	}
+	ended := 0
+	for _, m := range members {
+		tenant, id, ok := ParseMember(m)
+		if !ok {
+			l.rdb.ZRem(ctx, l.ExpiryKey(), m)
+			continue
+		}
+		res, err := endScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
+			string(contracts.StateExpired), us(now), "expired: its ttl passed before it started", l.statePrefix(tenant), id,
+			l.cfg.Retention.Milliseconds(), OutboxMaxLen, m).StringSlice()
+		if err != nil {
+			return ended, fmt.Errorf("expiring task %s: %w", id, err)
+		}
+		if res[0] == "ok" {
+			ended++
+		}
+	}
+	return ended, nil
 }
 
 // Retry records a failed attempt and schedules the next one at due. It

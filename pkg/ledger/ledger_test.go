@@ -534,3 +534,36 @@ func TestClaimLimits(t *testing.T) {
 	require.Equal(t, "tenant_rate", held.Limit)
 	require.Equal(t, 500*time.Millisecond, held.Wait)
 }
+
+func TestExpireDueEndsWaitingTasksOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	mk := func(id string) string {
+		ev := event("acme", id, "f1")
+		ev.ExpiresAt = b.now.Add(5 * time.Second)
+		c, err := b.l.Create(ctx, []ledger.EventTasks{ev})
+		require.NoError(t, err)
+		return c[0].Tasks[0].ID
+	}
+	waiting, started := mk("e1"), mk("e2")
+	_, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: started, Function: "f1", Owner: "d1", Lease: time.Minute})
+	require.NoError(t, err)
+
+	n, err := b.l.ExpireDue(ctx, 100)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing is past its ttl yet")
+	b.advance(6 * time.Second)
+	n, err = b.l.ExpireDue(ctx, 100)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	w, err := b.l.Get(ctx, "acme", waiting)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateExpired, w.State)
+	s, err := b.l.Get(ctx, "acme", started)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateRunning, s.State, "a started task is past its ttl's reach")
+	n, err = b.l.ExpireDue(ctx, 100)
+	require.NoError(t, err)
+	require.Zero(t, n)
+}

@@ -15,15 +15,18 @@ import "github.com/redis/go-redis/v9"
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
 // create records the tasks made from one event unless the event was seen.
-// KEYS: 1 dedup, 2 all-index, 3 state-index, 4 delay, 5.. task hashes
+// KEYS: 1 dedup, 2 all-index, 3 state-index, 4 delay, 5 expiry set,
+// 6.. task hashes
 // ARGV: 1 dedup ttl ms, 2 created µs, 3 delay score, 4 tenant, 5 ids (comma
-// separated), then per task: id, n, n field/value strings.
+// separated), 6 expiry µs (0: none), then per task: id, n, n field/value
+// strings.
 var createScript = redis.NewScript(`
 local existing = redis.call('GET', KEYS[1])
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1])
-local i = 6
-local k = 5
+local expires = tonumber(ARGV[6])
+local i = 7
+local k = 6
 while i <= #ARGV do
   local id = ARGV[i]
   local n = tonumber(ARGV[i+1])
@@ -31,6 +34,7 @@ while i <= #ARGV do
   redis.call('ZADD', KEYS[2], ARGV[2], id)
   redis.call('ZADD', KEYS[3], ARGV[2], id)
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4] .. '/' .. id)
+  if expires > 0 then redis.call('ZADD', KEYS[5], expires, ARGV[4] .. '/' .. id) end
   i = i + 2 + n
   k = k + 1
 end
@@ -42,7 +46,7 @@ return false
 // over its function's concurrency or rate limit, or its tenant's rate
 // limit, is not started: the verdict says how long to wait.
 // KEYS: 1 task hash, 2 delay, 3 outbox, 4 function in-flight set,
-// 5 function rate state, 6 tenant rate state
+// 5 function rate state, 6 tenant rate state, 7 expiry set
 // ARGV: 1 now µs, 2 lease-until µs, 3 owner, 4 state-index prefix, 5 id,
 // 6 delay member, 7 retention ms, 8 outbox max length, 9 function
 // concurrency (0: none), 10 function emission interval µs (0: no rate),
@@ -74,6 +78,7 @@ local now = tonumber(ARGV[1])
 local expires = tonumber(redis.call('HGET', h, 'expires') or '0')
 if expires > 0 and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
   redis.call('ZREM', KEYS[2], ARGV[6])
+  redis.call('ZREM', KEYS[7], ARGV[6])
   terminate(h, KEYS[3], ARGV[4], ARGV[5], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[7], ARGV[8])
   return {'expired', ''}
 end
@@ -120,6 +125,8 @@ else
   if ttat > 0 then redis.call('SET', KEYS[6], ttat, 'PX', math.ceil((ttat - now) / 1000) + 1000) end
 end
 if conc > 0 then redis.call('ZADD', KEYS[4], ARGV[2], ARGV[6]) end
+-- Once started, a task's ttl no longer applies.
+redis.call('ZREM', KEYS[7], ARGV[6])
 local attempt = redis.call('HINCRBY', h, 'attempts', 1)
 redis.call('HSET', h, 'state', 'running', 'lease', ARGV[2], 'owner', ARGV[3], 'attempt_started', ARGV[1])
 if not redis.call('HGET', h, 'started') then
@@ -200,15 +207,17 @@ return 1
 
 // end moves a task that is not running (waiting in a lane, the delay set,
 // or paused) to a terminal state: cancel, and expiry found by a scan.
-// KEYS: 1 task hash, 2 outbox, 3 delay
+// KEYS: 1 task hash, 2 outbox, 3 delay, 4 expiry set
 // ARGV: 1 state, 2 now µs, 3 error, 4 state-index prefix, 5 id, 6 retention
 // ms, 7 outbox max length, 8 delay member
 // Returns {"ok", to} or {"no", current state} ("" when missing).
 var endScript = redis.NewScript(luaTerminate + `
 local h = KEYS[1]
+redis.call('ZREM', KEYS[4], ARGV[8])
 local st = redis.call('HGET', h, 'state')
 if not st then return {'no', ''} end
 if st ~= 'queued' and st ~= 'scheduled' and st ~= 'retrying' and st ~= 'paused' then return {'no', st} end
+if redis.call('HGET', h, 'started') and ARGV[1] == 'expired' then return {'no', st} end
 redis.call('ZREM', KEYS[3], ARGV[8])
 terminate(h, KEYS[2], ARGV[4], ARGV[5], st, ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[7])
 return {'ok', ARGV[1]}

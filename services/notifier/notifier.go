@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -81,6 +80,7 @@ type Notifier struct {
 	cfg    Config
 	router *message.Router
 	sub    *redisstream.Subscriber
+	live   *broker.Liveness
 }
 
 // New builds the notifier's router.
@@ -105,27 +105,33 @@ func New(cfg Config) (*Notifier, error) {
 		}
 	}
 	wlog := broker.WatermillLogger(cfg.Logger)
-	host, _ := os.Hostname()
 	opt := *cfg.Redis
 	opt.PoolSize = max(opt.PoolSize, 4*cfg.Consumers+16)
+	rdb := redis.NewClient(&opt)
+	// A dead notifier's unacknowledged results are taken over within
+	// seconds (heartbeats), a live one's never.
+	live := broker.NewLiveness(rdb, cfg.Ledger.OutboxStream()+":"+ConsumerGroup, broker.ConsumerName())
 	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:                        redis.NewClient(&opt),
+		Client:                        rdb,
 		Unmarshaller:                  outboxUnmarshaller{},
-		Consumer:                      fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID()),
+		Consumer:                      live.Consumer(),
 		ConsumerGroup:                 ConsumerGroup,
 		NackResendSleep:               time.Second,
-		MaxIdleTime:                   60 * time.Second,
+		MaxIdleTime:                   time.Second,
+		ClaimInterval:                 broker.ClaimEvery,
+		ShouldClaimPendingMessage:     live.ShouldClaim,
 		DisableIndefiniteInitialBlock: true,
 		ShouldStopOnReadErrors:        func(err error) bool { return errors.Is(err, context.Canceled) },
 	}, wlog)
 	if err != nil {
+		live.Close()
 		return nil, fmt.Errorf("creating outbox subscriber: %w", err)
 	}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
 	if err != nil {
 		return nil, fmt.Errorf("creating router: %w", err)
 	}
-	n := &Notifier{cfg: cfg, router: router, sub: sub}
+	n := &Notifier{cfg: cfg, router: router, sub: sub, live: live}
 	for i := range cfg.Consumers {
 		router.AddConsumerHandler(fmt.Sprintf("outbox#%d", i), cfg.Ledger.OutboxStream(), sub, n.handle)
 	}
@@ -139,7 +145,11 @@ func (n *Notifier) Run(ctx context.Context) error { return n.router.Run(ctx) }
 func (n *Notifier) Running() chan struct{} { return n.router.Running() }
 
 // Close stops consuming.
-func (n *Notifier) Close() error { return errors.Join(n.router.Close(), n.sub.Close()) }
+func (n *Notifier) Close() error {
+	err := n.router.Close()
+	n.live.Close() // before the subscriber closes the client it uses
+	return errors.Join(err, n.sub.Close())
+}
 
 // ResultEvent builds the result CloudEvent of a terminal task record.
 func ResultEvent(t *contracts.Task) (*event.Event, error) {

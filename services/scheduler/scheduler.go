@@ -1,7 +1,8 @@
 // Package scheduler puts tasks back on their lanes when the ledger's delay
-// set says they are due: retry backoffs, delayed tasks, tasks a busy
-// delivery deferred, and publish guards of tasks whose gateway died before
-// the broker confirmed them.
+// set says they are due: retry backoffs, delayed tasks, tasks deferred by a
+// limit or a busy delivery, leases of dead dispatchers, and publish guards of
+// tasks whose gateway died before the broker confirmed them. It also ends
+// waiting tasks whose ttl passed, even while they sit in a backed-up lane.
 //
 // Several schedulers may run at once: taking due entries is atomic in Redis
 // and moves them a guard interval into the future, so a scheduler that dies
@@ -21,6 +22,10 @@ import (
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
 )
+
+// expiryScanEvery is how often waiting tasks past their ttl are ended,
+// wherever they wait; a task that reaches a dispatcher first is ended there.
+const expiryScanEvery = time.Second
 
 // Config configures a Scheduler.
 type Config struct {
@@ -69,11 +74,18 @@ func New(cfg Config) *Scheduler {
 func (s *Scheduler) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
+	lastExpiry := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if time.Since(lastExpiry) >= expiryScanEvery {
+			lastExpiry = time.Now()
+			if _, err := s.cfg.Ledger.ExpireDue(ctx, 1000); err != nil {
+				s.cfg.Logger.Warn("expiring tasks past their ttl", "error", err)
+			}
 		}
 		for {
 			n, err := s.Tick(ctx)
