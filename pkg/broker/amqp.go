@@ -116,6 +116,9 @@ func (d *amqpDriver) Ping(context.Context) error {
 	return nil
 }
 
+// Trim has nothing to do: RabbitMQ deletes a message when it is acked.
+func (d *amqpDriver) Trim(context.Context, ...string) (int64, error) { return 0, nil }
+
 func (d *amqpDriver) Close() error {
 	var errs []error
 	d.closeOne.Do(func() {

@@ -56,6 +56,10 @@ type Driver interface {
 	ResultPublisher() message.Publisher
 	// Ping reports whether the broker is reachable now.
 	Ping(ctx context.Context) error
+	// Trim frees what the lanes no longer need (the redisstream driver
+	// deletes entries every dispatcher group acknowledged; RabbitMQ needs
+	// nothing) and returns how many entries went.
+	Trim(ctx context.Context, lanes ...string) (int64, error)
 	// Close stops every publisher and subscriber and closes connections.
 	Close() error
 }

@@ -118,6 +118,20 @@ func (d *redisStreamDriver) Ping(ctx context.Context) error {
 	return d.rdb.Ping(ctx).Err()
 }
 
+// Trim deletes lane entries every group has acknowledged (and quarantine
+// entries older than the quarantine's own consumers read, if any).
+func (d *redisStreamDriver) Trim(ctx context.Context, lanes ...string) (int64, error) {
+	var total int64
+	for _, lane := range lanes {
+		n, err := TrimAcked(ctx, d.rdb, lane)
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
 // Close stops the heartbeat and closes the subscriber, which closes the
 // driver's client too.
 func (d *redisStreamDriver) Close() error {
