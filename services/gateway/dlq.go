@@ -76,21 +76,12 @@ func checkReason(r contracts.Reason) string {
 }
 
 func (g *Gateway) handleDLQShow(w http.ResponseWriter, r *http.Request) {
-	tenant, ok := g.tenant(w, r)
-	if !ok {
-		return
-	}
-	t, err := g.cfg.Ledger.Get(r.Context(), tenant, r.PathValue("id"))
-	switch {
-	case errors.Is(err, ledger.ErrNotFound):
-		WriteError(w, http.StatusNotFound, "task not found")
-	case err != nil:
-		g.ledgerUnavailable(w, r, "reading task", err)
-	case t.State != contracts.StateDead:
-		WriteError(w, http.StatusNotFound, "task is not in the dead-letter queue: it is "+string(t.State))
-	default:
-		WriteJSON(w, http.StatusOK, t)
-	}
+	g.showTask(w, r, func(t *contracts.Task) string {
+		if t.State != contracts.StateDead {
+			return "task is not in the dead-letter queue: it is " + string(t.State)
+		}
+		return ""
+	})
 }
 
 func (g *Gateway) handleDLQRedriveOne(w http.ResponseWriter, r *http.Request) {

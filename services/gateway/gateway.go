@@ -116,7 +116,11 @@ func (g *Gateway) tenant(w http.ResponseWriter, r *http.Request) (string, bool) 
 	return t, true
 }
 
-func (g *Gateway) handleGetTask(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) handleGetTask(w http.ResponseWriter, r *http.Request) { g.showTask(w, r, nil) }
+
+// showTask answers the tenant's task {id}; notFound, when set, may still
+// turn it away with a 404 and its reason.
+func (g *Gateway) showTask(w http.ResponseWriter, r *http.Request, notFound func(*contracts.Task) string) {
 	tenant, ok := g.tenant(w, r)
 	if !ok {
 		return
@@ -127,6 +131,8 @@ func (g *Gateway) handleGetTask(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "task not found")
 	case err != nil:
 		g.ledgerUnavailable(w, r, "reading task", err)
+	case notFound != nil && notFound(t) != "":
+		WriteError(w, http.StatusNotFound, notFound(t))
 	default:
 		WriteJSON(w, http.StatusOK, t)
 	}
