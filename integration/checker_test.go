@@ -84,7 +84,7 @@ func (c *checker) total() int {
 // verdict is the outcome of a run.
 type verdict struct {
 	Accepted, Lost, Stuck, DuplicateSuccesses, DuplicateResults, Unexpected, DuplicateExecutions int
-	Executions                                                                                    int
+	Executions                                                                                   int
 }
 
 func (v verdict) String() string {

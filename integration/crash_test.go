@@ -121,4 +121,3 @@ func isClosed(ch <-chan struct{}) bool {
 		return false
 	}
 }
-

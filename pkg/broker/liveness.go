@@ -41,14 +41,22 @@ type Liveness struct {
 	rdb      *redis.Client
 	key      string
 	consumer string
+	ownAfter time.Duration
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
 
-// NewLiveness starts heartbeating consumer of group.
-func NewLiveness(rdb *redis.Client, group, consumer string) *Liveness {
+// NewLiveness starts heartbeating consumer of group. ownAfter is how long
+// one of the consumer's own entries may stay pending before it takes it
+// again: Redis can record an entry as delivered while the reply is lost (a
+// crash or a cut connection between serving XREADGROUP and answering), and
+// such an entry is pending on a live consumer that never saw it. Pick
+// ownAfter longer than handling an entry normally takes; if it is not, the
+// entry is handled twice, which the caller must tolerate (the dispatcher's
+// claim drops the second delivery; the notifier sends at least once).
+func NewLiveness(rdb *redis.Client, group, consumer string, ownAfter time.Duration) *Liveness {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &Liveness{rdb: rdb, key: group + ":heartbeats", consumer: consumer, cancel: cancel, done: make(chan struct{})}
+	l := &Liveness{rdb: rdb, key: group + ":heartbeats", consumer: consumer, ownAfter: ownAfter, cancel: cancel, done: make(chan struct{})}
 	l.beat(ctx)
 	go l.run(ctx)
 	return l
@@ -93,12 +101,13 @@ func (l *Liveness) forgetOld(ctx context.Context) {
 	}
 }
 
-// ShouldClaim decides whether a pending entry may be taken over: only from
-// another consumer whose heartbeat stopped (or that never had one). It fits
-// watermill-redisstream's SubscriberConfig.ShouldClaimPendingMessage.
+// ShouldClaim decides whether a pending entry may be taken over: from
+// another consumer whose heartbeat stopped (or that never had one), or one
+// of this consumer's own that has been pending longer than ownAfter. It
+// fits watermill-redisstream's SubscriberConfig.ShouldClaimPendingMessage.
 func (l *Liveness) ShouldClaim(xp redis.XPendingExt) bool {
 	if xp.Consumer == l.consumer {
-		return false
+		return xp.Idle > l.ownAfter
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -34,6 +34,10 @@ const (
 // every consumer holds a connection in a blocking XREADGROUP.
 const streamPoolSize = 512
 
+// ownEntriesAfter is how long a lane entry may stay pending on its own
+// live consumer before that consumer takes it again.
+const ownEntriesAfter = 30 * time.Second
+
 type redisStreamDriver struct {
 	cfg    Config
 	rdb    *redis.Client
@@ -68,7 +72,11 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	}, logger); err != nil {
 		return nil, fmt.Errorf("creating result publisher: %w", err)
 	}
-	d.live = NewLiveness(rdb, cfg.ConsumerGroup, ConsumerName())
+	// A lane entry is pending on this consumer only until its claim in the
+	// ledger (a running task is held by its lease, not its entry), so an
+	// own entry idle for 30s was never seen; taking one that was (a long
+	// task) again is harmless: the claim finds it busy and drops it.
+	d.live = NewLiveness(rdb, cfg.ConsumerGroup, ConsumerName(), ownEntriesAfter)
 	if d.sub, err = redisstream.NewSubscriber(redisstream.SubscriberConfig{
 		Client:       rdb,
 		Unmarshaller: streamMarshaler{},

@@ -124,7 +124,10 @@ func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.E
 	created, err := in.cfg.Ledger.Create(ctx, batch)
 	if err != nil {
 		in.cfg.Logger.ErrorContext(ctx, "recording tasks", "tenant", tenant, "error", err)
-		return nil, errorf(http.StatusServiceUnavailable, "tasks could not be recorded; nothing was accepted, retry later")
+		// The pipeline may have been applied in part, or whole with the
+		// answer lost: the outcome is unknown, and retrying with the same
+		// event ids is safe because they are deduplicated.
+		return nil, errorf(http.StatusServiceUnavailable, "the task ledger did not answer: the tasks may or may not be recorded; retry with the same event ids (they are deduplicated)")
 	}
 	var toPublish []*message.Message
 	var guard int64

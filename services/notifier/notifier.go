@@ -35,6 +35,10 @@ import (
 	"github.com/tasklane/tasklane/pkg/metrics"
 )
 
+// ownEntriesAfter is how long an outbox entry may stay pending on its own
+// live notifier before that notifier takes it again.
+const ownEntriesAfter = 30 * time.Second
+
 // ConsumerGroup is the outbox consumer group of notifiers.
 const ConsumerGroup = "tasklane-notifiers"
 
@@ -110,7 +114,12 @@ func New(cfg Config) (*Notifier, error) {
 	rdb := redis.NewClient(&opt)
 	// A dead notifier's unacknowledged results are taken over within
 	// seconds (heartbeats), a live one's never.
-	live := broker.NewLiveness(rdb, cfg.Ledger.OutboxStream()+":"+ConsumerGroup, broker.ConsumerName())
+	// An own entry pending for 30s was most likely lost in a reply (Redis
+	// crashed or the connection was cut as it answered) and is taken again.
+	// Handling one normally takes milliseconds; only sinks that hang for
+	// their whole retry budget take longer, and then the result is sent
+	// twice: results are at least once, deduplicated by event id.
+	live := broker.NewLiveness(rdb, cfg.Ledger.OutboxStream()+":"+ConsumerGroup, broker.ConsumerName(), ownEntriesAfter)
 	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
 		Client:                        rdb,
 		Unmarshaller:                  outboxUnmarshaller{},

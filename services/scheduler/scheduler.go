@@ -11,6 +11,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,6 +23,9 @@ import (
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
 )
+
+// retryPublishAfter is when a task whose publish failed is tried again.
+const retryPublishAfter = time.Second
 
 // expiryScanEvery is how often waiting tasks past their ttl are ended,
 // wherever they wait; a task that reaches a dispatcher first is ended there.
@@ -139,6 +143,11 @@ func (s *Scheduler) move(ctx context.Context, d ledger.Due) error {
 	defer cancel()
 	msg.SetContext(pctx)
 	if err := s.cfg.Publisher.Publish(s.cfg.Router.LaneFor(d.Tenant, d.ID), msg); err != nil {
+		// Try again soon, not a whole guard later: the broker is likely
+		// down, and tasks should move as soon as it is back.
+		if derr := s.cfg.Ledger.Defer(ctx, d.Tenant, d.ID, time.Now().Add(retryPublishAfter)); derr != nil {
+			return errors.Join(err, derr)
+		}
 		return err
 	}
 	s.cfg.Metrics.Requeued.Inc()
