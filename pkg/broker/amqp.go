@@ -48,14 +48,15 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 		return nil, fmt.Errorf("connecting to RabbitMQ: %w", err)
 	}
 	// Lanes are on the default exchange, the routing key is the lane.
-	d.pub = newConfirmPublisher(d.pubConn, cfg.PublishChannels, "", func(topic string) string { return topic })
+	d.pub = newConfirmPublisher(d.pubConn, cfg.PublishChannels, "", func(topic string) string { return topic }, true)
 	if d.sub, err = wamqp.NewSubscriberWithConnection(laneCfg, logger, d.subConn); err != nil {
 		_ = d.Close()
 		return nil, fmt.Errorf("creating lane subscriber: %w", err)
 	}
 	// Results go to the topic exchange declared with the lanes; the topic
 	// is the routing key.
-	d.resPub = newConfirmPublisher(d.pubConn, 8, contracts.ResultsExchange, func(topic string) string { return topic })
+	// Not mandatory: a results exchange nobody has bound a queue to is fine.
+	d.resPub = newConfirmPublisher(d.pubConn, 8, contracts.ResultsExchange, func(topic string) string { return topic }, false)
 	return d, nil
 }
 

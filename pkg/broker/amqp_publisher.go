@@ -27,17 +27,30 @@ type confirmPublisher struct {
 	conn       *wamqp.ConnectionWrapper
 	exchange   string
 	routingKey func(topic string) string
-	chans      []*confirmChannel
-	next       atomic.Uint64
+	// mandatory makes a publish that no queue takes fail instead of being
+	// confirmed and dropped (RabbitMQ confirms unroutable messages).
+	mandatory bool
+	chans     []*confirmChannel
+	next      atomic.Uint64
 }
 
 type confirmChannel struct {
 	mu sync.Mutex
 	ch *amqp.Channel
+	// returns receives mandatory publishes no queue took. RabbitMQ sends
+	// basic.return before the confirm, and amqp091 hands both over from one
+	// reader goroutine, so a return is in this buffer before its confirm
+	// arrives; waiters drain it into returned after their confirms.
+	returns  chan amqp.Return
+	retMu    sync.Mutex
+	returned map[string]string
 }
 
-func newConfirmPublisher(conn *wamqp.ConnectionWrapper, channels int, exchange string, routingKey func(string) string) *confirmPublisher {
-	p := &confirmPublisher{conn: conn, exchange: exchange, routingKey: routingKey, chans: make([]*confirmChannel, channels)}
+// returnBuffer bounds returns not yet drained on one channel.
+const returnBuffer = 4096
+
+func newConfirmPublisher(conn *wamqp.ConnectionWrapper, channels int, exchange string, routingKey func(string) string, mandatory bool) *confirmPublisher {
+	p := &confirmPublisher{conn: conn, exchange: exchange, routingKey: routingKey, mandatory: mandatory, chans: make([]*confirmChannel, channels)}
 	for i := range p.chans {
 		p.chans[i] = &confirmChannel{}
 	}
@@ -62,8 +75,33 @@ func (p *confirmPublisher) channel(c *confirmChannel) (*amqp.Channel, error) {
 		_ = ch.Close()
 		return nil, fmt.Errorf("enabling publisher confirms: %w", err)
 	}
+	if p.mandatory {
+		c.returns = ch.NotifyReturn(make(chan amqp.Return, returnBuffer))
+		c.returned = map[string]string{}
+	}
 	c.ch = ch
 	return ch, nil
+}
+
+// takeReturn reports whether the message with id was returned unroutable,
+// and why.
+func (c *confirmChannel) takeReturn(id string) (string, bool) {
+	c.retMu.Lock()
+	defer c.retMu.Unlock()
+	for {
+		select {
+		case r, ok := <-c.returns:
+			if ok {
+				c.returned[r.MessageId] = r.ReplyText
+				continue
+			}
+		default:
+		}
+		break
+	}
+	why, ok := c.returned[id]
+	delete(c.returned, id)
+	return why, ok
 }
 
 // Publish sends msgs to topic and returns once the broker confirmed every
@@ -71,6 +109,9 @@ func (p *confirmPublisher) channel(c *confirmChannel) (*amqp.Channel, error) {
 func (p *confirmPublisher) Publish(topic string, msgs ...*message.Message) error {
 	slot := p.chans[p.next.Add(1)%uint64(len(p.chans))]
 	ch, err := p.channel(slot)
+	slot.mu.Lock()
+	returns := slot.returns
+	slot.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -81,7 +122,7 @@ func (p *confirmPublisher) Publish(topic string, msgs ...*message.Message) error
 		if err != nil {
 			return fmt.Errorf("marshaling message %s: %w", msg.UUID, err)
 		}
-		dcs[i], err = ch.PublishWithDeferredConfirmWithContext(msg.Context(), p.exchange, key, false, false, pub)
+		dcs[i], err = ch.PublishWithDeferredConfirmWithContext(msg.Context(), p.exchange, key, p.mandatory, false, pub)
 		if err != nil {
 			return fmt.Errorf("publishing message %s to %s: %w", msg.UUID, topic, err)
 		}
@@ -94,9 +135,18 @@ func (p *confirmPublisher) Publish(topic string, msgs ...*message.Message) error
 		if !ok {
 			return fmt.Errorf("broker did not confirm message %s (nack or channel closed)", msgs[i].UUID)
 		}
+		if returns != nil {
+			if why, ok := slot.takeReturn(msgs[i].UUID); ok {
+				return fmt.Errorf("%w: %s to %s: %s", ErrUnroutable, msgs[i].UUID, topic, why)
+			}
+		}
 	}
 	return nil
 }
+
+// ErrUnroutable is returned for a publish no queue took (a lane that does
+// not exist, or no longer does).
+var ErrUnroutable = errors.New("broker returned the message unroutable")
 
 func waitContext(m *message.Message) context.Context {
 	if ctx := m.Context(); ctx != nil {

@@ -1,0 +1,50 @@
+package broker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/pkg/testkit"
+)
+
+// RabbitMQ confirms a publish to a queue that does not exist and drops the
+// message; the lane publisher must report it instead.
+func TestAMQPPublishToMissingLaneFails(t *testing.T) {
+	t.Parallel()
+	url := testkit.RequireAMQP(t)
+	d, err := New(Config{Driver: DriverAMQP, AMQPURL: url, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	testkit.Eventually(t, 10*time.Second, func() bool { return d.Ping(ctx) == nil }, "connected")
+
+	lane := testkit.UniqueName("tltest.lane")
+	t.Cleanup(func() { testkit.PurgeQueues(t, lane) })
+	msg := message.NewMessage("m1", []byte("x"))
+	msg.SetContext(ctx)
+	err = d.Publisher().Publish(lane, msg)
+	require.ErrorIs(t, err, ErrUnroutable)
+
+	require.NoError(t, d.DeclareLanes(ctx, lane))
+	for i := range 20 {
+		m := message.NewMessage(testkit.UniqueName("m"), []byte{byte(i)})
+		m.SetContext(ctx)
+		require.NoError(t, d.Publisher().Publish(lane, m))
+	}
+	conn, err := amqp.Dial(url)
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	q, err := ch.QueueDeclarePassive(lane, true, false, false, false, amqp.Table{"x-max-priority": int32(9)})
+	require.NoError(t, err)
+	require.Equal(t, 20, q.Messages, "every confirmed publish is in the lane")
+}
