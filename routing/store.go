@@ -1,0 +1,131 @@
+package routing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrConflict is returned when the table changed since the version a
+// change was based on: the caller reloads and decides again. Two
+// controllers therefore never both apply a decision to the same version.
+var ErrConflict = errors.New("routing table changed meanwhile")
+
+// Change is one entry of the routing log.
+type Change struct {
+	Version int64     `json:"version"`
+	At      time.Time `json:"at"`
+	Tenant  string    `json:"tenant"`
+	// Action is "split" (to a dedicated lane) or "merge" (back to the
+	// shared shard).
+	Action string `json:"action"`
+	Lane   string `json:"lane,omitempty"`
+	Reason string `json:"reason"`
+	Pinned bool   `json:"pinned,omitempty"`
+}
+
+// Store keeps the routing table in Redis, versioned.
+type Store struct {
+	rdb redis.UniversalClient
+	key string
+}
+
+// NewStore keeps the table under prefix.
+func NewStore(rdb redis.UniversalClient, prefix string) *Store {
+	return &Store{rdb: rdb, key: prefix + ":routing"}
+}
+
+func (s *Store) logKey() string { return s.key + ":log" }
+
+// Load reads the current table.
+func (s *Store) Load(ctx context.Context) (Snapshot, error) {
+	h, err := s.rdb.HGetAll(ctx, s.key).Result()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("reading routing table: %w", err)
+	}
+	snap := Snapshot{Dedicated: map[string]string{}, Pinned: map[string]bool{}}
+	for k, v := range h {
+		switch {
+		case k == "version":
+			snap.Version, _ = strconv.ParseInt(v, 10, 64)
+		case strings.HasPrefix(k, "d:"):
+			snap.Dedicated[k[2:]] = v
+		case strings.HasPrefix(k, "p:"):
+			snap.Pinned[k[2:]] = v == "1"
+		}
+	}
+	return snap, nil
+}
+
+// applyScript changes one tenant if the table is still at ARGV[1].
+// KEYS: 1 table, 2 log. ARGV: 1 expected version, 2 tenant, 3 lane ("" to
+// merge), 4 pinned ("1"/"0"/"" unchanged), 5 log entry JSON (version is
+// filled in).
+var applyScript = redis.NewScript(`
+local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if v ~= tonumber(ARGV[1]) then return -1 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'd:' .. ARGV[2])
+else redis.call('HSET', KEYS[1], 'd:' .. ARGV[2], ARGV[3]) end
+if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'p:' .. ARGV[2], '1')
+elseif ARGV[4] == '0' then redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2]) end
+local nv = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local entry = string.gsub(ARGV[5], '"version":0', '"version":' .. nv, 1)
+redis.call('LPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], 0, 199)
+return nv
+`)
+
+// Apply records c against version from: a split sets the tenant's
+// dedicated lane, a merge removes it. pin, when not nil, sets the tenant's
+// pinned flag. It returns the new version, or ErrConflict.
+func (s *Store) Apply(ctx context.Context, from int64, c Change, pin *bool) (int64, error) {
+	c.Version = 0
+	if c.At.IsZero() {
+		c.At = time.Now().UTC()
+	}
+	entry, err := json.Marshal(c)
+	if err != nil {
+		return 0, err
+	}
+	lane := ""
+	if c.Action == "split" {
+		lane = c.Lane
+	}
+	p := ""
+	if pin != nil {
+		p = "0"
+		if *pin {
+			p = "1"
+		}
+	}
+	v, err := applyScript.Run(ctx, s.rdb, []string{s.key, s.logKey()}, from, c.Tenant, lane, p, string(entry)).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("changing routing table: %w", err)
+	}
+	if v < 0 {
+		return 0, ErrConflict
+	}
+	return v, nil
+}
+
+// Log returns the most recent changes, newest first.
+func (s *Store) Log(ctx context.Context, n int) ([]Change, error) {
+	raw, err := s.rdb.LRange(ctx, s.logKey(), 0, int64(n-1)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading routing log: %w", err)
+	}
+	out := make([]Change, 0, len(raw))
+	for _, r := range raw {
+		var c Change
+		if json.Unmarshal([]byte(r), &c) == nil {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
