@@ -117,6 +117,56 @@ func (d *amqpDriver) Ping(context.Context) error {
 	return nil
 }
 
+// Depths asks RabbitMQ for each lane's ready messages and consumers (a
+// passive declare per lane on one channel). Unacknowledged deliveries are
+// not counted: with one-message prefetch they are at most the consumers.
+func (d *amqpDriver) Depths(_ context.Context, lanes ...string) (map[string]LaneDepth, error) {
+	if !d.pubConn.IsConnected() {
+		return nil, errors.New("reading lane depths: not connected to RabbitMQ")
+	}
+	out := make(map[string]LaneDepth, len(lanes))
+	var ch *amqp.Channel
+	defer func() {
+		if ch != nil {
+			_ = ch.Close()
+		}
+	}()
+	for _, lane := range lanes {
+		if ch == nil || ch.IsClosed() {
+			var err error
+			if ch, err = d.pubConn.Connection().Channel(); err != nil {
+				return out, fmt.Errorf("opening channel to read depths: %w", err)
+			}
+		}
+		q, err := ch.QueueDeclarePassive(lane, true, false, false, false, d.laneArgs())
+		if err != nil {
+			continue // a missing lane closes the channel; the next opens another
+		}
+		out[lane] = LaneDepth{Backlog: int64(q.Messages), Consumers: q.Consumers}
+	}
+	return out, nil
+}
+
+// DeleteLane deletes lane if it holds no message.
+func (d *amqpDriver) DeleteLane(_ context.Context, lane string) (bool, error) {
+	if !d.pubConn.IsConnected() {
+		return false, errors.New("deleting lane: not connected to RabbitMQ")
+	}
+	ch, err := d.pubConn.Connection().Channel()
+	if err != nil {
+		return false, fmt.Errorf("opening channel to delete lane: %w", err)
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDelete(lane, false, true, false); err != nil {
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
+			return false, nil // not empty
+		}
+		return false, fmt.Errorf("deleting lane %s: %w", lane, err)
+	}
+	return true, nil
+}
+
 // Trim has nothing to do: RabbitMQ deletes a message when it is acked.
 func (d *amqpDriver) Trim(context.Context, ...string) (int64, error) { return 0, nil }
 

@@ -56,6 +56,12 @@ type Driver interface {
 	ResultPublisher() message.Publisher
 	// Ping reports whether the broker is reachable now.
 	Ping(ctx context.Context) error
+	// Depths reports each lane's backlog (messages not yet delivered, plus
+	// delivered and unacknowledged ones) and its consumer count. A lane
+	// that does not exist is left out.
+	Depths(ctx context.Context, lanes ...string) (map[string]LaneDepth, error)
+	// DeleteLane removes a lane if it is empty; it reports whether it did.
+	DeleteLane(ctx context.Context, lane string) (bool, error)
 	// Trim frees what the lanes no longer need (the redisstream driver
 	// deletes entries every dispatcher group acknowledged; RabbitMQ needs
 	// nothing) and returns how many entries went.
@@ -98,6 +104,12 @@ func New(cfg Config) (Driver, error) {
 		return newRedisStream(cfg)
 	}
 	return nil, fmt.Errorf("unknown broker driver %q (want %s or %s)", cfg.Driver, DriverAMQP, DriverRedisStream)
+}
+
+// LaneDepth is a lane's backlog and consumers.
+type LaneDepth struct {
+	Backlog   int64 `json:"backlog"`
+	Consumers int   `json:"consumers"`
 }
 
 // sharedPublisher hides Close from Watermill's router, which closes a

@@ -126,6 +126,39 @@ func (d *redisStreamDriver) Ping(ctx context.Context) error {
 	return d.rdb.Ping(ctx).Err()
 }
 
+// Depths reads the dispatchers group of each lane: entries not yet read
+// (lag) plus entries read and not acknowledged (pending).
+func (d *redisStreamDriver) Depths(ctx context.Context, lanes ...string) (map[string]LaneDepth, error) {
+	out := make(map[string]LaneDepth, len(lanes))
+	for _, lane := range lanes {
+		groups, err := d.rdb.XInfoGroups(ctx, lane).Result()
+		if err != nil {
+			continue
+		}
+		for _, g := range groups {
+			if g.Name == d.cfg.ConsumerGroup {
+				out[lane] = LaneDepth{Backlog: g.Lag + g.Pending, Consumers: int(g.Consumers)}
+			}
+		}
+	}
+	return out, nil
+}
+
+// DeleteLane deletes lane's stream if the group has nothing left in it.
+func (d *redisStreamDriver) DeleteLane(ctx context.Context, lane string) (bool, error) {
+	depths, err := d.Depths(ctx, lane)
+	if err != nil {
+		return false, err
+	}
+	if depths[lane].Backlog > 0 {
+		return false, nil
+	}
+	if err := d.rdb.Del(ctx, lane).Err(); err != nil {
+		return false, fmt.Errorf("deleting lane %s: %w", lane, err)
+	}
+	return true, nil
+}
+
 // Trim deletes lane entries every group has acknowledged (and quarantine
 // entries older than the quarantine's own consumers read, if any).
 func (d *redisStreamDriver) Trim(ctx context.Context, lanes ...string) (int64, error) {

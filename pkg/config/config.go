@@ -140,6 +140,9 @@ type Config struct {
 	Lanes Lanes `yaml:"lanes"`
 	// Dispatcher configures the role that calls functions.
 	Dispatcher Dispatcher `yaml:"dispatcher"`
+	// Routing configures the routing controller (hot tenants to dedicated
+	// lanes and back).
+	Routing Routing `yaml:"routing"`
 	// Ledger configures task record retention and deduplication.
 	Ledger Ledger `yaml:"ledger"`
 	// Tenants are the API clients. Default none: one implicit tenant
@@ -149,7 +152,8 @@ type Config struct {
 	Functions []Function `yaml:"functions"`
 	// Subscriptions receive result events. Default none.
 	Subscriptions []Subscription `yaml:"subscriptions"`
-	// Triggers turn schedules and webhooks into events. Default none.
+	// Triggers turn schedules, webhooks and object-store changes into
+	// events. Default none.
 	Triggers []Trigger `yaml:"triggers"`
 
 	// File is the path the config was loaded from, for messages. Empty for a
@@ -225,6 +229,27 @@ type Dispatcher struct {
 	MaxResultBytes int64 `yaml:"max_result_bytes"`
 }
 
+// Routing configures the routing controller.
+type Routing struct {
+	// Window is the heavy-hitter measurement window. Default 2s.
+	Window Duration `yaml:"window"`
+	// HotShare is the share of all submitted tasks above which a tenant is
+	// hot. Default 0.25, range (0, 1].
+	HotShare float64 `yaml:"hot_share"`
+	// HotBacklog is the backlog of a hot tenant's shard lanes (tasks waiting)
+	// above which it is moved to a dedicated lane. Default 200.
+	HotBacklog int64 `yaml:"hot_backlog"`
+	// Cooldown is how long a tenant on a dedicated lane must stay below half
+	// of HotShare, with its lane empty, before it moves back. Default 30s.
+	Cooldown Duration `yaml:"cooldown"`
+	// MaxDedicated caps the dedicated lanes, so a flood of tenants cannot
+	// create thousands of queues. Default 16, range 0..1000.
+	MaxDedicated int `yaml:"max_dedicated"`
+	// LaneGrace is how long a lane given up by a merge is still consumed
+	// before it is deleted (if empty). Default 60s.
+	LaneGrace Duration `yaml:"lane_grace"`
+}
+
 // Ledger configures the task record store.
 type Ledger struct {
 	// Retention is how long finished task records are kept. Default 168h (7 days).
@@ -253,6 +278,10 @@ type Tenant struct {
 	// plain secret (at least 8 characters, no white space) or "sha256:" + 64 hex
 	// digits of the secret's SHA-256. A key may belong to one tenant only.
 	APIKeys []string `yaml:"api_keys"`
+	// LatencySensitive tenants are kept off lanes with backlog: each task
+	// goes to the least-loaded shared lane, not only of its shard. Default
+	// false.
+	LatencySensitive bool `yaml:"latency_sensitive"`
 	// Rate caps how many of the tenant's tasks start per second, across all
 	// its functions and the whole cluster. Default 0: no limit.
 	Rate float64 `yaml:"rate"`
@@ -337,44 +366,6 @@ type Filter struct {
 	Tenants []string `yaml:"tenants"`
 	// Functions are configured function names. Default all.
 	Functions []string `yaml:"functions"`
-}
-
-// Trigger turns a schedule or a webhook into events. Exactly one of Cron and
-// HTTP is set.
-type Trigger struct {
-	// Name identifies the trigger. Required, unique.
-	Name string `yaml:"name"`
-	// Tenant owns the events. Default: DefaultTenant when no tenants are
-	// configured; otherwise it must name a configured tenant.
-	Tenant string `yaml:"tenant"`
-	// Cron fires on a schedule. Default nil.
-	Cron *CronTrigger `yaml:"cron"`
-	// HTTP fires on a webhook request. Default nil.
-	HTTP *HTTPTrigger `yaml:"http"`
-	// Event is the event the trigger emits.
-	Event TriggerEvent `yaml:"event"`
-}
-
-// CronTrigger fires on a schedule.
-type CronTrigger struct {
-	// Schedule is a cron expression, e.g. "0 2 * * *". Required.
-	Schedule string `yaml:"schedule"`
-	// Timezone is an IANA zone name. Default UTC.
-	Timezone string `yaml:"timezone"`
-}
-
-// HTTPTrigger fires on a request to /hooks/<path>.
-type HTTPTrigger struct {
-	// Path is served at /hooks/<path>. Required.
-	Path string `yaml:"path"`
-}
-
-// TriggerEvent is the event a trigger emits.
-type TriggerEvent struct {
-	// Type is the CloudEvents type. Required.
-	Type string `yaml:"type"`
-	// Source is the CloudEvents source. Required.
-	Source string `yaml:"source"`
 }
 
 // Load reads the file at path and parses it with [Parse].

@@ -374,7 +374,7 @@ tasklane.yaml:2:14: redis.url: invalid database "zero" (want a number, e.g. redi
   - name: nightly
     event: {type: com.example.report, source: /cron}
 `,
-			want: `tasklane.yaml:2:5: triggers[0]: set exactly one of cron or http`,
+			want: `tasklane.yaml:2:5: triggers[0]: set exactly one of cron, http or objectstore`,
 		},
 		{
 			name: "TriggerEventRequired",
@@ -566,7 +566,7 @@ func TestParseDesignExample(t *testing.T) {
 		{
 			Name:   "nightly-report",
 			Tenant: "acme",
-			Cron:   &config.CronTrigger{Schedule: "0 2 * * *", Timezone: "Asia/Shanghai"},
+			Cron:   &config.CronTrigger{Schedule: "0 2 * * *", Timezone: "Asia/Shanghai", Missed: "skip", MaxCatchUp: 10},
 			Event:  config.TriggerEvent{Type: "com.example.report.requested", Source: "/triggers/nightly"},
 		},
 		{

@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"slices"
+	"time"
 )
 
 // WithDefaults returns a copy of c with every zero field that has a default set
@@ -39,6 +40,13 @@ func (c *Config) WithDefaults() *Config {
 	out.Ledger.PublishGuard = cmp.Or(out.Ledger.PublishGuard, PublishGuardDefault)
 	out.Ledger.KeyPrefix = cmp.Or(out.Ledger.KeyPrefix, KeyPrefixDefault)
 
+	out.Routing.Window = cmp.Or(out.Routing.Window, Duration(2*time.Second))
+	out.Routing.HotShare = cmp.Or(out.Routing.HotShare, 0.25)
+	out.Routing.HotBacklog = cmp.Or(out.Routing.HotBacklog, 200)
+	out.Routing.Cooldown = cmp.Or(out.Routing.Cooldown, Duration(30*time.Second))
+	out.Routing.MaxDedicated = cmp.Or(out.Routing.MaxDedicated, 16)
+	out.Routing.LaneGrace = cmp.Or(out.Routing.LaneGrace, Duration(60*time.Second))
+
 	out.Tenants = slices.Clone(out.Tenants)
 	for i := range out.Tenants {
 		out.Tenants[i].APIKeys = slices.Clone(out.Tenants[i].APIKeys)
@@ -65,15 +73,7 @@ func (c *Config) WithDefaults() *Config {
 
 	out.Triggers = slices.Clone(out.Triggers)
 	for i := range out.Triggers {
-		t := &out.Triggers[i]
-		if t.Cron != nil {
-			cron := *t.Cron
-			t.Cron = &cron
-		}
-		if t.HTTP != nil {
-			h := *t.HTTP
-			t.HTTP = &h
-		}
+		out.Triggers[i] = out.Triggers[i].withDefaults()
 	}
 	return &out
 }

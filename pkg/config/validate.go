@@ -45,6 +45,7 @@ func (c *Config) validate() []*Error {
 	v.lanes()
 	v.dispatcher()
 	v.ledger()
+	v.routing()
 	v.tenants()
 	v.functions()
 	v.subscriptions()
@@ -368,49 +369,6 @@ func (v *validator) subscriptions() {
 	}
 }
 
-func (v *validator) triggers() {
-	names := v.uniqueSet("trigger name")
-	hookPaths := v.uniqueSet("http path")
-	tenants := v.c.TenantIDs()
-	for i, t := range v.c.Triggers {
-		path := fmt.Sprintf("triggers[%d]", i)
-		if t.Name == "" {
-			v.missing(path + ".name")
-		}
-		names.check(path+".name", t.Name)
-
-		switch {
-		case t.Tenant == "" && len(v.c.Tenants) > 0:
-			v.add(path+".tenant", "missing (required when tenants are configured)")
-		case t.Tenant != "" && !slices.Contains(tenants, t.Tenant):
-			v.add(path+".tenant", "unknown tenant %q (configured: %s)", t.Tenant, strings.Join(tenants, ", "))
-		}
-
-		switch {
-		case t.Cron == nil && t.HTTP == nil:
-			v.add(path, "set exactly one of cron or http")
-		case t.Cron != nil && t.HTTP != nil:
-			v.add(path+".http", "set exactly one of cron or http, not both")
-		case t.Cron != nil:
-			if t.Cron.Schedule == "" {
-				v.missing(path + ".cron.schedule")
-			}
-		case t.HTTP != nil:
-			if t.HTTP.Path == "" {
-				v.missing(path + ".http.path")
-			}
-			hookPaths.check(path+".http.path", strings.Trim(t.HTTP.Path, "/"))
-		}
-
-		if t.Event.Type == "" {
-			v.missing(path + ".event.type")
-		}
-		if t.Event.Source == "" {
-			v.missing(path + ".event.source")
-		}
-	}
-}
-
 // checkKey checks an API key and returns its canonical form (the lowercase hex
 // SHA-256 of the secret), or a problem. The key itself never appears in the
 // problem.
@@ -485,4 +443,16 @@ func (v *validator) rate(path string, rate float64, burst int) {
 		v.add(path+".rate", "must be between 0 (no limit) and 1000000 tasks per second, got %v", rate)
 	}
 	v.intRange(path+".burst", int64(burst), 0, 1_000_000)
+}
+
+func (v *validator) routing() {
+	r := v.c.Routing
+	v.positive("routing.window", r.Window)
+	if !(r.HotShare > 0 && r.HotShare <= 1) {
+		v.add("routing.hot_share", "must be a share in (0, 1], got %v", r.HotShare)
+	}
+	v.intMin("routing.hot_backlog", r.HotBacklog, 0)
+	v.positive("routing.cooldown", r.Cooldown)
+	v.intRange("routing.max_dedicated", int64(r.MaxDedicated), 0, 1000)
+	v.positive("routing.lane_grace", r.LaneGrace)
 }
