@@ -76,6 +76,9 @@ type Config struct {
 	Subscribers SubscribersFunc
 	Metrics     *metrics.Metrics
 	Logger      *slog.Logger
+	// Observe, when set, is told how many tasks each tenant submitted (the
+	// routing controller's heavy-hitter measurement).
+	Observe func(tenant string, tasks int)
 	// PublishConcurrency bounds parallel broker publishes per Submit.
 	// Default 64.
 	PublishConcurrency int
@@ -140,6 +143,9 @@ func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.E
 		}
 		for _, t := range c.Tasks {
 			in.cfg.Metrics.TasksAccepted.WithLabelValues(tenant, t.Function).Inc()
+		}
+		if in.cfg.Observe != nil {
+			in.cfg.Observe(tenant, len(c.Tasks))
 		}
 		if batch[i].DueAt.After(now) {
 			continue // the scheduler publishes it when due

@@ -14,8 +14,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,14 +95,22 @@ type Config struct {
 
 // Dispatcher runs the lane consumers.
 type Dispatcher struct {
-	cfg      Config
-	router   *message.Router
-	leases   *leaseKeeper
-	handlers []*message.Handler
-	running  chan struct{}
-	done     chan struct{}
-	runErr   error
+	cfg     Config
+	router  *message.Router
+	leases  *leaseKeeper
+	running chan struct{}
+	done    chan struct{}
+	runErr  error
+	// runCtx is Run's context: dynamic handlers live as long as it.
+	runCtx   context.Context
 	stopOnce sync.Once
+
+	// mu guards the consumer handlers of each lane, and when each lane
+	// dropped out of the wanted set.
+	mu       sync.Mutex
+	lanes    map[string][]*message.Handler
+	unwanted map[string]time.Time
+	stopping bool
 }
 
 // New builds the router; Run starts it.
@@ -131,11 +141,13 @@ func New(cfg Config) (*Dispatcher, error) {
 		return nil, fmt.Errorf("creating router: %w", err)
 	}
 	d := &Dispatcher{
-		cfg:     cfg,
-		router:  router,
-		leases:  newLeaseKeeper(cfg.Ledger, cfg.LeaseTTL, cfg.Metrics, cfg.Logger),
-		running: make(chan struct{}),
-		done:    make(chan struct{}),
+		cfg:      cfg,
+		router:   router,
+		leases:   newLeaseKeeper(cfg.Ledger, cfg.LeaseTTL, cfg.Metrics, cfg.Logger),
+		running:  make(chan struct{}),
+		done:     make(chan struct{}),
+		lanes:    map[string][]*message.Handler{},
+		unwanted: map[string]time.Time{},
 	}
 	// Router-level middleware is configured before Run (Watermill reads the
 	// list without a lock when handlers start).
@@ -146,18 +158,101 @@ func New(cfg Config) (*Dispatcher, error) {
 		middleware.Decode(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger),
 		middleware.Claim(cfg.Ledger, cfg.Owner, cfg.LeaseTTL, d.limits, cfg.Metrics, cfg.Logger),
 	)
-	sub := cfg.Broker.Subscriber()
 	for _, lane := range cfg.Lanes {
-		for i := range cfg.ConsumersPerLane {
-			h := router.AddConsumerHandler(fmt.Sprintf("%s#%d", lane, i), lane, sub, d.handle)
-			d.handlers = append(d.handlers, h)
-		}
+		d.addLane(lane)
 	}
 	return d, nil
 }
 
+// addLane registers the lane's consumer handlers (started by Run, or by
+// RunHandlers on a running router). Callers hold mu or own d exclusively.
+func (d *Dispatcher) addLane(lane string) {
+	sub := d.cfg.Broker.Subscriber()
+	for i := range d.cfg.ConsumersPerLane {
+		h := d.router.AddConsumerHandler(fmt.Sprintf("%s#%d", lane, i), lane, sub, d.handle)
+		d.lanes[lane] = append(d.lanes[lane], h)
+	}
+}
+
+// SetLanes makes the dispatcher consume exactly lanes (the routing
+// table's, as it changes): a new dedicated lane gets its consumers at once;
+// a lane no longer wanted keeps them for grace, and until it is empty, so
+// tasks published to it just before a routing change still run. Shared
+// lanes are never dropped, so the router always has handlers (Watermill
+// closes a router whose last handler stops).
+func (d *Dispatcher) SetLanes(ctx context.Context, lanes []string, grace time.Duration) {
+	select {
+	case <-d.running:
+	default:
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopping {
+		return
+	}
+	want := map[string]bool{}
+	added := false
+	for _, lane := range lanes {
+		want[lane] = true
+		delete(d.unwanted, lane)
+		if _, ok := d.lanes[lane]; !ok {
+			d.cfg.Logger.Info("consuming a new lane", "lane", lane)
+			d.addLane(lane)
+			added = true
+		}
+	}
+	if added {
+		// Watermill starts the handlers added since the last call.
+		if err := d.router.RunHandlers(d.runCtx); err != nil {
+			d.cfg.Logger.Warn("starting lane consumers; will retry", "error", err)
+		}
+	}
+	for lane, hs := range d.lanes {
+		if want[lane] {
+			continue
+		}
+		since, ok := d.unwanted[lane]
+		if !ok {
+			d.unwanted[lane] = time.Now()
+			continue
+		}
+		if time.Since(since) < grace {
+			continue
+		}
+		depths, err := d.cfg.Broker.Depths(ctx, lane)
+		if err != nil || depths[lane].Backlog > 0 {
+			continue
+		}
+		d.cfg.Logger.Info("no longer consuming a lane", "lane", lane)
+		for _, h := range hs {
+			stopStarted(h)
+		}
+		delete(d.lanes, lane)
+		delete(d.unwanted, lane)
+	}
+}
+
+// stopStarted stops h if it started (Watermill panics on stopping a handler
+// that never started, e.g. whose Subscribe failed).
+func stopStarted(h *message.Handler) {
+	select {
+	case <-h.Started():
+		h.Stop()
+	default:
+	}
+}
+
+// Lanes lists the lanes the dispatcher consumes.
+func (d *Dispatcher) Lanes() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Sorted(maps.Keys(d.lanes))
+}
+
 // Run consumes until ctx ends or Stop is called. Lanes must be declared.
 func (d *Dispatcher) Run(ctx context.Context) error {
+	d.runCtx = ctx
 	go d.leases.run(ctx)
 	go func() {
 		<-d.router.Running()
@@ -185,12 +280,25 @@ func (d *Dispatcher) Stop() error {
 			err = d.router.Close()
 			return
 		}
+		d.mu.Lock()
+		d.stopping = true
+		var handlers []*message.Handler
+		for _, hs := range d.lanes {
+			for _, h := range hs {
+				select {
+				case <-h.Started():
+					handlers = append(handlers, h)
+				default:
+				}
+			}
+		}
+		d.mu.Unlock()
 		deadline := time.After(d.cfg.DrainTimeout)
-		for _, h := range d.handlers {
+		for _, h := range handlers {
 			h.Stop()
 		}
 	wait:
-		for _, h := range d.handlers {
+		for _, h := range handlers {
 			select {
 			case <-h.Stopped():
 			case <-deadline:

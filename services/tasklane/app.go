@@ -90,7 +90,10 @@ type App struct {
 	driver    broker.Driver
 	ledger    *ledger.Ledger
 	metrics   *metrics.Metrics
-	table     routing.Table
+	table     *routing.Dynamic
+	store     *routing.Store
+	ctrl      *routing.Controller
+	report    *routing.Reporter
 
 	ln     net.Listener
 	server *http.Server
@@ -128,14 +131,37 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 	if err := a.connect(ctx); err != nil {
 		return nil, err
 	}
-	table, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
+	static, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
 	if err != nil {
 		return nil, err
 	}
-	a.table = table
+	var urgent []string
+	for _, t := range cfg.Tenants {
+		if t.LatencySensitive {
+			urgent = append(urgent, t.ID)
+		}
+	}
+	a.table = routing.NewDynamic(static, urgent)
+	a.store = routing.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
+	snap, err := a.store.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.table.Update(snap)
+	a.ctrl = routing.NewController(routing.ControllerConfig{
+		Store: a.store, Table: a.table, Lanes: a.driver, Redis: a.rdb, Prefix: cfg.Ledger.KeyPrefix, Logger: a.logger,
+		Window: cfg.Routing.Window.Std(), HotShare: cfg.Routing.HotShare, HotBacklog: cfg.Routing.HotBacklog,
+		Cooldown: cfg.Routing.Cooldown.Std(), MaxDedicated: cfg.Routing.MaxDedicated, LaneGrace: cfg.Routing.LaneGrace.Std(),
+	})
+	if opts.Roles[RoleGateway] {
+		a.report = routing.NewReporter(a.rdb, cfg.Ledger.KeyPrefix, cfg.Routing.Window.Std(), cfg.Routing.HotShare/2)
+	}
 
 	mux := http.NewServeMux()
 	a.registerProbes(mux)
+	if err := a.registerAdmin(mux); err != nil {
+		return nil, err
+	}
 	if opts.Roles[RoleGateway] {
 		if err := a.startGateway(mux); err != nil {
 			return nil, err
@@ -266,6 +292,7 @@ func (a *App) ingester() *ingest.Ingester {
 		},
 		Metrics: a.metrics,
 		Logger:  a.logger.With("component", "ingest"),
+		Observe: a.observe,
 	})
 }
 
@@ -315,6 +342,44 @@ func (a *App) startGateway(mux *http.ServeMux) error {
 	return nil
 }
 
+func (a *App) observe(tenant string, tasks int) {
+	if a.report != nil {
+		a.report.Observe(tenant, tasks)
+	}
+}
+
+// watchEvery is how often every process reloads the routing table and the
+// lane backlogs.
+const watchEvery = 500 * time.Millisecond
+
+// watchRouting keeps the routing table and lane backlogs fresh and the
+// dispatcher's consumers matching the table.
+func (a *App) watchRouting(ctx context.Context) {
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if snap, err := a.store.Load(ctx); err == nil {
+			a.table.Update(snap)
+		}
+		lanes := a.table.Lanes()
+		if depths, err := a.driver.Depths(ctx, lanes...); err == nil {
+			backlog := make(map[string]int64, len(depths))
+			for lane, d := range depths {
+				backlog[lane] = d.Backlog
+			}
+			a.table.SetDepths(backlog)
+		}
+		if a.disp != nil {
+			a.disp.SetLanes(ctx, lanes, a.cfg.Routing.LaneGrace.Std()/2)
+		}
+	}
+}
+
 func (a *App) startWorkers(ctx context.Context) error {
 	if a.opts.Roles[RoleDispatcher] {
 		fns, err := a.functions()
@@ -340,6 +405,13 @@ func (a *App) startWorkers(ctx context.Context) error {
 		if err := waitRunning(ctx, a.disp.Running(), a.opts.StartupTimeout, "dispatcher"); err != nil {
 			return err
 		}
+	}
+	a.goRun("routing", func() error { a.watchRouting(ctx); return nil })
+	if a.report != nil {
+		a.goRun("heavy-hitters", func() error { a.report.Run(ctx); return nil })
+	}
+	if a.opts.Roles[RoleController] {
+		a.goRun("controller", func() error { a.ctrl.Run(ctx); return nil })
 	}
 	if a.opts.Roles[RoleScheduler] {
 		s := scheduler.New(scheduler.Config{

@@ -56,6 +56,7 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 		newSubmitCommand(stdout),
 		newTasksCommand(stdout),
 		newDLQCommand(stdout),
+		newRoutingCommand(stdout),
 		newBenchCommand(stdout, stderr),
 	)
 	return root

@@ -1,0 +1,82 @@
+package tasklane
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func newRoutingCommand(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "routing", Short: "See and change where tenants' tasks go (admin key)"}
+
+	var showC clientFlags
+	var asJSON bool
+	show := &cobra.Command{
+		Use: "show", Short: "Lanes with backlog and consumers, tenants' placement, recent changes", Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			status, b, err := showC.do(http.MethodGet, "/v1/admin/routing", nil, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON || status != http.StatusOK {
+				return printAnswer(stdout, status, b)
+			}
+			var v RoutingView
+			if err := json.Unmarshal(b, &v); err != nil {
+				return err
+			}
+			printRouting(stdout, v)
+			return nil
+		},
+	}
+	showC.register(show)
+	show.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+
+	var pinC clientFlags
+	var dedicated, shared bool
+	pin := &cobra.Command{
+		Use: "pin TENANT --dedicated | --shared", Short: "Pin a tenant to a dedicated lane or to its shared shard", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if dedicated == shared {
+				return fmt.Errorf("give one of --dedicated or --shared")
+			}
+			body, _ := json.Marshal(PinRequest{Tenant: args[0], Dedicated: dedicated})
+			status, b, err := pinC.do(http.MethodPost, "/v1/admin/routing/pin", http.Header{"Content-Type": {"application/json"}}, body)
+			if err != nil {
+				return err
+			}
+			return printAnswer(stdout, status, b)
+		},
+	}
+	pinC.register(pin)
+	pin.Flags().BoolVar(&dedicated, "dedicated", false, "move the tenant to its own lane and keep it there")
+	pin.Flags().BoolVar(&shared, "shared", false, "keep the tenant on its shared shard")
+	cmd.AddCommand(show, pin)
+	return cmd
+}
+
+func printRouting(w io.Writer, v RoutingView) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "routing table version %d\n\nLANE\tKIND\tBACKLOG\tCONSUMERS\n", v.Version)
+	for _, l := range v.Lanes {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", l.Name, l.Kind, l.Backlog, l.Consumers)
+	}
+	fmt.Fprintf(tw, "\nTENANT\tLANES\tPINNED\n")
+	for _, t := range v.Tenants {
+		lanes := strings.Join(t.Shard, ",")
+		if t.Dedicated != "" {
+			lanes = t.Dedicated + " (shard " + lanes + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\n", t.Tenant, lanes, t.Pinned)
+	}
+	fmt.Fprintf(tw, "\nVERSION\tAT\tTENANT\tACTION\tREASON\n")
+	for _, c := range v.Changes {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", c.Version, c.At.Format("2006-01-02T15:04:05Z"), c.Tenant, c.Action, c.Reason)
+	}
+	_ = tw.Flush()
+}
