@@ -404,9 +404,10 @@ func (v *validator) httpTrigger(path string, h *HTTPTrigger) {
 	}
 	sp := path + ".signature"
 	v.enum(sp+".scheme", s.Scheme, SignatureSHA256, SignatureStripe)
-	if s.Header == "" {
+	switch {
+	case s.Header == "" && (s.Scheme == SignatureSHA256 || s.Scheme == SignatureStripe):
 		v.missing(sp + ".header")
-	} else {
+	case s.Header != "":
 		v.headerName(sp+".header", s.Header)
 	}
 	if s.TimestampHeader != "" {

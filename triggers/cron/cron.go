@@ -1,0 +1,317 @@
+// Package cron is the cron trigger: it fires events on a schedule (standard
+// 5-field expressions, descriptors such as @hourly and "@every 30s", IANA
+// time zones) with github.com/robfig/cron/v3 computing the fire times.
+//
+// One replica evaluates a schedule at a time (a [triggers.Lock]); it keeps
+// a cursor, the last scheduled time it handled, in Redis, written only
+// while it holds the lock. Each fire is one event whose id is
+// "<trigger>/<scheduled time, RFC 3339 UTC>": a fire submitted twice (by a
+// replica that lost the lock while submitting, or after a crash between
+// submitting and moving the cursor) is deduplicated by the ingest path.
+//
+// Fires found late — after downtime, or while the lock changed hands — are
+// fired late when they are at most Grace (30s) late. Older ones are
+// "missed": the skip policy drops them, catch_up fires the most recent
+// MaxCatchUp of them and drops the rest.
+package cron
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/triggers"
+)
+
+// Defaults of Config.
+const (
+	// GraceDefault is the default Config.Grace.
+	GraceDefault = 30 * time.Second
+	// RetryEveryDefault is the default Config.RetryEvery.
+	RetryEveryDefault = time.Second
+	// maxSteps bounds the fire times walked in one evaluation.
+	maxSteps = 2_000_000
+)
+
+// Config configures a cron trigger.
+type Config struct {
+	// Name is the trigger's name. Required.
+	Name string
+	// Tenant owns the events. Required.
+	Tenant string
+	// Schedule is the cron expression or descriptor. Required.
+	Schedule string
+	// Timezone is the IANA zone of the expression. Default UTC.
+	Timezone string
+	// Missed is config.MissedSkip (default) or config.MissedCatchUp.
+	Missed string
+	// MaxCatchUp bounds the missed fires made up with catch_up. Default 10.
+	MaxCatchUp int
+	// EventType and EventSource are the events' type and source. Required.
+	EventType string
+	// EventSource: see EventType.
+	EventSource string
+	// Grace is how late a fire may be found and still fire under the skip
+	// policy. Default 30s.
+	Grace time.Duration
+	// LockTTL is the lock's time to live. Default triggers.LockTTLDefault.
+	LockTTL time.Duration
+	// RetryEvery is the wait after a failed submission or Redis error, and
+	// between attempts of a standby replica to take the lock. Default 1s.
+	RetryEvery time.Duration
+}
+
+// Fire is the data of a cron event (JSON).
+type Fire struct {
+	// Trigger is the trigger's name.
+	Trigger string `json:"trigger"`
+	// Schedule is its schedule as configured.
+	Schedule string `json:"schedule"`
+	// Timezone is the zone the schedule is read in.
+	Timezone string `json:"timezone"`
+	// ScheduledTime is the fire's scheduled time (RFC 3339, in Timezone).
+	ScheduledTime string `json:"scheduled_time"`
+}
+
+// Cron is a running cron trigger.
+type Cron struct {
+	cfg   Config
+	env   triggers.Env
+	sched *Schedule
+	lock  *triggers.Lock
+	rep   *triggers.Reporter
+	key   string // cursor hash
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a cron trigger; Start runs it.
+func New(cfg Config, env triggers.Env) (*Cron, error) {
+	env = env.WithDefaults()
+	if cfg.Missed == "" {
+		cfg.Missed = config.MissedDefault
+	}
+	if cfg.MaxCatchUp <= 0 {
+		cfg.MaxCatchUp = config.MaxCatchUpDefault
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = GraceDefault
+	}
+	if cfg.RetryEvery <= 0 {
+		cfg.RetryEvery = RetryEveryDefault
+	}
+	var errs []error
+	if cfg.Name == "" || cfg.Tenant == "" || cfg.EventType == "" || cfg.EventSource == "" {
+		errs = append(errs, errors.New("cron trigger: Name, Tenant, EventType and EventSource are required"))
+	}
+	if cfg.Missed != config.MissedSkip && cfg.Missed != config.MissedCatchUp {
+		errs = append(errs, fmt.Errorf("cron trigger %s: invalid Missed %q", cfg.Name, cfg.Missed))
+	}
+	sched, err := ParseSchedule(cfg.Schedule, cfg.Timezone)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("cron trigger %s: %w", cfg.Name, err))
+	}
+	errs = append(errs, env.Validate())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	env.Logger = env.Logger.With("component", "trigger", "trigger", cfg.Name, "kind", config.TriggerKindCron)
+	return &Cron{
+		cfg: cfg, env: env, sched: sched,
+		lock: env.Store.Lock(cfg.Name, env.Owner, cfg.LockTTL),
+		rep:  triggers.NewReporter(env, cfg.Name, config.TriggerKindCron),
+		key:  env.Store.Key(cfg.Name, "cron"),
+	}, nil
+}
+
+// EventID is the id of trigger's fire scheduled at t.
+func EventID(trigger string, t time.Time) string {
+	return trigger + "/" + t.UTC().Format(time.RFC3339)
+}
+
+// Name is the trigger's name.
+func (c *Cron) Name() string { return c.cfg.Name }
+
+// Kind is "cron".
+func (c *Cron) Kind() string { return config.TriggerKindCron }
+
+// Status is the trigger's state in this process.
+func (c *Cron) Status() triggers.Status { return c.rep.Status() }
+
+// Schedule is the trigger's schedule.
+func (c *Cron) Schedule() *Schedule { return c.sched }
+
+// Start runs the schedule in the background: the replica that takes the
+// lock fires, the others stand by.
+func (c *Cron) Start(ctx context.Context) error {
+	ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	c.done = make(chan struct{})
+	c.rep.SetState(triggers.StateStandby)
+	go c.run(ctx)
+	return nil
+}
+
+// Stop stops firing, waits for a submission in flight and releases the
+// lock, so another replica takes over at once.
+func (c *Cron) Stop(ctx context.Context) error {
+	if c.cancel == nil {
+		return nil
+	}
+	c.cancel()
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stopping cron trigger %s: %w", c.cfg.Name, ctx.Err())
+	}
+}
+
+func (c *Cron) run(ctx context.Context) {
+	defer close(c.done)
+	var cursor time.Time
+	el := &triggers.Elected{
+		Lock: c.lock, Reporter: c.rep, Logger: c.env.Logger, Retry: c.cfg.RetryEvery,
+		Acquired: func(ctx context.Context) error {
+			var err error
+			cursor, err = c.loadCursor(ctx)
+			return err
+		},
+		Step: func(ctx context.Context) time.Duration {
+			retry := c.fireDue(ctx, &cursor)
+			next := c.sched.Next(cursor)
+			c.rep.SetNext(next)
+			wait := next.Sub(c.env.Now())
+			if retry {
+				wait = min(wait, c.cfg.RetryEvery)
+			}
+			return wait
+		},
+	}
+	el.Run(ctx)
+}
+
+// specKey identifies the schedule a stored cursor belongs to.
+func (c *Cron) specKey() string { return c.cfg.Schedule + "|" + c.sched.Location().String() }
+
+// loadCursor reads the cursor, starting it at now when there is none or it
+// belongs to another schedule (a changed schedule does not catch up on the
+// old one's times).
+func (c *Cron) loadCursor(ctx context.Context) (time.Time, error) {
+	h, err := c.env.Store.Redis().HGetAll(ctx, c.key).Result()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading cursor: %w", err)
+	}
+	if h["spec"] == c.specKey() {
+		if t, err := time.Parse(time.RFC3339Nano, h["cursor"]); err == nil {
+			return t, nil
+		}
+	}
+	now := c.env.Now()
+	if err := c.saveCursor(ctx, now); err != nil {
+		return time.Time{}, err
+	}
+	c.env.Logger.InfoContext(ctx, "starting the schedule", "schedule", c.cfg.Schedule, "timezone", c.sched.Location().String(), "next_fire", c.sched.Next(now))
+	return now, nil
+}
+
+func (c *Cron) saveCursor(ctx context.Context, t time.Time) error {
+	return c.lock.HashUpdate(context.WithoutCancel(ctx), c.key,
+		[]string{"cursor", t.UTC().Format(time.RFC3339Nano), "spec", c.specKey()}, nil)
+}
+
+// plan lists the fires due after cursor at now: those at most Grace late,
+// preceded under catch_up by the last MaxCatchUp missed ones. dropped
+// counts the missed fires left out; skipTo is where the cursor may move
+// past them.
+func (c *Cron) plan(cursor, now time.Time) (fires []time.Time, dropped int, skipTo time.Time) {
+	keep := 0
+	if c.cfg.Missed == config.MissedCatchUp {
+		keep = c.cfg.MaxCatchUp
+	}
+	deadline := now.Add(-c.cfg.Grace)
+	from := c.sched.skipTo(cursor, deadline, keep)
+	if from.After(cursor) {
+		dropped = int(from.Sub(cursor) / c.sched.every)
+		skipTo = from
+	}
+	var late []time.Time
+	steps := 0
+	for t := c.sched.Next(from); !t.IsZero() && !t.After(now); t = c.sched.Next(t) {
+		if steps++; steps > maxSteps {
+			break // resumes from here at the next evaluation
+		}
+		if !t.Before(deadline) {
+			fires = append(fires, t)
+			continue
+		}
+		late = append(late, t)
+		if len(late) > keep {
+			dropped++
+			skipTo = late[0]
+			late = late[1:]
+		}
+	}
+	return append(late, fires...), dropped, skipTo
+}
+
+// fireDue submits the fires due, moving the cursor past what was submitted
+// (or refused for good) and past dropped missed fires. It reports whether
+// a submission should be retried soon.
+func (c *Cron) fireDue(ctx context.Context, cursor *time.Time) (retry bool) {
+	now := c.env.Now()
+	fires, dropped, skipTo := c.plan(*cursor, now)
+	if dropped > 0 {
+		c.env.Logger.WarnContext(ctx, "dropping missed fires", "missed", dropped, "policy", c.cfg.Missed,
+			"max_catch_up", c.cfg.MaxCatchUp, "through", skipTo)
+	}
+	advance := skipTo
+	if len(fires) > 0 {
+		events := make([]*event.Event, len(fires))
+		for i, t := range fires {
+			events[i] = c.event(t)
+		}
+		_, err := c.env.Submit(ctx, c.cfg.Tenant, events)
+		switch {
+		case err == nil:
+			c.rep.Fired(ctx, events[len(events)-1].ID(), len(events))
+			advance = fires[len(fires)-1]
+		case triggers.IsPermanent(err):
+			c.rep.Failed(ctx, "firing: the events were refused; moving on", err)
+			advance = fires[len(fires)-1]
+		default:
+			c.rep.Failed(ctx, "firing: will retry with the same event ids", err)
+			retry = true
+		}
+	}
+	if advance.After(*cursor) {
+		if err := c.saveCursor(ctx, advance); err != nil {
+			if !errors.Is(err, triggers.ErrLockLost) {
+				c.rep.Failed(ctx, "moving the cron cursor", err)
+				return true
+			}
+			return false
+		}
+		*cursor = advance
+	}
+	return retry
+}
+
+func (c *Cron) event(t time.Time) *event.Event {
+	e := event.New()
+	e.SetID(EventID(c.cfg.Name, t))
+	e.SetSource(c.cfg.EventSource)
+	e.SetType(c.cfg.EventType)
+	e.SetTime(t)
+	_ = e.SetData(event.ApplicationJSON, Fire{
+		Trigger:       c.cfg.Name,
+		Schedule:      c.cfg.Schedule,
+		Timezone:      c.sched.Location().String(),
+		ScheduledTime: t.In(c.sched.Location()).Format(time.RFC3339),
+	})
+	return &e
+}

@@ -1,0 +1,109 @@
+package triggers
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Elected is the loop of a trigger that one replica evaluates at a time
+// (cron schedules, object-store polls). Every replica runs it; the one that
+// takes Lock calls Acquired once (to load its cursor or checkpoint, which
+// may have moved while another replica held the lock), then Step
+// repeatedly, renewing the lock and writing a heartbeat in between. The
+// others stand by and try to take the lock every Retry.
+type Elected struct {
+	// Lock elects the replica. Required.
+	Lock *Lock
+	// Reporter records state and failures. Required.
+	Reporter *Reporter
+	// Logger receives lock changes. Required.
+	Logger *slog.Logger
+	// Retry is the wait between attempts to take the lock, and after an
+	// Acquired error. Default 1s.
+	Retry time.Duration
+	// Acquired is called after the lock is taken, before the first Step;
+	// after an error it is called again (Retry later), the lock kept.
+	// Required.
+	Acquired func(ctx context.Context) error
+	// Step does the work due and returns how long to wait before the next
+	// call (it is called earlier when the lock needs renewing). Required.
+	Step func(ctx context.Context) time.Duration
+}
+
+// Run loops until ctx ends, then releases the lock.
+func (e *Elected) Run(ctx context.Context) {
+	retry := e.Retry
+	if retry <= 0 {
+		retry = time.Second
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.Lock.Release(rctx); err != nil {
+			e.Logger.Warn("releasing the trigger lock", "error", err)
+		}
+		e.Reporter.SetState(StateStopped)
+	}()
+	var (
+		ready     bool // Acquired succeeded under the current token
+		token     string
+		nextBeat  time.Time
+		lastState string
+	)
+	for ctx.Err() == nil {
+		wait := retry
+		if e.Lock.Token() != "" && time.Now().After(e.Lock.RenewAt()) {
+			if _, err := e.Lock.Renew(ctx); err != nil {
+				e.Logger.WarnContext(ctx, "renewing the trigger lock", "error", err)
+			}
+		}
+		if !e.Lock.Held() {
+			if token != "" {
+				e.Logger.WarnContext(ctx, "lost the trigger lock; standing by", "token", token)
+				token = ""
+			}
+			ok, err := e.Lock.Acquire(ctx)
+			switch {
+			case err != nil:
+				e.Reporter.Failed(ctx, "taking the trigger lock", err)
+			case ok:
+				token = e.Lock.Token()
+				e.Logger.InfoContext(ctx, "took the trigger lock", "token", token)
+			}
+		}
+		if !e.Lock.Held() {
+			ready = false
+			e.Reporter.SetState(StateStandby)
+			sleep(ctx, wait)
+			continue
+		}
+		if t := e.Lock.Token(); !ready || t != token {
+			token = t
+			if err := e.Acquired(ctx); err != nil {
+				e.Reporter.Failed(ctx, "loading trigger progress", err)
+				sleep(ctx, wait)
+				continue
+			}
+			ready, nextBeat = true, time.Time{}
+		}
+		wait = e.Step(ctx)
+		e.Reporter.SetState(StateRunning)
+		if st := e.Reporter.Status().State; time.Now().After(nextBeat) || st != lastState {
+			e.Reporter.Heartbeat(ctx)
+			nextBeat, lastState = time.Now().Add(HeartbeatEvery), st
+		}
+		wait = min(wait, time.Until(e.Lock.RenewAt()), time.Until(nextBeat))
+		sleep(ctx, wait)
+	}
+}
+
+// sleep waits d (at least a millisecond) or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(max(d, time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,196 @@
+package triggers_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/pkg/testkit"
+	"github.com/tasklane/tasklane/triggers"
+	"github.com/tasklane/tasklane/triggers/triggerstest"
+)
+
+func TestLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := triggerstest.Store(t)
+	a := store.Lock("nightly", "a", 300*time.Millisecond)
+	b := store.Lock("nightly", "b", 300*time.Millisecond)
+	state := store.Key("nightly", "cron")
+
+	ok, err := a.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.True(t, a.Held())
+	require.Equal(t, "a#1", a.Token())
+	require.Equal(t, "a#1", store.Redis().Get(ctx, a.Key()).Val())
+
+	ok, err = b.Acquire(ctx)
+	require.NoError(t, err)
+	require.False(t, ok, "the lock is taken")
+	require.False(t, b.Held())
+	require.ErrorIs(t, b.HashUpdate(ctx, state, []string{"cursor", "b"}, nil), triggers.ErrLockLost)
+
+	require.NoError(t, a.HashUpdate(ctx, state, []string{"cursor", "a1", "spec", "x"}, nil))
+	ok, err = a.Renew(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	// a stops renewing: once its key expires, b takes the lock with a
+	// higher fencing number, and a's writes no longer apply.
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		ok, err := b.Acquire(ctx)
+		require.NoError(t, err)
+		return ok
+	}, "b takes the expired lock")
+	require.Equal(t, "b#2", b.Token())
+	require.ErrorIs(t, a.HashUpdate(ctx, state, []string{"cursor", "a2"}, nil), triggers.ErrLockLost)
+	require.False(t, a.Held(), "a forgets a lost token")
+	ok, err = a.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, ok)
+
+	require.NoError(t, b.HashUpdate(ctx, state, []string{"cursor", "b1"}, []string{"spec"}))
+	require.Equal(t, map[string]string{"cursor": "b1"}, store.Redis().HGetAll(ctx, state).Val())
+
+	// Releasing a lock one does not hold changes nothing; the holder's
+	// release frees it at once.
+	require.NoError(t, a.Release(ctx))
+	require.Equal(t, "b#2", store.Redis().Get(ctx, b.Key()).Val())
+	require.NoError(t, b.Release(ctx))
+	require.Zero(t, store.Redis().Exists(ctx, b.Key()).Val())
+	ok, err = a.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "a#3", a.Token())
+}
+
+func TestStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := triggerstest.Store(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+
+	recs, err := store.Read(ctx, "never")
+	require.NoError(t, err)
+	require.Equal(t, triggers.Record{}, recs["never"])
+	require.False(t, recs["never"].Fresh(now))
+
+	require.NoError(t, store.Heartbeat(ctx, "t", "host:1:abc", triggers.StateRunning, now.Add(time.Minute), now))
+	require.NoError(t, store.Fired(ctx, "t", "t/1", 2, now))
+	require.NoError(t, store.Failed(ctx, "t", errors.New("boom"), now))
+	recs, err = store.Read(ctx, "t")
+	require.NoError(t, err)
+	require.Equal(t, triggers.Record{
+		State: "running", Owner: "host:1:abc", Heartbeat: now, LastFire: now, LastEventID: "t/1",
+		NextFire: now.Add(time.Minute), Fires: 2, LastError: "boom", LastErrorAt: now,
+	}, recs["t"])
+	require.True(t, recs["t"].Fresh(now))
+	require.False(t, recs["t"].Fresh(now.Add(triggers.StaleAfter)))
+
+	// A fire clears the last error and adds up.
+	require.NoError(t, store.Fired(ctx, "t", "t/2", 1, now))
+	recs, err = store.Read(ctx, "t")
+	require.NoError(t, err)
+	require.Equal(t, int64(3), recs["t"].Fires)
+	require.Empty(t, recs["t"].LastError)
+}
+
+func TestIsPermanent(t *testing.T) {
+	t.Parallel()
+	require.True(t, triggers.IsPermanent(&ingest.Error{Status: 422, Msg: "no function"}))
+	require.True(t, triggers.IsPermanent(errors.Join(errors.New("x"), &ingest.Error{Status: 400})))
+	require.False(t, triggers.IsPermanent(&ingest.Error{Status: 503}))
+	require.False(t, triggers.IsPermanent(context.Canceled))
+}
+
+// TestElected runs the loop on three replicas: exactly one steps at a time,
+// and stopping it hands over to another.
+func TestElected(t *testing.T) {
+	t.Parallel()
+	store := triggerstest.Store(t)
+	env := triggers.Env{Submitter: triggerstest.NewSubmitter(), Store: store, Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
+
+	var stepping atomic.Int32 // replicas inside Step at once
+	var overlap atomic.Bool
+	type replica struct {
+		steps  atomic.Int64
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	replicas := make([]*replica, 3)
+	for i := range replicas {
+		r := &replica{done: make(chan struct{})}
+		replicas[i] = r
+		renv := env
+		renv.Owner = "r" + string(rune('0'+i))
+		el := &triggers.Elected{
+			Lock:     store.Lock("elected", renv.Owner, time.Second),
+			Reporter: triggers.NewReporter(renv, "elected", "cron"),
+			Logger:   renv.Logger,
+			Retry:    20 * time.Millisecond,
+			Acquired: func(context.Context) error { return nil },
+			Step: func(context.Context) time.Duration {
+				if stepping.Add(1) > 1 {
+					overlap.Store(true)
+				}
+				r.steps.Add(1)
+				stepping.Add(-1)
+				return 10 * time.Millisecond
+			},
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		r.cancel = cancel
+		go func() { defer close(r.done); el.Run(ctx) }()
+	}
+	defer func() {
+		for _, r := range replicas {
+			r.cancel()
+			<-r.done
+		}
+	}()
+
+	leader := func() int {
+		owner, _, _ := strings.Cut(store.Redis().Get(context.Background(), store.Key("elected", "lock")).Val(), "#")
+		return int(owner[len(owner)-1] - '0')
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return store.Redis().Exists(context.Background(), store.Key("elected", "lock")).Val() == 1
+	}, "a replica takes the lock")
+	first := leader()
+	testkit.Eventually(t, 5*time.Second, func() bool { return replicas[first].steps.Load() >= 5 }, "the leader steps")
+	for i, r := range replicas {
+		if i != first {
+			require.Zero(t, r.steps.Load(), "replica %d stands by", i)
+		}
+	}
+
+	// Stopping the leader releases the lock: another replica takes over
+	// well within the lock's TTL.
+	replicas[first].cancel()
+	<-replicas[first].done
+	testkit.Eventually(t, 900*time.Millisecond, func() bool {
+		for i, r := range replicas {
+			if i != first && r.steps.Load() > 0 {
+				return true
+			}
+		}
+		return false
+	}, "another replica takes over")
+	require.False(t, overlap.Load(), "two replicas stepped at once")
+
+	// The new leader's heartbeat names it.
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		recs, err := store.Read(context.Background(), "elected")
+		require.NoError(t, err)
+		return recs["elected"].State == triggers.StateRunning && recs["elected"].Owner == "r"+string(rune('0'+leader()))
+	}, "the new leader's heartbeat")
+	require.NotEqual(t, first, leader())
+}
