@@ -187,3 +187,28 @@ func (r *Reporter) Heartbeat(ctx context.Context) {
 		r.env.Logger.WarnContext(ctx, "recording trigger heartbeat", "error", err)
 	}
 }
+
+// RunHeartbeat marks rep's trigger running and writes its heartbeat every
+// HeartbeatEvery until the returned cancel is called; done closes then.
+// Triggers that serve requests (hooks) use it: every replica serving one
+// keeps it fresh.
+func RunHeartbeat(ctx context.Context, rep *Reporter) (cancel context.CancelFunc, done chan struct{}) {
+	ctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+	done = make(chan struct{})
+	rep.SetState(StateRunning)
+	go func() {
+		defer close(done)
+		defer rep.SetState(StateStopped)
+		t := time.NewTicker(HeartbeatEvery)
+		defer t.Stop()
+		for {
+			rep.Heartbeat(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return cancel, done
+}

@@ -1,0 +1,273 @@
+// Package webhook is the HTTP webhook trigger: it takes any body POSTed to
+// /hooks/<path> by a system that does not speak CloudEvents (payment
+// providers, Git hosting, form services) and submits it as the data of a
+// CloudEvent of the configured type and source, for the trigger's tenant.
+//
+// # Answers
+//
+//   - 202 {"tasks": [...]}: the event was submitted (the same answer as
+//     POST /v1/events);
+//   - 401 {"error": ...}: a signature is configured and the request has none,
+//     a wrong one, a timestamp outside the tolerance, or is a replay;
+//     nothing is queued;
+//   - 405 for a method other than POST, 413 for a body over the limit;
+//   - the ingest path's own errors (400, 422, 503) otherwise.
+//
+// # Signatures
+//
+// With a [Signature], the HMAC-SHA256 is computed over the raw body bytes
+// (with the timestamp in front when the scheme has one) and compared with
+// hmac.Equal before anything is parsed. An accepted request is remembered
+// in Redis (SET NX, for twice the tolerance) by its delivery id when the
+// id header is configured and present, else by its MAC; the same request
+// again is a replay and refused. When a submission fails, the request is
+// forgotten again, so the provider's retry goes through.
+//
+// # Event ids
+//
+// When IDHeader is set and the request carries it (GitHub's
+// X-GitHub-Delivery, for instance), its value is the event id, so a
+// provider's retry of a delivery is deduplicated; otherwise each request
+// gets a new ULID.
+package webhook
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/triggers"
+)
+
+// MaxBodyBytesDefault is the default Config.MaxBodyBytes.
+const MaxBodyBytesDefault = 64 << 10
+
+// Config configures a webhook trigger.
+type Config struct {
+	// Name is the trigger's name. Required.
+	Name string
+	// Tenant owns the events. Required.
+	Tenant string
+	// Path is the hook path under /hooks/, without surrounding slashes.
+	// Required.
+	Path string
+	// EventType and EventSource are the events' type and source. Required.
+	EventType string
+	// EventSource: see EventType.
+	EventSource string
+	// IDHeader names a header whose value, when present, is the event id.
+	// Default none.
+	IDHeader string
+	// Signature, when set, is required on every request. Default nil.
+	Signature *Signature
+	// MaxBodyBytes bounds the body. Default 64 KiB.
+	MaxBodyBytes int64
+}
+
+// Webhook is a webhook trigger; it is an http.Handler.
+type Webhook struct {
+	cfg Config
+	env triggers.Env
+	rep *triggers.Reporter
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a webhook trigger.
+func New(cfg Config, env triggers.Env) (*Webhook, error) {
+	env = env.WithDefaults()
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = MaxBodyBytesDefault
+	}
+	cfg.Path = strings.Trim(cfg.Path, "/")
+	var errs []error
+	if cfg.Name == "" || cfg.Tenant == "" || cfg.Path == "" || cfg.EventType == "" || cfg.EventSource == "" {
+		errs = append(errs, errors.New("webhook trigger: Name, Tenant, Path, EventType and EventSource are required"))
+	}
+	if cfg.Signature != nil {
+		if err := cfg.Signature.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("webhook trigger %s: %w", cfg.Name, err))
+		}
+	}
+	errs = append(errs, env.Validate())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	env.Logger = env.Logger.With("component", "trigger", "trigger", cfg.Name, "kind", config.TriggerKindHTTP)
+	return &Webhook{cfg: cfg, env: env, rep: triggers.NewReporter(env, cfg.Name, config.TriggerKindHTTP)}, nil
+}
+
+// Name is the trigger's name.
+func (w *Webhook) Name() string { return w.cfg.Name }
+
+// Kind is "http".
+func (w *Webhook) Kind() string { return config.TriggerKindHTTP }
+
+// Path is the hook path.
+func (w *Webhook) Path() string { return w.cfg.Path }
+
+// Status is the trigger's state in this process.
+func (w *Webhook) Status() triggers.Status { return w.rep.Status() }
+
+// Start marks the trigger running and keeps its heartbeat until Stop.
+func (w *Webhook) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cancel, w.done = triggers.RunHeartbeat(ctx, w.rep)
+	return nil
+}
+
+// Stop stops the heartbeat. Requests in flight finish (the HTTP server
+// drains them); the trigger answers 503 to requests after Stop.
+func (w *Webhook) Stop(ctx context.Context) error {
+	w.mu.Lock()
+	cancel, done := w.cancel, w.done
+	w.cancel = nil
+	w.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stopping webhook trigger %s: %w", w.cfg.Name, ctx.Err())
+	}
+}
+
+func (w *Webhook) stopped() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cancel == nil
+}
+
+// ServeHTTP takes one webhook request.
+func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		rw.Header().Set("Allow", http.MethodPost)
+		WriteError(rw, http.StatusMethodNotAllowed, "method: use POST")
+		return
+	}
+	if w.stopped() {
+		rw.Header().Set("Retry-After", "1")
+		WriteError(rw, http.StatusServiceUnavailable, "trigger "+w.cfg.Name+" is stopped")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, w.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			WriteError(rw, http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", w.cfg.MaxBodyBytes))
+			return
+		}
+		WriteError(rw, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	ctx := r.Context()
+	deliveryID := ""
+	if w.cfg.IDHeader != "" {
+		deliveryID = strings.TrimSpace(r.Header.Get(w.cfg.IDHeader))
+	}
+
+	var seenKey string
+	if s := w.cfg.Signature; s != nil {
+		mac, err := s.Verify(r.Header, body, w.env.Now())
+		if err != nil {
+			w.env.Logger.InfoContext(ctx, "refusing webhook request", "reason", err.Error(), "remote", r.RemoteAddr)
+			WriteError(rw, http.StatusUnauthorized, "signature: "+err.Error())
+			return
+		}
+		seenKey = w.replayKey(cmp.Or(deliveryID, mac))
+		fresh, err := w.env.Store.Redis().SetNX(ctx, seenKey, time.Now().UnixMilli(), 2*s.Tolerance).Result()
+		switch {
+		case err != nil:
+			w.rep.Failed(ctx, "checking for a replay", err)
+			rw.Header().Set("Retry-After", "1")
+			WriteError(rw, http.StatusServiceUnavailable, "the replay check did not answer; retry")
+			return
+		case !fresh:
+			w.env.Logger.InfoContext(ctx, "refusing replayed webhook request", "delivery_id", deliveryID, "remote", r.RemoteAddr)
+			WriteError(rw, http.StatusUnauthorized, "signature: "+ErrReplayed.Error()+" (this delivery was already accepted)")
+			return
+		}
+	}
+
+	e := w.event(r, body, deliveryID)
+	tasks, err := w.env.Submit(ctx, w.cfg.Tenant, []*event.Event{e})
+	if err != nil {
+		if seenKey != "" {
+			// Nothing was queued (or it is unknown): let a retry through,
+			// it carries the same event id.
+			if derr := w.env.Store.Redis().Del(context.WithoutCancel(ctx), seenKey).Err(); derr != nil {
+				w.env.Logger.WarnContext(ctx, "forgetting a failed delivery for its retry", "error", derr)
+			}
+		}
+		w.rep.Failed(ctx, "submitting a webhook event", err)
+		var ie *ingest.Error
+		if errors.As(err, &ie) {
+			if ie.Status == http.StatusServiceUnavailable {
+				rw.Header().Set("Retry-After", "1")
+			}
+			WriteError(rw, ie.Status, ie.Msg)
+			return
+		}
+		rw.Header().Set("Retry-After", "1")
+		WriteError(rw, http.StatusServiceUnavailable, "the event could not be recorded; retry")
+		return
+	}
+	w.rep.Fired(ctx, e.ID(), 1)
+	writeJSON(rw, http.StatusAccepted, contracts.SubmitResponse{Tasks: tasks})
+}
+
+// replayKey is where an accepted request (by delivery id or MAC) is
+// remembered.
+func (w *Webhook) replayKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return w.env.Store.Key(w.cfg.Name, "seen:"+hex.EncodeToString(sum[:16]))
+}
+
+func (w *Webhook) event(r *http.Request, body []byte, deliveryID string) *event.Event {
+	e := event.New()
+	e.SetID(cmp.Or(deliveryID, ulid.Make().String()))
+	e.SetSource(w.cfg.EventSource)
+	e.SetType(w.cfg.EventType)
+	e.SetTime(w.env.Now())
+	if len(body) > 0 {
+		ct := r.Header.Get("Content-Type")
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		e.SetDataContentType(ct)
+		e.DataEncoded = body
+	}
+	return &e
+}
+
+// WriteError answers status with {"error": msg}.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, contracts.ErrorResponse{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

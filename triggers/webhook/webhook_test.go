@@ -1,0 +1,221 @@
+package webhook_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/triggers"
+	"github.com/tasklane/tasklane/triggers/triggerstest"
+	"github.com/tasklane/tasklane/triggers/webhook"
+)
+
+type bundle struct {
+	srv   *httptest.Server
+	sub   *triggerstest.Submitter
+	store *triggers.Store
+	hook  *webhook.Webhook
+	sig   *webhook.Signature
+}
+
+func setup(t *testing.T, sig *webhook.Signature, idHeader string) *bundle {
+	t.Helper()
+	b := &bundle{sub: triggerstest.NewSubmitter(), store: triggerstest.Store(t), sig: sig}
+	var err error
+	b.hook, err = webhook.New(webhook.Config{
+		Name: "signup", Tenant: "acme", Path: "/signup/", EventType: "com.example.user.signedup",
+		EventSource: "/hooks/signup", IDHeader: idHeader, Signature: sig, MaxBodyBytes: 1024,
+	}, triggers.Env{Submitter: b.sub, Store: b.store, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	require.Equal(t, "signup", b.hook.Path())
+	require.NoError(t, b.hook.Start(context.Background()))
+	t.Cleanup(func() { require.NoError(t, b.hook.Stop(context.Background())) })
+	b.srv = httptest.NewServer(b.hook)
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+func (b *bundle) post(t *testing.T, body string, headers map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.srv.URL, strings.NewReader(body))
+	require.NoError(t, err)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	return resp.StatusCode, string(out)
+}
+
+func (b *bundle) signed(body string, extra map[string]string) map[string]string {
+	h := map[string]string{b.sig.Header: b.sig.Sign([]byte(body), time.Now()), "Content-Type": "application/json"}
+	for k, v := range extra {
+		h[k] = v
+	}
+	return h
+}
+
+// TestWebhookSignatures: only a validly signed, fresh request is queued.
+func TestWebhookSignatures(t *testing.T) {
+	t.Parallel()
+	sig := &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Hub-Signature-256", Secret: []byte("s3cret"), Tolerance: time.Minute}
+	b := setup(t, sig, "X-GitHub-Delivery")
+	body := `{"user":"ada"}`
+
+	status, out := b.post(t, body, b.signed(body, map[string]string{"X-GitHub-Delivery": "d-1"}))
+	require.Equal(t, http.StatusAccepted, status, out)
+	var sr contracts.SubmitResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &sr))
+	require.Equal(t, "d-1", sr.Tasks[0].EventID)
+
+	for _, tt := range []struct {
+		name    string
+		headers map[string]string
+		want    string
+	}{
+		{"Missing", map[string]string{"X-GitHub-Delivery": "d-2"}, `{"error":"signature: missing signature: no X-Hub-Signature-256 header"}`},
+		{"Wrong", map[string]string{"X-GitHub-Delivery": "d-3", "X-Hub-Signature-256": "sha256=" + hmacHex("guess", body)}, `{"error":"signature: signature does not match"}`},
+		{"Replayed", b.signed(body, map[string]string{"X-GitHub-Delivery": "d-1"}), `{"error":"signature: replayed request (this delivery was already accepted)"}`},
+	} {
+		status, out := b.post(t, body, tt.headers)
+		require.Equal(t, http.StatusUnauthorized, status, tt.name)
+		require.JSONEq(t, tt.want, out, tt.name)
+	}
+	require.Equal(t, []string{"d-1"}, b.sub.IDs(), "only the valid request was queued")
+	require.Equal(t, 1, b.sub.Calls())
+
+	e := b.sub.Events()[0]
+	require.Equal(t, "acme", e.Tenant)
+	require.Equal(t, "com.example.user.signedup", e.Event.Type())
+	require.Equal(t, "/hooks/signup", e.Event.Source())
+	require.Equal(t, "application/json", e.Event.DataContentType())
+	require.Equal(t, body, string(e.Event.Data()))
+	require.Equal(t, int64(1), b.hook.Status().Fires)
+	require.Equal(t, "d-1", b.hook.Status().LastEventID)
+}
+
+// TestWebhookReplayWithoutDeliveryID: the MAC identifies the request.
+func TestWebhookReplayWithoutDeliveryID(t *testing.T) {
+	t.Parallel()
+	sig := &webhook.Signature{Scheme: webhook.SchemeStripe, Header: "Stripe-Signature", Secret: []byte("whsec"), Tolerance: time.Minute}
+	b := setup(t, sig, "")
+	body := `{"id":"evt_1"}`
+	h := b.signed(body, nil)
+	status, out := b.post(t, body, h)
+	require.Equal(t, http.StatusAccepted, status, out)
+	status, _ = b.post(t, body, h)
+	require.Equal(t, http.StatusUnauthorized, status)
+
+	// Another body (or another timestamp) is another request.
+	status, out = b.post(t, `{"id":"evt_2"}`, b.signed(`{"id":"evt_2"}`, nil))
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.Equal(t, 2, b.sub.Len())
+	ids := b.sub.IDs()
+	require.NotEqual(t, ids[0], ids[1], "without a delivery id every request gets a new event id")
+
+	// The replay memory lasts twice the tolerance.
+	keys, err := b.store.Redis().Keys(context.Background(), b.store.Key("signup", "seen:*")).Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 2)
+	ttl := b.store.Redis().PTTL(context.Background(), keys[0]).Val()
+	require.Greater(t, ttl, time.Minute)
+	require.LessOrEqual(t, ttl, 2*time.Minute)
+}
+
+// TestWebhookFailedSubmitIsRetryable: when the ingest path fails, the
+// provider's retry of the same delivery is not taken for a replay, and
+// carries the same event id.
+func TestWebhookFailedSubmitIsRetryable(t *testing.T) {
+	t.Parallel()
+	sig := &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Sig", Secret: []byte("s"), Tolerance: time.Minute}
+	b := setup(t, sig, "X-Delivery")
+	var fail atomic.Bool
+	fail.Store(true)
+	b.sub.FailFunc = func(string, []*event.Event) error {
+		if fail.Load() {
+			return &ingest.Error{Status: http.StatusServiceUnavailable, Msg: "the task ledger did not answer"}
+		}
+		return nil
+	}
+	body := `{}`
+	h := b.signed(body, map[string]string{"X-Delivery": "d-9"})
+	status, out := b.post(t, body, h)
+	require.Equal(t, http.StatusServiceUnavailable, status)
+	require.JSONEq(t, `{"error":"the task ledger did not answer"}`, out)
+	require.Equal(t, triggers.StateFailing, b.hook.Status().State)
+
+	fail.Store(false)
+	status, out = b.post(t, body, h)
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.Equal(t, []string{"d-9"}, b.sub.IDs())
+	require.Equal(t, triggers.StateRunning, b.hook.Status().State)
+
+	// A refusal by the ingest path (no function takes the type) is passed on.
+	b.sub.FailFunc = func(string, []*event.Event) error {
+		return &ingest.Error{Status: http.StatusUnprocessableEntity, Msg: `type: no function subscribes to type "x"`}
+	}
+	status, out = b.post(t, body, b.signed(body, map[string]string{"X-Delivery": "d-10"}))
+	require.Equal(t, http.StatusUnprocessableEntity, status)
+	require.JSONEq(t, `{"error":"type: no function subscribes to type \"x\""}`, out)
+}
+
+func TestWebhookUnsigned(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil, "X-Delivery")
+
+	status, out := b.post(t, "name=ada", map[string]string{"Content-Type": "application/x-www-form-urlencoded", "X-Delivery": "form-1"})
+	require.Equal(t, http.StatusAccepted, status, out)
+	// The same delivery again is deduplicated by the ingest path, not refused.
+	status, out = b.post(t, "name=ada", map[string]string{"Content-Type": "application/x-www-form-urlencoded", "X-Delivery": "form-1"})
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.Contains(t, out, `"duplicate":true`)
+	status, out = b.post(t, "", nil)
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.Equal(t, 2, b.sub.Len())
+	e := b.sub.Events()[0].Event
+	require.Equal(t, "application/x-www-form-urlencoded", e.DataContentType())
+	require.Equal(t, "name=ada", string(e.Data()))
+	require.Empty(t, b.sub.Events()[1].Event.Data())
+
+	status, out = b.post(t, strings.Repeat("x", 1025), nil)
+	require.Equal(t, http.StatusRequestEntityTooLarge, status)
+	require.JSONEq(t, `{"error":"body: larger than 1024 bytes"}`, out)
+
+	resp, err := http.Get(b.srv.URL)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, "POST", resp.Header.Get("Allow"))
+
+	// A stopped trigger takes nothing.
+	require.NoError(t, b.hook.Stop(context.Background()))
+	status, _ = b.post(t, "x", nil)
+	require.Equal(t, http.StatusServiceUnavailable, status)
+	require.Equal(t, 2, b.sub.Len())
+	require.Equal(t, triggers.StateStopped, b.hook.Status().State)
+}
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	_, err := webhook.New(webhook.Config{Name: "x", Signature: &webhook.Signature{Scheme: "md5"}}, triggers.Env{})
+	require.ErrorContains(t, err, "Name, Tenant, Path, EventType and EventSource are required")
+	require.ErrorContains(t, err, `signature scheme "md5"`)
+	require.ErrorContains(t, err, "signature secret: empty")
+	require.ErrorContains(t, err, "triggers.Env.Store: missing")
+}
