@@ -87,7 +87,7 @@ func (e *Elected) Run(ctx context.Context) {
 			}
 			ready, nextBeat = true, time.Time{}
 		}
-		wait = e.Step(ctx)
+		wait = e.step(ctx)
 		e.Reporter.SetState(StateRunning)
 		if st := e.Reporter.Status().State; time.Now().After(nextBeat) || st != lastState {
 			e.Reporter.Heartbeat(ctx)
@@ -96,6 +96,30 @@ func (e *Elected) Run(ctx context.Context) {
 		wait = min(wait, time.Until(e.Lock.RenewAt()), time.Until(nextBeat))
 		sleep(ctx, wait)
 	}
+}
+
+// step calls Step, renewing the lock meanwhile: a step may outlast the
+// lock's TTL (a long listing, a slow submission).
+func (e *Elected) step(ctx context.Context) time.Duration {
+	stop := make(chan struct{})
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(e.Lock.TTL() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if _, err := e.Lock.Renew(ctx); err != nil && ctx.Err() == nil {
+					e.Logger.WarnContext(ctx, "renewing the trigger lock", "error", err)
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); <-renewed }()
+	return e.Step(ctx)
 }
 
 // sleep waits d (at least a millisecond) or until ctx ends.

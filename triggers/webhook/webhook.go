@@ -36,7 +36,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -163,22 +162,22 @@ func (w *Webhook) stopped() bool {
 func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		rw.Header().Set("Allow", http.MethodPost)
-		WriteError(rw, http.StatusMethodNotAllowed, "method: use POST")
+		triggers.WriteError(rw, http.StatusMethodNotAllowed, "method: use POST")
 		return
 	}
 	if w.stopped() {
 		rw.Header().Set("Retry-After", "1")
-		WriteError(rw, http.StatusServiceUnavailable, "trigger "+w.cfg.Name+" is stopped")
+		triggers.WriteError(rw, http.StatusServiceUnavailable, "trigger "+w.cfg.Name+" is stopped")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, w.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			WriteError(rw, http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", w.cfg.MaxBodyBytes))
+			triggers.WriteError(rw, http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", w.cfg.MaxBodyBytes))
 			return
 		}
-		WriteError(rw, http.StatusBadRequest, "body: "+err.Error())
+		triggers.WriteError(rw, http.StatusBadRequest, "body: "+err.Error())
 		return
 	}
 	ctx := r.Context()
@@ -192,7 +191,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		mac, err := s.Verify(r.Header, body, w.env.Now())
 		if err != nil {
 			w.env.Logger.InfoContext(ctx, "refusing webhook request", "reason", err.Error(), "remote", r.RemoteAddr)
-			WriteError(rw, http.StatusUnauthorized, "signature: "+err.Error())
+			triggers.WriteError(rw, http.StatusUnauthorized, "signature: "+err.Error())
 			return
 		}
 		seenKey = w.replayKey(cmp.Or(deliveryID, mac))
@@ -201,11 +200,11 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		case err != nil:
 			w.rep.Failed(ctx, "checking for a replay", err)
 			rw.Header().Set("Retry-After", "1")
-			WriteError(rw, http.StatusServiceUnavailable, "the replay check did not answer; retry")
+			triggers.WriteError(rw, http.StatusServiceUnavailable, "the replay check did not answer; retry")
 			return
 		case !fresh:
 			w.env.Logger.InfoContext(ctx, "refusing replayed webhook request", "delivery_id", deliveryID, "remote", r.RemoteAddr)
-			WriteError(rw, http.StatusUnauthorized, "signature: "+ErrReplayed.Error()+" (this delivery was already accepted)")
+			triggers.WriteError(rw, http.StatusUnauthorized, "signature: "+ErrReplayed.Error()+" (this delivery was already accepted)")
 			return
 		}
 	}
@@ -226,15 +225,15 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			if ie.Status == http.StatusServiceUnavailable {
 				rw.Header().Set("Retry-After", "1")
 			}
-			WriteError(rw, ie.Status, ie.Msg)
+			triggers.WriteError(rw, ie.Status, ie.Msg)
 			return
 		}
 		rw.Header().Set("Retry-After", "1")
-		WriteError(rw, http.StatusServiceUnavailable, "the event could not be recorded; retry")
+		triggers.WriteError(rw, http.StatusServiceUnavailable, "the event could not be recorded; retry")
 		return
 	}
 	w.rep.Fired(ctx, e.ID(), 1)
-	writeJSON(rw, http.StatusAccepted, contracts.SubmitResponse{Tasks: tasks})
+	triggers.WriteJSON(rw, http.StatusAccepted, contracts.SubmitResponse{Tasks: tasks})
 }
 
 // replayKey is where an accepted request (by delivery id or MAC) is
@@ -261,13 +260,3 @@ func (w *Webhook) event(r *http.Request, body []byte, deliveryID string) *event.
 	return &e
 }
 
-// WriteError answers status with {"error": msg}.
-func WriteError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, contracts.ErrorResponse{Error: msg})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
