@@ -274,7 +274,7 @@ func (p *Poller) poll(ctx context.Context) error {
 	}
 	slices.Sort(created)
 	slices.Sort(deleted)
-	if err := p.lock.HashUpdate(ctx, p.keyObj, nil, forget); err != nil {
+	if err := p.checkpoint(ctx, p.keyObj, nil, forget); err != nil {
 		return err
 	}
 	for _, k := range forget {
@@ -283,6 +283,9 @@ func (p *Poller) poll(ctx context.Context) error {
 
 	now := p.env.Now()
 	for chunk := range slices.Chunk(created, p.cfg.BatchSize) {
+		if err := ctx.Err(); err != nil {
+			return err // stopping: submit nothing new
+		}
 		var events []*event.Event
 		set := make([]string, 0, 2*len(chunk))
 		vers := make([]version, len(chunk))
@@ -297,7 +300,7 @@ func (p *Poller) poll(ctx context.Context) error {
 		if err := p.submit(ctx, Created, events); err != nil {
 			return err
 		}
-		if err := p.lock.HashUpdate(ctx, p.keyObj, set, nil); err != nil {
+		if err := p.checkpoint(ctx, p.keyObj, set, nil); err != nil {
 			return err
 		}
 		for i, k := range chunk {
@@ -305,6 +308,9 @@ func (p *Poller) poll(ctx context.Context) error {
 		}
 	}
 	for chunk := range slices.Chunk(deleted, p.cfg.BatchSize) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var events []*event.Event
 		for _, k := range chunk {
 			v := p.known[k]
@@ -314,7 +320,7 @@ func (p *Poller) poll(ctx context.Context) error {
 		if err := p.submit(ctx, Deleted, events); err != nil {
 			return err
 		}
-		if err := p.lock.HashUpdate(ctx, p.keyObj, nil, chunk); err != nil {
+		if err := p.checkpoint(ctx, p.keyObj, nil, chunk); err != nil {
 			return err
 		}
 		for _, k := range chunk {
@@ -322,6 +328,18 @@ func (p *Poller) poll(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// checkpointTimeout bounds one checkpoint write.
+const checkpointTimeout = 10 * time.Second
+
+// checkpoint writes to the checkpoint under the lock. The write is not
+// cancelled with ctx: a stopping trigger checkpoints what it submitted, so
+// its successor does not submit it again.
+func (p *Poller) checkpoint(ctx context.Context, key string, set, del []string) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointTimeout)
+	defer cancel()
+	return p.lock.HashUpdate(wctx, key, set, del)
 }
 
 // startCheckpoint begins the checkpoint of this scope: with existing skip,
