@@ -28,8 +28,11 @@ fuzz: ## Run each fuzz target for 30s
 	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=30s ./pkg/config/
 	$(GO) test -run=^$$ -fuzz=FuzzParseEvents -fuzztime=30s ./services/gateway/
 
-bench: ## Go benchmarks of the hot paths
-	$(GO) test -run=^$$ -bench=. -benchmem $(PKGS)
+BENCH ?= .
+BENCHTIME ?= 1s
+BENCHCOUNT ?= 1
+bench: ## Go benchmarks of the hot paths (the ledger's need Redis on :6379); BENCH=regexp BENCHTIME=2s BENCHCOUNT=6
+	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) $(PKGS)
 
 clean: ## Remove build output
 	rm -rf bin

@@ -1,26 +1,21 @@
 package tasklane
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/oklog/ulid/v2"
-	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/config"
 )
 
 // benchFlags configure `tasklane bench`.
@@ -33,23 +28,63 @@ type benchFlags struct {
 	batch       int
 	mode        string
 	payload     int
+	delay       int
+	tenants     int
+	keyTemplate string
 	results     string
 	timeout     time.Duration
 	json        bool
+
+	// rawBroker, when set, measures RabbitMQ directly instead of Tasklane;
+	// compareRaw measures both, the raw broker first.
+	rawBroker  string
+	compareRaw string
+	raw        rawFlags
 }
 
-// BenchReport is what `tasklane bench --json` prints.
+// rawFlags shape the --raw-broker run like Tasklane's lanes.
+type rawFlags struct {
+	queues    int
+	consumers int
+	prefetch  int
+	channels  int
+	queueType string
+}
+
+// BenchReport is what `tasklane bench --json` prints for one target.
 type BenchReport struct {
-	Events         int            `json:"events"`
-	Accepted       int            `json:"accepted"`
-	Completed      int            `json:"completed"`
+	// Target is "tasklane" or "raw_broker".
+	Target      string  `json:"target"`
+	Events      int     `json:"events"`
+	Batch       int     `json:"batch"`
+	Concurrency int     `json:"concurrency"`
+	Rate        float64 `json:"rate,omitempty"`
+	Tenants     int     `json:"tenants,omitempty"`
+	DelaySecs   int     `json:"delay_seconds,omitempty"`
+	PayloadSize int     `json:"payload_bytes"`
+	Accepted    int     `json:"accepted"`
+	Completed   int     `json:"completed"`
+	// Duplicates counts deliveries seen more than once (raw broker only).
+	Duplicates int `json:"duplicates,omitempty"`
+	// RawQueues names the raw broker's queues (deleted at the end).
+	RawQueues      []string       `json:"raw_queues,omitempty"`
 	SubmitSeconds  float64        `json:"submit_seconds"`
 	SubmitRate     float64        `json:"submit_rate"`
 	CompletionRate float64        `json:"completion_rate"`
 	SubmitToStart  Percentiles    `json:"submit_to_start_ms"`
 	SubmitToFinish Percentiles    `json:"submit_to_finish_ms"`
 	Errors         map[string]int `json:"errors"`
-	States         map[string]int `json:"states"`
+	States         map[string]int `json:"states,omitempty"`
+}
+
+// BenchComparison is what `tasklane bench --compare-raw URL --json` prints.
+type BenchComparison struct {
+	RawBroker *BenchReport `json:"raw_broker"`
+	Tasklane  *BenchReport `json:"tasklane"`
+	// CompletionRatio is Tasklane's end-to-end rate over the raw broker's.
+	CompletionRatio float64 `json:"completion_ratio"`
+	// SubmitRatio is Tasklane's submit rate over the raw broker's publish rate.
+	SubmitRatio float64 `json:"submit_ratio"`
 }
 
 // Percentiles of a latency, in milliseconds.
@@ -61,26 +96,73 @@ type Percentiles struct {
 }
 
 func newBenchCommand(stdout, stderr io.Writer) *cobra.Command {
+	cmd, _ := benchCommand(stdout, stderr)
+	return cmd
+}
+
+// benchCommand builds `tasklane bench` and returns the flags it fills.
+func benchCommand(stdout, stderr io.Writer) (*cobra.Command, *benchFlags) {
 	f := &benchFlags{}
 	cmd := &cobra.Command{
-		Use:   "bench --type TYPE [-n N] [--rate R] [--results URL]",
-		Short: "Load a running server and measure throughput and latency",
+		Use:   "bench [--type TYPE] [-n N] [--rate R] [--results URL] [--raw-broker URL | --compare-raw URL]",
+		Short: "Load a running server (or RabbitMQ itself) and measure throughput and latency",
 		Long: `bench submits N events (each must make one task: point --type at a type one
 function subscribes to, e.g. a builtin:noop function) and reads every
 task's result event from the results feed (--results: the RabbitMQ URL for
 the amqp driver, the Redis URL for redisstream). Latencies come from the task
 records: submit = when the gateway durably accepted the task, start = when a
-dispatcher claimed it, finish = when its outcome was recorded.`,
+dispatcher claimed it, finish = when its outcome was recorded. With --delay
+the submit->start figures include the delay.
+
+--tenants N submits as N tenants, round robin by request: tenant i's API key
+is --key-template with %d replaced by i (0..N-1), e.g.
+--key-template 'bench-key-%d' for a config with tenants whose api_keys are
+bench-key-0, bench-key-1, ...
+
+--raw-broker URL measures the same shape straight on RabbitMQ, without
+Tasklane: --raw-queues durable queues (default: Tasklane's shared lanes),
+persistent messages published with confirms over --raw-channels channels
+(every --concurrency publisher keeps its --batch messages in flight),
+--raw-consumers consumers per queue with manual acks and --raw-prefetch.
+submit = the publish, start = the delivery, finish = the ack. Its queues are
+deleted at the end. --compare-raw URL runs the raw broker first and then
+Tasklane with the same load and prints Tasklane's rates as a ratio of the
+raw broker's.
+
+A progress line (rates over the last second, in flight, errors) goes to
+stderr once a second.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := runBench(cmd.Context(), f, stderr)
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			if err := f.validate(); err != nil {
+				return err
+			}
+			if f.compareRaw != "" {
+				c, err := runComparison(ctx, f, stderr)
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return writeJSON(stdout, c)
+				}
+				printComparison(stdout, c)
+				return nil
+			}
+			var r *BenchReport
+			var err error
+			if f.rawBroker != "" {
+				r, err = runRawBench(ctx, f, f.rawBroker, stderr)
+			} else {
+				r, err = runBench(ctx, f, stderr)
+			}
 			if err != nil {
 				return err
 			}
 			if f.json {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return writeJSON(stdout, r)
 			}
 			printBench(stdout, r)
 			return nil
@@ -91,72 +173,131 @@ dispatcher claimed it, finish = when its outcome was recorded.`,
 	fl.StringVar(&f.typ, "type", "com.example.noop", "event type to submit")
 	fl.IntVarP(&f.count, "count", "n", 10000, "events to submit")
 	fl.Float64Var(&f.rate, "rate", 0, "events per second (0: as fast as possible)")
-	fl.IntVar(&f.concurrency, "concurrency", 32, "parallel submitting connections")
+	fl.IntVar(&f.concurrency, "concurrency", 32, "parallel submitters (HTTP connections; raw broker: publishers)")
 	fl.IntVar(&f.batch, "batch", 1, "events per request (more than 1 uses batch mode)")
 	fl.StringVar(&f.mode, "mode", "binary", "content mode for single events: binary or structured")
 	fl.IntVar(&f.payload, "payload", 64, "bytes of event data")
+	fl.IntVar(&f.delay, "delay", 0, "delay attribute in seconds (the tasks wait in the delay set first)")
+	fl.IntVar(&f.tenants, "tenants", 1, "submit as this many tenants (needs --key-template when more than 1)")
+	fl.StringVar(&f.keyTemplate, "key-template", "", "API key of tenant i: this with %d replaced by i (e.g. 'bench-key-%d')")
 	fl.StringVar(&f.results, "results", "amqp://guest:guest@127.0.0.1:5672/", "results feed: amqp:// URL or redis:// URL")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up waiting for results after this")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON")
-	return cmd
+	fl.StringVar(&f.rawBroker, "raw-broker", "", "measure RabbitMQ at this amqp:// URL directly instead of Tasklane")
+	fl.StringVar(&f.compareRaw, "compare-raw", "", "measure RabbitMQ at this amqp:// URL, then Tasklane, and print the ratio")
+	fl.IntVar(&f.raw.queues, "raw-queues", config.LanesSharedDefault, "raw broker: queues (Tasklane's default shared lanes)")
+	fl.IntVar(&f.raw.consumers, "raw-consumers", config.ConsumersPerLaneDefault, "raw broker: consumers per queue (Tasklane's default consumers_per_lane)")
+	fl.IntVar(&f.raw.prefetch, "raw-prefetch", 1, "raw broker: prefetch per consumer (Tasklane's lanes use 1)")
+	fl.IntVar(&f.raw.channels, "raw-channels", config.PublishChannelsDefault, "raw broker: publishing channels (Tasklane's default broker.publish_channels)")
+	fl.StringVar(&f.raw.queueType, "raw-queue-type", "classic", "raw broker: classic (with priorities, like Tasklane's lanes), plain (classic, no priorities) or quorum")
+	return cmd, f
 }
 
-type benchResult struct {
-	created, started, finished time.Time
-	state                      contracts.State
-}
-
-func runBench(ctx context.Context, f *benchFlags, progress io.Writer) (*BenchReport, error) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
+func (f *benchFlags) validate() error {
+	var errs []error
 	if f.count < 1 || f.concurrency < 1 || f.batch < 1 {
-		return nil, errors.New("--count, --concurrency and --batch must be at least 1")
+		errs = append(errs, errors.New("--count, --concurrency and --batch must be at least 1"))
 	}
 	if f.mode != "binary" && f.mode != "structured" {
-		return nil, fmt.Errorf("--mode: want binary or structured, got %q", f.mode)
+		errs = append(errs, fmt.Errorf("--mode: want binary or structured, got %q", f.mode))
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	run := strings.ToLower(ulid.Make().String())
-	prefix := "bench-" + run + "-"
-
-	var mu sync.Mutex
-	results := map[string]benchResult{}
-	feedReady := make(chan error, 1)
-	feedDone := make(chan error, 1)
-	go func() {
-		feedDone <- readResults(ctx, f.results, feedReady, func(t contracts.Task) {
-			if !strings.HasPrefix(t.Event.ID, prefix) {
-				return
-			}
-			r := benchResult{created: t.CreatedAt, state: t.State}
-			if t.StartedAt != nil {
-				r.started = *t.StartedAt
-			}
-			if t.FinishedAt != nil {
-				r.finished = *t.FinishedAt
-			}
-			mu.Lock()
-			results[t.Event.ID] = r
-			mu.Unlock()
-		})
-	}()
-	if err := <-feedReady; err != nil {
-		return nil, fmt.Errorf("reading results from %s: %w", f.results, err)
+	if f.delay < 0 {
+		errs = append(errs, errors.New("--delay must not be negative"))
 	}
+	if f.tenants < 1 {
+		errs = append(errs, errors.New("--tenants must be at least 1"))
+	}
+	if f.tenants > 1 && !strings.Contains(f.keyTemplate, "%d") {
+		errs = append(errs, errors.New("--tenants above 1 needs --key-template with a %d (tenant i's key)"))
+	}
+	if f.rawBroker != "" && f.compareRaw != "" {
+		errs = append(errs, errors.New("--raw-broker and --compare-raw: use one"))
+	}
+	if f.rawBroker != "" || f.compareRaw != "" {
+		if f.raw.queues < 1 || f.raw.consumers < 1 || f.raw.prefetch < 0 || f.raw.channels < 1 {
+			errs = append(errs, errors.New("--raw-queues, --raw-consumers and --raw-channels must be at least 1, --raw-prefetch at least 0"))
+		}
+		if !slices.Contains([]string{"classic", "plain", "quorum"}, f.raw.queueType) {
+			errs = append(errs, fmt.Errorf("--raw-queue-type: want classic, plain or quorum, got %q", f.raw.queueType))
+		}
+	}
+	return errors.Join(errs...)
+}
 
-	data := bytes.Repeat([]byte("x"), max(f.payload-8, 0))
-	body := func(i int) []byte { return fmt.Appendf(nil, `{"p":"%s","i":%d}`, data, i) }
-	var accepted, submitted atomic.Int64
-	var errMu sync.Mutex
-	errs := map[string]int{}
-	fail := func(kind string) { errMu.Lock(); errs[kind]++; errMu.Unlock() }
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: f.concurrency}}
+// key returns the API key of tenant i.
+func (f *benchFlags) key(i int) string {
+	if f.keyTemplate == "" {
+		return f.client.key
+	}
+	return fmt.Sprintf(f.keyTemplate, i)
+}
 
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// benchResult is one task's (or raw message's) times.
+type benchResult struct {
+	created, started, finished time.Time
+	state                      string
+}
+
+// loadTarget is what the load loop drives: Tasklane's HTTP API or RabbitMQ.
+type loadTarget interface {
+	// submit sends events [lo,hi) and returns how many were durably
+	// accepted and, when some were not, an error kind ("http_503", ...).
+	submit(ctx context.Context, lo, hi int) (int, string)
+	// completed counts the events seen finished so far.
+	completed() int
+}
+
+// loadStats are the submit loop's counters.
+type loadStats struct {
+	submitted, accepted, inRequests atomic.Int64
+	mu                              sync.Mutex
+	errs                            map[string]int
+}
+
+func (s *loadStats) fail(kind string, n int) {
+	s.mu.Lock()
+	s.errs[kind] += n
+	s.mu.Unlock()
+}
+
+func (s *loadStats) errors() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.errs)
+}
+
+func (s *loadStats) errorCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, v := range s.errs {
+		n += v
+	}
+	return n
+}
+
+// runLoad submits f.count events to t, at f.rate or as fast as f.concurrency
+// submitters go, then waits until every accepted event completed, ctx ends or
+// failed says the target broke. It prints progress to w once a second.
+func runLoad(ctx context.Context, f *benchFlags, t loadTarget, w io.Writer, failed <-chan error) (*loadStats, time.Duration, error) {
+	st := &loadStats{errs: map[string]int{}}
 	requests := (f.count + f.batch - 1) / f.batch
 	work := make(chan int)
 	start := time.Now()
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		benchProgress(w, start, st, t.completed, stopProgress)
+	}()
+	defer func() { close(stopProgress); <-progressDone }()
+
 	var wg sync.WaitGroup
 	for range f.concurrency {
 		wg.Add(1)
@@ -164,17 +305,17 @@ func runBench(ctx context.Context, f *benchFlags, progress io.Writer) (*BenchRep
 			defer wg.Done()
 			for req := range work {
 				lo, hi := req*f.batch, min((req+1)*f.batch, f.count)
-				n, kind := submitBench(ctx, client, f, prefix, lo, hi, body)
-				submitted.Add(int64(hi - lo))
-				accepted.Add(int64(n))
+				st.inRequests.Add(int64(hi - lo))
+				n, kind := t.submit(ctx, lo, hi)
+				st.inRequests.Add(-int64(hi - lo))
+				st.submitted.Add(int64(hi - lo))
+				st.accepted.Add(int64(n))
 				if kind != "" {
-					fail(kind)
+					st.fail(kind, hi-lo-n)
 				}
 			}
 		}()
 	}
-	stopProgress := make(chan struct{})
-	go benchProgress(progress, start, &submitted, &accepted, func() int { mu.Lock(); defer mu.Unlock(); return len(results) }, stopProgress)
 	for req := range requests {
 		if f.rate > 0 {
 			due := start.Add(time.Duration(float64(req*f.batch) / f.rate * float64(time.Second)))
@@ -197,111 +338,64 @@ func runBench(ctx context.Context, f *benchFlags, progress io.Writer) (*BenchRep
 	wg.Wait()
 	submitDur := time.Since(start)
 
-	// Wait for every accepted task's result.
-	for ctx.Err() == nil {
-		mu.Lock()
-		n := len(results)
-		mu.Unlock()
-		if int64(n) >= accepted.Load() {
-			break
-		}
+	for ctx.Err() == nil && int64(t.completed()) < st.accepted.Load() {
 		select {
 		case <-ctx.Done():
-		case err := <-feedDone:
+		case err := <-failed:
 			if err != nil {
-				return nil, fmt.Errorf("results feed: %w", err)
+				return nil, 0, err
 			}
+			failed = nil
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	close(stopProgress)
-	cancel()
-	mu.Lock()
-	defer mu.Unlock()
-	return benchReport(f.count, int(accepted.Load()), submitDur, results, errs), nil
+	if missing := int(st.accepted.Load()) - t.completed(); missing > 0 {
+		st.fail("no_result_before_timeout", missing)
+	}
+	return st, submitDur, nil
 }
 
-// submitBench sends events [lo,hi) in one request and returns how many were
-// accepted and, on failure, an error kind.
-func submitBench(ctx context.Context, c *http.Client, f *benchFlags, prefix string, lo, hi int, body func(int) []byte) (int, string) {
-	var req *http.Request
-	var err error
-	url := f.client.server + "/v1/events"
-	switch {
-	case f.batch > 1:
-		var b bytes.Buffer
-		b.WriteByte('[')
-		for i := lo; i < hi; i++ {
-			if i > lo {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{"specversion":"1.0","id":"%s%d","source":"/tasklane/bench","type":%q,"datacontenttype":"application/json","data":%s}`,
-				prefix, i, f.typ, body(i))
-		}
-		b.WriteByte(']')
-		req, err = http.NewRequestWithContext(ctx, http.MethodPost, url, &b)
-		if err == nil {
-			req.Header.Set("Content-Type", "application/cloudevents-batch+json")
-		}
-	case f.mode == "structured":
-		b := fmt.Appendf(nil, `{"specversion":"1.0","id":"%s%d","source":"/tasklane/bench","type":%q,"datacontenttype":"application/json","data":%s}`,
-			prefix, lo, f.typ, body(lo))
-		req, err = http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
-		if err == nil {
-			req.Header.Set("Content-Type", "application/cloudevents+json")
-		}
-	default:
-		req, err = http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body(lo)))
-		if err == nil {
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Ce-Specversion", "1.0")
-			req.Header.Set("Ce-Id", fmt.Sprintf("%s%d", prefix, lo))
-			req.Header.Set("Ce-Source", "/tasklane/bench")
-			req.Header.Set("Ce-Type", f.typ)
-		}
-	}
-	if err != nil {
-		return 0, "request"
-	}
-	if f.client.key != "" {
-		req.Header.Set("Authorization", "Bearer "+f.client.key)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "connection"
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusAccepted {
-		return 0, fmt.Sprintf("http_%d", resp.StatusCode)
-	}
-	return hi - lo, ""
-}
-
-func benchProgress(w io.Writer, start time.Time, submitted, accepted *atomic.Int64, completed func() int, stop <-chan struct{}) {
+// benchProgress prints one line a second: rates over the last second, events
+// in flight (submitted to the target but not yet answered, plus accepted but
+// not yet finished) and errors so far.
+func benchProgress(w io.Writer, start time.Time, st *loadStats, completed func() int, stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var lastSub, lastDone int64
+	last := start
 	for {
 		select {
 		case <-stop:
 			fmt.Fprintln(w)
 			return
-		case <-t.C:
-			el := time.Since(start).Seconds()
-			c := completed()
-			fmt.Fprintf(w, "\r%5.0fs  submitted %d (%.0f/s)  accepted %d  completed %d (%.0f/s)  in flight %d   ",
-				el, submitted.Load(), float64(submitted.Load())/el, accepted.Load(), c, float64(c)/el, accepted.Load()-int64(c))
+		case now := <-t.C:
+			sub, done := st.submitted.Load(), int64(completed())
+			dt := now.Sub(last).Seconds()
+			fmt.Fprintf(w, "\r%4.0fs  submitted %d (%.0f/s)  completed %d (%.0f/s)  in flight %d  errors %d   ",
+				now.Sub(start).Seconds(), sub, float64(sub-lastSub)/dt, done, float64(done-lastDone)/dt,
+				st.inRequests.Load()+st.accepted.Load()-done, st.errorCount())
+			lastSub, lastDone, last = sub, done, now
 		}
 	}
 }
 
-func benchReport(events, accepted int, submitDur time.Duration, results map[string]benchResult, errs map[string]int) *BenchReport {
-	r := &BenchReport{Events: events, Accepted: accepted, Completed: len(results), Errors: errs, States: map[string]int{},
-		SubmitSeconds: submitDur.Seconds(), SubmitRate: float64(accepted) / submitDur.Seconds()}
+func benchReport(target string, f *benchFlags, st *loadStats, submitDur time.Duration, results []benchResult) *BenchReport {
+	accepted := int(st.accepted.Load())
+	r := &BenchReport{
+		Target: target, Events: f.count, Batch: f.batch, Concurrency: f.concurrency, Rate: f.rate,
+		Tenants: f.tenants, DelaySecs: f.delay, PayloadSize: f.payload,
+		Accepted: accepted, Completed: len(results), Errors: st.errors(),
+		SubmitSeconds: submitDur.Seconds(), SubmitRate: float64(accepted) / submitDur.Seconds(),
+	}
 	var toStart, toFinish []float64
 	var first, last time.Time
 	for _, res := range results {
-		r.States[string(res.state)]++
+		if res.state != "" {
+			if r.States == nil {
+				r.States = map[string]int{}
+			}
+			r.States[res.state]++
+		}
 		if first.IsZero() || res.created.Before(first) {
 			first = res.created
 		}
@@ -309,9 +403,9 @@ func benchReport(events, accepted int, submitDur time.Duration, results map[stri
 			last = res.finished
 		}
 		if !res.started.IsZero() {
-			toStart = append(toStart, float64(res.started.Sub(res.created))/float64(time.Millisecond))
+			toStart = append(toStart, ms(res.started.Sub(res.created)))
 		}
-		toFinish = append(toFinish, float64(res.finished.Sub(res.created))/float64(time.Millisecond))
+		toFinish = append(toFinish, ms(res.finished.Sub(res.created)))
 	}
 	if span := last.Sub(first).Seconds(); span > 0 {
 		r.CompletionRate = float64(len(results)) / span
@@ -320,6 +414,8 @@ func benchReport(events, accepted int, submitDur time.Duration, results map[stri
 	r.SubmitToFinish = percentiles(toFinish)
 	return r
 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func percentiles(v []float64) Percentiles {
 	if len(v) == 0 {
@@ -331,107 +427,61 @@ func percentiles(v []float64) Percentiles {
 }
 
 func printBench(w io.Writer, r *BenchReport) {
+	start, finish := "submit->start ms", "submit->finish ms"
+	if r.Target == benchTargetRaw {
+		start, finish = "publish->deliver ms", "publish->ack ms"
+	}
+	fmt.Fprintf(w, "target             %s\n", r.Target)
 	fmt.Fprintf(w, "events             %d (accepted %d, completed %d)\n", r.Events, r.Accepted, r.Completed)
 	fmt.Fprintf(w, "submit rate        %.0f events/s over %.2fs\n", r.SubmitRate, r.SubmitSeconds)
-	fmt.Fprintf(w, "completion rate    %.0f tasks/s (first accept to last finish)\n", r.CompletionRate)
-	fmt.Fprintf(w, "                   p50       p90       p99       max\n")
-	fmt.Fprintf(w, "submit->start ms   %-9.2f %-9.2f %-9.2f %.2f\n", r.SubmitToStart.P50, r.SubmitToStart.P90, r.SubmitToStart.P99, r.SubmitToStart.Max)
-	fmt.Fprintf(w, "submit->finish ms  %-9.2f %-9.2f %-9.2f %.2f\n", r.SubmitToFinish.P50, r.SubmitToFinish.P90, r.SubmitToFinish.P99, r.SubmitToFinish.Max)
-	fmt.Fprintf(w, "states             %v\n", r.States)
-	if len(r.Errors) > 0 {
-		fmt.Fprintf(w, "errors             %v\n", r.Errors)
+	fmt.Fprintf(w, "completion rate    %.0f /s (first submit to last finish)\n", r.CompletionRate)
+	fmt.Fprintf(w, "%-20s p50       p90       p99       max\n", "")
+	fmt.Fprintf(w, "%-20s %-9.2f %-9.2f %-9.2f %.2f\n", start, r.SubmitToStart.P50, r.SubmitToStart.P90, r.SubmitToStart.P99, r.SubmitToStart.Max)
+	fmt.Fprintf(w, "%-20s %-9.2f %-9.2f %-9.2f %.2f\n", finish, r.SubmitToFinish.P50, r.SubmitToFinish.P90, r.SubmitToFinish.P99, r.SubmitToFinish.Max)
+	if r.DelaySecs > 0 {
+		fmt.Fprintf(w, "                   (includes the %ds delay)\n", r.DelaySecs)
+	}
+	if len(r.States) > 0 {
+		fmt.Fprintf(w, "states             %v\n", r.States)
+	}
+	if r.Duplicates > 0 {
+		fmt.Fprintf(w, "duplicates         %d\n", r.Duplicates)
+	}
+	if len(r.Errors) == 0 {
+		fmt.Fprintf(w, "errors             none\n")
+		return
+	}
+	fmt.Fprintf(w, "errors\n")
+	for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
+		fmt.Fprintf(w, "  %-17s%d\n", k, r.Errors[k])
 	}
 }
 
-// readResults calls fn with every task record on the results feed until ctx
-// ends. ready gets nil once the feed is attached (results published after
-// that are seen), or the error that prevented it.
-func readResults(ctx context.Context, url string, ready chan<- error, fn func(contracts.Task)) error {
-	switch {
-	case strings.HasPrefix(url, "amqp://"), strings.HasPrefix(url, "amqps://"):
-		return readAMQPResults(ctx, url, ready, fn)
-	case strings.HasPrefix(url, "redis://"), strings.HasPrefix(url, "rediss://"):
-		return readStreamResults(ctx, url, ready, fn)
+func runComparison(ctx context.Context, f *benchFlags, progress io.Writer) (*BenchComparison, error) {
+	fmt.Fprintln(progress, "raw broker:")
+	raw, err := runRawBench(ctx, f, f.compareRaw, progress)
+	if err != nil {
+		return nil, fmt.Errorf("raw broker run: %w", err)
 	}
-	err := fmt.Errorf("--results: want an amqp:// or redis:// URL, got %q", url)
-	ready <- err
-	return err
+	fmt.Fprintln(progress, "tasklane:")
+	tl, err := runBench(ctx, f, progress)
+	if err != nil {
+		return nil, fmt.Errorf("tasklane run: %w", err)
+	}
+	c := &BenchComparison{RawBroker: raw, Tasklane: tl}
+	if raw.CompletionRate > 0 {
+		c.CompletionRatio = tl.CompletionRate / raw.CompletionRate
+	}
+	if raw.SubmitRate > 0 {
+		c.SubmitRatio = tl.SubmitRate / raw.SubmitRate
+	}
+	return c, nil
 }
 
-func readAMQPResults(ctx context.Context, url string, ready chan<- error, fn func(contracts.Task)) error {
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		ready <- err
-		return err
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		ready <- err
-		return err
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err == nil {
-		err = ch.QueueBind(q.Name, "#", contracts.ResultsExchange, false, nil)
-	}
-	var deliveries <-chan amqp.Delivery
-	if err == nil {
-		deliveries, err = ch.Consume(q.Name, "", true, true, false, false, nil)
-	}
-	ready <- err
-	if err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case d, ok := <-deliveries:
-			if !ok {
-				return errors.New("results channel closed")
-			}
-			var t contracts.Task
-			if json.Unmarshal(d.Body, &t) == nil {
-				fn(t)
-			}
-		}
-	}
-}
-
-func readStreamResults(ctx context.Context, url string, ready chan<- error, fn func(contracts.Task)) error {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		ready <- err
-		return err
-	}
-	c := redis.NewClient(opt)
-	defer c.Close()
-	last := "0-0"
-	if xs, err := c.XRevRangeN(ctx, contracts.ResultsExchange, "+", "-", 1).Result(); err != nil {
-		ready <- err
-		return err
-	} else if len(xs) > 0 {
-		last = xs[0].ID
-	}
-	ready <- nil
-	for ctx.Err() == nil {
-		streams, err := c.XRead(ctx, &redis.XReadArgs{Streams: []string{contracts.ResultsExchange, last}, Count: 1000, Block: 200 * time.Millisecond}).Result()
-		if errors.Is(err, redis.Nil) || ctx.Err() != nil {
-			continue
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "reading results:", err)
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		for _, m := range streams[0].Messages {
-			last = m.ID
-			p, _ := m.Values["payload"].(string)
-			var t contracts.Task
-			if json.Unmarshal([]byte(p), &t) == nil {
-				fn(t)
-			}
-		}
-	}
-	return nil
+func printComparison(w io.Writer, c *BenchComparison) {
+	printBench(w, c.RawBroker)
+	fmt.Fprintln(w)
+	printBench(w, c.Tasklane)
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "tasklane / raw     completion %.0f%%, submit %.0f%%\n", 100*c.CompletionRatio, 100*c.SubmitRatio)
 }
