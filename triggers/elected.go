@@ -50,6 +50,7 @@ func (e *Elected) Run(ctx context.Context) {
 		token     string
 		nextBeat  time.Time
 		lastState string
+		lastNext  time.Time
 	)
 	for ctx.Err() == nil {
 		wait := retry
@@ -89,9 +90,11 @@ func (e *Elected) Run(ctx context.Context) {
 		}
 		wait = e.step(ctx)
 		e.Reporter.SetState(StateRunning)
-		if st := e.Reporter.Status().State; time.Now().After(nextBeat) || st != lastState {
+		// The store shows the next fire: write it when it moves, not only
+		// with the periodic heartbeat.
+		if st := e.Reporter.Status(); time.Now().After(nextBeat) || st.State != lastState || !st.NextFire.Equal(lastNext) {
 			e.Reporter.Heartbeat(ctx)
-			nextBeat, lastState = time.Now().Add(HeartbeatEvery), st
+			nextBeat, lastState, lastNext = time.Now().Add(HeartbeatEvery), st.State, st.NextFire
 		}
 		wait = min(wait, time.Until(e.Lock.RenewAt()), time.Until(nextBeat))
 		sleep(ctx, wait)

@@ -517,3 +517,24 @@ func checkEndpointURL(raw string) string {
 }
 
 func isSpaceOrControl(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
+
+// CheckTriggerEnv reports the environment variables the triggers need that
+// getenv finds empty: a signature's secret_env, and a notify trigger's
+// token_env when one is named (an empty token would turn the check off).
+// Such a trigger cannot start. Each error names file, line and field, as
+// validation errors do. Credentials of poll triggers are optional (empty
+// means anonymous requests) and not reported.
+func (c *Config) CheckTriggerEnv(getenv func(string) string) error {
+	v := &validator{c: c}
+	for i := range c.Triggers {
+		t := &c.Triggers[i]
+		path := fmt.Sprintf("triggers[%d]", i)
+		if t.HTTP != nil && t.HTTP.Signature != nil && t.HTTP.Signature.SecretEnv != "" && getenv(t.HTTP.Signature.SecretEnv) == "" {
+			v.add(path+".http.signature.secret_env", "environment variable %s is not set (it holds the webhook's signing secret)", t.HTTP.Signature.SecretEnv)
+		}
+		if o := t.ObjectStore; o != nil && o.Mode == ObjectModeNotify && o.TokenEnv != "" && getenv(o.TokenEnv) == "" {
+			v.add(path+".objectstore.token_env", "environment variable %s is not set (it holds the notification token)", o.TokenEnv)
+		}
+	}
+	return joinErrors(v.errs, 0)
+}

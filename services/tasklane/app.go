@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,6 +33,7 @@ import (
 	"github.com/tasklane/tasklane/services/gateway"
 	"github.com/tasklane/tasklane/services/notifier"
 	"github.com/tasklane/tasklane/services/scheduler"
+	"github.com/tasklane/tasklane/triggers"
 )
 
 // Role names, as --roles takes them.
@@ -78,6 +81,9 @@ type Options struct {
 	// Pprof serves net/http/pprof under /debug/pprof/ (for profiling; off
 	// by default because profiles reveal internals).
 	Pprof bool
+	// Getenv reads the secrets and credentials triggers name. Default
+	// os.Getenv.
+	Getenv func(string) string
 }
 
 // App is a running Tasklane process.
@@ -102,6 +108,10 @@ type App struct {
 	disp  *dispatcher.Dispatcher
 	notif *notifier.Notifier
 
+	trigStore *triggers.Store
+	trigSpecs atomic.Pointer[[]config.Trigger] // as of the last (re)load
+	trig      *triggerSet                      // nil without the gateway and triggers roles
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errMu  sync.Mutex
@@ -121,7 +131,17 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 	if opts.StartupTimeout <= 0 {
 		opts.StartupTimeout = 30 * time.Second
 	}
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
 	a := &App{cfg: cfg, opts: opts, logger: opts.Logger, metrics: metrics.New(), ready: make(chan struct{})}
+	specs := slices.Clone(cfg.Triggers)
+	a.trigSpecs.Store(&specs)
+	if opts.Roles[RoleGateway] || opts.Roles[RoleTriggers] {
+		if err := cfg.CheckTriggerEnv(opts.Getenv); err != nil {
+			return nil, err
+		}
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -143,6 +163,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 	}
 	a.table = routing.NewDynamic(static, urgent)
 	a.store = routing.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
+	a.trigStore = triggers.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
 	snap, err := a.store.Load(ctx)
 	if err != nil {
 		return nil, err
@@ -166,6 +187,12 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 		if err := a.startGateway(mux); err != nil {
 			return nil, err
 		}
+	}
+	if opts.Roles[RoleGateway] || opts.Roles[RoleTriggers] {
+		a.trig = newTriggerSet(triggers.Env{
+			Submitter: a.ingester(), Store: a.trigStore, Logger: a.logger,
+		}, opts.Roles, opts.Getenv, cfg.Server.MaxEventBytes, a.logger.With("component", "triggers"))
+		mux.Handle(config.HookPathPrefix, a.whenReady(a.trig))
 	}
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
@@ -194,6 +221,13 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 	if err := a.startWorkers(runCtx); err != nil {
 		_ = a.Shutdown(context.Background())
 		return nil, err
+	}
+	if a.trig != nil {
+		// After the lanes are declared: triggers submit at once.
+		if err := a.trig.apply(runCtx, cfg.Triggers); err != nil {
+			_ = a.Shutdown(context.Background())
+			return nil, err
+		}
 	}
 	close(a.ready)
 	ok = true
@@ -330,16 +364,22 @@ func (a *App) startGateway(mux *http.ServeMux) error {
 	// Ingest waits for the lanes: a publish to a missing queue is lost.
 	inner := http.NewServeMux()
 	gw.Register(inner)
-	mux.Handle("/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	inner.HandleFunc("GET /v1/triggers", a.handleListTriggers(kr))
+	mux.Handle("/v1/", a.whenReady(inner))
+	return nil
+}
+
+// whenReady answers 503 until the lanes are declared and the roles run.
+func (a *App) whenReady(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-a.ready:
-			inner.ServeHTTP(w, r)
+			h.ServeHTTP(w, r)
 		default:
 			w.Header().Set("Retry-After", "1")
 			gateway.WriteError(w, http.StatusServiceUnavailable, "starting: lanes are not declared yet")
 		}
-	}))
-	return nil
+	})
 }
 
 func (a *App) observe(tenant string, tasks int) {
@@ -553,6 +593,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	var errs []error
 	if a.server != nil {
 		errs = append(errs, a.server.Shutdown(ctx))
+	}
+	if a.trig != nil {
+		errs = append(errs, a.trig.stop())
 	}
 	if a.disp != nil {
 		errs = append(errs, a.disp.Stop())

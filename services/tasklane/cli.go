@@ -57,6 +57,7 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 		newTasksCommand(stdout),
 		newDLQCommand(stdout),
 		newRoutingCommand(stdout),
+		newTriggersCommand(stdout),
 		newBenchCommand(stdout, stderr),
 	)
 	return root
@@ -100,7 +101,15 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 			if err != nil {
 				return err
 			}
-			return runUntilSignal(cmd.Context(), cfg, Options{Roles: r, Registry: reg, Logger: logger, Pprof: g.pprof}, nil)
+			reload := func() (*config.Config, error) {
+				c, err := config.Load(file)
+				if err != nil {
+					return nil, err
+				}
+				c.ApplyEnv(os.Getenv)
+				return c, c.Validate()
+			}
+			return runUntilSignal(cmd.Context(), cfg, Options{Roles: r, Registry: reg, Logger: logger, Pprof: g.pprof}, nil, reload)
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "", "config file (YAML)")
@@ -109,13 +118,20 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 }
 
 // runUntilSignal starts the app, calls started, and shuts down on SIGINT or
-// SIGTERM, draining running attempts.
-func runUntilSignal(ctx context.Context, cfg *config.Config, opts Options, started func(*App)) error {
+// SIGTERM, draining running attempts. On SIGHUP it reads the config again
+// with reload (when not nil) and applies its triggers; a config that does
+// not load is logged and changes nothing.
+func runUntilSignal(ctx context.Context, cfg *config.Config, opts Options, started func(*App), reload func() (*config.Config, error)) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	if reload != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	app, err := Start(ctx, cfg, opts)
 	if err != nil {
 		return err
@@ -123,23 +139,52 @@ func runUntilSignal(ctx context.Context, cfg *config.Config, opts Options, start
 	if started != nil {
 		started(app)
 	}
-	<-ctx.Done()
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			waiting = false
+		case <-hup:
+			reloadTriggers(ctx, app, opts.Logger, reload)
+		}
+	}
 	opts.Logger.Info("shutting down: draining running attempts", "drain_timeout", cfg.Dispatcher.DrainTimeout.Std())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Dispatcher.DrainTimeout.Std()+10*time.Second)
 	defer cancel()
 	return app.Shutdown(sctx)
 }
 
+// reloadTriggers reads the config again and applies its triggers.
+func reloadTriggers(ctx context.Context, app *App, logger *slog.Logger, reload func() (*config.Config, error)) {
+	logger.InfoContext(ctx, "SIGHUP: reloading the config's triggers")
+	cfg, err := reload()
+	if err == nil {
+		err = app.ReloadTriggers(ctx, cfg)
+	}
+	if err != nil {
+		logger.ErrorContext(ctx, "config reload failed; the triggers running are unchanged", "error", err)
+		return
+	}
+	logger.InfoContext(ctx, "config reloaded: triggers applied (other sections take effect at a restart)", "triggers", len(cfg.Triggers))
+}
+
 func newConfigCommand(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Work with config files"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "validate FILE",
-		Short: "Check a config file without starting anything",
-		Args:  cobra.ExactArgs(1),
+		Short: "Check a config file (triggers included) without starting anything",
+		Long: "Check a config file without starting anything: every problem is printed as file:line:col: field: message\n" +
+			"and the exit code is 1. Environment variables the triggers need (webhook secrets, notification tokens)\n" +
+			"that are not set here are printed as warnings: they may be set only where Tasklane runs.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			cfg, err := config.Load(args[0])
 			if err != nil {
 				return err
+			}
+			if err := cfg.CheckTriggerEnv(os.Getenv); err != nil {
+				for _, line := range strings.Split(err.Error(), "\n") {
+					fmt.Fprintln(stdout, "warning:", line)
+				}
 			}
 			fmt.Fprintf(stdout, "%s: ok (%d tenants, %d functions, %d subscriptions, %d triggers)\n",
 				args[0], len(cfg.Tenants), len(cfg.Functions), len(cfg.Subscriptions), len(cfg.Triggers))

@@ -58,9 +58,20 @@ func newDevCommand(reg *sdk.Registry, g *globalFlags, stdout, stderr io.Writer) 
 				return err
 			}
 			defer stop()
+			var reload func() (*config.Config, error)
+			if file != "" {
+				reload = func() (*config.Config, error) {
+					c, err := config.Load(file)
+					if err != nil {
+						return nil, err
+					}
+					c.Redis, c.Broker = cfg.Redis, cfg.Broker // the embedded store
+					return c, nil
+				}
+			}
 			return runUntilSignal(cmd.Context(), cfg, Options{Registry: reg, Logger: logger, Pprof: g.pprof}, func(a *App) {
 				fmt.Fprint(stdout, devBanner(a.URL(), cfg))
-			})
+			}, reload)
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "", "config file (YAML); default: a demo config with builtin:echo")

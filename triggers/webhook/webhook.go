@@ -259,4 +259,3 @@ func (w *Webhook) event(r *http.Request, body []byte, deliveryID string) *event.
 	}
 	return &e
 }
-

@@ -1,0 +1,385 @@
+package tasklane
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tasklane/tasklane/pkg/auth"
+	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/services/gateway"
+	"github.com/tasklane/tasklane/triggers"
+	"github.com/tasklane/tasklane/triggers/cron"
+	"github.com/tasklane/tasklane/triggers/objectstore"
+	"github.com/tasklane/tasklane/triggers/webhook"
+)
+
+// TriggerStopTimeout bounds the wait for one trigger's work in flight when
+// it is stopped (config reload, shutdown).
+const TriggerStopTimeout = 30 * time.Second
+
+// buildTrigger makes the trigger of spec; getenv reads the secrets and
+// credentials the spec names. maxBody bounds a webhook body.
+func buildTrigger(spec config.Trigger, env triggers.Env, getenv func(string) string, maxBody int64) (triggers.Trigger, error) {
+	ev := spec.Event
+	switch {
+	case spec.Cron != nil:
+		c := spec.Cron
+		return cron.New(cron.Config{
+			Name: spec.Name, Tenant: spec.TenantID(), Schedule: c.Schedule, Timezone: c.Timezone,
+			Missed: c.Missed, MaxCatchUp: c.MaxCatchUp, EventType: ev.Type, EventSource: ev.Source,
+		}, env)
+	case spec.HTTP != nil:
+		h := spec.HTTP
+		cfg := webhook.Config{
+			Name: spec.Name, Tenant: spec.TenantID(), Path: h.Path, EventType: ev.Type, EventSource: ev.Source,
+			IDHeader: h.IDHeader, MaxBodyBytes: maxBody,
+		}
+		if s := h.Signature; s != nil {
+			cfg.Signature = &webhook.Signature{
+				Scheme: s.Scheme, Header: s.Header, TimestampHeader: s.TimestampHeader,
+				Secret: []byte(getenv(s.SecretEnv)), Tolerance: s.Tolerance.Std(),
+			}
+		}
+		return webhook.New(cfg, env)
+	case spec.ObjectStore != nil:
+		o := spec.ObjectStore
+		common := objectstore.Common{
+			Name: spec.Name, Tenant: spec.TenantID(), Bucket: o.Bucket, Prefix: o.Prefix, Suffix: o.Suffix,
+			Events: o.Events, EventType: ev.Type, EventSource: ev.Source,
+		}
+		if o.Mode == config.ObjectModeNotify {
+			cfg := objectstore.NotifyConfig{Common: common, Path: o.Path}
+			if o.TokenEnv != "" {
+				cfg.Token = getenv(o.TokenEnv)
+			}
+			return objectstore.NewNotifier(cfg, env)
+		}
+		return objectstore.NewPoller(objectstore.PollConfig{
+			Common: common, Endpoint: o.Endpoint, Region: o.Region,
+			AccessKey: getenv(o.AccessKeyEnv), SecretKey: getenv(o.SecretKeyEnv),
+			PollInterval: o.PollInterval.Std(), Existing: o.Existing,
+		}, env)
+	}
+	return nil, fmt.Errorf("trigger %s: no kind set", spec.Name)
+}
+
+// runsHere reports whether a process with roles runs spec: hooks (webhooks,
+// object-store notify) wherever HTTP ingress is (the gateway or triggers
+// role), schedules and polls with the triggers role only.
+func runsHere(spec config.Trigger, roles map[string]bool) bool {
+	if spec.HookPath() != "" {
+		return roles[RoleGateway] || roles[RoleTriggers]
+	}
+	return roles[RoleTriggers]
+}
+
+// triggerSet runs a process's triggers and swaps them on a config reload.
+type triggerSet struct {
+	env     triggers.Env
+	roles   map[string]bool
+	getenv  func(string) string
+	maxBody int64
+	logger  *slog.Logger
+
+	mu      sync.Mutex // serializes apply and stop
+	running map[string]*runningTrigger
+	routes  atomic.Pointer[map[string]*hookRoute] // hook path -> route
+}
+
+type runningTrigger struct {
+	spec  config.Trigger
+	t     triggers.Trigger
+	route *hookRoute // for hooks
+}
+
+// hookRoute serves one hook and counts the requests it has in flight, so a
+// replaced hook is stopped only after they are done.
+type hookRoute struct {
+	hook     triggers.Hook
+	inflight sync.WaitGroup
+}
+
+func newTriggerSet(env triggers.Env, roles map[string]bool, getenv func(string) string, maxBody int64, logger *slog.Logger) *triggerSet {
+	s := &triggerSet{env: env, roles: roles, getenv: getenv, maxBody: maxBody, logger: logger, running: map[string]*runningTrigger{}}
+	s.routes.Store(&map[string]*hookRoute{})
+	return s
+}
+
+// ServeHTTP serves /hooks/<path>.
+func (s *triggerSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := strings.Trim(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(config.HookPathPrefix, "/")), "/")
+	route := (*s.routes.Load())[path]
+	if route == nil {
+		triggers.WriteError(w, http.StatusNotFound, "no trigger at "+config.HookPathPrefix+path)
+		return
+	}
+	route.inflight.Add(1)
+	defer route.inflight.Done()
+	route.hook.ServeHTTP(w, r)
+}
+
+// apply makes the running triggers those of specs this process runs.
+// Unchanged triggers go on untouched; new and changed ones are built first
+// (any error leaves everything as it was), hooks are switched over to their
+// new version before the old one stops, and a stopped trigger finishes its
+// work in flight (a submission, a request) before its successor starts.
+func (s *triggerSet) apply(ctx context.Context, specs []config.Trigger) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := map[string]*runningTrigger{}
+	var fresh []*runningTrigger
+	var errs []error
+	for _, spec := range specs {
+		if !runsHere(spec, s.roles) {
+			continue
+		}
+		if old := s.running[spec.Name]; old != nil && reflect.DeepEqual(old.spec, spec) {
+			next[spec.Name] = old
+			continue
+		}
+		t, err := buildTrigger(spec, s.env, s.getenv, s.maxBody)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rt := &runningTrigger{spec: spec, t: t}
+		if h, ok := t.(triggers.Hook); ok {
+			rt.route = &hookRoute{hook: h}
+		}
+		next[spec.Name] = rt
+		fresh = append(fresh, rt)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("building triggers: %w", err)
+	}
+
+	// Hooks first: the new version takes requests before the old stops.
+	for _, rt := range fresh {
+		if rt.route != nil {
+			if err := rt.t.Start(ctx); err != nil {
+				return fmt.Errorf("starting trigger %s: %w", rt.spec.Name, err)
+			}
+		}
+	}
+	routes := map[string]*hookRoute{}
+	for _, rt := range next {
+		if rt.route != nil {
+			routes[rt.route.hook.Path()] = rt.route
+		}
+	}
+	s.routes.Store(&routes)
+
+	var gone []*runningTrigger
+	for name, rt := range s.running {
+		if next[name] != rt {
+			gone = append(gone, rt)
+		}
+	}
+	stopErr := s.stopAll(gone)
+
+	for _, rt := range fresh {
+		if rt.route == nil {
+			if err := rt.t.Start(ctx); err != nil {
+				return fmt.Errorf("starting trigger %s: %w", rt.spec.Name, err)
+			}
+		}
+	}
+	s.running = next
+	if len(fresh) > 0 || len(gone) > 0 {
+		s.logger.InfoContext(ctx, "triggers applied", "running", len(next), "started", len(fresh), "stopped", len(gone))
+	}
+	return stopErr
+}
+
+// stopAll stops triggers in parallel, each waiting for its work in flight.
+func (s *triggerSet) stopAll(list []*runningTrigger) error {
+	errs := make([]error, len(list))
+	var wg sync.WaitGroup
+	for i, rt := range list {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), TriggerStopTimeout)
+			defer cancel()
+			if rt.route != nil {
+				waitGroup(ctx, &rt.route.inflight)
+			}
+			errs[i] = rt.t.Stop(ctx)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// waitGroup waits for wg or ctx.
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// stop stops every trigger.
+func (s *triggerSet) stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.routes.Store(&map[string]*hookRoute{})
+	list := make([]*runningTrigger, 0, len(s.running))
+	for _, rt := range s.running {
+		list = append(list, rt)
+	}
+	s.running = map[string]*runningTrigger{}
+	return s.stopAll(list)
+}
+
+// names lists the running triggers' names, sorted.
+func (s *triggerSet) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.running))
+	for n := range s.running {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TriggerView is one trigger in the answer of GET /v1/triggers.
+type TriggerView struct {
+	// Name, Kind and Tenant are from the config.
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	Tenant string `json:"tenant"`
+	// Schedule and Timezone (cron), Path (hooks: /hooks/<path>), Mode and
+	// Bucket (object store) describe what fires it.
+	Schedule string `json:"schedule,omitempty"`
+	Timezone string `json:"timezone,omitempty"`
+	Path     string `json:"path,omitempty"`
+	Mode     string `json:"mode,omitempty"`
+	Bucket   string `json:"bucket,omitempty"`
+	// EventType is the type of the events it emits (object store: their
+	// prefix).
+	EventType string `json:"event_type"`
+	// State is running or failing while a process ran it recently (its
+	// heartbeat is fresh), stopped otherwise.
+	State string `json:"state"`
+	// Owner is the process that last ran it; Heartbeat when.
+	Owner     string    `json:"owner,omitempty"`
+	Heartbeat time.Time `json:"heartbeat,omitzero"`
+	// LastFire and LastEventID: the last submission.
+	LastFire    time.Time `json:"last_fire,omitzero"`
+	LastEventID string    `json:"last_event_id,omitempty"`
+	// NextFire is the next scheduled fire (cron) or poll (object store),
+	// while the trigger runs.
+	NextFire time.Time `json:"next_fire,omitzero"`
+	// Fires counts the events submitted, by every process.
+	Fires int64 `json:"fires"`
+	// LastError and LastErrorAt: the last failure, cleared by a success.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// TriggerList is the answer of GET /v1/triggers.
+type TriggerList struct {
+	Triggers []TriggerView `json:"triggers"`
+}
+
+// triggerViews describes the tenant's triggers of specs with their state
+// in store, as of now.
+func triggerViews(ctx context.Context, store *triggers.Store, specs []config.Trigger, tenant string, now time.Time) ([]TriggerView, error) {
+	var mine []config.Trigger
+	for _, s := range specs {
+		if s.TenantID() == tenant {
+			mine = append(mine, s)
+		}
+	}
+	names := make([]string, len(mine))
+	for i, s := range mine {
+		names[i] = s.Name
+	}
+	recs, err := store.Read(ctx, names...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TriggerView, 0, len(mine))
+	for _, s := range mine {
+		rec := recs[s.Name]
+		v := TriggerView{
+			Name: s.Name, Kind: s.Kind(), Tenant: s.TenantID(), EventType: s.Event.Type, State: triggers.StateStopped,
+			Owner: rec.Owner, Heartbeat: rec.Heartbeat, LastFire: rec.LastFire, LastEventID: rec.LastEventID,
+			Fires: rec.Fires, LastError: rec.LastError, LastErrorAt: rec.LastErrorAt,
+		}
+		if rec.Fresh(now) {
+			v.State, v.NextFire = cmp.Or(rec.State, triggers.StateRunning), rec.NextFire
+		}
+		switch {
+		case s.Cron != nil:
+			v.Schedule, v.Timezone = s.Cron.Schedule, s.Cron.Timezone
+		case s.ObjectStore != nil:
+			v.Mode, v.Bucket = s.ObjectStore.Mode, s.ObjectStore.Bucket
+		}
+		if p := s.HookPath(); p != "" {
+			v.Path = config.HookPathPrefix + p
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// handleListTriggers answers GET /v1/triggers: the caller's tenant's
+// triggers with their state, read from Redis, so any gateway answers for
+// triggers that other processes run.
+func (a *App) handleListTriggers(kr *auth.Keyring) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tenant, err := kr.Authenticate(r)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tasklane"`)
+			gateway.WriteError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		views, err := triggerViews(r.Context(), a.trigStore, *a.trigSpecs.Load(), tenant, time.Now())
+		if err != nil {
+			a.logger.ErrorContext(r.Context(), "reading trigger state", "error", err)
+			gateway.WriteError(w, http.StatusServiceUnavailable, "trigger state unavailable")
+			return
+		}
+		gateway.WriteJSON(w, http.StatusOK, TriggerList{Triggers: views})
+	}
+}
+
+// ReloadTriggers applies the triggers of cfg, a config read again (SIGHUP):
+// unchanged triggers go on, changed ones are replaced and removed ones
+// stopped, each finishing its work in flight. Other sections of cfg take
+// effect only at a restart. On error the triggers running stay as they
+// were.
+func (a *App) ReloadTriggers(ctx context.Context, cfg *config.Config) error {
+	if a.trig != nil {
+		if err := cfg.CheckTriggerEnv(a.opts.Getenv); err != nil {
+			return err
+		}
+		if err := a.trig.apply(ctx, cfg.Triggers); err != nil {
+			return err
+		}
+	}
+	specs := slices.Clone(cfg.Triggers)
+	a.trigSpecs.Store(&specs)
+	return nil
+}
+
+// Triggers lists the names of the triggers this process runs.
+func (a *App) Triggers() []string {
+	if a.trig == nil {
+		return nil
+	}
+	return a.trig.names()
+}

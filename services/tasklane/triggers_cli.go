@@ -1,0 +1,77 @@
+package tasklane
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newTriggersCommand(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "triggers", Short: "See the tenant's triggers"}
+
+	var c clientFlags
+	var asJSON bool
+	list := &cobra.Command{
+		Use: "list", Short: "Triggers with their state, last and next fire", Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			status, b, err := c.do(http.MethodGet, "/v1/triggers", nil, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON || status != http.StatusOK {
+				return printAnswer(stdout, status, b)
+			}
+			var v TriggerList
+			if err := json.Unmarshal(b, &v); err != nil {
+				return err
+			}
+			printTriggers(stdout, v, time.Now())
+			return nil
+		},
+	}
+	c.register(list)
+	list.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func printTriggers(w io.Writer, v TriggerList, now time.Time) {
+	if len(v.Triggers) == 0 {
+		fmt.Fprintln(w, "no triggers")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "NAME\tKIND\tON\tSTATE\tFIRES\tLAST FIRE\tNEXT FIRE\tLAST ERROR\n")
+	for _, t := range v.Triggers {
+		on := t.Path
+		switch {
+		case t.Schedule != "":
+			on = t.Schedule + " (" + t.Timezone + ")"
+		case t.Bucket != "" && t.Path == "":
+			on = "poll " + t.Bucket
+		case t.Bucket != "":
+			on = t.Path + " (" + t.Bucket + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.Name, t.Kind, on, t.State, t.Fires,
+			relTime(t.LastFire, now), relTime(t.NextFire, now), t.LastError)
+	}
+	_ = tw.Flush()
+}
+
+// relTime shows t in UTC with its distance from now, or "-".
+func relTime(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := t.Sub(now).Round(time.Second)
+	rel := "in " + d.String()
+	if d <= 0 {
+		rel = (-d).String() + " ago"
+	}
+	return t.UTC().Format("2006-01-02T15:04:05Z") + " (" + rel + ")"
+}

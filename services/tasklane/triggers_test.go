@@ -1,0 +1,188 @@
+package tasklane
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/testkit"
+)
+
+const devTriggers = `server: {addr: "127.0.0.1:0"}
+functions:
+  - {name: echo, events: [com.example.tick, com.example.signup, com.example.signup2], endpoint: "builtin:echo"}
+triggers:
+  - name: tick
+    cron: {schedule: "@every 1s"}
+    event: {type: com.example.tick, source: /triggers/tick}
+  - name: signup
+    http: {path: signup, id_header: X-Delivery}
+    event: {type: com.example.signup, source: /hooks/signup}
+`
+
+// devApp starts doc as `tasklane dev --config` does.
+func devApp(t *testing.T, doc string) *App {
+	t.Helper()
+	cfg, err := config.Parse("dev.yaml", []byte(doc))
+	require.NoError(t, err)
+	stop, err := useEmbeddedStore(cfg)
+	require.NoError(t, err)
+	t.Cleanup(stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	app, err := Start(ctx, cfg, Options{Logger: quietLogger()})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, app.Shutdown(context.Background())) })
+	return app
+}
+
+func postHook(t *testing.T, url, body string, header http.Header) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+func listTriggers(t *testing.T, app *App) map[string]TriggerView {
+	t.Helper()
+	resp, err := http.Get(app.URL() + "/v1/triggers")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var l TriggerList
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&l))
+	out := map[string]TriggerView{}
+	for _, v := range l.Triggers {
+		out[v.Name] = v
+	}
+	return out
+}
+
+// TestDevTriggers runs the triggers in one process (dev mode): a webhook
+// at /hooks/<path> makes a task, the cron fires, both are listed with their
+// state, and a reload swaps them.
+func TestDevTriggers(t *testing.T) {
+	app := devApp(t, devTriggers)
+	require.Equal(t, []string{"signup", "tick"}, app.Triggers())
+
+	status, body := postHook(t, app.URL()+"/hooks/signup", `{"email":"a@example.com"}`, http.Header{"X-Delivery": {"d-1"}})
+	require.Equal(t, http.StatusAccepted, status, body)
+	var sr contracts.SubmitResponse
+	require.NoError(t, json.Unmarshal([]byte(body), &sr))
+	require.Len(t, sr.Tasks, 1)
+	require.Equal(t, "d-1", sr.Tasks[0].EventID, "the delivery id is the event id")
+	status, body = postHook(t, app.URL()+"/hooks/signup", `{"email":"a@example.com"}`, http.Header{"X-Delivery": {"d-1"}})
+	require.Equal(t, http.StatusAccepted, status, body)
+	require.Contains(t, body, `"duplicate":true`, "a provider's retry is deduplicated")
+	status, body = postHook(t, app.URL()+"/hooks/nothing", `{}`, nil)
+	require.Equal(t, http.StatusNotFound, status, body)
+
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		v := listTriggers(t, app)["tick"]
+		return v.Fires >= 2 && !v.NextFire.IsZero()
+	}, "the cron fires and shows its next fire")
+	views := listTriggers(t, app)
+	tick, signup := views["tick"], views["signup"]
+	require.Equal(t, "cron", tick.Kind)
+	require.Equal(t, "running", tick.State)
+	require.Equal(t, "@every 1s", tick.Schedule)
+	require.Equal(t, "UTC", tick.Timezone)
+	require.WithinDuration(t, time.Now(), tick.NextFire, 2*time.Second, "an @every 1s schedule fires within a second")
+	require.True(t, strings.HasPrefix(tick.LastEventID, "tick/"), tick.LastEventID)
+	require.Equal(t, "http", signup.Kind)
+	require.Equal(t, "/hooks/signup", signup.Path)
+	require.Equal(t, "running", signup.State)
+	require.EqualValues(t, 2, signup.Fires)
+	require.Equal(t, config.DefaultTenant, signup.Tenant)
+
+	// The CLI shows the same.
+	var out bytes.Buffer
+	cmd := NewCommand(nil, &out, io.Discard)
+	cmd.SetArgs([]string{"triggers", "list", "--server", app.URL()})
+	require.NoError(t, cmd.Execute())
+	require.Regexp(t, `(?m)^tick\s+cron\s+@every 1s \(UTC\)\s+running\s+\d+\s+\S+ \(.* ago\)\s+\S+ \(.*\)`, out.String())
+	require.Regexp(t, `(?m)^signup\s+http\s+/hooks/signup\s+running\s+2\s`, out.String())
+
+	// Reload: the cron goes, the hook moves to another path.
+	doc := strings.Replace(devTriggers, "path: signup,", "path: signup2,", 1)
+	doc = doc[:strings.Index(doc, "  - name: tick")] + doc[strings.Index(doc, "  - name: signup"):]
+	cfg, err := config.Parse("dev.yaml", []byte(doc))
+	require.NoError(t, err)
+	require.NoError(t, app.ReloadTriggers(context.Background(), cfg))
+	require.Equal(t, []string{"signup"}, app.Triggers())
+	status, _ = postHook(t, app.URL()+"/hooks/signup", `{}`, nil)
+	require.Equal(t, http.StatusNotFound, status)
+	status, body = postHook(t, app.URL()+"/hooks/signup2", `{}`, nil)
+	require.Equal(t, http.StatusAccepted, status, body)
+	views = listTriggers(t, app)
+	require.NotContains(t, views, "tick")
+	require.Equal(t, "/hooks/signup2", views["signup"].Path)
+	fires := views["signup"].Fires
+	require.EqualValues(t, 3, fires, "the state of a trigger carries over its changes")
+
+	// A reload that cannot apply leaves the triggers as they were.
+	bad := strings.Replace(doc, "http: {path: signup2, id_header: X-Delivery}",
+		"http: {path: signup2, signature: {secret_env: TASKLANE_TEST_UNSET_SECRET}}", 1)
+	cfg, err = config.Parse("dev.yaml", []byte(bad))
+	require.NoError(t, err)
+	err = app.ReloadTriggers(context.Background(), cfg)
+	require.ErrorContains(t, err, "dev.yaml:6:51:")
+	require.ErrorContains(t, err, "triggers[0].http.signature.secret_env: environment variable TASKLANE_TEST_UNSET_SECRET is not set")
+	status, body = postHook(t, app.URL()+"/hooks/signup2", `{}`, nil)
+	require.Equal(t, http.StatusAccepted, status, body)
+}
+
+// TestConfigValidateTriggers: `tasklane config validate` checks triggers
+// (file:line:field, exit code) and warns of secrets not set here.
+func TestConfigValidateTriggers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte(`triggers:
+  - name: nightly
+    cron: {schedule: "0 25 * * *"}
+    event: {type: com.example.report, source: /triggers/nightly}
+  - name: images
+    objectstore: {bucket: images, mode: poll}
+    event: {type: com.example.image}
+`), 0o600))
+	cmd := NewCommand(nil, io.Discard, io.Discard)
+	cmd.SetArgs([]string{"config", "validate", bad})
+	err := cmd.Execute()
+	require.Error(t, err)
+	require.Contains(t, err.Error(), bad+":3:22: triggers[0].cron.schedule: invalid schedule \"0 25 * * *\"")
+	require.Contains(t, err.Error(), bad+":6:18: triggers[1].objectstore.endpoint: missing (required)")
+
+	good := filepath.Join(dir, "good.yaml")
+	require.NoError(t, os.WriteFile(good, []byte(`triggers:
+  - name: signup
+    http: {path: signup, signature: {secret_env: TASKLANE_TEST_UNSET_SECRET}}
+    event: {type: com.example.signup, source: /hooks/signup}
+`), 0o600))
+	var out bytes.Buffer
+	cmd = NewCommand(nil, &out, io.Discard)
+	cmd.SetArgs([]string{"config", "validate", good})
+	require.NoError(t, cmd.Execute())
+	require.Contains(t, out.String(), "warning: "+good+":3:50: triggers[0].http.signature.secret_env: environment variable TASKLANE_TEST_UNSET_SECRET is not set")
+	require.Contains(t, out.String(), good+": ok (0 tenants, 0 functions, 0 subscriptions, 1 triggers)")
+}
