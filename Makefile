@@ -7,8 +7,9 @@ PKGS := ./...
 help: ## List the targets
 	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race
+test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race; then the latency measurements without it
 	$(GO) test -race -count=1 -tags integration -timeout 30m $(PKGS)
+	$(GO) test -count=1 -tags integration -timeout 10m -run 'NoisyNeighbour' ./integration/
 
 test/unit: ## Unit tests only (still needs Redis for the ledger tests)
 	$(GO) test -race -count=1 $(PKGS)

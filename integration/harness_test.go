@@ -421,3 +421,19 @@ func (e *env) deleteTask(id string) (int, []byte) {
 	require.NoError(e.t, err)
 	return resp.StatusCode, b
 }
+
+// allTasks lists every task of tenant from the ledger.
+func allTasks(t *testing.T, led *ledger.Ledger, tenant string) []contracts.Task {
+	t.Helper()
+	var out []contracts.Task
+	f := ledger.ListFilter{Limit: ledger.ListLimitMax}
+	for {
+		page, err := led.List(context.Background(), tenant, f)
+		require.NoError(t, err)
+		out = append(out, page.Tasks...)
+		if page.NextCursor == "" {
+			return out
+		}
+		f.Cursor = page.NextCursor
+	}
+}

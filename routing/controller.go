@@ -55,10 +55,9 @@ type ControllerConfig struct {
 // controllers never both apply a decision to the same version.
 type Controller struct {
 	cfg ControllerConfig
-	// mu serialises Step and Pin (cool and toDelete).
-	mu       sync.Mutex
-	cool     map[string]time.Time
-	toDelete map[string]time.Time
+	// mu serialises Step and Pin (and cool).
+	mu   sync.Mutex
+	cool map[string]time.Time
 }
 
 // NewController returns a controller.
@@ -67,7 +66,7 @@ func NewController(cfg ControllerConfig) *Controller {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Logger = cfg.Logger.With("component", "controller")
-	return &Controller{cfg: cfg, cool: map[string]time.Time{}, toDelete: map[string]time.Time{}}
+	return &Controller{cfg: cfg, cool: map[string]time.Time{}}
 }
 
 // Run decides once per window, half a window after it ends (when every
@@ -154,13 +153,13 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 		delete(c.cool, tenant)
 	}
 
-	// Deletes: lanes given up a grace period ago, if still unused and empty.
-	for lane, since := range c.toDelete {
-		if now.Sub(since) < c.cfg.LaneGrace {
-			continue
-		}
-		if slices.Contains(slices.Collect(maps.Values(snap.Dedicated)), lane) {
-			delete(c.toDelete, lane)
+	// Deletes: lanes retired a grace period ago (gateways with an older
+	// table may still route to them meanwhile), once empty. The retiring
+	// list lives in the store, so a controller that restarts meanwhile
+	// still deletes them, and a dispatcher that starts meanwhile consumes
+	// them.
+	for _, lane := range slices.Sorted(maps.Keys(snap.Retiring)) {
+		if now.Sub(snap.Retiring[lane]) < c.cfg.LaneGrace {
 			continue
 		}
 		deleted, err := c.cfg.Lanes.DeleteLane(ctx, lane)
@@ -168,10 +167,21 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 			c.cfg.Logger.Warn("deleting a dedicated lane", "lane", lane, "error", err)
 			continue
 		}
-		if deleted {
-			c.cfg.Logger.Info("deleted dedicated lane", "lane", lane)
-			delete(c.toDelete, lane)
+		if !deleted {
+			continue // not empty yet: dispatchers still consume it
 		}
+		ch := Change{Action: "delete", Lane: lane, Reason: fmt.Sprintf("retired %s ago and empty", now.Sub(snap.Retiring[lane]).Round(time.Second))}
+		if _, err := c.cfg.Store.Apply(ctx, snap.Version, ch, nil); err != nil {
+			return err // a conflict: the next step tries again
+		}
+		c.cfg.Logger.Info("deleted dedicated lane", "lane", lane)
+		if c.cfg.OnChange != nil {
+			c.cfg.OnChange(ch)
+		}
+		if snap, err = c.cfg.Store.Load(ctx); err != nil {
+			return err
+		}
+		c.cfg.Table.Update(snap)
 	}
 	return nil
 }
@@ -187,11 +197,7 @@ func (c *Controller) split(ctx context.Context, snap Snapshot, tenant, reason st
 
 func (c *Controller) merge(ctx context.Context, snap Snapshot, tenant, reason string, pin *bool, at time.Time) (Snapshot, error) {
 	lane := snap.Dedicated[tenant]
-	next, err := c.apply(ctx, snap, Change{Tenant: tenant, Action: "merge", Lane: lane, Reason: reason}, pin)
-	if err == nil && lane != "" {
-		c.toDelete[lane] = at
-	}
-	return next, err
+	return c.apply(ctx, snap, Change{Tenant: tenant, Action: "merge", Lane: lane, Reason: reason, At: at.UTC()}, pin)
 }
 
 func (c *Controller) apply(ctx context.Context, snap Snapshot, ch Change, pin *bool) (Snapshot, error) {

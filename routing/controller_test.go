@@ -17,6 +17,8 @@ type recordingLanes struct {
 	mu       sync.Mutex
 	declared []string
 	deleted  []string
+	// full lanes hold messages: DeleteLane leaves them.
+	full map[string]bool
 }
 
 func (r *recordingLanes) DeclareLanes(_ context.Context, lanes ...string) error {
@@ -29,6 +31,9 @@ func (r *recordingLanes) DeclareLanes(_ context.Context, lanes ...string) error 
 func (r *recordingLanes) DeleteLane(_ context.Context, lane string) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.full[lane] {
+		return false, nil
+	}
 	r.deleted = append(r.deleted, lane)
 	return true, nil
 }
@@ -46,7 +51,7 @@ func TestControllerSplitsAndMerges(t *testing.T) {
 	st, err := NewStatic(16, 2)
 	require.NoError(t, err)
 	table := NewDynamic(st, nil)
-	lanes := &recordingLanes{}
+	lanes := &recordingLanes{full: map[string]bool{}}
 	const window = time.Second
 	c := NewController(ControllerConfig{
 		Store: NewStore(rdb, prefix), Table: table, Lanes: lanes, Redis: rdb, Prefix: prefix,
@@ -95,6 +100,8 @@ func TestControllerSplitsAndMerges(t *testing.T) {
 	require.Empty(t, table.Snapshot().Dedicated)
 	require.Contains(t, hotShard, table.LaneFor("hot", "k"))
 	require.Empty(t, lanes.deleted, "the lane outlives the merge by its grace period")
+	require.Contains(t, table.Snapshot().Retiring, lane, "a merged lane retires")
+	require.Contains(t, table.Lanes(), lane, "dispatchers keep consuming a retiring lane")
 
 	log, err := c.cfg.Store.Log(ctx, 10)
 	require.NoError(t, err)
@@ -114,4 +121,30 @@ func TestControllerSplitsAndMerges(t *testing.T) {
 		require.NoError(t, c.Step(ctx, now))
 	}
 	require.Contains(t, table.Snapshot().Dedicated, "a", "a pinned tenant is not merged")
+
+	// Past the grace period the retired lane is deleted, but only once
+	// empty; then it leaves the table.
+	lanes.mu.Lock()
+	lanes.full[lane] = true
+	lanes.mu.Unlock()
+	for range 4 {
+		now = now.Add(window)
+		report(now, map[string]int{"b": 100})
+		require.NoError(t, c.Step(ctx, now))
+	}
+	require.Empty(t, lanes.deleted)
+	require.Contains(t, table.Lanes(), lane)
+	lanes.mu.Lock()
+	lanes.full[lane] = false
+	lanes.mu.Unlock()
+	now = now.Add(window)
+	report(now, map[string]int{"b": 100})
+	require.NoError(t, c.Step(ctx, now))
+	require.Equal(t, []string{lane}, lanes.deleted)
+	require.Empty(t, table.Snapshot().Retiring)
+	require.NotContains(t, table.Lanes(), lane)
+	log, err = c.cfg.Store.Log(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, "delete", log[0].Action)
+	require.Equal(t, lane, log[0].Lane)
 }

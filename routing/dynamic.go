@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // DedicatedLanePrefix prefixes every tenant's dedicated lane.
@@ -21,6 +23,24 @@ type Snapshot struct {
 	Dedicated map[string]string
 	// Pinned tenants are placed by an operator; the controller leaves them.
 	Pinned map[string]bool
+	// Retiring maps a dedicated lane whose tenant was merged back to when:
+	// nothing is routed to it, but dispatchers consume it until the
+	// controller deletes it, empty, a grace period later.
+	Retiring map[string]time.Time
+}
+
+func (s Snapshot) clone() Snapshot {
+	c := Snapshot{Version: s.Version, Dedicated: maps.Clone(s.Dedicated), Pinned: maps.Clone(s.Pinned), Retiring: maps.Clone(s.Retiring)}
+	if c.Dedicated == nil {
+		c.Dedicated = map[string]string{}
+	}
+	if c.Pinned == nil {
+		c.Pinned = map[string]bool{}
+	}
+	if c.Retiring == nil {
+		c.Retiring = map[string]time.Time{}
+	}
+	return c
 }
 
 // Dynamic is the table gateways, schedulers and dispatchers use: shuffle
@@ -31,6 +51,12 @@ type Dynamic struct {
 	// urgent tenants go to the least-backlogged shared lane of all, not
 	// just of their shard.
 	urgent map[string]bool
+
+	// sent counts the tasks this process routed to each shared lane since
+	// the last SetDepths: polled depths are up to a poll old, and a burst
+	// routed on a stale depth alone would pile onto the lane that looked
+	// empty, with its neighbours' tasks behind it.
+	sent map[string]*atomic.Int64
 
 	mu       sync.RWMutex
 	snap     Snapshot
@@ -45,7 +71,11 @@ func NewDynamic(static *Static, latencySensitive []string) *Dynamic {
 	for _, t := range latencySensitive {
 		u[t] = true
 	}
-	return &Dynamic{static: static, urgent: u, snap: Snapshot{Dedicated: map[string]string{}, Pinned: map[string]bool{}}, depth: map[string]int64{}}
+	sent := make(map[string]*atomic.Int64, len(static.lanes))
+	for _, lane := range static.lanes {
+		sent[lane] = new(atomic.Int64)
+	}
+	return &Dynamic{static: static, urgent: u, sent: sent, snap: Snapshot{}.clone(), depth: map[string]int64{}}
 }
 
 // LaneFor picks the lane for one task of tenant.
@@ -59,19 +89,27 @@ func (d *Dynamic) LaneFor(tenant, key string) string {
 	if d.urgent[tenant] {
 		candidates = d.static.lanes
 	}
-	// The least backlog wins; ties (no depth known yet, or equal) are
-	// broken by the key so a tenant's tasks still spread.
+	// The least backlog (last polled depth plus what this process sent
+	// since) wins; ties are broken by the key so a tenant's tasks still
+	// spread.
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(key))
 	start := int(h.Sum32() % uint32(len(candidates)))
 	best := candidates[start]
+	bestBacklog := d.backlog(best)
 	for i := 1; i < len(candidates); i++ {
 		lane := candidates[(start+i)%len(candidates)]
-		if d.depth[lane] < d.depth[best] {
-			best = lane
+		if b := d.backlog(lane); b < bestBacklog {
+			best, bestBacklog = lane, b
 		}
 	}
+	d.sent[best].Add(1)
 	return best
+}
+
+// backlog estimates a shared lane's backlog; d.mu is held.
+func (d *Dynamic) backlog(lane string) int64 {
+	return d.depth[lane] + d.sent[lane].Load()
 }
 
 // Shard returns tenant's lanes: its dedicated lane, or its shared shard.
@@ -87,7 +125,8 @@ func (d *Dynamic) Shard(tenant string) []string {
 // SharedShard returns tenant's shared shard, dedicated lane or not.
 func (d *Dynamic) SharedShard(tenant string) []string { return d.static.Shard(tenant) }
 
-// Lanes lists the shared lanes and every dedicated lane.
+// Lanes lists the shared lanes and every dedicated lane, retiring ones
+// included: the lanes to declare and consume.
 func (d *Dynamic) Lanes() []string {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -97,15 +136,24 @@ func (d *Dynamic) Lanes() []string {
 // SharedLanes lists the shared lanes.
 func (d *Dynamic) SharedLanes() []string { return d.static.Lanes() }
 
+// dedicatedLanes lists the dedicated lanes in use or retiring; d.mu is
+// held.
 func (d *Dynamic) dedicatedLanes() []string {
-	return slices.Sorted(maps.Values(d.snap.Dedicated))
+	lanes := slices.Collect(maps.Values(d.snap.Dedicated))
+	for lane := range d.snap.Retiring {
+		if !slices.Contains(lanes, lane) {
+			lanes = append(lanes, lane)
+		}
+	}
+	slices.Sort(lanes)
+	return lanes
 }
 
 // Snapshot returns the table's current version.
 func (d *Dynamic) Snapshot() Snapshot {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return Snapshot{Version: d.snap.Version, Dedicated: maps.Clone(d.snap.Dedicated), Pinned: maps.Clone(d.snap.Pinned)}
+	return d.snap.clone()
 }
 
 // OnChange registers f to learn of dedicated lanes added and removed.
@@ -123,10 +171,7 @@ func (d *Dynamic) Update(s Snapshot) {
 		return
 	}
 	before := d.dedicatedLanes()
-	d.snap = Snapshot{Version: s.Version, Dedicated: maps.Clone(s.Dedicated), Pinned: maps.Clone(s.Pinned)}
-	if d.snap.Dedicated == nil {
-		d.snap.Dedicated = map[string]string{}
-	}
+	d.snap = s.clone()
 	after := d.dedicatedLanes()
 	listeners := slices.Clone(d.onChange)
 	d.mu.Unlock()
@@ -150,11 +195,15 @@ func diff(a, b []string) []string {
 	return out
 }
 
-// SetDepths records lane backlogs.
+// SetDepths records lane backlogs, polled from the broker; what was sent
+// before the poll is in them.
 func (d *Dynamic) SetDepths(depths map[string]int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.depth = maps.Clone(depths)
+	for _, n := range d.sent {
+		n.Store(0)
+	}
 }
 
 // Depths returns the last recorded lane backlogs.

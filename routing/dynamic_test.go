@@ -43,6 +43,44 @@ func TestDynamicPicksTheLeastBacklog(t *testing.T) {
 	require.Equal(t, st.Lanes()[7], d.LaneFor("urgent", "x"))
 }
 
+// Between two depth polls, a burst must not pile onto the lane that looked
+// emptiest at the last poll: what this process sent since counts.
+func TestDynamicCountsWhatItSentSinceThePoll(t *testing.T) {
+	t.Parallel()
+	st, err := NewStatic(16, 2)
+	require.NoError(t, err)
+	d := NewDynamic(st, nil)
+	shard := d.Shard("acme")
+	d.SetDepths(map[string]int64{shard[0]: 0, shard[1]: 100})
+
+	perLane := map[string]int{}
+	for i := range 1000 {
+		perLane[d.LaneFor("acme", fmt.Sprint(i))]++
+	}
+	// shard[0] takes the first 100 alone, then the two alternate.
+	require.InDelta(t, 550, perLane[shard[0]], 1)
+	require.InDelta(t, 450, perLane[shard[1]], 1)
+
+	// A neighbour sharing shard[0] now sees it as backed up...
+	var neighbour, other string
+	for i := range 1000 {
+		n := fmt.Sprintf("tenant-%d", i)
+		if s := st.Shard(n); s[0] == shard[0] && s[1] != shard[1] || s[1] == shard[0] && s[0] != shard[1] {
+			neighbour, other = n, s[0]
+			if other == shard[0] {
+				other = s[1]
+			}
+			break
+		}
+	}
+	require.NotEmpty(t, neighbour)
+	require.Equal(t, other, d.LaneFor(neighbour, "x"))
+
+	// ...until a poll says it drained.
+	d.SetDepths(map[string]int64{other: 10})
+	require.Equal(t, shard[0], d.LaneFor(neighbour, "x"))
+}
+
 func TestDynamicDedicatedLanes(t *testing.T) {
 	t.Parallel()
 	st, err := NewStatic(4, 2)

@@ -22,8 +22,9 @@ type Change struct {
 	Version int64     `json:"version"`
 	At      time.Time `json:"at"`
 	Tenant  string    `json:"tenant"`
-	// Action is "split" (to a dedicated lane) or "merge" (back to the
-	// shared shard).
+	// Action is "split" (to a dedicated lane), "merge" (back to the
+	// shared shard; the lane retires) or "delete" (a retired lane, empty,
+	// was deleted).
 	Action string `json:"action"`
 	Lane   string `json:"lane,omitempty"`
 	Reason string `json:"reason"`
@@ -49,7 +50,7 @@ func (s *Store) Load(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("reading routing table: %w", err)
 	}
-	snap := Snapshot{Dedicated: map[string]string{}, Pinned: map[string]bool{}}
+	snap := Snapshot{Dedicated: map[string]string{}, Pinned: map[string]bool{}, Retiring: map[string]time.Time{}}
 	for k, v := range h {
 		switch {
 		case k == "version":
@@ -58,32 +59,49 @@ func (s *Store) Load(ctx context.Context) (Snapshot, error) {
 			snap.Dedicated[k[2:]] = v
 		case strings.HasPrefix(k, "p:"):
 			snap.Pinned[k[2:]] = v == "1"
+		case strings.HasPrefix(k, "r:"):
+			ms, _ := strconv.ParseInt(v, 10, 64)
+			snap.Retiring[k[2:]] = time.UnixMilli(ms).UTC()
 		}
 	}
 	return snap, nil
 }
 
-// applyScript changes one tenant if the table is still at ARGV[1].
-// KEYS: 1 table, 2 log. ARGV: 1 expected version, 2 tenant, 3 lane ("" to
-// merge), 4 pinned ("1"/"0"/"" unchanged), 5 log entry JSON (version is
-// filled in).
+// applyScript applies one change if the table is still at ARGV[1].
+// KEYS: 1 table, 2 log. ARGV: 1 expected version, 2 tenant, 3 action
+// (split, merge, delete), 4 lane, 5 pinned ("1"/"0"/"" unchanged), 6 log
+// entry JSON (version is filled in), 7 now (Unix ms).
+//
+// A split sets the tenant's dedicated lane (and takes it out of
+// retirement). A merge removes it and leaves the lane retiring (r:<lane> =
+// when): dispatchers, even ones that start later, consume it until the
+// controller deletes it empty; a delete forgets the retired lane.
 var applyScript = redis.NewScript(`
 local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if v ~= tonumber(ARGV[1]) then return -1 end
-if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'd:' .. ARGV[2])
-else redis.call('HSET', KEYS[1], 'd:' .. ARGV[2], ARGV[3]) end
-if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'p:' .. ARGV[2], '1')
-elseif ARGV[4] == '0' then redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2]) end
+if ARGV[3] == 'split' then
+  redis.call('HSET', KEYS[1], 'd:' .. ARGV[2], ARGV[4])
+  redis.call('HDEL', KEYS[1], 'r:' .. ARGV[4])
+elseif ARGV[3] == 'merge' then
+  local old = redis.call('HGET', KEYS[1], 'd:' .. ARGV[2])
+  if old then redis.call('HSET', KEYS[1], 'r:' .. old, ARGV[7]) end
+  redis.call('HDEL', KEYS[1], 'd:' .. ARGV[2])
+elseif ARGV[3] == 'delete' then
+  redis.call('HDEL', KEYS[1], 'r:' .. ARGV[4])
+end
+if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'p:' .. ARGV[2], '1')
+elseif ARGV[5] == '0' then redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2]) end
 local nv = redis.call('HINCRBY', KEYS[1], 'version', 1)
-local entry = string.gsub(ARGV[5], '"version":0', '"version":' .. nv, 1)
+local entry = string.gsub(ARGV[6], '"version":0', '"version":' .. nv, 1)
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, 199)
 return nv
 `)
 
-// Apply records c against version from: a split sets the tenant's
-// dedicated lane, a merge removes it. pin, when not nil, sets the tenant's
-// pinned flag. It returns the new version, or ErrConflict.
+// Apply records c against version from: a split sets c.Tenant's dedicated
+// lane c.Lane, a merge removes it (the lane retires), a delete forgets the
+// retired c.Lane the controller deleted. pin, when not nil, sets the
+// tenant's pinned flag. It returns the new version, or ErrConflict.
 func (s *Store) Apply(ctx context.Context, from int64, c Change, pin *bool) (int64, error) {
 	c.Version = 0
 	if c.At.IsZero() {
@@ -93,10 +111,6 @@ func (s *Store) Apply(ctx context.Context, from int64, c Change, pin *bool) (int
 	if err != nil {
 		return 0, err
 	}
-	lane := ""
-	if c.Action == "split" {
-		lane = c.Lane
-	}
 	p := ""
 	if pin != nil {
 		p = "0"
@@ -104,7 +118,7 @@ func (s *Store) Apply(ctx context.Context, from int64, c Change, pin *bool) (int
 			p = "1"
 		}
 	}
-	v, err := applyScript.Run(ctx, s.rdb, []string{s.key, s.logKey()}, from, c.Tenant, lane, p, string(entry)).Int64()
+	v, err := applyScript.Run(ctx, s.rdb, []string{s.key, s.logKey()}, from, c.Tenant, c.Action, c.Lane, p, string(entry), c.At.UnixMilli()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("changing routing table: %w", err)
 	}

@@ -40,6 +40,9 @@ type Metrics struct {
 	// Notifier.
 	ResultsPublished *prometheus.CounterVec // result (ok, error)
 	SinkDeliveries   *prometheus.CounterVec // subscription, result (ok, retry, dropped)
+
+	// Routing controller.
+	RoutingChanges *prometheus.CounterVec // action (split, merge, delete)
 }
 
 var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
@@ -72,6 +75,7 @@ func New() *Metrics {
 			"result"),
 		SinkDeliveries: f.counter("sink_deliveries_total", "Result event deliveries to subscription sinks.",
 			"subscription", "result"),
+		RoutingChanges: f.counter("routing_changes_total", "Routing table changes made by this process's controller.", "action"),
 	}
 }
 

@@ -8,6 +8,7 @@ package testkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -110,4 +111,29 @@ func PurgeQueues(t testing.TB, queues ...string) {
 		}
 		_ = ch.Close()
 	}
+}
+
+// QueueDepth reports how many ready messages queue holds, and whether it
+// exists at all.
+func QueueDepth(t testing.TB, queue string) (int, bool) {
+	t.Helper()
+	conn, err := amqp.Dial(RequireAMQP(t))
+	if err != nil {
+		t.Fatalf("connecting to RabbitMQ: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("opening channel: %v", err)
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+		return 0, false
+	}
+	if err != nil {
+		t.Fatalf("reading queue %s: %v", queue, err)
+	}
+	return q.Messages, true
 }

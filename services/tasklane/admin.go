@@ -26,7 +26,7 @@ type RoutingView struct {
 // LaneView is one lane's state.
 type LaneView struct {
 	Name      string `json:"name"`
-	Kind      string `json:"kind"` // shared or dedicated
+	Kind      string `json:"kind"` // shared, dedicated or retiring (merged, deleted once empty)
 	Backlog   int64  `json:"backlog"`
 	Consumers int    `json:"consumers"`
 }
@@ -99,6 +99,9 @@ func (a *App) handleRouting(w http.ResponseWriter, r *http.Request) {
 		kind := "shared"
 		if strings.HasPrefix(lane, routing.DedicatedLanePrefix) {
 			kind = "dedicated"
+		}
+		if _, ok := snap.Retiring[lane]; ok {
+			kind = "retiring"
 		}
 		d := depths[lane]
 		view.Lanes = append(view.Lanes, LaneView{Name: lane, Kind: kind, Backlog: d.Backlog, Consumers: d.Consumers})

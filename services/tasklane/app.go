@@ -173,6 +173,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 		Store: a.store, Table: a.table, Lanes: a.driver, Redis: a.rdb, Prefix: cfg.Ledger.KeyPrefix, Logger: a.logger,
 		Window: cfg.Routing.Window.Std(), HotShare: cfg.Routing.HotShare, HotBacklog: cfg.Routing.HotBacklog,
 		Cooldown: cfg.Routing.Cooldown.Std(), MaxDedicated: cfg.Routing.MaxDedicated, LaneGrace: cfg.Routing.LaneGrace.Std(),
+		OnChange: func(ch routing.Change) { a.metrics.RoutingChanges.WithLabelValues(ch.Action).Inc() },
 	})
 	if opts.Roles[RoleGateway] {
 		a.report = routing.NewReporter(a.rdb, cfg.Ledger.KeyPrefix, cfg.Routing.Window.Std(), cfg.Routing.HotShare/2)
