@@ -85,3 +85,48 @@ func BenchmarkLaneFor(b *testing.B) {
 		_ = tab.LaneFor("tenant-42", "01J0000000000000000000000")
 	}
 }
+
+// The blast-radius figures in the package doc, checked by simulation: over
+// every pair of 1,000 tenants, how often two share their whole shard, and
+// how often none of it.
+func TestShardOverlapMatchesBlastRadius(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		n, k       int
+		full, none float64 // from the package doc
+	}{
+		{16, 2, 1.0 / 120, 91.0 / 120},
+		{16, 3, 1.0 / 560, 286.0 / 560},
+	} {
+		const tenants = 1000
+		shards := make([]map[int]bool, tenants)
+		for i := range shards {
+			shards[i] = map[int]bool{}
+			for _, j := range ShardIndexes(fmt.Sprintf("tenant-%d", i), c.n, c.k) {
+				shards[i][j] = true
+			}
+		}
+		var pairs, full, none int
+		for a := range tenants {
+			for b := a + 1; b < tenants; b++ {
+				shared := 0
+				for j := range shards[a] {
+					if shards[b][j] {
+						shared++
+					}
+				}
+				pairs++
+				if shared == c.k {
+					full++
+				}
+				if shared == 0 {
+					none++
+				}
+			}
+		}
+		gotFull, gotNone := float64(full)/float64(pairs), float64(none)/float64(pairs)
+		t.Logf("N=%d S=%d: full overlap %.3f%% (want %.3f%%), no overlap %.1f%% (want %.1f%%)", c.n, c.k, 100*gotFull, 100*c.full, 100*gotNone, 100*c.none)
+		require.InDelta(t, c.full, gotFull, c.full*0.2, "full overlap, N=%d S=%d", c.n, c.k)
+		require.InDelta(t, c.none, gotNone, 0.01, "no overlap, N=%d S=%d", c.n, c.k)
+	}
+}
