@@ -113,6 +113,10 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 	t.Cleanup(stopSteady)
 	var steady sync.WaitGroup
 	var seq atomic.Int64
+	accepted := map[string]*atomic.Int64{}
+	for _, tenant := range tenants[1:] {
+		accepted[tenant] = new(atomic.Int64)
+	}
 	for _, tenant := range tenants[1:] {
 		steady.Add(1)
 		go func() {
@@ -128,7 +132,9 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 				body := fmt.Appendf(nil, `{"specversion":"1.0","id":"s-%d","source":"/steady","type":"com.example.work"}`, seq.Add(1))
 				if status := post(tenant, body, "application/cloudevents+json"); status != http.StatusAccepted {
 					t.Errorf("%s: steady submit answered %d", tenant, status)
+					continue
 				}
+				accepted[tenant].Add(1)
 			}
 		}()
 	}
@@ -191,7 +197,6 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 	var solo, during []time.Duration
 	bySec := map[int][]time.Duration{}
 	for _, tenant := range tenants[1:] {
-		tasks := allTasks(t, led, tenant)
 		testkit.Eventually(t, 30*time.Second, func() bool {
 			for _, task := range allTasks(t, led, tenant) {
 				if task.State != contracts.StateSucceeded {
@@ -200,7 +205,8 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 			}
 			return true
 		}, "%s's tasks all succeeded", tenant)
-		tasks = allTasks(t, led, tenant)
+		tasks := allTasks(t, led, tenant)
+		require.Len(t, tasks, int(accepted[tenant].Load()), "%s: every accepted task is in the ledger", tenant)
 		for _, task := range tasks {
 			wait := task.StartedAt.Sub(task.CreatedAt)
 			switch {
