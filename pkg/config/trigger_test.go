@@ -542,6 +542,159 @@ tasklane.yaml:10:17: triggers[0].objectstore.existing: only used with mode poll
 tasklane.yaml:11:23: triggers[0].objectstore.access_key_env: only used with mode poll
 tasklane.yaml:12:23: triggers[0].objectstore.secret_key_env: only used with mode poll`,
 		},
+
+		// Shapes and bounds not covered above.
+		{
+			name: "TriggersNotAList",
+			yaml: `triggers: {name: t}
+`,
+			want: `tasklane.yaml:1:11: triggers: expected a list, got a mapping`,
+		},
+		{
+			name: "TriggerNotAMapping",
+			yaml: `triggers:
+  - nightly
+`,
+			want: `tasklane.yaml:2:5: triggers[0]: expected a mapping, got "nightly"`,
+		},
+		{
+			name: "HTTPNotAMapping",
+			yaml: `triggers:
+  - name: t
+    http: signup
+    event: {type: a, source: /s}
+`,
+			want: `tasklane.yaml:3:11: triggers[0].http: expected a mapping, got "signup"`,
+		},
+		{
+			name: "EventUnknownKey",
+			yaml: `triggers:
+  - name: t
+    cron: {schedule: "@hourly"}
+    event: {type: a, source: /s, subject: x}
+`,
+			want: `tasklane.yaml:4:34: triggers[0].event.subject: unknown key (known keys: type, source)`,
+		},
+		{
+			name: "EventSourceMissing",
+			yaml: `triggers:
+  - name: t
+    http: {path: p}
+    event: {type: a}
+`,
+			want: `tasklane.yaml:4:12: triggers[0].event.source: missing (required)`,
+		},
+		{
+			name: "CronMaxCatchUpTooLarge",
+			yaml: `triggers:
+  - name: t
+    cron: {schedule: "@hourly", missed: catch_up, max_catch_up: 1001}
+    event: {type: a, source: /s}
+`,
+			want: `tasklane.yaml:3:65: triggers[0].cron.max_catch_up: must be between 1 and 1000, got 1001`,
+		},
+		{
+			name: "HTTPUnknownKey",
+			yaml: `triggers:
+  - name: t
+    http: {path: p, secret: abc}
+    event: {type: a, source: /s}
+`,
+			want: `tasklane.yaml:3:21: triggers[0].http.secret: unknown key (known keys: path, id_header, signature)`,
+		},
+		{
+			name: "HTTPPathDotSegment",
+			yaml: `triggers:
+  - name: t
+    http: {path: "./p"}
+    event: {type: a, source: /s}
+`,
+			want: `tasklane.yaml:3:18: triggers[0].http.path: invalid hook path "./p" (want segments of letters, digits, '.', '_', '~' or '-' separated by '/', e.g. github/push)`,
+		},
+		{
+			name: "SignatureUnknownKey",
+			yaml: `triggers:
+  - name: t
+    http:
+      path: p
+      signature: {secret_env: S, secret: plain}
+    event: {type: a, source: /s}
+`,
+			want: `tasklane.yaml:5:34: triggers[0].http.signature.secret: unknown key (known keys: scheme, header, timestamp_header, secret_env, tolerance)`,
+		},
+		{
+			name: "SignatureToleranceTooShort",
+			yaml: `triggers:
+  - name: t
+    http:
+      path: p
+      signature: {secret_env: S, tolerance: 500ms}
+    event: {type: a, source: /s}
+`,
+			want: `tasklane.yaml:5:45: triggers[0].http.signature.tolerance: must be between 1s and 24h, got 500ms`,
+		},
+		{
+			name: "ObjectStoreUnknownKey",
+			yaml: `triggers:
+  - name: t
+    objectstore: {bucket: images, endpoint: "http://127.0.0.1:9000", interval: 5s}
+    event: {type: a}
+`,
+			want: `tasklane.yaml:3:70: triggers[0].objectstore.interval: unknown key (known keys: mode, endpoint, region, bucket, prefix, suffix, events, poll_interval, existing, access_key_env, secret_key_env, path, token_env)`,
+		},
+		{
+			name: "ObjectStoreEventsNotAList",
+			yaml: `triggers:
+  - name: t
+    objectstore: {bucket: images, endpoint: "http://127.0.0.1:9000", events: created}
+    event: {type: a}
+`,
+			want: `tasklane.yaml:3:78: triggers[0].objectstore.events: expected a list, got "created"`,
+		},
+		{
+			name: "ObjectStoreBucketTooShort",
+			yaml: `triggers:
+  - name: t
+    objectstore: {bucket: ab, endpoint: "http://127.0.0.1:9000"}
+    event: {type: a}
+`,
+			want: `tasklane.yaml:3:27: triggers[0].objectstore.bucket: invalid bucket name "ab" (want 3-63 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit)`,
+		},
+		{
+			name: "ObjectStoreBucketDoubleDot",
+			yaml: `triggers:
+  - name: t
+    objectstore: {bucket: "my..images", endpoint: "http://127.0.0.1:9000"}
+    event: {type: a}
+`,
+			want: `tasklane.yaml:3:27: triggers[0].objectstore.bucket: invalid bucket name "my..images" (want 3-63 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit)`,
+		},
+		{
+			name: "ObjectStoreEndpointNotAURL",
+			yaml: `triggers:
+  - name: t
+    objectstore: {bucket: images, endpoint: "127.0.0.1:9000"}
+    event: {type: a}
+`,
+			want: `tasklane.yaml:3:45: triggers[0].objectstore.endpoint: invalid URL (want e.g. http://127.0.0.1:9000)`,
+		},
+		{
+			name: "ObjectStoreNotifyBadPath",
+			yaml: `triggers:
+  - name: t
+    objectstore: {mode: notify, bucket: images, path: "s3 images"}
+    event: {type: a}
+`,
+			want: `tasklane.yaml:3:55: triggers[0].objectstore.path: invalid hook path "s3 images" (want segments of letters, digits, '.', '_', '~' or '-' separated by '/', e.g. github/push)`,
+		},
+		{
+			name: "ObjectStorePathTakenByHTTP",
+			yaml: `triggers:
+  - {name: a, objectstore: {mode: notify, bucket: images, path: s3/images}, event: {type: a}}
+  - {name: b, http: {path: /s3/images}, event: {type: a, source: /s}}
+`,
+			want: `tasklane.yaml:3:28: triggers[1].http.path: duplicate hook path "s3/images" (first at line 2)`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -552,7 +705,7 @@ tasklane.yaml:12:23: triggers[0].objectstore.secret_key_env: only used with mode
 			for _, p := range problems(t, err) {
 				require.Equal(t, file, p.File)
 				require.Positive(t, p.Line)
-				require.True(t, strings.HasPrefix(p.Field, "triggers["), "field %q", p.Field)
+				require.True(t, strings.HasPrefix(p.Field, "triggers"), "field %q", p.Field)
 			}
 		})
 	}
@@ -668,5 +821,66 @@ func TestParseCronSchedule(t *testing.T) {
 	for _, bad := range []string{"TZ=UTC", "CRON_TZ=", "", "   ", "@every", "@every -1s", "* * * *", "60 * * * *", "a b c d e"} {
 		_, err := config.ParseCronSchedule(bad)
 		require.ErrorIs(t, err, config.ErrInvalidSchedule, "%q", bad)
+	}
+}
+
+// TestCheckTriggerEnv: the environment variables a trigger cannot start
+// without, each reported with file, line and field.
+func TestCheckTriggerEnv(t *testing.T) {
+	t.Parallel()
+
+	cfg, err := config.Parse(file, []byte(`triggers:
+  - name: signed
+    http:
+      path: signed
+      signature: {secret_env: SIGNED_SECRET}
+    event: {type: a, source: /s}
+  - name: open
+    http: {path: open}
+    event: {type: a, source: /s}
+  - name: notify
+    objectstore: {mode: notify, bucket: images, path: s3, token_env: MINIO_TOKEN}
+    event: {type: a}
+  - name: notify-open
+    objectstore: {mode: notify, bucket: images, path: s3-open}
+    event: {type: a}
+  - name: poll
+    objectstore: {endpoint: "http://127.0.0.1:9000", bucket: images, access_key_env: S3_KEY, secret_key_env: S3_SECRET}
+    event: {type: a}
+`))
+	require.NoError(t, err)
+
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{
+			name: "NothingSet",
+			env:  map[string]string{},
+			want: `tasklane.yaml:5:31: triggers[0].http.signature.secret_env: environment variable SIGNED_SECRET is not set (it holds the webhook's signing secret)
+tasklane.yaml:11:70: triggers[2].objectstore.token_env: environment variable MINIO_TOKEN is not set (it holds the notification token)`,
+		},
+		{
+			name: "SecretSet",
+			env:  map[string]string{"SIGNED_SECRET": "s"},
+			want: `tasklane.yaml:11:70: triggers[2].objectstore.token_env: environment variable MINIO_TOKEN is not set (it holds the notification token)`,
+		},
+		{
+			name: "AllSet",
+			env:  map[string]string{"SIGNED_SECRET": "s", "MINIO_TOKEN": "t"},
+			want: "", // poll credentials are optional: empty means anonymous
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := cfg.CheckTriggerEnv(func(k string) string { return tt.env[k] })
+			if tt.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.EqualError(t, err, tt.want)
+		})
 	}
 }
