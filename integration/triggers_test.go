@@ -3,17 +3,23 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -415,4 +422,83 @@ triggers:
 		require.Equal(t, "running", v.State, v.Name)
 		require.EqualValues(t, 1, v.Fires, v.Name)
 	}
+}
+
+// TestIntegrationTriggerThumbnailDemo runs the demo of examples/: the
+// config examples/triggers.yaml (its store and function addresses pointed
+// at the test's), the example function examples/thumbnail as a process of
+// its own, and an image uploaded to the bucket: the poll trigger makes a
+// task, the function writes the thumbnail next to the image.
+func TestIntegrationTriggerThumbnailDemo(t *testing.T) {
+	s3 := objectstoretest.NewServer(t)
+	s3.MakeBucket(t, "images")
+	t.Setenv("AWS_ACCESS_KEY_ID", objectstoretest.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", objectstoretest.SecretKey)
+	t.Setenv("GITHUB_WEBHOOK_SECRET", "change-me")
+	t.Setenv("MINIO_WEBHOOK_TOKEN", "change-me-too")
+
+	// The example function, built and run as the README says.
+	bin := filepath.Join(t.TempDir(), "thumbnail")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/tasklane/tasklane/examples/thumbnail").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	fnAddr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	fn := exec.Command(bin, "-addr", fnAddr, "-s3-endpoint", s3.URL, "-s3-region", objectstoretest.Region)
+	var fnLog strings.Builder
+	fn.Stdout, fn.Stderr = &fnLog, &fnLog
+	require.NoError(t, fn.Start())
+	t.Cleanup(func() {
+		_ = fn.Process.Kill()
+		_ = fn.Wait()
+		if t.Failed() {
+			t.Logf("thumbnail function log:\n%s", fnLog.String())
+		}
+	})
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		c, err := net.Dial("tcp", fnAddr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "the thumbnail function listens")
+
+	doc, err := os.ReadFile("../examples/triggers.yaml")
+	require.NoError(t, err)
+	yamlBody := strings.ReplaceAll(string(doc), "http://127.0.0.1:9090", s3.URL)
+	yamlBody = strings.ReplaceAll(yamlBody, "http://127.0.0.1:9000/thumbnail", "http://"+fnAddr+"/thumbnail")
+	require.NotEqual(t, string(doc), yamlBody)
+	e := startTasklane(t, config.BrokerDriverAMQP, yamlBody)
+	store := triggers.NewStore(e.rdb, e.prefix)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		recs, err := store.Read(context.Background(), "images")
+		return err == nil && !recs["images"].NextFire.IsZero()
+	}, "the first poll recorded the bucket")
+
+	var img bytes.Buffer
+	require.NoError(t, png.Encode(&img, image.NewGray(image.Rect(0, 0, 1024, 768))))
+	s3.Put(t, "images", "uploads/cat.png", img.String())
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		_, err := s3.Client.StatObject(context.Background(), "images", "thumbnails/uploads/cat.png.png", minio.StatObjectOptions{})
+		return err == nil
+	}, "the thumbnail was written")
+	obj, err := s3.Client.GetObject(context.Background(), "images", "thumbnails/uploads/cat.png.png", minio.GetObjectOptions{})
+	require.NoError(t, err)
+	th, err := png.Decode(obj)
+	require.NoError(t, err)
+	require.Equal(t, image.Rect(0, 0, 128, 96), th.Bounds())
+
+	var task contracts.Task
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		page, err := e.ledger().List(context.Background(), "acme", ledger.ListFilter{Function: "thumbnail"})
+		if err != nil || len(page.Tasks) != 1 {
+			return false
+		}
+		task = page.Tasks[0]
+		return task.State == contracts.StateSucceeded
+	}, "one thumbnail task, succeeded")
+	require.Equal(t, "com.example.image.created", task.Event.Type)
+	require.Equal(t, "uploads/cat.png", task.Event.Subject)
+	require.JSONEq(t, `{"source":"s3://images/uploads/cat.png","thumbnail":"s3://images/thumbnails/uploads/cat.png.png","width":128,"height":96}`, string(task.Result))
 }
