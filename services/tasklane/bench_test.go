@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
@@ -90,4 +93,62 @@ func TestBenchRawBroker(t *testing.T) {
 		require.ErrorAs(t, err, &ae, "queue %s still exists", q)
 		require.Equal(t, amqp.NotFound, ae.Code)
 	}
+}
+
+// TestBenchAgainstDevServer runs `tasklane bench` against the dev-mode app
+// (embedded store, redisstream lanes and results) as three tenants, in each
+// content mode and with a delay: every event is accepted, every result read
+// back; a wrong key is counted as an error kind, not a failure of the run.
+func TestBenchAgainstDevServer(t *testing.T) {
+	cfg := DevConfig()
+	cfg.Server.Addr = "127.0.0.1:0"
+	for i := range 3 {
+		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: fmt.Sprintf("bench-%d", i), APIKeys: []string{fmt.Sprintf("bench-key-%d", i)}})
+	}
+	stop, err := useEmbeddedStore(cfg)
+	require.NoError(t, err)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	app, err := Start(ctx, cfg, Options{Logger: quietLogger()})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, app.Shutdown(context.Background())) }()
+
+	bench := func(t *testing.T, args ...string) BenchReport {
+		t.Helper()
+		var out, progress bytes.Buffer
+		cmd := newBenchCommand(&out, &progress)
+		cmd.SetArgs(append([]string{"--server", app.URL(), "--results", cfg.Redis.URL, "--json", "--timeout", "30s"}, args...))
+		require.NoError(t, cmd.ExecuteContext(ctx))
+		var r BenchReport
+		require.NoError(t, json.Unmarshal(out.Bytes(), &r), out.String())
+		return r
+	}
+	tenants := []string{"--tenants", "3", "--key-template", "bench-key-%d"}
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{name: "Binary", args: []string{"-n", "60", "--concurrency", "4"}},
+		{name: "Structured", args: []string{"-n", "60", "--concurrency", "4", "--mode", "structured"}},
+		{name: "Batch", args: []string{"-n", "60", "--batch", "7"}},
+		{name: "Delay", args: []string{"-n", "6", "--delay", "1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := bench(t, append(c.args, tenants...)...)
+			require.Equal(t, benchTargetTasklane, r.Target)
+			require.Equal(t, r.Events, r.Accepted)
+			require.Equal(t, r.Events, r.Completed)
+			require.Empty(t, r.Errors)
+			require.Equal(t, map[string]int{"succeeded": r.Events}, r.States)
+			if c.name == "Delay" {
+				require.GreaterOrEqual(t, r.SubmitToStart.P50, 1000.0, "submit->start includes the delay")
+			}
+		})
+	}
+	t.Run("WrongKey", func(t *testing.T) {
+		r := bench(t, "-n", "5", "--tenants", "2", "--key-template", "wrong-key-%d")
+		require.Zero(t, r.Accepted)
+		require.Equal(t, map[string]int{"http_401": 5}, r.Errors)
+	})
 }
