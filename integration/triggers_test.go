@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -501,4 +502,71 @@ func TestIntegrationTriggerThumbnailDemo(t *testing.T) {
 	require.Equal(t, "com.example.image.created", task.Event.Type)
 	require.Equal(t, "uploads/cat.png", task.Event.Subject)
 	require.JSONEq(t, `{"source":"s3://images/uploads/cat.png","thumbnail":"s3://images/thumbnails/uploads/cat.png.png","width":128,"height":96}`, string(task.Result))
+}
+
+// TestIntegrationTriggerReloadSIGHUP edits the config of a running
+// triggers process and sends SIGHUP: the webhook moves to its new path,
+// and the cron trigger, replaced because its config changed, fires every
+// second across the reload exactly once, without a gap.
+func TestIntegrationTriggerReloadSIGHUP(t *testing.T) {
+	fn := newEventRecorder(t)
+	e := newStack(t, config.BrokerDriverAMQP, fmt.Sprintf(`
+functions:
+  - {name: tick, events: [com.example.tick, com.example.signup], endpoint: %q}
+triggers:
+  - name: every-second
+    cron: {schedule: "@every 1s"}
+    event: {type: com.example.tick, source: /triggers/every-second}
+  - name: signup
+    http: {path: signup}
+    event: {type: com.example.signup, source: /hooks/signup}
+`, fn.srv.URL))
+	e.start("gateway", "dispatcher", "scheduler", "notifier")
+	trig := e.spawn("triggers")
+	base := trig.url()
+	hook := func(path string) int {
+		resp, err := http.Post(base+"/hooks/"+path, "application/json", strings.NewReader(`{"a":1}`))
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	testkit.Eventually(t, 30*time.Second, func() bool { return fn.len() > 0 }, "the cron fires")
+	start := time.Now().Truncate(time.Second).Add(time.Second)
+	require.Equal(t, http.StatusAccepted, hook("signup"))
+
+	doc, err := os.ReadFile(trig.config)
+	require.NoError(t, err)
+	edited := strings.Replace(string(doc), `cron: {schedule: "@every 1s"}`, `cron: {schedule: "@every 1s", missed: catch_up}`, 1)
+	edited = strings.Replace(edited, `http: {path: signup}`, `http: {path: signup/v2}`, 1)
+	require.NotEqual(t, string(doc), edited)
+	require.NoError(t, os.WriteFile(trig.config, []byte(edited), 0o600))
+	testkit.Eventually(t, 10*time.Second, func() bool { return time.Now().After(start.Add(2 * time.Second)) }, "two fires before the reload")
+	require.NoError(t, trig.cmd.Process.Signal(syscall.SIGHUP))
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		b, _ := os.ReadFile(trig.logPath)
+		return strings.Contains(string(b), "config reloaded")
+	}, "the process reloaded its triggers")
+	require.Equal(t, http.StatusNotFound, hook("signup"))
+	require.Equal(t, http.StatusAccepted, hook("signup/v2"))
+
+	end := start.Add(7 * time.Second)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		_, ok := fn.callsByID()[cron.EventID("every-second", end)]
+		return ok
+	}, "the fire at %s ran", end)
+	calls := fn.callsByID()
+	for ts := start; !ts.After(end); ts = ts.Add(time.Second) {
+		id := cron.EventID("every-second", ts)
+		require.Equal(t, 1, calls[id], "fire %s ran exactly once", id)
+	}
+	for id, n := range calls {
+		require.Equal(t, 1, n, "event %s ran %d times", id, n)
+	}
+	signups := 0
+	for _, ev := range fn.events() {
+		if ev.Type == "com.example.signup" {
+			signups++
+		}
+	}
+	require.Equal(t, 2, signups, "both accepted webhook requests ran")
 }
