@@ -68,6 +68,10 @@ const (
 	ConsumersPerLaneMin = 1
 	// ConsumersPerLaneMax is the largest Dispatcher.ConsumersPerLane.
 	ConsumersPerLaneMax = 256
+	// NotifierConsumersDefault is the default Notifier.Consumers.
+	NotifierConsumersDefault = 32
+	// NotifierConsumersMax is the largest Notifier.Consumers.
+	NotifierConsumersMax = 256
 	// LeaseTTLDefault is the default Dispatcher.LeaseTTL.
 	LeaseTTLDefault = Duration(15 * time.Second)
 	// LeaseTTLMin is the smallest Dispatcher.LeaseTTL.
@@ -140,6 +144,8 @@ type Config struct {
 	Lanes Lanes `yaml:"lanes"`
 	// Dispatcher configures the role that calls functions.
 	Dispatcher Dispatcher `yaml:"dispatcher"`
+	// Notifier configures the role that sends result events.
+	Notifier Notifier `yaml:"notifier"`
 	// Routing configures the routing controller (hot tenants to dedicated
 	// lanes and back).
 	Routing Routing `yaml:"routing"`
@@ -211,6 +217,14 @@ type Lanes struct {
 	ShardSize int `yaml:"shard_size"`
 	// QueueType is "classic" (default) or "quorum".
 	QueueType string `yaml:"queue_type"`
+}
+
+// Notifier configures the role that sends result events.
+type Notifier struct {
+	// Consumers is the number of results-outbox entries a notifier process
+	// handles at once (each waits for its result publish to be confirmed
+	// and for its sinks). Default 32, range 1..256.
+	Consumers int `yaml:"consumers"`
 }
 
 // Dispatcher configures the role that calls functions.

@@ -110,6 +110,11 @@ functions:
 			want: `tasklane.yaml:1:28: server.max_batch_events: expected an integer, got "10"`,
 		},
 		{
+			name: "NotifierConsumersOutOfRange",
+			yaml: `notifier: {consumers: 300}`,
+			want: `tasklane.yaml:1:23: notifier.consumers: must be between 1 and 256, got 300`,
+		},
+		{
 			name: "FloatForInt",
 			yaml: `dispatcher: {consumers_per_lane: 1.5}`,
 			want: `tasklane.yaml:1:34: dispatcher.consumers_per_lane: expected an integer, got "1.5"`,

@@ -30,6 +30,7 @@ func (c *Config) WithDefaults() *Config {
 	out.Lanes.QueueType = cmp.Or(out.Lanes.QueueType, QueueTypeDefault)
 
 	out.Dispatcher.ConsumersPerLane = cmp.Or(out.Dispatcher.ConsumersPerLane, ConsumersPerLaneDefault)
+	out.Notifier.Consumers = cmp.Or(out.Notifier.Consumers, NotifierConsumersDefault)
 	out.Dispatcher.LeaseTTL = cmp.Or(out.Dispatcher.LeaseTTL, LeaseTTLDefault)
 	out.Dispatcher.DrainTimeout = cmp.Or(out.Dispatcher.DrainTimeout, DrainTimeoutDefault)
 	out.Dispatcher.MaxResultBytes = cmp.Or(out.Dispatcher.MaxResultBytes, MaxResultBytesDefault)

@@ -210,6 +210,7 @@ func (v *validator) dispatcher() {
 	}
 	v.positive("dispatcher.drain_timeout", d.DrainTimeout)
 	v.intMin("dispatcher.max_result_bytes", d.MaxResultBytes, 1)
+	v.intRange("notifier.consumers", int64(v.c.Notifier.Consumers), 1, NotifierConsumersMax)
 }
 
 func (v *validator) ledger() {

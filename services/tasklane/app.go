@@ -468,6 +468,7 @@ func (a *App) startWorkers(ctx context.Context) error {
 			Ledger:          a.ledger,
 			Redis:           a.redisOpts,
 			ResultPublisher: a.driver.ResultPublisher(),
+			Consumers:       a.cfg.Notifier.Consumers,
 			Subscriptions:   a.subscriptions(),
 			Metrics:         a.metrics,
 			Logger:          a.logger,
