@@ -118,8 +118,9 @@ func githubSignature(secret, body string) string {
 
 // TestIntegrationTriggerWebhookSignatures posts to a signed webhook: only
 // the request with a valid signature is queued; a missing or wrong
-// signature and a replay of the valid request are refused with 401, and
-// nothing of them reaches the ledger or the function.
+// signature and a replay of the valid request (also under a new delivery
+// id) are refused with 401, and nothing of them reaches the ledger or the
+// function.
 func TestIntegrationTriggerWebhookSignatures(t *testing.T) {
 	const secret = "whsec-integration"
 	t.Setenv("TL_IT_SIGNUP_SECRET", secret)
@@ -159,6 +160,11 @@ triggers:
 
 	status, out = hook(valid, body)
 	require.Equal(t, http.StatusUnauthorized, status, "replay: %s", out)
+	require.Contains(t, out, "replayed request")
+	// The delivery id is not signed: replaying the captured request under
+	// a new one is still a replay.
+	status, out = hook(map[string]string{"X-Hub-Signature-256": valid["X-Hub-Signature-256"], "X-GitHub-Delivery": "delivery-5"}, body)
+	require.Equal(t, http.StatusUnauthorized, status, "replay with a new delivery id: %s", out)
 	require.Contains(t, out, "replayed request")
 
 	testkit.Eventually(t, 30*time.Second, func() bool { return fn.len() >= 1 }, "the valid request's task ran")

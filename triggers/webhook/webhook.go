@@ -18,10 +18,11 @@
 // With a [Signature], the HMAC-SHA256 is computed over the raw body bytes
 // (with the timestamp in front when the scheme has one) and compared with
 // hmac.Equal before anything is parsed. An accepted request is remembered
-// in Redis (SET NX, for twice the tolerance) by its delivery id when the
-// id header is configured and present, else by its MAC; the same request
-// again is a replay and refused. When a submission fails, the request is
-// forgotten again, so the provider's retry goes through.
+// in Redis (SET NX, for twice the tolerance) by its MAC, never by its
+// delivery id (that header is not signed: an attacker could change it); the
+// same signed request again is a replay and refused. When a submission
+// fails, the request is forgotten again, so the provider's retry goes
+// through.
 //
 // # Event ids
 //
@@ -194,7 +195,9 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			triggers.WriteError(rw, http.StatusUnauthorized, "signature: "+err.Error())
 			return
 		}
-		seenKey = w.replayKey(cmp.Or(deliveryID, mac))
+		// The MAC, not the delivery id: the id header is not signed, so a
+		// captured request replayed under a new id is the same request.
+		seenKey = w.replayKey(mac)
 		fresh, err := w.env.Store.Redis().SetNX(ctx, seenKey, time.Now().UnixMilli(), 2*s.Tolerance).Result()
 		switch {
 		case err != nil:
@@ -209,7 +212,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	e := w.event(r, body, deliveryID)
+	e := w.event(r, body, cmp.Or(deliveryID, ulid.Make().String()))
 	tasks, err := w.env.Submit(ctx, w.cfg.Tenant, []*event.Event{e})
 	if err != nil {
 		if seenKey != "" {
@@ -236,16 +239,15 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	triggers.WriteJSON(rw, http.StatusAccepted, contracts.SubmitResponse{Tasks: tasks})
 }
 
-// replayKey is where an accepted request (by delivery id or MAC) is
-// remembered.
-func (w *Webhook) replayKey(id string) string {
-	sum := sha256.Sum256([]byte(id))
+// replayKey is where an accepted request (by its MAC) is remembered.
+func (w *Webhook) replayKey(mac string) string {
+	sum := sha256.Sum256([]byte(mac))
 	return w.env.Store.Key(w.cfg.Name, "seen:"+hex.EncodeToString(sum[:16]))
 }
 
-func (w *Webhook) event(r *http.Request, body []byte, deliveryID string) *event.Event {
+func (w *Webhook) event(r *http.Request, body []byte, id string) *event.Event {
 	e := event.New()
-	e.SetID(cmp.Or(deliveryID, ulid.Make().String()))
+	e.SetID(id)
 	e.SetSource(w.cfg.EventSource)
 	e.SetType(w.cfg.EventType)
 	e.SetTime(w.env.Now())

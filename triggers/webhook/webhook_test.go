@@ -92,6 +92,9 @@ func TestWebhookSignatures(t *testing.T) {
 		{"Missing", map[string]string{"X-GitHub-Delivery": "d-2"}, `{"error":"signature: missing signature: no X-Hub-Signature-256 header"}`},
 		{"Wrong", map[string]string{"X-GitHub-Delivery": "d-3", "X-Hub-Signature-256": "sha256=" + hmacHex("guess", body)}, `{"error":"signature: signature does not match"}`},
 		{"Replayed", b.signed(body, map[string]string{"X-GitHub-Delivery": "d-1"}), `{"error":"signature: replayed request (this delivery was already accepted)"}`},
+		// The delivery id is not signed: a captured request replayed under
+		// a new one is still the same signed request.
+		{"ReplayedWithNewDeliveryID", b.signed(body, map[string]string{"X-GitHub-Delivery": "d-forged"}), `{"error":"signature: replayed request (this delivery was already accepted)"}`},
 	} {
 		status, out := b.post(t, body, tt.headers)
 		require.Equal(t, http.StatusUnauthorized, status, tt.name)
@@ -170,7 +173,8 @@ func TestWebhookFailedSubmitIsRetryable(t *testing.T) {
 	b.sub.FailFunc = func(string, []*event.Event) error {
 		return &ingest.Error{Status: http.StatusUnprocessableEntity, Msg: `type: no function subscribes to type "x"`}
 	}
-	status, out = b.post(t, body, b.signed(body, map[string]string{"X-Delivery": "d-10"}))
+	other := `{"n":10}`
+	status, out = b.post(t, other, b.signed(other, map[string]string{"X-Delivery": "d-10"}))
 	require.Equal(t, http.StatusUnprocessableEntity, status)
 	require.JSONEq(t, `{"error":"type: no function subscribes to type \"x\""}`, out)
 }
