@@ -24,16 +24,22 @@
 // fails, the request is forgotten again, so the provider's retry goes
 // through.
 //
+// A scheme without a timestamp (SchemeSHA256 without TimestampHeader)
+// accepts a captured request for ever as far as the signature goes; once
+// its replay record expires, only the ingest path's deduplication (by event
+// id, see below) refuses it again, within the deduplication window.
+//
 // # Event ids
 //
 // When IDHeader is set and the request carries it (GitHub's
 // X-GitHub-Delivery, for instance), its value is the event id, so a
-// provider's retry of a delivery is deduplicated; otherwise each request
-// gets a new ULID.
+// provider's retry of a delivery is deduplicated. Otherwise a signed
+// request's event id is "mac-" and the first 32 hex digits of its MAC (the
+// same signed request is the same event), and an unsigned one gets a new
+// ULID.
 package webhook
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -187,9 +193,10 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		deliveryID = strings.TrimSpace(r.Header.Get(w.cfg.IDHeader))
 	}
 
-	var seenKey string
+	var seenKey, mac string
 	if s := w.cfg.Signature; s != nil {
-		mac, err := s.Verify(r.Header, body, w.env.Now())
+		var err error
+		mac, err = s.Verify(r.Header, body, w.env.Now())
 		if err != nil {
 			w.env.Logger.InfoContext(ctx, "refusing webhook request", "reason", err.Error(), "remote", r.RemoteAddr)
 			triggers.WriteError(rw, http.StatusUnauthorized, "signature: "+err.Error())
@@ -212,7 +219,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	e := w.event(r, body, cmp.Or(deliveryID, ulid.Make().String()))
+	e := w.event(r, body, eventID(deliveryID, mac))
 	tasks, err := w.env.Submit(ctx, w.cfg.Tenant, []*event.Event{e})
 	if err != nil {
 		if seenKey != "" {
@@ -243,6 +250,21 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 func (w *Webhook) replayKey(mac string) string {
 	sum := sha256.Sum256([]byte(mac))
 	return w.env.Store.Key(w.cfg.Name, "seen:"+hex.EncodeToString(sum[:16]))
+}
+
+// eventID is the event id of a request: its delivery id when it has one,
+// else "mac-<first 32 hex digits of the MAC>" when it is signed (so the
+// same signed request again, after the replay memory expired, is the same
+// event and the ingest path deduplicates it), else a new ULID.
+func eventID(deliveryID, mac string) string {
+	switch {
+	case deliveryID != "":
+		return deliveryID
+	case mac != "":
+		return "mac-" + mac[:min(len(mac), 32)]
+	default:
+		return ulid.Make().String()
+	}
 }
 
 func (w *Webhook) event(r *http.Request, body []byte, id string) *event.Event {

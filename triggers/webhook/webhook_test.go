@@ -141,6 +141,41 @@ func TestWebhookReplayWithoutDeliveryID(t *testing.T) {
 	require.LessOrEqual(t, ttl, 2*time.Minute)
 }
 
+// TestWebhookReplayAfterReplayWindow: without a timestamp in the scheme
+// and without a delivery id, the same signed request is the same event
+// (its id comes from the MAC), so once the replay record has expired the
+// ingest path's deduplication still refuses to queue it again.
+func TestWebhookReplayAfterReplayWindow(t *testing.T) {
+	t.Parallel()
+	sig := &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Hub-Signature-256", Secret: []byte("s3cret"), Tolerance: time.Minute}
+	b := setup(t, sig, "")
+	ctx := context.Background()
+	body := `{"user":"ada"}`
+	h := b.signed(body, nil)
+
+	status, out := b.post(t, body, h)
+	require.Equal(t, http.StatusAccepted, status, out)
+	var sr contracts.SubmitResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &sr))
+	id := sr.Tasks[0].EventID
+	require.Regexp(t, `^mac-[0-9a-f]{32}$`, id)
+	status, _ = b.post(t, body, h)
+	require.Equal(t, http.StatusUnauthorized, status, "a replay within the window is refused")
+
+	// The replay record expires (twice the tolerance later).
+	keys, err := b.store.Redis().Keys(ctx, b.store.Key("signup", "seen:*")).Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	require.NoError(t, b.store.Redis().Del(ctx, keys...).Err())
+
+	status, out = b.post(t, body, h)
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.NoError(t, json.Unmarshal([]byte(out), &sr))
+	require.Equal(t, id, sr.Tasks[0].EventID, "the same signed request is the same event")
+	require.True(t, sr.Tasks[0].Duplicate, "the ingest path deduplicates it")
+	require.Equal(t, []string{id}, b.sub.IDs(), "queued once")
+}
+
 // TestWebhookFailedSubmitIsRetryable: when the ingest path fails, the
 // provider's retry of the same delivery is not taken for a replay, and
 // carries the same event id.
