@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -24,14 +25,24 @@ type checker struct {
 	mu         sync.Mutex
 	accepted   map[string]bool
 	executions map[string]int
-	results    map[string][]contracts.State
+	results    map[string][]result
 	fn, sink   *httptest.Server
+}
+
+// result is one result event the sink received. Result events are at least
+// once (the notifier sends again when it cannot tell whether a send took),
+// so the same event may arrive twice: same id, same task record.
+type result struct {
+	state contracts.State
+	// outcome identifies the terminal transition it reports: the event id
+	// and the finish time in the task record it carries.
+	outcome string
 }
 
 // newChecker starts a function that takes 0 to maxRun and answers 200, and
 // a results sink.
 func newChecker(t *testing.T, maxRun time.Duration) *checker {
-	c := &checker{accepted: map[string]bool{}, executions: map[string]int{}, results: map[string][]contracts.State{}}
+	c := &checker{accepted: map[string]bool{}, executions: map[string]int{}, results: map[string][]result{}}
 	c.fn = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(contracts.HeaderTaskID)
 		c.mu.Lock()
@@ -44,9 +55,18 @@ func newChecker(t *testing.T, maxRun time.Duration) *checker {
 	}))
 	t.Cleanup(c.fn.Close)
 	c.sink = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var task contracts.Task
+		_ = json.NewDecoder(r.Body).Decode(&task)
+		finished := ""
+		if task.FinishedAt != nil {
+			finished = task.FinishedAt.Format(time.RFC3339Nano)
+		}
 		c.mu.Lock()
 		id := r.Header.Get("Ce-Subject")
-		c.results[id] = append(c.results[id], contracts.State(r.Header.Get("Ce-Type")[len(contracts.ResultTypePrefix):]))
+		c.results[id] = append(c.results[id], result{
+			state:   contracts.State(r.Header.Get("Ce-Type")[len(contracts.ResultTypePrefix):]),
+			outcome: r.Header.Get("Ce-Id") + "@" + finished,
+		})
 		c.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -94,7 +114,9 @@ func (v verdict) String() string {
 
 // check compares the records with the ledger: lost = accepted but no
 // terminal result event; stuck = accepted but not terminal in the ledger;
-// duplicate successes = more than one succeeded result for a task;
+// duplicate successes = more than one distinct succeeded outcome for a task
+// (a redelivered result event, same id and record, is a duplicate result,
+// which the at-least-once contract allows);
 // unexpected = results for tasks never accepted.
 func (c *checker) check(t *testing.T, e *env, tenant string) verdict {
 	t.Helper()
@@ -109,13 +131,13 @@ func (c *checker) check(t *testing.T, e *env, tenant string) verdict {
 		if len(rs) > 1 {
 			v.DuplicateResults++
 		}
-		succ := 0
-		for _, s := range rs {
-			if s == contracts.StateSucceeded {
-				succ++
+		succ := map[string]bool{}
+		for _, r := range rs {
+			if r.state == contracts.StateSucceeded {
+				succ[r.outcome] = true
 			}
 		}
-		if succ > 1 {
+		if len(succ) > 1 {
 			v.DuplicateSuccesses++
 		}
 		task, err := e.ledger().Get(context.Background(), tenant, id)
