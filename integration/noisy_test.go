@@ -89,6 +89,8 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 	}
 	fmt.Fprintf(&cfg, "functions:\n  - {name: work, events: [com.example.work], endpoint: %q}\n", fn.URL)
 	e := newStack(t, "amqp", cfg.String())
+	testkit.PurgeQueues(t, routing.DedicatedLaneName("a"))
+	t.Cleanup(func() { testkit.PurgeQueues(t, routing.DedicatedLaneName("a")) })
 	roles := []string{tasklane.RoleGateway, tasklane.RoleDispatcher, tasklane.RoleScheduler, tasklane.RoleNotifier}
 	if controller {
 		roles = append(roles, tasklane.RoleController)
