@@ -202,9 +202,18 @@ func (p *Poller) run(ctx context.Context) {
 	el.Run(ctx)
 }
 
-// scope identifies what a checkpoint is of; another endpoint or bucket
-// starts afresh.
-func (p *Poller) scope() string { return p.cfg.Endpoint + "|" + p.cfg.Bucket }
+// scope identifies what a checkpoint is of; another endpoint, bucket,
+// prefix or suffix starts afresh (per Existing), so objects that come into
+// scope when the prefix or suffix widens are not taken for new ones. An
+// empty prefix and suffix keep the scope of a checkpoint written before
+// they were part of it.
+func (p *Poller) scope() string {
+	s := p.cfg.Endpoint + "|" + p.cfg.Bucket
+	if p.cfg.Prefix != "" || p.cfg.Suffix != "" {
+		s += "|prefix=" + strconv.Quote(p.cfg.Prefix) + "|suffix=" + strconv.Quote(p.cfg.Suffix)
+	}
+	return s
+}
 
 // loadCheckpoint reads the checkpoint: it may have moved while another
 // replica held the lock.

@@ -359,6 +359,41 @@ func TestPollerScopeChange(t *testing.T) {
 	require.Equal(t, map[string]bool{"y": true}, keysOf(q.known))
 }
 
+// TestPollerScopeWidened: widening the prefix or suffix brings objects
+// into scope that were there all along; with existing skip they are
+// recorded, not emitted as created. What is created afterwards is.
+func TestPollerScopeWidened(t *testing.T) {
+	t.Parallel()
+	b := setupPoll(t)
+	ctx := context.Background()
+	for _, k := range []string{"in/a.jpg", "in/b.png", "out/c.jpg"} {
+		b.s3.Put(t, testBucket, k, k)
+	}
+	p := b.poller(t, "a", func(c *PollConfig) { c.Prefix, c.Suffix = "in/", ".jpg" })
+	require.NoError(t, p.poll(ctx))
+	b.s3.Put(t, testBucket, "in/d.jpg", "d")
+	require.NoError(t, p.poll(ctx))
+	require.Equal(t, []string{"created in/d.jpg"}, changes(b.sub, 0))
+	release(t, p)
+
+	q := b.poller(t, "b", func(c *PollConfig) { c.Prefix = "" }) // no prefix, no suffix
+	require.NoError(t, q.poll(ctx))
+	require.NoError(t, q.poll(ctx))
+	require.Equal(t, 1, b.sub.Len(), "in/b.png and out/c.jpg existed before they came into scope")
+	require.Equal(t, map[string]bool{"in/a.jpg": true, "in/b.png": true, "out/c.jpg": true, "in/d.jpg": true}, keysOf(q.known))
+	b.s3.Put(t, testBucket, "out/e.txt", "e")
+	require.NoError(t, q.poll(ctx))
+	require.Equal(t, []string{"created in/d.jpg", "created out/e.txt"}, changes(b.sub, 0))
+	release(t, q)
+
+	// Narrowed again: the objects out of scope are no deletions.
+	r := b.poller(t, "c", func(c *PollConfig) { c.Prefix = "out/" })
+	require.NoError(t, r.poll(ctx))
+	require.NoError(t, r.poll(ctx))
+	require.Equal(t, 2, b.sub.Len())
+	require.Equal(t, map[string]bool{"out/c.jpg": true, "out/e.txt": true}, keysOf(r.known))
+}
+
 func keysOf(m map[string]version) map[string]bool {
 	out := map[string]bool{}
 	for k := range m {
