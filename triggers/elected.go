@@ -54,6 +54,7 @@ func (e *Elected) Run(ctx context.Context) {
 	)
 	for ctx.Err() == nil {
 		wait := retry
+		mark := e.Reporter.Failures()
 		if e.Lock.Token() != "" && time.Now().After(e.Lock.RenewAt()) {
 			if _, err := e.Lock.Renew(ctx); err != nil {
 				e.Logger.WarnContext(ctx, "renewing the trigger lock", "error", err)
@@ -75,6 +76,7 @@ func (e *Elected) Run(ctx context.Context) {
 		}
 		if !e.Lock.Held() {
 			ready = false
+			e.Reporter.Succeeded(ctx, mark) // the lock answered
 			e.Reporter.SetState(StateStandby)
 			sleep(ctx, wait)
 			continue
@@ -89,6 +91,11 @@ func (e *Elected) Run(ctx context.Context) {
 			ready, nextBeat = true, time.Time{}
 		}
 		wait = e.step(ctx)
+		if ctx.Err() == nil {
+			// A step that recorded no failure clears an earlier one,
+			// though it may have had nothing to submit.
+			e.Reporter.Succeeded(ctx, mark)
+		}
 		e.Reporter.SetState(StateRunning)
 		// The store shows the next fire: write it when it moves, not only
 		// with the periodic heartbeat.

@@ -101,6 +101,15 @@ func TestStore(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(3), recs["t"].Fires)
 	require.Empty(t, recs["t"].LastError)
+
+	// So does a success without a fire.
+	require.NoError(t, store.Failed(ctx, "t", errors.New("boom"), now))
+	require.NoError(t, store.Succeeded(ctx, "t"))
+	recs, err = store.Read(ctx, "t")
+	require.NoError(t, err)
+	require.Empty(t, recs["t"].LastError)
+	require.True(t, recs["t"].LastErrorAt.IsZero())
+	require.Equal(t, int64(3), recs["t"].Fires)
 }
 
 func TestIsPermanent(t *testing.T) {
@@ -109,6 +118,49 @@ func TestIsPermanent(t *testing.T) {
 	require.True(t, triggers.IsPermanent(errors.Join(errors.New("x"), &ingest.Error{Status: 400})))
 	require.False(t, triggers.IsPermanent(&ingest.Error{Status: 503}))
 	require.False(t, triggers.IsPermanent(context.Canceled))
+}
+
+// TestElectedRecovers: a trigger that failed once and then steps without
+// error (a quiet bucket, no fire due) is running again, its last error
+// cleared here and in the store; a failure during a step is kept.
+func TestElectedRecovers(t *testing.T) {
+	t.Parallel()
+	store := triggerstest.Store(t)
+	env := triggers.Env{Submitter: triggerstest.NewSubmitter(), Store: store, Owner: "r", Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
+	rep := triggers.NewReporter(env, "quiet", "objectstore")
+	var steps atomic.Int64
+	var failAgain atomic.Bool
+	el := &triggers.Elected{
+		Lock: store.Lock("quiet", env.Owner, 3*time.Second), Reporter: rep, Logger: env.Logger,
+		Retry:    10 * time.Millisecond,
+		Acquired: func(context.Context) error { return nil },
+		Step: func(ctx context.Context) time.Duration {
+			if n := steps.Add(1); n == 1 || failAgain.Load() {
+				rep.Failed(ctx, "polling", errors.New("listing: connection reset"))
+			}
+			return 10 * time.Millisecond
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); el.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	testkit.Eventually(t, 5*time.Second, func() bool { return steps.Load() >= 3 }, "steps after the failure")
+	st := rep.Status()
+	require.Equal(t, triggers.StateRunning, st.State)
+	require.Empty(t, st.LastError)
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		recs, err := store.Read(context.Background(), "quiet")
+		require.NoError(t, err)
+		return recs["quiet"].LastError == "" && recs["quiet"].State == triggers.StateRunning
+	}, "the store shows the trigger running, without error")
+
+	failAgain.Store(true)
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		st := rep.Status()
+		return st.State == triggers.StateFailing && st.LastError != ""
+	}, "a step that fails leaves the trigger failing")
 }
 
 // TestElected runs the loop on three replicas: exactly one steps at a time,

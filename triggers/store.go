@@ -122,6 +122,14 @@ func (s *Store) Failed(ctx context.Context, name string, cause error, at time.Ti
 	return nil
 }
 
+// Succeeded clears the last failure of trigger name.
+func (s *Store) Succeeded(ctx context.Context, name string) error {
+	if err := s.rdb.HDel(ctx, s.Key(name, "state"), fLastError, fLastErrorAt).Err(); err != nil {
+		return fmt.Errorf("clearing the failure of trigger %s: %w", name, err)
+	}
+	return nil
+}
+
 // Read returns the records of the named triggers; a trigger never run has
 // a zero Record.
 func (s *Store) Read(ctx context.Context, names ...string) (map[string]Record, error) {
@@ -177,6 +185,17 @@ func (r *Reporter) Failed(ctx context.Context, msg string, err error) {
 	r.Tracker.Failed(now, err)
 	if serr := r.env.Store.Failed(context.WithoutCancel(ctx), r.name, err, now); serr != nil {
 		r.env.Logger.WarnContext(ctx, "recording trigger state", "error", serr)
+	}
+}
+
+// Succeeded records that an attempt begun when Failures was mark succeeded
+// (see Tracker.Succeeded), clearing the last error in the store too.
+func (r *Reporter) Succeeded(ctx context.Context, mark uint64) {
+	if !r.Tracker.Succeeded(mark) {
+		return
+	}
+	if err := r.env.Store.Succeeded(context.WithoutCancel(ctx), r.name); err != nil {
+		r.env.Logger.WarnContext(ctx, "recording trigger state", "error", err)
 	}
 }
 

@@ -169,8 +169,9 @@ func (env Env) Submit(ctx context.Context, tenant string, events []*event.Event)
 
 // Tracker keeps a trigger's in-process Status. Safe for concurrent use.
 type Tracker struct {
-	mu sync.Mutex
-	st Status
+	mu       sync.Mutex
+	st       Status
+	failures uint64 // failures recorded, for Succeeded
 }
 
 // NewTracker starts a Status for the trigger name of kind.
@@ -185,7 +186,8 @@ func (t *Tracker) Status() Status {
 	return t.st
 }
 
-// SetState sets the state; a failing trigger stays failing until Fired.
+// SetState sets the state; a failing trigger stays failing until Fired or
+// Succeeded.
 func (t *Tracker) SetState(state string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -215,10 +217,36 @@ func (t *Tracker) Fired(at time.Time, lastID string, n int) {
 	}
 }
 
+// Failures counts the failures recorded so far; pass it to Succeeded
+// after the attempt.
+func (t *Tracker) Failures() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failures
+}
+
+// Succeeded records that an attempt begun when Failures was mark succeeded
+// (even if it submitted nothing): unless a failure was recorded since mark,
+// it clears the last error, and a failing trigger is running again. It
+// reports whether there was an error to clear.
+func (t *Tracker) Succeeded(mark uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.failures != mark || t.st.LastError == "" {
+		return false
+	}
+	t.st.LastError, t.st.LastErrorAt = "", time.Time{}
+	if t.st.State == StateFailing {
+		t.st.State = StateRunning
+	}
+	return true
+}
+
 // Failed records err at at.
 func (t *Tracker) Failed(at time.Time, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.failures++
 	t.st.LastError, t.st.LastErrorAt = err.Error(), at
 	if t.st.State == StateRunning {
 		t.st.State = StateFailing
