@@ -109,10 +109,13 @@ func (e *Elected) Run(ctx context.Context) {
 }
 
 // step calls Step, renewing the lock meanwhile: a step may outlast the
-// lock's TTL (a long listing, a slow submission).
+// lock's TTL (a long listing, a slow submission). The renewals are not
+// cancelled with ctx: a step that is stopping still finishes its
+// submission and checkpoint under the lock.
 func (e *Elected) step(ctx context.Context) time.Duration {
 	stop := make(chan struct{})
 	renewed := make(chan struct{})
+	rctx := context.WithoutCancel(ctx)
 	go func() {
 		defer close(renewed)
 		t := time.NewTicker(e.Lock.TTL() / 3)
@@ -122,7 +125,7 @@ func (e *Elected) step(ctx context.Context) time.Duration {
 			case <-stop:
 				return
 			case <-t.C:
-				if _, err := e.Lock.Renew(ctx); err != nil && ctx.Err() == nil {
+				if err := e.renew(rctx); err != nil {
 					e.Logger.WarnContext(ctx, "renewing the trigger lock", "error", err)
 				}
 			}
@@ -130,6 +133,14 @@ func (e *Elected) step(ctx context.Context) time.Duration {
 	}()
 	defer func() { close(stop); <-renewed }()
 	return e.Step(ctx)
+}
+
+// renew renews the lock, bounded by its TTL.
+func (e *Elected) renew(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, e.Lock.TTL())
+	defer cancel()
+	_, err := e.Lock.Renew(ctx)
+	return err
 }
 
 // sleep waits d (at least a millisecond) or until ctx ends.

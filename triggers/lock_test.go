@@ -163,6 +163,52 @@ func TestElectedRecovers(t *testing.T) {
 	}, "a step that fails leaves the trigger failing")
 }
 
+// TestElectedStoppingStepKeepsLock: a step still running when the loop is
+// stopped (a submission finishing, its checkpoint) keeps the lock renewed
+// until it returns, however longer than the TTL it takes, so no other
+// replica steps meanwhile; the lock is released after it.
+func TestElectedStoppingStepKeepsLock(t *testing.T) {
+	t.Parallel()
+	store := triggerstest.Store(t)
+	env := triggers.Env{Submitter: triggerstest.NewSubmitter(), Store: store, Owner: "a", Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
+	const ttl = 600 * time.Millisecond
+	entered, finish := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	el := &triggers.Elected{
+		Lock: store.Lock("slow", "a", ttl), Reporter: triggers.NewReporter(env, "slow", "cron"), Logger: env.Logger,
+		Retry:    10 * time.Millisecond,
+		Acquired: func(context.Context) error { return nil },
+		Step: func(ctx context.Context) time.Duration {
+			if once.CompareAndSwap(false, true) {
+				close(entered)
+				<-ctx.Done()
+				<-finish // still working after the stop
+			}
+			return 10 * time.Millisecond
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); el.Run(ctx) }()
+	<-entered
+	cancel()
+
+	other := store.Lock("slow", "b", ttl)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(4 * ttl); time.Now().Before(deadline); <-tick.C {
+		ok, err := other.Acquire(context.Background())
+		require.NoError(t, err)
+		require.False(t, ok, "the lock expired under the stopping step")
+	}
+	close(finish)
+	<-done
+	ok, err := other.Acquire(context.Background())
+	require.NoError(t, err)
+	require.True(t, ok, "released once the step returned")
+	require.NoError(t, other.Release(context.Background()))
+}
+
 // TestElected runs the loop on three replicas: exactly one steps at a time,
 // and stopping it hands over to another.
 func TestElected(t *testing.T) {

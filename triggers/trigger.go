@@ -155,6 +155,11 @@ func IsPermanent(err error) bool {
 // Stop does not cancel, so a stopping trigger finishes what it started.
 const SubmitTimeout = 30 * time.Second
 
+// CheckpointTimeout bounds one write of a trigger's progress (a cron
+// cursor, an object-store checkpoint chunk). Like submissions, these writes
+// are not cancelled by Stop.
+const CheckpointTimeout = 10 * time.Second
+
 // Submit sends events through env's Submitter, detached from ctx's
 // cancellation and bounded by SubmitTimeout.
 func (env Env) Submit(ctx context.Context, tenant string, events []*event.Event) ([]contracts.SubmittedTask, error) {

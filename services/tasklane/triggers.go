@@ -24,8 +24,11 @@ import (
 )
 
 // TriggerStopTimeout bounds the wait for one trigger's work in flight when
-// it is stopped (config reload, shutdown).
-const TriggerStopTimeout = 30 * time.Second
+// it is stopped (config reload, shutdown): longer than a submission and the
+// checkpoint after it, plus the lock release, so a stopping trigger is not
+// cut off between the two (its successor would submit the events again:
+// deduplicated, but counted as fired twice).
+const TriggerStopTimeout = triggers.SubmitTimeout + triggers.CheckpointTimeout + 10*time.Second
 
 // buildTrigger makes the trigger of spec; getenv reads the secrets and
 // credentials the spec names. maxBody bounds a webhook body.

@@ -17,6 +17,7 @@ import (
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/testkit"
+	"github.com/tasklane/tasklane/triggers"
 )
 
 const devTriggers = `server: {addr: "127.0.0.1:0"}
@@ -185,4 +186,11 @@ func TestConfigValidateTriggers(t *testing.T) {
 	require.NoError(t, cmd.Execute())
 	require.Contains(t, out.String(), "warning: "+good+":3:50: triggers[0].http.signature.secret_env: environment variable TASKLANE_TEST_UNSET_SECRET is not set")
 	require.Contains(t, out.String(), good+": ok (0 tenants, 0 functions, 0 subscriptions, 1 triggers)")
+}
+
+// TestTriggerStopTimeout: a stopping trigger has time to finish its
+// submission and the checkpoint after it, and to release its lock.
+func TestTriggerStopTimeout(t *testing.T) {
+	t.Parallel()
+	require.Greater(t, TriggerStopTimeout, triggers.SubmitTimeout+triggers.CheckpointTimeout)
 }

@@ -220,7 +220,9 @@ func (c *Cron) loadCursor(ctx context.Context) (time.Time, error) {
 }
 
 func (c *Cron) saveCursor(ctx context.Context, t time.Time) error {
-	return c.lock.HashUpdate(context.WithoutCancel(ctx), c.key,
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), triggers.CheckpointTimeout)
+	defer cancel()
+	return c.lock.HashUpdate(wctx, c.key,
 		[]string{"cursor", t.UTC().Format(time.RFC3339Nano), "spec", c.specKey()}, nil)
 }
 

@@ -339,14 +339,11 @@ func (p *Poller) poll(ctx context.Context) error {
 	return nil
 }
 
-// checkpointTimeout bounds one checkpoint write.
-const checkpointTimeout = 10 * time.Second
-
 // checkpoint writes to the checkpoint under the lock. The write is not
 // cancelled with ctx: a stopping trigger checkpoints what it submitted, so
 // its successor does not submit it again.
 func (p *Poller) checkpoint(ctx context.Context, key string, set, del []string) error {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), checkpointTimeout)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), triggers.CheckpointTimeout)
 	defer cancel()
 	return p.lock.HashUpdate(wctx, key, set, del)
 }
