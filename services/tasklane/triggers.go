@@ -97,6 +97,10 @@ type triggerSet struct {
 	mu      sync.Mutex // serializes apply and stop
 	running map[string]*runningTrigger
 	routes  atomic.Pointer[map[string]*hookRoute] // hook path -> route
+
+	// routeLoadedFunc, when set (tests), is called by ServeHTTP between
+	// looking up a route and entering it.
+	routeLoadedFunc func()
 }
 
 type runningTrigger struct {
@@ -106,10 +110,33 @@ type runningTrigger struct {
 }
 
 // hookRoute serves one hook and counts the requests it has in flight, so a
-// replaced hook is stopped only after they are done.
+// replaced hook is stopped only after they are done. Once closed it takes
+// no request: one that looked the route up before the swap looks again.
 type hookRoute struct {
-	hook     triggers.Hook
+	hook triggers.Hook
+
+	mu       sync.Mutex // orders enter against close (WaitGroup.Add from zero vs Wait)
+	closed   bool
 	inflight sync.WaitGroup
+}
+
+// enter counts a request in, unless the route is closed.
+func (r *hookRoute) enter() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.inflight.Add(1)
+	return true
+}
+
+// close takes no more requests and waits for those in flight, or ctx.
+func (r *hookRoute) close(ctx context.Context) {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	waitGroup(ctx, &r.inflight)
 }
 
 func newTriggerSet(env triggers.Env, roles map[string]bool, getenv func(string) string, maxBody int64, logger *slog.Logger) *triggerSet {
@@ -121,14 +148,27 @@ func newTriggerSet(env triggers.Env, roles map[string]bool, getenv func(string) 
 // ServeHTTP serves /hooks/<path>.
 func (s *triggerSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.Trim(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(config.HookPathPrefix, "/")), "/")
-	route := (*s.routes.Load())[path]
-	if route == nil {
-		triggers.WriteError(w, http.StatusNotFound, "no trigger at "+config.HookPathPrefix+path)
+	// A route is closed only after the routes without it are published,
+	// so looking again finds its successor (or none); the bound is a
+	// safeguard against reloads in a tight loop.
+	for range 3 {
+		route := (*s.routes.Load())[path]
+		if route == nil {
+			triggers.WriteError(w, http.StatusNotFound, "no trigger at "+config.HookPathPrefix+path)
+			return
+		}
+		if s.routeLoadedFunc != nil {
+			s.routeLoadedFunc()
+		}
+		if !route.enter() {
+			continue
+		}
+		defer route.inflight.Done()
+		route.hook.ServeHTTP(w, r)
 		return
 	}
-	route.inflight.Add(1)
-	defer route.inflight.Done()
-	route.hook.ServeHTTP(w, r)
+	w.Header().Set("Retry-After", "1")
+	triggers.WriteError(w, http.StatusServiceUnavailable, "trigger at "+config.HookPathPrefix+path+" is being reloaded; retry")
 }
 
 // apply makes the running triggers those of specs this process runs.
@@ -213,7 +253,7 @@ func (s *triggerSet) stopAll(list []*runningTrigger) error {
 			ctx, cancel := context.WithTimeout(context.Background(), TriggerStopTimeout)
 			defer cancel()
 			if rt.route != nil {
-				waitGroup(ctx, &rt.route.inflight)
+				rt.route.close(ctx)
 			}
 			errs[i] = rt.t.Stop(ctx)
 		})

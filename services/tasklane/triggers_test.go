@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +23,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/testkit"
 	"github.com/tasklane/tasklane/triggers"
+	"github.com/tasklane/tasklane/triggers/triggerstest"
 )
 
 const devTriggers = `server: {addr: "127.0.0.1:0"}
@@ -193,4 +199,57 @@ func TestConfigValidateTriggers(t *testing.T) {
 func TestTriggerStopTimeout(t *testing.T) {
 	t.Parallel()
 	require.Greater(t, TriggerStopTimeout, triggers.SubmitTimeout+triggers.CheckpointTimeout)
+}
+
+// TestTriggerSetHookSwap: a request that looked up a hook's route just as
+// a reload replaced (and stopped) that hook is served by the new hook,
+// never by the stopped one.
+func TestTriggerSetHookSwap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sub := triggerstest.NewSubmitter()
+	env := triggers.Env{Submitter: sub, Store: triggerstest.Store(t), Logger: slog.New(slog.DiscardHandler)}
+	set := newTriggerSet(env, map[string]bool{RoleGateway: true}, func(string) string { return "" }, 1024, slog.New(slog.DiscardHandler))
+	spec := func(source string) []config.Trigger {
+		return []config.Trigger{{
+			Name: "signup", HTTP: &config.HTTPTrigger{Path: "signup"},
+			Event: config.TriggerEvent{Type: "com.example.signup", Source: source},
+		}}
+	}
+	require.NoError(t, set.apply(ctx, spec("/v1")))
+	t.Cleanup(func() { require.NoError(t, set.stop()) })
+
+	var reloaded atomic.Bool
+	set.routeLoadedFunc = func() {
+		if reloaded.CompareAndSwap(false, true) {
+			require.NoError(t, set.apply(ctx, spec("/v2"))) // stops the hook just looked up
+		}
+	}
+	rec := httptest.NewRecorder()
+	set.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/hooks/signup", strings.NewReader(`{}`)))
+	require.Equal(t, http.StatusAccepted, rec.Code, rec.Body.String())
+	require.Equal(t, "/v2", sub.Events()[0].Event.Source(), "served by the new hook")
+
+	// Requests during reloads in a loop: every one is served by a running
+	// hook (the race detector watches the in-flight accounting).
+	set.routeLoadedFunc = nil
+	var wg sync.WaitGroup
+	codes := make(chan int, 4*50)
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				rec := httptest.NewRecorder()
+				set.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/hooks/signup", strings.NewReader(`{}`)))
+				codes <- rec.Code
+			}
+		})
+	}
+	for i := range 20 {
+		require.NoError(t, set.apply(ctx, spec(fmt.Sprintf("/v%d", 3+i))))
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		require.Equal(t, http.StatusAccepted, code)
+	}
 }
