@@ -104,12 +104,16 @@ func (c *checker) total() int {
 // verdict is the outcome of a run.
 type verdict struct {
 	Accepted, Lost, Stuck, DuplicateSuccesses, DuplicateResults, Unexpected, DuplicateExecutions int
+	// ConflictingResults counts tasks whose result events report more than
+	// one distinct outcome; redeliveries of one event are DuplicateResults.
+	ConflictingResults int
 	Executions                                                                                   int
 }
 
 func (v verdict) String() string {
 	return fmt.Sprintf("accepted=%d lost=%d stuck=%d duplicate_successes=%d duplicate_results=%d unexpected=%d executions=%d duplicate_executions=%d",
-		v.Accepted, v.Lost, v.Stuck, v.DuplicateSuccesses, v.DuplicateResults, v.Unexpected, v.Executions, v.DuplicateExecutions)
+		v.Accepted, v.Lost, v.Stuck, v.DuplicateSuccesses, v.DuplicateResults, v.Unexpected, v.Executions, v.DuplicateExecutions) +
+		fmt.Sprintf(" conflicting_results=%d", v.ConflictingResults)
 }
 
 // check compares the records with the ledger: lost = accepted but no
@@ -131,11 +135,15 @@ func (c *checker) check(t *testing.T, e *env, tenant string) verdict {
 		if len(rs) > 1 {
 			v.DuplicateResults++
 		}
-		succ := map[string]bool{}
+		succ, outcomes := map[string]bool{}, map[string]bool{}
 		for _, r := range rs {
+			outcomes[r.outcome] = true
 			if r.state == contracts.StateSucceeded {
 				succ[r.outcome] = true
 			}
+		}
+		if len(outcomes) > 1 {
+			v.ConflictingResults++
 		}
 		if len(succ) > 1 {
 			v.DuplicateSuccesses++

@@ -99,7 +99,10 @@ subscriptions:
 	}
 	v := c.check(t, e, "default")
 	require.Zero(t, v.Lost)
-	require.Zero(t, v.DuplicateResults)
+	// The notifier was killed -9 too: a result it sent but had not yet
+	// acknowledged is sent again (at least once, same event), so only
+	// conflicting outcomes are wrong here.
+	require.Zero(t, v.ConflictingResults)
 	require.Equal(t, len(delayed), v.Executions, "only the delayed tasks ran, once each")
 	t.Logf("%d delayed tasks started at most %v after their time; %s", len(delayed), worst.Round(time.Millisecond), v)
 	workers.stop()
