@@ -216,6 +216,10 @@ func TestElected(t *testing.T) {
 	store := triggerstest.Store(t)
 	env := triggers.Env{Submitter: triggerstest.NewSubmitter(), Store: store, Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
 
+	// A long TTL: a starved renewal (-race, loaded machine) does not let
+	// another replica take over, and a takeover well within it can only be
+	// the stopped leader's release.
+	const electedTTL = 10 * time.Second
 	var stepping atomic.Int32 // replicas inside Step at once
 	var overlap atomic.Bool
 	type replica struct {
@@ -230,7 +234,7 @@ func TestElected(t *testing.T) {
 		renv := env
 		renv.Owner = "r" + string(rune('0'+i))
 		el := &triggers.Elected{
-			Lock:     store.Lock("elected", renv.Owner, time.Second),
+			Lock:     store.Lock("elected", renv.Owner, electedTTL),
 			Reporter: triggers.NewReporter(renv, "elected", "cron"),
 			Logger:   renv.Logger,
 			Retry:    20 * time.Millisecond,
@@ -271,10 +275,10 @@ func TestElected(t *testing.T) {
 	}
 
 	// Stopping the leader releases the lock: another replica takes over
-	// well within the lock's TTL.
+	// well within the lock's TTL (it retries every 20ms).
 	replicas[first].cancel()
 	<-replicas[first].done
-	testkit.Eventually(t, 900*time.Millisecond, func() bool {
+	testkit.Eventually(t, electedTTL/2, func() bool {
 		for i, r := range replicas {
 			if i != first && r.steps.Load() > 0 {
 				return true

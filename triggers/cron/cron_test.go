@@ -114,6 +114,10 @@ func TestCronReplicas(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	cfg := baseConfig("tick", "@every 1s")
+	// Long enough that a renewal starved under -race on a loaded machine
+	// does not let the standby take over (and fire) while the holder runs;
+	// the handover on Stop releases the lock, so it does not wait for it.
+	cfg.LockTTL = 4 * time.Second
 	a := start(t, cfg, f.env("a", nil))
 	b := start(t, cfg, f.env("b", nil))
 

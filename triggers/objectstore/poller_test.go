@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/pkg/config"
@@ -336,6 +337,43 @@ func TestPollerListingFailure(t *testing.T) {
 	n, err := b.store.Redis().HLen(ctx, p.keyObj).Result()
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n)
+}
+
+// TestPollerPagination: a bucket of more than one listing page (1,000
+// keys) is read whole; a deletion and an overwrite on the second page are
+// found, and nothing else is taken for a change.
+func TestPollerPagination(t *testing.T) {
+	t.Parallel()
+	b := setupPoll(t)
+	ctx := context.Background()
+	const n = 1100
+	key := func(i int) string { return fmt.Sprintf("k%04d", i) }
+	for i := range n {
+		b.s3.Put(t, testBucket, key(i), "1")
+	}
+	page, err := (&minio.Core{Client: b.s3.Client}).ListObjectsV2(testBucket, "", "", "", "", 0)
+	require.NoError(t, err)
+	require.True(t, page.IsTruncated, "the store pages the listing")
+	require.Len(t, page.Contents, 1000)
+
+	p := b.poller(t, "a", nil)
+	require.NoError(t, p.poll(ctx))
+	require.Zero(t, b.sub.Len())
+	require.Len(t, p.known, n, "the checkpoint has both pages")
+
+	b.s3.Delete(t, testBucket, key(1050))
+	b.s3.Put(t, testBucket, key(1070), "2")
+	require.NoError(t, p.poll(ctx))
+	require.Equal(t, []string{"created k1070", "deleted k1050"}, changes(b.sub, 0))
+	require.NoError(t, p.poll(ctx))
+	require.Equal(t, 2, b.sub.Len(), "nothing more")
+	release(t, p)
+
+	// A successor reading the checkpoint from Redis sees no change either.
+	q := b.poller(t, "b", nil)
+	require.Len(t, q.known, n-1)
+	require.NoError(t, q.poll(ctx))
+	require.Equal(t, 2, b.sub.Len())
 }
 
 // TestPollerScopeChange: a checkpoint of another bucket or endpoint is not
