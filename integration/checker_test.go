@@ -107,7 +107,7 @@ type verdict struct {
 	// ConflictingResults counts tasks whose result events report more than
 	// one distinct outcome; redeliveries of one event are DuplicateResults.
 	ConflictingResults int
-	Executions                                                                                   int
+	Executions         int
 }
 
 func (v verdict) String() string {

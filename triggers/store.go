@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -230,4 +231,51 @@ func RunHeartbeat(ctx context.Context, rep *Reporter) (cancel context.CancelFunc
 		}
 	}()
 	return cancel, done
+}
+
+// HookLife is the start/stop life of a trigger that serves requests: a
+// heartbeat while it runs, and Stopped for requests after Stop. Hooks embed
+// it and set Rep.
+type HookLife struct {
+	// Rep reports the hook's state.
+	Rep *Reporter
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Start marks the trigger running and keeps its heartbeat until Stop.
+func (h *HookLife) Start(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cancel, h.done = RunHeartbeat(ctx, h.Rep)
+	return nil
+}
+
+// Stop stops the heartbeat; ctx bounds the wait. Requests in flight
+// finish (the HTTP server drains them); after Stop, Stopped is true.
+func (h *HookLife) Stop(ctx context.Context) error {
+	h.mu.Lock()
+	cancel, done := h.cancel, h.done
+	h.cancel = nil
+	h.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stopping trigger %s: %w", h.Rep.Status().Name, ctx.Err())
+	}
+}
+
+// Stopped reports whether the hook is not running (never started, or
+// stopped): it answers 503.
+func (h *HookLife) Stopped() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cancel == nil
 }

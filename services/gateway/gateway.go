@@ -6,7 +6,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/auth"
+	"github.com/tasklane/tasklane/pkg/httpjson"
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
@@ -94,17 +94,12 @@ func (g *Gateway) writeList(w http.ResponseWriter, r *http.Request, tenant strin
 	}
 }
 
-// WriteError answers with status and {"error": msg}.
-func WriteError(w http.ResponseWriter, status int, msg string) {
-	WriteJSON(w, status, contracts.ErrorResponse{Error: msg})
-}
-
-// WriteJSON answers with status and v as JSON.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+// WriteError answers with status and {"error": msg}; WriteJSON with status
+// and v as JSON.
+var (
+	WriteError = httpjson.Error
+	WriteJSON  = httpjson.Write
+)
 
 func (g *Gateway) tenant(w http.ResponseWriter, r *http.Request) (string, bool) {
 	t, err := g.cfg.Keyring.Authenticate(r)

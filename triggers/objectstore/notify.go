@@ -1,7 +1,6 @@
 package objectstore
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -44,10 +42,7 @@ type Notifier struct {
 	cfg NotifyConfig
 	env triggers.Env
 	rep *triggers.Reporter
-
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	triggers.HookLife
 }
 
 // NewNotifier returns a notify-mode trigger.
@@ -66,7 +61,8 @@ func NewNotifier(cfg NotifyConfig, env triggers.Env) (*Notifier, error) {
 		return nil, err
 	}
 	env.Logger = env.Logger.With("component", "trigger", "trigger", cfg.Name, "kind", config.TriggerKindObjectStore, "bucket", cfg.Bucket)
-	return &Notifier{cfg: cfg, env: env, rep: triggers.NewReporter(env, cfg.Name, config.TriggerKindObjectStore)}, nil
+	rep := triggers.NewReporter(env, cfg.Name, config.TriggerKindObjectStore)
+	return &Notifier{cfg: cfg, env: env, rep: rep, HookLife: triggers.HookLife{Rep: rep}}, nil
 }
 
 // Name is the trigger's name.
@@ -80,38 +76,6 @@ func (n *Notifier) Path() string { return n.cfg.Path }
 
 // Status is the trigger's state in this process.
 func (n *Notifier) Status() triggers.Status { return n.rep.Status() }
-
-// Start marks the trigger running and keeps its heartbeat until Stop.
-func (n *Notifier) Start(ctx context.Context) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.cancel, n.done = triggers.RunHeartbeat(ctx, n.rep)
-	return nil
-}
-
-// Stop stops the heartbeat; notifications after it are answered 503.
-func (n *Notifier) Stop(ctx context.Context) error {
-	n.mu.Lock()
-	cancel, done := n.cancel, n.done
-	n.cancel = nil
-	n.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stopping object-store trigger %s: %w", n.cfg.Name, ctx.Err())
-	}
-}
-
-func (n *Notifier) stopped() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cancel == nil
-}
 
 // Notification is an S3 (or MinIO) bucket notification: the fields of
 // https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html
@@ -199,7 +163,7 @@ func (n *Notifier) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Allow", "POST, HEAD")
 		triggers.WriteError(rw, http.StatusMethodNotAllowed, "method: use POST")
 		return
-	case n.stopped():
+	case n.Stopped():
 		rw.Header().Set("Retry-After", "1")
 		triggers.WriteError(rw, http.StatusServiceUnavailable, "trigger "+n.cfg.Name+" is stopped")
 		return

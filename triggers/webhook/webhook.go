@@ -48,7 +48,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -90,10 +89,7 @@ type Webhook struct {
 	cfg Config
 	env triggers.Env
 	rep *triggers.Reporter
-
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	triggers.HookLife
 }
 
 // New returns a webhook trigger.
@@ -117,7 +113,8 @@ func New(cfg Config, env triggers.Env) (*Webhook, error) {
 		return nil, err
 	}
 	env.Logger = env.Logger.With("component", "trigger", "trigger", cfg.Name, "kind", config.TriggerKindHTTP)
-	return &Webhook{cfg: cfg, env: env, rep: triggers.NewReporter(env, cfg.Name, config.TriggerKindHTTP)}, nil
+	rep := triggers.NewReporter(env, cfg.Name, config.TriggerKindHTTP)
+	return &Webhook{cfg: cfg, env: env, rep: rep, HookLife: triggers.HookLife{Rep: rep}}, nil
 }
 
 // Name is the trigger's name.
@@ -132,39 +129,6 @@ func (w *Webhook) Path() string { return w.cfg.Path }
 // Status is the trigger's state in this process.
 func (w *Webhook) Status() triggers.Status { return w.rep.Status() }
 
-// Start marks the trigger running and keeps its heartbeat until Stop.
-func (w *Webhook) Start(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.cancel, w.done = triggers.RunHeartbeat(ctx, w.rep)
-	return nil
-}
-
-// Stop stops the heartbeat. Requests in flight finish (the HTTP server
-// drains them); the trigger answers 503 to requests after Stop.
-func (w *Webhook) Stop(ctx context.Context) error {
-	w.mu.Lock()
-	cancel, done := w.cancel, w.done
-	w.cancel = nil
-	w.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stopping webhook trigger %s: %w", w.cfg.Name, ctx.Err())
-	}
-}
-
-func (w *Webhook) stopped() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.cancel == nil
-}
-
 // ServeHTTP takes one webhook request.
 func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -172,7 +136,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		triggers.WriteError(rw, http.StatusMethodNotAllowed, "method: use POST")
 		return
 	}
-	if w.stopped() {
+	if w.Stopped() {
 		rw.Header().Set("Retry-After", "1")
 		triggers.WriteError(rw, http.StatusServiceUnavailable, "trigger "+w.cfg.Name+" is stopped")
 		return
