@@ -39,6 +39,22 @@ type Signature struct {
 	Tolerance time.Duration
 }
 
+// UntimedReplayWindow is how long an accepted request is remembered when
+// its scheme signs no timestamp (SchemeSHA256 without TimestampHeader):
+// nothing else dates such a request, so its replay record is what refuses
+// it, under any delivery id. As long as the default deduplication window.
+const UntimedReplayWindow = 72 * time.Hour
+
+// ReplayWindow is how long an accepted request is remembered to refuse
+// its replays: twice the tolerance when a timestamp is signed (an older
+// request fails the timestamp check anyway), else UntimedReplayWindow.
+func (s *Signature) ReplayWindow() time.Duration {
+	if s.Scheme == SchemeStripe || s.TimestampHeader != "" {
+		return 2 * s.Tolerance
+	}
+	return UntimedReplayWindow
+}
+
 // Reasons a signature is refused; every one is answered 401.
 var (
 	ErrMissingSignature = errors.New("missing signature")

@@ -25,9 +25,10 @@
 // through.
 //
 // A scheme without a timestamp (SchemeSHA256 without TimestampHeader)
-// accepts a captured request for ever as far as the signature goes; once
-// its replay record expires, only the ingest path's deduplication (by event
-// id, see below) refuses it again, within the deduplication window.
+// accepts a captured request for ever as far as the signature goes, so its
+// replay record is kept for UntimedReplayWindow (72h) rather than twice the
+// tolerance; after that a replay under a new delivery id is accepted again.
+// Prefer a scheme that signs a timestamp (stripe, or TimestampHeader).
 //
 // # Event ids
 //
@@ -169,7 +170,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		// The MAC, not the delivery id: the id header is not signed, so a
 		// captured request replayed under a new id is the same request.
 		seenKey = w.replayKey(mac)
-		fresh, err := w.env.Store.Redis().SetNX(ctx, seenKey, time.Now().UnixMilli(), 2*s.Tolerance).Result()
+		fresh, err := w.env.Store.Redis().SetNX(ctx, seenKey, time.Now().UnixMilli(), s.ReplayWindow()).Result()
 		switch {
 		case err != nil:
 			w.rep.Failed(ctx, "checking for a replay", err)

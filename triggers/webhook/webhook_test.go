@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -174,6 +175,36 @@ func TestWebhookReplayAfterReplayWindow(t *testing.T) {
 	require.Equal(t, id, sr.Tasks[0].EventID, "the same signed request is the same event")
 	require.True(t, sr.Tasks[0].Duplicate, "the ingest path deduplicates it")
 	require.Equal(t, []string{id}, b.sub.IDs(), "queued once")
+}
+
+// TestWebhookUntimedReplayWindow: without a signed timestamp the replay
+// record is what refuses a captured request under a new delivery id, so it
+// lasts the untimed window, not twice the tolerance.
+func TestWebhookUntimedReplayWindow(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		sig  *webhook.Signature
+		want time.Duration
+	}{
+		{"untimed", &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Sig", Secret: []byte("s"), Tolerance: time.Minute}, webhook.UntimedReplayWindow},
+		{"timestamp header", &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Sig", TimestampHeader: "X-Ts", Secret: []byte("s"), Tolerance: time.Minute}, 2 * time.Minute},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			require.Equal(t, c.want, c.sig.ReplayWindow())
+			b := setup(t, c.sig, "X-Delivery")
+			body := `{"n":1}`
+			status, out := b.post(t, body, b.signed(body, map[string]string{"X-Delivery": "d-1", "X-Ts": strconv.FormatInt(time.Now().Unix(), 10)}))
+			require.Equal(t, http.StatusAccepted, status, out)
+			ctx := context.Background()
+			keys, err := b.store.Redis().Keys(ctx, b.store.Key("signup", "seen:*")).Result()
+			require.NoError(t, err)
+			require.Len(t, keys, 1)
+			ttl, err := b.store.Redis().PTTL(ctx, keys[0]).Result()
+			require.NoError(t, err)
+			require.InDelta(t, c.want.Seconds(), ttl.Seconds(), 5, "the replay record lasts the replay window")
+		})
+	}
 }
 
 // TestWebhookFailedSubmitIsRetryable: when the ingest path fails, the
