@@ -64,6 +64,8 @@ functions:
 subscriptions:
   - {name: all, sink: %q}
 `, fn.URL+"/broken", fn.URL+"/invalid", fn.URL+"/ok", sk.srv.URL))
+	// Empty the quarantine afterwards: every test run on this broker shares it.
+	t.Cleanup(func() { emptyQuarantine(t, e) })
 
 	// Poison every lane first: consumers must survive it.
 	poisonLanes(t, e)
@@ -173,6 +175,23 @@ func poisonLanes(t *testing.T, e *env) {
 			require.NoError(t, e.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: lane, Values: map[string]any{"hello": "world"}}).Err())
 			require.NoError(t, e.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: lane, Values: map[string]any{"uuid": "u", "metadata": "{not json", "payload": "x"}}).Err())
 		}
+	}
+}
+
+// emptyQuarantine removes every message from the quarantine.
+func emptyQuarantine(t *testing.T, e *env) {
+	t.Helper()
+	switch e.driver {
+	case config.BrokerDriverAMQP:
+		conn, err := amqp.Dial(testkit.AMQPURL())
+		require.NoError(t, err)
+		defer conn.Close()
+		ch, err := conn.Channel()
+		require.NoError(t, err)
+		_, err = ch.QueuePurge(broker.QuarantineTopic, false)
+		require.NoError(t, err)
+	default:
+		require.NoError(t, e.rdb.XTrimMaxLen(context.Background(), broker.QuarantineTopic, 0).Err())
 	}
 }
 
