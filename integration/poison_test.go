@@ -56,7 +56,15 @@ func runPoison(t *testing.T, driver string) {
 	}))
 	t.Cleanup(fn.Close)
 	sk := newSink(t)
-	e := startTasklane(t, driver, fmt.Sprintf(`
+	// Empty the quarantine afterwards, once the app has stopped (cleanups
+	// run last-registered first): every test run on this broker shares it.
+	var e *env
+	t.Cleanup(func() {
+		if e != nil {
+			emptyQuarantine(t, e)
+		}
+	})
+	e = startTasklane(t, driver, fmt.Sprintf(`
 functions:
   - {name: broken, events: [com.example.broken], endpoint: %q, retry: {max_attempts: 4, initial_backoff: 20ms, max_backoff: 100ms}}
   - {name: invalid, events: [com.example.invalid], endpoint: %q, retry: {max_attempts: 4, initial_backoff: 20ms}}
@@ -64,8 +72,6 @@ functions:
 subscriptions:
   - {name: all, sink: %q}
 `, fn.URL+"/broken", fn.URL+"/invalid", fn.URL+"/ok", sk.srv.URL))
-	// Empty the quarantine afterwards: every test run on this broker shares it.
-	t.Cleanup(func() { emptyQuarantine(t, e) })
 
 	// Poison every lane first: consumers must survive it.
 	poisonLanes(t, e)
@@ -191,7 +197,12 @@ func emptyQuarantine(t *testing.T, e *env) {
 		_, err = ch.QueuePurge(broker.QuarantineTopic, false)
 		require.NoError(t, err)
 	default:
-		require.NoError(t, e.rdb.XTrimMaxLen(context.Background(), broker.QuarantineTopic, 0).Err())
+		// The stack's own client is closed by now.
+		opt, err := redis.ParseURL(redisURL(e.driver))
+		require.NoError(t, err)
+		c := redis.NewClient(opt)
+		defer c.Close()
+		require.NoError(t, c.XTrimMaxLen(context.Background(), broker.QuarantineTopic, 0).Err())
 	}
 }
 
