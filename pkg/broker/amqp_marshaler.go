@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -42,7 +43,20 @@ func (amqpMarshaler) Marshal(msg *message.Message) (amqp.Publishing, error) {
 	return p, nil
 }
 
+// errZeroDelivery is Unmarshal's answer to a delivery from a closed
+// consumer channel.
+var errZeroDelivery = errors.New("delivery not initialized: the consumer channel closed")
+
 func (amqpMarshaler) Unmarshal(d amqp.Delivery) (*message.Message, error) {
+	if d.Acknowledger == nil {
+		// A zero delivery: watermill-amqp reads the deliveries channel
+		// without checking that it is open, so when RabbitMQ cancels the
+		// consumer (its queue was deleted) or the channel closes, it hands
+		// over zero values. Failing here makes it drop the channel and
+		// reconnect instead of passing an empty message on (which Decode
+		// would quarantine as junk).
+		return nil, errZeroDelivery
+	}
 	uuid, _ := d.Headers[amqpUUIDHeader].(string)
 	if uuid == "" {
 		uuid = d.MessageId

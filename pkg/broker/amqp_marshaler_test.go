@@ -22,7 +22,7 @@ func TestAMQPMarshalerRoundTripCarriesPriority(t *testing.T) {
 	require.Equal(t, amqp.Persistent, pub.DeliveryMode)
 	require.Equal(t, "task-1", pub.MessageId)
 
-	back, err := amqpMarshaler{}.Unmarshal(amqp.Delivery{Headers: pub.Headers, Body: pub.Body, MessageId: pub.MessageId})
+	back, err := amqpMarshaler{}.Unmarshal(amqp.Delivery{Acknowledger: nopAck{}, Headers: pub.Headers, Body: pub.Body, MessageId: pub.MessageId})
 	require.NoError(t, err)
 	require.Equal(t, "task-1", back.UUID)
 	require.Equal(t, "evt-1", back.Metadata.Get("ce_id"))
@@ -36,7 +36,8 @@ func TestAMQPMarshalerRoundTripCarriesPriority(t *testing.T) {
 func TestAMQPMarshalerToleratesBrokerHeaders(t *testing.T) {
 	t.Parallel()
 	d := amqp.Delivery{
-		Redelivered: true,
+		Acknowledger: nopAck{},
+		Redelivered:  true,
 		Headers: amqp.Table{
 			"_watermill_message_uuid": "task-1",
 			"x-delivery-count":        int64(3),
@@ -71,13 +72,28 @@ func TestAMQPMarshalerToleratesBrokerHeaders(t *testing.T) {
 
 func TestAMQPMarshalerFallsBackForMissingUUID(t *testing.T) {
 	t.Parallel()
-	msg, err := amqpMarshaler{}.Unmarshal(amqp.Delivery{MessageId: "from-props"})
+	msg, err := amqpMarshaler{}.Unmarshal(amqp.Delivery{Acknowledger: nopAck{}, MessageId: "from-props"})
 	require.NoError(t, err)
 	require.Equal(t, "from-props", msg.UUID)
-	msg, err = amqpMarshaler{}.Unmarshal(amqp.Delivery{Body: []byte("hand-published")})
+	msg, err = amqpMarshaler{}.Unmarshal(amqp.Delivery{Acknowledger: nopAck{}, Body: []byte("hand-published")})
 	require.NoError(t, err)
 	require.NotEmpty(t, msg.UUID, "a delivery from a non-Watermill producer still reaches the handler")
 }
+
+// A closed consumer channel yields zero deliveries; they are refused, not
+// passed on as empty messages (which would be quarantined as junk).
+func TestAMQPMarshalerRefusesZeroDeliveries(t *testing.T) {
+	t.Parallel()
+	_, err := amqpMarshaler{}.Unmarshal(amqp.Delivery{})
+	require.ErrorIs(t, err, errZeroDelivery)
+}
+
+// nopAck stands in for the channel a real delivery came on.
+type nopAck struct{}
+
+func (nopAck) Ack(uint64, bool) error        { return nil }
+func (nopAck) Nack(uint64, bool, bool) error { return nil }
+func (nopAck) Reject(uint64, bool) error     { return nil }
 
 func TestStreamMarshalerFlagsUndecodableEntries(t *testing.T) {
 	t.Parallel()
@@ -119,6 +135,6 @@ func BenchmarkAMQPMarshal(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		pub, _ := amqpMarshaler{}.Marshal(msg)
-		_, _ = amqpMarshaler{}.Unmarshal(amqp.Delivery{Headers: pub.Headers, Body: pub.Body})
+		_, _ = amqpMarshaler{}.Unmarshal(amqp.Delivery{Acknowledger: nopAck{}, Headers: pub.Headers, Body: pub.Body})
 	}
 }
