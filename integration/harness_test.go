@@ -6,6 +6,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -136,7 +137,7 @@ func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
 	require.NoError(t, err)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() {
-		cleanRedis(rdb, prefix)
+		testkit.DeleteKeys(rdb, prefix)
 		_ = rdb.Close()
 	})
 	serverKeys, yamlBody := splitServerLine(t, yamlBody)
@@ -191,24 +192,6 @@ func splitServerLine(t *testing.T, yamlBody string) (string, string) {
 	return "", yamlBody
 }
 
-func cleanRedis(rdb *redis.Client, prefix string) {
-	ctx := context.Background()
-	var cursor uint64
-	for {
-		keys, next, err := rdb.Scan(ctx, cursor, prefix+":*", 1000).Result()
-		if err != nil {
-			return
-		}
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-		if next == 0 {
-			return
-		}
-		cursor = next
-	}
-}
-
 // purgeLanes empties the lanes this config uses.
 func purgeLanes(t *testing.T, driver string, cfg *config.Config) {
 	t.Helper()
@@ -230,31 +213,32 @@ func purgeLanes(t *testing.T, driver string, cfg *config.Config) {
 // post sends a request to the app with the given key.
 func (e *env) post(path, key, contentType string, header map[string]string, body []byte) (int, []byte) {
 	e.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.app.URL()+path, strings.NewReader(string(body)))
-	require.NoError(e.t, err)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
+	h := map[string]string{}
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		h["Content-Type"] = contentType
 	}
 	for k, v := range header {
-		req.Header.Set(k, v)
+		h[k] = v // an explicit header wins
 	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(e.t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(e.t, err)
-	return resp.StatusCode, b
+	return e.do(http.MethodPost, path, key, h, body)
 }
 
 func (e *env) get(path, key string) (int, []byte) {
 	e.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, e.app.URL()+path, nil)
+	return e.do(http.MethodGet, path, key, nil, nil)
+}
+
+// do sends a request to the app with the given key (none when empty) and
+// headers, and returns the status and body.
+func (e *env) do(method, path, key string, header map[string]string, body []byte) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.app.URL()+path, bytes.NewReader(body))
 	require.NoError(e.t, err)
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(e.t, err)
@@ -412,14 +396,7 @@ func (e *env) watchResults() *resultFeed {
 // deleteTask cancels a task through the API.
 func (e *env) deleteTask(id string) (int, []byte) {
 	e.t.Helper()
-	req, err := http.NewRequest(http.MethodDelete, e.app.URL()+"/v1/tasks/"+id, nil)
-	require.NoError(e.t, err)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(e.t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(e.t, err)
-	return resp.StatusCode, b
+	return e.do(http.MethodDelete, "/v1/tasks/"+id, "", nil, nil)
 }
 
 // allTasks lists every task of tenant from the ledger.

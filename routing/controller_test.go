@@ -42,12 +42,6 @@ func TestControllerSplitsAndMerges(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
 	ctx := context.Background()
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(context.Background(), prefix+":*").Result()
-		if len(keys) > 0 {
-			rdb.Del(context.Background(), keys...)
-		}
-	})
 	st, err := NewStatic(16, 2)
 	require.NoError(t, err)
 	table := NewDynamic(st, nil)

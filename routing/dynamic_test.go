@@ -114,7 +114,6 @@ func TestStoreVersionRace(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
 	ctx := context.Background()
-	t.Cleanup(func() { rdb.Del(context.Background(), prefix+":routing", prefix+":routing:log") })
 	s := NewStore(rdb, prefix)
 	snap, err := s.Load(ctx)
 	require.NoError(t, err)

@@ -208,58 +208,38 @@ func (r *Reporter) Heartbeat(ctx context.Context) {
 	}
 }
 
-// RunHeartbeat marks rep's trigger running and writes its heartbeat every
-// HeartbeatEvery until the returned cancel is called; done closes then.
-// Triggers that serve requests (hooks) use it: every replica serving one
-// keeps it fresh.
-func RunHeartbeat(ctx context.Context, rep *Reporter) (cancel context.CancelFunc, done chan struct{}) {
-	ctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
-	done = make(chan struct{})
-	rep.SetState(StateRunning)
-	go func() {
-		defer close(done)
-		defer rep.SetState(StateStopped)
-		t := time.NewTicker(HeartbeatEvery)
-		defer t.Stop()
-		for {
-			rep.Heartbeat(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return cancel, done
-}
-
-// HookLife is the start/stop life of a trigger that serves requests: a
-// heartbeat while it runs, and Stopped for requests after Stop. Hooks embed
-// it and set Rep.
-type HookLife struct {
-	// Rep reports the hook's state.
-	Rep *Reporter
+// Background is the life of a trigger's background work: one goroutine
+// from Go until Stop. Triggers embed it.
+type Background struct {
+	// What names the trigger in Stop's error, e.g. "cron trigger nightly".
+	What string
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-// Start marks the trigger running and keeps its heartbeat until Stop.
-func (h *HookLife) Start(ctx context.Context) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.cancel, h.done = RunHeartbeat(ctx, h.Rep)
-	return nil
+// Go runs work in a goroutine, on a context that ctx's cancellation does
+// not end (Stop does).
+func (b *Background) Go(ctx context.Context, work func(context.Context)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	b.done = done
+	go func() {
+		defer close(done)
+		work(ctx)
+	}()
 }
 
-// Stop stops the heartbeat; ctx bounds the wait. Requests in flight
-// finish (the HTTP server drains them); after Stop, Stopped is true.
-func (h *HookLife) Stop(ctx context.Context) error {
-	h.mu.Lock()
-	cancel, done := h.cancel, h.done
-	h.cancel = nil
-	h.mu.Unlock()
+// Stop ends the work's context and waits for it to return; ctx bounds the
+// wait. After Stop, Stopped is true.
+func (b *Background) Stop(ctx context.Context) error {
+	b.mu.Lock()
+	cancel, done := b.cancel, b.done
+	b.cancel = nil
+	b.mu.Unlock()
 	if cancel == nil {
 		return nil
 	}
@@ -268,14 +248,44 @@ func (h *HookLife) Stop(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("stopping trigger %s: %w", h.Rep.Status().Name, ctx.Err())
+		return fmt.Errorf("stopping %s: %w", b.What, ctx.Err())
 	}
 }
 
-// Stopped reports whether the hook is not running (never started, or
-// stopped): it answers 503.
-func (h *HookLife) Stopped() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.cancel == nil
+// Stopped reports whether the work is not running (never started, or
+// stopped).
+func (b *Background) Stopped() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cancel == nil
+}
+
+// HookLife is the life of a trigger that serves requests: running, with a
+// heartbeat every HeartbeatEvery (every replica serving it keeps it
+// fresh), from Start until Stop; requests after Stop are answered 503
+// (Stopped). Requests in flight finish: the HTTP server drains them. Hooks
+// embed it and set Rep and What.
+type HookLife struct {
+	Background
+	// Rep reports the hook's state.
+	Rep *Reporter
+}
+
+// Start marks the trigger running and keeps its heartbeat until Stop.
+func (h *HookLife) Start(ctx context.Context) error {
+	h.Rep.SetState(StateRunning)
+	h.Go(ctx, func(ctx context.Context) {
+		defer h.Rep.SetState(StateStopped)
+		t := time.NewTicker(HeartbeatEvery)
+		defer t.Stop()
+		for {
+			h.Rep.Heartbeat(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return nil
 }

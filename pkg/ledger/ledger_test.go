@@ -34,13 +34,6 @@ func setup(t *testing.T) *bundle {
 		Redis: rdb, Prefix: prefix, PublishGuard: 30 * time.Second,
 		Now: func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.now },
 	})
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := rdb.Keys(ctx, prefix+":*").Result()
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-	})
 	return b
 }
 

@@ -38,8 +38,10 @@ func AMQPURL() string {
 	return "amqp://guest:guest@127.0.0.1:5672/"
 }
 
-// Redis returns a client of the test Redis, closed when the test ends, and a
-// key prefix unique to this test.
+// Redis returns a client of the test Redis and a key prefix unique to this
+// test. When the test ends (after the cleanups registered later, such as
+// stopping what used the keys), every key under the prefix is deleted and
+// the client closed.
 func Redis(t testing.TB) (*redis.Client, string) {
 	t.Helper()
 	opt, err := redis.ParseURL(RedisURL())
@@ -47,13 +49,35 @@ func Redis(t testing.TB) (*redis.Client, string) {
 		t.Fatalf("parsing TASKLANE_TEST_REDIS_URL: %v", err)
 	}
 	c := redis.NewClient(opt)
-	t.Cleanup(func() { _ = c.Close() })
+	prefix := UniqueName("tltest")
+	t.Cleanup(func() {
+		DeleteKeys(c, prefix)
+		_ = c.Close()
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("Redis at %s is not reachable (start it: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no): %v", RedisURL(), err)
 	}
-	return c, UniqueName("tltest")
+	return c, prefix
+}
+
+// DeleteKeys deletes every key under prefix ("<prefix>:*").
+func DeleteKeys(rdb redis.UniversalClient, prefix string) {
+	ctx := context.Background()
+	var cursor uint64
+	for {
+		keys, next, err := rdb.Scan(ctx, cursor, prefix+":*", 1000).Result()
+		if err != nil {
+			return
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+		if cursor = next; cursor == 0 {
+			return
+		}
+	}
 }
 
 // RequireAMQP fails the test when RabbitMQ does not accept TCP connections.

@@ -86,8 +86,7 @@ type Cron struct {
 	rep   *triggers.Reporter
 	key   string // cursor hash
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	triggers.Background
 }
 
 // New returns a cron trigger; Start runs it.
@@ -126,6 +125,8 @@ func New(cfg Config, env triggers.Env) (*Cron, error) {
 		lock: env.Store.Lock(cfg.Name, env.Owner, cfg.LockTTL),
 		rep:  triggers.NewReporter(env, cfg.Name, config.TriggerKindCron),
 		key:  env.Store.Key(cfg.Name, "cron"),
+
+		Background: triggers.Background{What: "cron trigger " + cfg.Name},
 	}, nil
 }
 
@@ -147,32 +148,16 @@ func (c *Cron) Status() triggers.Status { return c.rep.Status() }
 func (c *Cron) Schedule() *Schedule { return c.sched }
 
 // Start runs the schedule in the background: the replica that takes the
-// lock fires, the others stand by.
+// lock fires, the others stand by. Stop stops firing, waits for a
+// submission in flight and releases the lock, so another replica takes
+// over at once.
 func (c *Cron) Start(ctx context.Context) error {
-	ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	c.done = make(chan struct{})
 	c.rep.SetState(triggers.StateStandby)
-	go c.run(ctx)
+	c.Go(ctx, c.run)
 	return nil
 }
 
-// Stop stops firing, waits for a submission in flight and releases the
-// lock, so another replica takes over at once.
-func (c *Cron) Stop(ctx context.Context) error {
-	if c.cancel == nil {
-		return nil
-	}
-	c.cancel()
-	select {
-	case <-c.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stopping cron trigger %s: %w", c.cfg.Name, ctx.Err())
-	}
-}
-
 func (c *Cron) run(ctx context.Context) {
-	defer close(c.done)
 	var cursor time.Time
 	el := &triggers.Elected{
 		Lock: c.lock, Reporter: c.rep, Logger: c.env.Logger, Retry: c.cfg.RetryEvery,

@@ -62,7 +62,7 @@ func NewNotifier(cfg NotifyConfig, env triggers.Env) (*Notifier, error) {
 	}
 	env.Logger = env.Logger.With("component", "trigger", "trigger", cfg.Name, "kind", config.TriggerKindObjectStore, "bucket", cfg.Bucket)
 	rep := triggers.NewReporter(env, cfg.Name, config.TriggerKindObjectStore)
-	return &Notifier{cfg: cfg, env: env, rep: rep, HookLife: triggers.HookLife{Rep: rep}}, nil
+	return &Notifier{cfg: cfg, env: env, rep: rep, HookLife: triggers.HookLife{Rep: rep, Background: triggers.Background{What: "object-store trigger " + cfg.Name}}}, nil
 }
 
 // Name is the trigger's name.

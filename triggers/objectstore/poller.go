@@ -69,8 +69,7 @@ type Poller struct {
 	keyObj string // checkpoint: key -> version
 	keyMet string // checkpoint metadata: scope
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	triggers.Background
 
 	// While holding the lock: the checkpoint (nil until loaded) and
 	// whether it was started for this scope.
@@ -121,6 +120,8 @@ func NewPoller(cfg PollConfig, env triggers.Env) (*Poller, error) {
 		rep:    triggers.NewReporter(env, cfg.Name, config.TriggerKindObjectStore),
 		keyObj: env.Store.Key(cfg.Name, "objects"),
 		keyMet: env.Store.Key(cfg.Name, "objmeta"),
+
+		Background: triggers.Background{What: "object-store trigger " + cfg.Name},
 	}, nil
 }
 
@@ -151,32 +152,16 @@ func (p *Poller) Kind() string { return config.TriggerKindObjectStore }
 func (p *Poller) Status() triggers.Status { return p.rep.Status() }
 
 // Start polls in the background: the replica that takes the lock polls,
-// the others stand by.
+// the others stand by. Stop stops polling (a listing in progress is
+// abandoned; submissions in flight finish and are checkpointed) and
+// releases the lock.
 func (p *Poller) Start(ctx context.Context) error {
-	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	p.done = make(chan struct{})
 	p.rep.SetState(triggers.StateStandby)
-	go p.run(ctx)
+	p.Go(ctx, p.run)
 	return nil
 }
 
-// Stop stops polling (a listing in progress is abandoned; submissions in
-// flight finish and are checkpointed) and releases the lock.
-func (p *Poller) Stop(ctx context.Context) error {
-	if p.cancel == nil {
-		return nil
-	}
-	p.cancel()
-	select {
-	case <-p.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stopping object-store trigger %s: %w", p.cfg.Name, ctx.Err())
-	}
-}
-
 func (p *Poller) run(ctx context.Context) {
-	defer close(p.done)
 	el := &triggers.Elected{
 		Lock: p.lock, Reporter: p.rep, Logger: p.env.Logger, Retry: p.cfg.RetryEvery,
 		Acquired: p.loadCheckpoint,

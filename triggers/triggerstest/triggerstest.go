@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/testkit"
@@ -119,24 +118,5 @@ func (s *Submitter) Calls() int {
 func Store(t testing.TB) *triggers.Store {
 	t.Helper()
 	rdb, prefix := testkit.Redis(t)
-	t.Cleanup(func() { DeleteKeys(rdb, prefix) })
 	return triggers.NewStore(rdb, prefix)
-}
-
-// DeleteKeys deletes every key under prefix.
-func DeleteKeys(rdb redis.UniversalClient, prefix string) {
-	ctx := context.Background()
-	var cursor uint64
-	for {
-		keys, next, err := rdb.Scan(ctx, cursor, prefix+":*", 1000).Result()
-		if err != nil {
-			return
-		}
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-		if cursor = next; cursor == 0 {
-			return
-		}
-	}
 }

@@ -115,7 +115,7 @@ func New(cfg Config, env triggers.Env) (*Webhook, error) {
 	}
 	env.Logger = env.Logger.With("component", "trigger", "trigger", cfg.Name, "kind", config.TriggerKindHTTP)
 	rep := triggers.NewReporter(env, cfg.Name, config.TriggerKindHTTP)
-	return &Webhook{cfg: cfg, env: env, rep: rep, HookLife: triggers.HookLife{Rep: rep}}, nil
+	return &Webhook{cfg: cfg, env: env, rep: rep, HookLife: triggers.HookLife{Rep: rep, Background: triggers.Background{What: "webhook trigger " + cfg.Name}}}, nil
 }
 
 // Name is the trigger's name.
