@@ -87,9 +87,12 @@ type Config struct {
 }
 
 // Ingester submits events.
-type Ingester struct{ cfg Config }
+type Ingester struct {
+	cfg    Config
+	guards *guardDropper
+}
 
-// New returns an Ingester.
+// New returns an Ingester. Close it when no more Submits come.
 func New(cfg Config) *Ingester {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -100,8 +103,12 @@ func New(cfg Config) *Ingester {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Ingester{cfg: cfg}
+	return &Ingester{cfg: cfg, guards: newGuardDropper(cfg.Ledger, cfg.Logger)}
 }
+
+// Close drops the publish guards still queued and stops the goroutine that
+// drops them. A Submit after Close still works (it drops its guards itself).
+func (in *Ingester) Close() { in.guards.close() }
 
 // Submit makes tasks of events for tenant. Every event is checked before
 // anything is written: one bad event refuses the whole submission (400 or
@@ -243,11 +250,11 @@ func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msg
 	}
 	wg.Wait()
 	if len(confirmed) > 0 {
-		if err := in.cfg.Ledger.Enqueued(ctx, tenant, guard, confirmed...); err != nil {
-			// The guards stay; the scheduler republishes those tasks once the
-			// guard passes and dispatchers drop the extra copy.
-			in.cfg.Logger.WarnContext(ctx, "dropping publish guards", "error", err)
+		guards := make([]ledger.Guard, len(confirmed))
+		for i, id := range confirmed {
+			guards[i] = ledger.Guard{Tenant: tenant, ID: id, Score: guard}
 		}
+		in.guards.add(ctx, guards)
 	}
 	for _, id := range failed {
 		if err := in.cfg.Ledger.Defer(ctx, tenant, id, in.cfg.Now().Add(republishAfter)); err != nil {

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,8 +55,9 @@ type Config struct {
 
 // Ledger reads and writes task state in Redis.
 type Ledger struct {
-	rdb redis.UniversalClient
-	cfg Config
+	rdb   redis.UniversalClient
+	cfg   Config
+	batch *batcher
 }
 
 // New returns a ledger over cfg.Redis.
@@ -78,7 +80,9 @@ func New(cfg Config) *Ledger {
 	if cfg.Prefix == "" {
 		cfg.Prefix = PrefixDefault
 	}
-	return &Ledger{rdb: cfg.Redis, cfg: cfg}
+	l := &Ledger{rdb: cfg.Redis, cfg: cfg}
+	l.batch = &batcher{rdb: cfg.Redis, load: l.LoadScripts}
+	return l
 }
 
 // Redis returns the client the ledger uses.
@@ -157,44 +161,57 @@ type Created struct {
 func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, error) {
 	now := l.cfg.Now()
 	guard := us(now.Add(l.cfg.PublishGuard))
-	cmds := make([]*redis.Cmd, len(events))
-	err := l.scripted(ctx, func(p redis.Pipeliner) {
-		for i, ev := range events {
-			state, score := contracts.StateQueued, guard
-			scheduled := now
-			if ev.DueAt.After(now) {
-				state, score, scheduled = contracts.StateScheduled, us(ev.DueAt), ev.DueAt
-			}
-			ids := make([]string, len(ev.Tasks))
-			keys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey()}
-			for j, t := range ev.Tasks {
-				ids[j] = t.ID
-				keys = append(keys, l.taskKey(ev.Tenant, t.ID))
-			}
-			var expires int64
-			if !ev.ExpiresAt.IsZero() {
-				expires = us(ev.ExpiresAt)
-			}
-			args := []any{l.cfg.DedupWindow.Milliseconds(), us(now), score, ev.Tenant, strings.Join(ids, ","), expires}
-			for _, t := range ev.Tasks {
-				f := []any{
-					fID, t.ID, fTenant, ev.Tenant, fFunction, t.Function,
-					fEventID, ev.Event.ID, fEventSource, ev.Event.Source, fEventType, ev.Event.Type,
-					fState, string(state), fAttempts, 0, fPriority, t.Priority,
-					fCreated, us(now), fScheduled, us(scheduled), fMessage, t.Message,
-				}
-				if ev.Event.Subject != "" {
-					f = append(f, fEventSubject, ev.Event.Subject)
-				}
-				if !ev.ExpiresAt.IsZero() {
-					f = append(f, fExpires, us(ev.ExpiresAt))
-				}
-				args = append(args, t.ID, len(f))
-				args = append(args, f...)
-			}
-			cmds[i] = createScript.EvalSha(ctx, p, keys, args...)
+	keys := make([][]string, len(events))
+	args := make([][]any, len(events))
+	for i, ev := range events {
+		state, score := contracts.StateQueued, guard
+		scheduled := now
+		if ev.DueAt.After(now) {
+			state, score, scheduled = contracts.StateScheduled, us(ev.DueAt), ev.DueAt
 		}
-	})
+		ids := make([]string, len(ev.Tasks))
+		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey()}
+		for j, t := range ev.Tasks {
+			ids[j] = t.ID
+			evKeys = append(evKeys, l.taskKey(ev.Tenant, t.ID))
+		}
+		var expires int64
+		if !ev.ExpiresAt.IsZero() {
+			expires = us(ev.ExpiresAt)
+		}
+		evArgs := []any{l.cfg.DedupWindow.Milliseconds(), us(now), score, ev.Tenant, strings.Join(ids, ","), expires}
+		for _, t := range ev.Tasks {
+			f := []any{
+				fID, t.ID, fTenant, ev.Tenant, fFunction, t.Function,
+				fEventID, ev.Event.ID, fEventSource, ev.Event.Source, fEventType, ev.Event.Type,
+				fState, string(state), fAttempts, 0, fPriority, t.Priority,
+				fCreated, us(now), fScheduled, us(scheduled), fMessage, t.Message,
+			}
+			if ev.Event.Subject != "" {
+				f = append(f, fEventSubject, ev.Event.Subject)
+			}
+			if !ev.ExpiresAt.IsZero() {
+				f = append(f, fExpires, us(ev.ExpiresAt))
+			}
+			evArgs = append(evArgs, t.ID, len(f))
+			evArgs = append(evArgs, f...)
+		}
+		keys[i], args[i] = evKeys, evArgs
+	}
+	cmds := make([]*redis.Cmd, len(events))
+	var err error
+	if len(events) == 1 {
+		// A single event (most requests) shares a round trip with other
+		// requests' creates and the dispatchers' claims.
+		cmds[0] = l.batch.eval(ctx, createScript, keys[0], args[0]...)
+		err = cmds[0].Err()
+	} else {
+		err = l.scripted(ctx, func(p redis.Pipeliner) {
+			for i := range events {
+				cmds[i] = createScript.EvalSha(ctx, p, keys[i], args[i]...)
+			}
+		})
+	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("recording tasks: %w", err)
 	}
@@ -263,13 +280,39 @@ func (l *Ledger) fillDuplicates(ctx context.Context, events []EventTasks, out []
 	return nil
 }
 
+// Guard is a publish guard: the delay-set entry written for a new task so
+// that the scheduler publishes it if its publish is never confirmed.
+type Guard struct {
+	Tenant, ID string
+	// Score is the GuardScore that Create returned.
+	Score int64
+}
+
+// guardsPerCall bounds the guards dropped by one script call, so that no
+// single call holds Redis for long.
+const guardsPerCall = 512
+
 // Enqueued drops the publish guards of tasks the broker confirmed. A guard
 // that was replaced meanwhile (a fast dispatcher already scheduled a retry)
 // is left alone.
 func (l *Ledger) Enqueued(ctx context.Context, tenant string, guardScore int64, ids ...string) error {
+	guards := make([]Guard, len(ids))
+	for i, id := range ids {
+		guards[i] = Guard{Tenant: tenant, ID: id, Score: guardScore}
+	}
+	return l.DropGuards(ctx, guards)
+}
+
+// DropGuards is Enqueued for guards of any tenants: one script call per
+// guardsPerCall guards, in one round trip.
+func (l *Ledger) DropGuards(ctx context.Context, guards []Guard) error {
 	err := l.scripted(ctx, func(p redis.Pipeliner) {
-		for _, id := range ids {
-			forgetScript.EvalSha(ctx, p, []string{l.DelayKey()}, Member(tenant, id), guardScore)
+		for chunk := range slices.Chunk(guards, guardsPerCall) {
+			args := make([]any, 0, 2*len(chunk))
+			for _, g := range chunk {
+				args = append(args, Member(g.Tenant, g.ID), g.Score)
+			}
+			forgetScript.EvalSha(ctx, p, []string{l.DelayKey()}, args...)
 		}
 	})
 	if err != nil {
@@ -358,7 +401,7 @@ func (l *Ledger) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
 	if wait <= 0 {
 		wait = 250 * time.Millisecond
 	}
-	res, err := claimScript.Run(ctx, l.rdb, []string{
+	res, err := l.batch.eval(ctx, claimScript, []string{
 		l.taskKey(r.Tenant, r.ID), l.DelayKey(), l.OutboxStream(),
 		l.inflightKey(r.Function), l.cfg.Prefix + ":fn:" + r.Function + ":rate", l.tenantPrefix(r.Tenant) + "rate",
 		l.ExpiryKey(),
@@ -443,7 +486,7 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, attemp
 	if o.State == contracts.StateDead {
 		retention = l.cfg.DeadRetention
 	}
-	n, err := finishScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.inflightKey(function)},
+	n, err := l.batch.eval(ctx, finishScript, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.inflightKey(function)},
 		attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
 		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason)).Int()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -251,10 +252,128 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 	// Not parallel: SCRIPT FLUSH affects every test using this Redis.
 	b := setup(t)
 	ctx := context.Background()
-	require.NoError(t, b.l.Redis().ScriptFlush(ctx).Err())
-	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	flush := func() { require.NoError(t, b.l.Redis().ScriptFlush(ctx).Err()) }
+	flush()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")}) // one event: batched
 	require.NoError(t, err)
 	require.Len(t, c[0].Tasks, 1)
+	flush()
+	c2, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e2", "f1"), event("acme", "e3", "f1")}) // a pipeline
+	require.NoError(t, err)
+	require.Len(t, c2, 2)
+	id := c[0].Tasks[0].ID
+	flush()
+	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: 10 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, ledger.VerdictRun, cl.Verdict)
+	flush()
+	ok, err := b.l.Finish(ctx, "acme", id, "f1", cl.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+	require.NoError(t, err)
+	require.True(t, ok)
+}
+
+// TestConcurrentCallsShareRoundTrips runs many tasks' create, claim and
+// finish from concurrent goroutines: every call gets its own answer, and
+// the calls went to Redis in fewer pipelines than there were calls.
+func TestConcurrentCallsShareRoundTrips(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testkit.Redis(t)
+	counter := &pipelineCounter{}
+	rdb.AddHook(counter)
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	ctx := context.Background()
+	require.NoError(t, l.LoadScripts(ctx))
+
+	const n = 300
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs <- lifecycle(ctx, l, fmt.Sprintf("e%d", i))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	calls, pipelines := counter.counts()
+	require.Equal(t, 3*n, calls, "one create, claim and finish per task")
+	require.Less(t, pipelines, calls, "concurrent calls share round trips")
+	t.Logf("%d script calls in %d round trips", calls, pipelines)
+}
+
+// lifecycle creates, claims and finishes one task and checks each answer.
+func lifecycle(ctx context.Context, l *ledger.Ledger, eventID string) error {
+	ev := event("acme", eventID, "f1")
+	c, err := l.Create(ctx, []ledger.EventTasks{ev})
+	if err != nil {
+		return err
+	}
+	if c[0].Duplicate || len(c[0].Tasks) != 1 || c[0].Tasks[0].ID != ev.Tasks[0].ID {
+		return fmt.Errorf("create %s: got %+v", eventID, c[0])
+	}
+	id := ev.Tasks[0].ID
+	cl, err := l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d", Lease: 10 * time.Second})
+	if err != nil {
+		return err
+	}
+	if cl.Verdict != ledger.VerdictRun || cl.Attempt != 1 {
+		return fmt.Errorf("claim %s: got %+v", id, cl)
+	}
+	ok, err := l.Finish(ctx, "acme", id, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte(`"` + id + `"`)})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("finish %s: fenced off", id)
+	}
+	task, err := l.Get(ctx, "acme", id)
+	if err != nil {
+		return err
+	}
+	if task.State != contracts.StateSucceeded || string(task.Result) != `"`+id+`"` {
+		return fmt.Errorf("task %s: state %s, result %s", id, task.State, task.Result)
+	}
+	return nil
+}
+
+// pipelineCounter counts the script calls sent in pipelines and the
+// pipelines (round trips) that carried them.
+type pipelineCounter struct {
+	mu               sync.Mutex
+	calls, pipelines int
+}
+
+func (c *pipelineCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (c *pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		n := 0
+		for _, cmd := range cmds {
+			if cmd.Name() == "evalsha" {
+				n++
+			}
+		}
+		if n > 0 {
+			c.mu.Lock()
+			c.calls += n
+			c.pipelines++
+			c.mu.Unlock()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (c *pipelineCounter) counts() (calls, pipelines int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls, c.pipelines
 }
 
 func TestCancelWaitingTask(t *testing.T) {
@@ -559,4 +678,28 @@ func TestExpireDueEndsWaitingTasksOnly(t *testing.T) {
 	n, err = b.l.ExpireDue(ctx, 100)
 	require.NoError(t, err)
 	require.Zero(t, n)
+}
+
+// TestDropGuardsKeepsReplacedOnes drops the guards of several tenants'
+// tasks in one call, except a guard whose score changed since Create (a
+// claim replaced it with a lease): that one stays due.
+func TestDropGuardsKeepsReplacedOnes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1", "f2"), event("other", "e1", "f1")})
+	require.NoError(t, err)
+	guards := []ledger.Guard{
+		{Tenant: "acme", ID: c[0].Tasks[0].ID, Score: c[0].GuardScore},
+		{Tenant: "acme", ID: c[0].Tasks[1].ID, Score: c[0].GuardScore - 1}, // as if replaced
+		{Tenant: "other", ID: c[1].Tasks[0].ID, Score: c[1].GuardScore},
+	}
+
+	require.NoError(t, b.l.DropGuards(ctx, guards))
+
+	b.advance(time.Minute) // past every guard
+	due, err := b.l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, due, 1, "only the replaced guard is left")
+	require.Equal(t, guards[1].ID, due[0].ID)
 }

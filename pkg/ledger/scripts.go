@@ -274,12 +274,16 @@ end
 return 1
 `)
 
-// forget drops a delay entry if it still has the score the caller set.
-// KEYS: 1 delay. ARGV: 1 member, 2 score.
+// forget drops delay entries that still have the score the caller set.
+// KEYS: 1 delay. ARGV: member, score, member, score, ... Returns how many
+// it dropped.
 var forgetScript = redis.NewScript(`
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 0
+local n = 0
+for i = 1, #ARGV, 2 do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) == tonumber(ARGV[i+1]) then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return n
 `)
 
 // redrive puts a dead task back to work: a fresh attempt budget, state

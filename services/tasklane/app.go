@@ -107,6 +107,7 @@ type App struct {
 
 	disp  *dispatcher.Dispatcher
 	notif *notifier.Notifier
+	ing   *ingest.Ingester // shared by the gateway and the triggers; nil without them
 
 	trigStore *triggers.Store
 	trigSpecs atomic.Pointer[[]config.Trigger] // as of the last (re)load
@@ -145,6 +146,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 	ok := false
 	defer func() {
 		if !ok {
+			if a.ing != nil {
+				a.ing.Close()
+			}
 			a.closeConnections()
 		}
 	}()
@@ -311,9 +315,13 @@ func retryUntil(ctx context.Context, within time.Duration, f func() error) error
 	}
 }
 
+// ingester is the process's one Ingester, made on first use.
 func (a *App) ingester() *ingest.Ingester {
+	if a.ing != nil {
+		return a.ing
+	}
 	cfg := a.cfg
-	return ingest.New(ingest.Config{
+	a.ing = ingest.New(ingest.Config{
 		Ledger:    a.ledger,
 		Publisher: a.driver.Publisher(),
 		Router:    a.table,
@@ -329,6 +337,7 @@ func (a *App) ingester() *ingest.Ingester {
 		Logger:  a.logger.With("component", "ingest"),
 		Observe: a.observe,
 	})
+	return a.ing
 }
 
 func (a *App) keyring() (*auth.Keyring, error) {
@@ -598,6 +607,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	if a.trig != nil {
 		errs = append(errs, a.trig.stop())
+	}
+	if a.ing != nil {
+		a.ing.Close() // after the last Submit: the server and the triggers stopped
 	}
 	if a.disp != nil {
 		errs = append(errs, a.disp.Stop())

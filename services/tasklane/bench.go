@@ -34,6 +34,9 @@ type benchFlags struct {
 	results     string
 	timeout     time.Duration
 	json        bool
+	// submitOnly measures acceptance alone: no results feed, no waiting
+	// for tasks to finish (raw broker: no consumers).
+	submitOnly bool
 
 	// rawBroker, when set, measures RabbitMQ directly instead of Tasklane;
 	// compareRaw measures both, the raw broker first.
@@ -64,6 +67,8 @@ type BenchReport struct {
 	PayloadSize int     `json:"payload_bytes"`
 	Accepted    int     `json:"accepted"`
 	Completed   int     `json:"completed"`
+	// SubmitOnly: only acceptance was measured (--submit-only).
+	SubmitOnly bool `json:"submit_only,omitempty"`
 	// Duplicates counts deliveries seen more than once (raw broker only).
 	Duplicates int `json:"duplicates,omitempty"`
 	// RawQueues names the raw broker's queues (deleted at the end).
@@ -183,6 +188,7 @@ stderr once a second.`,
 	fl.StringVar(&f.results, "results", "amqp://guest:guest@127.0.0.1:5672/", "results feed: amqp:// URL or redis:// URL")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up waiting for results after this")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON")
+	fl.BoolVar(&f.submitOnly, "submit-only", false, "measure durable acceptance only: do not wait for tasks to run (raw broker: no consumers)")
 	fl.StringVar(&f.rawBroker, "raw-broker", "", "measure RabbitMQ at this amqp:// URL directly instead of Tasklane")
 	fl.StringVar(&f.compareRaw, "compare-raw", "", "measure RabbitMQ at this amqp:// URL, then Tasklane, and print the ratio")
 	fl.IntVar(&f.raw.queues, "raw-queues", config.LanesSharedDefault, "raw broker: queues (Tasklane's default shared lanes)")
@@ -337,6 +343,9 @@ func runLoad(ctx context.Context, f *benchFlags, t loadTarget, w io.Writer, fail
 	close(work)
 	wg.Wait()
 	submitDur := time.Since(start)
+	if f.submitOnly {
+		return st, submitDur, nil
+	}
 
 	for ctx.Err() == nil && int64(t.completed()) < st.accepted.Load() {
 		select {
@@ -383,7 +392,7 @@ func benchReport(target string, f *benchFlags, st *loadStats, submitDur time.Dur
 	accepted := int(st.accepted.Load())
 	r := &BenchReport{
 		Target: target, Events: f.count, Batch: f.batch, Concurrency: f.concurrency, Rate: f.rate,
-		Tenants: f.tenants, DelaySecs: f.delay, PayloadSize: f.payload,
+		Tenants: f.tenants, DelaySecs: f.delay, PayloadSize: f.payload, SubmitOnly: f.submitOnly,
 		Accepted: accepted, Completed: len(results), Errors: st.errors(),
 		SubmitSeconds: submitDur.Seconds(), SubmitRate: float64(accepted) / submitDur.Seconds(),
 	}
@@ -434,10 +443,14 @@ func printBench(w io.Writer, r *BenchReport) {
 	fmt.Fprintf(w, "target             %s\n", r.Target)
 	fmt.Fprintf(w, "events             %d (accepted %d, completed %d)\n", r.Events, r.Accepted, r.Completed)
 	fmt.Fprintf(w, "submit rate        %.0f events/s over %.2fs\n", r.SubmitRate, r.SubmitSeconds)
-	fmt.Fprintf(w, "completion rate    %.0f /s (first submit to last finish)\n", r.CompletionRate)
-	fmt.Fprintf(w, "%-20s p50       p90       p99       max\n", "")
-	fmt.Fprintf(w, "%-20s %-9.2f %-9.2f %-9.2f %.2f\n", start, r.SubmitToStart.P50, r.SubmitToStart.P90, r.SubmitToStart.P99, r.SubmitToStart.Max)
-	fmt.Fprintf(w, "%-20s %-9.2f %-9.2f %-9.2f %.2f\n", finish, r.SubmitToFinish.P50, r.SubmitToFinish.P90, r.SubmitToFinish.P99, r.SubmitToFinish.Max)
+	if r.SubmitOnly {
+		fmt.Fprintf(w, "completion rate    not measured (--submit-only)\n")
+	} else {
+		fmt.Fprintf(w, "completion rate    %.0f /s (first submit to last finish)\n", r.CompletionRate)
+		fmt.Fprintf(w, "%-20s p50       p90       p99       max\n", "")
+		fmt.Fprintf(w, "%-20s %-9.2f %-9.2f %-9.2f %.2f\n", start, r.SubmitToStart.P50, r.SubmitToStart.P90, r.SubmitToStart.P99, r.SubmitToStart.Max)
+		fmt.Fprintf(w, "%-20s %-9.2f %-9.2f %-9.2f %.2f\n", finish, r.SubmitToFinish.P50, r.SubmitToFinish.P90, r.SubmitToFinish.P99, r.SubmitToFinish.Max)
+	}
 	if r.DelaySecs > 0 {
 		fmt.Fprintf(w, "                   (includes the %ds delay)\n", r.DelaySecs)
 	}
@@ -483,5 +496,9 @@ func printComparison(w io.Writer, c *BenchComparison) {
 	fmt.Fprintln(w)
 	printBench(w, c.Tasklane)
 	fmt.Fprintln(w)
+	if c.Tasklane.SubmitOnly {
+		fmt.Fprintf(w, "tasklane / raw     submit %.0f%%\n", 100*c.SubmitRatio)
+		return
+	}
 	fmt.Fprintf(w, "tasklane / raw     completion %.0f%%, submit %.0f%%\n", 100*c.CompletionRatio, 100*c.SubmitRatio)
 }

@@ -178,6 +178,9 @@ func runRawBench(ctx context.Context, f *benchFlags, url string, progress io.Wri
 		consumers.Wait()
 	}()
 	for _, q := range t.queues {
+		if f.submitOnly {
+			break // the messages stay queued until the queues are deleted
+		}
 		for range f.raw.consumers {
 			ch, err := t.subConn.Channel()
 			if err != nil {

@@ -147,11 +147,13 @@ func runBench(ctx context.Context, f *benchFlags, progress io.Writer) (*BenchRep
 
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	defer stopFeed()
-	feedReady := make(chan error, 1)
 	feedDone := make(chan error, 1)
-	go func() { feedDone <- readResults(feedCtx, f.results, feedReady, t.record) }()
-	if err := <-feedReady; err != nil {
-		return nil, fmt.Errorf("reading results from %s: %w", f.results, err)
+	if !f.submitOnly {
+		feedReady := make(chan error, 1)
+		go func() { feedDone <- readResults(feedCtx, f.results, feedReady, t.record) }()
+		if err := <-feedReady; err != nil {
+			return nil, fmt.Errorf("reading results from %s: %w", f.results, err)
+		}
 	}
 
 	st, submitDur, err := runLoad(ctx, f, t, progress, feedDone)

@@ -81,11 +81,35 @@ func TestBenchRawBroker(t *testing.T) {
 	require.Positive(t, r.CompletionRate)
 	require.LessOrEqual(t, r.SubmitToStart.P50, r.SubmitToFinish.P50)
 	require.Len(t, r.RawQueues, 2)
+	requireQueuesGone(t, url, r.RawQueues)
+}
 
+// TestBenchRawBrokerSubmitOnly publishes without consumers: every message
+// is confirmed, none consumed, and the queues (with the messages) are gone
+// after.
+func TestBenchRawBrokerSubmitOnly(t *testing.T) {
+	url := testkit.RequireAMQP(t)
+	var out, progress bytes.Buffer
+	cmd := newBenchCommand(&out, &progress)
+	cmd.SetArgs([]string{"--raw-broker", url, "--submit-only", "-n", "300", "--batch", "50", "--concurrency", "2", "--raw-queues", "2", "--json"})
+	require.NoError(t, cmd.ExecuteContext(context.Background()))
+	var r BenchReport
+	require.NoError(t, json.Unmarshal(out.Bytes(), &r))
+	require.True(t, r.SubmitOnly)
+	require.Equal(t, 300, r.Accepted)
+	require.Zero(t, r.Completed)
+	require.Empty(t, r.Errors)
+	require.Positive(t, r.SubmitRate)
+	requireQueuesGone(t, url, r.RawQueues)
+}
+
+func requireQueuesGone(t *testing.T, url string, queues []string) {
+	t.Helper()
+	require.NotEmpty(t, queues)
 	conn, err := amqp.Dial(url)
 	require.NoError(t, err)
 	defer conn.Close()
-	for _, q := range r.RawQueues {
+	for _, q := range queues {
 		ch, err := conn.Channel()
 		require.NoError(t, err)
 		_, err = ch.QueueDeclarePassive(q, true, false, false, false, nil)
