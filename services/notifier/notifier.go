@@ -9,21 +9,32 @@
 // bounded retries. Delivery is at least once: a notifier that dies after
 // sending and before acknowledging sends again; receivers dedup on the
 // result event's id (<task id>.<outcome>).
+//
+// # Reading the outbox
+//
+// One read loop per process takes outbox entries in batches (XREADGROUP
+// COUNT <free slots>), handles every entry of a batch concurrently (so many
+// publisher confirms are in flight at once) and acknowledges handled entries
+// together (one XACK for many ids, sent in the same round trip as the next
+// read, or on its own shortly after when the loop is waiting for entries).
+// An entry is acknowledged only after its result publish was confirmed and
+// its sinks were attempted; an entry whose publish failed stays pending and
+// is tried again after a second. Entries pending on a notifier whose
+// heartbeat stopped are taken over (XPENDING + XCLAIM) every
+// broker.ClaimEvery; see outbox.go.
 package notifier
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/redis/go-redis/v9"
@@ -36,7 +47,8 @@ import (
 )
 
 // ownEntriesAfter is how long an outbox entry may stay pending on its own
-// live notifier before that notifier takes it again.
+// live notifier, without that notifier holding it, before the notifier
+// takes it again (an entry whose XREADGROUP reply was lost).
 const ownEntriesAfter = 30 * time.Second
 
 // ConsumerGroup is the outbox consumer group of notifiers.
@@ -59,10 +71,14 @@ func matchAny(list []string, v string) bool { return len(list) == 0 || slices.Co
 
 // Config configures a Notifier.
 type Config struct {
+	// Ledger owns the results outbox. Required.
 	Ledger *ledger.Ledger
 	// Redis says where the ledger is. The notifier opens its own client for
-	// consuming the outbox (watermill-redisstream closes it on Close).
-	Redis           *redis.Options
+	// consuming the outbox and closes it on Close. Required.
+	Redis *redis.Options
+	// ResultPublisher publishes result events; the topic is the routing
+	// key. It must be safe for concurrent use: a batch's results are
+	// published at once. Required.
 	ResultPublisher message.Publisher
 	Subscriptions   []Subscription
 	Metrics         *metrics.Metrics
@@ -70,7 +86,10 @@ type Config struct {
 	// Client delivers to sinks. Default: a client that does not follow
 	// redirects, 10s timeout.
 	Client *http.Client
-	// Consumers is the number of outbox consumers. Default 8.
+	// Consumers is how many outbox entries the notifier holds at once:
+	// results being published, being delivered to sinks, or waiting to
+	// publish again after a failure. One read takes at most the free part
+	// of it, so it is also the largest batch. Default 8.
 	Consumers int
 	// SinkAttempts bounds deliveries of one result to one sink. Default 6.
 	SinkAttempts int
@@ -82,13 +101,37 @@ type Config struct {
 // Notifier consumes the results outbox.
 type Notifier struct {
 	cfg    Config
-	router *message.Router
-	sub    *redisstream.Subscriber
+	rdb    *redis.Client
 	live   *broker.Liveness
+	stream string
+	acks   *ackQueue
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	// stop is closed by Close; running once the group exists and the read
+	// loop starts; stopped when Run returns.
+	stop, running, stopped chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// New builds the notifier's router.
+// New builds a notifier; Run starts consuming.
 func New(cfg Config) (*Notifier, error) {
+	var errs []error
+	if cfg.Ledger == nil {
+		errs = append(errs, errors.New("missing Ledger"))
+	}
+	if cfg.Redis == nil {
+		errs = append(errs, errors.New("missing Redis"))
+	}
+	if cfg.ResultPublisher == nil {
+		errs = append(errs, errors.New("missing ResultPublisher"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("configuring the notifier: %w", err)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -108,56 +151,82 @@ func New(cfg Config) (*Notifier, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	wlog := broker.WatermillLogger(cfg.Logger)
 	opt := *cfg.Redis
-	opt.PoolSize = max(opt.PoolSize, 4*cfg.Consumers+16)
+	// The read loop, the ack flusher and the heartbeat each use one
+	// connection at a time.
+	opt.PoolSize = max(opt.PoolSize, 8)
+	// A blocking read shares a pipeline with an XACK, and pipelines wait
+	// for replies for ReadTimeout, not for the read's BLOCK.
+	if opt.ReadTimeout > 0 && opt.ReadTimeout < readBlock+time.Second {
+		opt.ReadTimeout = readBlock + time.Second
+	}
 	rdb := redis.NewClient(&opt)
+	stream := cfg.Ledger.OutboxStream()
 	// A dead notifier's unacknowledged results are taken over within
-	// seconds (heartbeats), a live one's never.
-	// An own entry pending for 30s was most likely lost in a reply (Redis
-	// crashed or the connection was cut as it answered) and is taken again.
-	// Handling one normally takes milliseconds; only sinks that hang for
-	// their whole retry budget take longer, and then the result is sent
-	// twice: results are at least once, deduplicated by event id.
-	live := broker.NewLiveness(rdb, cfg.Ledger.OutboxStream()+":"+ConsumerGroup, broker.ConsumerName(), ownEntriesAfter)
-	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:                        rdb,
-		Unmarshaller:                  outboxUnmarshaller{},
-		Consumer:                      live.Consumer(),
-		ConsumerGroup:                 ConsumerGroup,
-		NackResendSleep:               time.Second,
-		MaxIdleTime:                   time.Second,
-		ClaimInterval:                 broker.ClaimEvery,
-		ShouldClaimPendingMessage:     live.ShouldClaim,
-		DisableIndefiniteInitialBlock: true,
-		ShouldStopOnReadErrors:        func(err error) bool { return errors.Is(err, context.Canceled) },
-	}, wlog)
-	if err != nil {
-		live.Close()
-		return nil, fmt.Errorf("creating outbox subscriber: %w", err)
-	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
-	if err != nil {
-		return nil, fmt.Errorf("creating router: %w", err)
-	}
-	n := &Notifier{cfg: cfg, router: router, sub: sub, live: live}
-	for i := range cfg.Consumers {
-		router.AddConsumerHandler(fmt.Sprintf("outbox#%d", i), cfg.Ledger.OutboxStream(), sub, n.handle)
-	}
-	return n, nil
+	// seconds (heartbeats), a live one's never: however long its sinks
+	// take, it holds the entry and acknowledges it when done.
+	live := broker.NewLiveness(rdb, stream+":"+ConsumerGroup, broker.ConsumerName(), ownEntriesAfter)
+	return &Notifier{
+		cfg: cfg, rdb: rdb, live: live, stream: stream, acks: newAckQueue(),
+		stop: make(chan struct{}), running: make(chan struct{}), stopped: make(chan struct{}),
+	}, nil
 }
 
-// Run consumes until ctx ends.
-func (n *Notifier) Run(ctx context.Context) error { return n.router.Run(ctx) }
+// Run creates the outbox consumer group if it is missing (from the
+// stream's first entry, so nothing written before the first notifier
+// started is skipped) and consumes until ctx ends or Close is called. It
+// then drains: entries being handled finish (within closeTimeout) and are
+// acknowledged; the rest stay pending for whoever runs next.
+func (n *Notifier) Run(ctx context.Context) error {
+	n.mu.Lock()
+	if n.closed || n.started {
+		n.mu.Unlock()
+		return errors.New("running the notifier: already running or closed")
+	}
+	n.started = true
+	n.mu.Unlock()
+	defer close(n.stopped)
 
-// Running is closed once the consumers are subscribed.
-func (n *Notifier) Running() chan struct{} { return n.router.Running() }
+	err := n.rdb.XGroupCreateMkStream(ctx, n.stream, ConsumerGroup, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("creating consumer group %s of %s: %w", ConsumerGroup, n.stream, err)
+	}
+	close(n.running)
 
-// Close stops consuming.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	n.consume(ctx)
+	return nil
+}
+
+// Running is closed once the notifier consumes.
+func (n *Notifier) Running() <-chan struct{} { return n.running }
+
+// Close stops consuming, waits for Run to drain, and closes the Redis
+// client. Safe to call more than once.
 func (n *Notifier) Close() error {
-	err := n.router.Close()
-	n.live.Close() // before the subscriber closes the client it uses
-	return errors.Join(err, n.sub.Close())
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		started := n.started
+		n.mu.Unlock()
+		close(n.stop)
+		if started {
+			<-n.stopped
+		}
+		// After the last XACK: entries still pending here may be taken
+		// over as soon as the heartbeat is gone.
+		n.live.Close()
+		n.closeErr = n.rdb.Close()
+	})
+	return n.closeErr
 }
 
 // ResultEvent builds the result CloudEvent of a terminal task record.
@@ -193,66 +262,43 @@ func RoutingKey(t *contracts.Task) string {
 	return t.Tenant + "." + t.Function + "." + string(t.State)
 }
 
-func (n *Notifier) handle(msg *message.Message) error {
-	if why := msg.Metadata.Get("bad"); why != "" {
-		n.cfg.Logger.Error("unreadable outbox entry dropped", "reason", why)
-		return nil
+// handle publishes e's result event and delivers it to the matching sinks.
+// It reports whether e is done with (to be acknowledged): false when the
+// publish failed (e is tried again) or ctx ended before the sinks were
+// attempted. Entries that cannot become an event are logged and done.
+func (n *Notifier) handle(ctx context.Context, e *entry) bool {
+	if e.bad != "" {
+		n.cfg.Logger.ErrorContext(ctx, "unreadable outbox entry dropped", "entry", e.id, "reason", e.bad)
+		return true
 	}
-	var t contracts.Task
-	if err := json.Unmarshal(msg.Payload, &t); err != nil {
-		n.cfg.Logger.Error("unreadable outbox entry dropped", "error", err)
-		return nil
-	}
-	e, err := ResultEvent(&t)
+	t := &e.task
+	ev, err := ResultEvent(t)
 	if err != nil {
-		n.cfg.Logger.Error("building result event", "task", t.ID, "error", err)
-		return nil
+		n.cfg.Logger.ErrorContext(ctx, "building result event", "task", t.ID, "error", err)
+		return true
 	}
-	out, err := cloudevent.ToMessage(e.ID(), e)
+	out, err := cloudevent.ToMessage(ev.ID(), ev)
 	if err != nil {
-		n.cfg.Logger.Error("building result message", "task", t.ID, "error", err)
-		return nil
+		n.cfg.Logger.ErrorContext(ctx, "building result message", "task", t.ID, "error", err)
+		return true
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), 10*time.Second)
-	defer cancel()
-	out.SetContext(ctx)
-	if err := n.cfg.ResultPublisher.Publish(RoutingKey(&t), out); err != nil {
+	e.attempts++
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	out.SetContext(pctx)
+	err = n.cfg.ResultPublisher.Publish(RoutingKey(t), out)
+	cancel()
+	if err != nil {
 		n.cfg.Metrics.ResultsPublished.WithLabelValues("error").Inc()
-		return fmt.Errorf("publishing result of task %s: %w", t.ID, err)
+		n.cfg.Logger.WarnContext(ctx, "publishing result event, will try again", "task", t.ID, "attempt", e.attempts, "retry_in", retryWait, "error", err)
+		return false
 	}
 	n.cfg.Metrics.ResultsPublished.WithLabelValues("ok").Inc()
 	var wg sync.WaitGroup
 	for _, s := range n.cfg.Subscriptions {
-		if !s.Matches(&t) {
-			continue
+		if s.Matches(t) {
+			wg.Go(func() { n.deliver(ctx, s, ev) })
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.deliver(context.WithoutCancel(msg.Context()), s, e)
-		}()
 	}
 	wg.Wait()
-	return nil
-}
-
-// outboxUnmarshaller reads outbox entries (task record fields) into
-// messages whose payload is the task record JSON. It never fails: a broken
-// entry becomes a message flagged "bad", acknowledged and logged.
-type outboxUnmarshaller struct{}
-
-func (outboxUnmarshaller) Unmarshal(values map[string]any) (*message.Message, error) {
-	t := ledger.RecordFromValues(values)
-	if t.ID == "" || !t.State.Terminal() {
-		m := message.NewMessage(watermill.NewUUID(), nil)
-		m.Metadata.Set("bad", fmt.Sprintf("outbox entry without a terminal task: %v", values))
-		return m, nil
-	}
-	b, err := json.Marshal(t)
-	if err != nil {
-		m := message.NewMessage(watermill.NewUUID(), nil)
-		m.Metadata.Set("bad", err.Error())
-		return m, nil
-	}
-	return message.NewMessage(ResultID(&t), b), nil
+	return ctx.Err() == nil
 }
