@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 
@@ -21,14 +22,24 @@ import (
 const (
 	// batchFlushers bounds the pipelines in flight at once.
 	batchFlushers = 4
-	// batchMax bounds the calls in one pipeline.
-	batchMax = 256
+	// batchMax and batchBytes bound one pipeline: in calls, and in the
+	// bytes of their string arguments (task messages can be large).
+	batchMax   = 256
+	batchBytes = 1 << 20
+	// batchQueue bounds the calls waiting; past it a call fails at once
+	// (Redis has fallen far behind).
+	batchQueue = 16384
 )
 
+// errBatchFull is the answer to a call when batchQueue calls are waiting.
+var errBatchFull = errors.New("ledger overloaded: too many calls waiting for Redis")
+
 type scriptCall struct {
+	ctx    context.Context
 	script *redis.Script
 	keys   []string
 	args   []any
+	size   int
 	cmd    *redis.Cmd
 	done   chan struct{}
 }
@@ -43,11 +54,19 @@ type batcher struct {
 }
 
 // eval runs script through the batcher and returns its reply. When ctx ends
-// first, eval returns ctx's error; the call may still run (as when a reply
-// is lost on the wire).
+// before the call was sent, the call is dropped and eval returns ctx's
+// error; when it ends after, eval returns ctx's error at once and the call
+// may have run (as when a reply is lost on the wire).
 func (b *batcher) eval(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	c := &scriptCall{script: script, keys: keys, args: args, done: make(chan struct{})}
+	if err := ctx.Err(); err != nil {
+		return failed(ctx, err)
+	}
+	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, size: argBytes(args), done: make(chan struct{})}
 	b.mu.Lock()
+	if len(b.queue) >= batchQueue {
+		b.mu.Unlock()
+		return failed(ctx, errBatchFull)
+	}
 	b.queue = append(b.queue, c)
 	if b.flushers < batchFlushers {
 		b.flushers++
@@ -58,17 +77,45 @@ func (b *batcher) eval(ctx context.Context, script *redis.Script, keys []string,
 	case <-c.done:
 		return c.cmd
 	case <-ctx.Done():
-		cmd := redis.NewCmd(ctx)
-		cmd.SetErr(ctx.Err())
-		return cmd
+		select {
+		case <-c.done: // both ready: the answer wins
+			return c.cmd
+		default:
+			return failed(ctx, ctx.Err())
+		}
 	}
+}
+
+func failed(ctx context.Context, err error) *redis.Cmd {
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(err)
+	return cmd
+}
+
+func argBytes(args []any) int {
+	n := 0
+	for _, a := range args {
+		switch v := a.(type) {
+		case string:
+			n += len(v)
+		case []byte:
+			n += len(v)
+		default:
+			n += 8
+		}
+	}
+	return n
 }
 
 // flush sends queued calls until the queue is empty.
 func (b *batcher) flush() {
 	for {
 		b.mu.Lock()
-		n := min(len(b.queue), batchMax)
+		n, size := 0, 0
+		for n < len(b.queue) && n < batchMax && (n == 0 || size+b.queue[n].size <= batchBytes) {
+			size += b.queue[n].size
+			n++
+		}
 		if n == 0 {
 			b.flushers--
 			b.mu.Unlock()
@@ -76,6 +123,7 @@ func (b *batcher) flush() {
 		}
 		calls := make([]*scriptCall, n)
 		copy(calls, b.queue)
+		clear(b.queue[:n])
 		b.queue = b.queue[n:]
 		if len(b.queue) == 0 {
 			b.queue = nil // let the backing array go
@@ -85,33 +133,60 @@ func (b *batcher) flush() {
 	}
 }
 
+// noRetry marks a command that go-redis must not send again: a script
+// whose reply was lost may have run, and running it twice is not the same
+// as running it once (a second claim finds the task busy with itself). A
+// pipeline holding one is never retried; the caller gets the error and
+// treats the outcome as unknown, as it does for any lost reply.
+type noRetry struct{ *redis.Cmd }
+
+func (noRetry) NoRetry() bool { return true }
+
 func (b *batcher) send(calls []*scriptCall) {
-	// The calls' own contexts may end while they wait; the pipeline runs
-	// under the client's timeouts instead, as one write.
-	ctx := context.Background()
-	_, _ = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, c := range calls {
-			c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
+	// A call whose caller gave up before it went out is not sent.
+	live := calls[:0:0]
+	for _, c := range calls {
+		if err := c.ctx.Err(); err != nil {
+			c.cmd = failed(c.ctx, err)
+			continue
 		}
-		return nil
-	})
+		live = append(live, c)
+	}
+	// The calls' own contexts may end while they are on the wire; the
+	// pipeline runs under the client's timeouts instead.
+	ctx := context.Background()
+	b.pipeline(ctx, live)
 	// A call answered NOSCRIPT did not run: Redis lost its script cache
 	// (a restart, SCRIPT FLUSH). Load the scripts and send those again.
 	var again []*scriptCall
-	for _, c := range calls {
+	for _, c := range live {
 		if err := c.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			again = append(again, c)
 		}
 	}
 	if len(again) > 0 && b.load(ctx) == nil {
-		_, _ = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, c := range again {
-				c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
-			}
-			return nil
-		})
+		b.pipeline(ctx, again)
 	}
 	for _, c := range calls {
 		close(c.done)
 	}
+}
+
+func (b *batcher) pipeline(ctx context.Context, calls []*scriptCall) {
+	if len(calls) == 0 {
+		return
+	}
+	_, _ = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range calls {
+			args := make([]any, 0, 3+len(c.keys)+len(c.args))
+			args = append(args, "evalsha", c.script.Hash(), len(c.keys))
+			for _, k := range c.keys {
+				args = append(args, k)
+			}
+			args = append(args, c.args...)
+			c.cmd = redis.NewCmd(ctx, args...)
+			_ = p.Process(ctx, noRetry{c.cmd})
+		}
+		return nil
+	})
 }

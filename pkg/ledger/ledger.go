@@ -681,7 +681,11 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 // re-run: NOSCRIPT means no script of that pipeline ran.
 func (l *Ledger) scripted(ctx context.Context, fill func(redis.Pipeliner)) error {
 	for try := 0; ; try++ {
-		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { fill(p); return nil })
+		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			fill(p)
+			// Never sent again by go-redis: see noRetry.
+			return p.Process(ctx, noRetry{redis.NewCmd(ctx, "ping")})
+		})
 		if err == nil || try > 0 || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			return err
 		}
