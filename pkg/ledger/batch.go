@@ -68,11 +68,19 @@ func (b *batcher) eval(ctx context.Context, script *redis.Script, keys []string,
 		return failed(ctx, errBatchFull)
 	}
 	b.queue = append(b.queue, c)
-	if b.flushers < batchFlushers {
+	lead := b.flushers < batchFlushers
+	if lead {
 		b.flushers++
-		go b.flush()
 	}
 	b.mu.Unlock()
+	if lead {
+		// Send what is queued (this call among it) from this goroutine,
+		// sparing a lone call a hand-over, and leave whatever queued
+		// meanwhile to a flusher of its own.
+		if b.flushOnce() {
+			go b.flush()
+		}
+	}
 	select {
 	case <-c.done:
 		return c.cmd
@@ -109,28 +117,35 @@ func argBytes(args []any) int {
 
 // flush sends queued calls until the queue is empty.
 func (b *batcher) flush() {
-	for {
-		b.mu.Lock()
-		n, size := 0, 0
-		for n < len(b.queue) && n < batchMax && (n == 0 || size+b.queue[n].size <= batchBytes) {
-			size += b.queue[n].size
-			n++
-		}
-		if n == 0 {
-			b.flushers--
-			b.mu.Unlock()
-			return
-		}
-		calls := make([]*scriptCall, n)
-		copy(calls, b.queue)
-		clear(b.queue[:n])
-		b.queue = b.queue[n:]
-		if len(b.queue) == 0 {
-			b.queue = nil // let the backing array go
-		}
-		b.mu.Unlock()
-		b.send(calls)
+	for b.flushOnce() {
 	}
+}
+
+// flushOnce sends up to one pipeline of queued calls. It reports whether
+// more are queued; when none are, it has given up its flusher slot.
+func (b *batcher) flushOnce() bool {
+	b.mu.Lock()
+	n, size := 0, 0
+	for n < len(b.queue) && n < batchMax && (n == 0 || size+b.queue[n].size <= batchBytes) {
+		size += b.queue[n].size
+		n++
+	}
+	calls := make([]*scriptCall, n)
+	copy(calls, b.queue)
+	clear(b.queue[:n])
+	b.queue = b.queue[n:]
+	if len(b.queue) == 0 {
+		b.queue = nil // let the backing array go
+	}
+	b.mu.Unlock()
+	b.send(calls)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) == 0 {
+		b.flushers--
+		return false
+	}
+	return true
 }
 
 // noRetry marks a command that go-redis must not send again: a script
@@ -143,6 +158,9 @@ type noRetry struct{ *redis.Cmd }
 func (noRetry) NoRetry() bool { return true }
 
 func (b *batcher) send(calls []*scriptCall) {
+	if len(calls) == 0 {
+		return
+	}
 	// A call whose caller gave up before it went out is not sent.
 	live := calls[:0:0]
 	for _, c := range calls {
