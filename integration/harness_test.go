@@ -47,26 +47,7 @@ func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("TASKLANE_TEST_LOG") == "debug" {
 		level = slog.LevelDebug
 	}
-	w := &testWriter{t: t}
-	// Registered first, so it runs after every other cleanup: goroutines
-	// of watermill-redisstream outlive Close and may still log.
-	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type testWriter struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
+	return testkit.Logger(t, level)
 }
 
 // env is one Tasklane under test.

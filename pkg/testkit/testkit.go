@@ -10,10 +10,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,4 +162,29 @@ func QueueDepth(t testing.TB, queue string) (int, bool) {
 		t.Fatalf("reading queue %s: %v", queue, err)
 	}
 	return q.Messages, true
+}
+
+// Logger sends logs at level and above to the test log until the test
+// ends. Its cleanup is registered first, so it runs after every cleanup
+// registered later: goroutines that outlive a Close may still log, and
+// logging to a finished test panics.
+func Logger(t testing.TB, level slog.Level) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }

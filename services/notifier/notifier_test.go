@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,7 +50,7 @@ func setup(t *testing.T) *testBundle {
 		ledger:  ledger.New(ledger.Config{Redis: rdb, Prefix: prefix}),
 		pub:     newFakePublisher(),
 		metrics: metrics.New(),
-		log:     testLogger(t),
+		log:     testkit.Logger(t, slog.LevelInfo),
 	}
 	b.stream = b.ledger.OutboxStream()
 	opts, err := redis.ParseURL(testkit.RedisURL())
@@ -426,26 +425,4 @@ type countingConn struct {
 func (c *countingConn) Write(p []byte) (int, error) {
 	c.writes.Add(1)
 	return c.Conn.Write(p)
-}
-
-// testLogger sends logs to the test log until the test ends.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type testWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
 }
