@@ -157,6 +157,29 @@ type noRetry struct{ *redis.Cmd }
 
 func (noRetry) NoRetry() bool { return true }
 
+// evalSHA is the EVALSHA command of script with keys and args.
+func evalSHA(ctx context.Context, script *redis.Script, keys []string, args []any) *redis.Cmd {
+	all := make([]any, 0, 3+len(keys)+len(args))
+	all = append(all, "evalsha", script.Hash(), len(keys))
+	for _, k := range keys {
+		all = append(all, k)
+	}
+	return redis.NewCmd(ctx, append(all, args...)...)
+}
+
+// run runs one script outside the batcher, never sent twice by go-redis
+// (see noRetry); after NOSCRIPT (which means it did not run) it loads the
+// scripts and sends it again.
+func (l *Ledger) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	cmd := evalSHA(ctx, script, keys, args)
+	_ = l.rdb.Process(ctx, noRetry{cmd})
+	if err := cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") && l.LoadScripts(ctx) == nil {
+		cmd = evalSHA(ctx, script, keys, args)
+		_ = l.rdb.Process(ctx, noRetry{cmd})
+	}
+	return cmd
+}
+
 func (b *batcher) send(calls []*scriptCall) {
 	if len(calls) == 0 {
 		return
@@ -196,13 +219,7 @@ func (b *batcher) pipeline(ctx context.Context, calls []*scriptCall) {
 	}
 	_, _ = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, c := range calls {
-			args := make([]any, 0, 3+len(c.keys)+len(c.args))
-			args = append(args, "evalsha", c.script.Hash(), len(c.keys))
-			for _, k := range c.keys {
-				args = append(args, k)
-			}
-			args = append(args, c.args...)
-			c.cmd = redis.NewCmd(ctx, args...)
+			c.cmd = evalSHA(ctx, c.script, c.keys, c.args)
 			_ = p.Process(ctx, noRetry{c.cmd})
 		}
 		return nil

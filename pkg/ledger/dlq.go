@@ -16,7 +16,7 @@ var ErrNotDead = errors.New("task is not in the dead-letter queue")
 
 // Redrive puts one dead task back to work with a fresh attempt budget.
 func (l *Ledger) Redrive(ctx context.Context, tenant, id string) error {
-	res, err := redriveScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey()},
+	res, err := l.run(ctx, redriveScript, []string{l.taskKey(tenant, id), l.DelayKey()},
 		l.statePrefix(tenant), id, Member(tenant, id), us(l.cfg.Now())).StringSlice()
 	if err != nil {
 		return fmt.Errorf("redriving task %s: %w", id, err)
@@ -26,7 +26,7 @@ func (l *Ledger) Redrive(ctx context.Context, tenant, id string) error {
 
 // Purge deletes one dead task.
 func (l *Ledger) Purge(ctx context.Context, tenant, id string) error {
-	res, err := purgeScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.allKey(tenant)},
+	res, err := l.run(ctx, purgeScript, []string{l.taskKey(tenant, id), l.allKey(tenant)},
 		l.statePrefix(tenant), id).StringSlice()
 	if err != nil {
 		return fmt.Errorf("purging task %s: %w", id, err)

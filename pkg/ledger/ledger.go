@@ -502,7 +502,7 @@ var ErrNotCancellable = errors.New("task cannot be cancelled")
 // Cancel ends a waiting task (queued, scheduled, retrying or paused) as
 // cancelled, with its result event. A running task is not interrupted.
 func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task, error) {
-	res, err := endScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
+	res, err := l.run(ctx, endScript, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
 		string(contracts.StateCancelled), us(l.cfg.Now()), "cancelled by request", l.statePrefix(tenant), id,
 		l.cfg.Retention.Milliseconds(), OutboxMaxLen, Member(tenant, id)).StringSlice()
 	if err != nil {
@@ -533,7 +533,7 @@ func (l *Ledger) ExpireDue(ctx context.Context, max int) (int, error) {
 			l.rdb.ZRem(ctx, l.ExpiryKey(), m)
 			continue
 		}
-		res, err := endScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
+		res, err := l.run(ctx, endScript, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
 			string(contracts.StateExpired), us(now), "expired: its ttl passed before it started", l.statePrefix(tenant), id,
 			l.cfg.Retention.Milliseconds(), OutboxMaxLen, m).StringSlice()
 		if err != nil {
@@ -556,7 +556,7 @@ func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, attempt
 	if refund {
 		flag = "1"
 	}
-	n, err := retryScript.Run(ctx, l.rdb, []string{l.taskKey(tenant, id), l.DelayKey(), l.inflightKey(function)},
+	n, err := l.run(ctx, retryScript, []string{l.taskKey(tenant, id), l.DelayKey(), l.inflightKey(function)},
 		attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag).Int()
 	if err != nil {
 		return false, fmt.Errorf("scheduling retry of task %s: %w", id, err)
@@ -592,7 +592,7 @@ type Due struct {
 func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]Due, error) {
 	now := l.cfg.Now()
 	score := us(now.Add(regard))
-	members, err := dueScript.Run(ctx, l.rdb, []string{l.DelayKey()}, us(now), max, score).StringSlice()
+	members, err := l.run(ctx, dueScript, []string{l.DelayKey()}, us(now), max, score).StringSlice()
 	if err != nil || len(members) == 0 {
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("taking due tasks: %w", err)
@@ -634,7 +634,7 @@ func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]
 
 // Requeued records that a due task is back on its lane.
 func (l *Ledger) Requeued(ctx context.Context, d Due) error {
-	err := requeuedScript.Run(ctx, l.rdb, []string{l.DelayKey(), l.taskKey(d.Tenant, d.ID)},
+	err := l.run(ctx, requeuedScript, []string{l.DelayKey(), l.taskKey(d.Tenant, d.ID)},
 		Member(d.Tenant, d.ID), d.Score, l.statePrefix(d.Tenant), d.ID).Err()
 	if err != nil {
 		return fmt.Errorf("marking task %s requeued: %w", d.ID, err)
@@ -644,7 +644,7 @@ func (l *Ledger) Requeued(ctx context.Context, d Due) error {
 
 // Forget drops a due task's delay entry (its record is gone or terminal).
 func (l *Ledger) Forget(ctx context.Context, d Due) error {
-	if err := forgetScript.Run(ctx, l.rdb, []string{l.DelayKey()}, Member(d.Tenant, d.ID), d.Score).Err(); err != nil {
+	if err := l.run(ctx, forgetScript, []string{l.DelayKey()}, Member(d.Tenant, d.ID), d.Score).Err(); err != nil {
 		return fmt.Errorf("dropping delay entry of %s: %w", d.ID, err)
 	}
 	return nil

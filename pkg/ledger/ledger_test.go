@@ -270,6 +270,11 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 	ok, err := b.l.Finish(ctx, "acme", id, "f1", cl.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.True(t, ok)
+	flush()
+	b.advance(time.Minute) // past the other tasks' publish guards
+	due, err := b.l.TakeDue(ctx, 10, time.Minute) // a single script call
+	require.NoError(t, err)
+	require.Len(t, due, 2)
 }
 
 // TestConcurrentCallsShareRoundTrips runs many tasks' create, claim and
