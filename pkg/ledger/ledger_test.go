@@ -271,7 +271,7 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	flush()
-	b.advance(time.Minute) // past the other tasks' publish guards
+	b.advance(time.Minute)                        // past the other tasks' publish guards
 	due, err := b.l.TakeDue(ctx, 10, time.Minute) // a single script call
 	require.NoError(t, err)
 	require.Len(t, due, 2)
