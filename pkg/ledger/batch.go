@@ -68,18 +68,24 @@ func (b *batcher) eval(ctx context.Context, script *redis.Script, keys []string,
 		return failed(ctx, errBatchFull)
 	}
 	b.queue = append(b.queue, c)
-	lead := b.flushers < batchFlushers
-	if lead {
+	start := b.flushers < batchFlushers
+	if start {
 		b.flushers++
 	}
 	b.mu.Unlock()
-	if lead {
-		// Send what is queued (this call among it) from this goroutine,
-		// sparing a lone call a hand-over, and leave whatever queued
-		// meanwhile to a flusher of its own.
+	switch {
+	case start && ctx.Done() == nil:
+		// A caller that cannot give up (the dispatcher's detached
+		// contexts) sends what is queued, this call among it, itself:
+		// a lone call is spared a hand-over. Whatever queued meanwhile
+		// goes to a flusher of its own.
 		if b.flushOnce() {
 			go b.flush()
 		}
+	case start:
+		// One that can give up waits for a flusher, so that it can
+		// return when its context ends even while Redis stalls.
+		go b.flush()
 	}
 	select {
 	case <-c.done:

@@ -678,7 +678,9 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 // scripted runs a pipeline of EVALSHA calls. Redis forgets loaded scripts on
 // restart, and inside a pipeline go-redis cannot fall back to EVAL per
 // command, so on NOSCRIPT every script is loaded again and the whole pipeline
-// re-run: NOSCRIPT means no script of that pipeline ran.
+// re-run. After a restart no script of the pipeline ran (the scripts were
+// gone before it arrived); only a SCRIPT FLUSH that lands in the middle of
+// the pipeline would make calls before it run twice.
 func (l *Ledger) scripted(ctx context.Context, fill func(redis.Pipeliner)) error {
 	for try := 0; ; try++ {
 		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
