@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,7 +101,8 @@ func (p *replyCutter) pipe(c net.Conn) {
 	_, _ = io.Copy(io.Discard, up)
 }
 
-// TestLostReplyIsNotRunAgain loses the reply of a claim: the claim ran, and
+// TestLostReplyIsNotRunAgain loses the reply of a claim (batched) and of
+// a take of due tasks (a single call): each ran, and
 // the ledger must report the outcome as unknown (an error) instead of
 // sending the script again, which would answer "busy" to the very caller
 // that holds the task.
@@ -112,13 +114,18 @@ func TestLostReplyIsNotRunAgain(t *testing.T) {
 	opt.Addr = proxy.ln.Addr().String()
 	rdb := redis.NewClient(&opt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, PublishGuard: 30 * time.Second, Now: clock})
 	ctx := context.Background()
 	require.NoError(t, l.LoadScripts(ctx))
-	c, err := l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	c, err := l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1"), event("acme", "e2", "f1")})
 	require.NoError(t, err)
 	id := c[0].Tasks[0].ID
 
+	// Batched (claim).
 	proxy.armed.Store(true)
 	cl, err := l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: 10 * time.Second})
 	require.Error(t, err, "a lost reply is an unknown outcome, not a second run (got %+v)", cl)
@@ -128,4 +135,21 @@ func TestLostReplyIsNotRunAgain(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, contracts.StateRunning, task.State, "the claim did run once")
 	require.Equal(t, 1, task.Attempts)
+
+	// A single call (the scheduler's take of due tasks): run again, it
+	// would find the due task already taken and answer "nothing due".
+	other := c[1].Tasks[0].ID
+	advance(time.Minute) // past the second task's publish guard
+	proxy.armed.Store(true)
+	due, err := l.TakeDue(ctx, 10, time.Minute)
+	require.Error(t, err, "a lost reply is an unknown outcome (got %+v)", due)
+	require.False(t, proxy.armed.Load(), "the proxy cut a reply")
+	advance(2 * time.Minute) // past the re-guard the lost take wrote
+	due, err = l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	var ids []string
+	for _, d := range due {
+		ids = append(ids, d.ID)
+	}
+	require.Contains(t, ids, other, "the task taken by the lost call comes due again")
 }
