@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -107,8 +106,7 @@ func (d *redisStreamDriver) Name() string { return DriverRedisStream }
 // on it, so entries published before any dispatcher runs are kept for it.
 func (d *redisStreamDriver) DeclareLanes(ctx context.Context, lanes ...string) error {
 	for _, lane := range append(lanes, QuarantineTopic) {
-		err := d.rdb.XGroupCreateMkStream(ctx, lane, d.cfg.ConsumerGroup, "0").Err()
-		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		if err := EnsureGroup(ctx, d.rdb, lane, d.cfg.ConsumerGroup); err != nil {
 			return fmt.Errorf("declaring lane %s: %w", lane, err)
 		}
 	}

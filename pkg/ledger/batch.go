@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -18,6 +17,10 @@ import (
 // pipeline: alone, a call goes out at once; under load, calls share round
 // trips. Each call is still its own atomic script, so nothing about what
 // the ledger promises changes.
+//
+// Every ledger script call, batched or not, goes out through exec: marked
+// so that go-redis never sends it twice, and sent again only when Redis
+// answered NOSCRIPT.
 
 const (
 	// batchFlushers bounds the pipelines in flight at once.
@@ -34,6 +37,8 @@ const (
 // errBatchFull is the answer to a call when batchQueue calls are waiting.
 var errBatchFull = errors.New("ledger overloaded: too many calls waiting for Redis")
 
+// scriptCall is one script call and, once sent, its reply (cmd). ctx, size
+// and done serve the batcher.
 type scriptCall struct {
 	ctx    context.Context
 	script *redis.Script
@@ -42,6 +47,10 @@ type scriptCall struct {
 	size   int
 	cmd    *redis.Cmd
 	done   chan struct{}
+}
+
+func call(script *redis.Script, keys []string, args ...any) *scriptCall {
+	return &scriptCall{script: script, keys: keys, args: args}
 }
 
 type batcher struct {
@@ -61,7 +70,8 @@ func (b *batcher) eval(ctx context.Context, script *redis.Script, keys []string,
 	if err := ctx.Err(); err != nil {
 		return failed(ctx, err)
 	}
-	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, size: argBytes(args), done: make(chan struct{})}
+	c := call(script, keys, args...)
+	c.ctx, c.size, c.done = ctx, argBytes(args), make(chan struct{})
 	b.mu.Lock()
 	if len(b.queue) >= batchQueue {
 		b.mu.Unlock()
@@ -173,23 +183,14 @@ func evalSHA(ctx context.Context, script *redis.Script, keys []string, args []an
 	return redis.NewCmd(ctx, append(all, args...)...)
 }
 
-// run runs one script outside the batcher, never sent twice by go-redis
-// (see noRetry); after NOSCRIPT (which means it did not run) it loads the
-// scripts and sends it again.
+// run runs one script outside the batcher.
 func (l *Ledger) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	cmd := evalSHA(ctx, script, keys, args)
-	_ = l.rdb.Process(ctx, noRetry{cmd})
-	if err := cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") && l.LoadScripts(ctx) == nil {
-		cmd = evalSHA(ctx, script, keys, args)
-		_ = l.rdb.Process(ctx, noRetry{cmd})
-	}
-	return cmd
+	c := call(script, keys, args...)
+	_ = l.batch.exec(ctx, c)
+	return c.cmd
 }
 
 func (b *batcher) send(calls []*scriptCall) {
-	if len(calls) == 0 {
-		return
-	}
 	// A call whose caller gave up before it went out is not sent.
 	live := calls[:0:0]
 	for _, c := range calls {
@@ -201,22 +202,37 @@ func (b *batcher) send(calls []*scriptCall) {
 	}
 	// The calls' own contexts may end while they are on the wire; the
 	// pipeline runs under the client's timeouts instead.
-	ctx := context.Background()
-	b.pipeline(ctx, live)
-	// A call answered NOSCRIPT did not run: Redis lost its script cache
-	// (a restart, SCRIPT FLUSH). Load the scripts and send those again.
-	var again []*scriptCall
-	for _, c := range live {
-		if err := c.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			again = append(again, c)
-		}
-	}
-	if len(again) > 0 && b.load(ctx) == nil {
-		b.pipeline(ctx, again)
-	}
+	_ = b.exec(context.Background(), live...)
 	for _, c := range calls {
 		close(c.done)
 	}
+}
+
+// exec sends calls in one pipeline now, sets each one's reply and returns
+// the first error other than redis.Nil (a script answering nil). Every call
+// is marked noRetry. A call answered NOSCRIPT did not run (Redis lost its
+// script cache: a restart, SCRIPT FLUSH): exec loads the scripts and sends
+// those calls again, and only those.
+func (b *batcher) exec(ctx context.Context, calls ...*scriptCall) error {
+	b.pipeline(ctx, calls)
+	var again []*scriptCall
+	for _, c := range calls {
+		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+			again = append(again, c)
+		}
+	}
+	if len(again) > 0 {
+		if err := b.load(ctx); err != nil {
+			return err
+		}
+		b.pipeline(ctx, again)
+	}
+	for _, c := range calls {
+		if err := c.cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	return nil
 }
 
 func (b *batcher) pipeline(ctx context.Context, calls []*scriptCall) {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tasklane/tasklane/contracts"
 )
 
@@ -66,23 +64,23 @@ func (l *Ledger) DeadIDs(ctx context.Context, tenant string, f ListFilter) ([]st
 
 // RedriveAll redrives every dead task matching f (or only counts them).
 func (l *Ledger) RedriveAll(ctx context.Context, tenant string, f ListFilter, dryRun bool) (contracts.DLQResult, error) {
-	return l.bulk(ctx, tenant, f, dryRun, func(p redis.Pipeliner, id string) *redis.Cmd {
-		return redriveScript.EvalSha(ctx, p, []string{l.taskKey(tenant, id), l.DelayKey()},
+	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall {
+		return call(redriveScript, []string{l.taskKey(tenant, id), l.DelayKey()},
 			l.statePrefix(tenant), id, Member(tenant, id), us(l.cfg.Now()))
 	})
 }
 
 // PurgeAll deletes every dead task matching f (or only counts them).
 func (l *Ledger) PurgeAll(ctx context.Context, tenant string, f ListFilter, dryRun bool) (contracts.DLQResult, error) {
-	return l.bulk(ctx, tenant, f, dryRun, func(p redis.Pipeliner, id string) *redis.Cmd {
-		return purgeScript.EvalSha(ctx, p, []string{l.taskKey(tenant, id), l.allKey(tenant)}, l.statePrefix(tenant), id)
+	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall {
+		return call(purgeScript, []string{l.taskKey(tenant, id), l.allKey(tenant)}, l.statePrefix(tenant), id)
 	})
 }
 
 // bulk applies op to the matching dead tasks in pipelined chunks. A task
 // that left the queue meanwhile (redriven or purged by someone else) is
 // skipped by the script, and not counted as done.
-func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(redis.Pipeliner, string) *redis.Cmd) (contracts.DLQResult, error) {
+func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(id string) *scriptCall) (contracts.DLQResult, error) {
 	ids, err := l.DeadIDs(ctx, tenant, f)
 	if err != nil {
 		return contracts.DLQResult{}, err
@@ -94,17 +92,15 @@ func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun b
 	const chunk = 500
 	for start := 0; start < len(ids); start += chunk {
 		part := ids[start:min(start+chunk, len(ids))]
-		cmds := make([]*redis.Cmd, len(part))
-		err := l.scripted(ctx, func(p redis.Pipeliner) {
-			for i, id := range part {
-				cmds[i] = op(p, id)
-			}
-		})
-		if err != nil {
+		calls := make([]*scriptCall, len(part))
+		for i, id := range part {
+			calls[i] = op(id)
+		}
+		if err := l.batch.exec(ctx, calls...); err != nil {
 			return r, err
 		}
-		for _, c := range cmds {
-			if res, err := c.StringSlice(); err == nil && res[0] == "ok" {
+		for _, c := range calls {
+			if res, err := c.cmd.StringSlice(); err == nil && res[0] == "ok" {
 				r.Done++
 			}
 		}

@@ -206,11 +206,14 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 		cmds[0] = l.batch.eval(ctx, createScript, keys[0], args[0]...)
 		err = cmds[0].Err()
 	} else {
-		err = l.scripted(ctx, func(p redis.Pipeliner) {
-			for i := range events {
-				cmds[i] = createScript.EvalSha(ctx, p, keys[i], args[i]...)
-			}
-		})
+		calls := make([]*scriptCall, len(events))
+		for i := range events {
+			calls[i] = call(createScript, keys[i], args[i]...)
+		}
+		err = l.batch.exec(ctx, calls...)
+		for i, c := range calls {
+			cmds[i] = c.cmd
+		}
 	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("recording tasks: %w", err)
@@ -306,16 +309,15 @@ func (l *Ledger) Enqueued(ctx context.Context, tenant string, guardScore int64, 
 // DropGuards is Enqueued for guards of any tenants: one script call per
 // guardsPerCall guards, in one round trip.
 func (l *Ledger) DropGuards(ctx context.Context, guards []Guard) error {
-	err := l.scripted(ctx, func(p redis.Pipeliner) {
-		for chunk := range slices.Chunk(guards, guardsPerCall) {
-			args := make([]any, 0, 2*len(chunk))
-			for _, g := range chunk {
-				args = append(args, Member(g.Tenant, g.ID), g.Score)
-			}
-			forgetScript.EvalSha(ctx, p, []string{l.DelayKey()}, args...)
+	var calls []*scriptCall
+	for chunk := range slices.Chunk(guards, guardsPerCall) {
+		args := make([]any, 0, 2*len(chunk))
+		for _, g := range chunk {
+			args = append(args, Member(g.Tenant, g.ID), g.Score)
 		}
-	})
-	if err != nil {
+		calls = append(calls, call(forgetScript, []string{l.DelayKey()}, args...))
+	}
+	if err := l.batch.exec(ctx, calls...); err != nil {
 		return fmt.Errorf("dropping publish guards: %w", err)
 	}
 	return nil
@@ -446,19 +448,17 @@ type Lease struct {
 // returns the leases that were lost (the task moved on without this owner).
 func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease) ([]Lease, error) {
 	until := us(l.cfg.Now().Add(lease))
-	cmds := make([]*redis.Cmd, len(leases))
-	err := l.scripted(ctx, func(p redis.Pipeliner) {
-		for i, ls := range leases {
-			cmds[i] = renewScript.EvalSha(ctx, p, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(), l.inflightKey(ls.Function)},
-				ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID))
-		}
-	})
-	if err != nil {
+	calls := make([]*scriptCall, len(leases))
+	for i, ls := range leases {
+		calls[i] = call(renewScript, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(), l.inflightKey(ls.Function)},
+			ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID))
+	}
+	if err := l.batch.exec(ctx, calls...); err != nil {
 		return nil, fmt.Errorf("renewing leases: %w", err)
 	}
 	var lost []Lease
-	for i, c := range cmds {
-		if n, _ := c.Int(); n == 0 {
+	for i, c := range calls {
+		if n, _ := c.cmd.Int(); n == 0 {
 			lost = append(lost, leases[i])
 		}
 	}
@@ -673,28 +673,6 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 		return nil, fmt.Errorf("reading message of task %s: %w", id, err)
 	}
 	return b, nil
-}
-
-// scripted runs a pipeline of EVALSHA calls. Redis forgets loaded scripts on
-// restart, and inside a pipeline go-redis cannot fall back to EVAL per
-// command, so on NOSCRIPT every script is loaded again and the whole pipeline
-// re-run. After a restart no script of the pipeline ran (the scripts were
-// gone before it arrived); only a SCRIPT FLUSH that lands in the middle of
-// the pipeline would make calls before it run twice.
-func (l *Ledger) scripted(ctx context.Context, fill func(redis.Pipeliner)) error {
-	for try := 0; ; try++ {
-		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			fill(p)
-			// Never sent again by go-redis: see noRetry.
-			return p.Process(ctx, noRetry{redis.NewCmd(ctx, "ping")})
-		})
-		if err == nil || try > 0 || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			return err
-		}
-		if err := l.LoadScripts(ctx); err != nil {
-			return err
-		}
-	}
 }
 
 // LoadScripts loads every ledger script into Redis.

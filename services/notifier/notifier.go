@@ -31,7 +31,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -187,8 +186,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer close(n.stopped)
 
-	err := n.rdb.XGroupCreateMkStream(ctx, n.stream, ConsumerGroup, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+	if err := broker.EnsureGroup(ctx, n.rdb, n.stream, ConsumerGroup); err != nil {
 		return fmt.Errorf("creating consumer group %s of %s: %w", ConsumerGroup, n.stream, err)
 	}
 	close(n.running)

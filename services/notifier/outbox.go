@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -170,6 +169,22 @@ func (n *Notifier) ack(ctx context.Context, ids []string) error {
 	err := n.rdb.XAck(ctx, n.stream, ConsumerGroup, ids...).Err()
 	n.acks.settle(ids, err)
 	return err
+}
+
+// withAcks sends the commands fill queues in one round trip with an XACK of
+// the queued ids, and settles those.
+func (n *Notifier) withAcks(ctx context.Context, fill func(redis.Pipeliner)) {
+	ids := n.acks.take()
+	pipe := n.rdb.Pipeline()
+	var ack *redis.IntCmd
+	if len(ids) > 0 {
+		ack = pipe.XAck(ctx, n.stream, ConsumerGroup, ids...)
+	}
+	fill(pipe)
+	_, _ = pipe.Exec(ctx)
+	if ack != nil {
+		n.acks.settle(ids, ack.Err())
+	}
 }
 
 // flushAcks acknowledges queued ids that no read carried within ackLinger,
@@ -348,20 +363,13 @@ func (l *outboxLoop) startDueRetries(now time.Time) {
 // same round trip.
 func (l *outboxLoop) read(ctx context.Context, count int) {
 	n := l.n
-	ids := n.acks.take()
-	pipe := n.rdb.Pipeline()
-	var ack *redis.IntCmd
-	if len(ids) > 0 {
-		ack = pipe.XAck(ctx, n.stream, ConsumerGroup, ids...)
-	}
-	rd := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: ConsumerGroup, Consumer: n.live.Consumer(),
-		Streams: []string{n.stream, ">"}, Count: int64(count), Block: readBlock,
+	var rd *redis.XStreamSliceCmd
+	n.withAcks(ctx, func(p redis.Pipeliner) {
+		rd = p.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: ConsumerGroup, Consumer: n.live.Consumer(),
+			Streams: []string{n.stream, ">"}, Count: int64(count), Block: readBlock,
+		})
 	})
-	_, _ = pipe.Exec(ctx)
-	if ack != nil {
-		n.acks.settle(ids, ack.Err())
-	}
 	streams, err := rd.Result()
 	now := time.Now()
 	switch {
@@ -373,11 +381,11 @@ func (l *outboxLoop) read(ctx context.Context, count int) {
 		if ctx.Err() != nil {
 			return
 		}
-		if strings.HasPrefix(err.Error(), "NOGROUP") {
+		if redis.HasErrorPrefix(err, "NOGROUP") {
 			// The stream or group is gone (deleted, or a Redis without
 			// persistence restarted): make it again.
 			n.cfg.Logger.WarnContext(ctx, "results outbox consumer group missing, creating it", "stream", n.stream)
-			if err := n.rdb.XGroupCreateMkStream(ctx, n.stream, ConsumerGroup, "0").Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			if err := broker.EnsureGroup(ctx, n.rdb, n.stream, ConsumerGroup); err != nil {
 				n.cfg.Logger.ErrorContext(ctx, "creating results outbox consumer group", "error", err)
 			}
 			return
@@ -403,17 +411,8 @@ func (l *outboxLoop) read(ctx context.Context, count int) {
 func (l *outboxLoop) claim(ctx context.Context, free int) bool {
 	n := l.n
 	me := n.live.Consumer()
-	acked := n.acks.take()
-	pipe := n.rdb.Pipeline()
-	var ack *redis.IntCmd
-	if len(acked) > 0 {
-		ack = pipe.XAck(ctx, n.stream, ConsumerGroup, acked...)
-	}
-	summary := pipe.XPending(ctx, n.stream, ConsumerGroup)
-	_, _ = pipe.Exec(ctx)
-	if ack != nil {
-		n.acks.settle(acked, ack.Err())
-	}
+	var summary *redis.XPendingCmd
+	n.withAcks(ctx, func(p redis.Pipeliner) { summary = p.XPending(ctx, n.stream, ConsumerGroup) })
 	p, err := summary.Result()
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, redis.Nil) {
