@@ -43,7 +43,11 @@ type redisStreamDriver struct {
 	live   *Liveness
 	pub    *redisstream.Publisher
 	resPub *redisstream.Publisher
-	sub    *redisstream.Subscriber
+	lanes  *streamLanes
+	// stopReader ends the lane reader's Run; readerDone is closed when it
+	// has drained.
+	stopReader context.CancelFunc
+	readerDone chan struct{}
 }
 
 func newRedisStream(cfg Config) (*redisStreamDriver, error) {
@@ -54,9 +58,9 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 		cfg.ConsumerGroup = "tasklane-dispatchers"
 	}
 	logger := WatermillLogger(cfg.Logger.With("component", "redisstream"))
-	opt := *cfg.Redis
+	opt := ClientOptions(*cfg.Redis, 0)
 	opt.PoolSize = max(opt.PoolSize, streamPoolSize)
-	rdb := redis.NewClient(&opt)
+	rdb := redis.NewClient(opt)
 	d := &redisStreamDriver{cfg: cfg, rdb: rdb}
 	var err error
 	// Lanes are never trimmed by length: trimming deletes unprocessed work.
@@ -76,27 +80,25 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	// own entry idle for 30s was never seen; taking one that was (a long
 	// task) again is harmless: the claim finds it busy and drops it.
 	d.live = NewLiveness(rdb, cfg.ConsumerGroup, ConsumerName(), ownEntriesAfter)
-	if d.sub, err = redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:       rdb,
-		Unmarshaller: streamMarshaler{},
-		Consumer:     d.live.Consumer(),
-		// Dispatchers share one group per lane, so each task goes to one.
-		ConsumerGroup: cfg.ConsumerGroup,
-		// A nack is redelivered by the same consumer: pause so an outage of
-		// the ledger does not become a hot loop.
-		NackResendSleep: time.Second,
-		// Pending entries idle this long are offered to ShouldClaim...,
-		// which claims only those of dead consumers.
-		MaxIdleTime:                   time.Second,
-		ClaimInterval:                 ClaimEvery,
-		ShouldClaimPendingMessage:     d.live.ShouldClaim,
-		DisableIndefiniteInitialBlock: true,
-		// Keep reading through Redis outages; stop at once when unsubscribed.
-		ShouldStopOnReadErrors: func(err error) bool { return errors.Is(err, context.Canceled) },
-	}, logger); err != nil {
+	d.lanes = newStreamLanes()
+	// Dispatchers share one group per lane, so each task goes to one. A
+	// nacked entry is offered again after a second, so that an outage of
+	// the ledger does not become a hot loop. No read linger: a task's
+	// start waits for nothing, and reads batch what arrived during the
+	// previous one.
+	if d.lanes.reader, err = NewStreamReader(StreamReaderConfig{
+		Client: rdb, Group: cfg.ConsumerGroup, Live: d.live, Handle: d.lanes.handle,
+		What: "lanes", Logger: cfg.Logger.With("component", "redisstream"), RetryWait: time.Second,
+	}); err != nil {
 		d.live.Close()
-		return nil, fmt.Errorf("creating lane subscriber: %w", err)
+		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopReader, d.readerDone = cancel, make(chan struct{})
+	go func() {
+		defer close(d.readerDone)
+		d.lanes.reader.Run(ctx)
+	}()
 	return d, nil
 }
 
@@ -114,7 +116,7 @@ func (d *redisStreamDriver) DeclareLanes(ctx context.Context, lanes ...string) e
 }
 
 func (d *redisStreamDriver) Publisher() message.Publisher   { return sharedPublisher{d.pub} }
-func (d *redisStreamDriver) Subscriber() message.Subscriber { return d.sub }
+func (d *redisStreamDriver) Subscriber() message.Subscriber { return d.lanes }
 
 func (d *redisStreamDriver) ResultPublisher() message.Publisher {
 	return resultStreamPublisher{d.resPub}
@@ -171,11 +173,14 @@ func (d *redisStreamDriver) Trim(ctx context.Context, lanes ...string) (int64, e
 	return total, nil
 }
 
-// Close stops the heartbeat and closes the subscriber, which closes the
-// driver's client too.
+// Close ends the lane consumers, drains the lane reader (acknowledging
+// what the router acked), stops the heartbeat and closes the client.
 func (d *redisStreamDriver) Close() error {
+	_ = d.lanes.Close()
+	d.stopReader()
+	<-d.readerDone
 	d.live.Close()
-	return d.sub.Close()
+	return d.rdb.Close()
 }
 
 // resultStreamPublisher puts every result on the one results stream, with the

@@ -21,7 +21,8 @@
 // its sinks were attempted; an entry whose publish failed stays pending and
 // is tried again after a second. Entries pending on a notifier whose
 // heartbeat stopped are taken over (XPENDING + XCLAIM) every
-// broker.ClaimEvery; see outbox.go.
+// broker.ClaimEvery. The reading is broker.StreamReader's, as for the
+// redisstream driver's lanes.
 package notifier
 
 import (
@@ -45,10 +46,21 @@ import (
 	"github.com/tasklane/tasklane/pkg/metrics"
 )
 
-// ownEntriesAfter is how long an outbox entry may stay pending on its own
-// live notifier, without that notifier holding it, before the notifier
-// takes it again (an entry whose XREADGROUP reply was lost).
-const ownEntriesAfter = 30 * time.Second
+const (
+	// ownEntriesAfter is how long an outbox entry may stay pending on its
+	// own live notifier, without that notifier holding it, before the
+	// notifier takes it again (an entry whose XREADGROUP reply was lost).
+	ownEntriesAfter = 30 * time.Second
+	// readLinger is the pause after a read that found entries, so that the
+	// next read finds several: it adds at most this much to a result's
+	// latency and bounds reads at a few hundred a second.
+	readLinger = 5 * time.Millisecond
+	// retryWait is the wait before publishing again after a failed
+	// publish.
+	retryWait = time.Second
+	// publishTimeout bounds one result publish.
+	publishTimeout = 10 * time.Second
+)
 
 // ConsumerGroup is the outbox consumer group of notifiers.
 const ConsumerGroup = "tasklane-notifiers"
@@ -103,7 +115,7 @@ type Notifier struct {
 	rdb    *redis.Client
 	live   *broker.Liveness
 	stream string
-	acks   *ackQueue
+	reader *broker.StreamReader
 
 	mu      sync.Mutex
 	started bool
@@ -150,25 +162,31 @@ func New(cfg Config) (*Notifier, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	opt := *cfg.Redis
+	opt := broker.ClientOptions(*cfg.Redis, 0)
 	// The read loop, the ack flusher and the heartbeat each use one
 	// connection at a time.
 	opt.PoolSize = max(opt.PoolSize, 8)
-	// A blocking read shares a pipeline with an XACK, and pipelines wait
-	// for replies for ReadTimeout, not for the read's BLOCK.
-	if opt.ReadTimeout > 0 && opt.ReadTimeout < readBlock+time.Second {
-		opt.ReadTimeout = readBlock + time.Second
-	}
-	rdb := redis.NewClient(&opt)
+	rdb := redis.NewClient(opt)
 	stream := cfg.Ledger.OutboxStream()
 	// A dead notifier's unacknowledged results are taken over within
 	// seconds (heartbeats), a live one's never: however long its sinks
 	// take, it holds the entry and acknowledges it when done.
 	live := broker.NewLiveness(rdb, stream+":"+ConsumerGroup, broker.ConsumerName(), ownEntriesAfter)
-	return &Notifier{
-		cfg: cfg, rdb: rdb, live: live, stream: stream, acks: newAckQueue(),
+	n := &Notifier{
+		cfg: cfg, rdb: rdb, live: live, stream: stream,
 		stop: make(chan struct{}), running: make(chan struct{}), stopped: make(chan struct{}),
-	}, nil
+	}
+	var err error
+	n.reader, err = broker.NewStreamReader(broker.StreamReaderConfig{
+		Client: rdb, Group: ConsumerGroup, Live: live, Handle: n.handle,
+		What: "results outbox", Logger: cfg.Logger, ReadLinger: readLinger, RetryWait: retryWait,
+	})
+	if err != nil {
+		live.Close()
+		_ = rdb.Close()
+		return nil, err
+	}
+	return n, nil
 }
 
 // Run creates the outbox consumer group if it is missing (from the
@@ -200,7 +218,8 @@ func (n *Notifier) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	n.consume(ctx)
+	n.reader.AddSlots(n.stream, n.cfg.Consumers)
+	n.reader.Run(ctx)
 	return nil
 }
 
@@ -260,35 +279,40 @@ func RoutingKey(t *contracts.Task) string {
 	return t.Tenant + "." + t.Function + "." + string(t.State)
 }
 
-// handle publishes e's result event and delivers it to the matching sinks.
-// It reports whether e is done with (to be acknowledged): false when the
-// publish failed (e is tried again) or ctx ended before the sinks were
-// attempted. Entries that cannot become an event are logged and done.
-func (n *Notifier) handle(ctx context.Context, e *entry) bool {
-	if e.bad != "" {
-		n.cfg.Logger.ErrorContext(ctx, "unreadable outbox entry dropped", "entry", e.id, "reason", e.bad)
-		return true
+// handle publishes the result event of an outbox entry and delivers it to
+// the matching sinks. It is done with the entry (to be acknowledged) unless
+// the publish failed (the entry is tried again) or ctx ended before the
+// sinks were attempted (it stays pending). Entries that cannot become an
+// event are logged and done.
+func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) broker.Outcome {
+	if len(m.Values) == 0 {
+		n.cfg.Logger.ErrorContext(ctx, "unreadable outbox entry dropped", "entry", m.ID, "reason", "no fields")
+		return broker.Done
 	}
-	t := &e.task
+	task := ledger.RecordFromValues(m.Values)
+	t := &task
+	if t.ID == "" || !t.State.Terminal() {
+		n.cfg.Logger.ErrorContext(ctx, "unreadable outbox entry dropped", "entry", m.ID, "reason", "no terminal task", "fields", m.Values)
+		return broker.Done
+	}
 	ev, err := ResultEvent(t)
 	if err != nil {
 		n.cfg.Logger.ErrorContext(ctx, "building result event", "task", t.ID, "error", err)
-		return true
+		return broker.Done
 	}
 	out, err := cloudevent.ToMessage(ev.ID(), ev)
 	if err != nil {
 		n.cfg.Logger.ErrorContext(ctx, "building result message", "task", t.ID, "error", err)
-		return true
+		return broker.Done
 	}
-	e.attempts++
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	out.SetContext(pctx)
 	err = n.cfg.ResultPublisher.Publish(RoutingKey(t), out)
 	cancel()
 	if err != nil {
 		n.cfg.Metrics.ResultsPublished.WithLabelValues("error").Inc()
-		n.cfg.Logger.WarnContext(ctx, "publishing result event, will try again", "task", t.ID, "attempt", e.attempts, "retry_in", retryWait, "error", err)
-		return false
+		n.cfg.Logger.WarnContext(ctx, "publishing result event, will try again", "task", t.ID, "retry_in", retryWait, "error", err)
+		return broker.Retry
 	}
 	n.cfg.Metrics.ResultsPublished.WithLabelValues("ok").Inc()
 	var wg sync.WaitGroup
@@ -298,5 +322,8 @@ func (n *Notifier) handle(ctx context.Context, e *entry) bool {
 		}
 	}
 	wg.Wait()
-	return ctx.Err() == nil
+	if ctx.Err() != nil {
+		return broker.Leave
+	}
+	return broker.Done
 }

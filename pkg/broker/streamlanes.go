@@ -1,0 +1,141 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+)
+
+// streamLanes is the redisstream driver's lane subscriber: a Watermill
+// Subscriber over one StreamReader. Each Subscribe call is one consumer
+// of a lane, and one slot of the reader on that lane's stream; the
+// reader reads every lane in one XREADGROUP and hands each entry to an
+// idle consumer of its lane. An entry is acknowledged when the router
+// acks its message and handled again after the reader's RetryWait when
+// it nacks.
+type streamLanes struct {
+	reader *StreamReader
+
+	// closing ends every consumer.
+	closing   chan struct{}
+	closeOnce sync.Once
+
+	mu     sync.Mutex
+	feeds  map[string]*laneFeed
+	closed bool
+}
+
+// laneFeed carries a lane's entries from the reader's handlers to the
+// lane's consumers. gone is closed when the lane's last consumer leaves.
+type laneFeed struct {
+	work      chan *message.Message
+	consumers int
+	gone      chan struct{}
+}
+
+func newStreamLanes() *streamLanes {
+	return &streamLanes{feeds: map[string]*laneFeed{}, closing: make(chan struct{})}
+}
+
+// Subscribe adds a consumer of lane. Its channel closes when ctx ends or
+// the subscriber closes; a message it delivered is still waited for.
+func (s *streamLanes) Subscribe(ctx context.Context, lane string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("subscribing to lane " + lane + ": subscriber closed")
+	}
+	f := s.feeds[lane]
+	if f == nil {
+		f = &laneFeed{work: make(chan *message.Message), gone: make(chan struct{})}
+		s.feeds[lane] = f
+	}
+	f.consumers++
+	s.mu.Unlock()
+	s.reader.AddSlots(lane, 1)
+
+	out := make(chan *message.Message)
+	go func() {
+		defer close(out)
+		defer s.leave(lane, f)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.closing:
+				return
+			case msg := <-f.work:
+				msg.SetContext(ctx)
+				select {
+				case out <- msg:
+				case <-ctx.Done():
+					msg.Nack() // not taken: its handler offers it again
+					return
+				case <-s.closing:
+					msg.Nack()
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// leave removes a consumer of lane; the last one closes the lane's feed,
+// so that entries read for it are let go.
+func (s *streamLanes) leave(lane string, f *laneFeed) {
+	s.reader.AddSlots(lane, -1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.consumers--; f.consumers == 0 {
+		close(f.gone)
+		if s.feeds[lane] == f {
+			delete(s.feeds, lane)
+		}
+	}
+}
+
+func (s *streamLanes) feed(lane string) *laneFeed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.feeds[lane]
+}
+
+// handle is the reader's handler: it offers the entry to a consumer of its
+// lane and waits for the router's verdict. ctx ends only when the reader's
+// drain timed out.
+func (s *streamLanes) handle(ctx context.Context, lane string, m redis.XMessage) Outcome {
+	f := s.feed(lane)
+	if f == nil {
+		return Leave
+	}
+	msg, _ := streamMarshaler{}.Unmarshal(m.Values)
+	select {
+	case f.work <- msg:
+	case <-f.gone:
+		return Leave
+	case <-ctx.Done():
+		return Leave
+	}
+	select {
+	case <-msg.Acked():
+		return Done
+	case <-msg.Nacked():
+		return Retry
+	case <-ctx.Done():
+		return Leave
+	}
+}
+
+// Close refuses new subscriptions and ends every consumer (their channels
+// close; a message already delivered is still waited for by its handler).
+func (s *streamLanes) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.closeOnce.Do(func() { close(s.closing) })
+	return nil
+}
