@@ -81,7 +81,7 @@ func New(cfg Config) *Ledger {
 		cfg.Prefix = PrefixDefault
 	}
 	l := &Ledger{rdb: cfg.Redis, cfg: cfg}
-	l.batch = &batcher{rdb: cfg.Redis, load: l.LoadScripts}
+	l.batch = newBatcher(cfg.Redis, l.LoadScripts)
 	return l
 }
 
