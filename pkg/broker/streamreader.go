@@ -335,7 +335,10 @@ type readLoop struct {
 	perHeld map[string]int
 	retries []*heldEntry
 	done    chan *heldEntry
-	wg      sync.WaitGroup
+	// work hands an entry to an idle worker. Workers live until Run ends,
+	// so that their stacks, grown by handling, are reused.
+	work chan *heldEntry
+	wg   sync.WaitGroup
 	// claimAt, readAt and forgetAt are when the next claim round, read and
 	// forget round may start.
 	claimAt, readAt, forgetAt time.Time
@@ -358,10 +361,15 @@ func (r *StreamReader) Run(ctx context.Context) {
 	l := &readLoop{
 		r: r, hctx: hctx, held: map[entryKey]*heldEntry{}, perHeld: map[string]int{},
 		done:     make(chan *heldEntry, 1024),
+		work:     make(chan *heldEntry),
 		forgetAt: time.Now().Add(forgetEvery),
 	}
 	seen := l.run(ctx)
-	l.drain(abort)
+	drained := l.drain(abort)
+	close(l.work) // the workers end
+	if drained {
+		l.wg.Wait()
+	}
 	close(quit)
 	<-flusherDone
 	r.finalAck()
@@ -461,8 +469,17 @@ func (l *readLoop) start(stream string, m redis.XMessage) {
 	l.handle(e)
 }
 
+// handle hands e to an idle worker, or to a new one.
 func (l *readLoop) handle(e *heldEntry) {
-	l.wg.Go(func() {
+	select {
+	case l.work <- e:
+	default:
+		l.wg.Go(func() { l.worker(e) })
+	}
+}
+
+func (l *readLoop) worker(e *heldEntry) {
+	for ok := true; ok; e, ok = <-l.work {
 		e.outcome = l.r.cfg.Handle(l.hctx, e.stream, e.msg)
 		if e.outcome == Done {
 			// Queued before the loop lets go of it, so a claim round
@@ -470,7 +487,7 @@ func (l *readLoop) handle(e *heldEntry) {
 			l.r.acks.push(e.entryKey)
 		}
 		l.done <- e
-	})
+	}
 }
 
 // finish takes a handled entry back: done, let go, or due again.
@@ -680,8 +697,8 @@ func (l *readLoop) forgetConsumers(ctx context.Context, streams []string) {
 // drain waits for the held entries being handled, up to CloseTimeout, then
 // cancels their handling. Entries waiting to be handled again are let go:
 // they stay pending on this consumer and are taken over once its heartbeat
-// is gone.
-func (l *readLoop) drain(abort context.CancelFunc) {
+// is gone. It reports whether every handler returned.
+func (l *readLoop) drain(abort context.CancelFunc) bool {
 	r := l.r
 	for _, e := range l.retries {
 		l.release(e)
@@ -697,7 +714,7 @@ func (l *readLoop) drain(abort context.CancelFunc) {
 		case <-timeout.C:
 			if aborted {
 				r.cfg.Logger.Error(r.cfg.What+" entries still being handled after the reader stopped; they stay pending", "entries", len(l.held))
-				return
+				return false
 			}
 			r.cfg.Logger.Warn(r.cfg.What+" entries not handled within the close timeout; cancelling them, they stay pending",
 				"entries", len(l.held), "timeout", r.cfg.CloseTimeout)
@@ -706,7 +723,7 @@ func (l *readLoop) drain(abort context.CancelFunc) {
 			timeout.Reset(abortTimeout)
 		}
 	}
-	l.wg.Wait()
+	return true
 }
 
 // finalAck acknowledges what is still queued, trying a few times.
