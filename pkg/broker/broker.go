@@ -1,8 +1,8 @@
 // Package broker builds the Watermill publishers and subscribers that carry
 // lane traffic and result events, behind one interface with two drivers:
 // "amqp" (RabbitMQ, through watermill-amqp v2) and "redisstream" (Redis
-// Streams, through watermill-redisstream, also what the embedded dev mode
-// runs on).
+// Streams, read by StreamReader and written with group-committed XADDs,
+// also what the embedded dev mode runs on).
 //
 // # Contract
 //
@@ -12,7 +12,9 @@
 //     the message (publisher confirm on RabbitMQ, XADD reply on Redis).
 //   - Each Subscriber().Subscribe call is one consumer that holds at most one
 //     unacknowledged message; run N of them on a lane for N-way parallelism.
-//     A nacked message is redelivered, after a pause on Redis.
+//     A nacked message is redelivered, after a pause on Redis. (The
+//     redisstream driver's reader may have read a few more entries of a
+//     lane than it has idle consumers; they wait, pending, for one.)
 //   - Deliveries the driver cannot read are never dropped or looped: they come
 //     out as messages with metadata taskmsg.KeyUndecodable set, for the
 //     dispatcher to quarantine.
@@ -77,8 +79,7 @@ type Config struct {
 	// AMQPURL is the RabbitMQ URL (amqp driver).
 	AMQPURL string
 	// Redis says where the redisstream driver connects. The driver opens its
-	// own client (watermill-redisstream's subscriber closes the client it
-	// is given), sized for one blocking read per consumer.
+	// own client (its reader blocks in reads, and Close closes it).
 	Redis *redis.Options
 	// PublishChannels is the number of AMQP channels publishes are spread
 	// over; each carries many unconfirmed publishes at once. Default 16.

@@ -103,8 +103,7 @@ func (l *Liveness) forgetOld(ctx context.Context) {
 
 // ShouldClaim decides whether a pending entry may be taken over: from
 // another consumer whose heartbeat stopped (or that never had one), or one
-// of this consumer's own that has been pending longer than ownAfter. It
-// fits watermill-redisstream's SubscriberConfig.ShouldClaimPendingMessage.
+// of this consumer's own that has been pending longer than ownAfter.
 func (l *Liveness) ShouldClaim(xp redis.XPendingExt) bool {
 	if xp.Consumer == l.consumer {
 		return xp.Idle > l.ownAfter

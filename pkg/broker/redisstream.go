@@ -30,8 +30,9 @@ const (
 )
 
 // streamPoolSize is the connection pool of the redisstream driver's client:
-// every consumer holds a connection in a blocking XREADGROUP.
-const streamPoolSize = 512
+// the reader's blocking read, its ack flusher and claim rounds, and the
+// publisher's pipelines in flight.
+const streamPoolSize = 32
 
 // ownEntriesAfter is how long a lane entry may stay pending on its own
 // live consumer before that consumer takes it again.
@@ -186,8 +187,8 @@ func (resultStreamPublisher) Close() error { return nil }
 
 // streamMarshaler stores metadata as JSON (readable with redis-cli) and never
 // fails to unmarshal: an entry it cannot read becomes a message flagged
-// undecodable, which the dispatcher quarantines. watermill-redisstream's
-// default unmarshaller returns an error instead, which stops the consumer.
+// undecodable, which the dispatcher quarantines (an unmarshal error would
+// leave the entry pending forever).
 type streamMarshaler struct{}
 
 func (streamMarshaler) Marshal(_ string, msg *message.Message) (map[string]any, error) {

@@ -2,8 +2,8 @@
 // each task's attempts through its function's executor.
 //
 // Each lane gets ConsumersPerLane consumers; each consumer holds one
-// unacknowledged delivery (watermill-amqp and watermill-redisstream deliver
-// one message at a time per subscription), so a process runs at most
+// unacknowledged delivery (both drivers deliver one message at a time per
+// subscription), so a process runs at most
 // lanes x ConsumersPerLane attempts at once. A delivery is acknowledged
 // only after its outcome is in the ledger. Nothing waits inside a consumer:
 // retries and busy tasks go to the ledger's delay set, and the scheduler

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -55,13 +54,7 @@ func setup(t *testing.T) *testBundle {
 	b.stream = b.ledger.OutboxStream()
 	opts, err := redis.ParseURL(testkit.RedisURL())
 	require.NoError(t, err)
-	opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &countingConn{Conn: c, writes: &b.trips}, nil
-	}
+	testkit.CountWrites(opts, &b.trips)
 	b.opts = opts
 	return b
 }
@@ -415,14 +408,3 @@ func (s *sink) got(id string) int {
 	return s.byID[id]
 }
 
-// countingConn counts writes: go-redis writes each command or pipeline
-// once, so writes are round trips.
-type countingConn struct {
-	net.Conn
-	writes *atomic.Int64
-}
-
-func (c *countingConn) Write(p []byte) (int, error) {
-	c.writes.Add(1)
-	return c.Conn.Write(p)
-}
