@@ -407,4 +407,3 @@ func (s *sink) got(id string) int {
 	defer s.mu.Unlock()
 	return s.byID[id]
 }
-
