@@ -78,6 +78,16 @@ func (s *streamLanes) Subscribe(ctx context.Context, lane string) (<-chan *messa
 					msg.Nack()
 					return
 				}
+				// One message at a time: the router handles each in a
+				// goroutine of its own, so the next is taken only once
+				// this one is acked or nacked (a stopping router still
+				// finishes what it took).
+				select {
+				case <-msg.Acked():
+				case <-msg.Nacked():
+				case <-s.closing:
+					return
+				}
 			}
 		}
 	}()
@@ -85,7 +95,7 @@ func (s *streamLanes) Subscribe(ctx context.Context, lane string) (<-chan *messa
 }
 
 // leave removes a consumer of lane; the last one closes the lane's feed,
-// so that entries read for it are let go.
+// so that entries read for it are released to other consumers.
 func (s *streamLanes) leave(lane string, f *laneFeed) {
 	s.reader.AddSlots(lane, -1)
 	s.mu.Lock()
@@ -110,13 +120,16 @@ func (s *streamLanes) feed(lane string) *laneFeed {
 func (s *streamLanes) handle(ctx context.Context, lane string, m redis.XMessage) Outcome {
 	f := s.feed(lane)
 	if f == nil {
-		return Leave
+		return Release
 	}
 	msg, _ := streamMarshaler{}.Unmarshal(m.Values)
 	select {
 	case f.work <- msg:
 	case <-f.gone:
-		return Leave
+		// The lane's consumers left (the lane is no longer consumed here,
+		// or the driver is closing): another process, or this one when it
+		// consumes the lane again, takes the entry.
+		return Release
 	case <-ctx.Done():
 		return Leave
 	}

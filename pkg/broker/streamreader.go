@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,7 +54,14 @@ const (
 	// consumer, to be taken again after the Liveness's ownAfter, or by
 	// another consumer once this one's heartbeat is gone.
 	Leave
+	// Release: the reader gives the entry up to any consumer of the group:
+	// it is moved to OrphanConsumer, which never heartbeats, so the next
+	// claim round of any reader of the stream (this one included) takes it.
+	Release
 )
+
+// OrphanConsumer holds released entries until a reader claims them.
+const OrphanConsumer = "released"
 
 // StreamReaderConfig configures a StreamReader.
 type StreamReaderConfig struct {
@@ -95,8 +103,9 @@ const (
 	// errorWait is the pause after a failed Redis command.
 	errorWait = 500 * time.Millisecond
 	// busyBlock bounds a read's wait while some stream has no free slot:
-	// the loop learns of freed slots only between reads.
-	busyBlock = 10 * time.Millisecond
+	// the loop learns of freed slots only between reads, so an entry of a
+	// full stream may wait this much longer once a slot frees.
+	busyBlock = 50 * time.Millisecond
 	// claimMinIdle is how long an entry must have been pending to be taken
 	// over. XCLAIM's MIN-IDLE makes two claimers of one entry safe: the
 	// first resets its idle time, the second's XCLAIM skips it.
@@ -333,6 +342,11 @@ type readLoop struct {
 	hctx    context.Context
 	held    map[entryKey]*heldEntry
 	perHeld map[string]int
+	// missing holds streams left out of reads because a read could not
+	// read them (deleted, or not readable); checked again every ClaimEvery
+	// from recheckAt.
+	missing   map[string]bool
+	recheckAt time.Time
 	retries []*heldEntry
 	done    chan *heldEntry
 	// work hands an entry to an idle worker. Workers live until Run ends,
@@ -359,7 +373,7 @@ func (r *StreamReader) Run(ctx context.Context) {
 		r.flushAcks(quit)
 	}()
 	l := &readLoop{
-		r: r, hctx: hctx, held: map[entryKey]*heldEntry{}, perHeld: map[string]int{},
+		r: r, hctx: hctx, held: map[entryKey]*heldEntry{}, perHeld: map[string]int{}, missing: map[string]bool{},
 		done:     make(chan *heldEntry, 1024),
 		work:     make(chan *heldEntry),
 		forgetAt: time.Now().Add(forgetEvery),
@@ -383,6 +397,9 @@ func (l *readLoop) free() (free map[string]int, full, halfFree bool) {
 	slots := l.r.slotsNow()
 	free = make(map[string]int, len(slots))
 	for s, n := range slots {
+		if l.missing[s] {
+			continue
+		}
 		f := n - l.perHeld[s]
 		if f > 0 {
 			free[s] = f
@@ -416,6 +433,10 @@ func (l *readLoop) run(ctx context.Context) map[string]bool {
 			seen[s] = true
 		}
 		switch {
+		case len(l.missing) > 0 && !now.Before(l.recheckAt):
+			l.recheck(ctx)
+			l.recheckAt = now.Add(ClaimEvery)
+			continue
 		case !now.Before(l.forgetAt):
 			l.forgetConsumers(ctx, slices.Collect(maps.Keys(seen)))
 			l.forgetAt = now.Add(forgetEvery)
@@ -431,6 +452,9 @@ func (l *readLoop) run(ctx context.Context) map[string]bool {
 			continue
 		}
 		next := l.forgetAt
+		if len(l.missing) > 0 {
+			next = minTime(next, l.recheckAt)
+		}
 		if len(free) > 0 {
 			next = minTime(next, minTime(l.claimAt, l.readAt))
 		}
@@ -481,6 +505,9 @@ func (l *readLoop) handle(e *heldEntry) {
 func (l *readLoop) worker(e *heldEntry) {
 	for ok := true; ok; e, ok = <-l.work {
 		e.outcome = l.r.cfg.Handle(l.hctx, e.stream, e.msg)
+		if e.outcome == Release {
+			l.r.release(e.entryKey)
+		}
 		if e.outcome == Done {
 			// Queued before the loop lets go of it, so a claim round
 			// always sees it as held or owed until the XACK is done.
@@ -520,16 +547,20 @@ func (l *readLoop) startDueRetries(now time.Time) {
 	l.retries = keep
 }
 
-// read takes up to free new entries of each stream, acknowledging queued
-// ones in the same round trip. XREADGROUP's COUNT is per stream and one
-// for all, so a stream may give more than it has free: the surplus waits
-// in its handlers.
+// read takes new entries of every stream with free slots, acknowledging
+// queued ones in the same round trip. XREADGROUP's COUNT is per stream and
+// one for all: it is the smallest free count, so that no stream gives more
+// than it has slots for (an entry read is pending on this consumer, which
+// no other may take while it lives); under load reads follow each other at
+// once, so a stream with more free slots fills them over a few reads.
 func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 	r := l.r
 	streams := slices.Sorted(maps.Keys(free))
 	count := 0
 	for _, s := range streams {
-		count = max(count, free[s])
+		if count == 0 || free[s] < count {
+			count = free[s]
+		}
 	}
 	args := make([]string, 0, 2*len(streams))
 	args = append(args, streams...)
@@ -541,11 +572,11 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 		block = min(block, busyBlock)
 	}
 	var rd *redis.XStreamSliceCmd
-	_ = r.withAcks(ctx, func(p redis.Pipeliner) {
+	l.ackErr(ctx, r.withAcks(ctx, func(p redis.Pipeliner) {
 		rd = p.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group: r.cfg.Group, Consumer: r.Consumer(), Streams: args, Count: int64(count), Block: block,
 		})
-	})
+	}))
 	res, err := rd.Result()
 	now := time.Now()
 	switch {
@@ -557,15 +588,8 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 		if ctx.Err() != nil {
 			return
 		}
-		if redis.HasErrorPrefix(err, "NOGROUP") {
-			// A stream or its group is gone (deleted, or a Redis without
-			// persistence restarted): make them again.
-			r.cfg.Logger.WarnContext(ctx, r.cfg.What+" consumer group missing, creating it", "streams", streams)
-			for _, s := range streams {
-				if err := EnsureGroup(ctx, r.cfg.Client, s, r.cfg.Group); err != nil {
-					r.cfg.Logger.ErrorContext(ctx, "creating "+r.cfg.What+" consumer group", "stream", s, "error", err)
-				}
-			}
+		if l.repair(ctx, streams) {
+			l.readAt = now // read the others again at once
 			return
 		}
 		r.cfg.Logger.ErrorContext(ctx, "reading "+r.cfg.What, "error", err)
@@ -592,11 +616,13 @@ func (l *readLoop) claim(ctx context.Context, free map[string]int) bool {
 	me := r.Consumer()
 	streams := slices.Sorted(maps.Keys(free))
 	summaries := make([]*redis.XPendingCmd, len(streams))
-	_ = r.withAcks(ctx, func(p redis.Pipeliner) {
+	l.ackErr(ctx, r.withAcks(ctx, func(p redis.Pipeliner) {
 		for i, s := range streams {
 			summaries[i] = p.XPending(ctx, s, r.cfg.Group)
 		}
-	})
+	}))
+	// Whether each other consumer is dead, asked once per round.
+	dead := map[string]bool{}
 	more := false
 	for i, stream := range streams {
 		p, err := summaries[i].Result()
@@ -609,7 +635,7 @@ func (l *readLoop) claim(ctx context.Context, free map[string]int) bool {
 		if p.Count == 0 {
 			continue
 		}
-		ids := l.claimable(ctx, stream, p, free[stream])
+		ids := l.claimable(ctx, stream, p, free[stream], dead)
 		if len(ids) == 0 {
 			continue
 		}
@@ -634,7 +660,7 @@ func (l *readLoop) claim(ctx context.Context, free map[string]int) bool {
 }
 
 // claimable lists up to free pending entries of stream that may be taken.
-func (l *readLoop) claimable(ctx context.Context, stream string, p *redis.XPending, free int) []string {
+func (l *readLoop) claimable(ctx context.Context, stream string, p *redis.XPending, free int, dead map[string]bool) []string {
 	r := l.r
 	me := r.Consumer()
 	var ids []string
@@ -649,8 +675,15 @@ func (l *readLoop) claimable(ctx context.Context, stream string, p *redis.XPendi
 				continue // every one of them is held here
 			}
 			idle, limit = r.cfg.Live.ownAfter, limit+mine
-		} else if !r.cfg.Live.ShouldClaim(redis.XPendingExt{Consumer: consumer}) {
-			continue // alive
+		} else {
+			isDead, asked := dead[consumer]
+			if !asked {
+				isDead = r.cfg.Live.ShouldClaim(redis.XPendingExt{Consumer: consumer})
+				dead[consumer] = isDead
+			}
+			if !isDead {
+				continue // alive
+			}
 		}
 		xps, err := r.cfg.Client.XPendingExt(ctx, &redis.XPendingExtArgs{
 			Stream: stream, Group: r.cfg.Group, Idle: idle,
@@ -754,5 +787,115 @@ func (r *StreamReader) leaveGroups(streams map[string]bool) {
 		if err == nil && len(xps) == 0 {
 			_ = r.cfg.Client.XGroupDelConsumer(ctx, stream, r.cfg.Group, me).Err()
 		}
+	}
+}
+
+// release moves an entry to OrphanConsumer (see Release). If that fails
+// the entry stays pending here, as after Leave.
+func (r *StreamReader) release(k entryKey) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := r.cfg.Client.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: k.stream, Group: r.cfg.Group, Consumer: OrphanConsumer, Messages: []string{k.id},
+	}).Err()
+	if err != nil {
+		r.cfg.Logger.Warn("releasing a "+r.cfg.What+" entry; it stays pending here", "stream", k.stream, "entry", k.id, "error", err)
+	}
+}
+
+// repair finds the streams that made a read fail, and reports whether it
+// found any. A stream that exists without the group gets the group again
+// (from its first entry, so nothing written meanwhile is skipped; a Redis
+// without persistence restarted, or the group was destroyed). A stream
+// that does not exist (deleted: a retired lane; or gone with a restart) or
+// cannot be read is left out of reads until recheck finds it readable:
+// one such stream must not stop the others, and the reader must not
+// create a stream that was deleted on purpose.
+func (l *readLoop) repair(ctx context.Context, streams []string) bool {
+	unreadable, fixed := l.inspect(ctx, streams)
+	for _, s := range unreadable {
+		l.missing[s] = true
+	}
+	return fixed || len(unreadable) > 0
+}
+
+// recheck takes streams that became readable back into reads and forgets
+// those without slots.
+func (l *readLoop) recheck(ctx context.Context) {
+	slots := l.r.slotsNow()
+	var streams []string
+	for s := range l.missing {
+		if slots[s] == 0 {
+			delete(l.missing, s)
+			continue
+		}
+		streams = append(streams, s)
+	}
+	still := map[string]bool{}
+	unreadable, _ := l.inspect(ctx, streams)
+	for _, s := range unreadable {
+		still[s] = true
+	}
+	for _, s := range streams {
+		if !still[s] {
+			l.r.cfg.Logger.InfoContext(ctx, "reading a "+l.r.cfg.What+" stream again", "stream", s)
+			delete(l.missing, s)
+		}
+	}
+}
+
+// inspect creates the group on streams that exist without it (fixed says
+// it did) and returns the streams Redis says cannot be read now. A stream
+// it could not ask about (Redis unreachable) is neither.
+func (l *readLoop) inspect(ctx context.Context, streams []string) (unreadable []string, fixed bool) {
+	r := l.r
+	if len(streams) == 0 {
+		return nil, false
+	}
+	cmds := make([]*redis.XInfoGroupsCmd, len(streams))
+	_, _ = r.cfg.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range streams {
+			cmds[i] = p.XInfoGroups(ctx, s)
+		}
+		return nil
+	})
+	for i, s := range streams {
+		groups, err := cmds[i].Result()
+		var reply redis.Error
+		switch {
+		case err != nil && !errors.As(err, &reply):
+			// No answer about this stream: not the stream's fault.
+			if l.missing[s] {
+				unreadable = append(unreadable, s)
+			}
+		case err != nil && strings.Contains(err.Error(), "no such key"):
+			if !l.missing[s] {
+				r.cfg.Logger.InfoContext(ctx, r.cfg.What+" stream gone; it is read again once it exists", "stream", s)
+			}
+			unreadable = append(unreadable, s)
+		case err != nil:
+			if !l.missing[s] {
+				r.cfg.Logger.ErrorContext(ctx, "cannot read a "+r.cfg.What+" stream; leaving it out of reads", "stream", s, "error", err)
+			}
+			unreadable = append(unreadable, s)
+		case !slices.ContainsFunc(groups, func(g redis.XInfoGroup) bool { return g.Name == r.cfg.Group }):
+			r.cfg.Logger.WarnContext(ctx, r.cfg.What+" consumer group missing, creating it", "stream", s)
+			err := r.cfg.Client.XGroupCreate(ctx, s, r.cfg.Group, "0").Err()
+			if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+				r.cfg.Logger.ErrorContext(ctx, "creating "+r.cfg.What+" consumer group", "stream", s, "error", err)
+				unreadable = append(unreadable, s)
+				continue
+			}
+			fixed = true
+		}
+	}
+	return unreadable, fixed
+}
+
+// ackErr logs a failed XACK that a read or claim round carried (the ids
+// are queued again).
+func (l *readLoop) ackErr(ctx context.Context, err error) {
+	if err != nil && ctx.Err() == nil {
+		l.r.cfg.Logger.WarnContext(ctx, "acknowledging "+l.r.cfg.What+" entries; will try again", "error", err)
 	}
 }

@@ -195,3 +195,26 @@ func TestStreamReaderTakesOverDeadConsumersOnEveryStream(t *testing.T) {
 		require.Empty(t, xps)
 	}
 }
+
+func TestStreamReaderReleasedEntryIsTakenByAClaimRound(t *testing.T) {
+	rig := newReaderRig(t, 1, 1)
+	var released atomic.Bool
+	r := rig.run(t, 1, func(string, redis.XMessage) Outcome {
+		if released.CompareAndSwap(false, true) {
+			return Release
+		}
+		return Done
+	})
+	testkit.Eventually(t, 15*time.Second, func() bool { return rig.settled(t) }, "the released entry taken again and acknowledged")
+	_, total := rig.timesHandled()
+	require.Equal(t, 2, total, "handled, released, then handled again after a claim round")
+	cs, err := rig.rdb.XInfoConsumers(context.Background(), rig.streams[0], testGroup).Result()
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, c := range cs {
+		names[c.Name] = true
+		require.Zero(t, c.Pending, c.Name)
+	}
+	require.True(t, names[OrphanConsumer], "the entry went through %s", OrphanConsumer)
+	require.True(t, names[r.Consumer()])
+}
