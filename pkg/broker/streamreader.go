@@ -347,8 +347,8 @@ type readLoop struct {
 	// from recheckAt.
 	missing   map[string]bool
 	recheckAt time.Time
-	retries []*heldEntry
-	done    chan *heldEntry
+	retries   []*heldEntry
+	done      chan *heldEntry
 	// work hands an entry to an idle worker. Workers live until Run ends,
 	// so that their stacks, grown by handling, are reused.
 	work chan *heldEntry
