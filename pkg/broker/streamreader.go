@@ -102,10 +102,13 @@ const (
 	ackLinger = 20 * time.Millisecond
 	// errorWait is the pause after a failed Redis command.
 	errorWait = 500 * time.Millisecond
-	// busyBlock bounds a read's wait while some stream has no free slot:
-	// the loop learns of freed slots only between reads, so an entry of a
-	// full stream may wait this much longer once a slot frees.
-	busyBlock = 50 * time.Millisecond
+	// busyPoll is the pause between reads that found nothing while some
+	// stream has no free slot. Such reads do not block in Redis: a blocked
+	// read cannot learn that a slot of the full stream freed, and under a
+	// backlog that is when entries are waiting. A freed slot of a full
+	// stream starts a read at once; new entries of the other streams wait
+	// up to busyPoll.
+	busyPoll = 20 * time.Millisecond
 	// claimMinIdle is how long an entry must have been pending to be taken
 	// over. XCLAIM's MIN-IDLE makes two claimers of one entry safe: the
 	// first resets its idle time, the second's XCLAIM skips it.
@@ -171,6 +174,12 @@ func (r *StreamReader) AddSlots(stream string, delta int) int {
 	default:
 	}
 	return n
+}
+
+func (r *StreamReader) slotsOf(stream string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.slots[stream]
 }
 
 func (r *StreamReader) slotsNow() map[string]int {
@@ -356,8 +365,9 @@ type readLoop struct {
 	// claimAt, readAt and forgetAt are when the next claim round, read and
 	// forget round may start.
 	claimAt, readAt, forgetAt time.Time
-	// backlog says the last read filled some stream's free slots.
-	backlog bool
+	// backlog says the last read filled some stream's free slots; idle
+	// that it found nothing without blocking, so the next one blocks.
+	backlog, idle bool
 }
 
 // Run reads until ctx ends, then drains: entries being handled finish
@@ -529,6 +539,10 @@ func (l *readLoop) finish(e *heldEntry) {
 
 func (l *readLoop) release(e *heldEntry) {
 	delete(l.held, e.entryKey)
+	if l.perHeld[e.stream] >= l.r.slotsOf(e.stream) {
+		// A full stream has a free slot: read after the linger.
+		l.readAt = minTime(l.readAt, time.Now().Add(l.r.cfg.ReadLinger))
+	}
 	if l.perHeld[e.stream]--; l.perHeld[e.stream] <= 0 {
 		delete(l.perHeld, e.stream)
 	}
@@ -547,43 +561,70 @@ func (l *readLoop) startDueRetries(now time.Time) {
 	l.retries = keep
 }
 
-// read takes new entries of every stream with free slots, acknowledging
-// queued ones in the same round trip. XREADGROUP's COUNT is per stream and
-// one for all: it is the smallest free count, so that no stream gives more
-// than it has slots for (an entry read is pending on this consumer, which
-// no other may take while it lives); under load reads follow each other at
-// once, so a stream with more free slots fills them over a few reads.
+// read takes new entries of every stream with free slots, up to its free
+// count, acknowledging queued ones in the same round trip. No stream gives
+// more than it has slots for: an entry read is pending on this consumer,
+// which no other may take while it lives.
+//
+// XREADGROUP's COUNT is one number for all the streams of a command, so
+// streams are grouped by free count, one command each, in one pipeline,
+// without blocking. When such a round finds nothing (or all streams have the
+// same free count), the next read is one command that blocks until any
+// stream has entries, asking each for the smallest free count.
 func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 	r := l.r
 	streams := slices.Sorted(maps.Keys(free))
-	count := 0
+	groups := map[int][]string{}
+	least := 0
 	for _, s := range streams {
-		if count == 0 || free[s] < count {
-			count = free[s]
+		groups[free[s]] = append(groups[free[s]], s)
+		if least == 0 || free[s] < least {
+			least = free[s]
 		}
 	}
-	args := make([]string, 0, 2*len(streams))
-	args = append(args, streams...)
-	for range streams {
-		args = append(args, ">")
+	block := time.Duration(-1) // no BLOCK
+	if !full && (l.idle || len(groups) == 1) {
+		groups = map[int][]string{least: streams}
+		block = r.cfg.ReadBlock
 	}
-	block := r.cfg.ReadBlock
-	if full {
-		block = min(block, busyBlock)
-	}
-	var rd *redis.XStreamSliceCmd
+	var cmds []*redis.XStreamSliceCmd
 	l.ackErr(ctx, r.withAcks(ctx, func(p redis.Pipeliner) {
-		rd = p.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: r.cfg.Group, Consumer: r.Consumer(), Streams: args, Count: int64(count), Block: block,
-		})
+		for count, group := range groups {
+			args := make([]string, 0, 2*len(group))
+			args = append(args, group...)
+			for range group {
+				args = append(args, ">")
+			}
+			cmds = append(cmds, p.XReadGroup(ctx, &redis.XReadGroupArgs{
+				Group: r.cfg.Group, Consumer: r.Consumer(), Streams: args, Count: int64(count), Block: block,
+			}))
+		}
 	}))
-	res, err := rd.Result()
 	now := time.Now()
+	var failed error
+	got := 0
+	l.backlog = false
+	for _, cmd := range cmds {
+		res, err := cmd.Result()
+		if err != nil {
+			if !errors.Is(err, redis.Nil) && failed == nil {
+				failed = err
+			}
+			continue
+		}
+		for _, s := range res {
+			for _, m := range s.Messages {
+				l.start(s.Stream, m)
+				got++
+			}
+			l.backlog = l.backlog || len(s.Messages) >= free[s.Stream]
+		}
+	}
+	// Block on the next read only when this one found nothing without
+	// blocking.
+	l.idle = got == 0 && block < 0
 	switch {
-	case errors.Is(err, redis.Nil):
-		l.readAt, l.backlog = now, false // nothing came within the block
-		return
-	case err != nil:
+	case failed != nil:
 		l.readAt, l.backlog = now.Add(errorWait), false
 		if ctx.Err() != nil {
 			return
@@ -592,17 +633,14 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 			l.readAt = now // read the others again at once
 			return
 		}
-		r.cfg.Logger.ErrorContext(ctx, "reading "+r.cfg.What, "error", err)
-		return
+		r.cfg.Logger.ErrorContext(ctx, "reading "+r.cfg.What, "error", failed)
+	case got == 0 && full:
+		l.readAt = now.Add(busyPoll)
+	case got == 0:
+		l.readAt = now // nothing came within the block, or read again blocking
+	default:
+		l.readAt = now.Add(r.cfg.ReadLinger)
 	}
-	l.backlog = false
-	for _, s := range res {
-		for _, m := range s.Messages {
-			l.start(s.Stream, m)
-		}
-		l.backlog = l.backlog || len(s.Messages) >= free[s.Stream]
-	}
-	l.readAt = now.Add(r.cfg.ReadLinger)
 }
 
 // claim takes over up to the free slots' worth of pending entries of each
