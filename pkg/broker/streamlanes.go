@@ -62,12 +62,22 @@ func (s *streamLanes) Subscribe(ctx context.Context, lane string) (<-chan *messa
 		defer close(out)
 		defer s.leave(lane, f)
 		for {
+			// Stopping wins over an offered message: select picks at
+			// random among ready cases, and a stopped handler must not
+			// start another task.
+			if s.stopping(ctx) {
+				return
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-s.closing:
 				return
 			case msg := <-f.work:
+				if s.stopping(ctx) {
+					msg.Nack() // its handler offers it again, or releases it
+					return
+				}
 				msg.SetContext(ctx)
 				select {
 				case out <- msg:
@@ -92,6 +102,15 @@ func (s *streamLanes) Subscribe(ctx context.Context, lane string) (<-chan *messa
 		}
 	}()
 	return out, nil
+}
+
+func (s *streamLanes) stopping(ctx context.Context) bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return ctx.Err() != nil
+	}
 }
 
 // leave removes a consumer of lane; the last one closes the lane's feed,

@@ -102,12 +102,13 @@ const (
 	ackLinger = 20 * time.Millisecond
 	// errorWait is the pause after a failed Redis command.
 	errorWait = 500 * time.Millisecond
-	// busyPoll is the pause between reads that found nothing while some
-	// stream has no free slot. Such reads do not block in Redis: a blocked
+	// busyPoll is the first pause between reads that found nothing while
+	// some stream has no free slot (doubling, up to ReadBlock, while they
+	// keep finding nothing). Such reads do not block in Redis: a blocked
 	// read cannot learn that a slot of the full stream freed, and under a
 	// backlog that is when entries are waiting. A freed slot of a full
 	// stream starts a read at once; new entries of the other streams wait
-	// up to busyPoll.
+	// up to the pause.
 	busyPoll = 20 * time.Millisecond
 	// claimMinIdle is how long an entry must have been pending to be taken
 	// over. XCLAIM's MIN-IDLE makes two claimers of one entry safe: the
@@ -368,6 +369,9 @@ type readLoop struct {
 	// backlog says the last read filled some stream's free slots; idle
 	// that it found nothing without blocking, so the next one blocks.
 	backlog, idle bool
+	// pollWait is the pause before the next read while a stream is full
+	// and reads find nothing: busyPoll, doubling up to ReadBlock.
+	pollWait time.Duration
 }
 
 // Run reads until ctx ends, then drains: entries being handled finish
@@ -635,11 +639,17 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 		}
 		r.cfg.Logger.ErrorContext(ctx, "reading "+r.cfg.What, "error", failed)
 	case got == 0 && full:
-		l.readAt = now.Add(busyPoll)
+		// A stream stays full as long as its consumers' tasks run (they
+		// ack when done), which may be minutes: back off.
+		l.pollWait = min(max(2*l.pollWait, busyPoll), r.cfg.ReadBlock)
+		l.readAt = now.Add(l.pollWait)
 	case got == 0:
 		l.readAt = now // nothing came within the block, or read again blocking
 	default:
 		l.readAt = now.Add(r.cfg.ReadLinger)
+	}
+	if got > 0 || !full {
+		l.pollWait = 0
 	}
 }
 
@@ -758,7 +768,10 @@ func (l *readLoop) forgetConsumers(ctx context.Context, streams []string) {
 			continue
 		}
 		for _, c := range cs {
-			if c.Name != r.Consumer() && c.Pending == 0 && c.Idle > forgetAfter {
+			// OrphanConsumer is never forgotten: another process may
+			// release an entry to it between XINFO and XGROUP DELCONSUMER,
+			// which would drop that entry from the group.
+			if c.Name != r.Consumer() && c.Name != OrphanConsumer && c.Pending == 0 && c.Idle > forgetAfter {
 				_ = r.cfg.Client.XGroupDelConsumer(ctx, stream, r.cfg.Group, c.Name).Err()
 			}
 		}
@@ -899,23 +912,23 @@ func (l *readLoop) inspect(ctx context.Context, streams []string) (unreadable []
 	})
 	for i, s := range streams {
 		groups, err := cmds[i].Result()
-		var reply redis.Error
 		switch {
-		case err != nil && !errors.As(err, &reply):
-			// No answer about this stream: not the stream's fault.
-			if l.missing[s] {
-				unreadable = append(unreadable, s)
-			}
 		case err != nil && strings.Contains(err.Error(), "no such key"):
 			if !l.missing[s] {
 				r.cfg.Logger.InfoContext(ctx, r.cfg.What+" stream gone; it is read again once it exists", "stream", s)
 			}
 			unreadable = append(unreadable, s)
-		case err != nil:
+		case err != nil && redis.HasErrorPrefix(err, "WRONGTYPE"):
 			if !l.missing[s] {
-				r.cfg.Logger.ErrorContext(ctx, "cannot read a "+r.cfg.What+" stream; leaving it out of reads", "stream", s, "error", err)
+				r.cfg.Logger.ErrorContext(ctx, "a "+r.cfg.What+" key is not a stream; leaving it out of reads", "stream", s, "error", err)
 			}
 			unreadable = append(unreadable, s)
+		case err != nil:
+			// No answer about this stream (Redis unreachable, LOADING,
+			// BUSY...): not the stream's fault.
+			if l.missing[s] {
+				unreadable = append(unreadable, s)
+			}
 		case !slices.ContainsFunc(groups, func(g redis.XInfoGroup) bool { return g.Name == r.cfg.Group }):
 			r.cfg.Logger.WarnContext(ctx, r.cfg.What+" consumer group missing, creating it", "stream", s)
 			err := r.cfg.Client.XGroupCreate(ctx, s, r.cfg.Group, "0").Err()
