@@ -372,6 +372,8 @@ type readLoop struct {
 	// pollWait is the pause before the next read while a stream is full
 	// and reads find nothing: busyPoll, doubling up to ReadBlock.
 	pollWait time.Duration
+	// errorUntil ends the pause after a failed read.
+	errorUntil time.Time
 }
 
 // Run reads until ctx ends, then drains: entries being handled finish
@@ -544,8 +546,13 @@ func (l *readLoop) finish(e *heldEntry) {
 func (l *readLoop) release(e *heldEntry) {
 	delete(l.held, e.entryKey)
 	if l.perHeld[e.stream] >= l.r.slotsOf(e.stream) {
-		// A full stream has a free slot: read after the linger.
-		l.readAt = minTime(l.readAt, time.Now().Add(l.r.cfg.ReadLinger))
+		// A full stream has a free slot: read after the linger (and
+		// not before the pause after a failed read).
+		soon := time.Now().Add(l.r.cfg.ReadLinger)
+		if soon.Before(l.errorUntil) {
+			soon = l.errorUntil
+		}
+		l.readAt = minTime(l.readAt, soon)
 	}
 	if l.perHeld[e.stream]--; l.perHeld[e.stream] <= 0 {
 		delete(l.perHeld, e.stream)
@@ -630,6 +637,7 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 	switch {
 	case failed != nil:
 		l.readAt, l.backlog = now.Add(errorWait), false
+		l.errorUntil = l.readAt
 		if ctx.Err() != nil {
 			return
 		}
@@ -841,14 +849,24 @@ func (r *StreamReader) leaveGroups(streams map[string]bool) {
 	}
 }
 
-// release moves an entry to OrphanConsumer (see Release). If that fails
-// the entry stays pending here, as after Leave.
+// releaseScript moves entry ARGV[3] of stream KEYS[1], group ARGV[1], to
+// consumer ARGV[4] only if it is still pending on ARGV[2]: another reader
+// may have taken it over meanwhile (this one's heartbeat stalled), and
+// moving it then would have it handled a third time.
+var releaseScript = redis.NewScript(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if p[1] and p[1][2] == ARGV[2] then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[3], 'JUSTID')
+  return 1
+end
+return 0`)
+
+// release moves an entry this consumer holds to OrphanConsumer (see
+// Release). If that fails the entry stays pending here, as after Leave.
 func (r *StreamReader) release(k entryKey) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := r.cfg.Client.XClaimJustID(ctx, &redis.XClaimArgs{
-		Stream: k.stream, Group: r.cfg.Group, Consumer: OrphanConsumer, Messages: []string{k.id},
-	}).Err()
+	err := releaseScript.Run(ctx, r.cfg.Client, []string{k.stream}, r.cfg.Group, r.Consumer(), k.id, OrphanConsumer).Err()
 	if err != nil {
 		r.cfg.Logger.Warn("releasing a "+r.cfg.What+" entry; it stays pending here", "stream", k.stream, "entry", k.id, "error", err)
 	}

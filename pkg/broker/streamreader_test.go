@@ -218,3 +218,27 @@ func TestStreamReaderReleasedEntryIsTakenByAClaimRound(t *testing.T) {
 	require.True(t, names[OrphanConsumer], "the entry went through %s", OrphanConsumer)
 	require.True(t, names[r.Consumer()])
 }
+
+func TestStreamReaderReleasesOnlyWhatItStillHolds(t *testing.T) {
+	rig := newReaderRig(t, 1, 2)
+	ctx := context.Background()
+	s := rig.streams[0]
+	// Both entries pending: the first on another consumer (it took the
+	// entry over meanwhile), the second on the reader's.
+	r := rig.run(t, 0, nil)
+	first, err := rig.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: testGroup, Consumer: "other", Streams: []string{s, ">"}, Count: 1}).Result()
+	require.NoError(t, err)
+	second, err := rig.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: testGroup, Consumer: r.Consumer(), Streams: []string{s, ">"}, Count: 1}).Result()
+	require.NoError(t, err)
+	r.release(entryKey{s, first[0].Messages[0].ID})
+	r.release(entryKey{s, second[0].Messages[0].ID})
+
+	owner := func(id string) string {
+		xps, err := rig.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s, Group: testGroup, Start: id, End: id, Count: 1}).Result()
+		require.NoError(t, err)
+		require.Len(t, xps, 1)
+		return xps[0].Consumer
+	}
+	require.Equal(t, "other", owner(first[0].Messages[0].ID), "an entry another consumer holds stays with it")
+	require.Equal(t, OrphanConsumer, owner(second[0].Messages[0].ID), "the reader's own entry is released")
+}
