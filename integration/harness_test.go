@@ -119,6 +119,9 @@ func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() {
 		testkit.DeleteKeys(rdb, prefix)
+		// The dispatchers' group is named after the prefix, not under it:
+		// its heartbeats outlive the test when a process was killed.
+		_ = rdb.Del(context.Background(), prefix+"-dispatchers:heartbeats").Err()
 		_ = rdb.Close()
 	})
 	serverKeys, yamlBody := splitServerLine(t, yamlBody)

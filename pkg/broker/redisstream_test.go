@@ -21,9 +21,19 @@ func streamDriver(t *testing.T) (Driver, *redis.Client, func(string) string) {
 	rdb, prefix := testkit.Redis(t)
 	opt, err := redis.ParseURL(testkit.RedisURL())
 	require.NoError(t, err)
-	d, err := New(Config{Driver: DriverRedisStream, Redis: opt, ConsumerGroup: prefix + ":dispatchers", Logger: testkit.Logger(t, slog.LevelInfo)})
+	group := prefix + ":dispatchers"
+	d, err := New(Config{Driver: DriverRedisStream, Redis: opt, ConsumerGroup: group, Logger: testkit.Logger(t, slog.LevelInfo)})
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, d.Close()) })
+	t.Cleanup(func() {
+		require.NoError(t, d.Close())
+		// DeclareLanes made the (shared) quarantine stream and a group on
+		// it: leave no trace.
+		ctx := context.Background()
+		_ = rdb.XGroupDestroy(ctx, QuarantineTopic, group).Err()
+		if groups, _ := rdb.XInfoGroups(ctx, QuarantineTopic).Result(); len(groups) == 0 && rdb.XLen(ctx, QuarantineTopic).Val() == 0 {
+			_ = rdb.Del(ctx, QuarantineTopic).Err()
+		}
+	})
 	return d, rdb, func(name string) string { return prefix + ":" + name }
 }
 
