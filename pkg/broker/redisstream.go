@@ -57,7 +57,7 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	if cfg.ConsumerGroup == "" {
 		cfg.ConsumerGroup = "tasklane-dispatchers"
 	}
-	opt := ClientOptions(*cfg.Redis, 0)
+	opt := ClientOptions(*cfg.Redis)
 	opt.PoolSize = max(opt.PoolSize, streamPoolSize)
 	rdb := redis.NewClient(opt)
 	d := &redisStreamDriver{cfg: cfg, rdb: rdb}

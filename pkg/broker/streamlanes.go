@@ -19,13 +19,12 @@ import (
 type streamLanes struct {
 	reader *StreamReader
 
-	// closing ends every consumer.
+	// closing refuses new consumers and ends every consumer.
 	closing   chan struct{}
 	closeOnce sync.Once
 
-	mu     sync.Mutex
-	feeds  map[string]*laneFeed
-	closed bool
+	mu    sync.Mutex
+	feeds map[string]*laneFeed
 }
 
 // laneFeed carries a lane's entries from the reader's handlers to the
@@ -43,11 +42,10 @@ func newStreamLanes() *streamLanes {
 // Subscribe adds a consumer of lane. Its channel closes when ctx ends or
 // the subscriber closes; a message it delivered is still waited for.
 func (s *streamLanes) Subscribe(ctx context.Context, lane string) (<-chan *message.Message, error) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if s.stopping(context.Background()) {
 		return nil, errors.New("subscribing to lane " + lane + ": subscriber closed")
 	}
+	s.mu.Lock()
 	f := s.feeds[lane]
 	if f == nil {
 		f = &laneFeed{work: make(chan *message.Message), gone: make(chan struct{})}
@@ -58,50 +56,54 @@ func (s *streamLanes) Subscribe(ctx context.Context, lane string) (<-chan *messa
 	s.reader.AddSlots(lane, 1)
 
 	out := make(chan *message.Message)
-	go func() {
-		defer close(out)
-		defer s.leave(lane, f)
-		for {
-			// Stopping wins over an offered message: select picks at
-			// random among ready cases, and a stopped handler must not
-			// start another task.
-			if s.stopping(ctx) {
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-s.closing:
-				return
-			case msg := <-f.work:
-				if s.stopping(ctx) {
-					msg.Nack() // its handler offers it again, or releases it
-					return
-				}
-				msg.SetContext(ctx)
-				select {
-				case out <- msg:
-				case <-ctx.Done():
-					msg.Nack() // not taken: its handler offers it again
-					return
-				case <-s.closing:
-					msg.Nack()
-					return
-				}
-				// One message at a time: the router handles each in a
-				// goroutine of its own, so the next is taken only once
-				// this one is acked or nacked (a stopping router still
-				// finishes what it took).
-				select {
-				case <-msg.Acked():
-				case <-msg.Nacked():
-				case <-s.closing:
-					return
-				}
-			}
-		}
-	}()
+	go s.consume(ctx, lane, f, out)
 	return out, nil
+}
+
+// consume is one consumer: it hands the lane's entries to out, one at a
+// time, until ctx ends or the subscriber closes.
+func (s *streamLanes) consume(ctx context.Context, lane string, f *laneFeed, out chan<- *message.Message) {
+	defer close(out)
+	defer s.leave(lane, f)
+	for {
+		// Stopping wins over an offered message: select picks at random
+		// among ready cases, and a stopped handler must not start another
+		// task.
+		if s.stopping(ctx) {
+			return
+		}
+		var msg *message.Message
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.closing:
+			return
+		case msg = <-f.work:
+		}
+		if s.stopping(ctx) {
+			msg.Nack() // its handler offers it again, or releases it
+			return
+		}
+		msg.SetContext(ctx)
+		select {
+		case out <- msg:
+		case <-ctx.Done():
+			msg.Nack() // not taken: its handler offers it again
+			return
+		case <-s.closing:
+			msg.Nack()
+			return
+		}
+		// One message at a time: the router handles each in a goroutine
+		// of its own, so the next is taken only once this one is acked or
+		// nacked (a stopping router still finishes what it took).
+		select {
+		case <-msg.Acked():
+		case <-msg.Nacked():
+		case <-s.closing:
+			return
+		}
+	}
 }
 
 func (s *streamLanes) stopping(ctx context.Context) bool {
@@ -165,9 +167,6 @@ func (s *streamLanes) handle(ctx context.Context, lane string, m redis.XMessage)
 // Close refuses new subscriptions and ends every consumer (their channels
 // close; a message already delivered is still waited for by its handler).
 func (s *streamLanes) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
 	s.closeOnce.Do(func() { close(s.closing) })
 	return nil
 }

@@ -147,13 +147,10 @@ func NewStreamReader(cfg StreamReaderConfig) (*StreamReader, error) {
 
 // ClientOptions adapts Redis options for a StreamReader's client: a read
 // shares a pipeline with an XACK, and pipelines wait for replies for
-// ReadTimeout, not for the read's BLOCK.
-func ClientOptions(opt redis.Options, block time.Duration) *redis.Options {
-	if block <= 0 {
-		block = defaultReadBlock
-	}
-	if opt.ReadTimeout > 0 && opt.ReadTimeout < block+time.Second {
-		opt.ReadTimeout = block + time.Second
+// ReadTimeout, not for the read's BLOCK (the default ReadBlock).
+func ClientOptions(opt redis.Options) *redis.Options {
+	if opt.ReadTimeout > 0 && opt.ReadTimeout < defaultReadBlock+time.Second {
+		opt.ReadTimeout = defaultReadBlock + time.Second
 	}
 	return &opt
 }
@@ -497,7 +494,7 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
-// start hands m to a goroutine of its own, unless the loop holds it.
+// start hands m to a worker, unless the loop holds it already.
 func (l *readLoop) start(stream string, m redis.XMessage) {
 	k := entryKey{stream, m.ID}
 	if l.held[k] != nil {
@@ -540,10 +537,11 @@ func (l *readLoop) finish(e *heldEntry) {
 		l.retries = append(l.retries, e)
 		return
 	}
-	l.release(e)
+	l.drop(e)
 }
 
-func (l *readLoop) release(e *heldEntry) {
+// drop forgets a held entry: its slot is free.
+func (l *readLoop) drop(e *heldEntry) {
 	delete(l.held, e.entryKey)
 	if l.perHeld[e.stream] >= l.r.slotsOf(e.stream) {
 		// A full stream has a free slot: read after the linger (and
@@ -793,7 +791,7 @@ func (l *readLoop) forgetConsumers(ctx context.Context, streams []string) {
 func (l *readLoop) drain(abort context.CancelFunc) bool {
 	r := l.r
 	for _, e := range l.retries {
-		l.release(e)
+		l.drop(e)
 	}
 	l.retries = nil
 	timeout := time.NewTimer(r.cfg.CloseTimeout)
@@ -802,7 +800,7 @@ func (l *readLoop) drain(abort context.CancelFunc) bool {
 	for len(l.held) > 0 {
 		select {
 		case e := <-l.done:
-			l.release(e)
+			l.drop(e)
 		case <-timeout.C:
 			if aborted {
 				r.cfg.Logger.Error(r.cfg.What+" entries still being handled after the reader stopped; they stay pending", "entries", len(l.held))
@@ -900,13 +898,9 @@ func (l *readLoop) recheck(ctx context.Context) {
 		}
 		streams = append(streams, s)
 	}
-	still := map[string]bool{}
 	unreadable, _ := l.inspect(ctx, streams)
-	for _, s := range unreadable {
-		still[s] = true
-	}
 	for _, s := range streams {
-		if !still[s] {
+		if !slices.Contains(unreadable, s) {
 			l.r.cfg.Logger.InfoContext(ctx, "reading a "+l.r.cfg.What+" stream again", "stream", s)
 			delete(l.missing, s)
 		}

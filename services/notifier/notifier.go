@@ -162,7 +162,7 @@ func New(cfg Config) (*Notifier, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	opt := broker.ClientOptions(*cfg.Redis, 0)
+	opt := broker.ClientOptions(*cfg.Redis)
 	// The read loop, the ack flusher and the heartbeat each use one
 	// connection at a time.
 	opt.PoolSize = max(opt.PoolSize, 8)
