@@ -99,7 +99,7 @@ func TestStreamMarshalerFlagsUndecodableEntries(t *testing.T) {
 	t.Parallel()
 	msg := message.NewMessage("task-1", []byte("p"))
 	msg.Metadata.Set("k", "v")
-	fields, err := streamMarshaler{}.Marshal("lane", msg)
+	fields, err := streamMarshaler{}.Marshal(msg)
 	require.NoError(t, err)
 	values := map[string]any{}
 	for k, v := range fields {

@@ -13,8 +13,8 @@
 //   - Each Subscriber().Subscribe call is one consumer that holds at most one
 //     unacknowledged message; run N of them on a lane for N-way parallelism.
 //     A nacked message is redelivered, after a pause on Redis. (The
-//     redisstream driver's reader may have read a few more entries of a
-//     lane than it has idle consumers; they wait, pending, for one.)
+//     redisstream driver's reader reads no more entries of a lane than it
+//     has idle consumers, so none waits pending on a busy process.)
 //   - Deliveries the driver cannot read are never dropped or looped: they come
 //     out as messages with metadata taskmsg.KeyUndecodable set, for the
 //     dispatcher to quarantine.

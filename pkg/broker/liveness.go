@@ -125,13 +125,3 @@ func (l *Liveness) Close() {
 	l.cancel()
 	<-l.done
 }
-
-// EnsureGroup creates group on stream (and the stream), reading from its
-// first entry, unless the group exists.
-func EnsureGroup(ctx context.Context, rdb redis.Cmdable, stream, group string) error {
-	err := rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
-	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
-		return err
-	}
-	return nil
-}

@@ -191,7 +191,7 @@ func (resultStreamPublisher) Close() error { return nil }
 // leave the entry pending forever).
 type streamMarshaler struct{}
 
-func (streamMarshaler) Marshal(_ string, msg *message.Message) (map[string]any, error) {
+func (streamMarshaler) Marshal(msg *message.Message) (map[string]any, error) {
 	md, err := json.Marshal(msg.Metadata)
 	if err != nil {
 		return nil, fmt.Errorf("encoding metadata: %w", err)
@@ -262,7 +262,7 @@ func (p *streamPublisher) Publish(topic string, msgs ...*message.Message) error 
 	}
 	calls := make([]*xadd, len(msgs))
 	for i, m := range msgs {
-		values, err := streamMarshaler{}.Marshal(topic, m)
+		values, err := streamMarshaler{}.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("publishing message %s to %s: %w", m.UUID, topic, err)
 		}

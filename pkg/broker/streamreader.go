@@ -18,9 +18,10 @@ import (
 // results outbox.
 //
 // One loop owns the reading. Each stream has a number of slots (entries
-// the reader may hold at once); whenever some are free, one XREADGROUP
-// over every stream with free slots takes up to that many new entries of
-// each, and every entry is handled in its own goroutine. Handled entries
+// the reader may hold at once); whenever some are free, one pipeline of
+// XREADGROUPs over the streams with free slots takes up to that many new
+// entries of each, and every entry is handed to an idle long-lived worker
+// (read describes the grouping). Handled entries
 // queue for acknowledgement; the next read (or claim round) carries one
 // XACK per stream for all of them in the same pipeline, and when the loop
 // sits in a blocking read a flusher sends them after ackLinger. Under load
@@ -143,6 +144,16 @@ func NewStreamReader(cfg StreamReaderConfig) (*StreamReader, error) {
 		return nil, errors.New("stream reader: the client's ReadTimeout must exceed ReadBlock by a second")
 	}
 	return &StreamReader{cfg: cfg, acks: newAckQueue(), kick: make(chan struct{}, 1), slots: map[string]int{}}, nil
+}
+
+// EnsureGroup creates group on stream (and the stream), reading from its
+// first entry, unless the group exists.
+func EnsureGroup(ctx context.Context, rdb redis.Cmdable, stream, group string) error {
+	err := rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return err
+	}
+	return nil
 }
 
 // ClientOptions adapts Redis options for a StreamReader's client: a read
