@@ -1,6 +1,9 @@
 # Tasklane developer commands. `make help` lists them.
 GO ?= go
 PKGS := ./...
+# golangci-lint, pinned; `go run` builds it once into the Go build cache.
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 .PHONY: help test test/unit vet build dev fuzz bench clean
 
@@ -14,10 +17,11 @@ test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis
 test/unit: ## Unit tests only (still needs Redis for the ledger tests)
 	$(GO) test -race -count=1 $(PKGS)
 
-vet: ## go vet, with and without the integration tag, and gofmt
+vet: ## gofmt, go vet (with and without the integration tag), golangci-lint (.golangci.yml: the layers' import rules)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration $(PKGS)
+	$(GOLANGCI_LINT) run $(PKGS)
 
 build: ## Build bin/tasklane
 	$(GO) build -o bin/tasklane ./cmd/tasklane

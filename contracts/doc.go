@@ -3,7 +3,7 @@
 // record that the HTTP API returns and result events carry.
 //
 // The names here are depended on by users, scripts and acceptance checks
-// (DESIGN.md section 3): add to them, never rename them. The package depends
+// (README.md: HTTP API, result events): add to them, never rename them. The package depends
 // on the standard library only.
 //
 // schema/ holds JSON Schemas (draft 2020-12) for the task record, the task

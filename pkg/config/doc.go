@@ -1,5 +1,5 @@
 // Package config loads, defaults and validates the tasklane configuration
-// file (DESIGN.md section 3, "Config").
+// file (README.md, "Configuration").
 //
 // # Loading
 //

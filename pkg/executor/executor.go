@@ -23,7 +23,7 @@ import (
 // Class is how an attempt ended.
 type Class string
 
-// Outcome classes (DESIGN.md section 3, "Calling an HTTP function").
+// Outcome classes (README.md, "Functions").
 const (
 	// Succeeded: 2xx, or a Go handler returned nil.
 	Succeeded Class = "succeeded"

@@ -142,7 +142,7 @@ func FuzzParseEvents(f *testing.F) {
 				requireLaneRoundTrip(t, e)
 			}
 		}
-		refusal(t, in, events...)
+		_ = refusal(t, in, events...)
 	})
 }
 
