@@ -22,7 +22,8 @@ import (
 
 // The restart scenarios live in zz_ files: go test runs a package's tests in
 // file-name order, and these take a service down, so they run after every
-// other scenario. Each restores what it stopped, whatever happens.
+// other scenario. The RabbitMQ restart starts the machine's RabbitMQ again
+// whatever happens; the Redis restart kills only a Redis of its own.
 
 // TestIntegrationRedisRestart runs Tasklane's ledger on a Redis of the
 // test's own (AOF, appendfsync always: every acknowledged write survives a
