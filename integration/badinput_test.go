@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
-	"github.com/tasklane/tasklane/pkg/config"
 )
 
 const otherKey = "other-integration-key"
@@ -192,7 +191,13 @@ func taskIDs(tasks []contracts.SubmittedTask) []string {
 // and requires, for each, the exact status, a JSON {"error": ...} naming the
 // problem, and a task ledger left exactly as it was.
 func TestIntegrationBadInput(t *testing.T) {
-	e := startTasklane(t, config.BrokerDriverAMQP, badInputConfig)
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) { runBadInput(t, driver) })
+	}
+}
+
+func runBadInput(t *testing.T, driver string) {
+	e := startTasklane(t, driver, badInputConfig)
 
 	// Known tasks, each right at a size limit.
 	acmeBinary := submitOK(t, e, apiCall{

@@ -22,8 +22,14 @@ import (
 // cancelled and never runs; a task whose ttl passes before it starts ends
 // expired, whether it waits in the delay set or in a lane nobody consumes.
 func TestIntegrationDelaysTTLAndCancel(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) { runDelaysTTLAndCancel(t, driver) })
+	}
+}
+
+func runDelaysTTLAndCancel(t *testing.T, driver string) {
 	c := newChecker(t, 0)
-	e := newStack(t, "amqp", fmt.Sprintf(`
+	e := newStack(t, driver, fmt.Sprintf(`
 functions:
   - {name: work, events: [com.example.work], endpoint: %q}
 subscriptions:
@@ -104,6 +110,6 @@ subscriptions:
 	// conflicting outcomes are wrong here.
 	require.Zero(t, v.ConflictingResults)
 	require.Equal(t, len(delayed), v.Executions, "only the delayed tasks ran, once each")
-	t.Logf("%d delayed tasks started at most %v after their time; %s", len(delayed), worst.Round(time.Millisecond), v)
+	t.Logf("%s: %d delayed tasks started at most %v after their time; %s", driver, len(delayed), worst.Round(time.Millisecond), v)
 	workers.stop()
 }

@@ -21,9 +21,15 @@ import (
 // acknowledged before it exits, so nothing is lost and, unlike a kill,
 // nothing runs twice.
 func TestIntegrationGracefulDrain(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) { runGracefulDrain(t, driver) })
+	}
+}
+
+func runGracefulDrain(t *testing.T, driver string) {
 	const total, batch = 3000, 50
 	c := newChecker(t, 200*time.Millisecond)
-	e := newStack(t, "amqp", fmt.Sprintf(`
+	e := newStack(t, driver, fmt.Sprintf(`
 functions:
   - {name: work, events: [com.example.work], endpoint: %q}
 subscriptions:
@@ -77,7 +83,7 @@ subscriptions:
 	testkit.Eventually(t, 60*time.Second, func() bool { return c.finished() == c.total() }, "every task finished (%d of %d)", c.finished(), c.total())
 	testkit.Eventually(t, 30*time.Second, e.outboxDrained, "results outbox drained")
 	v := c.check(t, e, "default")
-	t.Logf("%d graceful stops; %s", stops, v)
+	t.Logf("%s: %d graceful stops; %s", driver, stops, v)
 	require.Equal(t, total, v.Accepted)
 	require.Zero(t, v.Lost)
 	require.Zero(t, v.Stuck)

@@ -181,7 +181,13 @@ func purgeLanes(t *testing.T, driver string, cfg *config.Config) {
 	t.Helper()
 	tab, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
 	require.NoError(t, err)
-	lanes := tab.Lanes()
+	deleteLanes(t, driver, tab.Lanes()...)
+}
+
+// deleteLanes deletes the named lanes (queues or streams) of driver if
+// they exist; Tasklane declares them again.
+func deleteLanes(t *testing.T, driver string, lanes ...string) {
+	t.Helper()
 	switch driver {
 	case config.BrokerDriverAMQP:
 		testkit.PurgeQueues(t, lanes...)
@@ -192,6 +198,39 @@ func purgeLanes(t *testing.T, driver string, cfg *config.Config) {
 		defer c.Close()
 		require.NoError(t, c.Del(context.Background(), lanes...).Err())
 	}
+}
+
+// laneDepth reports how many tasks wait in lane for the stack's
+// dispatchers (ready messages on RabbitMQ; entries the dispatchers' group
+// has not read plus those read and not acknowledged on Redis), and whether
+// the lane exists at all.
+func (e *env) laneDepth(lane string) (int, bool) {
+	t := e.t
+	t.Helper()
+	if e.driver == config.BrokerDriverAMQP {
+		return testkit.QueueDepth(t, lane)
+	}
+	ctx := context.Background()
+	n, err := e.rdb.Exists(ctx, lane).Result()
+	require.NoError(t, err)
+	if n == 0 {
+		return 0, false
+	}
+	groups, err := e.rdb.XInfoGroups(ctx, lane).Result()
+	require.NoError(t, err)
+	for _, g := range groups {
+		if g.Name != e.cfg.Ledger.KeyPrefix+"-dispatchers" {
+			continue
+		}
+		lag := g.Lag
+		if lag < 0 { // Redis cannot tell: count the entries after the group's last read
+			xs, err := e.rdb.XRange(ctx, lane, "("+g.LastDeliveredID, "+").Result()
+			require.NoError(t, err)
+			lag = int64(len(xs))
+		}
+		return int(lag + g.Pending), true
+	}
+	return 0, true // no dispatchers' group: nothing waits for them
 }
 
 // post sends a request to the app with the given key.

@@ -25,12 +25,20 @@ import (
 // consumes the dedicated lane; one restarted after the merge still
 // consumes the retired lane (the tasks queued there before the merge) and
 // the shared lanes; once the retired lane is empty and its grace period
-// over, the controller deletes it. Every task succeeds once.
+// over, the controller deletes it. Every task succeeds once. On the
+// redisstream driver the dedicated lane is a stream with the dispatchers'
+// consumer group, and deleting it deletes the stream.
 func TestIntegrationDedicatedLaneLifecycle(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) { runDedicatedLaneLifecycle(t, driver) })
+	}
+}
+
+func runDedicatedLaneLifecycle(t *testing.T, driver string) {
 	const n, adminKey = 300, "admin-integration-key"
 	fn := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	t.Cleanup(fn.Close)
-	e := newStack(t, "amqp", fmt.Sprintf(`server: {admin_keys: [%q]}
+	e := newStack(t, driver, fmt.Sprintf(`server: {admin_keys: [%q]}
 routing: {lane_grace: 2s}
 tenants:
   - {id: mover, api_keys: ["key-mover-integration"]}
@@ -38,8 +46,8 @@ functions:
   - {name: work, events: [com.example.work], endpoint: %q}
 `, adminKey, fn.URL))
 	lane := routing.DedicatedLaneName("mover")
-	testkit.PurgeQueues(t, lane)
-	t.Cleanup(func() { testkit.PurgeQueues(t, lane) })
+	deleteLanes(t, driver, lane)
+	t.Cleanup(func() { deleteLanes(t, driver, lane) })
 	e.start(tasklane.RoleGateway, tasklane.RoleScheduler, tasklane.RoleNotifier, tasklane.RoleController)
 
 	pin := func(dedicated bool) {
@@ -65,7 +73,7 @@ functions:
 		return c
 	}
 	depth := func() int {
-		d, _ := testkit.QueueDepth(t, lane)
+		d, _ := e.laneDepth(lane)
 		return d
 	}
 
@@ -100,7 +108,7 @@ functions:
 	// Empty and past its grace: deleted, and gone from the table.
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		snap, err := routing.NewStore(e.rdb, e.prefix).Load(context.Background())
-		_, exists := testkit.QueueDepth(t, lane)
+		_, exists := e.laneDepth(lane)
 		return err == nil && len(snap.Retiring) == 0 && !exists
 	}, "the retired lane deleted")
 	status, body := e.get("/v1/admin/routing", adminKey)

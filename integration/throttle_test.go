@@ -23,6 +23,12 @@ import (
 // starts more than its rate allows in any second, and every task still
 // runs: over a limit means later, not blocked and not failed.
 func TestIntegrationThrottle(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) { runThrottle(t, driver) })
+	}
+}
+
+func runThrottle(t *testing.T, driver string) {
 	var mu sync.Mutex
 	inflight, maxInflight := 0, 0
 	var starts []time.Time
@@ -48,7 +54,7 @@ func TestIntegrationThrottle(t *testing.T) {
 		mu.Unlock()
 	}))
 	t.Cleanup(fn.Close)
-	e := startTasklane(t, "amqp", fmt.Sprintf(`
+	e := startTasklane(t, driver, fmt.Sprintf(`
 functions:
   - {name: slow, events: [com.example.slow], endpoint: %q, concurrency: 3}
   - {name: paced, events: [com.example.paced], endpoint: %q, rate: 20, burst: 1}
@@ -100,7 +106,7 @@ functions:
 	// lane, so on a loaded machine a few may start late, next to the tasks
 	// whose turn follows; the window count says no burst got through.
 	require.LessOrEqual(t, worst, 25, "starts in the busiest second")
-	t.Logf("concurrency: max %d in flight; rate: %d starts over %.2fs, busiest second %d", maxInflight, len(starts), span.Seconds(), worst)
+	t.Logf("%s: concurrency: max %d in flight; rate: %d starts over %.2fs, busiest second %d", driver, maxInflight, len(starts), span.Seconds(), worst)
 }
 
 func joinComma(s []string) string {

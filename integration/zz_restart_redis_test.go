@@ -17,23 +17,37 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
+// The restart scenarios live in zz_ files: go test runs a package's tests in
+// file-name order, and these take a service down, so they run after every
+// other scenario. The RabbitMQ restart starts the machine's RabbitMQ again
+// whatever happens; the Redis restart kills only a Redis of its own.
+
 // TestIntegrationRedisRestart runs Tasklane's ledger on a Redis of the
 // test's own (AOF, appendfsync always: every acknowledged write survives a
-// process crash), lanes on the machine's RabbitMQ, and kills that Redis with
-// SIGKILL mid-run, then starts it again on the same port and directory.
-// While it is down the gateway answers 503 (refused batches are sent again
-// with the same event ids), dispatchers cannot claim and the notifier cannot
-// read the outbox; the app's clients reconnect once it is back. Pass: every
+// process crash) and kills that Redis with SIGKILL mid-run, then starts it
+// again on the same port and directory. On the amqp driver the lanes are on
+// the machine's RabbitMQ; on the redisstream driver that Redis is the broker
+// too (its lanes, their consumer groups and pending entries, and the
+// results stream), so this is also the redisstream driver's broker restart
+// (TestIntegrationRabbitMQRestart is the amqp driver's). While it is down
+// the gateway answers 503 (refused batches are sent again with the same
+// event ids), dispatchers cannot claim and the notifier cannot read the
+// outbox; the app's clients reconnect once it is back. Pass: every
 // 202-accepted task is in the ledger and ends succeeded with one result,
 // nothing lost, stuck, unexpected or succeeded twice.
 func TestIntegrationRedisRestart(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) { runRedisRestart(t, driver) })
+	}
+}
+
+func runRedisRestart(t *testing.T, driver string) {
 	rs := startRedisServer(t)
 	c := newChecker(t, 20*time.Millisecond)
-	e := newStackAt(t, config.BrokerDriverAMQP, stackAt{AppRedis: rs.url()}, faultConfig(c))
+	e := newStackAt(t, driver, stackAt{AppRedis: rs.url()}, faultConfig(c))
 	app := e.spawn(appRoles...)
 
 	l := startLoad(t, c, app.url(), "redis", 50, 100*time.Millisecond, e.ledger())
@@ -44,7 +58,7 @@ func TestIntegrationRedisRestart(t *testing.T) {
 	time.Sleep(3 * time.Second) // hold the outage
 	rs.start()
 	faultEnd := time.Now()
-	t.Logf("Redis killed at %s, serving again after %.1fs", faultStart.Format("15:04:05.000"), faultEnd.Sub(faultStart).Seconds())
+	t.Logf("%s: Redis killed at %s, serving again after %.1fs", driver, faultStart.Format("15:04:05.000"), faultEnd.Sub(faultStart).Seconds())
 
 	time.Sleep(5 * time.Second) // load after the fault, not synchronisation
 	faultRun{t: t, e: e, c: c, app: app, load: l, faultEnd: faultEnd}.finish(90 * time.Second)

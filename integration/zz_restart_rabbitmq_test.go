@@ -24,6 +24,11 @@ import (
 // publishes it later) or 503; refused batches are sent again with the same
 // event ids. Pass: every 202-accepted task ends succeeded with one result,
 // nothing lost, stuck, unexpected or succeeded twice.
+//
+// The amqp driver only: the redisstream driver does not use RabbitMQ. Its
+// broker is Redis, and the same Redis is its ledger, so its broker restart
+// is the redisstream row of TestIntegrationRedisRestart, which kills the
+// Redis that holds both.
 func TestIntegrationRabbitMQRestart(t *testing.T) {
 	c := newChecker(t, 20*time.Millisecond)
 	e := newStack(t, config.BrokerDriverAMQP, faultConfig(c))
