@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v2/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
@@ -57,6 +58,34 @@ func TestIntegrationResultsStockRedisStreamSubscriber(t *testing.T) {
 		require.NoError(t, sub.Close())
 		require.NoError(t, e.rdb.XGroupDestroy(context.Background(), contracts.ResultsExchange, group).Err())
 	})
+	msg := stockResult(t, e, sub)
+	require.Equal(t, "acme.work.succeeded", msg.Metadata.Get("routing_key"))
+}
+
+// TestIntegrationResultsStockAMQPSubscriber is the same with
+// watermill-amqp's Subscriber and its default marshaler, bound to the
+// results topic exchange with "acme.#".
+func TestIntegrationResultsStockAMQPSubscriber(t *testing.T) {
+	e := startTasklane(t, config.BrokerDriverAMQP, resultsConfig)
+	queue := testkit.UniqueName("watermill-results")
+	cfg := wamqp.NewDurablePubSubConfig(testkit.AMQPURL(), wamqp.GenerateQueueNameConstant(queue))
+	cfg.Exchange.Type = "topic" // as Tasklane declared it
+	cfg.QueueBind.GenerateRoutingKey = func(string) string { return "acme.#" }
+	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, sub.Close())
+		testkit.PurgeQueues(t, queue)
+	})
+	stockResult(t, e, sub)
+}
+
+// stockResult subscribes with sub to the results, submits a task to e's
+// function work, and requires its result event as a Watermill message
+// with the event's attributes in the metadata and the task record as the
+// payload, which it returns.
+func stockResult(t *testing.T, e *env, sub message.Subscriber) *message.Message {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	msgs, err := sub.Subscribe(ctx, contracts.ResultsExchange)
@@ -76,7 +105,6 @@ func TestIntegrationResultsStockRedisStreamSubscriber(t *testing.T) {
 	require.Equal(t, "application/json", md.Get("ce_datacontenttype"))
 	_, err = time.Parse(time.RFC3339Nano, md.Get("ce_time"))
 	require.NoError(t, err, "ce_time %q", md.Get("ce_time"))
-	require.Equal(t, "acme.work.succeeded", md.Get("routing_key"))
 
 	var rec contracts.Task
 	require.NoError(t, json.Unmarshal(msg.Payload, &rec), "payload: %s", msg.Payload)
@@ -84,6 +112,7 @@ func TestIntegrationResultsStockRedisStreamSubscriber(t *testing.T) {
 	require.Equal(t, "work", rec.Function)
 	require.Equal(t, "acme", rec.Tenant)
 	require.Equal(t, contracts.StateSucceeded, rec.State)
+	return msg
 }
 
 // awaitResult acks messages until the one whose subject is taskID arrives,
