@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/testkit"
@@ -401,13 +402,13 @@ func (e *env) watchResults() *resultFeed {
 				}
 				for _, m := range streams[0].Messages {
 					last = m.ID
-					var md map[string]string
-					s, _ := m.Values["metadata"].(string)
-					_ = json.Unmarshal([]byte(s), &md)
-					p, _ := m.Values["payload"].(string)
+					msg, err := broker.ResultUnmarshaller{}.Unmarshal(m.Values)
+					if err != nil {
+						continue
+					}
 					var task contracts.Task
-					if json.Unmarshal([]byte(p), &task) == nil {
-						f.add(md["routing_key"], task)
+					if json.Unmarshal(msg.Payload, &task) == nil {
+						f.add(msg.Metadata.Get(broker.FieldRoutingKey), task)
 					}
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 
@@ -20,12 +21,14 @@ import (
 // It is a feed for live consumers, not a store: the ledger keeps records.
 const ResultsMaxLen = 100_000
 
-// Redis stream entry fields written and read by streamMarshaler.
+// Redis stream entry fields written and read by streamMarshaler (the
+// results stream has watermill-redisstream's: see marshalResult).
 const (
 	fieldUUID     = "uuid"
 	fieldMetadata = "metadata"
 	fieldPayload  = "payload"
-	// FieldRoutingKey is set on entries of the results stream.
+	// FieldRoutingKey is set on entries of the results stream, as a field
+	// and in the metadata.
 	FieldRoutingKey = "routing_key"
 )
 
@@ -172,20 +175,67 @@ func (d *redisStreamDriver) Close() error {
 	return d.rdb.Close()
 }
 
-// resultStreamPublisher puts every result on the one results stream, with the
-// routing key in the entry.
+// resultStreamPublisher puts every result on the one results stream, in
+// watermill-redisstream's format (see marshalResult), with the routing key
+// in the message metadata and as an entry field of its own.
 type resultStreamPublisher struct{ pub *streamPublisher }
 
 func (p resultStreamPublisher) Publish(routingKey string, msgs ...*message.Message) error {
 	for _, m := range msgs {
 		m.Metadata.Set(FieldRoutingKey, routingKey)
 	}
-	return p.pub.Publish(contracts.ResultsExchange, msgs...)
+	return p.pub.publish(contracts.ResultsExchange, marshalResult, msgs...)
 }
 
 func (resultStreamPublisher) Close() error { return nil }
 
-// streamMarshaler stores metadata as JSON (readable with redis-cli) and never
+// marshalResult writes a result message as watermill-redisstream's
+// DefaultMarshallerUnmarshaller does (fields _watermill_message_uuid,
+// metadata as msgpack, payload), so that its stock Subscriber reads the
+// results stream with the default unmarshaller: the result CloudEvent's
+// attributes in the metadata (ce_*), its data as the payload. The routing
+// key is also an entry field, for readers that XREAD the stream without
+// decoding msgpack.
+//
+// Lane entries keep streamMarshaler's format: only Tasklane reads them,
+// entries pending at an upgrade stay readable without a second format in
+// the lane reader, and JSON metadata is readable with redis-cli.
+func marshalResult(msg *message.Message) (map[string]any, error) {
+	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(contracts.ResultsExchange, msg)
+	if err != nil {
+		return nil, err
+	}
+	if rk := msg.Metadata.Get(FieldRoutingKey); rk != "" {
+		values[FieldRoutingKey] = rk
+	}
+	return values, nil
+}
+
+// ResultUnmarshaller reads results-stream entries of this release (written
+// in watermill-redisstream's format) and of earlier ones (fields uuid,
+// JSON metadata and payload), for readers that may meet entries written
+// before an upgrade. It is a redisstream.Unmarshaller, so a Watermill
+// subscriber can use it in place of the default during an upgrade.
+type ResultUnmarshaller struct{}
+
+// Unmarshal returns an error for an entry in neither format.
+func (ResultUnmarshaller) Unmarshal(values map[string]any) (*message.Message, error) {
+	if _, ok := values[redisstream.UUIDHeaderKey]; ok {
+		return redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(values)
+	}
+	if _, ok := values[fieldUUID]; !ok {
+		return nil, fmt.Errorf("results entry has neither a %s nor a %s field", redisstream.UUIDHeaderKey, fieldUUID)
+	}
+	msg, _ := streamMarshaler{}.Unmarshal(values)
+	if why := msg.Metadata.Get(taskmsg.KeyUndecodable); why != "" {
+		return nil, fmt.Errorf("reading a results entry of an earlier release: %s", why)
+	}
+	return msg, nil
+}
+
+// streamMarshaler is the lane entries' format (and the results stream's
+// before it took watermill-redisstream's). It stores metadata as JSON
+// (readable with redis-cli) and never
 // fails to unmarshal: an entry it cannot read becomes a message flagged
 // undecodable, which the dispatcher quarantines (an unmarshal error would
 // leave the entry pending forever).
@@ -255,20 +305,27 @@ func (p *streamPublisher) send(calls []*xadd) {
 }
 
 // Publish returns once Redis has appended every message, or the first
-// error. The first message's context bounds the wait.
+// error. The first message's context bounds the wait. Entries are in
+// streamMarshaler's format.
 func (p *streamPublisher) Publish(topic string, msgs ...*message.Message) error {
+	return p.publish(topic, streamMarshaler{}.Marshal, msgs...)
+}
+
+// publish is Publish with the entries' fields made by marshal.
+func (p *streamPublisher) publish(topic string, marshal func(*message.Message) (map[string]any, error), msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	calls := make([]*xadd, len(msgs))
 	for i, m := range msgs {
-		values, err := streamMarshaler{}.Marshal(m)
+		values, err := marshal(m)
 		if err != nil {
 			return fmt.Errorf("publishing message %s to %s: %w", m.UUID, topic, err)
 		}
+		md, _ := values[fieldMetadata].([]byte)
 		calls[i] = &xadd{
 			args: &redis.XAddArgs{Stream: topic, Values: values, MaxLen: p.maxLens[topic], Approx: true},
-			size: len(m.Payload) + len(values[fieldMetadata].([]byte)),
+			size: len(m.Payload) + len(md),
 		}
 	}
 	if err := p.q.Do(msgs[0].Context(), calls...); err != nil {
