@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tasklane/tasklane/contracts"
 )
 
 func newTriggersCommand(stdout io.Writer) *cobra.Command {
@@ -26,7 +28,7 @@ func newTriggersCommand(stdout io.Writer) *cobra.Command {
 			if asJSON || status != http.StatusOK {
 				return printAnswer(stdout, status, b)
 			}
-			var v TriggerList
+			var v contracts.TriggerList
 			if err := json.Unmarshal(b, &v); err != nil {
 				return err
 			}
@@ -40,7 +42,7 @@ func newTriggersCommand(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-func printTriggers(w io.Writer, v TriggerList, now time.Time) {
+func printTriggers(w io.Writer, v contracts.TriggerList, now time.Time) {
 	if len(v.Triggers) == 0 {
 		fmt.Fprintln(w, "no triggers")
 		return

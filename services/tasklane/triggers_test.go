@@ -70,15 +70,15 @@ func postHook(t *testing.T, url, body string, header http.Header) (int, string) 
 	return resp.StatusCode, string(b)
 }
 
-func listTriggers(t *testing.T, app *App) map[string]TriggerView {
+func listTriggers(t *testing.T, app *App) map[string]contracts.TriggerView {
 	t.Helper()
 	resp, err := http.Get(app.URL() + "/v1/triggers")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var l TriggerList
+	var l contracts.TriggerList
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&l))
-	out := map[string]TriggerView{}
+	out := map[string]contracts.TriggerView{}
 	for _, v := range l.Triggers {
 		out[v.Name] = v
 	}
