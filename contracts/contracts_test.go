@@ -90,6 +90,7 @@ var examples = []example{
 	{"result-expired.json", "result-event.schema.json", func() any { return new(resultEvent) }},
 	{"submitted-structured.json", "submitted-event.schema.json", func() any { return new(submittedEvent) }},
 	{"submitted-batch.json", "submitted-batch.schema.json", func() any { return new([]submittedEvent) }},
+	{"trigger-list.json", "trigger-list.schema.json", func() any { return new(contracts.TriggerList) }},
 }
 
 const binaryExample = "submitted-binary-headers.txt"
@@ -150,6 +151,8 @@ func TestTaskSchemaMatchesGoTypes(t *testing.T) {
 		// the schema documents, so decoding examples into it is meaningful.
 		{"submitted-event.schema.json", reflect.TypeFor[submittedEvent]()},
 		{"result-event.schema.json", reflect.TypeFor[resultEvent]()},
+		{"trigger-list.schema.json", reflect.TypeFor[contracts.TriggerList]()},
+		{"trigger-list.schema.json#/$defs/trigger", reflect.TypeFor[contracts.TriggerView]()},
 	}
 	for _, c := range checks {
 		t.Run(c.loc+"="+c.typ.Name(), func(t *testing.T) {
@@ -413,6 +416,20 @@ func TestSchemasRefuse(t *testing.T) {
 		{"task list bad entry", "task-list.json", map[string]any{"tasks/1/state": "gone"}, false},
 		{"task list last page", "task-list.json", map[string]any{"next_cursor": deleteIt}, true},
 		{"batch bad entry", "submitted-batch.json", map[string]any{"1/priority": "11"}, false},
+
+		{"trigger list as is", "trigger-list.json", nil, true},
+		{"trigger list empty", "trigger-list.json", map[string]any{"triggers": []any{}}, true},
+		{"trigger list no triggers", "trigger-list.json", map[string]any{"triggers": deleteIt}, false},
+		{"trigger unknown kind", "trigger-list.json", map[string]any{"triggers/0/kind": "timer"}, false},
+		{"trigger unknown state", "trigger-list.json", map[string]any{"triggers/0/state": "paused"}, false},
+		{"trigger standby", "trigger-list.json", map[string]any{"triggers/0/state": "standby"}, true},
+		{"trigger no state", "trigger-list.json", map[string]any{"triggers/0/state": deleteIt}, false},
+		{"trigger no fires", "trigger-list.json", map[string]any{"triggers/2/fires": deleteIt}, false},
+		{"trigger fires -1", "trigger-list.json", map[string]any{"triggers/2/fires": -1}, false},
+		{"trigger bad time", "trigger-list.json", map[string]any{"triggers/0/next_fire": "tomorrow"}, false},
+		{"trigger path not a hook", "trigger-list.json", map[string]any{"triggers/1/path": "signup"}, false},
+		{"trigger unknown mode", "trigger-list.json", map[string]any{"triggers/2/mode": "push"}, false},
+		{"trigger later field", "trigger-list.json", map[string]any{"triggers/0/lag_ms": 12}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -613,8 +630,8 @@ var (
 )
 
 // checkGoType requires the schema s to describe values of Go type gt: for a
-// struct, exactly its JSON fields as properties, those without omitempty
-// required.
+// struct, exactly its JSON fields as properties, those without omitempty or
+// omitzero required.
 func checkGoType(t *testing.T, s *jsonschema.Schema, gt reflect.Type, what string) {
 	t.Helper()
 	require.NotNil(t, s, "%s: no schema", what)
@@ -658,7 +675,7 @@ func checkGoType(t *testing.T, s *jsonschema.Schema, gt reflect.Type, what strin
 				name = f.Name
 			}
 			fields[name] = f
-			if !slices.Contains(strings.Split(opts, ","), "omitempty") {
+			if o := strings.Split(opts, ","); !slices.Contains(o, "omitempty") && !slices.Contains(o, "omitzero") {
 				required = append(required, name)
 			}
 		}

@@ -35,7 +35,6 @@ import (
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/testkit"
-	"github.com/tasklane/tasklane/services/tasklane"
 	"github.com/tasklane/tasklane/triggers"
 	"github.com/tasklane/tasklane/triggers/cron"
 	"github.com/tasklane/tasklane/triggers/objectstore"
@@ -427,7 +426,7 @@ triggers:
 	// GET /v1/triggers lists both with their state.
 	status, out = e.get("/v1/triggers", "")
 	require.Equal(t, http.StatusOK, status, string(out))
-	var list tasklane.TriggerList
+	var list contracts.TriggerList
 	require.NoError(t, json.Unmarshal(out, &list))
 	require.Len(t, list.Triggers, 2)
 	for _, v := range list.Triggers {

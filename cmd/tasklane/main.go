@@ -2,6 +2,6 @@
 // one. See README.md, or run `tasklane --help`.
 package main
 
-import "github.com/tasklane/tasklane/services/tasklane"
+import "github.com/tasklane/tasklane/services/tasklane/cli"
 
-func main() { tasklane.Main(nil) }
+func main() { cli.Main(nil) }

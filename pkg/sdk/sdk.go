@@ -10,7 +10,7 @@
 //		}
 //		...
 //	})
-//	tasklane.Main(reg) // github.com/tasklane/tasklane/services/tasklane
+//	cli.Main(reg) // github.com/tasklane/tasklane/services/tasklane/cli
 //
 // A handler returns its result bytes (stored as the task's result) or an
 // error. A plain error is retryable; wrap it with Permanent to stop retrying,

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/services/gateway"
@@ -297,49 +298,9 @@ func (s *triggerSet) names() []string {
 	return out
 }
 
-// TriggerView is one trigger in the answer of GET /v1/triggers.
-type TriggerView struct {
-	// Name, Kind and Tenant are from the config.
-	Name   string `json:"name"`
-	Kind   string `json:"kind"`
-	Tenant string `json:"tenant"`
-	// Schedule and Timezone (cron), Path (hooks: /hooks/<path>), Mode and
-	// Bucket (object store) describe what fires it.
-	Schedule string `json:"schedule,omitempty"`
-	Timezone string `json:"timezone,omitempty"`
-	Path     string `json:"path,omitempty"`
-	Mode     string `json:"mode,omitempty"`
-	Bucket   string `json:"bucket,omitempty"`
-	// EventType is the type of the events it emits (object store: their
-	// prefix).
-	EventType string `json:"event_type"`
-	// State is running or failing while a process ran it recently (its
-	// heartbeat is fresh), stopped otherwise.
-	State string `json:"state"`
-	// Owner is the process that last ran it; Heartbeat when.
-	Owner     string    `json:"owner,omitempty"`
-	Heartbeat time.Time `json:"heartbeat,omitzero"`
-	// LastFire and LastEventID: the last submission.
-	LastFire    time.Time `json:"last_fire,omitzero"`
-	LastEventID string    `json:"last_event_id,omitempty"`
-	// NextFire is the next scheduled fire (cron) or poll (object store),
-	// while the trigger runs.
-	NextFire time.Time `json:"next_fire,omitzero"`
-	// Fires counts the events submitted, by every process.
-	Fires int64 `json:"fires"`
-	// LastError and LastErrorAt: the last failure, cleared by a success.
-	LastError   string    `json:"last_error,omitempty"`
-	LastErrorAt time.Time `json:"last_error_at,omitzero"`
-}
-
-// TriggerList is the answer of GET /v1/triggers.
-type TriggerList struct {
-	Triggers []TriggerView `json:"triggers"`
-}
-
 // triggerViews describes the tenant's triggers of specs with their state
 // in store, as of now.
-func triggerViews(ctx context.Context, store *triggers.Store, specs []config.Trigger, tenant string, now time.Time) ([]TriggerView, error) {
+func triggerViews(ctx context.Context, store *triggers.Store, specs []config.Trigger, tenant string, now time.Time) ([]contracts.TriggerView, error) {
 	var mine []config.Trigger
 	for _, s := range specs {
 		if s.TenantID() == tenant {
@@ -354,10 +315,10 @@ func triggerViews(ctx context.Context, store *triggers.Store, specs []config.Tri
 	if err != nil {
 		return nil, err
 	}
-	out := make([]TriggerView, 0, len(mine))
+	out := make([]contracts.TriggerView, 0, len(mine))
 	for _, s := range mine {
 		rec := recs[s.Name]
-		v := TriggerView{
+		v := contracts.TriggerView{
 			Name: s.Name, Kind: s.Kind(), Tenant: s.TenantID(), EventType: s.Event.Type, State: triggers.StateStopped,
 			Owner: rec.Owner, Heartbeat: rec.Heartbeat, LastFire: rec.LastFire, LastEventID: rec.LastEventID,
 			Fires: rec.Fires, LastError: rec.LastError, LastErrorAt: rec.LastErrorAt,
@@ -396,7 +357,7 @@ func (a *App) handleListTriggers(kr *auth.Keyring) http.HandlerFunc {
 			gateway.WriteError(w, http.StatusServiceUnavailable, "trigger state unavailable")
 			return
 		}
-		gateway.WriteJSON(w, http.StatusOK, TriggerList{Triggers: views})
+		gateway.WriteJSON(w, http.StatusOK, contracts.TriggerList{Triggers: views})
 	}
 }
 

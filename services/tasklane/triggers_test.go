@@ -1,7 +1,6 @@
 package tasklane
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,12 +40,12 @@ func devApp(t *testing.T, doc string) *App {
 	t.Helper()
 	cfg, err := config.Parse("dev.yaml", []byte(doc))
 	require.NoError(t, err)
-	stop, err := useEmbeddedStore(cfg)
+	stop, err := UseEmbeddedStore(cfg)
 	require.NoError(t, err)
 	t.Cleanup(stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	app, err := Start(ctx, cfg, Options{Logger: quietLogger()})
+	app, err := Start(ctx, cfg, Options{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, app.Shutdown(context.Background())) })
 	return app
@@ -70,15 +67,15 @@ func postHook(t *testing.T, url, body string, header http.Header) (int, string) 
 	return resp.StatusCode, string(b)
 }
 
-func listTriggers(t *testing.T, app *App) map[string]TriggerView {
+func listTriggers(t *testing.T, app *App) map[string]contracts.TriggerView {
 	t.Helper()
 	resp, err := http.Get(app.URL() + "/v1/triggers")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var l TriggerList
+	var l contracts.TriggerList
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&l))
-	out := map[string]TriggerView{}
+	out := map[string]contracts.TriggerView{}
 	for _, v := range l.Triggers {
 		out[v.Name] = v
 	}
@@ -122,14 +119,6 @@ func TestDevTriggers(t *testing.T) {
 	require.EqualValues(t, 2, signup.Fires)
 	require.Equal(t, config.DefaultTenant, signup.Tenant)
 
-	// The CLI shows the same.
-	var out bytes.Buffer
-	cmd := NewCommand(nil, &out, io.Discard)
-	cmd.SetArgs([]string{"triggers", "list", "--server", app.URL()})
-	require.NoError(t, cmd.Execute())
-	require.Regexp(t, `(?m)^tick\s+cron\s+@every 1s \(UTC\)\s+running\s+\d+\s+\S+ \(.* ago\)\s+\S+ \(.*\)`, out.String())
-	require.Regexp(t, `(?m)^signup\s+http\s+/hooks/signup\s+running\s+2\s`, out.String())
-
 	// Reload: the cron goes, the hook moves to another path.
 	doc := strings.Replace(devTriggers, "path: signup,", "path: signup2,", 1)
 	doc = doc[:strings.Index(doc, "  - name: tick")] + doc[strings.Index(doc, "  - name: signup"):]
@@ -157,41 +146,6 @@ func TestDevTriggers(t *testing.T) {
 	require.ErrorContains(t, err, "triggers[0].http.signature.secret_env: environment variable TASKLANE_TEST_UNSET_SECRET is not set")
 	status, body = postHook(t, app.URL()+"/hooks/signup2", `{}`, nil)
 	require.Equal(t, http.StatusAccepted, status, body)
-}
-
-// TestConfigValidateTriggers: `tasklane config validate` checks triggers
-// (file:line:field, exit code) and warns of secrets not set here.
-func TestConfigValidateTriggers(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	bad := filepath.Join(dir, "bad.yaml")
-	require.NoError(t, os.WriteFile(bad, []byte(`triggers:
-  - name: nightly
-    cron: {schedule: "0 25 * * *"}
-    event: {type: com.example.report, source: /triggers/nightly}
-  - name: images
-    objectstore: {bucket: images, mode: poll}
-    event: {type: com.example.image}
-`), 0o600))
-	cmd := NewCommand(nil, io.Discard, io.Discard)
-	cmd.SetArgs([]string{"config", "validate", bad})
-	err := cmd.Execute()
-	require.Error(t, err)
-	require.Contains(t, err.Error(), bad+":3:22: triggers[0].cron.schedule: invalid schedule \"0 25 * * *\"")
-	require.Contains(t, err.Error(), bad+":6:18: triggers[1].objectstore.endpoint: missing (required)")
-
-	good := filepath.Join(dir, "good.yaml")
-	require.NoError(t, os.WriteFile(good, []byte(`triggers:
-  - name: signup
-    http: {path: signup, signature: {secret_env: TASKLANE_TEST_UNSET_SECRET}}
-    event: {type: com.example.signup, source: /hooks/signup}
-`), 0o600))
-	var out bytes.Buffer
-	cmd = NewCommand(nil, &out, io.Discard)
-	cmd.SetArgs([]string{"config", "validate", good})
-	require.NoError(t, cmd.Execute())
-	require.Contains(t, out.String(), "warning: "+good+":3:50: triggers[0].http.signature.secret_env: environment variable TASKLANE_TEST_UNSET_SECRET is not set")
-	require.Contains(t, out.String(), good+": ok (0 tenants, 0 functions, 0 subscriptions, 1 triggers)")
 }
 
 // TestTriggerStopTimeout: a stopping trigger has time to finish its

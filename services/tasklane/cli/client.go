@@ -1,18 +1,17 @@
-package tasklane
+package cli
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/oklog/ulid/v2"
 	"github.com/spf13/cobra"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/client"
 )
 
 // clientFlags are the flags of every command that talks to a server.
@@ -22,8 +21,17 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.server, "server", envOr("TASKLANE_SERVER", "http://127.0.0.1:8080"), "server URL (env TASKLANE_SERVER)")
+	cmd.Flags().StringVar(&c.server, "server", envOr("TASKLANE_SERVER", client.ServerDefault), "server URL (env TASKLANE_SERVER)")
 	cmd.Flags().StringVar(&c.key, "key", os.Getenv("TASKLANE_KEY"), "API key (env TASKLANE_KEY)")
+}
+
+// client returns a client of --server with --key.
+func (c *clientFlags) client() (*client.Client, error) {
+	cl, err := client.New(c.server, client.Options{APIKey: c.key})
+	if err != nil {
+		return nil, fmt.Errorf("--server: %w", err)
+	}
+	return cl, nil
 }
 
 func envOr(k, def string) string {
@@ -33,38 +41,11 @@ func envOr(k, def string) string {
 	return def
 }
 
-func (c *clientFlags) do(method, path string, header http.Header, body []byte) (int, []byte, error) {
-	req, err := http.NewRequest(method, c.server+path, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	if c.key != "" {
-		req.Header.Set("Authorization", "Bearer "+c.key)
-	}
-	cl := &http.Client{Timeout: 30 * time.Second}
-	resp, err := cl.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-// printAnswer pretty-prints a JSON answer; a non-2xx answer is an error.
-func printAnswer(w io.Writer, status int, body []byte) error {
-	var buf bytes.Buffer
-	if json.Indent(&buf, body, "", "  ") == nil {
-		body = buf.Bytes()
-	}
-	if status/100 != 2 {
-		return fmt.Errorf("server answered %d: %s", status, bytes.TrimSpace(body))
-	}
-	_, err := fmt.Fprintln(w, string(body))
-	return err
+// printJSON prints an answer as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func newSubmitCommand(stdout io.Writer) *cobra.Command {
@@ -75,41 +56,37 @@ func newSubmitCommand(stdout io.Writer) *cobra.Command {
 		Use:   "submit --type TYPE [--source SRC] [--data JSON]",
 		Short: "Submit one CloudEvent (binary mode)",
 		Args:  cobra.NoArgs,
-		RunE: func(_ *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if typ == "" {
 				return fmt.Errorf("--type is required")
 			}
-			body := []byte(data)
-			if dataFile != "" {
-				b, err := os.ReadFile(dataFile)
-				if err != nil {
-					return err
-				}
-				body = b
-			}
-			if id == "" {
-				id = ulid.Make().String()
-			}
-			h := http.Header{}
-			h.Set("Ce-Specversion", "1.0")
-			h.Set("Ce-Id", id)
-			h.Set("Ce-Source", source)
-			h.Set("Ce-Type", typ)
-			h.Set("Content-Type", contentType)
-			if subject != "" {
-				h.Set("Ce-Subject", subject)
-			}
-			if priority > 0 {
-				h.Set("Ce-Priority", strconv.Itoa(priority))
-			}
-			if delay > 0 {
-				h.Set("Ce-Delay", strconv.Itoa(delay))
-			}
-			status, b, err := c.do(http.MethodPost, "/v1/events", h, body)
+			cl, err := c.client()
 			if err != nil {
 				return err
 			}
-			return printAnswer(stdout, status, b)
+			ev := client.Event{
+				ID: id, Source: source, Type: typ, Subject: subject, DataContentType: contentType,
+				Data: []byte(data), Extensions: map[string]string{},
+			}
+			if dataFile != "" {
+				if ev.Data, err = os.ReadFile(dataFile); err != nil {
+					return err
+				}
+			}
+			if ev.ID == "" {
+				ev.ID = ulid.Make().String()
+			}
+			if priority > 0 {
+				ev.Extensions[contracts.ExtPriority] = strconv.Itoa(priority)
+			}
+			if delay > 0 {
+				ev.Extensions[contracts.ExtDelay] = strconv.Itoa(delay)
+			}
+			sr, err := cl.Submit(cmd.Context(), ev)
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, sr)
 		},
 	}
 	c.register(cmd)
@@ -132,12 +109,16 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 		Use:   "get ID",
 		Short: "Show one task",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			status, b, err := getFlags.do(http.MethodGet, "/v1/tasks/"+url.PathEscape(args[0]), nil, nil)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := getFlags.client()
 			if err != nil {
 				return err
 			}
-			return printAnswer(stdout, status, b)
+			t, err := cl.GetTask(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, t)
 		},
 	}
 	getFlags.register(get)
@@ -148,21 +129,17 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 		Use:   "list [--state S] [--function F]",
 		Short: "List tasks, newest first",
 		Args:  cobra.NoArgs,
-		RunE: func(_ *cobra.Command, _ []string) error {
-			q := url.Values{}
-			for k, v := range map[string]string{"state": state, "function": function, "cursor": cursor} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
-			if limit > 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
-			status, b, err := listFlags.do(http.MethodGet, "/v1/tasks?"+q.Encode(), nil, nil)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := listFlags.client()
 			if err != nil {
 				return err
 			}
-			return printAnswer(stdout, status, b)
+			l, err := cl.ListTasks(cmd.Context(), client.TaskFilter{State: contracts.State(state), Function: function},
+				client.Page{Limit: limit, Cursor: cursor})
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, l)
 		},
 	}
 	listFlags.register(list)
@@ -175,12 +152,16 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 		Use:   "cancel ID",
 		Short: "Cancel a waiting task (queued, scheduled, retrying or paused)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			status, b, err := cancelFlags.do(http.MethodDelete, "/v1/tasks/"+url.PathEscape(args[0]), nil, nil)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := cancelFlags.client()
 			if err != nil {
 				return err
 			}
-			return printAnswer(stdout, status, b)
+			t, err := cl.CancelTask(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, t)
 		},
 	}
 	cancelFlags.register(cancel)

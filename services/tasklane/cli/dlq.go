@@ -1,17 +1,14 @@
-package tasklane
+package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
-	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/client"
 )
 
 // dlqFilterFlags select dead-lettered tasks.
@@ -26,17 +23,8 @@ func (f *dlqFilterFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.until, "until", "", "only tasks that died before this RFC 3339 time")
 }
 
-func (f *dlqFilterFlags) query() url.Values {
-	q := url.Values{}
-	for k, v := range map[string]string{"function": f.function, "reason": f.reason, "since": f.since, "until": f.until} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
-	return q
-}
-
-func (f *dlqFilterFlags) body(dryRun bool) ([]byte, error) {
+// filter is the contracts.DLQFilter of the flags.
+func (f *dlqFilterFlags) filter(dryRun bool) (contracts.DLQFilter, error) {
 	req := contracts.DLQFilter{Function: f.function, Reason: contracts.Reason(f.reason), DryRun: dryRun}
 	for _, p := range []struct {
 		flag, v string
@@ -47,11 +35,11 @@ func (f *dlqFilterFlags) body(dryRun bool) ([]byte, error) {
 		}
 		t, err := time.Parse(time.RFC3339, p.v)
 		if err != nil {
-			return nil, errors.New(p.flag + ": want an RFC 3339 time, e.g. 2026-11-27T08:00:00Z")
+			return req, errors.New(p.flag + ": want an RFC 3339 time, e.g. 2026-11-27T08:00:00Z")
 		}
 		*p.dst = &t
 	}
-	return json.Marshal(req)
+	return req, nil
 }
 
 func newDLQCommand(stdout io.Writer) *cobra.Command {
@@ -63,19 +51,20 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 	var cursor string
 	list := &cobra.Command{
 		Use: "list", Short: "List dead-lettered tasks, newest first", Args: cobra.NoArgs,
-		RunE: func(_ *cobra.Command, _ []string) error {
-			q := listF.query()
-			if limit > 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
-			if cursor != "" {
-				q.Set("cursor", cursor)
-			}
-			status, b, err := listC.do(http.MethodGet, "/v1/dlq?"+q.Encode(), nil, nil)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := listF.filter(false)
 			if err != nil {
 				return err
 			}
-			return printAnswer(stdout, status, b)
+			cl, err := listC.client()
+			if err != nil {
+				return err
+			}
+			l, err := cl.ListDLQ(cmd.Context(), f, client.Page{Limit: limit, Cursor: cursor})
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, l)
 		},
 	}
 	listC.register(list)
@@ -86,12 +75,16 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 	var showC clientFlags
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show one dead-lettered task", Args: cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			status, b, err := showC.do(http.MethodGet, "/v1/dlq/"+url.PathEscape(args[0]), nil, nil)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := showC.client()
 			if err != nil {
 				return err
 			}
-			return printAnswer(stdout, status, b)
+			t, err := cl.GetDLQ(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, t)
 		},
 	}
 	showC.register(show)
@@ -111,36 +104,42 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 		Use:   action + " ID | " + action + " --all [--function F] [--reason R] [--since T] [--until T] [--dry-run]",
 		Short: short,
 		Args:  cobra.MaximumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			switch {
-			case all == (len(args) == 1):
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all == (len(args) == 1) {
 				return errors.New("give either a task id or --all (with filters)")
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			switch {
 			case len(args) == 1 && action == "redrive":
-				status, b, err := c.do(http.MethodPost, "/v1/dlq/"+url.PathEscape(args[0])+"/redrive", nil, nil)
+				t, err := cl.RedriveDLQ(ctx, args[0])
 				if err != nil {
 					return err
 				}
-				return printAnswer(stdout, status, b)
+				return printJSON(stdout, t)
 			case len(args) == 1:
-				status, b, err := c.do(http.MethodDelete, "/v1/dlq/"+url.PathEscape(args[0]), nil, nil)
-				if err != nil {
+				if err := cl.PurgeDLQ(ctx, args[0]); err != nil {
 					return err
 				}
-				if status == http.StatusNoContent {
-					_, err := io.WriteString(stdout, "purged "+args[0]+"\n")
-					return err
-				}
-				return printAnswer(stdout, status, b)
+				_, err := io.WriteString(stdout, "purged "+args[0]+"\n")
+				return err
 			}
-			body, err := f.body(dryRun)
+			filter, err := f.filter(dryRun)
 			if err != nil {
 				return err
 			}
-			status, b, err := c.do(http.MethodPost, "/v1/dlq/"+action, http.Header{"Content-Type": {"application/json"}}, body)
+			bulk := cl.PurgeDLQMatching
+			if action == "redrive" {
+				bulk = cl.RedriveDLQMatching
+			}
+			res, err := bulk(ctx, filter)
 			if err != nil {
 				return err
 			}
-			return printAnswer(stdout, status, b)
+			return printJSON(stdout, res)
 		},
 	}
 	c.register(cmd)

@@ -1,14 +1,15 @@
-package tasklane
+package cli
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tasklane/tasklane/services/tasklane"
 )
 
 func newRoutingCommand(stdout io.Writer) *cobra.Command {
@@ -18,17 +19,21 @@ func newRoutingCommand(stdout io.Writer) *cobra.Command {
 	var asJSON bool
 	show := &cobra.Command{
 		Use: "show", Short: "Lanes with backlog and consumers, tenants' placement, recent changes", Args: cobra.NoArgs,
-		RunE: func(_ *cobra.Command, _ []string) error {
-			status, b, err := showC.do(http.MethodGet, "/v1/admin/routing", nil, nil)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := showC.client()
 			if err != nil {
 				return err
 			}
-			if asJSON || status != http.StatusOK {
-				return printAnswer(stdout, status, b)
-			}
-			var v RoutingView
-			if err := json.Unmarshal(b, &v); err != nil {
+			b, err := cl.Routing(cmd.Context())
+			if err != nil {
 				return err
+			}
+			if asJSON {
+				return printJSON(stdout, b)
+			}
+			var v tasklane.RoutingView
+			if err := json.Unmarshal(b, &v); err != nil {
+				return fmt.Errorf("reading the routing table: %w", err)
 			}
 			printRouting(stdout, v)
 			return nil
@@ -41,16 +46,19 @@ func newRoutingCommand(stdout io.Writer) *cobra.Command {
 	var dedicated, shared bool
 	pin := &cobra.Command{
 		Use: "pin TENANT --dedicated | --shared", Short: "Pin a tenant to a dedicated lane or to its shared shard", Args: cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if dedicated == shared {
 				return fmt.Errorf("give one of --dedicated or --shared")
 			}
-			body, _ := json.Marshal(PinRequest{Tenant: args[0], Dedicated: dedicated})
-			status, b, err := pinC.do(http.MethodPost, "/v1/admin/routing/pin", http.Header{"Content-Type": {"application/json"}}, body)
+			cl, err := pinC.client()
 			if err != nil {
 				return err
 			}
-			return printAnswer(stdout, status, b)
+			ch, err := cl.PinTenant(cmd.Context(), args[0], dedicated)
+			if err != nil {
+				return err
+			}
+			return printJSON(stdout, ch)
 		},
 	}
 	pinC.register(pin)
@@ -60,7 +68,7 @@ func newRoutingCommand(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-func printRouting(w io.Writer, v RoutingView) {
+func printRouting(w io.Writer, v tasklane.RoutingView) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "routing table version %d\n\nLANE\tKIND\tBACKLOG\tCONSUMERS\n", v.Version)
 	for _, l := range v.Lanes {

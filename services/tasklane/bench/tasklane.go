@@ -1,4 +1,4 @@
-package tasklane
+package bench
 
 import (
 	"bytes"
@@ -78,7 +78,7 @@ func (t *tasklaneTarget) structured(b *bytes.Buffer, i int) {
 // submit sends events [lo,hi) in one request, as tenant (lo/batch) mod tenants.
 func (t *tasklaneTarget) submit(ctx context.Context, lo, hi int) (int, string) {
 	f := t.f
-	url := f.client.server + "/v1/events"
+	url := f.server + "/v1/events"
 	var b bytes.Buffer
 	var header http.Header
 	switch {
@@ -131,7 +131,7 @@ func (t *tasklaneTarget) submit(ctx context.Context, lo, hi int) (int, string) {
 	return hi - lo, ""
 }
 
-func runBench(ctx context.Context, f *benchFlags, progress io.Writer) (*BenchReport, error) {
+func runBench(ctx context.Context, f *benchFlags, progress io.Writer) (*Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	t := &tasklaneTarget{

@@ -1,10 +1,11 @@
-package tasklane
+package bench
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/testkit"
+	"github.com/tasklane/tasklane/services/tasklane"
 )
 
 func TestBenchFlagsValidate(t *testing.T) {
@@ -69,10 +71,10 @@ func TestPercentiles(t *testing.T) {
 func TestBenchRawBroker(t *testing.T) {
 	url := testkit.RequireAMQP(t)
 	var out, progress bytes.Buffer
-	cmd := newBenchCommand(&out, &progress)
+	cmd := NewCommand(&out, &progress)
 	cmd.SetArgs([]string{"--raw-broker", url, "-n", "500", "--concurrency", "8", "--raw-queues", "2", "--raw-consumers", "2", "--json"})
 	require.NoError(t, cmd.ExecuteContext(context.Background()))
-	var r BenchReport
+	var r Report
 	require.NoError(t, json.Unmarshal(out.Bytes(), &r))
 	require.Equal(t, benchTargetRaw, r.Target)
 	require.Equal(t, 500, r.Accepted)
@@ -90,10 +92,10 @@ func TestBenchRawBroker(t *testing.T) {
 func TestBenchRawBrokerSubmitOnly(t *testing.T) {
 	url := testkit.RequireAMQP(t)
 	var out, progress bytes.Buffer
-	cmd := newBenchCommand(&out, &progress)
+	cmd := NewCommand(&out, &progress)
 	cmd.SetArgs([]string{"--raw-broker", url, "--submit-only", "-n", "300", "--batch", "50", "--concurrency", "2", "--raw-queues", "2", "--json"})
 	require.NoError(t, cmd.ExecuteContext(context.Background()))
-	var r BenchReport
+	var r Report
 	require.NoError(t, json.Unmarshal(out.Bytes(), &r))
 	require.True(t, r.SubmitOnly)
 	require.Equal(t, 300, r.Accepted)
@@ -124,27 +126,27 @@ func requireQueuesGone(t *testing.T, url string, queues []string) {
 // content mode and with a delay: every event is accepted, every result read
 // back; a wrong key is counted as an error kind, not a failure of the run.
 func TestBenchAgainstDevServer(t *testing.T) {
-	cfg := DevConfig()
+	cfg := tasklane.DevConfig()
 	cfg.Server.Addr = "127.0.0.1:0"
 	for i := range 3 {
 		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: fmt.Sprintf("bench-%d", i), APIKeys: []string{fmt.Sprintf("bench-key-%d", i)}})
 	}
-	stop, err := useEmbeddedStore(cfg)
+	stop, err := tasklane.UseEmbeddedStore(cfg)
 	require.NoError(t, err)
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	app, err := Start(ctx, cfg, Options{Logger: quietLogger()})
+	app, err := tasklane.Start(ctx, cfg, tasklane.Options{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, app.Shutdown(context.Background())) }()
 
-	bench := func(t *testing.T, args ...string) BenchReport {
+	bench := func(t *testing.T, args ...string) Report {
 		t.Helper()
 		var out, progress bytes.Buffer
-		cmd := newBenchCommand(&out, &progress)
+		cmd := NewCommand(&out, &progress)
 		cmd.SetArgs(append([]string{"--server", app.URL(), "--results", cfg.Redis.URL, "--json", "--timeout", "30s"}, args...))
 		require.NoError(t, cmd.ExecuteContext(ctx))
-		var r BenchReport
+		var r Report
 		require.NoError(t, json.Unmarshal(out.Bytes(), &r), out.String())
 		return r
 	}

@@ -1,4 +1,8 @@
-package tasklane
+// Package cli is the tasklane command line: serve and dev run the roles
+// (package tasklane wires them), config validates a config file, the client
+// commands (submit, tasks, dlq, routing, triggers) call a running server
+// through pkg/client, and bench loads one (package bench).
+package cli
 
 import (
 	"context"
@@ -16,6 +20,8 @@ import (
 
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/sdk"
+	"github.com/tasklane/tasklane/services/tasklane"
+	"github.com/tasklane/tasklane/services/tasklane/bench"
 )
 
 // Main runs the tasklane command line with reg's Go handlers and exits.
@@ -58,7 +64,7 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 		newDLQCommand(stdout),
 		newRoutingCommand(stdout),
 		newTriggersCommand(stdout),
-		newBenchCommand(stdout, stderr),
+		bench.NewCommand(stdout, stderr),
 	)
 	return root
 }
@@ -97,7 +103,7 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 				return err
 			}
 			cfg.ApplyEnv(os.Getenv)
-			r, err := ParseRoles(roles)
+			r, err := tasklane.ParseRoles(roles)
 			if err != nil {
 				return err
 			}
@@ -109,11 +115,11 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 				c.ApplyEnv(os.Getenv)
 				return c, c.Validate()
 			}
-			return runUntilSignal(cmd.Context(), cfg, Options{Roles: r, Registry: reg, Logger: logger, Pprof: g.pprof}, nil, reload)
+			return runUntilSignal(cmd.Context(), cfg, tasklane.Options{Roles: r, Registry: reg, Logger: logger, Pprof: g.pprof}, nil, reload)
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "", "config file (YAML)")
-	cmd.Flags().StringVar(&roles, "roles", "", "comma-separated roles to run (default all): "+strings.Join(AllRoles, ","))
+	cmd.Flags().StringVar(&roles, "roles", "", "comma-separated roles to run (default all): "+strings.Join(tasklane.AllRoles, ","))
 	return cmd
 }
 
@@ -121,7 +127,7 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 // SIGTERM, draining running attempts. On SIGHUP it reads the config again
 // with reload (when not nil) and applies its triggers; a config that does
 // not load is logged and changes nothing.
-func runUntilSignal(ctx context.Context, cfg *config.Config, opts Options, started func(*App), reload func() (*config.Config, error)) error {
+func runUntilSignal(ctx context.Context, cfg *config.Config, opts tasklane.Options, started func(*tasklane.App), reload func() (*config.Config, error)) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -132,7 +138,7 @@ func runUntilSignal(ctx context.Context, cfg *config.Config, opts Options, start
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
-	app, err := Start(ctx, cfg, opts)
+	app, err := tasklane.Start(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -154,7 +160,7 @@ func runUntilSignal(ctx context.Context, cfg *config.Config, opts Options, start
 }
 
 // reloadTriggers reads the config again and applies its triggers.
-func reloadTriggers(ctx context.Context, app *App, logger *slog.Logger, reload func() (*config.Config, error)) {
+func reloadTriggers(ctx context.Context, app *tasklane.App, logger *slog.Logger, reload func() (*config.Config, error)) {
 	logger.InfoContext(ctx, "SIGHUP: reloading the config's triggers")
 	cfg, err := reload()
 	if err == nil {

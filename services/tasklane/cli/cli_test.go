@@ -1,4 +1,4 @@
-package tasklane
+package cli
 
 import (
 	"bytes"
@@ -18,20 +18,21 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/testkit"
+	"github.com/tasklane/tasklane/services/tasklane"
 )
 
 // TestDevModeServesTheBannerCurl starts what `tasklane dev` starts (embedded
 // store and broker, the demo config) and runs the curl line its banner
 // prints: 202 with a task id, then the task succeeds with the data echoed.
 func TestDevModeServesTheBannerCurl(t *testing.T) {
-	cfg := DevConfig()
+	cfg := tasklane.DevConfig()
 	cfg.Server.Addr = "127.0.0.1:0"
-	stop, err := useEmbeddedStore(cfg)
+	stop, err := tasklane.UseEmbeddedStore(cfg)
 	require.NoError(t, err)
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	app, err := Start(ctx, cfg, Options{Logger: quietLogger()})
+	app, err := tasklane.Start(ctx, cfg, tasklane.Options{Logger: quietLogger()})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, app.Shutdown(context.Background())) }()
 
@@ -100,4 +101,73 @@ func TestServeRefusesABadConfig(t *testing.T) {
 
 func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// TestClientCommands runs submit, tasks and dlq against a dev-mode app:
+// each prints the server's answer, and an answer that is not 2xx is an
+// error with the server's message.
+func TestClientCommands(t *testing.T) {
+	cfg := tasklane.DevConfig()
+	cfg.Server.Addr = "127.0.0.1:0"
+	stop, err := tasklane.UseEmbeddedStore(cfg)
+	require.NoError(t, err)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	app, err := tasklane.Start(ctx, cfg, tasklane.Options{Logger: quietLogger()})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, app.Shutdown(context.Background())) }()
+
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		cmd := NewCommand(nil, &out, io.Discard)
+		cmd.SetArgs(append(args, "--server", app.URL()))
+		err := cmd.Execute()
+		return out.String(), err
+	}
+
+	out, err := run("submit", "--type", tasklane.DevEventType, "--id", "cli-1", "--data", `{"name":"cli"}`, "--priority", "7")
+	require.NoError(t, err)
+	var sr contracts.SubmitResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &sr), out)
+	require.Len(t, sr.Tasks, 1)
+	id := sr.Tasks[0].ID
+	require.Equal(t, "cli-1", sr.Tasks[0].EventID)
+
+	var task contracts.Task
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		out, err = run("tasks", "get", id)
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal([]byte(out), &task), out)
+		return task.State == contracts.StateSucceeded
+	}, "task %s succeeded", id)
+	require.Equal(t, 7, task.Priority)
+	require.JSONEq(t, `{"name":"cli"}`, string(task.Result))
+	// What the server answered, field for field.
+	resp, err := http.Get(app.URL() + "/v1/tasks/" + id)
+	require.NoError(t, err)
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.JSONEq(t, string(raw), out)
+
+	out, err = run("tasks", "list", "--state", "succeeded", "--limit", "1")
+	require.NoError(t, err)
+	var l contracts.TaskList
+	require.NoError(t, json.Unmarshal([]byte(out), &l), out)
+	require.Len(t, l.Tasks, 1)
+	require.Equal(t, id, l.Tasks[0].ID)
+
+	_, err = run("tasks", "cancel", id)
+	require.EqualError(t, err, "server answered 409: task cannot be cancelled: it is succeeded (only queued, scheduled, retrying or paused tasks can be cancelled)")
+	_, err = run("dlq", "purge", "01KH62FBSQY4E00SB1AA863NEG")
+	require.EqualError(t, err, "server answered 404: task not found")
+	_, err = run("dlq", "list", "--since", "yesterday")
+	require.EqualError(t, err, "--since: want an RFC 3339 time, e.g. 2026-11-27T08:00:00Z")
+	out, err = run("dlq", "redrive", "--all", "--dry-run")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"matched":0,"done":0,"dry_run":true}`, out)
+	cmd := NewCommand(nil, io.Discard, io.Discard)
+	cmd.SetArgs([]string{"tasks", "get", id, "--server", "localhost:8080"})
+	require.EqualError(t, cmd.Execute(), `--server: server URL "localhost:8080": want http://host[:port] or https://host[:port]`)
 }

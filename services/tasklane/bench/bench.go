@@ -1,4 +1,10 @@
-package tasklane
+// Package bench is the load generator of `tasklane bench`: it submits
+// events to a running Tasklane server and reads every task's result back
+// from the results feed, or measures RabbitMQ itself with the same load
+// (--raw-broker), and reports throughput and latency percentiles. It talks
+// to a server only over the network (the HTTP API, the broker, Redis), so
+// it imports no role and is not part of the production wiring.
+package bench
 
 import (
 	"context"
@@ -7,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -15,12 +22,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tasklane/tasklane/pkg/client"
 	"github.com/tasklane/tasklane/pkg/config"
 )
 
 // benchFlags configure `tasklane bench`.
 type benchFlags struct {
-	client      clientFlags
+	server      string
+	apiKey      string
 	typ         string
 	count       int
 	rate        float64
@@ -54,8 +63,8 @@ type rawFlags struct {
 	queueType string
 }
 
-// BenchReport is what `tasklane bench --json` prints for one target.
-type BenchReport struct {
+// Report is what `tasklane bench --json` prints for one target.
+type Report struct {
 	// Target is "tasklane" or "raw_broker".
 	Target      string  `json:"target"`
 	Events      int     `json:"events"`
@@ -82,10 +91,10 @@ type BenchReport struct {
 	States         map[string]int `json:"states,omitempty"`
 }
 
-// BenchComparison is what `tasklane bench --compare-raw URL --json` prints.
-type BenchComparison struct {
-	RawBroker *BenchReport `json:"raw_broker"`
-	Tasklane  *BenchReport `json:"tasklane"`
+// Comparison is what `tasklane bench --compare-raw URL --json` prints.
+type Comparison struct {
+	RawBroker *Report `json:"raw_broker"`
+	Tasklane  *Report `json:"tasklane"`
 	// CompletionRatio is Tasklane's end-to-end rate over the raw broker's.
 	CompletionRatio float64 `json:"completion_ratio"`
 	// SubmitRatio is Tasklane's submit rate over the raw broker's publish rate.
@@ -100,7 +109,9 @@ type Percentiles struct {
 	Max float64 `json:"max"`
 }
 
-func newBenchCommand(stdout, stderr io.Writer) *cobra.Command {
+// NewCommand builds `tasklane bench`: it writes its report to stdout and
+// a progress line to stderr once a second.
+func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	cmd, _ := benchCommand(stdout, stderr)
 	return cmd
 }
@@ -156,7 +167,7 @@ stderr once a second.`,
 				printComparison(stdout, c)
 				return nil
 			}
-			var r *BenchReport
+			var r *Report
 			var err error
 			if f.rawBroker != "" {
 				r, err = runRawBench(ctx, f, f.rawBroker, stderr)
@@ -173,8 +184,9 @@ stderr once a second.`,
 			return nil
 		},
 	}
-	f.client.register(cmd)
 	fl := cmd.Flags()
+	fl.StringVar(&f.server, "server", envOr("TASKLANE_SERVER", client.ServerDefault), "server URL (env TASKLANE_SERVER)")
+	fl.StringVar(&f.apiKey, "key", os.Getenv("TASKLANE_KEY"), "API key (env TASKLANE_KEY)")
 	fl.StringVar(&f.typ, "type", "com.example.noop", "event type to submit")
 	fl.IntVarP(&f.count, "count", "n", 10000, "events to submit")
 	fl.Float64Var(&f.rate, "rate", 0, "events per second (0: as fast as possible)")
@@ -233,9 +245,16 @@ func (f *benchFlags) validate() error {
 // key returns the API key of tenant i.
 func (f *benchFlags) key(i int) string {
 	if f.keyTemplate == "" {
-		return f.client.key
+		return f.apiKey
 	}
 	return fmt.Sprintf(f.keyTemplate, i)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -388,9 +407,9 @@ func benchProgress(w io.Writer, start time.Time, st *loadStats, completed func()
 	}
 }
 
-func benchReport(target string, f *benchFlags, st *loadStats, submitDur time.Duration, results []benchResult) *BenchReport {
+func benchReport(target string, f *benchFlags, st *loadStats, submitDur time.Duration, results []benchResult) *Report {
 	accepted := int(st.accepted.Load())
-	r := &BenchReport{
+	r := &Report{
 		Target: target, Events: f.count, Batch: f.batch, Concurrency: f.concurrency, Rate: f.rate,
 		Tenants: f.tenants, DelaySecs: f.delay, PayloadSize: f.payload, SubmitOnly: f.submitOnly,
 		Accepted: accepted, Completed: len(results), Errors: st.errors(),
@@ -435,7 +454,7 @@ func percentiles(v []float64) Percentiles {
 	return Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: v[len(v)-1]}
 }
 
-func printBench(w io.Writer, r *BenchReport) {
+func printBench(w io.Writer, r *Report) {
 	start, finish := "submit->start ms", "submit->finish ms"
 	if r.Target == benchTargetRaw {
 		start, finish = "publish->deliver ms", "publish->ack ms"
@@ -470,7 +489,7 @@ func printBench(w io.Writer, r *BenchReport) {
 	}
 }
 
-func runComparison(ctx context.Context, f *benchFlags, progress io.Writer) (*BenchComparison, error) {
+func runComparison(ctx context.Context, f *benchFlags, progress io.Writer) (*Comparison, error) {
 	fmt.Fprintln(progress, "raw broker:")
 	raw, err := runRawBench(ctx, f, f.compareRaw, progress)
 	if err != nil {
@@ -481,7 +500,7 @@ func runComparison(ctx context.Context, f *benchFlags, progress io.Writer) (*Ben
 	if err != nil {
 		return nil, fmt.Errorf("tasklane run: %w", err)
 	}
-	c := &BenchComparison{RawBroker: raw, Tasklane: tl}
+	c := &Comparison{RawBroker: raw, Tasklane: tl}
 	if raw.CompletionRate > 0 {
 		c.CompletionRatio = tl.CompletionRate / raw.CompletionRate
 	}
@@ -491,7 +510,7 @@ func runComparison(ctx context.Context, f *benchFlags, progress io.Writer) (*Ben
 	return c, nil
 }
 
-func printComparison(w io.Writer, c *BenchComparison) {
+func printComparison(w io.Writer, c *Comparison) {
 	printBench(w, c.RawBroker)
 	fmt.Fprintln(w)
 	printBench(w, c.Tasklane)

@@ -1,14 +1,14 @@
-package tasklane
+package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tasklane/tasklane/contracts"
 )
 
 func newTriggersCommand(stdout io.Writer) *cobra.Command {
@@ -18,19 +18,19 @@ func newTriggersCommand(stdout io.Writer) *cobra.Command {
 	var asJSON bool
 	list := &cobra.Command{
 		Use: "list", Short: "Triggers with their state, last and next fire", Args: cobra.NoArgs,
-		RunE: func(_ *cobra.Command, _ []string) error {
-			status, b, err := c.do(http.MethodGet, "/v1/triggers", nil, nil)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client()
 			if err != nil {
 				return err
 			}
-			if asJSON || status != http.StatusOK {
-				return printAnswer(stdout, status, b)
-			}
-			var v TriggerList
-			if err := json.Unmarshal(b, &v); err != nil {
+			v, err := cl.Triggers(cmd.Context())
+			if err != nil {
 				return err
 			}
-			printTriggers(stdout, v, time.Now())
+			if asJSON {
+				return printJSON(stdout, v)
+			}
+			printTriggers(stdout, *v, time.Now())
 			return nil
 		},
 	}
@@ -40,7 +40,7 @@ func newTriggersCommand(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-func printTriggers(w io.Writer, v TriggerList, now time.Time) {
+func printTriggers(w io.Writer, v contracts.TriggerList, now time.Time) {
 	if len(v.Triggers) == 0 {
 		fmt.Fprintln(w, "no triggers")
 		return

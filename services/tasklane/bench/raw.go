@@ -1,4 +1,4 @@
-package tasklane
+package bench
 
 import (
 	"bytes"
@@ -110,7 +110,7 @@ func (t *rawTarget) consume(d amqp.Delivery) {
 	t.done.Add(1)
 }
 
-func runRawBench(ctx context.Context, f *benchFlags, url string, progress io.Writer) (*BenchReport, error) {
+func runRawBench(ctx context.Context, f *benchFlags, url string, progress io.Writer) (*Report, error) {
 	if !strings.HasPrefix(url, "amqp://") && !strings.HasPrefix(url, "amqps://") {
 		return nil, fmt.Errorf("raw broker: want an amqp:// URL, got %q", url)
 	}

@@ -1,0 +1,390 @@
+// Package client is a Go client for Tasklane's HTTP API: submit a
+// CloudEvent, read, list and cancel tasks, inspect, redrive and purge the
+// dead-letter queue, list the tenant's triggers, and the admin routing API.
+//
+// The answers are the types of package contracts, whose JSON Schemas
+// (contracts/schema/) document every field. A non-2xx answer is returned as
+// an *Error with the status code and the server's message.
+//
+//	c, err := client.New("http://127.0.0.1:8080", client.Options{APIKey: os.Getenv("TASKLANE_KEY")})
+//	...
+//	sr, err := c.Submit(ctx, client.Event{ID: "order-1", Source: "/shop", Type: "com.example.order", Data: []byte(`{}`)})
+//	...
+//	task, err := c.GetTask(ctx, sr.Tasks[0].ID)
+//
+// `tasklane submit`, `tasks`, `dlq`, `routing` and `triggers` are built on
+// this package.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tasklane/tasklane/contracts"
+)
+
+// Defaults.
+const (
+	// ServerDefault is the address `tasklane dev` listens on.
+	ServerDefault = "http://127.0.0.1:8080"
+	// TimeoutDefault bounds one request, answer included, when Options has
+	// no HTTPClient.
+	TimeoutDefault = 30 * time.Second
+	// MaxResponseBytesDefault bounds the body of an answer: a page of the
+	// largest task list (500 tasks) with results of 64 KiB each fits.
+	MaxResponseBytesDefault = 64 << 20
+	// maxErrorMessage bounds the part of a non-JSON error answer kept in
+	// an Error's message.
+	maxErrorMessage = 1 << 10
+)
+
+// Options configure a Client. The zero value is a client without an API
+// key (a server without tenants, as `tasklane dev`).
+type Options struct {
+	// APIKey is sent as `Authorization: Bearer <key>`: a tenant's key for
+	// the task, DLQ and trigger calls, an admin key (server.admin_keys)
+	// for the routing calls. Empty sends none.
+	APIKey string
+	// HTTPClient sends the requests. Default: a client with
+	// TimeoutDefault.
+	HTTPClient *http.Client
+	// MaxResponseBytes bounds the body of an answer; a larger one is an
+	// error. Default MaxResponseBytesDefault.
+	MaxResponseBytes int64
+}
+
+// Client calls one Tasklane server. It is safe for concurrent use.
+type Client struct {
+	server   string
+	key      string
+	http     *http.Client
+	maxBytes int64
+}
+
+// New returns a client of the server at server, an http:// or https://
+// URL such as ServerDefault.
+func New(server string, opts Options) (*Client, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		// Not the URL itself: it may hold a password.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("server URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q: want http://host[:port] or https://host[:port]", u.Redacted())
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("server URL %q: want no query, fragment or user info", u.Redacted())
+	}
+	c := &Client{server: strings.TrimSuffix(u.String(), "/"), key: opts.APIKey, http: opts.HTTPClient, maxBytes: opts.MaxResponseBytes}
+	if c.http == nil {
+		c.http = &http.Client{Timeout: TimeoutDefault}
+	}
+	if c.maxBytes <= 0 {
+		c.maxBytes = MaxResponseBytesDefault
+	}
+	return c, nil
+}
+
+// Server is the server URL the client calls, without a trailing slash.
+func (c *Client) Server() string { return c.server }
+
+// Error is an answer whose status is not 2xx.
+type Error struct {
+	// StatusCode is the answer's HTTP status.
+	StatusCode int
+	// Message is the server's error (contracts.ErrorResponse), or the
+	// start of the body when the answer was not one.
+	Message string
+	// RetryAfter is the answer's Retry-After header (429, 503), if any.
+	RetryAfter string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("server answered %d: %s", e.StatusCode, e.Message)
+}
+
+// StatusCode returns the status of err's *Error answer, or 0 when err is
+// not an answer (a connection error, a timeout).
+func StatusCode(err error) int {
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e.StatusCode
+	}
+	return 0
+}
+
+// Event is a CloudEvent to submit in binary mode (specversion 1.0).
+type Event struct {
+	// ID, Source and Type are the required attributes. The server
+	// deduplicates on (tenant, source, id): submit again with the same id
+	// after an error whose outcome is unknown.
+	ID     string
+	Source string
+	Type   string
+	// Subject is the optional subject attribute.
+	Subject string
+	// DataContentType is the media type of Data (the Content-Type header),
+	// e.g. application/json. Empty sends none.
+	DataContentType string
+	// Data is the event's data, sent as the body.
+	Data []byte
+	// Extensions are further attributes, sent as ce-<name> headers: the
+	// ones Tasklane reads are contracts.ExtPriority, ExtDelay,
+	// ExtDeliverAt, ExtTTL, ExtExpiresAt, ExtTraceParent, ExtTraceState.
+	Extensions map[string]string
+}
+
+// Submit submits ev (POST /v1/events). The answer lists one task per
+// function subscribed to ev's type; a duplicate event names the tasks made
+// the first time.
+func (c *Client) Submit(ctx context.Context, ev Event) (*contracts.SubmitResponse, error) {
+	var missing []string
+	for _, a := range []struct{ name, v string }{{"id", ev.ID}, {"source", ev.Source}, {"type", ev.Type}} {
+		if a.v == "" {
+			missing = append(missing, a.name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("event: %s required", strings.Join(missing, ", "))
+	}
+	h := http.Header{}
+	h.Set("Ce-Specversion", "1.0")
+	h.Set("Ce-Id", ev.ID)
+	h.Set("Ce-Source", ev.Source)
+	h.Set("Ce-Type", ev.Type)
+	if ev.Subject != "" {
+		h.Set("Ce-Subject", ev.Subject)
+	}
+	if ev.DataContentType != "" {
+		h.Set("Content-Type", ev.DataContentType)
+	}
+	for k, v := range ev.Extensions {
+		h.Set("Ce-"+k, v)
+	}
+	return do[contracts.SubmitResponse](ctx, c, http.MethodPost, "/v1/events", nil, h, ev.Data)
+}
+
+// Page selects one page of a listing.
+type Page struct {
+	// Limit is the page size (1 to 500); 0 takes the server's default.
+	Limit int
+	// Cursor continues a listing: the NextCursor of the page before.
+	Cursor string
+}
+
+func (p Page) query(q url.Values) {
+	if p.Limit > 0 {
+		q.Set("limit", strconv.Itoa(p.Limit))
+	}
+	if p.Cursor != "" {
+		q.Set("cursor", p.Cursor)
+	}
+}
+
+// TaskFilter selects tasks to list. Empty fields match all.
+type TaskFilter struct {
+	// State keeps tasks in this state.
+	State contracts.State
+	// Function keeps tasks of this function.
+	Function string
+}
+
+// GetTask returns the task id (GET /v1/tasks/{id}).
+func (c *Client) GetTask(ctx context.Context, id string) (*contracts.Task, error) {
+	return do[contracts.Task](ctx, c, http.MethodGet, "/v1/tasks/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// ListTasks returns one page of the tenant's tasks matching f, newest
+// first (GET /v1/tasks).
+func (c *Client) ListTasks(ctx context.Context, f TaskFilter, p Page) (*contracts.TaskList, error) {
+	q := url.Values{}
+	if f.State != "" {
+		q.Set("state", string(f.State))
+	}
+	if f.Function != "" {
+		q.Set("function", f.Function)
+	}
+	p.query(q)
+	return do[contracts.TaskList](ctx, c, http.MethodGet, "/v1/tasks", q, nil, nil)
+}
+
+// CancelTask cancels a waiting task (queued, scheduled, retrying or
+// paused) and returns its record (DELETE /v1/tasks/{id}); a running or
+// ended task is a 409 *Error.
+func (c *Client) CancelTask(ctx context.Context, id string) (*contracts.Task, error) {
+	return do[contracts.Task](ctx, c, http.MethodDelete, "/v1/tasks/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// ListDLQ returns one page of the dead-lettered tasks matching f, newest
+// first (GET /v1/dlq); f.DryRun is ignored.
+func (c *Client) ListDLQ(ctx context.Context, f contracts.DLQFilter, p Page) (*contracts.TaskList, error) {
+	q := url.Values{}
+	if f.Function != "" {
+		q.Set("function", f.Function)
+	}
+	if f.Reason != "" {
+		q.Set("reason", string(f.Reason))
+	}
+	if f.Since != nil {
+		q.Set("since", f.Since.Format(time.RFC3339Nano))
+	}
+	if f.Until != nil {
+		q.Set("until", f.Until.Format(time.RFC3339Nano))
+	}
+	p.query(q)
+	return do[contracts.TaskList](ctx, c, http.MethodGet, "/v1/dlq", q, nil, nil)
+}
+
+// GetDLQ returns the dead-lettered task id (GET /v1/dlq/{id}); a task
+// that is not dead is a 404 *Error.
+func (c *Client) GetDLQ(ctx context.Context, id string) (*contracts.Task, error) {
+	return do[contracts.Task](ctx, c, http.MethodGet, "/v1/dlq/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// RedriveDLQ puts the dead task id back to work with a fresh attempt
+// budget and returns its record (POST /v1/dlq/{id}/redrive).
+func (c *Client) RedriveDLQ(ctx context.Context, id string) (*contracts.Task, error) {
+	return do[contracts.Task](ctx, c, http.MethodPost, "/v1/dlq/"+url.PathEscape(id)+"/redrive", nil, nil, nil)
+}
+
+// PurgeDLQ deletes the dead task id for good (DELETE /v1/dlq/{id}).
+func (c *Client) PurgeDLQ(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, "/v1/dlq/"+url.PathEscape(id), nil, nil, nil, nil)
+}
+
+// RedriveDLQMatching redrives every dead task matching f, or with
+// f.DryRun only counts them (POST /v1/dlq/redrive).
+func (c *Client) RedriveDLQMatching(ctx context.Context, f contracts.DLQFilter) (*contracts.DLQResult, error) {
+	return c.dlqBulk(ctx, "/v1/dlq/redrive", f)
+}
+
+// PurgeDLQMatching purges every dead task matching f, or with f.DryRun
+// only counts them (POST /v1/dlq/purge).
+func (c *Client) PurgeDLQMatching(ctx context.Context, f contracts.DLQFilter) (*contracts.DLQResult, error) {
+	return c.dlqBulk(ctx, "/v1/dlq/purge", f)
+}
+
+func (c *Client) dlqBulk(ctx context.Context, path string, f contracts.DLQFilter) (*contracts.DLQResult, error) {
+	body, err := json.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	return do[contracts.DLQResult](ctx, c, http.MethodPost, path, nil, jsonHeader(), body)
+}
+
+// Triggers lists the tenant's triggers with their state (GET
+// /v1/triggers).
+func (c *Client) Triggers(ctx context.Context) (*contracts.TriggerList, error) {
+	return do[contracts.TriggerList](ctx, c, http.MethodGet, "/v1/triggers", nil, nil, nil)
+}
+
+// Routing returns the routing table (lanes with backlog and consumers,
+// tenants' placement, recent changes) as the server wrote it (GET
+// /v1/admin/routing; an admin key). Its types are not in contracts yet.
+func (c *Client) Routing(ctx context.Context) (json.RawMessage, error) {
+	var out json.RawMessage
+	if err := c.call(ctx, http.MethodGet, "/v1/admin/routing", nil, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PinTenant pins tenant to a dedicated lane (dedicated) or to its shared
+// shard, and returns the routing change as the server wrote it (POST
+// /v1/admin/routing/pin; an admin key).
+func (c *Client) PinTenant(ctx context.Context, tenant string, dedicated bool) (json.RawMessage, error) {
+	body, err := json.Marshal(struct {
+		Tenant    string `json:"tenant"`
+		Dedicated bool   `json:"dedicated"`
+	}{tenant, dedicated})
+	if err != nil {
+		return nil, err
+	}
+	var out json.RawMessage
+	if err := c.call(ctx, http.MethodPost, "/v1/admin/routing/pin", nil, jsonHeader(), body, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func jsonHeader() http.Header { return http.Header{"Content-Type": {"application/json"}} }
+
+// do calls c and returns the answer decoded as a T.
+func do[T any](ctx context.Context, c *Client, method, path string, q url.Values, header http.Header, body []byte) (*T, error) {
+	var out T
+	if err := c.call(ctx, method, path, q, header, body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// call sends one request and decodes a 2xx answer's JSON body into out
+// (when not nil); any other answer is an *Error.
+func (c *Client) call(ctx context.Context, method, path string, q url.Values, header http.Header, body []byte, out any) error {
+	u := c.server + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
+	if err != nil {
+		return fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
+	}
+	if int64(len(b)) > c.maxBytes {
+		return fmt.Errorf("%s %s: answer larger than %d bytes (Options.MaxResponseBytes)", method, path, c.maxBytes)
+	}
+	if resp.StatusCode/100 != 2 {
+		return answerError(resp, b)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s %s: answer %d is not the JSON expected: %w", method, path, resp.StatusCode, err)
+	}
+	return nil
+}
+
+func answerError(resp *http.Response, body []byte) *Error {
+	e := &Error{StatusCode: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After")}
+	var er contracts.ErrorResponse
+	if json.Unmarshal(body, &er) == nil && er.Error != "" {
+		e.Message = er.Error
+		return e
+	}
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > maxErrorMessage {
+		msg = msg[:maxErrorMessage] + "..."
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	e.Message = msg
+	return e
+}
