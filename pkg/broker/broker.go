@@ -1,7 +1,7 @@
 // Package broker builds the Watermill publishers and subscribers that carry
 // lane traffic and result events, behind one interface with two drivers:
 // "amqp" (RabbitMQ, through watermill-amqp v2) and "redisstream" (Redis
-// Streams, read by StreamReader and written with group-committed XADDs,
+// Streams, read by a streamgroup.Reader and written with group-committed XADDs,
 // also what the embedded dev mode runs on).
 //
 // # Contract
