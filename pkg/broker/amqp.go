@@ -22,7 +22,7 @@ type amqpDriver struct {
 	subConn  *wamqp.ConnectionWrapper
 	pub      *confirmPublisher
 	resPub   *confirmPublisher
-	sub      *wamqp.Subscriber
+	sub      *laneSubscriber
 	closeOne sync.Once
 }
 
@@ -49,7 +49,7 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	}
 	// Lanes are on the default exchange, the routing key is the lane.
 	d.pub = newConfirmPublisher(d.pubConn, cfg.PublishChannels, "", func(topic string) string { return topic }, true)
-	if d.sub, err = wamqp.NewSubscriberWithConnection(laneCfg, logger, d.subConn); err != nil {
+	if d.sub, err = newLaneSubscriber(laneCfg, logger, d.subConn, cfg.Logger); err != nil {
 		_ = d.Close()
 		return nil, fmt.Errorf("creating lane subscriber: %w", err)
 	}
