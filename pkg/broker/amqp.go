@@ -62,14 +62,12 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 
 // laneConfig is a durable queue per lane on the default exchange, with one
 // unacked delivery per consumer (parallelism comes from running several
-// consumers). Publishing goes through confirmPublisher, not watermill-amqp's
-// publisher; the publish settings here only matter to Watermill's checks.
+// consumers). Only the subscriber and the connection read it: publishing
+// goes through confirmPublisher, not watermill-amqp's publisher.
 func (d *amqpDriver) laneConfig() wamqp.Config {
 	c := wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
 	c.Marshaler = amqpMarshaler{}
 	c.Queue.Arguments = d.laneArgs()
-	c.Publish.ChannelPoolSize = d.cfg.PublishChannels
-	c.Publish.ConfirmDelivery = true
 	c.Consume.Qos.PrefetchCount = 1
 	return c
 }
