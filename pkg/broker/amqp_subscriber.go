@@ -46,7 +46,10 @@ type laneSubscriber struct {
 }
 
 func newLaneSubscriber(cfg wamqp.Config, wlog watermill.LoggerAdapter, conn *wamqp.ConnectionWrapper, logger *slog.Logger) (*laneSubscriber, error) {
-	s := &laneSubscriber{conn: conn, args: cfg.Queue.Arguments, logger: logger, closing: make(chan struct{}), inner: map[string]map[*context.CancelFunc]struct{}{}}
+	s := &laneSubscriber{
+		conn: conn, args: cfg.Queue.Arguments, logger: logger.With("component", "amqp"),
+		closing: make(chan struct{}), inner: map[string]map[*context.CancelFunc]struct{}{},
+	}
 	cfg.TopologyBuilder = laneTopology{s}
 	var err error
 	if s.sub, err = wamqp.NewSubscriberWithConnection(cfg, wlog, conn); err != nil {
@@ -79,18 +82,23 @@ func isNotFound(err error) bool {
 // Subscribe declares lane and adds a consumer of it. Its channel closes
 // when ctx ends or the subscriber closes.
 func (s *laneSubscriber) Subscribe(ctx context.Context, lane string) (<-chan *message.Message, error) {
+	s.mu.Lock()
 	if s.isClosing() {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("subscribing to lane %s: subscriber closed", lane)
 	}
+	s.wg.Add(1) // under mu, so that Close waits for it
+	s.mu.Unlock()
 	if err := s.declare(lane); err != nil {
+		s.wg.Done()
 		return nil, err
 	}
 	in, done, err := s.subscribeInner(ctx, lane)
 	if err != nil {
+		s.wg.Done()
 		return nil, err
 	}
 	out := make(chan *message.Message)
-	s.wg.Add(1)
 	go s.forward(ctx, lane, in, done, out)
 	return out, nil
 }
@@ -227,7 +235,9 @@ func (s *laneSubscriber) isClosing() bool {
 func (s *laneSubscriber) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
 		close(s.closing)
+		s.mu.Unlock()
 		err = s.sub.Close()
 		s.wg.Wait()
 	})
