@@ -126,7 +126,7 @@ func TestDriverConformanceRedisStream(t *testing.T) {
 		open: func(t *testing.T) Driver {
 			d, err := New(Config{Driver: DriverRedisStream, Redis: opt, ConsumerGroup: group, Logger: testkit.Logger(t, slog.LevelWarn)})
 			require.NoError(t, err)
-			t.Cleanup(func() { require.NoError(t, d.Close()) })
+			t.Cleanup(func() { _ = d.Close() }) // CloseEndsConsumers checks its error
 			return d
 		},
 		lane: func(_ *testing.T, name string) string {
@@ -349,14 +349,7 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 		got.Ack()
 		// A consumer whose context ends stops.
 		stop()
-		testkit.Eventually(t, 10*time.Second, func() bool {
-			select {
-			case _, ok := <-ch:
-				return !ok
-			default:
-				return false
-			}
-		}, "the consumer's channel closed")
+		requireClosed(t, ch)
 	})
 
 	run("TrimFreesOnlyAcknowledgedMessages", func(t *testing.T) {
@@ -391,6 +384,19 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 		}
 		third.Ack()
 		testkit.Eventually(t, 10*time.Second, func() bool { return backlog(t, d, lane) == 0 }, "the third acked")
+	})
+
+	run("CloseEndsConsumers", func(t *testing.T) {
+		d := h.open(t)
+		lane := h.lane(t, "close")
+		require.NoError(t, d.DeclareLanes(ctx, lane))
+		publish(t, d, lane, "m-1")
+		ch := subscribe(t, d, lane)
+		receive(t, ch).Ack()
+		require.NoError(t, d.Close())
+		requireClosed(t, ch)
+		_, err := d.Subscriber().Subscribe(ctx, lane)
+		require.Error(t, err, "subscribing after Close")
 	})
 
 	run("ResultPublisherRoutesByKey", func(t *testing.T) {
@@ -481,6 +487,19 @@ func requireNothing(t *testing.T, ch <-chan *message.Message) {
 		}
 	case <-time.After(300 * time.Millisecond):
 	}
+}
+
+// requireClosed waits for ch to close (a consumer that ended).
+func requireClosed(t *testing.T, ch <-chan *message.Message) {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		select {
+		case _, ok := <-ch:
+			return !ok
+		default:
+			return false
+		}
+	}, "the consumer's channel closed")
 }
 
 // receiveAny returns the next message of either channel.
