@@ -22,7 +22,7 @@ type amqpDriver struct {
 	subConn  *wamqp.ConnectionWrapper
 	pub      *confirmPublisher
 	resPub   *confirmPublisher
-	sub      *wamqp.Subscriber
+	sub      *laneSubscriber
 	closeOne sync.Once
 }
 
@@ -49,7 +49,7 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	}
 	// Lanes are on the default exchange, the routing key is the lane.
 	d.pub = newConfirmPublisher(d.pubConn, cfg.PublishChannels, "", func(topic string) string { return topic }, true)
-	if d.sub, err = wamqp.NewSubscriberWithConnection(laneCfg, logger, d.subConn); err != nil {
+	if d.sub, err = newLaneSubscriber(laneCfg, logger, d.subConn, cfg.Logger); err != nil {
 		_ = d.Close()
 		return nil, fmt.Errorf("creating lane subscriber: %w", err)
 	}
@@ -62,14 +62,12 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 
 // laneConfig is a durable queue per lane on the default exchange, with one
 // unacked delivery per consumer (parallelism comes from running several
-// consumers). Publishing goes through confirmPublisher, not watermill-amqp's
-// publisher; the publish settings here only matter to Watermill's checks.
+// consumers). Only the subscriber and the connection read it: publishing
+// goes through confirmPublisher, not watermill-amqp's publisher.
 func (d *amqpDriver) laneConfig() wamqp.Config {
 	c := wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
 	c.Marshaler = amqpMarshaler{}
 	c.Queue.Arguments = d.laneArgs()
-	c.Publish.ChannelPoolSize = d.cfg.PublishChannels
-	c.Publish.ConfirmDelivery = true
 	c.Consume.Qos.PrefetchCount = 1
 	return c
 }

@@ -48,3 +48,30 @@ func TestAMQPPublishToMissingLaneFails(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 20, q.Messages, "every confirmed publish is in the lane")
 }
+
+// A consumer whose connection drops consumes its lane again once the
+// driver has reconnected (re-opening its channel checks that the lane
+// exists instead of declaring it).
+func TestAMQPConsumerResumesAfterReconnect(t *testing.T) {
+	t.Parallel()
+	url := testkit.RequireAMQP(t)
+	d, err := New(Config{Driver: DriverAMQP, AMQPURL: url, Logger: testkit.Logger(t, slog.LevelWarn)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	testkit.Eventually(t, 10*time.Second, func() bool { return d.Ping(ctx) == nil }, "connected")
+	lane := testkit.UniqueName("tltest.lane")
+	t.Cleanup(func() { testkit.PurgeQueues(t, lane) })
+	require.NoError(t, d.DeclareLanes(ctx, lane))
+	ch, err := d.Subscriber().Subscribe(ctx, lane)
+	require.NoError(t, err)
+
+	require.NoError(t, d.(*amqpDriver).subConn.Connection().Close())
+	publish(t, d, lane, "after")
+	got := receive(t, ch)
+	require.Equal(t, "after", got.UUID)
+	got.Ack()
+	_, exists := testkit.QueueDepth(t, lane)
+	require.True(t, exists)
+}

@@ -1,13 +1,16 @@
 // Package broker builds the Watermill publishers and subscribers that carry
 // lane traffic and result events, behind one interface with two drivers:
-// "amqp" (RabbitMQ, through watermill-amqp v2) and "redisstream" (Redis
-// Streams, read by StreamReader and written with group-committed XADDs,
+// "amqp" (RabbitMQ: watermill-amqp v2's subscriber, and confirmPublisher
+// for publishes) and "redisstream" (Redis
+// Streams, read by a streamgroup.Reader and written with group-committed XADDs,
 // also what the embedded dev mode runs on).
 //
 // # Contract
 //
 //   - Lanes are declared with DeclareLanes before anything is published to
-//     them: RabbitMQ confirms and silently drops a publish to a missing queue.
+//     them. A publish to a lane that does not exist fails with ErrUnroutable
+//     on amqp (RabbitMQ would confirm and drop it); on redisstream the XADD
+//     makes the stream, read once the lane is consumed.
 //   - Publisher().Publish returns only after the broker has durably accepted
 //     the message (publisher confirm on RabbitMQ, XADD reply on Redis).
 //   - Each Subscriber().Subscribe call is one consumer that holds at most one
@@ -16,8 +19,12 @@
 //     redisstream driver's reader reads no more entries of a lane than it
 //     has idle consumers, so none waits pending on a busy process.)
 //   - Deliveries the driver cannot read are never dropped or looped: they come
-//     out as messages with metadata taskmsg.KeyUndecodable set, for the
-//     dispatcher to quarantine.
+//     out as messages that taskmsg.Parse rejects, for the dispatcher to
+//     quarantine (the redisstream driver sets taskmsg.KeyUndecodable to the
+//     reason; the amqp driver's marshaler reads any delivery, whatever its
+//     headers).
+//   - A deleted lane stays deleted: its consumers do not declare it again;
+//     they wait and read it once it is declared again.
 //   - Close of a publisher handed out here is a no-op: Watermill's router closes
 //     a handler's publisher when the handler stops, and these are shared.
 //     Driver.Close closes everything.
@@ -59,8 +66,11 @@ type Driver interface {
 	// Ping reports whether the broker is reachable now.
 	Ping(ctx context.Context) error
 	// Depths reports each lane's backlog (messages not yet delivered, plus
-	// delivered and unacknowledged ones) and its consumer count. A lane
-	// that does not exist is left out.
+	// delivered and unacknowledged ones on redisstream; RabbitMQ reports
+	// no unacknowledged count, and they are at most the lane's consumers)
+	// and its consumers (Subscribe calls on amqp, consumer group members,
+	// one per process, on redisstream). A lane that does not exist is left
+	// out.
 	Depths(ctx context.Context, lanes ...string) (map[string]LaneDepth, error)
 	// DeleteLane removes a lane if it is empty; it reports whether it did.
 	DeleteLane(ctx context.Context, lane string) (bool, error)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/groupcommit"
+	"github.com/tasklane/tasklane/pkg/streamgroup"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
 )
 
@@ -44,7 +45,7 @@ const ownEntriesAfter = 30 * time.Second
 type redisStreamDriver struct {
 	cfg   Config
 	rdb   *redis.Client
-	live  *Liveness
+	live  *streamgroup.Liveness
 	pub   *streamPublisher
 	lanes *streamLanes
 	// stopReader ends the lane reader's Run; readerDone is closed when it
@@ -60,7 +61,7 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	if cfg.ConsumerGroup == "" {
 		cfg.ConsumerGroup = "tasklane-dispatchers"
 	}
-	opt := ClientOptions(*cfg.Redis)
+	opt := streamgroup.ClientOptions(*cfg.Redis)
 	opt.PoolSize = max(opt.PoolSize, streamPoolSize)
 	rdb := redis.NewClient(opt)
 	d := &redisStreamDriver{cfg: cfg, rdb: rdb}
@@ -70,7 +71,7 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	// ledger (a running task is held by its lease, not its entry), so an
 	// own entry idle for 30s was never seen; taking one that was (a long
 	// task) again is harmless: the claim finds it busy and drops it.
-	d.live = NewLiveness(rdb, cfg.ConsumerGroup, ConsumerName(), ownEntriesAfter)
+	d.live = streamgroup.NewLiveness(rdb, cfg.ConsumerGroup, streamgroup.ConsumerName(), ownEntriesAfter)
 	d.lanes = newStreamLanes()
 	// Dispatchers share one group per lane, so each task goes to one. A
 	// nacked entry is offered again after a second, so that an outage of
@@ -78,7 +79,7 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	// start waits for nothing, and reads batch what arrived during the
 	// previous one.
 	var err error
-	if d.lanes.reader, err = NewStreamReader(StreamReaderConfig{
+	if d.lanes.reader, err = streamgroup.NewReader(streamgroup.Config{
 		Client: rdb, Group: cfg.ConsumerGroup, Live: d.live, Handle: d.lanes.handle,
 		What: "lanes", Logger: cfg.Logger.With("component", "redisstream"), RetryWait: time.Second,
 	}); err != nil {
@@ -100,7 +101,7 @@ func (d *redisStreamDriver) Name() string { return DriverRedisStream }
 // on it, so entries published before any dispatcher runs are kept for it.
 func (d *redisStreamDriver) DeclareLanes(ctx context.Context, lanes ...string) error {
 	for _, lane := range append(lanes, QuarantineTopic) {
-		if err := EnsureGroup(ctx, d.rdb, lane, d.cfg.ConsumerGroup); err != nil {
+		if err := streamgroup.EnsureGroup(ctx, d.rdb, lane, d.cfg.ConsumerGroup); err != nil {
 			return fmt.Errorf("declaring lane %s: %w", lane, err)
 		}
 	}

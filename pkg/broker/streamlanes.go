@@ -7,17 +7,19 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tasklane/tasklane/pkg/streamgroup"
 )
 
 // streamLanes is the redisstream driver's lane subscriber: a Watermill
-// Subscriber over one StreamReader. Each Subscribe call is one consumer
+// Subscriber over one streamgroup.Reader. Each Subscribe call is one consumer
 // of a lane, and one slot of the reader on that lane's stream; the
 // reader reads every lane in one XREADGROUP and hands each entry to an
 // idle consumer of its lane. An entry is acknowledged when the router
 // acks its message and handled again after the reader's RetryWait when
 // it nacks.
 type streamLanes struct {
-	reader *StreamReader
+	reader *streamgroup.Reader
 
 	// closing refuses new consumers and ends every consumer.
 	closing   chan struct{}
@@ -138,10 +140,10 @@ func (s *streamLanes) feed(lane string) *laneFeed {
 // handle is the reader's handler: it offers the entry to a consumer of its
 // lane and waits for the router's verdict. ctx ends only when the reader's
 // drain timed out.
-func (s *streamLanes) handle(ctx context.Context, lane string, m redis.XMessage) Outcome {
+func (s *streamLanes) handle(ctx context.Context, lane string, m redis.XMessage) streamgroup.Outcome {
 	f := s.feed(lane)
 	if f == nil {
-		return Release
+		return streamgroup.Release
 	}
 	msg, _ := streamMarshaler{}.Unmarshal(m.Values)
 	select {
@@ -150,17 +152,17 @@ func (s *streamLanes) handle(ctx context.Context, lane string, m redis.XMessage)
 		// The lane's consumers left (the lane is no longer consumed here,
 		// or the driver is closing): another process, or this one when it
 		// consumes the lane again, takes the entry.
-		return Release
+		return streamgroup.Release
 	case <-ctx.Done():
-		return Leave
+		return streamgroup.Leave
 	}
 	select {
 	case <-msg.Acked():
-		return Done
+		return streamgroup.Done
 	case <-msg.Nacked():
-		return Retry
+		return streamgroup.Retry
 	case <-ctx.Done():
-		return Leave
+		return streamgroup.Leave
 	}
 }
 

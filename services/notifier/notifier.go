@@ -21,7 +21,7 @@
 // its sinks were attempted; an entry whose publish failed stays pending and
 // is tried again after a second. Entries pending on a notifier whose
 // heartbeat stopped are taken over (XPENDING + XCLAIM) every
-// broker.ClaimEvery. The reading is broker.StreamReader's, as for the
+// streamgroup.ClaimEvery. The reading is streamgroup.Reader's, as for the
 // redisstream driver's lanes.
 package notifier
 
@@ -40,10 +40,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasklane/tasklane/contracts"
-	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/cloudevent"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/streamgroup"
 )
 
 const (
@@ -113,9 +113,9 @@ type Config struct {
 type Notifier struct {
 	cfg    Config
 	rdb    *redis.Client
-	live   *broker.Liveness
+	live   *streamgroup.Liveness
 	stream string
-	reader *broker.StreamReader
+	reader *streamgroup.Reader
 
 	mu      sync.Mutex
 	started bool
@@ -162,7 +162,7 @@ func New(cfg Config) (*Notifier, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	opt := broker.ClientOptions(*cfg.Redis)
+	opt := streamgroup.ClientOptions(*cfg.Redis)
 	// The read loop, the ack flusher and the heartbeat each use one
 	// connection at a time.
 	opt.PoolSize = max(opt.PoolSize, 8)
@@ -171,13 +171,13 @@ func New(cfg Config) (*Notifier, error) {
 	// A dead notifier's unacknowledged results are taken over within
 	// seconds (heartbeats), a live one's never: however long its sinks
 	// take, it holds the entry and acknowledges it when done.
-	live := broker.NewLiveness(rdb, stream+":"+ConsumerGroup, broker.ConsumerName(), ownEntriesAfter)
+	live := streamgroup.NewLiveness(rdb, stream+":"+ConsumerGroup, streamgroup.ConsumerName(), ownEntriesAfter)
 	n := &Notifier{
 		cfg: cfg, rdb: rdb, live: live, stream: stream,
 		stop: make(chan struct{}), running: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	var err error
-	n.reader, err = broker.NewStreamReader(broker.StreamReaderConfig{
+	n.reader, err = streamgroup.NewReader(streamgroup.Config{
 		Client: rdb, Group: ConsumerGroup, Live: live, Handle: n.handle,
 		What: "results outbox", Logger: cfg.Logger, ReadLinger: readLinger, RetryWait: retryWait,
 	})
@@ -204,7 +204,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer close(n.stopped)
 
-	if err := broker.EnsureGroup(ctx, n.rdb, n.stream, ConsumerGroup); err != nil {
+	if err := streamgroup.EnsureGroup(ctx, n.rdb, n.stream, ConsumerGroup); err != nil {
 		return fmt.Errorf("creating consumer group %s of %s: %w", ConsumerGroup, n.stream, err)
 	}
 	close(n.running)
@@ -284,26 +284,26 @@ func RoutingKey(t *contracts.Task) string {
 // the publish failed (the entry is tried again) or ctx ended before the
 // sinks were attempted (it stays pending). Entries that cannot become an
 // event are logged and done.
-func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) broker.Outcome {
+func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) streamgroup.Outcome {
 	if len(m.Values) == 0 {
 		n.cfg.Logger.ErrorContext(ctx, "unreadable outbox entry dropped", "entry", m.ID, "reason", "no fields")
-		return broker.Done
+		return streamgroup.Done
 	}
 	task := ledger.RecordFromValues(m.Values)
 	t := &task
 	if t.ID == "" || !t.State.Terminal() {
 		n.cfg.Logger.ErrorContext(ctx, "unreadable outbox entry dropped", "entry", m.ID, "reason", "no terminal task", "fields", m.Values)
-		return broker.Done
+		return streamgroup.Done
 	}
 	ev, err := ResultEvent(t)
 	if err != nil {
 		n.cfg.Logger.ErrorContext(ctx, "building result event", "task", t.ID, "error", err)
-		return broker.Done
+		return streamgroup.Done
 	}
 	out, err := cloudevent.ToMessage(ev.ID(), ev)
 	if err != nil {
 		n.cfg.Logger.ErrorContext(ctx, "building result message", "task", t.ID, "error", err)
-		return broker.Done
+		return streamgroup.Done
 	}
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	out.SetContext(pctx)
@@ -312,7 +312,7 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) broke
 	if err != nil {
 		n.cfg.Metrics.ResultsPublished.WithLabelValues("error").Inc()
 		n.cfg.Logger.WarnContext(ctx, "publishing result event, will try again", "task", t.ID, "retry_in", retryWait, "error", err)
-		return broker.Retry
+		return streamgroup.Retry
 	}
 	n.cfg.Metrics.ResultsPublished.WithLabelValues("ok").Inc()
 	var wg sync.WaitGroup
@@ -323,7 +323,7 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) broke
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
-		return broker.Leave
+		return streamgroup.Leave
 	}
-	return broker.Done
+	return streamgroup.Done
 }

@@ -1,4 +1,4 @@
-package broker
+package streamgroup
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
-// These tests run StreamReader against the real Redis, on streams under a
+// These tests run Reader against the real Redis, on streams under a
 // key prefix of the test's own.
 
 const testGroup = "readers"
@@ -50,7 +50,7 @@ func newReaderRig(t *testing.T, streams, entriesEach int) *readerRig {
 
 // run starts a reader with slots per stream and handle (nil: Done at once)
 // until the test ends.
-func (rig *readerRig) run(t *testing.T, slots int, handle func(stream string, m redis.XMessage) Outcome) *StreamReader {
+func (rig *readerRig) run(t *testing.T, slots int, handle func(stream string, m redis.XMessage) Outcome) *Reader {
 	t.Helper()
 	opt, err := redis.ParseURL(testkit.RedisURL())
 	require.NoError(t, err)
@@ -61,7 +61,7 @@ func (rig *readerRig) run(t *testing.T, slots int, handle func(stream string, m 
 	beatOpt, _ := redis.ParseURL(testkit.RedisURL())
 	beats := redis.NewClient(beatOpt)
 	live := NewLiveness(beats, rig.streams[0]+":"+testGroup, ConsumerName(), time.Minute)
-	r, err := NewStreamReader(StreamReaderConfig{
+	r, err := NewReader(Config{
 		Client: client, Group: testGroup, Live: live, What: "test streams",
 		Logger: testkit.Logger(t, slog.LevelInfo), RetryWait: 50 * time.Millisecond,
 		Handle: func(_ context.Context, stream string, m redis.XMessage) Outcome {
@@ -117,7 +117,7 @@ func (rig *readerRig) timesHandled() (entries, total int) {
 	return entries, total
 }
 
-func TestStreamReaderReadsEveryStreamInOneRoundTrip(t *testing.T) {
+func TestReaderReadsEveryStreamInOneRoundTrip(t *testing.T) {
 	rig := newReaderRig(t, 16, 4)
 	rig.run(t, 4, nil)
 	testkit.Eventually(t, 10*time.Second, func() bool { return rig.settled(t) }, "all 64 entries read and acknowledged")
@@ -130,7 +130,7 @@ func TestStreamReaderReadsEveryStreamInOneRoundTrip(t *testing.T) {
 	require.LessOrEqual(t, rig.trips.Load(), int64(16), "round trips")
 }
 
-func TestStreamReaderHoldsNoMoreThanItsSlots(t *testing.T) {
+func TestReaderHoldsNoMoreThanItsSlots(t *testing.T) {
 	rig := newReaderRig(t, 2, 10)
 	var inFlight, most atomic.Int32
 	release := make(chan struct{})
@@ -152,7 +152,7 @@ func TestStreamReaderHoldsNoMoreThanItsSlots(t *testing.T) {
 	require.Equal(t, int32(6), most.Load(), "never more than 3 slots per stream at once")
 }
 
-func TestStreamReaderRetriesAndLeaves(t *testing.T) {
+func TestReaderRetriesAndLeaves(t *testing.T) {
 	rig := newReaderRig(t, 1, 2)
 	var first sync.Map
 	rig.run(t, 2, func(_ string, m redis.XMessage) Outcome {
@@ -176,7 +176,7 @@ func TestStreamReaderRetriesAndLeaves(t *testing.T) {
 	}, "the entry read and left pending, not acknowledged")
 }
 
-func TestStreamReaderTakesOverDeadConsumersOnEveryStream(t *testing.T) {
+func TestReaderTakesOverDeadConsumersOnEveryStream(t *testing.T) {
 	rig := newReaderRig(t, 3, 2)
 	ctx := context.Background()
 	// A consumer without a heartbeat read every entry and died.
@@ -196,7 +196,7 @@ func TestStreamReaderTakesOverDeadConsumersOnEveryStream(t *testing.T) {
 	}
 }
 
-func TestStreamReaderReleasedEntryIsTakenByAClaimRound(t *testing.T) {
+func TestReaderReleasedEntryIsTakenByAClaimRound(t *testing.T) {
 	rig := newReaderRig(t, 1, 1)
 	var released atomic.Bool
 	r := rig.run(t, 1, func(string, redis.XMessage) Outcome {
@@ -219,7 +219,7 @@ func TestStreamReaderReleasedEntryIsTakenByAClaimRound(t *testing.T) {
 	require.True(t, names[r.Consumer()])
 }
 
-func TestStreamReaderReleasesOnlyWhatItStillHolds(t *testing.T) {
+func TestReaderReleasesOnlyWhatItStillHolds(t *testing.T) {
 	rig := newReaderRig(t, 1, 2)
 	ctx := context.Background()
 	s := rig.streams[0]
