@@ -9,8 +9,8 @@
 //
 //   - Lanes are declared with DeclareLanes before anything is published to
 //     them. A publish to a lane that does not exist fails with ErrUnroutable
-//     on amqp (RabbitMQ would confirm and drop it); on redisstream the XADD
-//     makes the stream, read once the lane is consumed.
+//     on both drivers (RabbitMQ would confirm and drop it; an XADD would make
+//     a stream without the consumer group, which nothing reads).
 //   - Publisher().Publish returns only after the broker has durably accepted
 //     the message (publisher confirm on RabbitMQ, XADD reply on Redis).
 //   - Each Subscriber().Subscribe call is one consumer that holds at most one

@@ -317,6 +317,7 @@ func (p *streamPublisher) publish(topic string, marshal func(*message.Message) (
 	if len(msgs) == 0 {
 		return nil
 	}
+	maxLen, trimmed := p.maxLens[topic]
 	calls := make([]*xadd, len(msgs))
 	for i, m := range msgs {
 		values, err := marshal(m)
@@ -325,7 +326,9 @@ func (p *streamPublisher) publish(topic string, marshal func(*message.Message) (
 		}
 		md, _ := values[fieldMetadata].([]byte)
 		calls[i] = &xadd{
-			args: &redis.XAddArgs{Stream: topic, Values: values, MaxLen: p.maxLens[topic], Approx: true},
+			// A lane (no maxLen entry) is never made by a publish: a stream
+			// made by XADD has no consumer group, so nothing would read it.
+			args: &redis.XAddArgs{Stream: topic, Values: values, MaxLen: maxLen, Approx: true, NoMkStream: !trimmed},
 			size: len(m.Payload) + len(md),
 		}
 	}
@@ -333,7 +336,10 @@ func (p *streamPublisher) publish(topic string, marshal func(*message.Message) (
 		return fmt.Errorf("publishing to %s: %w", topic, err)
 	}
 	for i, c := range calls {
-		if err := c.cmd.Err(); err != nil {
+		if err := c.cmd.Err(); errors.Is(err, redis.Nil) {
+			// NOMKSTREAM on a stream that does not exist: a deleted lane.
+			return fmt.Errorf("%w: %s to %s: no such lane", ErrUnroutable, msgs[i].UUID, topic)
+		} else if err != nil {
 			return fmt.Errorf("publishing message %s to %s: %w", msgs[i].UUID, topic, err)
 		}
 	}
