@@ -2,17 +2,22 @@ package notifier
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
@@ -180,4 +185,182 @@ func TestNotifierHangingSinkDelaysOnlyItself(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool { return hanging.delivered(slow) }, "every result delivered to the sink once it answers (%d of %d)", hanging.okCount(), len(slow))
 	require.GreaterOrEqual(t, hanging.mostAsked(), 2, "a timed-out delivery was tried again")
 	testkit.Eventually(t, 5*time.Second, func() bool { return b.drained(t) }, "the outbox acknowledged")
+}
+
+// runNotifier runs a notifier until the test ends or the returned stop is
+// called.
+func runNotifier(t *testing.T, cfg Config) (stop func()) {
+	t.Helper()
+	n, err := New(cfg)
+	require.NoError(t, err)
+	ran := make(chan error, 1)
+	go func() { ran <- n.Run(context.Background()) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			require.NoError(t, n.Close())
+			require.NoError(t, <-ran)
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-n.Running():
+	case <-time.After(10 * time.Second):
+		t.Fatal("notifier not running within 10s")
+	}
+	return stop
+}
+
+// TestNotifierStopMidRetryKeepsDelivery: a notifier stopped while its
+// sink deliveries wait for a retry leaves them queued; the next notifier
+// delivers them once the sink answers.
+func TestNotifierStopMidRetryKeepsDelivery(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	failing := newGatedSink(t, true)
+	sub := Subscription{Name: "s", Sink: failing.srv.URL}
+	cfg := Config{
+		Ledger: b.ledger, Redis: b.opts, ResultPublisher: b.pub, Metrics: b.metrics, Logger: b.log,
+		Subscriptions: []Subscription{sub}, SinkBackoff: time.Second,
+	}
+	stopA := runNotifier(t, cfg)
+	ids := b.addResults(t, "mid-retry", 5)
+	retries := b.metrics.SinkDeliveries.WithLabelValues("s", "retry")
+	testkit.Eventually(t, 5*time.Second, func() bool { return counterValue(t, retries) == float64(len(ids)) }, "every delivery failed once and waits for a retry")
+	stopped := time.Now()
+	stopA()
+	require.Less(t, time.Since(stopped), 5*time.Second, "Close waited for sink retries")
+	require.Zero(t, failing.okCount())
+
+	failing.answer()
+	cfg.SinkBackoff = 10 * time.Millisecond
+	runNotifier(t, cfg)
+	testkit.Eventually(t, 5*time.Second, func() bool { return failing.delivered(ids) }, "every result delivered by the next notifier (%d of %d)", failing.okCount(), len(ids))
+	require.True(t, b.drained(t), "outbox acknowledged")
+}
+
+// cutter cuts a Redis client's network: after cut, no write reaches Redis
+// (a process that died, as far as Redis can tell).
+type cutter struct{ cut atomic.Bool }
+
+var errCut = errors.New("network cut")
+
+func (c *cutter) options(o redis.Options) *redis.Options {
+	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if c.cut.Load() {
+			return nil, errCut
+		}
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &cutConn{Conn: conn, c: c}, nil
+	}
+	o.MaxRetries = -1
+	return &o
+}
+
+type cutConn struct {
+	net.Conn
+	c *cutter
+}
+
+func (k *cutConn) Write(p []byte) (int, error) {
+	if k.c.cut.Load() {
+		return 0, errCut
+	}
+	return k.Conn.Write(p)
+}
+
+// TestNotifierCrashMidRetryLosesNoDelivery: a notifier that dies with
+// sink deliveries waiting for a retry and its outbox entries not
+// acknowledged loses nothing: the next notifier takes the entries over
+// (without queueing them twice) and delivers the queued retries.
+func TestNotifierCrashMidRetryLosesNoDelivery(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	failing := newGatedSink(t, true)
+	sub := Subscription{Name: "s", Sink: failing.srv.URL}
+
+	// Notifier A talks to Redis through clients whose network the test
+	// cuts.
+	var cut cutter
+	aOpts := cut.options(*b.opts)
+	aLedger := ledger.New(ledger.Config{Redis: redis.NewClient(aOpts), Prefix: strings.TrimSuffix(b.stream, ":outbox")})
+	t.Cleanup(func() { _ = aLedger.Redis().Close() })
+	release := b.pub.holdAll()
+	stopA := runNotifier(t, Config{
+		Ledger: aLedger, Redis: aOpts, ResultPublisher: b.pub, Metrics: b.metrics, Logger: b.log,
+		Subscriptions: []Subscription{sub}, SinkBackoff: 500 * time.Millisecond,
+	})
+	ids := b.addResults(t, "crash", 5)
+	// Every result is queued for the sink and failed its first attempt;
+	// its publish is under way, so the outbox entry is not acknowledged.
+	retries := b.metrics.SinkDeliveries.WithLabelValues("s", "retry")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return counterValue(t, retries) == float64(len(ids)) && b.pub.inFlight() == len(ids)
+	}, "every delivery failed once, every publish in flight")
+	cut.cut.Store(true)
+	release()
+	stopA()
+	g := b.group(t)
+	require.Equal(t, int64(len(ids)), g.Pending, "A acknowledged nothing")
+
+	failing.answer()
+	runNotifier(t, Config{
+		Ledger: b.ledger, Redis: b.opts, ResultPublisher: b.pub, Metrics: b.metrics, Logger: b.log,
+		Subscriptions: []Subscription{sub}, SinkBackoff: 10 * time.Millisecond,
+	})
+	testkit.Eventually(t, 15*time.Second, func() bool { return b.drained(t) }, "the dead notifier's entries taken over and acknowledged")
+	testkit.Eventually(t, 5*time.Second, func() bool { return failing.delivered(ids) }, "every result delivered (%d of %d)", failing.okCount(), len(ids))
+	for _, id := range ids {
+		require.GreaterOrEqual(t, b.pub.published(id), 1, "publishes of %s", id)
+	}
+}
+
+// TestBreaker: the circuit opens after the threshold of consecutive
+// failures, lets one probe through after the cooldown, doubles the
+// cooldown when the probe fails and closes when one succeeds.
+func TestBreaker(t *testing.T) {
+	t.Parallel()
+	b := breaker{threshold: 3, base: time.Second}
+	now := time.Unix(1000, 0)
+	for i := range 2 {
+		opened, _ := b.failure(now, false)
+		require.False(t, opened, "failure %d", i+1)
+	}
+	b.success()
+	for range 2 {
+		b.failure(now, false)
+	}
+	require.True(t, b.closed(), "a success resets the count")
+	opened, cooldown := b.failure(now, false)
+	require.True(t, opened)
+	require.Equal(t, time.Second, cooldown)
+	require.False(t, b.closed())
+
+	n, _, wait := b.admit(now.Add(400 * time.Millisecond))
+	require.Zero(t, n, "open: nothing starts")
+	require.Equal(t, 600*time.Millisecond, wait)
+
+	later := now.Add(time.Second)
+	n, probe, _ := b.admit(later)
+	require.Equal(t, 1, n)
+	require.True(t, probe)
+	n, _, _ = b.admit(later)
+	require.Zero(t, n, "one probe at a time")
+
+	opened, cooldown = b.failure(later, true)
+	require.True(t, opened, "a failed probe opens the circuit again")
+	require.Equal(t, 2*time.Second, cooldown)
+	n, _, _ = b.admit(later.Add(time.Second))
+	require.Zero(t, n)
+
+	n, probe, _ = b.admit(later.Add(2 * time.Second))
+	require.Equal(t, 1, n)
+	require.True(t, probe)
+	require.True(t, b.success(), "a successful probe closes the circuit")
+	require.True(t, b.closed())
+	n, _, _ = b.admit(later.Add(2 * time.Second))
+	require.Greater(t, n, 1)
 }
