@@ -108,16 +108,16 @@ type Config struct {
 	Consumers int
 	// SinkAttempts bounds attempts of one result to one sink; the last
 	// failure is logged ("giving up on sink delivery") and counted as
-	// dropped. Default SinkAttemptsDefault.
+	// dropped. Default config.SinkAttemptsDefault.
 	SinkAttempts int
 	// SinkBackoff is the first wait between sink attempts, doubled each
 	// time up to 5m (a Retry-After answer replaces it). Default
 	// SinkBackoffDefault.
 	SinkBackoff time.Duration
-	// SinkTimeout bounds one attempt. Default SinkTimeoutDefault.
+	// SinkTimeout bounds one attempt. Default config.SinkTimeoutDefault.
 	SinkTimeout time.Duration
 	// SinkConcurrency bounds the attempts to one sink in flight in this
-	// process. Default SinkConcurrencyDefault.
+	// process. Default config.SinkConcurrencyDefault.
 	SinkConcurrency int
 	// SinkBreakerFailures consecutive failed attempts open a sink's
 	// circuit: no attempts for SinkBreakerCooldown (doubling while the
@@ -128,7 +128,7 @@ type Config struct {
 	// SinkBacklog bounds the deliveries queued for one sink (waiting for a
 	// retry or for a free attempt); a result that finds its sink's queue
 	// full is not sent to that sink (logged, counted as dropped). Default
-	// SinkBacklogDefault.
+	// config.SinkBacklogDefault.
 	SinkBacklog int
 }
 
@@ -178,13 +178,13 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	cfg.Logger = cfg.Logger.With("component", "notifier")
 	cfg.Consumers = cmp.Or(max(cfg.Consumers, 0), config.NotifierConsumersDefault)
-	cfg.SinkAttempts = cmp.Or(max(cfg.SinkAttempts, 0), SinkAttemptsDefault)
+	cfg.SinkAttempts = cmp.Or(max(cfg.SinkAttempts, 0), config.SinkAttemptsDefault)
 	cfg.SinkBackoff = cmp.Or(max(cfg.SinkBackoff, 0), SinkBackoffDefault)
-	cfg.SinkTimeout = cmp.Or(max(cfg.SinkTimeout, 0), SinkTimeoutDefault)
-	cfg.SinkConcurrency = cmp.Or(max(cfg.SinkConcurrency, 0), SinkConcurrencyDefault)
+	cfg.SinkTimeout = cmp.Or(max(cfg.SinkTimeout, 0), config.SinkTimeoutDefault.Std())
+	cfg.SinkConcurrency = cmp.Or(max(cfg.SinkConcurrency, 0), config.SinkConcurrencyDefault)
 	cfg.SinkBreakerFailures = cmp.Or(max(cfg.SinkBreakerFailures, 0), SinkBreakerFailuresDefault)
 	cfg.SinkBreakerCooldown = cmp.Or(max(cfg.SinkBreakerCooldown, 0), SinkBreakerCooldownDefault)
-	cfg.SinkBacklog = cmp.Or(max(cfg.SinkBacklog, 0), SinkBacklogDefault)
+	cfg.SinkBacklog = cmp.Or(max(cfg.SinkBacklog, 0), config.SinkBacklogDefault)
 	if cfg.Client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = cfg.SinkConcurrency

@@ -19,22 +19,15 @@ import (
 	"github.com/tasklane/tasklane/pkg/ledger"
 )
 
-// Sink delivery defaults (Config's zero values).
+// Sink delivery defaults that have no configuration key (the others are
+// pkg/config's).
 const (
-	// SinkAttemptsDefault is the default Config.SinkAttempts.
-	SinkAttemptsDefault = 10
 	// SinkBackoffDefault is the default Config.SinkBackoff.
 	SinkBackoffDefault = time.Second
-	// SinkTimeoutDefault is the default Config.SinkTimeout.
-	SinkTimeoutDefault = 10 * time.Second
-	// SinkConcurrencyDefault is the default Config.SinkConcurrency.
-	SinkConcurrencyDefault = 8
 	// SinkBreakerFailuresDefault is the default Config.SinkBreakerFailures.
 	SinkBreakerFailuresDefault = 5
 	// SinkBreakerCooldownDefault is the default Config.SinkBreakerCooldown.
 	SinkBreakerCooldownDefault = 5 * time.Second
-	// SinkBacklogDefault is the default Config.SinkBacklog.
-	SinkBacklogDefault = 10_000
 )
 
 const (

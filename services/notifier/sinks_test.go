@@ -41,6 +41,14 @@ func (b *testBundle) addTenantResults(t *testing.T, tenant, name string, count i
 	return ids
 }
 
+// queued is how many deliveries the subscription's queue holds.
+func (b *testBundle) queued(t *testing.T, subscription string) int64 {
+	t.Helper()
+	n, err := b.rdb.ZCard(context.Background(), b.stream+":sink:{"+subscription+"}:due").Result()
+	require.NoError(t, err)
+	return n
+}
+
 // gatedSink answers 204 once opened; until then it never answers (a
 // request waits until the client gives up) or, with fail set, answers 500.
 type gatedSink struct {
@@ -182,8 +190,10 @@ func TestNotifierHangingSinkDelaysOnlyItself(t *testing.T) {
 	retries := b.metrics.SinkDeliveries.WithLabelValues("slow", "retry")
 	testkit.Eventually(t, 3*sinkTimeout, func() bool { return counterValue(t, retries) > 0 }, "a hanging delivery scheduled again")
 	hanging.answer()
-	testkit.Eventually(t, 10*time.Second, func() bool { return hanging.delivered(slow) }, "every result delivered to the sink once it answers (%d of %d)", hanging.okCount(), len(slow))
+	testkit.Eventually(t, 10*time.Second, func() bool { return hanging.delivered(slow) && b.queued(t, "slow") == 0 },
+		"every result delivered to the sink once it answers (%d of %d, %d queued)", hanging.okCount(), len(slow), b.queued(t, "slow"))
 	require.GreaterOrEqual(t, hanging.mostAsked(), 2, "a timed-out delivery was tried again")
+	require.Zero(t, b.queued(t, "all"))
 	testkit.Eventually(t, 5*time.Second, func() bool { return b.drained(t) }, "the outbox acknowledged")
 }
 
@@ -235,7 +245,8 @@ func TestNotifierStopMidRetryKeepsDelivery(t *testing.T) {
 	failing.answer()
 	cfg.SinkBackoff = 10 * time.Millisecond
 	runNotifier(t, cfg)
-	testkit.Eventually(t, 5*time.Second, func() bool { return failing.delivered(ids) }, "every result delivered by the next notifier (%d of %d)", failing.okCount(), len(ids))
+	testkit.Eventually(t, 5*time.Second, func() bool { return failing.delivered(ids) && b.queued(t, "s") == 0 },
+		"every result delivered by the next notifier (%d of %d)", failing.okCount(), len(ids))
 	require.True(t, b.drained(t), "outbox acknowledged")
 }
 
@@ -312,7 +323,8 @@ func TestNotifierCrashMidRetryLosesNoDelivery(t *testing.T) {
 		Subscriptions: []Subscription{sub}, SinkBackoff: 10 * time.Millisecond,
 	})
 	testkit.Eventually(t, 15*time.Second, func() bool { return b.drained(t) }, "the dead notifier's entries taken over and acknowledged")
-	testkit.Eventually(t, 5*time.Second, func() bool { return failing.delivered(ids) }, "every result delivered (%d of %d)", failing.okCount(), len(ids))
+	testkit.Eventually(t, 5*time.Second, func() bool { return failing.delivered(ids) && b.queued(t, "s") == 0 },
+		"every result delivered (%d of %d)", failing.okCount(), len(ids))
 	for _, id := range ids {
 		require.GreaterOrEqual(t, b.pub.published(id), 1, "publishes of %s", id)
 	}
