@@ -5,10 +5,28 @@
 // lost between "task finished" and "result sent". The notifier consumes the
 // outbox with a consumer group, publishes each result to the results
 // exchange (routing key <tenant>.<function>.<outcome>) and delivers it over
-// HTTP, binary mode, to every subscription whose filter matches, with
-// bounded retries. Delivery is at least once: a notifier that dies after
-// sending and before acknowledging sends again; receivers dedup on the
-// result event's id (<task id>.<outcome>).
+// HTTP, binary mode, to every subscription whose filter matches. Delivery
+// is at least once: a notifier that dies after sending and before
+// recording it sends again; receivers dedup on the result event's id
+// (<task id>.<outcome>).
+//
+// # Sinks
+//
+// A sink never holds an outbox entry. Each subscription has a durable
+// queue in Redis (a sorted set of outbox entry ids by due time, with the
+// entries' fields beside it, in one hash slot under the outbox stream's
+// key); an outbox entry is acknowledged once every matching sink's queue
+// has it and its publish was confirmed. Attempts run apart from the outbox
+// slots: at most SinkConcurrency per sink and process, each within
+// SinkTimeout, behind a circuit breaker per sink (open after
+// SinkBreakerFailures consecutive failures, one probe after the cooldown).
+// A delivery being attempted stays in its queue, due at the end of a lease
+// (SinkTimeout + 5s), so a notifier that dies mid-attempt loses nothing; a
+// failed attempt makes it due again after a backoff, holding nothing
+// meanwhile. After SinkAttempts attempts it is logged ("giving up on sink
+// delivery") and dropped. A sink's queue holds at most SinkBacklog
+// deliveries; a result that finds it full is logged and not sent there.
+// A slow or dead sink so delays only its own deliveries.
 //
 // # Reading the outbox
 //
@@ -18,8 +36,9 @@
 // together (one XACK for many ids, sent in the same round trip as the next
 // read, or on its own shortly after when the loop is waiting for entries).
 // An entry is acknowledged only after its result publish was confirmed and
-// its sinks were attempted; an entry whose publish failed stays pending and
-// is tried again after a second. Entries pending on a notifier whose
+// it was queued for its sinks; an entry whose publish or queueing failed
+// stays pending and is tried again after a second (a delivery already
+// queued is not queued twice). Entries pending on a notifier whose
 // heartbeat stopped are taken over (XPENDING + XCLAIM) every
 // broker.ClaimEvery. The reading is broker.StreamReader's, as for the
 // redisstream driver's lanes.
