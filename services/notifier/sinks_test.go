@@ -376,3 +376,32 @@ func TestBreaker(t *testing.T) {
 	n, _, _ = b.admit(later.Add(2 * time.Second))
 	require.Greater(t, n, 1)
 }
+
+// TestNotifierSinkBounds: a sink's queue holds at most SinkBacklog
+// deliveries (the rest are dropped and counted), and a delivery is given
+// up after SinkAttempts attempts, leaving nothing in Redis.
+func TestNotifierSinkBounds(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	failing := newGatedSink(t, true)
+	// Written before the notifier starts, so one read takes them all and
+	// they are queued well before the first is given up.
+	ids := b.addResults(t, "bounds", 5)
+	runNotifier(t, Config{
+		Ledger: b.ledger, Redis: b.opts, ResultPublisher: b.pub, Metrics: b.metrics, Logger: b.log,
+		Subscriptions: []Subscription{{Name: "s", Sink: failing.srv.URL}},
+		SinkBacklog:   2, SinkAttempts: 3, SinkBackoff: 200 * time.Millisecond, SinkBreakerFailures: 100,
+	})
+	dropped := b.metrics.SinkDeliveries.WithLabelValues("s", "dropped")
+	testkit.Eventually(t, 5*time.Second, func() bool { return b.drained(t) }, "the outbox acknowledged")
+	testkit.Eventually(t, 5*time.Second, func() bool { return counterValue(t, dropped) == float64(len(ids)) && b.queued(t, "s") == 0 },
+		"every delivery dropped (%v), the queue empty (%d)", counterValue(t, dropped), b.queued(t, "s"))
+	// The two queued were attempted SinkAttempts times; the three that found
+	// the queue full never.
+	require.Equal(t, 2*3, failing.requestCount())
+	for _, k := range []string{":body", ":tries"} {
+		n, err := b.rdb.HLen(context.Background(), b.stream+":sink:{s}"+k).Result()
+		require.NoError(t, err)
+		require.Zero(t, n, k)
+	}
+}
