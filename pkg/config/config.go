@@ -72,6 +72,22 @@ const (
 	NotifierConsumersDefault = 32
 	// NotifierConsumersMax is the largest Notifier.Consumers.
 	NotifierConsumersMax = 256
+	// SinkTimeoutDefault is the default Notifier.SinkTimeout.
+	SinkTimeoutDefault = Duration(10 * time.Second)
+	// SinkTimeoutMax is the largest Notifier.SinkTimeout.
+	SinkTimeoutMax = Duration(5 * time.Minute)
+	// SinkAttemptsDefault is the default Notifier.SinkAttempts.
+	SinkAttemptsDefault = 10
+	// SinkAttemptsMax is the largest Notifier.SinkAttempts.
+	SinkAttemptsMax = 100
+	// SinkConcurrencyDefault is the default Notifier.SinkConcurrency.
+	SinkConcurrencyDefault = 8
+	// SinkConcurrencyMax is the largest Notifier.SinkConcurrency.
+	SinkConcurrencyMax = 256
+	// SinkBacklogDefault is the default Notifier.SinkBacklog.
+	SinkBacklogDefault = 10_000
+	// SinkBacklogMax is the largest Notifier.SinkBacklog.
+	SinkBacklogMax = 1_000_000
 	// LeaseTTLDefault is the default Dispatcher.LeaseTTL.
 	LeaseTTLDefault = Duration(15 * time.Second)
 	// LeaseTTLMin is the smallest Dispatcher.LeaseTTL.
@@ -222,9 +238,23 @@ type Lanes struct {
 // Notifier configures the role that sends result events.
 type Notifier struct {
 	// Consumers is the number of results-outbox entries a notifier process
-	// handles at once (each waits for its result publish to be confirmed
-	// and for its sinks). Default 32, range 1..256.
+	// handles at once (each waits for its result publish to be confirmed and
+	// to be queued for its sinks). Default 32, range 1..256.
 	Consumers int `yaml:"consumers"`
+	// SinkTimeout bounds one delivery attempt to a sink. Default 10s, at
+	// most 5m.
+	SinkTimeout Duration `yaml:"sink_timeout"`
+	// SinkAttempts bounds the attempts of one result to one sink (then it
+	// is logged and dropped). Default 10, range 1..100.
+	SinkAttempts int `yaml:"sink_attempts"`
+	// SinkConcurrency bounds the attempts to one sink a notifier process
+	// has in flight. Default 8, range 1..256.
+	SinkConcurrency int `yaml:"sink_concurrency"`
+	// SinkBacklog bounds the deliveries queued in Redis for one sink
+	// (waiting for a retry or a free attempt); a result that finds its
+	// sink's queue full is not sent to that sink. Default 10000, range
+	// 1..1000000.
+	SinkBacklog int `yaml:"sink_backlog"`
 }
 
 // Dispatcher configures the role that calls functions.

@@ -115,6 +115,16 @@ functions:
 			want: `tasklane.yaml:1:23: notifier.consumers: must be between 1 and 256, got 300`,
 		},
 		{
+			name: "NotifierSinkTimeoutTooLong",
+			yaml: `notifier: {sink_timeout: 1h}`,
+			want: `tasklane.yaml:1:26: notifier.sink_timeout: must be a positive duration of at most 5m, got 1h`,
+		},
+		{
+			name: "NotifierSinkBacklogOutOfRange",
+			yaml: `notifier: {sink_backlog: -1}`,
+			want: `tasklane.yaml:1:26: notifier.sink_backlog: must be between 1 and 1000000, got -1`,
+		},
+		{
 			name: "FloatForInt",
 			yaml: `dispatcher: {consumers_per_lane: 1.5}`,
 			want: `tasklane.yaml:1:34: dispatcher.consumers_per_lane: expected an integer, got "1.5"`,

@@ -31,6 +31,10 @@ func (c *Config) WithDefaults() *Config {
 
 	out.Dispatcher.ConsumersPerLane = cmp.Or(out.Dispatcher.ConsumersPerLane, ConsumersPerLaneDefault)
 	out.Notifier.Consumers = cmp.Or(out.Notifier.Consumers, NotifierConsumersDefault)
+	out.Notifier.SinkTimeout = cmp.Or(out.Notifier.SinkTimeout, SinkTimeoutDefault)
+	out.Notifier.SinkAttempts = cmp.Or(out.Notifier.SinkAttempts, SinkAttemptsDefault)
+	out.Notifier.SinkConcurrency = cmp.Or(out.Notifier.SinkConcurrency, SinkConcurrencyDefault)
+	out.Notifier.SinkBacklog = cmp.Or(out.Notifier.SinkBacklog, SinkBacklogDefault)
 	out.Dispatcher.LeaseTTL = cmp.Or(out.Dispatcher.LeaseTTL, LeaseTTLDefault)
 	out.Dispatcher.DrainTimeout = cmp.Or(out.Dispatcher.DrainTimeout, DrainTimeoutDefault)
 	out.Dispatcher.MaxResultBytes = cmp.Or(out.Dispatcher.MaxResultBytes, MaxResultBytesDefault)

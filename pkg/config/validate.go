@@ -210,7 +210,14 @@ func (v *validator) dispatcher() {
 	}
 	v.positive("dispatcher.drain_timeout", d.DrainTimeout)
 	v.intMin("dispatcher.max_result_bytes", d.MaxResultBytes, 1)
-	v.intRange("notifier.consumers", int64(v.c.Notifier.Consumers), 1, NotifierConsumersMax)
+	n := v.c.Notifier
+	v.intRange("notifier.consumers", int64(n.Consumers), 1, NotifierConsumersMax)
+	if n.SinkTimeout <= 0 || n.SinkTimeout > SinkTimeoutMax {
+		v.add("notifier.sink_timeout", "must be a positive duration of at most %s, got %s", SinkTimeoutMax, n.SinkTimeout)
+	}
+	v.intRange("notifier.sink_attempts", int64(n.SinkAttempts), 1, SinkAttemptsMax)
+	v.intRange("notifier.sink_concurrency", int64(n.SinkConcurrency), 1, SinkConcurrencyMax)
+	v.intRange("notifier.sink_backlog", int64(n.SinkBacklog), 1, SinkBacklogMax)
 }
 
 func (v *validator) ledger() {

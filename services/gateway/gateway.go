@@ -13,20 +13,23 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/auth"
+	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/httpjson"
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 )
 
-// Limits bound request sizes.
+// Limits bound request sizes. Zero fields take pkg/config's defaults.
 type Limits struct {
 	// MaxEventBytes bounds a binary or structured request body, and each
-	// event of a batch. Default 64 KiB.
+	// event of a batch. Default config.MaxEventBytesDefault.
 	MaxEventBytes int64
-	// MaxBatchBytes bounds a batch request body. Default 4 MiB.
+	// MaxBatchBytes bounds a batch request body. Default
+	// config.MaxBatchBytesDefault.
 	MaxBatchBytes int64
-	// MaxBatchEvents bounds the events in one batch. Default 1000.
+	// MaxBatchEvents bounds the events in one batch. Default
+	// config.MaxBatchEventsDefault.
 	MaxBatchEvents int
 }
 
@@ -49,13 +52,13 @@ func New(cfg Config) *Gateway {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Limits.MaxEventBytes <= 0 {
-		cfg.Limits.MaxEventBytes = 64 << 10
+		cfg.Limits.MaxEventBytes = config.MaxEventBytesDefault
 	}
 	if cfg.Limits.MaxBatchBytes <= 0 {
-		cfg.Limits.MaxBatchBytes = 4 << 20
+		cfg.Limits.MaxBatchBytes = config.MaxBatchBytesDefault
 	}
 	if cfg.Limits.MaxBatchEvents <= 0 {
-		cfg.Limits.MaxBatchEvents = 1000
+		cfg.Limits.MaxBatchEvents = config.MaxBatchEventsDefault
 	}
 	return &Gateway{cfg: cfg}
 }

@@ -5,10 +5,28 @@
 // lost between "task finished" and "result sent". The notifier consumes the
 // outbox with a consumer group, publishes each result to the results
 // exchange (routing key <tenant>.<function>.<outcome>) and delivers it over
-// HTTP, binary mode, to every subscription whose filter matches, with
-// bounded retries. Delivery is at least once: a notifier that dies after
-// sending and before acknowledging sends again; receivers dedup on the
-// result event's id (<task id>.<outcome>).
+// HTTP, binary mode, to every subscription whose filter matches. Delivery
+// is at least once: a notifier that dies after sending and before
+// recording it sends again; receivers dedup on the result event's id
+// (<task id>.<outcome>).
+//
+// # Sinks
+//
+// A sink never holds an outbox entry. Each subscription has a durable
+// queue in Redis (a sorted set of outbox entry ids by due time, with the
+// entries' fields beside it, in one hash slot under the outbox stream's
+// key); an outbox entry is acknowledged once every matching sink's queue
+// has it and its publish was confirmed. Attempts run apart from the outbox
+// slots: at most SinkConcurrency per sink and process, each within
+// SinkTimeout, behind a circuit breaker per sink (open after
+// SinkBreakerFailures consecutive failures, one probe after the cooldown).
+// A delivery being attempted stays in its queue, due at the end of a lease
+// (SinkTimeout + 5s), so a notifier that dies mid-attempt loses nothing; a
+// failed attempt makes it due again after a backoff, holding nothing
+// meanwhile. After SinkAttempts attempts it is logged ("giving up on sink
+// delivery") and dropped. A sink's queue holds at most SinkBacklog
+// deliveries; a result that finds it full is logged and not sent there.
+// A slow or dead sink so delays only its own deliveries.
 //
 // # Reading the outbox
 //
@@ -18,15 +36,18 @@
 // together (one XACK for many ids, sent in the same round trip as the next
 // read, or on its own shortly after when the loop is waiting for entries).
 // An entry is acknowledged only after its result publish was confirmed and
-// its sinks were attempted; an entry whose publish failed stays pending and
-// is tried again after a second. Entries pending on a notifier whose
+// it was queued for its sinks; an entry whose publish or queueing failed
+// stays pending and is tried again after a second (a delivery already
+// queued is not queued twice). Entries pending on a notifier whose
 // heartbeat stopped are taken over (XPENDING + XCLAIM) every
 // streamgroup.ClaimEvery. The reading is streamgroup.Reader's, as for the
 // redisstream driver's lanes.
 package notifier
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +62,7 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/cloudevent"
+	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/streamgroup"
@@ -95,18 +117,38 @@ type Config struct {
 	Metrics         *metrics.Metrics
 	Logger          *slog.Logger
 	// Client delivers to sinks. Default: a client that does not follow
-	// redirects, 10s timeout.
+	// redirects (each attempt is bounded by SinkTimeout).
 	Client *http.Client
 	// Consumers is how many outbox entries the notifier holds at once:
-	// results being published, being delivered to sinks, or waiting to
+	// results being published and queued for their sinks, or waiting to
 	// publish again after a failure. One read takes at most the free part
-	// of it, so it is also the largest batch. Default 8.
+	// of it, so it is also the largest batch. Default
+	// config.NotifierConsumersDefault.
 	Consumers int
-	// SinkAttempts bounds deliveries of one result to one sink. Default 6.
+	// SinkAttempts bounds attempts of one result to one sink; the last
+	// failure is logged ("giving up on sink delivery") and counted as
+	// dropped. Default config.SinkAttemptsDefault.
 	SinkAttempts int
 	// SinkBackoff is the first wait between sink attempts, doubled each
-	// time. Default 200ms.
+	// time up to 5m (a Retry-After answer replaces it). Default
+	// SinkBackoffDefault.
 	SinkBackoff time.Duration
+	// SinkTimeout bounds one attempt. Default config.SinkTimeoutDefault.
+	SinkTimeout time.Duration
+	// SinkConcurrency bounds the attempts to one sink in flight in this
+	// process. Default config.SinkConcurrencyDefault.
+	SinkConcurrency int
+	// SinkBreakerFailures consecutive failed attempts open a sink's
+	// circuit: no attempts for SinkBreakerCooldown (doubling while the
+	// probe that follows fails, up to 5m). Defaults
+	// SinkBreakerFailuresDefault and SinkBreakerCooldownDefault.
+	SinkBreakerFailures int
+	SinkBreakerCooldown time.Duration
+	// SinkBacklog bounds the deliveries queued for one sink (waiting for a
+	// retry or for a free attempt); a result that finds its sink's queue
+	// full is not sent to that sink (logged, counted as dropped). Default
+	// config.SinkBacklogDefault.
+	SinkBacklog int
 }
 
 // Notifier consumes the results outbox.
@@ -116,6 +158,13 @@ type Notifier struct {
 	live   *streamgroup.Liveness
 	stream string
 	reader *streamgroup.Reader
+	// qdb holds the sinks' queues (the ledger's client).
+	qdb   redis.UniversalClient
+	sinks []*sinkQueue
+	// dctx bounds sink attempts: cancelled when Run stops, after a grace.
+	dctx       context.Context
+	dcancel    context.CancelFunc
+	deliveries sync.WaitGroup
 
 	mu      sync.Mutex
 	started bool
@@ -147,20 +196,31 @@ func New(cfg Config) (*Notifier, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Logger = cfg.Logger.With("component", "notifier")
-	if cfg.Consumers <= 0 {
-		cfg.Consumers = 8
-	}
-	if cfg.SinkAttempts <= 0 {
-		cfg.SinkAttempts = 6
-	}
-	if cfg.SinkBackoff <= 0 {
-		cfg.SinkBackoff = 200 * time.Millisecond
-	}
+	cfg.Consumers = cmp.Or(max(cfg.Consumers, 0), config.NotifierConsumersDefault)
+	cfg.SinkAttempts = cmp.Or(max(cfg.SinkAttempts, 0), config.SinkAttemptsDefault)
+	cfg.SinkBackoff = cmp.Or(max(cfg.SinkBackoff, 0), SinkBackoffDefault)
+	cfg.SinkTimeout = cmp.Or(max(cfg.SinkTimeout, 0), config.SinkTimeoutDefault.Std())
+	cfg.SinkConcurrency = cmp.Or(max(cfg.SinkConcurrency, 0), config.SinkConcurrencyDefault)
+	cfg.SinkBreakerFailures = cmp.Or(max(cfg.SinkBreakerFailures, 0), SinkBreakerFailuresDefault)
+	cfg.SinkBreakerCooldown = cmp.Or(max(cfg.SinkBreakerCooldown, 0), SinkBreakerCooldownDefault)
+	cfg.SinkBacklog = cmp.Or(max(cfg.SinkBacklog, 0), config.SinkBacklogDefault)
 	if cfg.Client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = cfg.SinkConcurrency
 		cfg.Client = &http.Client{
-			Timeout:       10 * time.Second,
+			Transport:     tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
+	}
+	names := map[string]bool{}
+	for i, s := range cfg.Subscriptions {
+		switch {
+		case s.Name == "":
+			return nil, fmt.Errorf("configuring the notifier: subscription %d has no name", i)
+		case names[s.Name]:
+			return nil, fmt.Errorf("configuring the notifier: subscription name %q used twice", s.Name)
+		}
+		names[s.Name] = true
 	}
 	opt := streamgroup.ClientOptions(*cfg.Redis)
 	// The read loop, the ack flusher and the heartbeat each use one
@@ -173,8 +233,12 @@ func New(cfg Config) (*Notifier, error) {
 	// take, it holds the entry and acknowledges it when done.
 	live := streamgroup.NewLiveness(rdb, stream+":"+ConsumerGroup, streamgroup.ConsumerName(), ownEntriesAfter)
 	n := &Notifier{
-		cfg: cfg, rdb: rdb, live: live, stream: stream,
+		cfg: cfg, rdb: rdb, live: live, stream: stream, qdb: cfg.Ledger.Redis(),
 		stop: make(chan struct{}), running: make(chan struct{}), stopped: make(chan struct{}),
+	}
+	n.dctx, n.dcancel = context.WithCancel(context.Background())
+	for _, s := range cfg.Subscriptions {
+		n.sinks = append(n.sinks, newSinkQueue(n, s))
 	}
 	var err error
 	n.reader, err = streamgroup.NewReader(streamgroup.Config{
@@ -218,8 +282,27 @@ func (n *Notifier) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
+	var pollers sync.WaitGroup
+	pctx, stopPolling := context.WithCancel(context.Background())
+	for _, q := range n.sinks {
+		pollers.Go(func() { q.run(pctx) })
+	}
 	n.reader.AddSlots(n.stream, n.cfg.Consumers)
 	n.reader.Run(ctx)
+	// The outbox is drained; sink attempts in flight get a grace, then are
+	// cancelled (and due again at once in their queues).
+	stopPolling()
+	pollers.Wait()
+	done := make(chan struct{})
+	go func() { n.deliveries.Wait(); close(done) }()
+	grace := time.NewTimer(min(sinkDrainGrace, n.cfg.SinkTimeout))
+	select {
+	case <-done:
+	case <-grace.C:
+	}
+	grace.Stop()
+	n.dcancel()
+	<-done
 	return nil
 }
 
@@ -238,6 +321,7 @@ func (n *Notifier) Close() error {
 		if started {
 			<-n.stopped
 		}
+		n.dcancel()
 		// After the last XACK: entries still pending here may be taken
 		// over as soon as the heartbeat is gone.
 		n.live.Close()
@@ -279,11 +363,15 @@ func RoutingKey(t *contracts.Task) string {
 	return t.Tenant + "." + t.Function + "." + string(t.State)
 }
 
-// handle publishes the result event of an outbox entry and delivers it to
-// the matching sinks. It is done with the entry (to be acknowledged) unless
-// the publish failed (the entry is tried again) or ctx ended before the
-// sinks were attempted (it stays pending). Entries that cannot become an
-// event are logged and done.
+// handle queues the result of an outbox entry for its matching sinks and
+// publishes its result event. Sinks never hold the entry: each matching
+// sink's durable queue gets the delivery (one round trip for all of them),
+// and the sink's first attempt starts at once when its circuit is closed
+// and it has a free attempt, else its queue's loop starts it later. The
+// entry is done (to be acknowledged) once every matching sink has it
+// queued and the publish was confirmed; if either failed it is handled
+// again (a delivery already queued is not queued twice). Entries that
+// cannot become an event are logged and done.
 func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) streamgroup.Outcome {
 	if len(m.Values) == 0 {
 		n.cfg.Logger.ErrorContext(ctx, "unreadable outbox entry dropped", "entry", m.ID, "reason", "no fields")
@@ -305,6 +393,10 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 		n.cfg.Logger.ErrorContext(ctx, "building result message", "task", t.ID, "error", err)
 		return streamgroup.Done
 	}
+	if err := n.queueForSinks(ctx, m, t, ev); err != nil {
+		n.cfg.Logger.WarnContext(ctx, "queueing result for sinks, will try again", "task", t.ID, "retry_in", retryWait, "error", err)
+		return streamgroup.Retry
+	}
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	out.SetContext(pctx)
 	err = n.cfg.ResultPublisher.Publish(RoutingKey(t), out)
@@ -315,15 +407,60 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 		return streamgroup.Retry
 	}
 	n.cfg.Metrics.ResultsPublished.WithLabelValues("ok").Inc()
-	var wg sync.WaitGroup
-	for _, s := range n.cfg.Subscriptions {
-		if s.Matches(t) {
-			wg.Go(func() { n.deliver(ctx, s, ev) })
+	return streamgroup.Done
+}
+
+// queueForSinks puts the result in the queue of every matching sink and
+// starts the first attempts that may start now.
+func (n *Notifier) queueForSinks(ctx context.Context, m redis.XMessage, t *contracts.Task, ev *event.Event) error {
+	var match []*sinkQueue
+	for _, q := range n.sinks {
+		if q.sub.Matches(t) {
+			match = append(match, q)
 		}
 	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return streamgroup.Leave
+	if len(match) == 0 {
+		return nil
 	}
-	return streamgroup.Done
+	fields := make(map[string]string, len(m.Values))
+	for k, v := range m.Values {
+		if s, ok := v.(string); ok {
+			fields[k] = s
+		}
+	}
+	body, err := json.Marshal(fields)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	leased := make([]bool, len(match))
+	cmds := make([]*redis.Cmd, len(match))
+	qctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	pipe := n.qdb.Pipeline()
+	for i, q := range match {
+		due, now1 := now, "0"
+		if q.br.closed() && q.tryToken() {
+			leased[i], due, now1 = true, now.Add(n.cfg.SinkTimeout+leaseMargin), "1"
+		}
+		cmds[i] = enqueueScript.Eval(qctx, pipe, q.keys(), m.ID, due.UnixMilli(), body, n.cfg.SinkBacklog, now1)
+	}
+	_, err = pipe.Exec(qctx)
+	for i, q := range match {
+		r, cerr := cmds[i].Int()
+		switch {
+		case cerr == nil && r == 1 && leased[i]:
+			n.deliveries.Go(func() { q.attempt(job{id: m.ID, attempts: 1, ev: ev}) })
+			continue
+		case cerr == nil && r == 1:
+			q.kick()
+		case cerr == nil && r == -1:
+			n.cfg.Metrics.SinkDeliveries.WithLabelValues(q.sub.Name, "dropped").Inc()
+			n.cfg.Logger.ErrorContext(ctx, "sink queue full, result not sent to this sink", "subscription", q.sub.Name, "event", ev.ID(), "queued", n.cfg.SinkBacklog)
+		}
+		if leased[i] {
+			<-q.tokens
+		}
+	}
+	return err
 }

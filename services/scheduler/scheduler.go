@@ -18,6 +18,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
@@ -44,7 +45,7 @@ type Config struct {
 	// Batch is how many due tasks one scan takes. Default 500.
 	Batch int
 	// Guard is how long a taken entry stays hidden from other schedulers.
-	// Default 30s.
+	// Default config.PublishGuardDefault.
 	Guard time.Duration
 	// Concurrency bounds parallel publishes. Default 32.
 	Concurrency int
@@ -66,7 +67,7 @@ func New(cfg Config) *Scheduler {
 		cfg.Batch = 500
 	}
 	if cfg.Guard <= 0 {
-		cfg.Guard = 30 * time.Second
+		cfg.Guard = config.PublishGuardDefault.Std()
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 32
