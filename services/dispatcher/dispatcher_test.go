@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cloudevents/sdk-go/v2/event"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -43,6 +44,7 @@ type bundle struct {
 	ps   *chantest.PubSub
 	l    *ledger.Ledger
 	d    *dispatcher.Dispatcher
+	m    *metrics.Metrics
 	lane string
 }
 
@@ -56,7 +58,7 @@ type options struct {
 // pub/sub, with a ledger on the test Redis.
 func setup(t *testing.T, o options) *bundle {
 	t.Helper()
-	b := &bundle{ps: chantest.New(t), lane: testkit.UniqueName("lane"), l: o.ledger}
+	b := &bundle{ps: chantest.New(t), lane: testkit.UniqueName("lane"), l: o.ledger, m: metrics.New()}
 	if b.l == nil {
 		rdb, prefix := testkit.Redis(t)
 		b.l = ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
@@ -67,7 +69,7 @@ func setup(t *testing.T, o options) *bundle {
 			Name: fnName, Executor: o.exec, Timeout: within, MaxAttempts: 3,
 			Backoff: func(int) time.Duration { return time.Minute },
 		}},
-		Metrics: metrics.New(), Logger: testkit.Logger(t, slog.LevelInfo),
+		Metrics: b.m, Logger: testkit.Logger(t, slog.LevelInfo),
 		ErrorBackoff: errorBackoff,
 	})
 	require.NoError(t, err)
@@ -142,6 +144,9 @@ func TestDispatcherPanicIsPausedBeforeNack(t *testing.T) {
 	// deferred to the lease's end and acked, not run a second time.
 	require.True(t, ds[1].Acked)
 	require.Equal(t, int32(1), calls.Load())
+	var inflight dto.Metric
+	require.NoError(t, b.m.InFlight.WithLabelValues(fnName).Write(&inflight))
+	require.Zero(t, inflight.GetGauge().GetValue(), "the panicked attempt is not counted as running")
 }
 
 func TestDispatcherChainOrder(t *testing.T) {
