@@ -19,14 +19,11 @@ func (d *Dispatcher) attempt(ctx context.Context, del *middleware.Delivery, fn F
 	lost := d.leases.hold(lease, func() { cancel() })
 	defer d.leases.release(lease)
 
-	inflight := d.cfg.Metrics.InFlight.WithLabelValues(fn.Name)
-	inflight.Inc()
 	start := time.Now()
-	out := fn.Executor.Execute(actx, executor.Request{
+	out := d.execute(actx, fn, executor.Request{
 		TaskID: del.Ref.TaskID, Tenant: del.Ref.Tenant, Function: fn.Name,
 		Attempt: del.Claim.Attempt, Deadline: deadline, Event: del.Event,
 	})
-	inflight.Dec()
 	d.cfg.Metrics.RunSeconds.WithLabelValues(fn.Name).Observe(time.Since(start).Seconds())
 	d.cfg.Metrics.Attempts.WithLabelValues(fn.Name, string(out.Class)).Inc()
 	if lost.Load() {
@@ -36,6 +33,15 @@ func (d *Dispatcher) attempt(ctx context.Context, del *middleware.Delivery, fn F
 		return nil
 	}
 	return d.finish(ctx, del, out, fn)
+}
+
+// execute runs the attempt, counted as in flight until it returns or
+// panics (Recover turns the panic into an error further up).
+func (d *Dispatcher) execute(ctx context.Context, fn Function, r executor.Request) executor.Outcome {
+	inflight := d.cfg.Metrics.InFlight.WithLabelValues(fn.Name)
+	inflight.Inc()
+	defer inflight.Dec()
+	return fn.Executor.Execute(ctx, r)
 }
 
 // finish records an attempt's outcome: terminal, or a retry at a backoff.

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/broker"
+	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
@@ -81,22 +82,28 @@ type Config struct {
 	Logger           *slog.Logger
 	// LeaseTTL is how long a running attempt's lease lasts without renewal;
 	// it is renewed every LeaseTTL/3. A dispatcher that dies is taken over
-	// after at most LeaseTTL. Default 15s.
+	// after at most LeaseTTL. Default config.LeaseTTLDefault.
 	LeaseTTL time.Duration
 	// DrainTimeout bounds how long Stop waits for running attempts.
-	// Default 30s.
+	// Default config.DrainTimeoutDefault.
 	DrainTimeout time.Duration
 	// Owner names this dispatcher in leases. Default host-pid-random.
 	Owner string
-	// ErrorPause is how long a consumer waits before nacking when the ledger
-	// or broker failed. Default 1s.
-	ErrorPause time.Duration
+	// ErrorBackoff is how long a consumer waits before nacking when the
+	// ledger or broker failed, or the chain panicked. Default
+	// ErrorBackoffDefault.
+	ErrorBackoff time.Duration
 }
+
+// ErrorBackoffDefault is the default Config.ErrorBackoff. It is not a
+// configuration key: an outage is what it waits out, not a tuning knob.
+const ErrorBackoffDefault = time.Second
 
 // Dispatcher runs the lane consumers.
 type Dispatcher struct {
 	cfg     Config
 	router  *message.Router
+	chain   []middleware.Named
 	leases  *leaseKeeper
 	running chan struct{}
 	done    chan struct{}
@@ -119,17 +126,19 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Logger = cfg.Logger.With("component", "dispatcher")
+	// Defaults are the configuration file's, so a Config built in Go and
+	// one read from a file agree.
 	if cfg.ConsumersPerLane <= 0 {
-		cfg.ConsumersPerLane = 16
+		cfg.ConsumersPerLane = config.ConsumersPerLaneDefault
 	}
 	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = 15 * time.Second
+		cfg.LeaseTTL = config.LeaseTTLDefault.Std()
 	}
 	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 30 * time.Second
+		cfg.DrainTimeout = config.DrainTimeoutDefault.Std()
 	}
-	if cfg.ErrorPause <= 0 {
-		cfg.ErrorPause = time.Second
+	if cfg.ErrorBackoff <= 0 {
+		cfg.ErrorBackoff = ErrorBackoffDefault
 	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
@@ -151,17 +160,27 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	// Router-level middleware is configured before Run (Watermill reads the
 	// list without a lock when handlers start).
-	router.AddMiddleware(
-		middleware.Recover(cfg.Logger),
-		middleware.Pause(cfg.ErrorPause, cfg.Logger),
-		middleware.Detach(),
-		middleware.Decode(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger),
-		middleware.Claim(cfg.Ledger, cfg.Owner, cfg.LeaseTTL, d.limits, cfg.Metrics, cfg.Logger),
-	)
+	d.chain = d.middlewares()
+	for _, m := range d.chain {
+		router.AddMiddleware(m.Middleware)
+	}
 	for _, lane := range cfg.Lanes {
 		d.addLane(lane)
 	}
 	return d, nil
+}
+
+// middlewares is the router's middleware chain, outermost first (the
+// middleware package's doc says why this order).
+func (d *Dispatcher) middlewares() []middleware.Named {
+	cfg := d.cfg
+	return []middleware.Named{
+		{Name: "ErrorBackoff", Middleware: middleware.ErrorBackoff(cfg.ErrorBackoff, cfg.Logger)},
+		{Name: "Recover", Middleware: middleware.Recover(cfg.Logger)},
+		{Name: "Detach", Middleware: middleware.Detach()},
+		{Name: "Decode", Middleware: middleware.Decode(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger)},
+		{Name: "Claim", Middleware: middleware.Claim(cfg.Ledger, cfg.Owner, cfg.LeaseTTL, d.limits, cfg.Metrics, cfg.Logger)},
+	}
 }
 
 // addLane registers the lane's consumer handlers (started by Run, or by
@@ -325,6 +344,9 @@ func (d *Dispatcher) limits(tenant, function string) ledger.Limits {
 
 func (d *Dispatcher) handle(msg *message.Message) error {
 	del := middleware.DeliveryFrom(msg.Context())
+	if del == nil {
+		return fmt.Errorf("handling message %s: %w", msg.UUID, middleware.ErrNoDelivery)
+	}
 	fn, ok := d.cfg.Functions[del.Ref.Function]
 	if !ok {
 		// Configuration changed under a queued task: nothing can run it;

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -22,13 +23,17 @@ const busyMargin = time.Second
 // duplicate delivery never runs a task twice); a task whose TTL passed is
 // ended as expired by the claim itself; a task over its function's
 // concurrency or rate limit, or its tenant's rate limit, is deferred until
-// it may start; a task that another
-// dispatcher holds is deferred to when its lease would expire, so that a
-// dispatcher that died mid-attempt is taken over.
+// it may start; a task that another dispatcher holds is deferred to when
+// its lease would expire, so that a dispatcher that died mid-attempt is
+// taken over. A message without a Delivery (Decode did not run first) is an
+// error wrapping ErrNoDelivery.
 func Claim(l *ledger.Ledger, owner string, lease time.Duration, limits LimitsFunc, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			d := DeliveryFrom(msg.Context())
+			if d == nil {
+				return nil, fmt.Errorf("claiming message %s: %w", msg.UUID, ErrNoDelivery)
+			}
 			c, err := l.Claim(msg.Context(), ledger.ClaimRequest{
 				Tenant: d.Ref.Tenant, ID: d.Ref.TaskID, Function: d.Ref.Function, Owner: owner,
 				Lease: lease, Limits: limits(d.Ref.Tenant, d.Ref.Function),

@@ -1,23 +1,34 @@
 // Package middleware holds the dispatcher's Watermill middlewares, one
-// concern per file. The chain, outermost first:
+// concern per file. The chain, outermost first (the dispatcher builds it as
+// a list of Named middlewares, which a test checks):
 //
-//	Recover   a panic becomes an error (and a pause), never a crashed consumer
-//	Pause     an infrastructure error pauses the consumer before the nack
-//	Detach    the attempt outlives a stopping consumer (graceful drain)
-//	Decode    undecodable messages are quarantined, others carry a Delivery
-//	Claim     the ledger decides: run this attempt, or drop/defer the delivery
+//	ErrorBackoff  an error (a panic included) waits before the nack
+//	Recover       a panic becomes an error, never a crashed consumer
+//	Detach        the attempt outlives a stopping consumer (graceful drain)
+//	Decode        undecodable messages are quarantined, others carry a Delivery
+//	Claim         the ledger decides: run this attempt, or drop/defer the delivery
 //
 // The handler after the chain runs the attempt and records its outcome.
+// ErrorBackoff is outside Recover so that a panic, once an error, gets the
+// same back-off as a ledger or broker failure.
 package middleware
 
 import (
 	"context"
+	"errors"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
 )
+
+// Named is a middleware with the name the chain lists it by.
+type Named struct {
+	Name       string
+	Middleware message.HandlerMiddleware
+}
 
 // Delivery is what the chain learns about a lane message.
 type Delivery struct {
@@ -25,6 +36,11 @@ type Delivery struct {
 	Event *event.Event
 	Claim ledger.Claim
 }
+
+// ErrNoDelivery is returned by what reads the Delivery when the message's
+// context has none: Decode did not run before it (a chain built in the
+// wrong order).
+var ErrNoDelivery = errors.New("no Delivery in the message context (Decode must run before Claim and the handler)")
 
 type deliveryKey struct{}
 

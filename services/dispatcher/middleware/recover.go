@@ -8,8 +8,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// Recover turns a panic in the chain into an error, so the message is
-// nacked (and redelivered after Pause) instead of the consumer dying.
+// Recover turns a panic in the chain into an error, so that ErrorBackoff,
+// outside it, waits before the nack as for any other error, instead of the
+// panic passing ErrorBackoff by and Watermill's router nacking at once.
 func Recover(logger *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) (out []*message.Message, err error) {
