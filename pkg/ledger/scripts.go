@@ -83,8 +83,10 @@ if expires > 0 and now > expires and st ~= 'running' and not redis.call('HGET', 
   return {'expired', ''}
 end
 if st == 'running' then
-  local lease = tonumber(redis.call('HGET', h, 'lease') or '0')
-  if lease > now then return {'busy', tostring(lease)} end
+  -- The stored string, not tostring(): Lua prints a number this large as
+  -- 1.7e+15, which the Go side cannot parse.
+  local lease = redis.call('HGET', h, 'lease') or '0'
+  if tonumber(lease) > now then return {'busy', lease} end
 end
 local conc = tonumber(ARGV[9])
 if conc > 0 then

@@ -152,11 +152,15 @@ func TestClaimDefersBusyTask(t *testing.T) {
 	t.Parallel()
 	b := setupClaim(t, ledger.Limits{})
 	msg := b.create(t, time.Time{})
+	before := time.Now()
 	b.claimElsewhere(t, msg.UUID, ledger.Limits{})
 
 	require.True(t, b.deliver(t, msg).Acked)
 	require.Empty(t, b.ran)
-	b.delayScore(t, msg.UUID)
+	// Deferred to the holder's lease end (a minute) plus the busy margin.
+	score := b.delayScore(t, msg.UUID)
+	require.GreaterOrEqual(t, score, before.Add(time.Minute+time.Second).UnixMicro(), "deferred to the lease end")
+	require.Less(t, score, time.Now().Add(time.Minute+2*time.Second).UnixMicro(), "deferred to the lease end")
 	require.Equal(t, contracts.StateRunning, b.state(t, msg.UUID))
 }
 
