@@ -91,8 +91,8 @@ func TestStreamLanesOneUnackedMessagePerConsumer(t *testing.T) {
 }
 
 // A lane stream deleted while consumed (a retired dedicated lane) neither
-// stops the other lanes nor comes back; once it exists again (a publish
-// makes it) its entries are read.
+// stops the other lanes nor comes back; once it is declared again its
+// entries are read.
 func TestStreamLanesSurviveADeletedLane(t *testing.T) {
 	d, rdb, name := streamDriver(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -113,6 +113,9 @@ func TestStreamLanesSurviveADeletedLane(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "the deleted lane was not created again")
 
-	publishN(t, d, gone, 1) // XADD makes the stream, without the group
+	// A publish does not make it again (NOMKSTREAM); declared again (the
+	// tenant split off again), it is read by the consumer that stayed.
+	require.NoError(t, d.DeclareLanes(ctx, gone))
+	publishN(t, d, gone, 1)
 	receive(t, goneCh).Ack()
 }
