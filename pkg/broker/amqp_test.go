@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,4 +49,18 @@ func TestAMQPPublishToMissingLaneFails(t *testing.T) {
 	q, err := ch.QueueDeclarePassive(lane, true, false, false, false, amqp.Table{"x-max-priority": int32(9)})
 	require.NoError(t, err)
 	require.Equal(t, 20, q.Messages, "every confirmed publish is in the lane")
+}
+
+// A broker that cannot be reached is an error and no driver: a Driver
+// holding a nil *amqpDriver would pass a nil check and panic in Close.
+func TestNewUnreachableAMQPIsNilDriver(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now
+	d, err := New(Config{Driver: DriverAMQP, AMQPURL: "amqp://guest:guest@" + addr + "/", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	require.Nil(t, d)
+	require.NoError(t, (*amqpDriver)(nil).Close())
 }
