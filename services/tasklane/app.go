@@ -77,7 +77,9 @@ type Options struct {
 	Registry *sdk.Registry
 	// Logger receives every log line. Default slog.Default().
 	Logger *slog.Logger
-	// StartupTimeout bounds waiting for Redis and the broker. Default 30s.
+	// StartupTimeout bounds waiting for the dispatcher's and notifier's
+	// consumers to run once Redis and the broker answer (waiting for those
+	// is unbounded: Launch retries until Shutdown). Default 30s.
 	StartupTimeout time.Duration
 	// Pprof serves net/http/pprof under /debug/pprof/ (for profiling; off
 	// by default because profiles reveal internals).
