@@ -161,6 +161,30 @@ type serveProc struct {
 	waitErr error         // its exit status, once exited is closed
 }
 
+// TestServeWaitsThroughAuthFailure starts `tasklane serve` with a wrong
+// RabbitMQ password: it stays up and not ready, says authentication
+// failed, and never logs the password.
+func TestServeWaitsThroughAuthFailure(t *testing.T) {
+	amqpReal, err := url.Parse(testkit.AMQPURL())
+	require.NoError(t, err)
+	amqpURL := *amqpReal
+	amqpURL.User = url.UserPassword(amqpReal.User.Username(), "wrong-password-4217")
+	e := newStackAt(t, config.BrokerDriverAMQP, stackAt{AppAMQP: amqpURL.String()}, startupFunctions)
+
+	p := e.launch()
+	base := p.listenURL()
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		return len(p.retries("rabbitmq", redactedURL(amqpURL), "authentication failed")) >= 2
+	}, "two retry lines for rabbitmq naming the authentication failure; log: %s", p.logPath)
+	status, checks := readyz(t, base)
+	require.Equal(t, http.StatusServiceUnavailable, status)
+	require.Contains(t, checks["broker"], "authentication failed", "readyz: %v", checks)
+	requireStatus(t, base+"/healthz", http.StatusOK)
+	p.requireNoSecret(&amqpURL)
+	p.stop()
+	p.requireNoPanic()
+}
+
 // launch starts `tasklane serve` with every role in a child process and
 // returns at once, without waiting for it to become ready.
 func (e *env) launch() *serveProc {

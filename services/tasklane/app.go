@@ -370,6 +370,7 @@ func (a *App) startUp(ctx, runCtx context.Context) error {
 	if a.opts.Roles[RoleGateway] {
 		a.startGateway()
 	}
+	a.status.set(statusReady, "starting")
 	if err := a.startWorkers(ctx, runCtx); err != nil {
 		return err
 	}

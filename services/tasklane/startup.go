@@ -84,7 +84,9 @@ func (a *App) connect(ctx context.Context) error {
 		brokerService, brokerURL = "rabbitmq", redactURL(a.cfg.Broker.URL)
 	}
 	var wg sync.WaitGroup
+	redisUp := make(chan struct{})
 	wg.Go(func() {
+		defer close(redisUp)
 		_ = a.retry(ctx, statusRedis, "redis", redisURL, func() error {
 			// A dial of our own first: the pool logs every dial it retries.
 			c, err := a.rdb.Options().Dialer(ctx, a.redisOpts.Network, a.redisOpts.Addr)
@@ -100,6 +102,13 @@ func (a *App) connect(ctx context.Context) error {
 	})
 	var driver broker.Driver
 	wg.Go(func() {
+		if a.cfg.Broker.Driver == broker.DriverRedisStream {
+			a.status.set(statusBroker, "waiting for Redis")
+			<-redisUp // the same Redis: one retry loop (and log line) is enough
+			if ctx.Err() != nil {
+				return
+			}
+		}
 		_ = a.retry(ctx, statusBroker, brokerService, brokerURL, func() error {
 			d, err := broker.New(broker.Config{
 				Driver:          a.cfg.Broker.Driver,

@@ -408,10 +408,12 @@ func (a *App) handleListTriggers(kr *auth.Keyring) http.HandlerFunc {
 func (a *App) ReloadTriggers(ctx context.Context, cfg *config.Config) error {
 	a.trigMu.Lock() // before the start-up made the triggers, it applies these
 	defer a.trigMu.Unlock()
-	if a.trig != nil {
+	if a.opts.Roles[RoleGateway] || a.opts.Roles[RoleTriggers] {
 		if err := cfg.CheckTriggerEnv(a.opts.Getenv); err != nil {
 			return err
 		}
+	}
+	if a.trig != nil {
 		if err := a.trig.apply(ctx, cfg.Triggers); err != nil {
 			return err
 		}
