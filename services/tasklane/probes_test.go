@@ -100,8 +100,8 @@ func TestMetricsNeedAnAdminKeyWithTenants(t *testing.T) {
 			calls: append([]call{{"/metrics", "", 403}, {"/metrics", testTenantKey, 403}}, probesOpen...),
 		},
 		{
-			name: "MetricsAddrNeedsNoKey",
-			edit: func(c *config.Config) { withTenant(c); c.Server.MetricsAddr = "127.0.0.1:0" },
+			name:  "MetricsAddrNeedsNoKey",
+			edit:  func(c *config.Config) { withTenant(c); c.Server.MetricsAddr = "127.0.0.1:0" },
 			calls: append([]call{{"/metrics", "", 403}}, probesOpen...),
 			internal: []call{
 				{"/metrics", "", 200}, {"/healthz", "", 200}, {"/readyz", "", 200},
