@@ -197,9 +197,11 @@ type Server struct {
 	// AdminKeys authorize admin operations; each is a plain secret (at least 8
 	// characters) or "sha256:" + 64 hex digits. Default none.
 	AdminKeys []string `yaml:"admin_keys"`
-	// WriteTimeout bounds writing one response, from the end of reading the
-	// request's headers: a client that reads slowly, or not at all, holds a
-	// connection no longer. Default 30s.
+	// WriteTimeout bounds writing one response, counted from the end of
+	// reading the request's headers (so it also bounds reading the body and
+	// handling the request): a client that reads slowly, or not at all,
+	// holds a connection no longer. No route streams or long-polls.
+	// Default 30s.
 	WriteTimeout Duration `yaml:"write_timeout"`
 	// MaxHeaderBytes bounds a request's header lines (431 above it). Default
 	// 32768 (32 KiB), range 4096..65536: headers become AMQP message
