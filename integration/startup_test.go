@@ -38,42 +38,67 @@ const startupFunctions = `functions: [{name: echo, events: [com.example.startup]
 // what is missing, logs one line per retry naming the service, the URL
 // without its password and the cause; once forwarders to the real RabbitMQ
 // and Redis listen on those addresses it becomes ready by itself and runs a
-// task. SIGTERM then ends it cleanly.
+// task. SIGTERM then ends it cleanly. Both drivers (redisstream waits for
+// Redis only).
 func TestServeStartsBeforeItsServices(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) { testServeStartsBeforeItsServices(t, driver) })
+	}
+}
+
+func testServeStartsBeforeItsServices(t *testing.T, driver string) {
 	amqpReal, err := url.Parse(testkit.AMQPURL())
 	require.NoError(t, err)
-	redisReal, err := redis.ParseURL(testkit.RedisURL())
+	redisReal, err := redis.ParseURL(redisURL(driver))
 	require.NoError(t, err)
 	amqpAddr, redisAddr := reservePort(t), reservePort(t)
 	amqpURL := *amqpReal
 	amqpURL.Host = amqpAddr
-	appRedis := "redis://" + redisAddr + "/0"
-	e := newStackAt(t, config.BrokerDriverAMQP, stackAt{AppAMQP: amqpURL.String(), AppRedis: appRedis, Redis: redisURL(config.BrokerDriverAMQP)}, startupFunctions)
+	appRedis := strings.Replace(redisURL(driver), redisReal.Addr, redisAddr, 1)
+	require.NotEqual(t, redisURL(driver), appRedis)
+	e := newStackAt(t, driver, stackAt{AppAMQP: amqpURL.String(), AppRedis: appRedis, Redis: redisURL(driver)}, startupFunctions)
+	amqp := driver == config.BrokerDriverAMQP
 
 	p := e.launch()
 	base := p.listenURL()
 	requireStatus(t, base+"/healthz", http.StatusOK)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		_, checks := readyz(t, base)
+		return strings.Contains(checks["redis"], "connection refused")
+	}, "/readyz names the Redis cause")
 	status, checks := readyz(t, base)
 	require.Equal(t, http.StatusServiceUnavailable, status)
 	require.Contains(t, checks["redis"], "connection refused", "readyz: %v", checks)
-	require.Contains(t, checks["broker"], "connection refused", "readyz: %v", checks)
+	if amqp {
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			_, checks = readyz(t, base)
+			return strings.Contains(checks["broker"], "connection refused")
+		}, "/readyz names the broker cause: %v", checks)
+	} else {
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			_, checks = readyz(t, base)
+			return checks["broker"] == "waiting for Redis"
+		}, "/readyz says the broker waits for Redis: %v", checks)
+	}
 	require.NotEqual(t, "ok", checks["lanes"], "readyz: %v", checks)
 
 	// Two retry lines per service: the process keeps trying.
 	redacted := redactedURL(amqpURL)
 	testkit.Eventually(t, 20*time.Second, func() bool {
-		return len(p.retries("rabbitmq", redacted, "connection refused")) >= 2 &&
+		return (!amqp || len(p.retries("rabbitmq", redacted, "connection refused")) >= 2) &&
 			len(p.retries("redis", appRedis, "connection refused")) >= 2
 	}, "two retry lines each for rabbitmq (%s) and redis (%s) naming the cause; log: %s", redacted, appRedis, p.logPath)
 	p.requireNoSecret(amqpReal)
 	requireStatus(t, base+"/v1/tasks", http.StatusServiceUnavailable)
 
-	forward(t, amqpAddr, amqpReal.Host)
+	if amqp {
+		forward(t, amqpAddr, amqpReal.Host)
+	}
 	forward(t, redisAddr, redisReal.Addr)
 	testkit.Eventually(t, 15*time.Second, func() bool {
 		s, _ := readyz(t, base)
 		return s == http.StatusOK
-	}, "/readyz 200 once RabbitMQ and Redis are reachable")
+	}, "/readyz 200 once the broker and Redis are reachable")
 	p.requireNoSecret(amqpReal)
 
 	id := submit(t, base)
@@ -266,12 +291,17 @@ func (p *serveProc) listenURL() string {
 }
 
 // retries returns the retry lines for service at url whose cause contains
-// cause.
+// cause. It fails the test if one retry is logged twice (two lines with the
+// same check and attempt).
 func (p *serveProc) retries(service, url, cause string) []map[string]any {
 	var out []map[string]any
+	seen := map[string]bool{}
 	for _, l := range p.logLines() {
 		c, _ := l["cause"].(string)
 		if l["service"] == service && l["url"] == url && strings.Contains(c, cause) {
+			key := fmt.Sprint(l["check"], "/", l["attempt"])
+			require.False(p.t, seen[key], "retry %s of %s logged twice", key, service)
+			seen[key] = true
 			out = append(out, l)
 		}
 	}
