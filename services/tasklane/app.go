@@ -708,7 +708,13 @@ func (a *App) Shutdown(ctx context.Context) error {
 	case <-a.startDone:
 	case <-ctx.Done():
 		// A connection attempt that does not heed cancellation (an AMQP
-		// dial, at most its connection timeout) still runs: leave it.
+		// dial, at most its connection timeout) still runs: leave it, and
+		// what it may have made, but stop serving.
+		for _, srv := range []*http.Server{a.server, a.metricsServer} {
+			if srv != nil {
+				_ = srv.Close()
+			}
+		}
 		return fmt.Errorf("stopping the start-up: %w", ctx.Err())
 	}
 	for _, srv := range []*http.Server{a.server, a.metricsServer} {
