@@ -168,7 +168,11 @@ func (d *amqpDriver) DeleteLane(_ context.Context, lane string) (bool, error) {
 // Trim has nothing to do: RabbitMQ deletes a message when it is acked.
 func (d *amqpDriver) Trim(context.Context, ...string) (int64, error) { return 0, nil }
 
+// Close closes what newAMQP opened; a nil driver has nothing to close.
 func (d *amqpDriver) Close() error {
+	if d == nil {
+		return nil
+	}
 	var errs []error
 	d.closeOne.Do(func() {
 		if d.sub != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,4 +76,18 @@ func TestAMQPConsumerResumesAfterReconnect(t *testing.T) {
 	got.Ack()
 	_, exists := testkit.QueueDepth(t, lane)
 	require.True(t, exists)
+}
+
+// A broker that cannot be reached is an error and no driver: a Driver
+// holding a nil *amqpDriver would pass a nil check and panic in Close.
+func TestNewUnreachableAMQPIsNilDriver(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now
+	d, err := New(Config{Driver: DriverAMQP, AMQPURL: "amqp://guest:guest@" + addr + "/", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	require.Nil(t, d)
+	require.NoError(t, (*amqpDriver)(nil).Close())
 }

@@ -108,11 +108,20 @@ func New(cfg Config) (Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// A nil *driver in a Driver is not a nil Driver: return nil itself.
 	switch cfg.Driver {
 	case DriverAMQP, "":
-		return newAMQP(cfg)
+		d, err := newAMQP(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
 	case DriverRedisStream:
-		return newRedisStream(cfg)
+		d, err := newRedisStream(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
 	}
 	return nil, fmt.Errorf("unknown broker driver %q (want %s or %s)", cfg.Driver, DriverAMQP, DriverRedisStream)
 }

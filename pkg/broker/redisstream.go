@@ -84,6 +84,7 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 		What: "lanes", Logger: cfg.Logger.With("component", "redisstream"), RetryWait: time.Second,
 	}); err != nil {
 		d.live.Close()
+		_ = rdb.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

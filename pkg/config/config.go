@@ -25,6 +25,17 @@ const (
 	MaxBatchBytesDefault int64 = 4 << 20
 	// MaxBatchEventsDefault is the default Server.MaxBatchEvents.
 	MaxBatchEventsDefault = 1000
+	// WriteTimeoutDefault is the default Server.WriteTimeout.
+	WriteTimeoutDefault = Duration(30 * time.Second)
+	// MaxHeaderBytesDefault is the default Server.MaxHeaderBytes.
+	MaxHeaderBytesDefault = 32 << 10
+	// MaxHeaderBytesMin is the smallest Server.MaxHeaderBytes.
+	MaxHeaderBytesMin = 4 << 10
+	// MaxHeaderBytesMax is the largest Server.MaxHeaderBytes. Binary-mode
+	// CloudEvent headers travel on as AMQP headers, which must fit in one
+	// RabbitMQ frame (frame_max, 128 KiB by default) with the rest of the
+	// message's properties.
+	MaxHeaderBytesMax = 64 << 10
 
 	// BrokerDriverAMQP selects RabbitMQ.
 	BrokerDriverAMQP = "amqp"
@@ -202,6 +213,21 @@ type Server struct {
 	// AdminKeys authorize admin operations; each is a plain secret (at least 8
 	// characters) or "sha256:" + 64 hex digits. Default none.
 	AdminKeys []string `yaml:"admin_keys"`
+	// WriteTimeout bounds writing one response, counted from the end of
+	// reading the request's headers (so it also bounds reading the body and
+	// handling the request): a client that reads slowly, or not at all,
+	// holds a connection no longer. No route streams or long-polls.
+	// Default 30s.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// MaxHeaderBytes bounds a request's header lines (431 above it). Default
+	// 32768 (32 KiB), range 4096..65536: headers become AMQP message
+	// headers, which must stay well below RabbitMQ's frame size.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MetricsAddr, when set, is a second listen address that serves
+	// /metrics, /healthz and /readyz without a key (an internal address for
+	// Prometheus). Default none: /metrics is then on Addr only, where it
+	// needs an admin key once tenants are configured.
+	MetricsAddr string `yaml:"metrics_addr"`
 }
 
 // Broker selects the message broker.

@@ -110,6 +110,31 @@ functions:
 			want: `tasklane.yaml:1:28: server.max_batch_events: expected an integer, got "10"`,
 		},
 		{
+			name: "MaxHeaderBytesAboveFrameBound",
+			yaml: `server: {max_header_bytes: 131072}`,
+			want: `tasklane.yaml:1:28: server.max_header_bytes: must be between 4096 and 65536, got 131072`,
+		},
+		{
+			name: "MaxHeaderBytesTooSmall",
+			yaml: `server: {max_header_bytes: 100}`,
+			want: `tasklane.yaml:1:28: server.max_header_bytes: must be between 4096 and 65536, got 100`,
+		},
+		{
+			name: "WriteTimeoutNotADuration",
+			yaml: `server: {write_timeout: 30}`,
+			want: `tasklane.yaml:1:25: server.write_timeout: invalid duration "30" (use e.g. 30s, 5m, 1h)`,
+		},
+		{
+			name: "MetricsAddrInvalid",
+			yaml: `server: {metrics_addr: "9090"}`,
+			want: `tasklane.yaml:1:24: server.metrics_addr: invalid address "9090" (want host:port, e.g. ":8080")`,
+		},
+		{
+			name: "MetricsAddrSameAsAddr",
+			yaml: `server: {addr: ":8080", metrics_addr: ":8080"}`,
+			want: `tasklane.yaml:1:39: server.metrics_addr: must differ from server.addr (:8080)`,
+		},
+		{
 			name: "NotifierConsumersOutOfRange",
 			yaml: `notifier: {consumers: 300}`,
 			want: `tasklane.yaml:1:23: notifier.consumers: must be between 1 and 256, got 300`,
@@ -553,6 +578,8 @@ func TestParseDesignExample(t *testing.T) {
 		MaxEventBytes:  65536,
 		MaxBatchBytes:  4 << 20,
 		MaxBatchEvents: 1000,
+		WriteTimeout:   config.Duration(30 * time.Second),
+		MaxHeaderBytes: 32 << 10,
 	}, cfg.Server)
 	require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16}, cfg.Broker)
 	require.Equal(t, config.Redis{URL: "redis://127.0.0.1:6379/0"}, cfg.Redis)
@@ -643,7 +670,10 @@ func TestDefaults(t *testing.T) {
 		for _, doc := range []string{"", "# nothing\n", "---\n", "~\n", "{}\n"} {
 			cfg, err := config.Parse(file, []byte(doc))
 			require.NoError(t, err, "document %q", doc)
-			require.Equal(t, config.Server{Addr: ":8080", MaxEventBytes: 65536, MaxBatchBytes: 4 << 20, MaxBatchEvents: 1000}, cfg.Server)
+			require.Equal(t, config.Server{
+				Addr: ":8080", MaxEventBytes: 65536, MaxBatchBytes: 4 << 20, MaxBatchEvents: 1000,
+				WriteTimeout: config.Duration(30 * time.Second), MaxHeaderBytes: 32 << 10,
+			}, cfg.Server)
 			require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16}, cfg.Broker)
 			require.Equal(t, config.Redis{URL: "redis://127.0.0.1:6379/0"}, cfg.Redis)
 			require.Equal(t, config.Lanes{Shared: 16, ShardSize: 2, QueueType: "classic"}, cfg.Lanes)
@@ -685,6 +715,15 @@ broker: {driver: redisstream}
 		require.Equal(t, 1, cfg.Lanes.ShardSize)
 		require.Equal(t, int64(8<<20), cfg.Server.MaxBatchBytes)
 		require.Empty(t, cfg.Broker.URL) // redisstream uses redis.url
+	})
+
+	t.Run("ServerLimits", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := config.Parse(file, []byte(`server: {write_timeout: 5s, max_header_bytes: 65536, metrics_addr: "127.0.0.1:9090"}`))
+		require.NoError(t, err)
+		require.Equal(t, config.Duration(5*time.Second), cfg.Server.WriteTimeout)
+		require.Equal(t, config.MaxHeaderBytesMax, cfg.Server.MaxHeaderBytes)
+		require.Equal(t, "127.0.0.1:9090", cfg.Server.MetricsAddr)
 	})
 
 	t.Run("NullMeansDefault", func(t *testing.T) {

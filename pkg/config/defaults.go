@@ -16,6 +16,8 @@ func (c *Config) WithDefaults() *Config {
 	out.Server.MaxBatchBytes = cmp.Or(out.Server.MaxBatchBytes, max(MaxBatchBytesDefault, out.Server.MaxEventBytes))
 	out.Server.MaxBatchEvents = cmp.Or(out.Server.MaxBatchEvents, MaxBatchEventsDefault)
 	out.Server.AdminKeys = slices.Clone(out.Server.AdminKeys)
+	out.Server.WriteTimeout = cmp.Or(out.Server.WriteTimeout, WriteTimeoutDefault)
+	out.Server.MaxHeaderBytes = cmp.Or(out.Server.MaxHeaderBytes, MaxHeaderBytesDefault)
 
 	out.Broker.Driver = cmp.Or(out.Broker.Driver, BrokerDriverDefault)
 	if out.Broker.Driver == BrokerDriverAMQP {

@@ -155,6 +155,15 @@ func (v *validator) server() {
 		v.add("server.max_batch_bytes", "must be at least server.max_event_bytes (%d), got %d", s.MaxEventBytes, s.MaxBatchBytes)
 	}
 	v.intMin("server.max_batch_events", int64(s.MaxBatchEvents), 1)
+	v.positive("server.write_timeout", s.WriteTimeout)
+	v.intRange("server.max_header_bytes", int64(s.MaxHeaderBytes), MaxHeaderBytesMin, MaxHeaderBytesMax)
+	if s.MetricsAddr != "" {
+		if msg := checkAddr(s.MetricsAddr); msg != "" {
+			v.add("server.metrics_addr", "%s", msg)
+		} else if s.MetricsAddr == s.Addr && !strings.HasSuffix(s.Addr, ":0") {
+			v.add("server.metrics_addr", "must differ from server.addr (%s)", s.Addr)
+		}
+	}
 	for i, k := range s.AdminKeys {
 		if _, msg := checkKey(k); msg != "" {
 			v.add(fmt.Sprintf("server.admin_keys[%d]", i), "%s", msg)

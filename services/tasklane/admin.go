@@ -80,8 +80,8 @@ func (a *App) registerAdmin(mux *http.ServeMux) error {
 			h(w, r)
 		}
 	}
-	mux.HandleFunc("GET /v1/admin/routing", admin(a.handleRouting))
-	mux.HandleFunc("POST /v1/admin/routing/pin", admin(a.handlePin))
+	mux.Handle("GET /v1/admin/routing", a.whenReady(admin(a.handleRouting)))
+	mux.Handle("POST /v1/admin/routing/pin", a.whenReady(admin(a.handlePin)))
 	return nil
 }
 

@@ -5,6 +5,7 @@
 package tasklane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,7 +77,9 @@ type Options struct {
 	Registry *sdk.Registry
 	// Logger receives every log line. Default slog.Default().
 	Logger *slog.Logger
-	// StartupTimeout bounds waiting for Redis and the broker. Default 30s.
+	// StartupTimeout bounds waiting for the dispatcher's and notifier's
+	// consumers to run once Redis and the broker answer (waiting for those
+	// is unbounded: Launch retries until Shutdown). Default 30s.
 	StartupTimeout time.Duration
 	// Pprof serves net/http/pprof under /debug/pprof/ (for profiling; off
 	// by default because profiles reveal internals).
@@ -92,26 +95,49 @@ type App struct {
 	redisOpts *redis.Options
 	opts      Options
 	logger    *slog.Logger
-	rdb       *redis.Client
-	driver    broker.Driver
+	rdb       *redis.Client // made by Launch; it connects on first use
 	ledger    *ledger.Ledger
 	metrics   *metrics.Metrics
 	table     *routing.Dynamic
 	store     *routing.Store
-	ctrl      *routing.Controller
 	report    *routing.Reporter
+	keys      *auth.Keyring                  // the gateway's; nil without the gateway role
+	fns       map[string]dispatcher.Function // nil without the dispatcher role
 
-	ln     net.Listener
-	server *http.Server
-	ready  chan struct{}
+	ln            net.Listener
+	server        *http.Server
+	metricsLn     net.Listener // server.metrics_addr; nil when not set
+	metricsServer *http.Server
 
-	disp  *dispatcher.Dispatcher
-	notif *notifier.Notifier
-	ing   *ingest.Ingester // shared by the gateway and the triggers; nil without them
+	// ready is closed once Redis and the broker answer, the lanes are
+	// declared and the roles run. failed is closed (with startErr set) when
+	// the start-up gave up on an error no retry fixes; startDone when the
+	// start-up goroutine has returned. status says what the start-up waits
+	// for, for /readyz.
+	ready       chan struct{}
+	failed      chan struct{}
+	startErr    error
+	startDone   chan struct{}
+	startCancel context.CancelFunc
+	status      startStatus
+
+	// Set by the start-up goroutine before ready is closed: read them only
+	// after ready is closed (or from what that goroutine starts), or after
+	// startDone is closed.
+	driver broker.Driver
+	ctrl   *routing.Controller
+	api    http.Handler // the gateway's /v1 routes
+	disp   *dispatcher.Dispatcher
+	notif  *notifier.Notifier
+	ing    *ingest.Ingester // shared by the gateway and the triggers; nil without them
 
 	trigStore *triggers.Store
 	trigSpecs atomic.Pointer[[]config.Trigger] // as of the last (re)load
-	trig      *triggerSet                      // nil without the gateway and triggers roles
+	// trigMu orders the start-up's first apply of the triggers against
+	// reloads; trig is nil without the gateway and triggers roles, and
+	// until the start-up has made it.
+	trigMu sync.Mutex
+	trig   *triggerSet
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -119,10 +145,33 @@ type App struct {
 	errs   []error
 }
 
-// Start connects to Redis and the broker, declares the lanes, and starts
-// the roles. It returns once the HTTP server listens and every consumer is
-// subscribed; the gateway answers ingest only after the lanes exist.
+// Start is [Launch], then waits until the app is ready: it returns once
+// Redis and the broker answer, the lanes are declared and every role runs.
+// It waits as long as ctx allows (the start-up retries what a retry can
+// fix); when ctx ends first, or the start-up fails, the app is shut down and
+// the error returned.
 func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
+	a, err := Launch(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.WaitReady(ctx); err != nil {
+		_ = a.Shutdown(context.Background())
+		return nil, err
+	}
+	return a, nil
+}
+
+// Launch checks what the config alone decides (an error there ends it),
+// listens on server.addr (and server.metrics_addr), and returns: /healthz
+// and /readyz answer from then on. Connecting to Redis and the broker,
+// declaring the lanes and starting the roles go on in the background, each
+// connection retried with backoff (one log line per retry naming the
+// service, its URL without password, and the cause) until it works or the
+// app is shut down; /readyz says what is missing meanwhile, and the /v1 and
+// /hooks routes answer 503. Ready is closed when the app is ready; Failed
+// when the start-up gave up on an error no retry fixes.
+func Launch(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if opts.Roles == nil {
 		opts.Roles, _ = ParseRoles("")
 	}
@@ -135,29 +184,91 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 	if opts.Getenv == nil {
 		opts.Getenv = os.Getenv
 	}
-	a := &App{cfg: cfg, opts: opts, logger: opts.Logger, metrics: metrics.New(), ready: make(chan struct{})}
+	a := &App{
+		cfg: cfg, opts: opts, logger: opts.Logger, metrics: metrics.New(),
+		ready: make(chan struct{}), failed: make(chan struct{}), startDone: make(chan struct{}),
+	}
 	specs := slices.Clone(cfg.Triggers)
 	a.trigSpecs.Store(&specs)
-	if opts.Roles[RoleGateway] || opts.Roles[RoleTriggers] {
-		if err := cfg.CheckTriggerEnv(opts.Getenv); err != nil {
-			return nil, err
+	if err := a.configure(); err != nil {
+		if a.rdb != nil {
+			_ = a.rdb.Close()
 		}
+		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			if a.ing != nil {
-				a.ing.Close()
-			}
-			a.closeConnections()
+	mux := http.NewServeMux()
+	if err := a.registerProbes(mux); err != nil {
+		_ = a.rdb.Close()
+		return nil, err
+	}
+	if err := a.registerAdmin(mux); err != nil {
+		_ = a.rdb.Close()
+		return nil, err
+	}
+	if opts.Roles[RoleGateway] {
+		// Ingest waits for the lanes: a publish to a missing queue is lost.
+		mux.Handle("/v1/", a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a.api.ServeHTTP(w, r)
+		})))
+	}
+	if opts.Roles[RoleGateway] || opts.Roles[RoleTriggers] {
+		mux.Handle(config.HookPathPrefix, a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a.trig.ServeHTTP(w, r)
+		})))
+	}
+	if err := a.listen(mux); err != nil {
+		_ = a.rdb.Close()
+		return nil, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.cancel = cancel
+	startCtx, startCancel := context.WithCancel(runCtx)
+	a.startCancel = startCancel
+	a.serve()
+	a.logger.Info("listening", "addr", a.Addr(), "metrics_addr", a.metricsAddr(), "roles", roleList(opts.Roles))
+	go func() {
+		defer close(a.startDone)
+		if err := a.startUp(startCtx, runCtx); err != nil && startCtx.Err() == nil {
+			a.logger.Error("start-up failed", "error", err)
+			a.startErr = err
+			close(a.failed)
 		}
 	}()
-	if err := a.connect(ctx); err != nil {
-		return nil, err
+	return a, nil
+}
+
+// configure makes what needs no connection: the Redis client (it connects
+// on first use), the ledger, routing table and stores, the keyrings and the
+// functions' executors. Its errors are config errors.
+func (a *App) configure() error {
+	cfg, opts := a.cfg, a.opts
+	if opts.Roles[RoleGateway] || opts.Roles[RoleTriggers] {
+		if err := cfg.CheckTriggerEnv(opts.Getenv); err != nil {
+			return err
+		}
 	}
+	if d := cfg.Broker.Driver; d != "" && d != broker.DriverAMQP && d != broker.DriverRedisStream {
+		return fmt.Errorf("broker.driver: unknown driver %q (want %s or %s)", d, broker.DriverAMQP, broker.DriverRedisStream)
+	}
+	opt, err := redis.ParseURL(cfg.Redis.URL)
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", err)
+	}
+	opt.PoolSize = max(opt.PoolSize, 128)
+	a.redisOpts = opt
+	a.rdb = redis.NewClient(opt)
+	a.ledger = ledger.New(ledger.Config{
+		Redis:         a.rdb,
+		Retention:     cfg.Ledger.Retention.Std(),
+		DedupWindow:   cfg.Ledger.DedupWindow.Std(),
+		DeadRetention: cfg.Ledger.DeadRetention.Std(),
+		PublishGuard:  cfg.Ledger.PublishGuard.Std(),
+		Prefix:        cfg.Ledger.KeyPrefix,
+	})
 	static, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var urgent []string
 	for _, t := range cfg.Tenants {
@@ -168,76 +279,138 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 	a.table = routing.NewDynamic(static, urgent)
 	a.store = routing.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
 	a.trigStore = triggers.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
-	snap, err := a.store.Load(ctx)
-	if err != nil {
-		return nil, err
-	}
-	a.table.Update(snap)
-	a.ctrl = routing.NewController(routing.ControllerConfig{
-		Store: a.store, Table: a.table, Lanes: a.driver, Redis: a.rdb, Prefix: cfg.Ledger.KeyPrefix, Logger: a.logger,
-		Window: cfg.Routing.Window.Std(), HotShare: cfg.Routing.HotShare, HotBacklog: cfg.Routing.HotBacklog,
-		Cooldown: cfg.Routing.Cooldown.Std(), MaxDedicated: cfg.Routing.MaxDedicated, LaneGrace: cfg.Routing.LaneGrace.Std(),
-		OnChange: func(ch routing.Change) { a.metrics.RoutingChanges.WithLabelValues(ch.Action).Inc() },
-	})
 	if opts.Roles[RoleGateway] {
 		a.report = routing.NewReporter(a.rdb, cfg.Ledger.KeyPrefix, cfg.Routing.Window.Std(), cfg.Routing.HotShare/2)
-	}
-
-	mux := http.NewServeMux()
-	a.registerProbes(mux)
-	if err := a.registerAdmin(mux); err != nil {
-		return nil, err
-	}
-	if opts.Roles[RoleGateway] {
-		if err := a.startGateway(mux); err != nil {
-			return nil, err
-		}
-	}
-	if opts.Roles[RoleGateway] || opts.Roles[RoleTriggers] {
-		a.trig = newTriggerSet(triggers.Env{
-			Submitter: a.ingester(), Store: a.trigStore, Logger: a.logger,
-		}, opts.Roles, opts.Getenv, cfg.Server.MaxEventBytes, a.logger.With("component", "triggers"))
-		mux.Handle(config.HookPathPrefix, a.whenReady(a.trig))
-	}
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", cfg.Server.Addr, err)
-	}
-	a.ln = ln
-	a.server = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-	}
-
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	a.cancel = cancel
-	a.goRun("http", func() error {
-		if err := a.server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if a.keys, err = a.keyring(); err != nil {
 			return err
 		}
-		return nil
-	})
-	if err := a.declareLanes(ctx); err != nil {
-		_ = a.Shutdown(context.Background())
-		return nil, err
-	}
-	if err := a.startWorkers(runCtx); err != nil {
-		_ = a.Shutdown(context.Background())
-		return nil, err
-	}
-	if a.trig != nil {
-		// After the lanes are declared: triggers submit at once.
-		if err := a.trig.apply(runCtx, cfg.Triggers); err != nil {
-			_ = a.Shutdown(context.Background())
-			return nil, err
+		if a.keys.IsOpen() {
+			a.logger.Warn("no tenants configured: the API accepts requests without a key, as tenant \"default\" (dev only)")
 		}
 	}
+	if opts.Roles[RoleDispatcher] {
+		if a.fns, err = a.functions(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listen opens server.addr (and server.metrics_addr).
+func (a *App) listen(mux *http.ServeMux) error {
+	s := a.cfg.Server
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s (server.addr): %w", s.Addr, err)
+	}
+	a.ln = ln
+	a.server = a.httpServer(mux)
+	if s.MetricsAddr != "" {
+		if a.metricsLn, err = net.Listen("tcp", s.MetricsAddr); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listening on %s (server.metrics_addr): %w", s.MetricsAddr, err)
+		}
+		m := http.NewServeMux()
+		a.registerInternal(m)
+		a.metricsServer = a.httpServer(m)
+	}
+	return nil
+}
+
+// httpServer bounds every phase of a connection: reading the headers and
+// the body, writing the response (server.write_timeout: no route streams or
+// long-polls, so none needs a deadline of its own) and idling between
+// requests; and the size of the headers (server.max_header_bytes, 431
+// above it), which become AMQP headers and must fit in a broker frame.
+func (a *App) httpServer(h http.Handler) *http.Server {
+	s := a.cfg.Server
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      cmp.Or(s.WriteTimeout.Std(), config.WriteTimeoutDefault.Std()),
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    cmp.Or(s.MaxHeaderBytes, config.MaxHeaderBytesDefault),
+		ErrorLog:          slog.NewLogLogger(a.logger.With("component", "http").Handler(), slog.LevelWarn),
+	}
+}
+
+// serve runs the HTTP servers until Shutdown.
+func (a *App) serve() {
+	for _, s := range []struct {
+		name string
+		srv  *http.Server
+		ln   net.Listener
+	}{{"http", a.server, a.ln}, {"metrics-http", a.metricsServer, a.metricsLn}} {
+		if s.srv == nil {
+			continue
+		}
+		a.goRun(s.name, func() error {
+			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+}
+
+// startUp connects (retrying until it works or ctx ends), declares the lanes
+// and starts the roles with runCtx, then closes ready. Its error is one no
+// retry fixes.
+func (a *App) startUp(ctx, runCtx context.Context) error {
+	if err := a.connect(ctx); err != nil {
+		return err
+	}
+	a.ctrl = routing.NewController(routing.ControllerConfig{
+		Store: a.store, Table: a.table, Lanes: a.driver, Redis: a.rdb, Prefix: a.cfg.Ledger.KeyPrefix, Logger: a.logger,
+		Window: a.cfg.Routing.Window.Std(), HotShare: a.cfg.Routing.HotShare, HotBacklog: a.cfg.Routing.HotBacklog,
+		Cooldown: a.cfg.Routing.Cooldown.Std(), MaxDedicated: a.cfg.Routing.MaxDedicated, LaneGrace: a.cfg.Routing.LaneGrace.Std(),
+		OnChange: func(ch routing.Change) { a.metrics.RoutingChanges.WithLabelValues(ch.Action).Inc() },
+	})
+	if a.opts.Roles[RoleGateway] {
+		a.startGateway()
+	}
+	a.status.set(statusReady, "starting")
+	if err := a.startWorkers(ctx, runCtx); err != nil {
+		return err
+	}
+	if a.opts.Roles[RoleGateway] || a.opts.Roles[RoleTriggers] {
+		// After the lanes are declared: triggers submit at once.
+		a.trigMu.Lock()
+		a.trig = newTriggerSet(triggers.Env{
+			Submitter: a.ingester(), Store: a.trigStore, Logger: a.logger,
+		}, a.opts.Roles, a.opts.Getenv, a.cfg.Server.MaxEventBytes, a.logger.With("component", "triggers"))
+		err := a.trig.apply(runCtx, *a.trigSpecs.Load())
+		a.trigMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	a.status.set(statusReady, "ok")
 	close(a.ready)
-	ok = true
-	a.logger.Info("tasklane started", "addr", a.Addr(), "roles", roleList(opts.Roles), "broker", a.driver.Name(), "lanes", len(a.table.Lanes()))
-	return a, nil
+	a.logger.Info("tasklane started", "addr", a.Addr(), "roles", roleList(a.opts.Roles), "broker", a.driver.Name(), "lanes", len(a.table.Lanes()))
+	return nil
+}
+
+// Ready is closed once the app is ready: Redis and the broker answered, the
+// lanes are declared and every role runs.
+func (a *App) Ready() <-chan struct{} { return a.ready }
+
+// Failed is closed when the start-up gave up on an error no retry fixes
+// (returned by WaitReady); the app stays up, not ready, until Shutdown.
+func (a *App) Failed() <-chan struct{} { return a.failed }
+
+// WaitReady waits until the app is ready (nil), the start-up failed (its
+// error) or ctx ends.
+func (a *App) WaitReady(ctx context.Context) error {
+	select {
+	case <-a.ready:
+		return nil
+	case <-a.failed:
+		return a.startErr
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the app to be ready (%s): %w", a.status.summary(), ctx.Err())
+	}
 }
 
 func roleList(m map[string]bool) string {
@@ -248,71 +421,6 @@ func roleList(m map[string]bool) string {
 		}
 	}
 	return strings.Join(out, ",")
-}
-
-func (a *App) connect(ctx context.Context) error {
-	opt, err := redis.ParseURL(a.cfg.Redis.URL)
-	if err != nil {
-		return fmt.Errorf("redis.url: %w", err)
-	}
-	opt.PoolSize = max(opt.PoolSize, 128)
-	a.redisOpts = opt
-	a.rdb = redis.NewClient(opt)
-	if err := retryUntil(ctx, a.opts.StartupTimeout, func() error { return a.rdb.Ping(ctx).Err() }); err != nil {
-		return fmt.Errorf("connecting to Redis at %s: %w", opt.Addr, err)
-	}
-	a.ledger = ledger.New(ledger.Config{
-		Redis:         a.rdb,
-		Retention:     a.cfg.Ledger.Retention.Std(),
-		DedupWindow:   a.cfg.Ledger.DedupWindow.Std(),
-		DeadRetention: a.cfg.Ledger.DeadRetention.Std(),
-		PublishGuard:  a.cfg.Ledger.PublishGuard.Std(),
-		Prefix:        a.cfg.Ledger.KeyPrefix,
-	})
-	if err := a.ledger.LoadScripts(ctx); err != nil {
-		return err
-	}
-	a.driver, err = broker.New(broker.Config{
-		Driver:          a.cfg.Broker.Driver,
-		AMQPURL:         a.cfg.Broker.URL,
-		Redis:           a.redisOpts,
-		PublishChannels: a.cfg.Broker.PublishChannels,
-		QueueType:       a.cfg.Lanes.QueueType,
-		ConsumerGroup:   a.cfg.Ledger.KeyPrefix + "-dispatchers",
-		Logger:          a.logger,
-	})
-	if err != nil {
-		return err
-	}
-	return nil
-}
-
-// declareLanes makes every lane exist before anything is routed to it.
-func (a *App) declareLanes(ctx context.Context) error {
-	err := retryUntil(ctx, a.opts.StartupTimeout, func() error {
-		return a.driver.DeclareLanes(ctx, a.table.Lanes()...)
-	})
-	if err != nil {
-		return fmt.Errorf("declaring lanes: %w", err)
-	}
-	return nil
-}
-
-func retryUntil(ctx context.Context, within time.Duration, f func() error) error {
-	deadline := time.Now().Add(within)
-	wait := 100 * time.Millisecond
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 2*time.Second)
-	}
 }
 
 // ingester is the process's one Ingester, made on first use.
@@ -351,16 +459,10 @@ func (a *App) keyring() (*auth.Keyring, error) {
 	return auth.NewKeyring(keys)
 }
 
-func (a *App) startGateway(mux *http.ServeMux) error {
-	kr, err := a.keyring()
-	if err != nil {
-		return err
-	}
-	if kr.IsOpen() {
-		a.logger.Warn("no tenants configured: the API accepts requests without a key, as tenant \"default\" (dev only)")
-	}
+// startGateway makes the gateway's /v1 routes.
+func (a *App) startGateway() {
 	gw := gateway.New(gateway.Config{
-		Keyring:  kr,
+		Keyring:  a.keys,
 		Ingester: a.ingester(),
 		Ledger:   a.ledger,
 		Metrics:  a.metrics,
@@ -371,15 +473,14 @@ func (a *App) startGateway(mux *http.ServeMux) error {
 			MaxBatchEvents: a.cfg.Server.MaxBatchEvents,
 		},
 	})
-	// Ingest waits for the lanes: a publish to a missing queue is lost.
 	inner := http.NewServeMux()
 	gw.Register(inner)
-	inner.HandleFunc("GET /v1/triggers", a.handleListTriggers(kr))
-	mux.Handle("/v1/", a.whenReady(inner))
-	return nil
+	inner.HandleFunc("GET /v1/triggers", a.handleListTriggers(a.keys))
+	a.api = inner
 }
 
-// whenReady answers 503 until the lanes are declared and the roles run.
+// whenReady answers 503 until Redis and the broker answer, the lanes are
+// declared and the roles run.
 func (a *App) whenReady(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -387,7 +488,7 @@ func (a *App) whenReady(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 		default:
 			w.Header().Set("Retry-After", "1")
-			gateway.WriteError(w, http.StatusServiceUnavailable, "starting: lanes are not declared yet")
+			gateway.WriteError(w, http.StatusServiceUnavailable, "not ready: "+a.status.summary()+" (see /readyz)")
 		}
 	})
 }
@@ -430,18 +531,17 @@ func (a *App) watchRouting(ctx context.Context) {
 	}
 }
 
-func (a *App) startWorkers(ctx context.Context) error {
+// startWorkers starts the roles with ctx; startCtx bounds waiting for them
+// to run.
+func (a *App) startWorkers(startCtx, ctx context.Context) error {
 	if a.opts.Roles[RoleDispatcher] {
-		fns, err := a.functions()
-		if err != nil {
-			return err
-		}
+		var err error
 		a.disp, err = dispatcher.New(dispatcher.Config{
 			Broker:           a.driver,
 			Lanes:            a.table.Lanes(),
 			ConsumersPerLane: a.cfg.Dispatcher.ConsumersPerLane,
 			Ledger:           a.ledger,
-			Functions:        fns,
+			Functions:        a.fns,
 			Tenants:          a.tenantLimits(),
 			Metrics:          a.metrics,
 			Logger:           a.logger,
@@ -452,7 +552,7 @@ func (a *App) startWorkers(ctx context.Context) error {
 			return err
 		}
 		a.goRun("dispatcher", func() error { return a.disp.Run(ctx) })
-		if err := waitRunning(ctx, a.disp.Running(), a.opts.StartupTimeout, "dispatcher"); err != nil {
+		if err := waitRunning(startCtx, a.disp.Running(), a.opts.StartupTimeout, "dispatcher"); err != nil {
 			return err
 		}
 	}
@@ -490,7 +590,7 @@ func (a *App) startWorkers(ctx context.Context) error {
 			return err
 		}
 		a.goRun("notifier", func() error { return a.notif.Run(ctx) })
-		if err := waitRunning(ctx, a.notif.Running(), a.opts.StartupTimeout, "notifier"); err != nil {
+		if err := waitRunning(startCtx, a.notif.Running(), a.opts.StartupTimeout, "notifier"); err != nil {
 			return err
 		}
 	}
@@ -603,11 +703,28 @@ func (a *App) URL() string {
 func (a *App) Ledger() *ledger.Ledger { return a.ledger }
 
 // Shutdown stops taking work, drains running attempts, and closes
-// connections. Safe to call once.
+// connections; while the app is still starting, it stops the start-up
+// first. Safe to call once.
 func (a *App) Shutdown(ctx context.Context) error {
 	var errs []error
-	if a.server != nil {
-		errs = append(errs, a.server.Shutdown(ctx))
+	a.startCancel()
+	select {
+	case <-a.startDone:
+	case <-ctx.Done():
+		// A connection attempt that does not heed cancellation (an AMQP
+		// dial, at most its connection timeout) still runs: leave it, and
+		// what it may have made, but stop serving.
+		for _, srv := range []*http.Server{a.server, a.metricsServer} {
+			if srv != nil {
+				_ = srv.Close()
+			}
+		}
+		return fmt.Errorf("stopping the start-up: %w", ctx.Err())
+	}
+	for _, srv := range []*http.Server{a.server, a.metricsServer} {
+		if srv != nil {
+			errs = append(errs, srv.Shutdown(ctx))
+		}
 	}
 	if a.trig != nil {
 		errs = append(errs, a.trig.stop())

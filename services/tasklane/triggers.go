@@ -367,10 +367,14 @@ func (a *App) handleListTriggers(kr *auth.Keyring) http.HandlerFunc {
 // effect only at a restart. On error the triggers running stay as they
 // were.
 func (a *App) ReloadTriggers(ctx context.Context, cfg *config.Config) error {
-	if a.trig != nil {
+	a.trigMu.Lock() // before the start-up made the triggers, it applies these
+	defer a.trigMu.Unlock()
+	if a.opts.Roles[RoleGateway] || a.opts.Roles[RoleTriggers] {
 		if err := cfg.CheckTriggerEnv(a.opts.Getenv); err != nil {
 			return err
 		}
+	}
+	if a.trig != nil {
 		if err := a.trig.apply(ctx, cfg.Triggers); err != nil {
 			return err
 		}
@@ -382,6 +386,8 @@ func (a *App) ReloadTriggers(ctx context.Context, cfg *config.Config) error {
 
 // Triggers lists the names of the triggers this process runs.
 func (a *App) Triggers() []string {
+	a.trigMu.Lock()
+	defer a.trigMu.Unlock()
 	if a.trig == nil {
 		return nil
 	}

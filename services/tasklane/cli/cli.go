@@ -138,8 +138,11 @@ func runUntilSignal(ctx context.Context, cfg *config.Config, opts tasklane.Optio
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
-	app, err := tasklane.Start(ctx, cfg, opts)
+	app, err := tasklane.Start(ctx, cfg, opts) // waits for Redis and the broker, serving the probes
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: Start shut the app down
+		}
 		return err
 	}
 	if started != nil {

@@ -1,0 +1,46 @@
+package tasklane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+)
+
+func TestConnectCause(t *testing.T) {
+	t.Parallel()
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("connecting to RabbitMQ: %w", fmt.Errorf("cannot connect to AMQP: %w", refused)), "connection refused"},
+		{refused, "connection refused"},
+		{fmt.Errorf("cannot connect to AMQP: %w", amqp.ErrVhost), "access refused to the vhost (it does not exist, or the user has no permissions on it)"},
+		{fmt.Errorf("cannot connect to AMQP: %w", amqp.ErrCredentials), "authentication failed: user or password refused"},
+		{&amqp.Error{Code: amqp.NotAllowed, Reason: "NOT_ALLOWED - access to vhost 'x' refused for user 'guest'"},
+			"access refused to vhost: NOT_ALLOWED - access to vhost 'x' refused for user 'guest'"},
+		{errors.New("WRONGPASS invalid username-password pair or user is disabled."),
+			"authentication failed: WRONGPASS invalid username-password pair or user is disabled."},
+		{&net.DNSError{Err: "no such host", Name: "rabbit.invalid", IsNotFound: true}, "host not found: rabbit.invalid"},
+		{fmt.Errorf("ping: %w", context.DeadlineExceeded), "timed out"},
+		{errors.New("something else"), "something else"},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, connectCause(tt.err), "%v", tt.err)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "amqp://guest:xxxxx@rabbit:5672/vh", redactURL("amqp://guest:s3cret@rabbit:5672/vh"))
+	require.Equal(t, "redis://:xxxxx@127.0.0.1:6379/0", redactURL("redis://:s3cret@127.0.0.1:6379/0"))
+	require.Equal(t, "redis://127.0.0.1:6379/0", redactURL("redis://127.0.0.1:6379/0"))
+	require.Equal(t, "tasklane-vh", amqpVhost("amqp://guest:guest@127.0.0.1:5672/tasklane-vh"))
+}
