@@ -399,23 +399,29 @@ func dueAt(ext map[string]any, now time.Time) (time.Time, *Error) {
 	return at, nil
 }
 
-// expiresAt reads ttl (seconds from now) or expiresat: the time after which
-// a task that has not started ends expired. Zero when neither is given.
-func expiresAt(ext map[string]any, now time.Time) (time.Time, *Error) {
+// expiresAt reads ttl (seconds from now, at least 1) or expiresat: the
+// time after which a task that has not started ends expired; nil when
+// neither is given. Any expiresat counts, the Unix epoch, earlier times and
+// the zero time included: one in the past ends the task expired at once
+// (with its result event), it never means "no expiry".
+func expiresAt(ext map[string]any, now time.Time) (*time.Time, *Error) {
 	at, hasAt, err := timeExt(ext, contracts.ExtExpiresAt)
 	if err != nil {
-		return time.Time{}, err
+		return nil, err
 	}
 	_, hasTTL := ext[contracts.ExtTTL]
 	if hasAt && hasTTL {
-		return time.Time{}, errorf(http.StatusBadRequest, "ttl, expiresat: give one of them, not both")
+		return nil, errorf(http.StatusBadRequest, "ttl, expiresat: give one of them, not both")
 	}
 	if hasTTL {
 		secs, err := intExt(ext, contracts.ExtTTL, 1, int64(MaxDelay/time.Second))
 		if err != nil {
-			return time.Time{}, err
+			return nil, err
 		}
-		return now.Add(time.Duration(secs) * time.Second), nil
+		return new(now.Add(time.Duration(secs) * time.Second)), nil
 	}
-	return at, nil
+	if !hasAt {
+		return nil, nil
+	}
+	return &at, nil
 }
