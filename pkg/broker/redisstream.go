@@ -262,6 +262,9 @@ func (p *streamPublisher) Publish(topic string, msgs ...*message.Message) error 
 	}
 	calls := make([]*xadd, len(msgs))
 	for i, m := range msgs {
+		if err := checkStreamSize(m); err != nil {
+			return fmt.Errorf("publishing message %s to %s: %w", m.UUID, topic, err)
+		}
 		values, err := streamMarshaler{}.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("publishing message %s to %s: %w", m.UUID, topic, err)
@@ -281,5 +284,9 @@ func (p *streamPublisher) Publish(topic string, msgs ...*message.Message) error 
 	}
 	return nil
 }
+
+// CheckSize returns a *TooLargeError for a message whose metadata exceeds
+// StreamMaxMetadataBytes.
+func (p *streamPublisher) CheckSize(msg *message.Message) error { return checkStreamSize(msg) }
 
 func (p *streamPublisher) Close() error { return nil }
