@@ -747,3 +747,47 @@ func TestExpiryAtOrBeforeTheEpochExpires(t *testing.T) {
 		})
 	}
 }
+
+// TestAbandonEndsWaitingTasksOnce ends a queued task dead and a retrying
+// one failed, each with its reason and one result event; a task running
+// under a live lease, or already ended, is left alone.
+func TestAbandonEndsWaitingTasksOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1"), event("acme", "e2", "f1"), event("acme", "e3", "f1")})
+	require.NoError(t, err)
+	queued, retrying, running := c[0].Tasks[0].ID, c[1].Tasks[0].ID, c[2].Tasks[0].ID
+	for _, id := range []string{retrying, running} {
+		cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute})
+		require.NoError(t, err)
+		require.Equal(t, ledger.VerdictRun, cl.Verdict)
+	}
+	ok, err := b.l.Retry(ctx, "acme", retrying, "f1", 1, b.now, "boom", false)
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	require.NoError(t, b.l.Abandon(ctx, "acme", queued, contracts.StateDead, contracts.ReasonNonRetryable, "too large"))
+	require.NoError(t, b.l.Abandon(ctx, "acme", retrying, contracts.StateFailed, contracts.ReasonNonRetryable, "too large"))
+	require.ErrorIs(t, b.l.Abandon(ctx, "acme", running, contracts.StateDead, contracts.ReasonNonRetryable, "too large"), ledger.ErrNotAbandoned)
+	require.ErrorIs(t, b.l.Abandon(ctx, "acme", queued, contracts.StateDead, contracts.ReasonNonRetryable, "again"), ledger.ErrNotAbandoned)
+	require.ErrorIs(t, b.l.Abandon(ctx, "acme", "nope", contracts.StateDead, contracts.ReasonNonRetryable, "x"), ledger.ErrNotFound)
+
+	for id, want := range map[string]contracts.State{queued: contracts.StateDead, retrying: contracts.StateFailed, running: contracts.StateRunning} {
+		task, err := b.l.Get(ctx, "acme", id)
+		require.NoError(t, err)
+		require.Equal(t, want, task.State)
+		if want != contracts.StateRunning {
+			require.Equal(t, contracts.ReasonNonRetryable, task.Reason)
+			require.Equal(t, "too large", task.Error)
+		}
+	}
+	b.advance(time.Hour)
+	due, err := b.l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, due, 1, "only the running task's lease entry is left")
+	require.Equal(t, running, due[0].ID)
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 2, "one result event per abandoned task")
+}
