@@ -21,8 +21,10 @@ import (
 
 // Limits bound request sizes.
 type Limits struct {
-	// MaxEventBytes bounds a binary or structured request body, and each
-	// event of a batch. Default 64 KiB.
+	// MaxEventBytes bounds a binary or structured request body, each event
+	// of a batch, and each event whole (attributes, extensions and data, as
+	// ingest.EventSize measures it; the gateway's ingester applies it).
+	// Default 64 KiB.
 	MaxEventBytes int64
 	// MaxBatchBytes bounds a batch request body. Default 4 MiB.
 	MaxBatchBytes int64
@@ -56,6 +58,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.Limits.MaxBatchEvents <= 0 {
 		cfg.Limits.MaxBatchEvents = 1000
+	}
+	if cfg.Ingester != nil {
+		cfg.Ingester = cfg.Ingester.WithMaxEventBytes(cfg.Limits.MaxEventBytes)
 	}
 	return &Gateway{cfg: cfg}
 }
