@@ -13,8 +13,12 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
 func sizeEvent(id string) *event.Event {
@@ -159,4 +163,40 @@ func TestTTLAndExpiresAtEdges(t *testing.T) {
 		e.SetExtension("expiresat", at)
 		require.Equal(t, http.StatusUnprocessableEntity, refusal(t, in, e).Status, "expiresat %s is accepted", at)
 	}
+}
+
+// lateRefusingPublisher passes CheckSize but refuses every publish for its
+// size, as after a reconnection that negotiated a smaller frame_max.
+type lateRefusingPublisher struct{}
+
+func (lateRefusingPublisher) Publish(string, ...*message.Message) error {
+	return &broker.TooLargeError{What: "header frame", Size: 200, Limit: 100}
+}
+
+func (lateRefusingPublisher) Close() error { return nil }
+
+type anyLane struct{}
+
+func (anyLane) LaneFor(string, string) string { return "lane" }
+
+// TestPublishRefusedForSizeAnswers413: a publish the broker refuses for its
+// size after the task was recorded answers 413 (not 202, not 503), and the
+// task is due at once in the delay set, where the scheduler ends it.
+func TestPublishRefusedForSizeAnswers413(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testkit.Redis(t)
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	in := ingest.New(ingest.Config{
+		Ledger: l, Publisher: lateRefusingPublisher{}, Router: anyLane{}, Metrics: metrics.New(),
+		Subscribers: func(string, string) []string { return []string{"fn"} },
+	})
+	t.Cleanup(in.Close)
+	ie := refusal(t, in, sizeEvent("e1"))
+	require.Equal(t, http.StatusRequestEntityTooLarge, ie.Status)
+	require.Contains(t, ie.Msg, "for its size")
+	require.Contains(t, ie.Msg, "exceeds the broker's limit of 100 bytes")
+	due, err := l.TakeDue(context.Background(), 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, due, 1, "due now, for the scheduler to end it")
+	require.Equal(t, contracts.StateQueued, due[0].State)
 }
