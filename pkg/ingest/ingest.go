@@ -200,7 +200,7 @@ func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.E
 		// CheckSize passed in prepare, so the broker's limit changed (a
 		// reconnection negotiated a smaller frame_max): the scheduler ends
 		// these tasks (they are in the delay set), the client hears 413.
-		return nil, errorf(http.StatusRequestEntityTooLarge, "the broker refused the lane message of task %s for its size (%v): its attributes and extensions are too large; the task ends without running", tooLarge[0], tooLargeCause(tooLarge))
+		return nil, errorf(http.StatusRequestEntityTooLarge, "the broker refused the lane message of task %s for its size (%v): its attributes and extensions are too large; the task ends without running", tooLarge[0].id, tooLarge[0].err)
 	}
 	return out, nil
 }
@@ -331,10 +331,6 @@ type tooLargeTask struct {
 	id  string
 	err error
 }
-
-func (t tooLargeTask) String() string { return t.id }
-
-func tooLargeCause(ts []tooLargeTask) error { return ts[0].err }
 
 // EventSize is what an event weighs against Config.MaxEventBytes: the name
 // and value of every attribute it has (specversion, id, source, type,
