@@ -33,7 +33,10 @@ func TestAMQPOversizedHeaderIsRefusedBeforeSending(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool { return d.Ping(ctx) == nil }, "connected")
 	lane := testkit.UniqueName("tltest.lane")
 	require.NoError(t, d.DeclareLanes(ctx, lane))
-	t.Cleanup(func() { _, _ = d.DeleteLane(context.Background(), lane) })
+	t.Cleanup(func() {
+		testkit.PurgeQueues(t, lane)
+		_, _ = d.DeleteLane(context.Background(), lane)
+	})
 
 	ad := d.(*amqpDriver)
 	conn := ad.pubConn.Connection()
