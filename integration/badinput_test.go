@@ -37,7 +37,29 @@ functions:
   - name: work
     events: [com.example.work]
     endpoint: builtin:noop
-`, badMaxEventBytes, badMaxBatchBytes, badMaxBatchEvents, acmeKey, otherKey)
+triggers:
+  - name: badhook
+    tenant: acme
+    http: {path: badhook, id_header: X-Delivery, signature: {secret_env: %s}}
+    event: {type: com.example.work, source: /hooks/badhook}
+`, badMaxEventBytes, badMaxBatchBytes, badMaxBatchEvents, acmeKey, otherKey, badHookSecretEnv)
+
+// badHookSecretEnv holds the secret of badInputConfig's webhook.
+const (
+	badHookSecretEnv = "TL_IT_BADHOOK_SECRET"
+	badHookSecret    = "badhook-secret"
+)
+
+// binaryAttrBytes is what the attributes of a binary-mode request weigh
+// against server.max_event_bytes: each ce- header's name without "ce-" and
+// its value, and the Content-Type as datacontenttype.
+func binaryAttrBytes(h map[string]string, contentType string) int {
+	n := len("datacontenttype") + len(contentType)
+	for k, v := range h {
+		n += len(k) - len("ce-") + len(v)
+	}
+	return n
+}
 
 const (
 	ctJSON       = "application/json"
@@ -197,13 +219,15 @@ func TestIntegrationBadInput(t *testing.T) {
 }
 
 func runBadInput(t *testing.T, driver string) {
+	t.Setenv(badHookSecretEnv, badHookSecret)
 	e := startTasklane(t, driver, badInputConfig)
 
-	// Known tasks, each right at a size limit.
+	// Known tasks, each right at a size limit (a binary-mode event's
+	// attributes count with its data).
 	acmeBinary := submitOK(t, e, apiCall{
 		contentType: "application/octet-stream",
 		header:      binaryHeaders("acme-binary", nil),
-		body:        strings.Repeat("x", badMaxEventBytes),
+		body:        strings.Repeat("x", badMaxEventBytes-binaryAttrBytes(binaryHeaders("acme-binary", nil), "application/octet-stream")),
 	})
 	acmeStructured := submitOK(t, e, structuredCall(sizedEvent("acme-structured", badMaxEventBytes)))
 	acmeBatch := submitOK(t, e, batchCall(
@@ -234,6 +258,23 @@ func runBadInput(t *testing.T, driver string) {
 	deliverAt := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	oversized := strings.Repeat("x", badMaxEventBytes+1)
 	limitMsg := fmt.Sprintf("exceeds the limit of %d bytes", badMaxEventBytes)
+	// eventLimitMsg names the limit a whole event (attributes too) is over.
+	eventLimitMsg := fmt.Sprintf("limit of %d bytes (server.max_event_bytes)", badMaxEventBytes)
+	long := strings.Repeat("l", badMaxEventBytes+1)
+	manyExtensions := map[string]string{}
+	for i := range 200 {
+		manyExtensions[fmt.Sprintf("ce-x%d", i)] = "v"
+	}
+	// One byte over: the data fits the body limit, not with the attributes.
+	overByOne := strings.Repeat("x", badMaxEventBytes+1-binaryAttrBytes(binaryHeaders("bad-1", nil), ctJSON))
+	hookBody := `{"email":"ada@example.com"}`
+	hook := func(header map[string]string) apiCall {
+		h := map[string]string{"X-Hub-Signature-256": githubSignature(badHookSecret, hookBody), "X-Delivery": "delivery-1"}
+		for k, v := range header {
+			h[k] = v
+		}
+		return apiCall{path: "/hooks/badhook", contentType: ctJSON, header: h, body: hookBody}
+	}
 	anEvent := structuredCall(structuredEvent("bad-0", nil))
 	withAuth := func(c apiCall, auth string) apiCall { c.auth = auth; return c }
 	get := func(path, key string) apiCall {
@@ -273,10 +314,19 @@ func runBadInput(t *testing.T, driver string) {
 		{"binary: delay not a number", binaryCall("bad-1", map[string]string{"ce-delay": "soon"}), 400, "delay: must be an integer"},
 		{"binary: deliverat not a time", binaryCall("bad-1", map[string]string{"ce-deliverat": "tomorrow"}), 400, "deliverat: must be an RFC 3339 time"},
 		{"binary: ttl and expiresat", binaryCall("bad-1", map[string]string{"ce-ttl": "5", "ce-expiresat": deliverAt}), 400, "ttl, expiresat: give one of them, not both"},
+		{"binary: ttl zero", binaryCall("bad-1", map[string]string{"ce-ttl": "0"}), 400, "ttl: must be an integer from 1 to"},
+		{"binary: ttl negative", binaryCall("bad-1", map[string]string{"ce-ttl": "-1"}), 400, "ttl: must be an integer from 1 to"},
+		{"binary: expiresat not a time", binaryCall("bad-1", map[string]string{"ce-expiresat": "1970"}), 400, "expiresat: must be an RFC 3339 time"},
 		{"binary: control character in subject", binaryCall("bad-1", map[string]string{"ce-subject": "a\tb"}), 400, "subject: control character U+0009 not allowed"},
 		{"binary: subject not UTF-8", binaryCall("bad-1", map[string]string{"ce-subject": "caf\xe9"}), 400, "subject: not valid UTF-8"},
 		{"binary: too large", apiCall{contentType: ctJSON, header: binaryHeaders("bad-1", nil), body: oversized}, 413, limitMsg},
 		{"binary: too large, chunked", apiCall{contentType: ctJSON, header: binaryHeaders("bad-1", nil), body: oversized, chunked: true}, 413, limitMsg},
+		{"binary: attributes and data over the limit", apiCall{contentType: ctJSON, header: binaryHeaders("bad-1", nil), body: overByOne}, 413,
+			fmt.Sprintf("event of %d bytes (attributes, extensions and data) exceeds the %s", badMaxEventBytes+1, eventLimitMsg)},
+		{"binary: large id", binaryCall("bad-1", map[string]string{"ce-id": long}), 413, eventLimitMsg},
+		{"binary: large extension", binaryCall("bad-1", map[string]string{"ce-note": long}), 413, eventLimitMsg},
+		{"binary: large Content-Type", apiCall{contentType: "application/json; x=" + long, header: binaryHeaders("bad-1", nil), body: `{"n":1}`}, 413, eventLimitMsg},
+		{"binary: 200 extensions", binaryCall("bad-1", manyExtensions), 413, "binary mode: 204 ce- headers; an event has at most 109 attributes and extensions"},
 
 		// Structured mode.
 		{"structured: no id", structuredCall(structuredEvent("", map[string]any{"id": nil})), 400, "id: MUST be a non-empty string"},
@@ -292,6 +342,7 @@ func runBadInput(t *testing.T, driver string) {
 		{"structured: priority beyond int32", structuredCall(structuredEvent("bad-2", map[string]any{"priority": 1 << 40})), 400, "priority: must be an integer, got 1099511627776"},
 		{"structured: delay fractional", structuredCall(structuredEvent("bad-2", map[string]any{"delay": 0.5})), 400, "delay: must be an integer, got 0.5"},
 		{"structured: ttl negative", structuredCall(structuredEvent("bad-2", map[string]any{"ttl": -5})), 400, "ttl: must be an integer from 1 to"},
+		{"structured: ttl zero", structuredCall(structuredEvent("bad-2", map[string]any{"ttl": 0})), 400, "ttl: must be an integer from 1 to"},
 		{"structured: priority not a number", structuredCall(structuredEvent("bad-2", map[string]any{"priority": "high"})), 400, "priority: must be an integer from 0 to 9, got high"},
 		{"structured: delay and deliverat", structuredCall(structuredEvent("bad-2", map[string]any{"delay": 5, "deliverat": deliverAt})), 400, "delay, deliverat: give one of them, not both"},
 		{"structured: control character in id", structuredCall(structuredEvent("bad\n2", nil)), 400, "id: control character U+000A not allowed"},
@@ -319,6 +370,11 @@ func runBadInput(t *testing.T, driver string) {
 		{"batch: one event not an object", batchCall(good(), "42"), 400, "events[1]: invalid event: an event is a JSON object, got a number"},
 		{"batch: one event of an unknown type", batchCall(good(), structuredEvent("bad-3", map[string]any{"type": "com.example.nobody"})), 422, `events[1]: type: no function subscribes to type "com.example.nobody"`},
 		{"batch: one event with a bad priority", batchCall(good(), structuredEvent("bad-3", map[string]any{"priority": 99})), 400, "events[1]: priority: must be an integer from 0 to 9, got 99"},
+
+		// A signed webhook's delivery id and Content-Type become the event's
+		// id and datacontenttype: bounded the same way.
+		{"webhook: large delivery id", hook(map[string]string{"X-Delivery": long}), 413, eventLimitMsg},
+		{"webhook: large Content-Type", hook(map[string]string{"Content-Type": "application/json; x=" + long}), 413, eventLimitMsg},
 
 		// Neither mode.
 		{"plain text", apiCall{contentType: "text/plain", body: "hello"}, 415, `not a CloudEvent: send binary mode`},

@@ -32,6 +32,7 @@ type confirmPublisher struct {
 	mandatory bool
 	chans     []*confirmChannel
 	next      atomic.Uint64
+	frame     frameMax
 }
 
 type confirmChannel struct {
@@ -107,6 +108,20 @@ func (c *confirmChannel) takeReturn(id string) (string, bool) {
 // Publish sends msgs to topic and returns once the broker confirmed every
 // one of them, or the first failure.
 func (p *confirmPublisher) Publish(topic string, msgs ...*message.Message) error {
+	key := p.routingKey(topic)
+	// Every message is measured before any is sent: RabbitMQ answers an
+	// oversized frame by closing the whole connection.
+	pubs := make([]amqp.Publishing, len(msgs))
+	for i, msg := range msgs {
+		var err error
+		pubs[i], err = amqpMarshaler{}.Marshal(msg)
+		if err != nil {
+			return fmt.Errorf("marshaling message %s: %w", msg.UUID, err)
+		}
+		if err := checkAMQPSize(pubs[i], p.exchange, key, p.frame.get(p.conn)); err != nil {
+			return fmt.Errorf("publishing message %s to %s: %w", msg.UUID, topic, err)
+		}
+	}
 	slot := p.chans[p.next.Add(1)%uint64(len(p.chans))]
 	ch, err := p.channel(slot)
 	slot.mu.Lock()
@@ -115,14 +130,9 @@ func (p *confirmPublisher) Publish(topic string, msgs ...*message.Message) error
 	if err != nil {
 		return err
 	}
-	key := p.routingKey(topic)
 	dcs := make([]*amqp.DeferredConfirmation, len(msgs))
 	for i, msg := range msgs {
-		pub, err := amqpMarshaler{}.Marshal(msg)
-		if err != nil {
-			return fmt.Errorf("marshaling message %s: %w", msg.UUID, err)
-		}
-		dcs[i], err = ch.PublishWithDeferredConfirmWithContext(msg.Context(), p.exchange, key, p.mandatory, false, pub)
+		dcs[i], err = ch.PublishWithDeferredConfirmWithContext(msg.Context(), p.exchange, key, p.mandatory, false, pubs[i])
 		if err != nil {
 			return fmt.Errorf("publishing message %s to %s: %w", msg.UUID, topic, err)
 		}
@@ -142,6 +152,16 @@ func (p *confirmPublisher) Publish(topic string, msgs ...*message.Message) error
 		}
 	}
 	return nil
+}
+
+// CheckSize returns a *TooLargeError when RabbitMQ would refuse msg for its
+// size on this publisher's connection (its routing key not counted).
+func (p *confirmPublisher) CheckSize(msg *message.Message) error {
+	pub, err := amqpMarshaler{}.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("marshaling message %s: %w", msg.UUID, err)
+	}
+	return checkAMQPSize(pub, p.exchange, "", p.frame.get(p.conn))
 }
 
 // ErrUnroutable is returned for a publish no queue took (a lane that does

@@ -321,6 +321,9 @@ func (p *streamPublisher) publish(topic string, marshal func(*message.Message) (
 	maxLen, trimmed := p.maxLens[topic]
 	calls := make([]*xadd, len(msgs))
 	for i, m := range msgs {
+		if err := checkStreamSize(m); err != nil {
+			return fmt.Errorf("publishing message %s to %s: %w", m.UUID, topic, err)
+		}
 		values, err := marshal(m)
 		if err != nil {
 			return fmt.Errorf("publishing message %s to %s: %w", m.UUID, topic, err)
@@ -346,5 +349,9 @@ func (p *streamPublisher) publish(topic string, marshal func(*message.Message) (
 	}
 	return nil
 }
+
+// CheckSize returns a *TooLargeError for a message whose metadata exceeds
+// StreamMaxMetadataBytes.
+func (p *streamPublisher) CheckSize(msg *message.Message) error { return checkStreamSize(msg) }
 
 func (p *streamPublisher) Close() error { return nil }

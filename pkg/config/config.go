@@ -21,6 +21,10 @@ const (
 	AddrDefault = ":8080"
 	// MaxEventBytesDefault is the default Server.MaxEventBytes.
 	MaxEventBytesDefault int64 = 64 << 10
+	// MaxEventBytesMax bounds Server.MaxEventBytes: well under RabbitMQ's
+	// max_message_size (16 MiB by default since 4.0), so an event the API
+	// takes is a message the broker takes.
+	MaxEventBytesMax int64 = 8 << 20
 	// MaxBatchBytesDefault is the default Server.MaxBatchBytes.
 	MaxBatchBytesDefault int64 = 4 << 20
 	// MaxBatchEventsDefault is the default Server.MaxBatchEvents.
@@ -203,7 +207,12 @@ type Config struct {
 type Server struct {
 	// Addr is the listen address. Default ":8080".
 	Addr string `yaml:"addr"`
-	// MaxEventBytes bounds one submitted event. Default 65536 (64 KiB).
+	// MaxEventBytes bounds one submitted event whole: every attribute and
+	// extension (name and value) plus the data, in every content mode and
+	// from triggers (413 above it). Default 65536 (64 KiB); at most 8388608
+	// (8 MiB). Attributes and extensions also travel in the lane message's
+	// headers: a value above RabbitMQ's frame_max (131072 by default) lets
+	// through events whose attributes the broker refuses; those get 413 too.
 	MaxEventBytes int64 `yaml:"max_event_bytes"`
 	// MaxBatchBytes bounds one batch request body. Default 4194304 (4 MiB), or
 	// MaxEventBytes when that is larger; at least MaxEventBytes.

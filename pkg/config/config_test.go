@@ -135,6 +135,16 @@ functions:
 			want: `tasklane.yaml:1:39: server.metrics_addr: must differ from server.addr (:8080)`,
 		},
 		{
+			name: "MaxEventBytesTooLarge",
+			yaml: `server: {max_event_bytes: 8388609}`,
+			want: `tasklane.yaml:1:27: server.max_event_bytes: must be between 1 and 8388608, got 8388609`,
+		},
+		{
+			name: "MaxEventBytesNegative",
+			yaml: `server: {max_event_bytes: -1}`,
+			want: `tasklane.yaml:1:27: server.max_event_bytes: must be between 1 and 8388608, got -1`,
+		},
+		{
 			name: "NotifierConsumersOutOfRange",
 			yaml: `notifier: {consumers: 300}`,
 			want: `tasklane.yaml:1:23: notifier.consumers: must be between 1 and 256, got 300`,

@@ -150,7 +150,7 @@ func (v *validator) server() {
 	} else if msg := checkAddr(s.Addr); msg != "" {
 		v.add("server.addr", "%s", msg)
 	}
-	v.intMin("server.max_event_bytes", s.MaxEventBytes, 1)
+	v.intRange("server.max_event_bytes", s.MaxEventBytes, 1, MaxEventBytesMax)
 	if s.MaxBatchBytes < s.MaxEventBytes {
 		v.add("server.max_batch_bytes", "must be at least server.max_event_bytes (%d), got %d", s.MaxEventBytes, s.MaxBatchBytes)
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
@@ -40,6 +41,22 @@ import (
 
 // MaxDelay bounds delay and deliverat: a task further out is refused.
 const MaxDelay = 365 * 24 * time.Hour
+
+// Event bounds. An event's attributes and extensions travel in the headers
+// of its lane message (and of every HTTP call of its function), where
+// brokers and HTTP servers have limits of their own far below the body's,
+// so they are bounded with the data, not only the body.
+const (
+	// MaxEventBytesDefault is the default Config.MaxEventBytes (the
+	// config's server.max_event_bytes default).
+	MaxEventBytesDefault = 64 << 10
+	// MaxExtensions bounds the extension attributes of one event.
+	MaxExtensions = 100
+	// MaxExtensionNameBytes bounds an extension attribute's name
+	// (CloudEvents advises at most 20 characters; a broker header name is
+	// at most 255 bytes).
+	MaxExtensionNameBytes = 64
+)
 
 // publishTimeout bounds one broker publish.
 const publishTimeout = 10 * time.Second
@@ -82,6 +99,10 @@ type Config struct {
 	// PublishConcurrency bounds parallel broker publishes per Submit.
 	// Default 64.
 	PublishConcurrency int
+	// MaxEventBytes bounds each event's size as EventSize measures it
+	// (every attribute and extension, name and value, plus the data); a
+	// larger event is refused with 413. Default MaxEventBytesDefault.
+	MaxEventBytes int64
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -103,7 +124,22 @@ func New(cfg Config) *Ingester {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxEventBytes <= 0 {
+		cfg.MaxEventBytes = MaxEventBytesDefault
+	}
 	return &Ingester{cfg: cfg, guards: newGuardDropper(cfg.Ledger, cfg.Logger)}
+}
+
+// WithMaxEventBytes returns an Ingester that bounds each event by n bytes
+// (as Config.MaxEventBytes) and shares everything else with in: the gateway
+// and the triggers each apply server.max_event_bytes this way. n <= 0
+// keeps in's bound. Close only the Ingester New returned.
+func (in *Ingester) WithMaxEventBytes(n int64) *Ingester {
+	out := *in
+	if n > 0 {
+		out.cfg.MaxEventBytes = n
+	}
+	return &out
 }
 
 // Close drops the publish guards still queued and stops the goroutine that
@@ -160,12 +196,20 @@ func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.E
 		toPublish = append(toPublish, msgs[i]...)
 		guard = c.GuardScore
 	}
-	in.publish(ctx, tenant, guard, toPublish)
+	if tooLarge := in.publish(ctx, tenant, guard, toPublish); len(tooLarge) > 0 {
+		// CheckSize passed in prepare, so the broker's limit changed (a
+		// reconnection negotiated a smaller frame_max): the scheduler ends
+		// these tasks (they are in the delay set), the client hears 413.
+		return nil, errorf(http.StatusRequestEntityTooLarge, "the broker refused the lane message of task %s for its size (%v): its attributes and extensions are too large; the task ends without running", tooLarge[0].id, tooLarge[0].err)
+	}
 	return out, nil
 }
 
 // prepare validates one event and builds its tasks.
 func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledger.EventTasks, []*message.Message, *Error) {
+	if perr := in.checkSize(e); perr != nil {
+		return ledger.EventTasks{}, nil, perr
+	}
 	if err := e.Validate(); err != nil {
 		return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %s", describeValidation(err))
 	}
@@ -205,6 +249,11 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledge
 		if err != nil {
 			return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %v", err)
 		}
+		// Refused now, nothing recorded: a lane message the broker refuses
+		// could never be published.
+		if err := broker.CheckSize(in.cfg.Publisher, msg); err != nil {
+			return ledger.EventTasks{}, nil, errorf(http.StatusRequestEntityTooLarge, "event: its attributes and extensions do not fit in a broker message: %v", err)
+		}
 		stored, err := taskmsg.Encode(msg)
 		if err != nil {
 			return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %v", err)
@@ -217,16 +266,19 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledge
 
 // publish sends tasks to their lanes concurrently. A task the broker did not
 // confirm stays in the delay set and is retried by the scheduler shortly;
-// it is durable either way, so the submission still succeeds.
-func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msgs []*message.Message) {
+// it is durable either way, so the submission still succeeds. It returns
+// the tasks the broker refused for their size (and why): those are due at
+// once, for the scheduler to end them.
+func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msgs []*message.Message) []tooLargeTask {
 	if len(msgs) == 0 {
-		return
+		return nil
 	}
 	// The client going away must not abandon publishes half done.
 	ctx = context.WithoutCancel(ctx)
 	sem := make(chan struct{}, in.cfg.PublishConcurrency)
 	var mu sync.Mutex
 	var confirmed, failed []string
+	var tooLarge []tooLargeTask
 	var wg sync.WaitGroup
 	for _, m := range msgs {
 		sem <- struct{}{}
@@ -240,7 +292,12 @@ func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msg
 			err := in.cfg.Publisher.Publish(in.cfg.Router.LaneFor(tenant, id), m)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
+			switch {
+			case errors.Is(err, broker.ErrTooLarge):
+				tooLarge = append(tooLarge, tooLargeTask{id: id, err: err})
+				in.cfg.Logger.WarnContext(ctx, "publishing task: too large for the broker; the scheduler ends it", "task", id, "error", err)
+				return
+			case err != nil:
 				failed = append(failed, id)
 				in.cfg.Logger.WarnContext(ctx, "publishing task; the scheduler will retry", "task", id, "error", err)
 				return
@@ -261,6 +318,70 @@ func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msg
 			in.cfg.Logger.WarnContext(ctx, "rescheduling unpublished task; its publish guard stays", "task", id, "error", err)
 		}
 	}
+	for _, t := range tooLarge {
+		if err := in.cfg.Ledger.Defer(ctx, tenant, t.id, in.cfg.Now()); err != nil {
+			in.cfg.Logger.WarnContext(ctx, "handing a task too large to publish to the scheduler; its publish guard stays", "task", t.id, "error", err)
+		}
+	}
+	return tooLarge
+}
+
+// tooLargeTask is a task whose lane message the broker refused for its size.
+type tooLargeTask struct {
+	id  string
+	err error
+}
+
+// EventSize is what an event weighs against Config.MaxEventBytes: the name
+// and value of every attribute it has (specversion, id, source, type,
+// subject, time, datacontenttype, dataschema) and of every extension, plus
+// its data bytes. Names count as the attribute names, not as the "ce-"
+// headers or JSON keys that carried them, so an event weighs the same in
+// every content mode and from a trigger.
+func EventSize(e *event.Event) int64 {
+	n := int64(len(e.Data()))
+	attr := func(name, v string) {
+		if v != "" {
+			n += int64(len(name) + len(v))
+		}
+	}
+	attr("specversion", e.SpecVersion())
+	attr("id", e.ID())
+	attr("source", e.Source())
+	attr("type", e.Type())
+	attr("subject", e.Subject())
+	attr("datacontenttype", e.DataContentType())
+	attr("dataschema", e.DataSchema())
+	if t := e.Time(); !t.IsZero() {
+		attr("time", t.Format(time.RFC3339Nano))
+	}
+	for name, v := range e.Extensions() {
+		s, err := types.Format(v)
+		if err != nil {
+			s = fmt.Sprint(v)
+		}
+		n += int64(len(name) + len(s))
+	}
+	return n
+}
+
+// checkSize refuses an event with more than MaxExtensions extensions, an
+// extension name over MaxExtensionNameBytes, or over MaxEventBytes in all
+// (413, naming the limit).
+func (in *Ingester) checkSize(e *event.Event) *Error {
+	ext := e.Extensions()
+	if len(ext) > MaxExtensions {
+		return errorf(http.StatusRequestEntityTooLarge, "event has %d extension attributes; the limit is %d", len(ext), MaxExtensions)
+	}
+	for name := range ext {
+		if len(name) > MaxExtensionNameBytes {
+			return errorf(http.StatusRequestEntityTooLarge, "extension %.20q...: a name of %d bytes exceeds the limit of %d bytes", name, len(name), MaxExtensionNameBytes)
+		}
+	}
+	if n := EventSize(e); n > in.cfg.MaxEventBytes {
+		return errorf(http.StatusRequestEntityTooLarge, "event of %d bytes (attributes, extensions and data) exceeds the limit of %d bytes (server.max_event_bytes)", n, in.cfg.MaxEventBytes)
+	}
+	return nil
 }
 
 // describeValidation renders the SDK's validation error, attributes sorted.
@@ -399,23 +520,29 @@ func dueAt(ext map[string]any, now time.Time) (time.Time, *Error) {
 	return at, nil
 }
 
-// expiresAt reads ttl (seconds from now) or expiresat: the time after which
-// a task that has not started ends expired. Zero when neither is given.
-func expiresAt(ext map[string]any, now time.Time) (time.Time, *Error) {
+// expiresAt reads ttl (seconds from now, at least 1) or expiresat: the
+// time after which a task that has not started ends expired; nil when
+// neither is given. Any expiresat counts, the Unix epoch, earlier times and
+// the zero time included: one in the past ends the task expired at once
+// (with its result event), it never means "no expiry".
+func expiresAt(ext map[string]any, now time.Time) (*time.Time, *Error) {
 	at, hasAt, err := timeExt(ext, contracts.ExtExpiresAt)
 	if err != nil {
-		return time.Time{}, err
+		return nil, err
 	}
 	_, hasTTL := ext[contracts.ExtTTL]
 	if hasAt && hasTTL {
-		return time.Time{}, errorf(http.StatusBadRequest, "ttl, expiresat: give one of them, not both")
+		return nil, errorf(http.StatusBadRequest, "ttl, expiresat: give one of them, not both")
 	}
 	if hasTTL {
 		secs, err := intExt(ext, contracts.ExtTTL, 1, int64(MaxDelay/time.Second))
 		if err != nil {
-			return time.Time{}, err
+			return nil, err
 		}
-		return now.Add(time.Duration(secs) * time.Second), nil
+		return new(now.Add(time.Duration(secs) * time.Second)), nil
 	}
-	return at, nil
+	if !hasAt {
+		return nil, nil
+	}
+	return &at, nil
 }

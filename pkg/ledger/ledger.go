@@ -140,8 +140,10 @@ type EventTasks struct {
 	// DueAt delays the tasks (state scheduled) when after now.
 	DueAt time.Time
 	// ExpiresAt, when set, ends the tasks as expired if they have not
-	// started by then.
-	ExpiresAt time.Time
+	// started by then. Any time counts, the Unix epoch, times before it and
+	// the zero time included (those tasks end expired at once); nil is no
+	// expiry.
+	ExpiresAt *time.Time
 }
 
 // Created is the ledger's answer for one EventTasks.
@@ -175,9 +177,9 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			ids[j] = t.ID
 			evKeys = append(evKeys, l.taskKey(ev.Tenant, t.ID))
 		}
-		var expires int64
-		if !ev.ExpiresAt.IsZero() {
-			expires = us(ev.ExpiresAt)
+		expires := "" // no expiry
+		if ev.ExpiresAt != nil {
+			expires = strconv.FormatInt(us(*ev.ExpiresAt), 10)
 		}
 		evArgs := []any{l.cfg.DedupWindow.Milliseconds(), us(now), score, ev.Tenant, strings.Join(ids, ","), expires}
 		for _, t := range ev.Tasks {
@@ -190,8 +192,8 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			if ev.Event.Subject != "" {
 				f = append(f, fEventSubject, ev.Event.Subject)
 			}
-			if !ev.ExpiresAt.IsZero() {
-				f = append(f, fExpires, us(ev.ExpiresAt))
+			if ev.ExpiresAt != nil {
+				f = append(f, fExpires, expires)
 			}
 			evArgs = append(evArgs, t.ID, len(f))
 			evArgs = append(evArgs, f...)
@@ -677,7 +679,7 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript} {
+	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

@@ -425,7 +425,7 @@ func TestExpiredTaskNeverRuns(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	ev := event("acme", "e1", "f1")
-	ev.ExpiresAt = b.now.Add(10 * time.Second)
+	ev.ExpiresAt = new(b.now.Add(10 * time.Second))
 	c, err := b.l.Create(ctx, []ledger.EventTasks{ev, event("acme", "e2", "f1")})
 	require.NoError(t, err)
 	id, other := c[0].Tasks[0].ID, c[1].Tasks[0].ID
@@ -658,7 +658,7 @@ func TestExpireDueEndsWaitingTasksOnly(t *testing.T) {
 	ctx := context.Background()
 	mk := func(id string) string {
 		ev := event("acme", id, "f1")
-		ev.ExpiresAt = b.now.Add(5 * time.Second)
+		ev.ExpiresAt = new(b.now.Add(5 * time.Second))
 		c, err := b.l.Create(ctx, []ledger.EventTasks{ev})
 		require.NoError(t, err)
 		return c[0].Tasks[0].ID
@@ -707,4 +707,87 @@ func TestDropGuardsKeepsReplacedOnes(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, due, 1, "only the replaced guard is left")
 	require.Equal(t, guards[1].ID, due[0].ID)
+}
+
+// TestExpiryAtOrBeforeTheEpochExpires creates tasks whose expiry is the Unix
+// epoch, before it, and Go's zero time: each is an expiry in the past, not
+// "no expiry", so the claim ends it expired (with its result event) and the
+// expiry scan finds the others.
+func TestExpiryAtOrBeforeTheEpochExpires(t *testing.T) {
+	t.Parallel()
+	for name, at := range map[string]time.Time{
+		"Epoch":       time.Unix(0, 0),
+		"BeforeEpoch": time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC),
+		"ZeroTime":    {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			claimed, scanned := event("acme", "e1", "f1"), event("acme", "e2", "f1")
+			claimed.ExpiresAt, scanned.ExpiresAt = &at, &at
+			c, err := b.l.Create(ctx, []ledger.EventTasks{claimed, scanned})
+			require.NoError(t, err)
+
+			cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: c[0].Tasks[0].ID, Function: "f1", Owner: "d1", Lease: time.Second})
+			require.NoError(t, err)
+			require.Equal(t, ledger.VerdictExpired, cl.Verdict)
+			n, err := b.l.ExpireDue(ctx, 100)
+			require.NoError(t, err)
+			require.Equal(t, 1, n, "the scan ends the other one")
+			for _, ct := range c {
+				task, err := b.l.Get(ctx, "acme", ct.Tasks[0].ID)
+				require.NoError(t, err)
+				require.Equal(t, contracts.StateExpired, task.State)
+				require.Zero(t, task.Attempts)
+			}
+			entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+			require.NoError(t, err)
+			require.Len(t, entries, 2, "one result event each")
+		})
+	}
+}
+
+// TestAbandonEndsWaitingTasksOnce ends a queued task dead and a retrying
+// one failed, each with its reason and one result event; a task running
+// under a live lease, or already ended, is left alone.
+func TestAbandonEndsWaitingTasksOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1"), event("acme", "e2", "f1"), event("acme", "e3", "f1")})
+	require.NoError(t, err)
+	queued, retrying, running := c[0].Tasks[0].ID, c[1].Tasks[0].ID, c[2].Tasks[0].ID
+	for _, id := range []string{retrying, running} {
+		cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute})
+		require.NoError(t, err)
+		require.Equal(t, ledger.VerdictRun, cl.Verdict)
+	}
+	ok, err := b.l.Retry(ctx, "acme", retrying, "f1", 1, b.now, "boom", false)
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	require.NoError(t, b.l.Abandon(ctx, "acme", queued, contracts.StateDead, contracts.ReasonNonRetryable, "too large"))
+	require.NoError(t, b.l.Abandon(ctx, "acme", retrying, contracts.StateFailed, contracts.ReasonNonRetryable, "too large"))
+	require.ErrorIs(t, b.l.Abandon(ctx, "acme", running, contracts.StateDead, contracts.ReasonNonRetryable, "too large"), ledger.ErrNotAbandoned)
+	require.ErrorIs(t, b.l.Abandon(ctx, "acme", queued, contracts.StateDead, contracts.ReasonNonRetryable, "again"), ledger.ErrNotAbandoned)
+	require.ErrorIs(t, b.l.Abandon(ctx, "acme", "nope", contracts.StateDead, contracts.ReasonNonRetryable, "x"), ledger.ErrNotFound)
+
+	for id, want := range map[string]contracts.State{queued: contracts.StateDead, retrying: contracts.StateFailed, running: contracts.StateRunning} {
+		task, err := b.l.Get(ctx, "acme", id)
+		require.NoError(t, err)
+		require.Equal(t, want, task.State)
+		if want != contracts.StateRunning {
+			require.Equal(t, contracts.ReasonNonRetryable, task.Reason)
+			require.Equal(t, "too large", task.Error)
+		}
+	}
+	b.advance(time.Hour)
+	due, err := b.l.TakeDue(ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, due, 1, "only the running task's lease entry is left")
+	require.Equal(t, running, due[0].ID)
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 2, "one result event per abandoned task")
 }

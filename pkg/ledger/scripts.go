@@ -18,13 +18,14 @@ import "github.com/redis/go-redis/v9"
 // KEYS: 1 dedup, 2 all-index, 3 state-index, 4 delay, 5 expiry set,
 // 6.. task hashes
 // ARGV: 1 dedup ttl ms, 2 created µs, 3 delay score, 4 tenant, 5 ids (comma
-// separated), 6 expiry µs (0: none), then per task: id, n, n field/value
+// separated), 6 expiry µs ("": none; any number is an expiry, 0 and
+// negative ones included), then per task: id, n, n field/value
 // strings.
 var createScript = redis.NewScript(`
 local existing = redis.call('GET', KEYS[1])
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1])
-local expires = tonumber(ARGV[6])
+local expires = ARGV[6]
 local i = 7
 local k = 6
 while i <= #ARGV do
@@ -34,7 +35,7 @@ while i <= #ARGV do
   redis.call('ZADD', KEYS[2], ARGV[2], id)
   redis.call('ZADD', KEYS[3], ARGV[2], id)
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4] .. '/' .. id)
-  if expires > 0 then redis.call('ZADD', KEYS[5], expires, ARGV[4] .. '/' .. id) end
+  if expires ~= '' then redis.call('ZADD', KEYS[5], expires, ARGV[4] .. '/' .. id) end
   i = i + 2 + n
   k = k + 1
 end
@@ -75,8 +76,10 @@ if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or s
 end
 if st == 'paused' then return {'paused', ''} end
 local now = tonumber(ARGV[1])
-local expires = tonumber(redis.call('HGET', h, 'expires') or '0')
-if expires > 0 and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
+-- A task has an expiry when the field is there, whatever its value: the
+-- epoch and times before it are expiries in the past, not "none".
+local expires = tonumber(redis.call('HGET', h, 'expires'))
+if expires and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
   redis.call('ZREM', KEYS[2], ARGV[6])
   redis.call('ZREM', KEYS[7], ARGV[6])
   terminate(h, KEYS[3], ARGV[4], ARGV[5], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[7], ARGV[8])

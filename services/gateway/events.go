@@ -94,6 +94,9 @@ func (g *Gateway) parse(w http.ResponseWriter, r *http.Request) (string, []*even
 		e, err := parseStructured(body)
 		return modeStructured, []*event.Event{e}, err
 	case r.Header.Get("Ce-Specversion") != "":
+		if err := g.checkBinaryHeaders(r.Header); err != nil {
+			return modeBinary, nil, err
+		}
 		body, err := readBody(w, r, g.cfg.Limits.MaxEventBytes)
 		if err != nil {
 			return modeBinary, nil, err
@@ -106,6 +109,50 @@ func (g *Gateway) parse(w http.ResponseWriter, r *http.Request) (string, []*even
 	return "", nil, bad(http.StatusUnsupportedMediaType,
 		"not a CloudEvent: send binary mode (ce-specversion, ce-id, ce-source, ce-type headers), structured mode (Content-Type: %s) or batch mode (Content-Type: %s); got Content-Type %q",
 		ctStructured, ctBatch, r.Header.Get("Content-Type"))
+}
+
+// maxBinaryAttributes bounds the ce- headers of a binary-mode request: the
+// CloudEvents attributes (specversion, id, source, type, subject, time,
+// dataschema, and 0.3's schemaurl and datacontentencoding) and the
+// extensions the ingester takes.
+const maxBinaryAttributes = 9 + ingest.MaxExtensions
+
+// checkBinaryHeaders bounds a binary-mode request's attributes before the
+// SDK reads them: the number of ce- headers, and their size with the
+// Content-Type (datacontenttype), counted as the ingester counts attributes
+// (the name without "ce-", plus the value). The ingester bounds the whole
+// event again with its data; this refuses 20,000 headers, or a 140 KB one,
+// without building an event of them.
+func (g *Gateway) checkBinaryHeaders(h http.Header) *ingest.Error {
+	n, size := 0, int64(0)
+	for k, vs := range h {
+		name, ok := cutPrefixFold(k, "ce-")
+		if !ok {
+			continue
+		}
+		for _, v := range vs {
+			n++
+			size += int64(len(name) + len(v))
+		}
+	}
+	for _, v := range h.Values("Content-Type") {
+		size += int64(len("datacontenttype") + len(v))
+	}
+	if n > maxBinaryAttributes {
+		return bad(http.StatusRequestEntityTooLarge, "binary mode: %d ce- headers; an event has at most %d attributes and extensions (%d extensions)", n, maxBinaryAttributes, ingest.MaxExtensions)
+	}
+	if size > g.cfg.Limits.MaxEventBytes {
+		return bad(http.StatusRequestEntityTooLarge, "binary mode: attributes of %d bytes (ce- headers and Content-Type) exceed the limit of %d bytes (server.max_event_bytes)", size, g.cfg.Limits.MaxEventBytes)
+	}
+	return nil
+}
+
+// cutPrefixFold is strings.CutPrefix, ignoring ASCII case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return s, false
+	}
+	return s[len(prefix):], true
 }
 
 func hasCEHeaders(h http.Header) bool {

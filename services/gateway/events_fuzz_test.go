@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -31,6 +32,15 @@ const (
 	seedEvent        = `{"specversion":"1.0","id":"ev-1","source":"/seeds","type":"com.example.work","datacontenttype":"application/json","data":{"n":1}}`
 )
 
+// manyExtensions is n "ce-x<i>: v" header lines, each after a newline.
+func manyExtensions(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "\nce-x%d: v", i)
+	}
+	return b.String()
+}
+
 // fuzzSeeds are valid and invalid requests in every mode: content type,
 // ce- headers, body.
 var fuzzSeeds = []struct {
@@ -49,6 +59,13 @@ var fuzzSeeds = []struct {
 	{"application/cloudevents+json;;", seedCE, seedEvent},
 	{"application/cloudevents+xml", seedCE, "<event/>"},
 	{"application/json", seedCE + "\nce-dataschema: ::not a uri", `{"n":1}`},
+	// Oversized attributes: many extensions, a long id, a long
+	// Content-Type.
+	{"application/json", seedCE + manyExtensions(120), `{"n":1}`},
+	{"application/json", seedCE + manyExtensions(90), `{"n":1}`},
+	{"application/json", "ce-specversion: 1.0\nce-id: " + strings.Repeat("i", 3000) + "\nce-source: /s\nce-type: t", `{"n":1}`},
+	{"text/plain; a=" + strings.Repeat("c", 2100), seedCE, `x`},
+	{"application/cloudevents+json", "", `{"specversion":"1.0","id":"1","source":"/s","type":"t","note":"` + strings.Repeat("n", 2000) + `"}`},
 	// Structured mode.
 	{"application/cloudevents+json", "", seedEvent},
 	{"application/cloudevents+json; charset=utf-8", "", seedEvent},
@@ -105,7 +122,7 @@ func FuzzParseEvents(f *testing.F) {
 		f.Add(s.contentType, s.headers, []byte(s.body))
 	}
 	g := New(Config{Limits: fuzzLimits})
-	in := ingest.New(ingest.Config{Subscribers: func(string, string) []string { return nil }})
+	in := ingest.New(ingest.Config{Subscribers: func(string, string) []string { return nil }}).WithMaxEventBytes(fuzzLimits.MaxEventBytes)
 	f.Fuzz(func(t *testing.T, contentType, headers string, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(string(body)))
 		if contentType != "" {
@@ -139,6 +156,9 @@ func FuzzParseEvents(f *testing.F) {
 				require.Contains(t, ie.Msg, "invalid event")
 			}
 			if ie.Status == http.StatusUnprocessableEntity {
+				// Passed every check: bounded whole, attributes too.
+				require.LessOrEqual(t, ingest.EventSize(e), fuzzLimits.MaxEventBytes)
+				require.LessOrEqual(t, len(e.Extensions()), ingest.MaxExtensions)
 				requireLaneRoundTrip(t, e)
 			}
 		}

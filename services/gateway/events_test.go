@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -168,6 +170,47 @@ func TestParse(t *testing.T) {
 				ids[i] = e.ID()
 			}
 			require.Equal(t, tc.wantIDs, ids)
+		})
+	}
+}
+
+// TestParseBoundsBinaryHeaders refuses binary-mode requests whose ce-
+// headers (with Content-Type) are too many or too large for an event, with
+// 413 naming the limit, before the SDK builds an event of them.
+func TestParseBoundsBinaryHeaders(t *testing.T) {
+	t.Parallel()
+	g := New(Config{Limits: testLimits})
+	many := http.Header{}
+	for k, v := range testCE {
+		many.Set(k, v)
+	}
+	for i := range 20000 {
+		many.Set("Ce-X"+strconv.Itoa(i), "v")
+	}
+	cases := []struct {
+		name   string
+		header http.Header
+		want   string
+	}{
+		{"many ce- headers", many, "binary mode: 20004 ce- headers; an event has at most 109 attributes and extensions"},
+		{"a large ce-id", http.Header{"Ce-Specversion": {"1.0"}, "Ce-Id": {strings.Repeat("i", 140<<10)}, "Ce-Source": {"/s"}, "Ce-Type": {"t"}},
+			"exceed the limit of 256 bytes (server.max_event_bytes)"},
+		{"a large Content-Type", http.Header{"Ce-Specversion": {"1.0"}, "Ce-Id": {"1"}, "Ce-Source": {"/s"}, "Ce-Type": {"t"}, "Content-Type": {"text/plain; x=" + strings.Repeat("c", 300)}},
+			"exceed the limit of 256 bytes (server.max_event_bytes)"},
+		{"a repeated header", http.Header{"Ce-Specversion": {"1.0"}, "Ce-Id": {"1"}, "Ce-Source": {"/s"}, "Ce-Type": {"t"}, "Ce-Note": slices.Repeat([]string{strings.Repeat("n", 100)}, 3)},
+			"exceed the limit of 256 bytes (server.max_event_bytes)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader("{}"))
+			r.Header = tc.header
+			mode, events, perr := g.parse(httptest.NewRecorder(), r)
+			require.Equal(t, modeBinary, mode)
+			require.Nil(t, events)
+			require.NotNil(t, perr)
+			require.Equal(t, http.StatusRequestEntityTooLarge, perr.Status, perr.Msg)
+			require.Contains(t, perr.Msg, tc.want)
 		})
 	}
 }

@@ -22,8 +22,10 @@ import (
 
 // Limits bound request sizes. Zero fields take pkg/config's defaults.
 type Limits struct {
-	// MaxEventBytes bounds a binary or structured request body, and each
-	// event of a batch. Default config.MaxEventBytesDefault.
+	// MaxEventBytes bounds a binary or structured request body, each event
+	// of a batch, and each event whole (attributes, extensions and data, as
+	// ingest.EventSize measures it; the gateway's ingester applies it).
+	// Default config.MaxEventBytesDefault.
 	MaxEventBytes int64
 	// MaxBatchBytes bounds a batch request body. Default
 	// config.MaxBatchBytesDefault.
@@ -59,6 +61,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.Limits.MaxBatchEvents <= 0 {
 		cfg.Limits.MaxBatchEvents = config.MaxBatchEventsDefault
+	}
+	if cfg.Ingester != nil {
+		cfg.Ingester = cfg.Ingester.WithMaxEventBytes(cfg.Limits.MaxEventBytes)
 	}
 	return &Gateway{cfg: cfg}
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/ledger"
@@ -49,6 +51,10 @@ type Config struct {
 	Guard time.Duration
 	// Concurrency bounds parallel publishes. Default 32.
 	Concurrency int
+	// DeadLetter reports whether a function keeps tasks that failed for
+	// good in the dead-letter queue (state dead) rather than ending them
+	// failed. Default nil: every function does (the config's default).
+	DeadLetter func(function string) bool
 }
 
 // Scheduler moves due tasks to lanes.
@@ -144,6 +150,9 @@ func (s *Scheduler) move(ctx context.Context, d ledger.Due) error {
 	defer cancel()
 	msg.SetContext(pctx)
 	if err := s.cfg.Publisher.Publish(s.cfg.Router.LaneFor(d.Tenant, d.ID), msg); err != nil {
+		if errors.Is(err, broker.ErrTooLarge) {
+			return s.abandon(ctx, d, msg, err)
+		}
 		// Try again soon, not a whole guard later: the broker is likely
 		// down, and tasks should move as soon as it is back.
 		if derr := s.cfg.Ledger.Defer(ctx, d.Tenant, d.ID, time.Now().Add(retryPublishAfter)); derr != nil {
@@ -153,4 +162,28 @@ func (s *Scheduler) move(ctx context.Context, d ledger.Due) error {
 	}
 	s.cfg.Metrics.Requeued.Inc()
 	return s.cfg.Ledger.Requeued(ctx, d)
+}
+
+// abandon ends a task whose lane message the broker refuses for its size:
+// no retry can publish it (and RabbitMQ would close the connection every
+// time), so it ends dead (failed without dead-lettering), non-retryable,
+// with one result event, instead of coming back every second.
+func (s *Scheduler) abandon(ctx context.Context, d ledger.Due, msg *message.Message, cause error) error {
+	fn := msg.Metadata.Get(taskmsg.KeyFunction)
+	state := contracts.StateDead
+	if s.cfg.DeadLetter != nil && !s.cfg.DeadLetter(fn) {
+		state = contracts.StateFailed
+	}
+	why := "not published: the broker refuses its lane message (" + cause.Error() + "); the event's attributes and extensions are too large"
+	err := s.cfg.Ledger.Abandon(ctx, d.Tenant, d.ID, state, contracts.ReasonNonRetryable, why)
+	switch {
+	case err == nil:
+		s.cfg.Logger.Warn("ending task: its lane message is too large for the broker", "task", d.ID, "tenant", d.Tenant, "function", fn, "state", state, "error", cause)
+		return nil
+	case errors.Is(err, ledger.ErrNotAbandoned), errors.Is(err, ledger.ErrNotFound):
+		// It ended, or another dispatcher holds it, meanwhile: its own
+		// path decides.
+		return nil
+	}
+	return err
 }

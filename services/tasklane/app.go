@@ -441,9 +441,10 @@ func (a *App) ingester() *ingest.Ingester {
 			}
 			return names
 		},
-		Metrics: a.metrics,
-		Logger:  a.logger.With("component", "ingest"),
-		Observe: a.observe,
+		MaxEventBytes: cfg.Server.MaxEventBytes,
+		Metrics:       a.metrics,
+		Logger:        a.logger.With("component", "ingest"),
+		Observe:       a.observe,
 	})
 	return a.ing
 }
@@ -567,6 +568,7 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 		s := scheduler.New(scheduler.Config{
 			Ledger: a.ledger, Publisher: a.driver.Publisher(), Router: a.table,
 			Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
+			DeadLetter: a.deadLetters,
 		})
 		a.goRun("scheduler", func() error { return s.Run(ctx) })
 		a.goRun("janitor", func() error { a.janitor(ctx); return nil })
@@ -651,6 +653,13 @@ func (a *App) janitor(ctx context.Context) {
 			a.logger.Warn("trimming the results outbox", "error", err)
 		}
 	}
+}
+
+// deadLetters reports whether function keeps its unsuccessful tasks in the
+// dead-letter queue (an unknown function does, the default).
+func (a *App) deadLetters(function string) bool {
+	f := a.cfg.Function(function)
+	return f == nil || f.DeadLetters()
 }
 
 func (a *App) tenantLimits() map[string]dispatcher.TenantLimit {

@@ -17,6 +17,7 @@ import (
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/services/gateway"
 	"github.com/tasklane/tasklane/triggers"
 	"github.com/tasklane/tasklane/triggers/cron"
@@ -141,6 +142,11 @@ func (r *hookRoute) close(ctx context.Context) {
 }
 
 func newTriggerSet(env triggers.Env, roles map[string]bool, getenv func(string) string, maxBody int64, logger *slog.Logger) *triggerSet {
+	if ing, ok := env.Submitter.(*ingest.Ingester); ok {
+		// Triggered events are bounded as POSTed ones are
+		// (server.max_event_bytes: attributes, extensions and data).
+		env.Submitter = ing.WithMaxEventBytes(maxBody)
+	}
 	s := &triggerSet{env: env, roles: roles, getenv: getenv, maxBody: maxBody, logger: logger, running: map[string]*runningTrigger{}}
 	s.routes.Store(&map[string]*hookRoute{})
 	return s

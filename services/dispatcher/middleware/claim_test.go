@@ -60,8 +60,9 @@ func setupClaim(t *testing.T, limits ledger.Limits) *claimBundle {
 	return b
 }
 
-// create records a task in the ledger and returns its lane message.
-func (b *claimBundle) create(t *testing.T, expiresAt time.Time) *message.Message {
+// create records a task (expiring at expiresAt, if not nil) in the
+// ledger and returns its lane message.
+func (b *claimBundle) create(t *testing.T, expiresAt *time.Time) *message.Message {
 	t.Helper()
 	id := testkit.UniqueName("task")
 	msg := taskMessage(t, tenant, id, fn)
@@ -112,7 +113,7 @@ func (b *claimBundle) claimElsewhere(t *testing.T, id string, limits ledger.Limi
 func TestClaimRunsWaitingTask(t *testing.T) {
 	t.Parallel()
 	b := setupClaim(t, ledger.Limits{})
-	msg := b.create(t, time.Time{})
+	msg := b.create(t, nil)
 	require.True(t, b.deliver(t, msg).Acked)
 	d := receive(t, b.ran)
 	require.Equal(t, msg.UUID, d.Ref.TaskID)
@@ -126,7 +127,7 @@ func TestClaimRunsWaitingTask(t *testing.T) {
 func TestClaimDropsTerminalTask(t *testing.T) {
 	t.Parallel()
 	b := setupClaim(t, ledger.Limits{})
-	msg := b.create(t, time.Time{})
+	msg := b.create(t, nil)
 	c := b.claimElsewhere(t, msg.UUID, ledger.Limits{})
 	ok, err := b.l.Finish(context.Background(), tenant, msg.UUID, fn, c.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
@@ -151,7 +152,7 @@ func TestClaimDropsMissingTask(t *testing.T) {
 func TestClaimDefersBusyTask(t *testing.T) {
 	t.Parallel()
 	b := setupClaim(t, ledger.Limits{})
-	msg := b.create(t, time.Time{})
+	msg := b.create(t, nil)
 	before := time.Now()
 	b.claimElsewhere(t, msg.UUID, ledger.Limits{})
 
@@ -170,9 +171,9 @@ func TestClaimDefersThrottledTask(t *testing.T) {
 	t.Parallel()
 	limits := ledger.Limits{Concurrency: 1}
 	b := setupClaim(t, limits)
-	running := b.create(t, time.Time{})
+	running := b.create(t, nil)
 	b.claimElsewhere(t, running.UUID, limits)
-	msg := b.create(t, time.Time{})
+	msg := b.create(t, nil)
 
 	before := time.Now()
 	require.True(t, b.deliver(t, msg).Acked)
@@ -188,7 +189,8 @@ func TestClaimDefersThrottledTask(t *testing.T) {
 func TestClaimExpiresTaskPastItsTTL(t *testing.T) {
 	t.Parallel()
 	b := setupClaim(t, ledger.Limits{})
-	msg := b.create(t, time.Now().Add(time.Second))
+	expires := time.Now().Add(time.Second)
+	msg := b.create(t, &expires)
 	b.skew.Store(int64(2 * time.Second))
 	require.True(t, b.deliver(t, msg).Acked)
 	require.Empty(t, b.ran)
