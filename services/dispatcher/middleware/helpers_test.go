@@ -31,7 +31,9 @@ func route(t *testing.T, ps *chantest.PubSub, handler message.NoPublishHandlerFu
 	go func() { ran <- r.Run(context.Background()) }()
 	t.Cleanup(func() {
 		_ = r.Close()
-		<-ran
+		if err := <-ran; err != nil {
+			t.Errorf("router: %v", err)
+		}
 	})
 	select {
 	case <-r.Running():
