@@ -102,6 +102,7 @@ type App struct {
 	store     *routing.Store
 	report    *routing.Reporter
 	keys      *auth.Keyring                  // the gateway's; nil without the gateway role
+	adminKeys *auth.Keyring                  // the operator API's; nil when it is off
 	fns       map[string]dispatcher.Function // nil without the dispatcher role
 
 	ln            net.Listener
@@ -127,6 +128,7 @@ type App struct {
 	driver broker.Driver
 	ctrl   *routing.Controller
 	api    http.Handler // the gateway's /v1 routes
+	admin  http.Handler // the operator API's routes
 	disp   *dispatcher.Dispatcher
 	notif  *notifier.Notifier
 	ing    *ingest.Ingester // shared by the gateway and the triggers; nil without them
@@ -367,6 +369,7 @@ func (a *App) startUp(ctx, runCtx context.Context) error {
 		Cooldown: a.cfg.Routing.Cooldown.Std(), MaxDedicated: a.cfg.Routing.MaxDedicated, LaneGrace: a.cfg.Routing.LaneGrace.Std(),
 		OnChange: func(ch routing.Change) { a.metrics.RoutingChanges.WithLabelValues(ch.Action).Inc() },
 	})
+	a.startAdmin()
 	if a.opts.Roles[RoleGateway] {
 		a.startGateway()
 	}
@@ -475,7 +478,10 @@ func (a *App) startGateway() {
 	})
 	inner := http.NewServeMux()
 	gw.Register(inner)
-	inner.HandleFunc("GET /v1/triggers", a.handleListTriggers(a.keys))
+	gateway.NewTriggers(gateway.TriggersConfig{
+		Keyring: a.keys, States: a.trigStore, Logger: a.logger,
+		Specs: func() []config.Trigger { return *a.trigSpecs.Load() },
+	}).Register(inner)
 	a.api = inner
 }
 
