@@ -505,38 +505,6 @@ func (a *App) observe(tenant string, tasks int) {
 	}
 }
 
-// watchEvery is how often every process reloads the routing table and the
-// lane backlogs.
-const watchEvery = 500 * time.Millisecond
-
-// watchRouting keeps the routing table and lane backlogs fresh and the
-// dispatcher's consumers matching the table.
-func (a *App) watchRouting(ctx context.Context) {
-	t := time.NewTicker(watchEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if snap, err := a.store.Load(ctx); err == nil {
-			a.table.Update(snap)
-		}
-		lanes := a.table.Lanes()
-		if depths, err := a.driver.Depths(ctx, lanes...); err == nil {
-			backlog := make(map[string]int64, len(depths))
-			for lane, d := range depths {
-				backlog[lane] = d.Backlog
-			}
-			a.table.SetDepths(backlog)
-		}
-		if a.disp != nil {
-			a.disp.SetLanes(ctx, lanes, a.cfg.Routing.LaneGrace.Std()/2)
-		}
-	}
-}
-
 // startWorkers starts the roles with ctx; startCtx bounds waiting for them
 // to run.
 func (a *App) startWorkers(startCtx, ctx context.Context) error {
@@ -562,7 +530,15 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 			return err
 		}
 	}
-	a.goRun("routing", func() error { a.watchRouting(ctx); return nil })
+	// Every process keeps its routing table and lane backlogs fresh, and
+	// the dispatcher's consumers matching the table.
+	follow := routing.FollowConfig{Store: a.store, Lanes: a.driver}
+	if a.disp != nil {
+		follow.OnLanes = func(ctx context.Context, lanes []string) {
+			a.disp.SetLanes(ctx, lanes, a.cfg.Routing.LaneGrace.Std()/2)
+		}
+	}
+	a.goRun("routing", func() error { a.table.Follow(ctx, follow); return nil })
 	if a.report != nil {
 		a.goRun("heavy-hitters", func() error { a.report.Run(ctx); return nil })
 	}
@@ -573,9 +549,9 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 		s := scheduler.New(scheduler.Config{
 			Ledger: a.ledger, Publisher: a.driver.Publisher(), Router: a.table,
 			Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
+			Trim: &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
 		})
 		a.goRun("scheduler", func() error { return s.Run(ctx) })
-		a.goRun("janitor", func() error { a.janitor(ctx); return nil })
 	}
 	if a.opts.Roles[RoleNotifier] {
 		var err error
@@ -633,30 +609,6 @@ func (a *App) functions() (map[string]dispatcher.Function, error) {
 		}
 	}
 	return out, nil
-}
-
-// janitorEvery is how often acknowledged stream entries are trimmed.
-const janitorEvery = 30 * time.Second
-
-// janitor trims Redis streams of entries every consumer group is done with:
-// the redisstream lanes and the results outbox. (Lanes are never trimmed by
-// length: that would delete work nobody has done.)
-func (a *App) janitor(ctx context.Context) {
-	t := time.NewTicker(janitorEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := a.driver.Trim(ctx, a.table.Lanes()...); err != nil {
-			a.logger.Warn("trimming lanes", "error", err)
-		}
-		if _, err := broker.TrimAcked(ctx, a.rdb, a.ledger.OutboxStream()); err != nil {
-			a.logger.Warn("trimming the results outbox", "error", err)
-		}
-	}
 }
 
 func (a *App) tenantLimits() map[string]dispatcher.TenantLimit {
