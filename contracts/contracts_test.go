@@ -91,6 +91,8 @@ var examples = []example{
 	{"submitted-structured.json", "submitted-event.schema.json", func() any { return new(submittedEvent) }},
 	{"submitted-batch.json", "submitted-batch.schema.json", func() any { return new([]submittedEvent) }},
 	{"trigger-list.json", "trigger-list.schema.json", func() any { return new(contracts.TriggerList) }},
+	{"routing.json", "routing.schema.json", func() any { return new(contracts.RoutingView) }},
+	{"routing-change.json", "routing-change.schema.json", func() any { return new(contracts.RoutingChange) }},
 }
 
 const binaryExample = "submitted-binary-headers.txt"
@@ -153,6 +155,10 @@ func TestTaskSchemaMatchesGoTypes(t *testing.T) {
 		{"result-event.schema.json", reflect.TypeFor[resultEvent]()},
 		{"trigger-list.schema.json", reflect.TypeFor[contracts.TriggerList]()},
 		{"trigger-list.schema.json#/$defs/trigger", reflect.TypeFor[contracts.TriggerView]()},
+		{"routing.schema.json", reflect.TypeFor[contracts.RoutingView]()},
+		{"routing.schema.json#/$defs/lane", reflect.TypeFor[contracts.LaneView]()},
+		{"routing.schema.json#/$defs/tenant", reflect.TypeFor[contracts.TenantPlacement]()},
+		{"routing-change.schema.json", reflect.TypeFor[contracts.RoutingChange]()},
 	}
 	for _, c := range checks {
 		t.Run(c.loc+"="+c.typ.Name(), func(t *testing.T) {
@@ -187,6 +193,13 @@ func TestTaskSchemaStates(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestRoutingSchemaEnums(t *testing.T) {
+	kind := deref(schema(t, "routing.schema.json#/$defs/lane").Properties["kind"])
+	require.Equal(t, []any{contracts.LaneShared, contracts.LaneDedicated, contracts.LaneRetiring}, kind.Enum.Values)
+	action := deref(schema(t, "routing-change.schema.json").Properties["action"])
+	require.Equal(t, []any{contracts.ActionSplit, contracts.ActionMerge, contracts.ActionDelete}, action.Enum.Values)
 }
 
 func TestSubmittedEventSchemaDocumentsExtensions(t *testing.T) {
@@ -430,6 +443,25 @@ func TestSchemasRefuse(t *testing.T) {
 		{"trigger path not a hook", "trigger-list.json", map[string]any{"triggers/1/path": "signup"}, false},
 		{"trigger unknown mode", "trigger-list.json", map[string]any{"triggers/2/mode": "push"}, false},
 		{"trigger later field", "trigger-list.json", map[string]any{"triggers/0/lag_ms": 12}, true},
+
+		{"routing as is", "routing.json", nil, true},
+		{"routing no changes yet", "routing.json", map[string]any{"version": 0, "changes": []any{}}, true},
+		{"routing no lanes", "routing.json", map[string]any{"lanes": []any{}}, false},
+		{"routing no tenants", "routing.json", map[string]any{"tenants": deleteIt}, false},
+		{"routing version -1", "routing.json", map[string]any{"version": -1}, false},
+		{"routing unknown lane kind", "routing.json", map[string]any{"lanes/0/kind": "hot"}, false},
+		{"routing negative backlog", "routing.json", map[string]any{"lanes/3/backlog": -1}, false},
+		{"routing lane no consumers", "routing.json", map[string]any{"lanes/0/consumers": deleteIt}, false},
+		{"routing tenant empty shard", "routing.json", map[string]any{"tenants/1/shard": []any{}}, false},
+		{"routing tenant no shard", "routing.json", map[string]any{"tenants/1/shard": deleteIt}, false},
+		{"routing bad change", "routing.json", map[string]any{"changes/0/action": "move"}, false},
+		{"routing later field", "routing.json", map[string]any{"lanes/0/oldest_ms": 12}, true},
+		{"routing change as is", "routing-change.json", nil, true},
+		{"routing change unknown action", "routing-change.json", map[string]any{"action": "pin"}, false},
+		{"routing change no reason", "routing-change.json", map[string]any{"reason": deleteIt}, false},
+		{"routing change bad time", "routing-change.json", map[string]any{"at": "now"}, false},
+		{"routing change version 0", "routing-change.json", map[string]any{"version": 0}, false},
+		{"routing change delete", "routing-change.json", map[string]any{"action": "delete", "tenant": "", "pinned": deleteIt}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -8,7 +8,8 @@
 //
 // schema/ holds JSON Schemas (draft 2020-12) for the task record, the task
 // list, the submit and error answers, a submitted event (structured and
-// batch mode), a result event and the trigger list. testdata/ holds
+// batch mode), a result event, the trigger list, and the admin API's
+// routing table and routing change. testdata/ holds
 // examples of each, and of a binary-mode submission as an HTTP request.
 // contracts_test.go decodes every
 // example strictly into the Go types here and checks it against its schema,

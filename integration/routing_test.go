@@ -51,7 +51,7 @@ functions:
 	e.start(tasklane.RoleGateway, tasklane.RoleScheduler, tasklane.RoleNotifier, tasklane.RoleController)
 
 	pin := func(dedicated bool) {
-		body, _ := json.Marshal(tasklane.PinRequest{Tenant: "mover", Dedicated: dedicated})
+		body, _ := json.Marshal(contracts.PinRequest{Tenant: "mover", Dedicated: dedicated})
 		status, resp := e.post("/v1/admin/routing/pin", adminKey, "application/json", nil, body)
 		require.Equal(t, http.StatusOK, status, "%s", resp)
 	}
@@ -113,7 +113,7 @@ functions:
 	}, "the retired lane deleted")
 	status, body := e.get("/v1/admin/routing", adminKey)
 	require.Equal(t, http.StatusOK, status)
-	var view tasklane.RoutingView
+	var view contracts.RoutingView
 	require.NoError(t, json.Unmarshal(body, &view))
 	var actions []string
 	for _, c := range view.Changes {

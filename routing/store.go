@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tasklane/tasklane/contracts"
 )
 
 // ErrConflict is returned when the table changed since the version a
@@ -17,19 +19,11 @@ import (
 // controllers therefore never both apply a decision to the same version.
 var ErrConflict = errors.New("routing table changed meanwhile")
 
-// Change is one entry of the routing log.
-type Change struct {
-	Version int64     `json:"version"`
-	At      time.Time `json:"at"`
-	Tenant  string    `json:"tenant"`
-	// Action is "split" (to a dedicated lane), "merge" (back to the
-	// shared shard; the lane retires) or "delete" (a retired lane, empty,
-	// was deleted).
-	Action string `json:"action"`
-	Lane   string `json:"lane,omitempty"`
-	Reason string `json:"reason"`
-	Pinned bool   `json:"pinned,omitempty"`
-}
+// Change is one entry of the routing log, as the admin API shows it
+// (contracts.RoutingChange): Action is "split" (to a dedicated lane),
+// "merge" (back to the shared shard; the lane retires) or "delete" (a
+// retired lane, empty, was deleted).
+type Change = contracts.RoutingChange
 
 // Store keeps the routing table in Redis, versioned.
 type Store struct {

@@ -289,33 +289,22 @@ func (c *Client) Triggers(ctx context.Context) (*contracts.TriggerList, error) {
 	return do[contracts.TriggerList](ctx, c, http.MethodGet, "/v1/triggers", nil, nil, nil)
 }
 
-// Routing returns the routing table (lanes with backlog and consumers,
-// tenants' placement, recent changes) as the server wrote it (GET
-// /v1/admin/routing; an admin key). Its types are not in contracts yet.
-func (c *Client) Routing(ctx context.Context) (json.RawMessage, error) {
-	var out json.RawMessage
-	if err := c.call(ctx, http.MethodGet, "/v1/admin/routing", nil, nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
+// Routing returns the routing table: lanes with backlog and consumers,
+// tenants' placement, recent changes (GET /v1/admin/routing; an admin
+// key).
+func (c *Client) Routing(ctx context.Context) (*contracts.RoutingView, error) {
+	return do[contracts.RoutingView](ctx, c, http.MethodGet, "/v1/admin/routing", nil, nil, nil)
 }
 
 // PinTenant pins tenant to a dedicated lane (dedicated) or to its shared
-// shard, and returns the routing change as the server wrote it (POST
-// /v1/admin/routing/pin; an admin key).
-func (c *Client) PinTenant(ctx context.Context, tenant string, dedicated bool) (json.RawMessage, error) {
-	body, err := json.Marshal(struct {
-		Tenant    string `json:"tenant"`
-		Dedicated bool   `json:"dedicated"`
-	}{tenant, dedicated})
+// shard, and returns the routing change (POST /v1/admin/routing/pin; an
+// admin key).
+func (c *Client) PinTenant(ctx context.Context, tenant string, dedicated bool) (*contracts.RoutingChange, error) {
+	body, err := json.Marshal(contracts.PinRequest{Tenant: tenant, Dedicated: dedicated})
 	if err != nil {
 		return nil, err
 	}
-	var out json.RawMessage
-	if err := c.call(ctx, http.MethodPost, "/v1/admin/routing/pin", nil, jsonHeader(), body, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return do[contracts.RoutingChange](ctx, c, http.MethodPost, "/v1/admin/routing/pin", nil, jsonHeader(), body)
 }
 
 func jsonHeader() http.Header { return http.Header{"Content-Type": {"application/json"}} }

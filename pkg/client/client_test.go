@@ -104,7 +104,6 @@ func TestCalls(t *testing.T) {
 		call              func(*client.Client) (any, error)
 		method, path, qry string
 		body              string
-		want              any
 	}{
 		{
 			name: "GetTask", answer: task, call: func(c *client.Client) (any, error) { return c.GetTask(context.Background(), "a/b") },
@@ -169,16 +168,17 @@ func TestCalls(t *testing.T) {
 			method: http.MethodGet, path: "/v1/triggers",
 		},
 		{
-			name: "Routing", answer: `{"version":3,"lanes":[]}`,
+			name: "Routing",
+			answer: `{"version":3,"lanes":[{"name":"tasklane.lane.shared.00","kind":"shared","backlog":2,"consumers":4}],` +
+				`"tenants":[{"tenant":"acme","shard":["tasklane.lane.shared.00"],"dedicated":"tasklane.lane.tenant.acme","pinned":true}],` +
+				`"changes":[{"version":3,"at":"2026-11-27T08:00:00Z","tenant":"acme","action":"split","lane":"tasklane.lane.tenant.acme","reason":"pinned by an operator","pinned":true}]}`,
 			call:   func(c *client.Client) (any, error) { return c.Routing(context.Background()) },
 			method: http.MethodGet, path: "/v1/admin/routing",
-			want: json.RawMessage(`{"version":3,"lanes":[]}`),
 		},
 		{
-			name: "PinTenant", answer: `{"version":4,"tenant":"acme","action":"split"}`,
+			name: "PinTenant", answer: `{"version":4,"at":"2026-11-27T08:00:00Z","tenant":"acme","action":"split","lane":"tasklane.lane.tenant.acme","reason":"pinned by an operator","pinned":true}`,
 			call:   func(c *client.Client) (any, error) { return c.PinTenant(context.Background(), "acme", true) },
 			method: http.MethodPost, path: "/v1/admin/routing/pin", body: `{"tenant":"acme","dedicated":true}`,
-			want: json.RawMessage(`{"version":4,"tenant":"acme","action":"split"}`),
 		},
 	}
 	for _, tc := range cases {
@@ -202,10 +202,7 @@ func TestCalls(t *testing.T) {
 			} else {
 				require.Empty(t, r.body)
 			}
-			switch {
-			case tc.want != nil:
-				require.Equal(t, tc.want, got)
-			case tc.answer != "":
+			if tc.answer != "" {
 				// The typed answer holds everything the server sent.
 				b, err := json.Marshal(got)
 				require.NoError(t, err)

@@ -2,6 +2,9 @@
 // (POST /v1/events in binary, structured and batch mode) and the task API
 // (GET /v1/tasks, GET /v1/tasks/{id}). Every request is scoped to the tenant
 // its API key names; another tenant's task id answers 404.
+//
+// [Triggers] serves the tenant's trigger list (GET /v1/triggers), and
+// [Admin] the operator API for admin keys (/v1/admin/routing).
 package gateway
 
 import (

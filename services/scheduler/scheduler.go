@@ -2,7 +2,9 @@
 // set says they are due: retry backoffs, delayed tasks, tasks deferred by a
 // limit or a busy delivery, leases of dead dispatchers, and publish guards of
 // tasks whose gateway died before the broker confirmed them. It also ends
-// waiting tasks whose ttl passed, even while they sit in a backed-up lane.
+// waiting tasks whose ttl passed, even while they sit in a backed-up lane,
+// and, configured with a [Trim], trims acknowledged entries of Redis
+// streams.
 //
 // Several schedulers may run at once: taking due entries is atomic in Redis
 // and moves them a guard interval into the future, so a scheduler that dies
@@ -41,6 +43,9 @@ type Config struct {
 	Router    ingest.Router
 	Metrics   *metrics.Metrics
 	Logger    *slog.Logger
+	// Trim, when set, has the scheduler trim Redis streams of what every
+	// consumer group is done with (trim.go).
+	Trim *Trim
 	// Interval between scans of the delay set. Default 25ms: a deferred
 	// task (rate limit, retry, delay) starts at most this late.
 	Interval time.Duration
@@ -83,6 +88,8 @@ func New(cfg Config) *Scheduler {
 
 // Run scans until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
+	waitTrimming := s.startTrimming(ctx)
+	defer waitTrimming()
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	lastExpiry := time.Now()

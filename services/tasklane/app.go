@@ -102,6 +102,7 @@ type App struct {
 	store     *routing.Store
 	report    *routing.Reporter
 	keys      *auth.Keyring                  // the gateway's; nil without the gateway role
+	adminKeys *auth.Keyring                  // the operator API's; nil when it is off
 	fns       map[string]dispatcher.Function // nil without the dispatcher role
 
 	ln            net.Listener
@@ -127,6 +128,7 @@ type App struct {
 	driver broker.Driver
 	ctrl   *routing.Controller
 	api    http.Handler // the gateway's /v1 routes
+	admin  http.Handler // the operator API's routes
 	disp   *dispatcher.Dispatcher
 	notif  *notifier.Notifier
 	ing    *ingest.Ingester // shared by the gateway and the triggers; nil without them
@@ -367,6 +369,7 @@ func (a *App) startUp(ctx, runCtx context.Context) error {
 		Cooldown: a.cfg.Routing.Cooldown.Std(), MaxDedicated: a.cfg.Routing.MaxDedicated, LaneGrace: a.cfg.Routing.LaneGrace.Std(),
 		OnChange: func(ch routing.Change) { a.metrics.RoutingChanges.WithLabelValues(ch.Action).Inc() },
 	})
+	a.startAdmin()
 	if a.opts.Roles[RoleGateway] {
 		a.startGateway()
 	}
@@ -476,7 +479,10 @@ func (a *App) startGateway() {
 	})
 	inner := http.NewServeMux()
 	gw.Register(inner)
-	inner.HandleFunc("GET /v1/triggers", a.handleListTriggers(a.keys))
+	gateway.NewTriggers(gateway.TriggersConfig{
+		Keyring: a.keys, States: a.trigStore, Logger: a.logger,
+		Specs: func() []config.Trigger { return *a.trigSpecs.Load() },
+	}).Register(inner)
 	a.api = inner
 }
 
@@ -497,38 +503,6 @@ func (a *App) whenReady(h http.Handler) http.Handler {
 func (a *App) observe(tenant string, tasks int) {
 	if a.report != nil {
 		a.report.Observe(tenant, tasks)
-	}
-}
-
-// watchEvery is how often every process reloads the routing table and the
-// lane backlogs.
-const watchEvery = 500 * time.Millisecond
-
-// watchRouting keeps the routing table and lane backlogs fresh and the
-// dispatcher's consumers matching the table.
-func (a *App) watchRouting(ctx context.Context) {
-	t := time.NewTicker(watchEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if snap, err := a.store.Load(ctx); err == nil {
-			a.table.Update(snap)
-		}
-		lanes := a.table.Lanes()
-		if depths, err := a.driver.Depths(ctx, lanes...); err == nil {
-			backlog := make(map[string]int64, len(depths))
-			for lane, d := range depths {
-				backlog[lane] = d.Backlog
-			}
-			a.table.SetDepths(backlog)
-		}
-		if a.disp != nil {
-			a.disp.SetLanes(ctx, lanes, a.cfg.Routing.LaneGrace.Std()/2)
-		}
 	}
 }
 
@@ -557,7 +531,15 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 			return err
 		}
 	}
-	a.goRun("routing", func() error { a.watchRouting(ctx); return nil })
+	// Every process keeps its routing table and lane backlogs fresh, and
+	// the dispatcher's consumers matching the table.
+	follow := routing.FollowConfig{Store: a.store, Lanes: a.driver}
+	if a.disp != nil {
+		follow.OnLanes = func(ctx context.Context, lanes []string) {
+			a.disp.SetLanes(ctx, lanes, a.cfg.Routing.LaneGrace.Std()/2)
+		}
+	}
+	a.goRun("routing", func() error { a.table.Follow(ctx, follow); return nil })
 	if a.report != nil {
 		a.goRun("heavy-hitters", func() error { a.report.Run(ctx); return nil })
 	}
@@ -569,9 +551,9 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 			Ledger: a.ledger, Publisher: a.driver.Publisher(), Router: a.table,
 			Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
 			DeadLetter: a.deadLetters,
+			Trim:       &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
 		})
 		a.goRun("scheduler", func() error { return s.Run(ctx) })
-		a.goRun("janitor", func() error { a.janitor(ctx); return nil })
 	}
 	if a.opts.Roles[RoleNotifier] {
 		var err error

@@ -1,7 +1,6 @@
 package tasklane
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,11 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tasklane/tasklane/contracts"
-	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ingest"
-	"github.com/tasklane/tasklane/services/gateway"
 	"github.com/tasklane/tasklane/triggers"
 	"github.com/tasklane/tasklane/triggers/cron"
 	"github.com/tasklane/tasklane/triggers/objectstore"
@@ -302,69 +298,6 @@ func (s *triggerSet) names() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// triggerViews describes the tenant's triggers of specs with their state
-// in store, as of now.
-func triggerViews(ctx context.Context, store *triggers.Store, specs []config.Trigger, tenant string, now time.Time) ([]contracts.TriggerView, error) {
-	var mine []config.Trigger
-	for _, s := range specs {
-		if s.TenantID() == tenant {
-			mine = append(mine, s)
-		}
-	}
-	names := make([]string, len(mine))
-	for i, s := range mine {
-		names[i] = s.Name
-	}
-	recs, err := store.Read(ctx, names...)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]contracts.TriggerView, 0, len(mine))
-	for _, s := range mine {
-		rec := recs[s.Name]
-		v := contracts.TriggerView{
-			Name: s.Name, Kind: s.Kind(), Tenant: s.TenantID(), EventType: s.Event.Type, State: triggers.StateStopped,
-			Owner: rec.Owner, Heartbeat: rec.Heartbeat, LastFire: rec.LastFire, LastEventID: rec.LastEventID,
-			Fires: rec.Fires, LastError: rec.LastError, LastErrorAt: rec.LastErrorAt,
-		}
-		if rec.Fresh(now) {
-			v.State, v.NextFire = cmp.Or(rec.State, triggers.StateRunning), rec.NextFire
-		}
-		switch {
-		case s.Cron != nil:
-			v.Schedule, v.Timezone = s.Cron.Schedule, s.Cron.Timezone
-		case s.ObjectStore != nil:
-			v.Mode, v.Bucket = s.ObjectStore.Mode, s.ObjectStore.Bucket
-		}
-		if p := s.HookPath(); p != "" {
-			v.Path = config.HookPathPrefix + p
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
-
-// handleListTriggers answers GET /v1/triggers: the caller's tenant's
-// triggers with their state, read from Redis, so any gateway answers for
-// triggers that other processes run.
-func (a *App) handleListTriggers(kr *auth.Keyring) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		tenant, err := kr.Authenticate(r)
-		if err != nil {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tasklane"`)
-			gateway.WriteError(w, http.StatusUnauthorized, err.Error())
-			return
-		}
-		views, err := triggerViews(r.Context(), a.trigStore, *a.trigSpecs.Load(), tenant, time.Now())
-		if err != nil {
-			a.logger.ErrorContext(r.Context(), "reading trigger state", "error", err)
-			gateway.WriteError(w, http.StatusServiceUnavailable, "trigger state unavailable")
-			return
-		}
-		gateway.WriteJSON(w, http.StatusOK, contracts.TriggerList{Triggers: views})
-	}
 }
 
 // ReloadTriggers applies the triggers of cfg, a config read again (SIGHUP):

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -9,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tasklane/tasklane/services/tasklane"
+	"github.com/tasklane/tasklane/contracts"
 )
 
 func newRoutingCommand(stdout io.Writer) *cobra.Command {
@@ -24,16 +23,12 @@ func newRoutingCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := cl.Routing(cmd.Context())
+			v, err := cl.Routing(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(stdout, b)
-			}
-			var v tasklane.RoutingView
-			if err := json.Unmarshal(b, &v); err != nil {
-				return fmt.Errorf("reading the routing table: %w", err)
+				return printJSON(stdout, v)
 			}
 			printRouting(stdout, v)
 			return nil
@@ -68,7 +63,7 @@ func newRoutingCommand(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-func printRouting(w io.Writer, v tasklane.RoutingView) {
+func printRouting(w io.Writer, v *contracts.RoutingView) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "routing table version %d\n\nLANE\tKIND\tBACKLOG\tCONSUMERS\n", v.Version)
 	for _, l := range v.Lanes {
