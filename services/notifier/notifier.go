@@ -219,6 +219,9 @@ func New(cfg Config) (*Notifier, error) {
 			return nil, fmt.Errorf("configuring the notifier: subscription %d has no name", i)
 		case names[s.Name]:
 			return nil, fmt.Errorf("configuring the notifier: subscription name %q used twice", s.Name)
+		case !validSink(s.Sink):
+			// The URL is not repeated: it may hold a token.
+			return nil, fmt.Errorf("configuring the notifier: subscription %q: sink is not an http:// or https:// URL with a host", s.Name)
 		}
 		names[s.Name] = true
 	}
