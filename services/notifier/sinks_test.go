@@ -450,3 +450,20 @@ func TestNotifierSinkCredentialsStayOutOfLogs(t *testing.T) {
 	require.NotContains(t, out, "pa55word")
 	require.NotContains(t, out, "t0ken")
 }
+
+// TestNotifierFailedPublishSendsTheSinkOnce: while the result publish
+// fails, the entry is handled again every second; the sink, which had its
+// delivery on the first handling, must not get it again each time.
+func TestNotifierFailedPublishSendsTheSinkOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sink := newGatedSink(t, false)
+	sink.answer()
+	ids := b.addResults(t, "pubfail", 3)
+	flaky := ids[1]
+	b.pub.failNext(flaky, 2)
+	b.start(t, 4, Subscription{Name: "s", Sink: sink.srv.URL})
+	testkit.Eventually(t, 20*time.Second, func() bool { return b.pub.published(flaky) == 1 && b.drained(t) && sink.delivered(ids) },
+		"published after two failures, delivered, acknowledged")
+	require.Equal(t, 1, sink.mostAsked(), "one request per result")
+}
