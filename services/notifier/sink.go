@@ -284,11 +284,15 @@ func (q *sinkQueue) attempt(j job) {
 		return
 	}
 	q.n.cfg.Metrics.SinkDeliveries.WithLabelValues(q.sub.Name, "retry").Inc()
-	d := q.n.cfg.SinkBackoff << min(j.attempts-1, 20)
-	if retryAfter > 0 {
-		d = retryAfter
+	d := min(q.n.cfg.SinkBackoff, maxSinkWait)
+	for range j.attempts - 1 {
+		if d = min(2*d, maxSinkWait); d == maxSinkWait {
+			break // doubling no further (nor overflowing, for a large SinkBackoff)
+		}
 	}
-	d = min(d, maxSinkWait)
+	if retryAfter > 0 {
+		d = min(retryAfter, maxSinkWait)
+	}
 	log.Debug("sink delivery failed, will try again", "subscription", q.sub.Name, "event", j.ev.ID(), "attempts", j.attempts, "retry_in", d, "status", status, "error", err)
 	q.reschedule(j.id, time.Now().Add(d), false)
 }
