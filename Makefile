@@ -3,6 +3,9 @@ GO ?= go
 PKGS := ./...
 # Scenarios that restart a broker other tests use: they run last, alone.
 RESTART_TESTS := ^TestIntegration(RabbitMQ|Redis)Restart$$
+# Tests that drop an amqp connection in the test process: skipped under -race
+# (watermill-amqp's reconnect is racy), so they run again without it.
+AMQP_RECONNECT_TESTS := ^TestAMQPConsumerResumesAfterReconnect$$|^TestDriverConformanceAMQP$$/^DeadConsumers
 # golangci-lint, pinned; `go run` builds it once into the Go build cache.
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -12,9 +15,10 @@ GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lin
 help: ## List the targets
 	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race; then the latency measurements without it, then the broker restarts alone
+test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race; then the latency measurements and the amqp reconnect tests without it, then the broker restarts alone
 	$(GO) test -race -count=1 -tags integration -timeout 30m -skip '$(RESTART_TESTS)' $(PKGS)
 	$(GO) test -count=1 -tags integration -timeout 10m -run 'NoisyNeighbour' ./integration/
+	$(GO) test -count=1 -tags integration -timeout 5m -run '$(AMQP_RECONNECT_TESTS)' ./pkg/broker/
 	$(GO) test -race -count=1 -tags integration -timeout 10m -run '$(RESTART_TESTS)' ./integration/
 
 test/unit: ## Unit tests only (still needs Redis for the ledger tests)

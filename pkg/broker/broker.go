@@ -1,7 +1,7 @@
 // Package broker builds the Watermill publishers and subscribers that carry
 // lane traffic and result events, behind one interface with two drivers:
-// "amqp" (RabbitMQ: watermill-amqp v2's subscriber, and confirmPublisher
-// for publishes) and "redisstream" (Redis
+// "amqp" (RabbitMQ: laneSubscriber around watermill-amqp v2's consumer loop,
+// and confirmPublisher for publishes) and "redisstream" (Redis
 // Streams, read by a streamgroup.Reader and written with group-committed XADDs,
 // also what the embedded dev mode runs on).
 //
@@ -73,6 +73,8 @@ type Driver interface {
 	// out.
 	Depths(ctx context.Context, lanes ...string) (map[string]LaneDepth, error)
 	// DeleteLane removes a lane if it is empty; it reports whether it did.
+	// On amqp a delivered, unacknowledged message does not count (RabbitMQ's
+	// if-empty counts ready messages): the ledger's lease brings it back.
 	DeleteLane(ctx context.Context, lane string) (bool, error)
 	// Trim frees what the lanes no longer need (the redisstream driver
 	// deletes entries every dispatcher group acknowledged; RabbitMQ needs

@@ -38,6 +38,8 @@ type driverHarness struct {
 	// the amqp driver's consumer connection closes (as when the process
 	// dies); the redisstream driver's heartbeat stops.
 	kill func(t *testing.T, d Driver)
+	// skipKill, if set, may skip a test that kills (before it starts).
+	skipKill func(t *testing.T)
 }
 
 type driverTraits struct {
@@ -52,13 +54,18 @@ type driverTraits struct {
 	// trimsAcked: Trim deletes acknowledged entries (Redis streams keep
 	// them; RabbitMQ deletes a message when it is acked).
 	trimsAcked bool
+	// deletesHeldLanes: DeleteLane deletes a lane whose only message is
+	// delivered and unacknowledged (RabbitMQ's if-empty counts ready
+	// messages only; the ledger's lease brings the task back, decision
+	// 0006).
+	deletesHeldLanes bool
 }
 
 func TestDriverConformanceAMQP(t *testing.T) {
 	t.Parallel()
 	url := testkit.RequireAMQP(t)
 	h := driverHarness{
-		traits: driverTraits{name: DriverAMQP, consumersPerSubscribe: true},
+		traits: driverTraits{name: DriverAMQP, consumersPerSubscribe: true, deletesHeldLanes: true},
 		open: func(t *testing.T) Driver {
 			d, err := New(Config{Driver: DriverAMQP, AMQPURL: url, Logger: testkit.Logger(t, slog.LevelWarn)})
 			require.NoError(t, err)
@@ -97,6 +104,7 @@ func TestDriverConformanceAMQP(t *testing.T) {
 		kill: func(t *testing.T, d Driver) {
 			require.NoError(t, d.(*amqpDriver).subConn.Connection().Close())
 		},
+		skipKill: skipReconnectUnderRace,
 	}
 	runDriverSuite(t, h)
 }
@@ -257,6 +265,9 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 	})
 
 	run("DeadConsumersMessagesAreTakenOver", func(t *testing.T) {
+		if h.skipKill != nil {
+			h.skipKill(t)
+		}
 		dead, alive := h.open(t), h.open(t)
 		lane := h.lane(t, "takeover")
 		require.NoError(t, dead.DeclareLanes(ctx, lane))
@@ -340,6 +351,31 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 		// A consumer whose context ends stops.
 		stop()
 		requireClosed(t, ch)
+	})
+
+	run("DeleteLaneOfAnUnackedMessage", func(t *testing.T) {
+		d := h.open(t)
+		lane := h.lane(t, "held")
+		require.NoError(t, d.DeclareLanes(ctx, lane))
+		publish(t, d, lane, "m-1")
+		ch := subscribe(t, d, lane)
+		held := receive(t, ch)
+		// Nothing is ready, but a handler holds the message.
+		deleted, err := d.DeleteLane(ctx, lane)
+		require.NoError(t, err)
+		if tr.deletesHeldLanes {
+			require.True(t, deleted, "RabbitMQ's if-empty ignores unacked messages")
+			held.Ack() // goes nowhere
+			requireGone(t, d, lane)
+			return
+		}
+		require.False(t, deleted, "a lane with an unacked message is kept")
+		held.Ack()
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			deleted, err := d.DeleteLane(ctx, lane)
+			require.NoError(t, err)
+			return deleted
+		}, "deleted once the message is acked")
 	})
 
 	run("TrimFreesOnlyAcknowledgedMessages", func(t *testing.T) {

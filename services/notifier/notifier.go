@@ -38,7 +38,9 @@
 // An entry is acknowledged only after its result publish was confirmed and
 // it was queued for its sinks; an entry whose publish or queueing failed
 // stays pending and is tried again after a second (a delivery already
-// queued is not queued twice). Entries pending on a notifier whose
+// queued is not queued twice, and after a failed publish the entry is not
+// queued again, so a sink is not sent it once per publish attempt).
+// Entries pending on a notifier whose
 // heartbeat stopped are taken over (XPENDING + XCLAIM) every
 // streamgroup.ClaimEvery. The reading is streamgroup.Reader's, as for the
 // redisstream driver's lanes.
@@ -165,6 +167,11 @@ type Notifier struct {
 	dctx       context.Context
 	dcancel    context.CancelFunc
 	deliveries sync.WaitGroup
+	// queued holds the outbox entries, handled again after a failed
+	// publish, that their sinks' queues already have: queueing them again
+	// would send a delivery made meanwhile once more. At most Consumers.
+	queuedMu sync.Mutex
+	queued   map[string]struct{}
 
 	mu      sync.Mutex
 	started bool
@@ -219,6 +226,9 @@ func New(cfg Config) (*Notifier, error) {
 			return nil, fmt.Errorf("configuring the notifier: subscription %d has no name", i)
 		case names[s.Name]:
 			return nil, fmt.Errorf("configuring the notifier: subscription name %q used twice", s.Name)
+		case !validSink(s.Sink):
+			// The URL is not repeated: it may hold a token.
+			return nil, fmt.Errorf("configuring the notifier: subscription %q: sink is not an http:// or https:// URL with a host", s.Name)
 		}
 		names[s.Name] = true
 	}
@@ -235,6 +245,7 @@ func New(cfg Config) (*Notifier, error) {
 	n := &Notifier{
 		cfg: cfg, rdb: rdb, live: live, stream: stream, qdb: cfg.Ledger.Redis(),
 		stop: make(chan struct{}), running: make(chan struct{}), stopped: make(chan struct{}),
+		queued: map[string]struct{}{},
 	}
 	n.dctx, n.dcancel = context.WithCancel(context.Background())
 	for _, s := range cfg.Subscriptions {
@@ -370,7 +381,8 @@ func RoutingKey(t *contracts.Task) string {
 // and it has a free attempt, else its queue's loop starts it later. The
 // entry is done (to be acknowledged) once every matching sink has it
 // queued and the publish was confirmed; if either failed it is handled
-// again (a delivery already queued is not queued twice). Entries that
+// again (a delivery already queued is not queued twice; once queued, the
+// entry is not queued again while only its publish fails). Entries that
 // cannot become an event are logged and done.
 func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) streamgroup.Outcome {
 	if len(m.Values) == 0 {
@@ -393,14 +405,26 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 		n.cfg.Logger.ErrorContext(ctx, "building result message", "task", t.ID, "error", err)
 		return streamgroup.Done
 	}
-	if err := n.queueForSinks(ctx, m, t, ev); err != nil {
-		n.cfg.Logger.WarnContext(ctx, "queueing result for sinks, will try again", "task", t.ID, "retry_in", retryWait, "error", err)
-		return streamgroup.Retry
+	n.queuedMu.Lock()
+	_, queued := n.queued[m.ID]
+	n.queuedMu.Unlock()
+	if !queued {
+		if err := n.queueForSinks(ctx, m, t, ev); err != nil {
+			n.cfg.Logger.WarnContext(ctx, "queueing result for sinks, will try again", "task", t.ID, "retry_in", retryWait, "error", err)
+			return streamgroup.Retry
+		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	out.SetContext(pctx)
 	err = n.cfg.ResultPublisher.Publish(RoutingKey(t), out)
 	cancel()
+	n.queuedMu.Lock()
+	if err != nil {
+		n.queued[m.ID] = struct{}{}
+	} else {
+		delete(n.queued, m.ID)
+	}
+	n.queuedMu.Unlock()
 	if err != nil {
 		n.cfg.Metrics.ResultsPublished.WithLabelValues("error").Inc()
 		n.cfg.Logger.WarnContext(ctx, "publishing result event, will try again", "task", t.ID, "retry_in", retryWait, "error", err)

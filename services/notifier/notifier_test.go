@@ -282,6 +282,16 @@ func TestNotifierConfig(t *testing.T) {
 	require.ErrorContains(t, err, "missing Ledger")
 	require.ErrorContains(t, err, "missing Redis")
 	require.ErrorContains(t, err, "missing ResultPublisher")
+
+	b := setup(t)
+	for _, sink := range []string{"ftp://u:pa55@host/x", "http://u:pa55@[::1/x", "/relative?token=pa55"} {
+		_, err = New(Config{
+			Ledger: b.ledger, Redis: b.opts, ResultPublisher: b.pub,
+			Subscriptions: []Subscription{{Name: "s", Sink: sink}},
+		})
+		require.ErrorContains(t, err, `subscription "s": sink is not an http:// or https:// URL`, sink)
+		require.NotContains(t, err.Error(), "pa55", "the error keeps the sink's credentials out")
+	}
 }
 
 func counterValue(t *testing.T, c prometheus.Counter) float64 {

@@ -3,9 +3,11 @@ package notifier
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -282,11 +284,15 @@ func (q *sinkQueue) attempt(j job) {
 		return
 	}
 	q.n.cfg.Metrics.SinkDeliveries.WithLabelValues(q.sub.Name, "retry").Inc()
-	d := q.n.cfg.SinkBackoff << min(j.attempts-1, 20)
-	if retryAfter > 0 {
-		d = retryAfter
+	d := min(q.n.cfg.SinkBackoff, maxSinkWait)
+	for range j.attempts - 1 {
+		if d = min(2*d, maxSinkWait); d == maxSinkWait {
+			break // doubling no further (nor overflowing, for a large SinkBackoff)
+		}
 	}
-	d = min(d, maxSinkWait)
+	if retryAfter > 0 {
+		d = min(retryAfter, maxSinkWait)
+	}
 	log.Debug("sink delivery failed, will try again", "subscription", q.sub.Name, "event", j.ev.ID(), "attempts", j.attempts, "retry_in", d, "status", status, "error", err)
 	q.reschedule(j.id, time.Now().Add(d), false)
 }
@@ -405,19 +411,45 @@ func (b *breaker) failure(now time.Time, probe bool) (bool, time.Duration) {
 	return true, b.cooldown
 }
 
-func (n *Notifier) post(ctx context.Context, url string, e *event.Event) (int, time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+func (n *Notifier) post(ctx context.Context, sink string, e *event.Event) (int, time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sink, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, redactSink(err, sink)
 	}
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(e), req); err != nil {
 		return 0, 0, fmt.Errorf("encoding event: %w", err)
 	}
 	resp, err := n.cfg.Client.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, redactSink(err, sink)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 	return resp.StatusCode, executor.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), nil
+}
+
+// redactSink keeps a sink URL's credentials out of err (logged): the
+// *url.Error the client returns names the URL with its query (where
+// webhook tokens go; the client masks only the password).
+func redactSink(err error, sink string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = safeSink(sink)
+	}
+	return err
+}
+
+// validSink reports whether sink is an absolute http(s) URL.
+func validSink(sink string) bool {
+	u, err := url.Parse(sink)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// safeSink is sink without user info, query or fragment.
+func safeSink(sink string) string {
+	u, err := url.Parse(sink)
+	if err != nil {
+		return "(unparsable sink URL)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -404,4 +405,65 @@ func TestNotifierSinkBounds(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, n, k)
 	}
+}
+
+// lockedBuffer collects log output written from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestNotifierSinkCredentialsStayOutOfLogs: a sink URL's password and
+// query (where webhook tokens go) never reach the logs, whatever fails.
+func TestNotifierSinkCredentialsStayOutOfLogs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close()) // nothing answers there
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b.addResults(t, "secret", 1)
+	runNotifier(t, Config{
+		Ledger: b.ledger, Redis: b.opts, ResultPublisher: b.pub, Metrics: b.metrics, Logger: log,
+		Subscriptions: []Subscription{{Name: "s", Sink: "http://hook:pa55word@" + addr + "/in?token=t0ken"}},
+		SinkAttempts:  2, SinkBackoff: 10 * time.Millisecond, SinkBreakerFailures: 1, SinkBreakerCooldown: 10 * time.Millisecond,
+	})
+	dropped := b.metrics.SinkDeliveries.WithLabelValues("s", "dropped")
+	testkit.Eventually(t, 10*time.Second, func() bool { return counterValue(t, dropped) == 1 }, "the delivery given up")
+	out := logs.String()
+	require.Contains(t, out, "giving up on sink delivery")
+	require.Contains(t, out, addr, "the failure names the sink")
+	require.NotContains(t, out, "pa55word")
+	require.NotContains(t, out, "t0ken")
+}
+
+// TestNotifierFailedPublishSendsTheSinkOnce: while the result publish
+// fails, the entry is handled again every second; the sink, which had its
+// delivery on the first handling, must not get it again each time.
+func TestNotifierFailedPublishSendsTheSinkOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sink := newGatedSink(t, false)
+	sink.answer()
+	ids := b.addResults(t, "pubfail", 3)
+	flaky := ids[1]
+	b.pub.failNext(flaky, 2)
+	b.start(t, 4, Subscription{Name: "s", Sink: sink.srv.URL})
+	testkit.Eventually(t, 20*time.Second, func() bool { return b.pub.published(flaky) == 1 && b.drained(t) && sink.delivered(ids) },
+		"published after two failures, delivered, acknowledged")
+	require.Equal(t, 1, sink.mostAsked(), "one request per result")
 }
