@@ -123,6 +123,19 @@ const (
 	// KeyPrefixDefault is the default Ledger.KeyPrefix.
 	KeyPrefixDefault = "tl"
 
+	// RoutingWindowDefault is the default Routing.Window.
+	RoutingWindowDefault = Duration(2 * time.Second)
+	// HotShareDefault is the default Routing.HotShare.
+	HotShareDefault = 0.25
+	// HotBacklogDefault is the default Routing.HotBacklog.
+	HotBacklogDefault = 200
+	// CooldownDefault is the default Routing.Cooldown.
+	CooldownDefault = Duration(30 * time.Second)
+	// MaxDedicatedDefault is the default Routing.MaxDedicated.
+	MaxDedicatedDefault = 16
+	// LaneGraceDefault is the default Routing.LaneGrace.
+	LaneGraceDefault = Duration(60 * time.Second)
+
 	// FunctionTimeoutDefault is the default Function.Timeout.
 	FunctionTimeoutDefault = Duration(30 * time.Second)
 	// FunctionTimeoutMax is the largest Function.Timeout.

@@ -3,7 +3,6 @@ package config
 import (
 	"cmp"
 	"slices"
-	"time"
 )
 
 // WithDefaults returns a copy of c with every zero field that has a default set
@@ -47,12 +46,12 @@ func (c *Config) WithDefaults() *Config {
 	out.Ledger.PublishGuard = cmp.Or(out.Ledger.PublishGuard, PublishGuardDefault)
 	out.Ledger.KeyPrefix = cmp.Or(out.Ledger.KeyPrefix, KeyPrefixDefault)
 
-	out.Routing.Window = cmp.Or(out.Routing.Window, Duration(2*time.Second))
-	out.Routing.HotShare = cmp.Or(out.Routing.HotShare, 0.25)
-	out.Routing.HotBacklog = cmp.Or(out.Routing.HotBacklog, 200)
-	out.Routing.Cooldown = cmp.Or(out.Routing.Cooldown, Duration(30*time.Second))
-	out.Routing.MaxDedicated = cmp.Or(out.Routing.MaxDedicated, 16)
-	out.Routing.LaneGrace = cmp.Or(out.Routing.LaneGrace, Duration(60*time.Second))
+	out.Routing.Window = cmp.Or(out.Routing.Window, RoutingWindowDefault)
+	out.Routing.HotShare = cmp.Or(out.Routing.HotShare, HotShareDefault)
+	out.Routing.HotBacklog = cmp.Or(out.Routing.HotBacklog, HotBacklogDefault)
+	out.Routing.Cooldown = cmp.Or(out.Routing.Cooldown, CooldownDefault)
+	out.Routing.MaxDedicated = cmp.Or(out.Routing.MaxDedicated, MaxDedicatedDefault)
+	out.Routing.LaneGrace = cmp.Or(out.Routing.LaneGrace, LaneGraceDefault)
 
 	out.Tenants = slices.Clone(out.Tenants)
 	for i := range out.Tenants {

@@ -7,6 +7,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,10 +21,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/config"
 )
 
 // PrefixDefault prefixes every ledger key unless Config.Prefix says otherwise.
-const PrefixDefault = "tl"
+const PrefixDefault = config.KeyPrefixDefault
 
 // OutboxMaxLen bounds the outbox stream (approximately). Entries are
 // consumed within moments; the bound only protects Redis when no notifier
@@ -37,14 +39,18 @@ var ErrNotFound = errors.New("task not found")
 type Config struct {
 	// Redis is the client; the ledger never closes it.
 	Redis redis.UniversalClient
-	// Retention keeps terminal task records this long. Default 168h.
+	// Retention keeps terminal task records this long. Default
+	// config.RetentionDefault.
 	Retention time.Duration
-	// DedupWindow remembers (tenant, source, id) this long. Default 72h.
+	// DedupWindow remembers (tenant, source, id) this long. Default
+	// config.DedupWindowDefault.
 	DedupWindow time.Duration
-	// DeadRetention keeps dead-lettered tasks this long. Default 720h.
+	// DeadRetention keeps dead-lettered tasks this long. Default
+	// config.DeadRetentionDefault.
 	DeadRetention time.Duration
 	// PublishGuard is how long after acceptance the scheduler republishes a
-	// task whose gateway died before the broker confirmed it. Default 30s.
+	// task whose gateway died before the broker confirmed it. Default
+	// config.PublishGuardDefault.
 	PublishGuard time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -62,24 +68,15 @@ type Ledger struct {
 
 // New returns a ledger over cfg.Redis.
 func New(cfg Config) *Ledger {
-	if cfg.Retention <= 0 {
-		cfg.Retention = 168 * time.Hour
-	}
-	if cfg.DedupWindow <= 0 {
-		cfg.DedupWindow = 72 * time.Hour
-	}
-	if cfg.DeadRetention <= 0 {
-		cfg.DeadRetention = 720 * time.Hour
-	}
-	if cfg.PublishGuard <= 0 {
-		cfg.PublishGuard = 30 * time.Second
-	}
+	// The defaults are the config file's (one source of truth).
+	cfg.Retention = cmp.Or(cfg.Retention, config.RetentionDefault.Std())
+	cfg.DedupWindow = cmp.Or(cfg.DedupWindow, config.DedupWindowDefault.Std())
+	cfg.DeadRetention = cmp.Or(cfg.DeadRetention, config.DeadRetentionDefault.Std())
+	cfg.PublishGuard = cmp.Or(cfg.PublishGuard, config.PublishGuardDefault.Std())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Prefix == "" {
-		cfg.Prefix = PrefixDefault
-	}
+	cfg.Prefix = cmp.Or(cfg.Prefix, PrefixDefault)
 	l := &Ledger{rdb: cfg.Redis, cfg: cfg}
 	l.batch = newBatcher(cfg.Redis, l.LoadScripts)
 	return l
