@@ -7,6 +7,8 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tasklane/tasklane/pkg/buildinfo"
 )
 
 // Namespace prefixes every metric.
@@ -53,6 +55,9 @@ func New() *Metrics {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := factory{r}
+	bi := buildinfo.Read()
+	f.gauge("build_info", "Always 1: the version and VCS commit of the running binary.", "version", "commit").
+		WithLabelValues(bi.Version, bi.Commit).Set(1)
 	return &Metrics{
 		Registry:       r,
 		EventsReceived: f.counter("events_received_total", "CloudEvents received on the ingest API.", "tenant", "mode"),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tasklane/tasklane/pkg/buildinfo"
 	"github.com/tasklane/tasklane/services/gateway"
 )
 
@@ -71,13 +72,14 @@ func (a *App) metricsAddr() string {
 
 // handleHealthz answers 200 while the process runs, also while it waits for
 // its services; 503 once the start-up gave up (the process should be
-// restarted).
+// restarted). Both say the binary's version.
 func (a *App) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	version := buildinfo.Read().Version
 	select {
 	case <-a.failed:
-		gateway.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failed", "error": a.startErr.Error()})
+		gateway.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failed", "error": a.startErr.Error(), "version": version})
 	default:
-		gateway.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		gateway.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": version})
 	}
 }
 

@@ -24,14 +24,43 @@ import (
 	"github.com/tasklane/tasklane/services/tasklane/bench"
 )
 
-// Main runs the tasklane command line with reg's Go handlers and exits.
+// Main runs the tasklane command line with reg's Go handlers and exits
+// with Run's exit code.
 func Main(reg *sdk.Registry) {
-	if err := NewCommand(reg, os.Stdout, os.Stderr).Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "tasklane:", err)
-		os.Exit(1)
-	}
+	os.Exit(Run(reg, os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// Exit codes of Run.
+const (
+	// ExitOK: the command did what it was asked.
+	ExitOK = 0
+	// ExitError: the command failed (a server's error answer, a server
+	// not ready, a bad config file).
+	ExitError = 1
+	// ExitUsage: the command line is wrong (an unknown command or flag,
+	// a wrong number of arguments).
+	ExitUsage = 2
+)
+
+// Run runs the tasklane command line on args, prints an error to stderr
+// as "tasklane: ..." and returns the exit code.
+func Run(reg *sdk.Registry, args []string, stdout, stderr io.Writer) int {
+	cmd := NewCommand(reg, stdout, stderr)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(stderr, "tasklane:", err)
+	if ue, ok := errors.AsType[*usageError](err); ok {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", ue.cmd.CommandPath())
+		return ExitUsage
+	}
+	return ExitError
+}
+
+// globalFlags are the server's flags (--log-level, --log-format, --pprof):
+// serve and dev have them, the client commands do not.
 type globalFlags struct {
 	logLevel  string
 	logFormat string
@@ -45,28 +74,49 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 	}
 	g := &globalFlags{}
 	root := &cobra.Command{
-		Use:           "tasklane",
-		Short:         "Tasklane runs CloudEvents as reliable, fair, observable tasks",
+		Use:   "tasklane",
+		Short: "Tasklane runs CloudEvents as reliable, fair, observable tasks",
+		Example: `  tasklane dev                                   # try it: everything in one process, no services
+  tasklane serve --config tasklane.yaml          # against RabbitMQ and Redis
+  tasklane submit --type com.example.hello --data '{"name":"world"}'
+  tasklane tasks list --state dead --json
+  tasklane health http://127.0.0.1:8080          # a container healthcheck`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.PersistentFlags().BoolVar(&g.pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address (serve, dev)")
+	serve := newServeCommand(reg, g, stderr)
+	serve.Example = `  tasklane serve --config tasklane.yaml
+  tasklane serve --config tasklane.yaml --roles gateway,triggers --log-format json
+  TASKLANE_AMQP_URL=amqp://user:pass@rabbit:5672/ tasklane serve --config tasklane.yaml --roles dispatcher`
+	dev := newDevCommand(reg, g, stdout, stderr)
+	dev.Example = `  tasklane dev
+  tasklane dev --config examples/tasklane.yaml --addr 127.0.0.1:9090 --log-level debug`
+	g.register(serve)
+	g.register(dev)
 	root.AddCommand(
-		newServeCommand(reg, g, stderr),
-		newDevCommand(reg, g, stdout, stderr),
+		serve,
+		dev,
 		newConfigCommand(stdout),
 		newSubmitCommand(stdout),
 		newTasksCommand(stdout),
 		newDLQCommand(stdout),
 		newRoutingCommand(stdout),
 		newTriggersCommand(stdout),
+		newVersionCommand(stdout),
+		newHealthCommand(stdout),
 		bench.NewCommand(stdout, stderr),
 	)
+	strictCommands(root)
 	return root
+}
+
+// register adds the server's flags to serve or dev.
+func (g *globalFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	cmd.Flags().BoolVar(&g.pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 }
 
 func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
@@ -177,10 +227,11 @@ func reloadTriggers(ctx context.Context, app *tasklane.App, logger *slog.Logger,
 }
 
 func newConfigCommand(stdout io.Writer) *cobra.Command {
-	cmd := &cobra.Command{Use: "config", Short: "Work with config files"}
+	cmd := &cobra.Command{Use: "config", Short: "Work with config files", Example: "  tasklane config validate tasklane.yaml"}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "validate FILE",
-		Short: "Check a config file (triggers included) without starting anything",
+		Use:     "validate FILE",
+		Short:   "Check a config file (triggers included) without starting anything",
+		Example: "  tasklane config validate examples/tasklane.yaml",
 		Long: "Check a config file without starting anything: every problem is printed as file:line:col: field: message\n" +
 			"and the exit code is 1. Environment variables the triggers need (webhook secrets, notification tokens)\n" +
 			"that are not set here are printed as warnings: they may be set only where Tasklane runs.",

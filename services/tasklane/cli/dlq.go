@@ -43,7 +43,8 @@ func (f *dlqFilterFlags) filter(dryRun bool) (contracts.DLQFilter, error) {
 }
 
 func newDLQCommand(stdout io.Writer) *cobra.Command {
-	cmd := &cobra.Command{Use: "dlq", Short: "Inspect, redrive and purge dead-lettered tasks"}
+	cmd := &cobra.Command{Use: "dlq", Short: "Inspect, redrive and purge dead-lettered tasks",
+		Example: "  tasklane dlq list --reason non_retryable\n  tasklane dlq redrive --all --function thumbnail --dry-run"}
 
 	var listC clientFlags
 	var listF dlqFilterFlags
@@ -51,6 +52,7 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 	var cursor string
 	list := &cobra.Command{
 		Use: "list", Short: "List dead-lettered tasks, newest first", Args: cobra.NoArgs,
+		Example: "  tasklane dlq list\n  tasklane dlq list --function thumbnail --since 2026-12-04T08:00:00Z --json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := listF.filter(false)
 			if err != nil {
@@ -64,7 +66,7 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(stdout, l)
+			return listC.print(stdout, l, func(w io.Writer) { printTaskList(w, l, true) })
 		},
 	}
 	listC.register(list)
@@ -75,6 +77,7 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 	var showC clientFlags
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show one dead-lettered task", Args: cobra.ExactArgs(1),
+		Example: "  tasklane dlq show 01KH62FBSQY4E00SB1AA863NEG\n  tasklane dlq show 01KH62FBSQY4E00SB1AA863NEG --json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := showC.client()
 			if err != nil {
@@ -84,7 +87,7 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(stdout, t)
+			return showC.print(stdout, t, func(w io.Writer) { printTask(w, t) })
 		},
 	}
 	showC.register(show)
@@ -103,7 +106,9 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   action + " ID | " + action + " --all [--function F] [--reason R] [--since T] [--until T] [--dry-run]",
 		Short: short,
-		Args:  cobra.MaximumNArgs(1),
+		Example: "  tasklane dlq " + action + " 01KH62FBSQY4E00SB1AA863NEG\n" +
+			"  tasklane dlq " + action + " --all --reason attempts_exhausted --since 2026-12-04T08:00:00Z --dry-run",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if all == (len(args) == 1) {
 				return errors.New("give either a task id or --all (with filters)")
@@ -119,13 +124,12 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printJSON(stdout, t)
+				return c.print(stdout, t, func(w io.Writer) { printTask(w, t) })
 			case len(args) == 1:
 				if err := cl.PurgeDLQ(ctx, args[0]); err != nil {
 					return err
 				}
-				_, err := io.WriteString(stdout, "purged "+args[0]+"\n")
-				return err
+				return c.print(stdout, map[string]string{"purged": args[0]}, func(w io.Writer) { io.WriteString(w, "purged "+args[0]+"\n") })
 			}
 			filter, err := f.filter(dryRun)
 			if err != nil {
@@ -139,7 +143,7 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(stdout, res)
+			return c.print(stdout, res, func(w io.Writer) { printDLQResult(w, action, res) })
 		},
 	}
 	c.register(cmd)

@@ -12,12 +12,13 @@ import (
 )
 
 func newRoutingCommand(stdout io.Writer) *cobra.Command {
-	cmd := &cobra.Command{Use: "routing", Short: "See and change where tenants' tasks go (admin key)"}
+	cmd := &cobra.Command{Use: "routing", Short: "See and change where tenants' tasks go (admin key)",
+		Example: "  tasklane routing show --key $TASKLANE_ADMIN_KEY\n  tasklane routing pin acme --dedicated"}
 
 	var showC clientFlags
-	var asJSON bool
 	show := &cobra.Command{
 		Use: "show", Short: "Lanes with backlog and consumers, tenants' placement, recent changes", Args: cobra.NoArgs,
+		Example: "  tasklane routing show\n  tasklane routing show --json | jq '.lanes[] | select(.backlog > 0)'",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := showC.client()
 			if err != nil {
@@ -27,20 +28,16 @@ func newRoutingCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(stdout, v)
-			}
-			printRouting(stdout, v)
-			return nil
+			return showC.print(stdout, v, func(w io.Writer) { printRouting(w, v) })
 		},
 	}
 	showC.register(show)
-	show.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
 
 	var pinC clientFlags
 	var dedicated, shared bool
 	pin := &cobra.Command{
 		Use: "pin TENANT --dedicated | --shared", Short: "Pin a tenant to a dedicated lane or to its shared shard", Args: cobra.ExactArgs(1),
+		Example: "  tasklane routing pin acme --dedicated\n  tasklane routing pin acme --shared",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dedicated == shared {
 				return fmt.Errorf("give one of --dedicated or --shared")
@@ -53,7 +50,7 @@ func newRoutingCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(stdout, ch)
+			return pinC.print(stdout, ch, func(w io.Writer) { printRoutingChange(w, ch) })
 		},
 	}
 	pinC.register(pin)

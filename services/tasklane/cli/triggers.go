@@ -12,12 +12,12 @@ import (
 )
 
 func newTriggersCommand(stdout io.Writer) *cobra.Command {
-	cmd := &cobra.Command{Use: "triggers", Short: "See the tenant's triggers"}
+	cmd := &cobra.Command{Use: "triggers", Short: "See the tenant's triggers", Example: "  tasklane triggers list"}
 
 	var c clientFlags
-	var asJSON bool
 	list := &cobra.Command{
 		Use: "list", Short: "Triggers with their state, last and next fire", Args: cobra.NoArgs,
+		Example: "  tasklane triggers list\n  tasklane triggers list --json | jq '.triggers[] | select(.last_error != \"\")'",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -27,15 +27,10 @@ func newTriggersCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(stdout, v)
-			}
-			printTriggers(stdout, *v, time.Now())
-			return nil
+			return c.print(stdout, v, func(w io.Writer) { printTriggers(w, *v, time.Now()) })
 		},
 	}
 	c.register(list)
-	list.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
 	cmd.AddCommand(list)
 	return cmd
 }
