@@ -122,6 +122,8 @@ func benchCommand(stdout, stderr io.Writer) (*cobra.Command, *benchFlags) {
 	cmd := &cobra.Command{
 		Use:   "bench [--type TYPE] [-n N] [--rate R] [--results URL] [--raw-broker URL | --compare-raw URL]",
 		Short: "Load a running server (or RabbitMQ itself) and measure throughput and latency",
+		Example: `  tasklane bench --type com.example.noop -n 10000 --results amqp://guest:guest@127.0.0.1:5672/
+  tasklane bench --type com.example.noop -n 5000 --rate 1000 --batch 50 --submit-only --json`,
 		Long: `bench submits N events (each must make one task: point --type at a type one
 function subscribes to, e.g. a builtin:noop function) and reads every
 task's result event from the results feed (--results: the RabbitMQ URL for

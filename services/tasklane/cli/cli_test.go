@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/buildinfo"
 	"github.com/tasklane/tasklane/pkg/testkit"
 	"github.com/tasklane/tasklane/services/tasklane"
 )
@@ -104,8 +106,9 @@ func quietLogger() *slog.Logger {
 }
 
 // TestClientCommands runs submit, tasks and dlq against a dev-mode app:
-// each prints the server's answer, and an answer that is not 2xx is an
-// error with the server's message.
+// each prints a table of the server's answer, or with --json the answer
+// itself, and an answer that is not 2xx is an error with the server's
+// message and exit code 1.
 func TestClientCommands(t *testing.T) {
 	cfg := tasklane.DevConfig()
 	cfg.Server.Addr = "127.0.0.1:0"
@@ -119,14 +122,17 @@ func TestClientCommands(t *testing.T) {
 	defer func() { require.NoError(t, app.Shutdown(context.Background())) }()
 
 	run := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		cmd := NewCommand(nil, &out, io.Discard)
-		cmd.SetArgs(append(args, "--server", app.URL()))
-		err := cmd.Execute()
-		return out.String(), err
+		var out, errOut bytes.Buffer
+		code := Run(nil, append(args, "--server", app.URL()), &out, &errOut)
+		if code != ExitOK {
+			require.Equal(t, ExitError, code, "%v: %s", args, errOut.String())
+			msg := strings.TrimPrefix(strings.TrimSuffix(errOut.String(), "\n"), "tasklane: ")
+			return out.String(), errors.New(msg)
+		}
+		return out.String(), nil
 	}
 
-	out, err := run("submit", "--type", tasklane.DevEventType, "--id", "cli-1", "--data", `{"name":"cli"}`, "--priority", "7")
+	out, err := run("submit", "--type", tasklane.DevEventType, "--id", "cli-1", "--data", `{"name":"cli"}`, "--priority", "7", "--json")
 	require.NoError(t, err)
 	var sr contracts.SubmitResponse
 	require.NoError(t, json.Unmarshal([]byte(out), &sr), out)
@@ -136,7 +142,7 @@ func TestClientCommands(t *testing.T) {
 
 	var task contracts.Task
 	testkit.Eventually(t, 20*time.Second, func() bool {
-		out, err = run("tasks", "get", id)
+		out, err = run("tasks", "get", id, "--json")
 		require.NoError(t, err)
 		require.NoError(t, json.Unmarshal([]byte(out), &task), out)
 		return task.State == contracts.StateSucceeded
@@ -150,13 +156,76 @@ func TestClientCommands(t *testing.T) {
 	resp.Body.Close()
 	require.NoError(t, err)
 	require.JSONEq(t, string(raw), out)
+	// For people: the record's fields, one a line.
+	out, err = run("tasks", "get", id)
+	require.NoError(t, err)
+	for _, re := range []string{`(?m)^id:\s+` + id + `$`, `(?m)^function:\s+echo$`, `(?m)^state:\s+succeeded$`,
+		`(?m)^event:\s+id cli-1, source /tasklane/cli, type ` + regexp.QuoteMeta(tasklane.DevEventType) + `$`,
+		`(?m)^priority:\s+7$`, `(?m)^attempts:\s+1$`, `(?m)^result:\s+\{"name":\s*"cli"\}$`} {
+		require.Regexp(t, re, out)
+	}
 
-	out, err = run("tasks", "list", "--state", "succeeded", "--limit", "1")
+	out, err = run("tasks", "list", "--state", "succeeded", "--limit", "1", "--json")
 	require.NoError(t, err)
 	var l contracts.TaskList
 	require.NoError(t, json.Unmarshal([]byte(out), &l), out)
 	require.Len(t, l.Tasks, 1)
 	require.Equal(t, id, l.Tasks[0].ID)
+	out, err = run("tasks", "list", "--state", "succeeded", "--limit", "1")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^ID\s+FUNCTION\s+EVENT TYPE\s+STATE\s+ATTEMPTS\s+PRIORITY\s+CREATED\s+ERROR$`, out)
+	require.Regexp(t, `(?m)^`+id+`\s+echo\s+`+regexp.QuoteMeta(tasklane.DevEventType)+`\s+succeeded\s+1\s+7\s+\d{4}-\d\d-\d\dT\S+Z\s+-$`, out)
+	require.NotContains(t, out, "more:", "the only succeeded task")
+
+	// Structured mode, deferred: scheduled; the table names the task.
+	at := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	out, err = run("submit", "--type", tasklane.DevEventType, "--id", "cli-2", "--structured", "--deliver-at", at.Format(time.RFC3339), "--ttl", "7200")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^TASK\s+EVENT\s+FUNCTION\s+STATE\s+DUPLICATE$`, out)
+	m := regexp.MustCompile(`(?m)^(\S+)\s+cli-2\s+echo\s+scheduled\s+false$`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	out, err = run("tasks", "get", m[1], "--json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(out), &task), out)
+	require.Equal(t, contracts.StateScheduled, task.State)
+	require.NotNil(t, task.ScheduledAt)
+	require.True(t, task.ScheduledAt.Equal(at), "scheduled at %s, want %s", task.ScheduledAt, at)
+	// A batch file: every event's tasks, in order.
+	batch := filepath.Join(t.TempDir(), "events.json")
+	require.NoError(t, os.WriteFile(batch, []byte(`[
+  {"specversion":"1.0","id":"cli-b1","source":"/batch","type":"`+tasklane.DevEventType+`","data":{"n":1}},
+  {"specversion":"1.0","id":"cli-b2","source":"/batch","type":"`+tasklane.DevEventType+`","data":{"n":2}}
+]`), 0o600))
+	out, err = run("submit", "--batch-file", batch, "--json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(out), &sr), out)
+	require.Len(t, sr.Tasks, 2)
+	require.Equal(t, []string{"cli-b1", "cli-b2"}, []string{sr.Tasks[0].EventID, sr.Tasks[1].EventID})
+	out, err = run("tasks", "list", "--limit", "1")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^more: --cursor \S+$`, out, "a page of 1 among several tasks says how to go on")
+	_, err = run("submit", "--batch-file", batch, "--type", "x")
+	require.EqualError(t, err, "--batch-file: the file's events carry their own attributes; --type does not apply")
+	_, err = run("submit", "--type", "x", "--deliver-at", "tomorrow")
+	require.EqualError(t, err, `--deliver-at: want an RFC 3339 time, e.g. 2026-12-24T08:00:00Z, got "tomorrow"`)
+
+	// The probe command, the version in /healthz and in the metrics.
+	var hout, herr bytes.Buffer
+	require.Equal(t, ExitOK, Run(nil, []string{"health", app.URL()}, &hout, &herr), herr.String())
+	require.Equal(t, app.URL()+": ready\n", hout.String())
+	version := buildinfo.Read().Version
+	r, err := http.Get(app.URL() + "/healthz")
+	require.NoError(t, err)
+	var hz map[string]string
+	require.NoError(t, json.NewDecoder(r.Body).Decode(&hz))
+	r.Body.Close()
+	require.Equal(t, map[string]string{"status": "ok", "version": version}, hz)
+	r, err = http.Get(app.URL() + "/metrics")
+	require.NoError(t, err)
+	b, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(b), `tasklane_build_info{commit="`+buildinfo.Read().Commit+`",version="`+version+`"} 1`)
 
 	_, err = run("tasks", "cancel", id)
 	require.EqualError(t, err, "server answered 409: task cannot be cancelled: it is succeeded (only queued, scheduled, retrying or paused tasks can be cancelled)")
@@ -164,9 +233,19 @@ func TestClientCommands(t *testing.T) {
 	require.EqualError(t, err, "server answered 404: task not found")
 	_, err = run("dlq", "list", "--since", "yesterday")
 	require.EqualError(t, err, "--since: want an RFC 3339 time, e.g. 2026-11-27T08:00:00Z")
-	out, err = run("dlq", "redrive", "--all", "--dry-run")
+	out, err = run("dlq", "redrive", "--all", "--dry-run", "--json")
 	require.NoError(t, err)
 	require.JSONEq(t, `{"matched":0,"done":0,"dry_run":true}`, out)
+	out, err = run("dlq", "redrive", "--all", "--dry-run")
+	require.NoError(t, err)
+	require.Equal(t, "0 dead-lettered tasks match (dry run: nothing redriven)\n", out)
+	out, err = run("dlq", "list", "--json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(out), &l), out)
+	require.Empty(t, l.Tasks)
+	out, err = run("dlq", "list")
+	require.NoError(t, err)
+	require.Equal(t, "no dead-lettered tasks\n", out)
 	cmd := NewCommand(nil, io.Discard, io.Discard)
 	cmd.SetArgs([]string{"tasks", "get", id, "--server", "localhost:8080"})
 	require.EqualError(t, cmd.Execute(), `--server: server URL "localhost:8080": want http://host[:port] or https://host[:port]`)

@@ -32,12 +32,26 @@ func strictCommands(root *cobra.Command) {
 	walk = func(c *cobra.Command) {
 		c.SuggestionsMinimumDistance = suggestionDistance
 		if c.HasSubCommands() && !c.Runnable() {
+			// Flags are read here, so that `dlq redrve --all` names the
+			// command rather than the flag.
+			c.DisableFlagParsing = true
 			c.Args = cobra.ArbitraryArgs
 			c.RunE = func(cmd *cobra.Command, args []string) error {
-				if len(args) == 0 {
-					return cmd.Help()
+				var flag string
+				for _, a := range args {
+					switch {
+					case a == "-h" || a == "--help":
+						return cmd.Help()
+					case strings.HasPrefix(a, "-") && flag == "":
+						flag = a
+					case !strings.HasPrefix(a, "-"):
+						return unknownCommand(cmd, a)
+					}
 				}
-				return unknownCommand(cmd, args[0])
+				if flag != "" {
+					return &usageError{cmd: cmd, err: fmt.Errorf("unknown flag: %s", flag)}
+				}
+				return cmd.Help()
 			}
 		}
 		if args := c.Args; args != nil {

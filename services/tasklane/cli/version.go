@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,6 +52,9 @@ func newHealthCommand(stdout io.Writer) *cobra.Command {
 			server := envOr("TASKLANE_SERVER", client.ServerDefault)
 			if len(args) == 1 {
 				server = args[0]
+			}
+			if !strings.Contains(server, "://") {
+				return fmt.Errorf("URL %q: want http://host[:port] or https://host[:port]", server)
 			}
 			if timeout <= 0 {
 				return fmt.Errorf("--timeout: want a positive duration, got %s", timeout)
