@@ -32,7 +32,8 @@ var coreAttributes = map[string]bool{
 // SubmitStructured submits ev in structured mode (POST /v1/events with
 // Content-Type application/cloudevents+json): the event is one JSON object,
 // its data JSON when DataContentType is JSON (or empty) and Data is valid
-// JSON, a string when Data is other UTF-8 text, data_base64 otherwise.
+// JSON, a string when DataContentType is not JSON and Data is UTF-8 text,
+// data_base64 otherwise (the bytes as they are).
 func (c *Client) SubmitStructured(ctx context.Context, ev Event) (*contracts.SubmitResponse, error) {
 	obj, err := ev.structured()
 	if err != nil {
@@ -107,7 +108,7 @@ func (ev Event) structured() (map[string]any, error) {
 	case len(ev.Data) == 0:
 	case isJSON(ev.DataContentType) && json.Valid(ev.Data):
 		obj["data"] = json.RawMessage(ev.Data)
-	case utf8.Valid(ev.Data):
+	case !isJSON(ev.DataContentType) && utf8.Valid(ev.Data):
 		obj["data"] = string(ev.Data)
 	default:
 		obj["data_base64"] = base64.StdEncoding.EncodeToString(ev.Data)
