@@ -1,7 +1,10 @@
 // Package cli is the tasklane command line: serve and dev run the roles
 // (package tasklane wires them), config validates a config file, the client
 // commands (submit, tasks, dlq, routing, triggers) call a running server
-// through pkg/client, and bench loads one (package bench).
+// through pkg/client and print a table or, with --json, the server's
+// answer, health probes a server's readiness, version prints the build,
+// and bench loads a server (package bench). Run returns the exit code: 0,
+// 1 on an error, 2 on a wrong command line.
 package cli
 
 import (

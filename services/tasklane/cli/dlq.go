@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -129,7 +130,7 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 				if err := cl.PurgeDLQ(ctx, args[0]); err != nil {
 					return err
 				}
-				return c.print(stdout, map[string]string{"purged": args[0]}, func(w io.Writer) { io.WriteString(w, "purged "+args[0]+"\n") })
+				return c.print(stdout, map[string]string{"purged": args[0]}, func(w io.Writer) { fmt.Fprintln(w, "purged", args[0]) })
 			}
 			filter, err := f.filter(dryRun)
 			if err != nil {
