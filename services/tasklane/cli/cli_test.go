@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -208,6 +209,21 @@ func TestClientCommands(t *testing.T) {
 	require.EqualError(t, err, "--batch-file: the file's events carry their own attributes; --type does not apply")
 	_, err = run("submit", "--type", "x", "--deliver-at", "tomorrow")
 	require.EqualError(t, err, `--deliver-at: want an RFC 3339 time, e.g. 2026-12-24T08:00:00Z, got "tomorrow"`)
+
+	// The routing table: --json is a contracts.RoutingView, the table
+	// shows each lane.
+	out, err = run("routing", "show", "--json")
+	require.NoError(t, err)
+	var rv contracts.RoutingView
+	require.NoError(t, json.Unmarshal([]byte(out), &rv), out)
+	require.NotEmpty(t, rv.Lanes)
+	out, err = run("routing", "show")
+	require.NoError(t, err)
+	require.Contains(t, out, fmt.Sprintf("routing table version %d", rv.Version))
+	require.Regexp(t, `(?m)^LANE\s+KIND\s+BACKLOG\s+CONSUMERS$`, out)
+	for _, l := range rv.Lanes {
+		require.Regexp(t, `(?m)^`+regexp.QuoteMeta(l.Name)+`\s+`+regexp.QuoteMeta(l.Kind)+`\s+\d+\s+\d+$`, out)
+	}
 
 	// The probe command, the version in /healthz and in the metrics.
 	var hout, herr bytes.Buffer
