@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasklane/tasklane/pkg/auth"
@@ -255,7 +256,13 @@ func (a *App) configure() error {
 	}
 	opt, err := redis.ParseURL(cfg.Redis.URL)
 	if err != nil {
-		return fmt.Errorf("redis.url: %w", err)
+		return fmt.Errorf("redis.url: %w", urlError(err))
+	}
+	if cfg.Broker.Driver != broker.DriverRedisStream {
+		// Checked here, not by a connection attempt: no retry fixes it.
+		if _, err := amqp.ParseURI(cfg.Broker.URL); err != nil {
+			return fmt.Errorf("broker.url: %w", urlError(err))
+		}
 	}
 	opt.PoolSize = max(opt.PoolSize, 128)
 	a.redisOpts = opt

@@ -231,6 +231,15 @@ func amqpVhost(raw string) string {
 	return u.Vhost
 }
 
+// urlError is err without the URL a parse error quotes (password and all).
+func urlError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
 // redactURL is raw with its password replaced by "xxxxx", for logs.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)

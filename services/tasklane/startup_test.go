@@ -11,6 +11,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/pkg/config"
 )
 
 func TestConnectCause(t *testing.T) {
@@ -43,4 +45,30 @@ func TestRedactURL(t *testing.T) {
 	require.Equal(t, "redis://:xxxxx@127.0.0.1:6379/0", redactURL("redis://:s3cret@127.0.0.1:6379/0"))
 	require.Equal(t, "redis://127.0.0.1:6379/0", redactURL("redis://127.0.0.1:6379/0"))
 	require.Equal(t, "tasklane-vh", amqpVhost("amqp://guest:guest@127.0.0.1:5672/tasklane-vh"))
+}
+
+// A broker or Redis URL that does not parse is a config error: Launch
+// returns it (no retry fixes it) without the URL's password.
+func TestLaunchRefusesAURLThatDoesNotParse(t *testing.T) {
+	t.Parallel()
+	for name, edit := range map[string]func(*config.Config){
+		"broker": func(c *config.Config) { c.Broker.URL = "amqp://guest:s3cret-pw@127.0.0.1:bad/" },
+		"redis":  func(c *config.Config) { c.Redis.URL = "redis://:s3cret-pw@127.0.0.1:bad/0" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg := DevConfig()
+			cfg.Server.Addr = "127.0.0.1:0"
+			cfg.Redis.URL = "redis://" + closedAddr(t) + "/0"
+			cfg.Broker.URL = "amqp://guest:guest@" + closedAddr(t) + "/"
+			edit(cfg)
+			app, err := Launch(context.Background(), cfg, Options{Logger: quietLogger()})
+			if err == nil {
+				_ = app.Shutdown(context.Background())
+			}
+			require.Error(t, err)
+			require.Contains(t, err.Error(), name)
+			require.NotContains(t, err.Error(), "s3cret-pw")
+		})
+	}
 }
