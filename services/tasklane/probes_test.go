@@ -217,3 +217,57 @@ func closedAddr(t *testing.T) string {
 func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
+
+// A stop while an AMQP dial hangs in its handshake (a broker address that
+// accepts connections and never answers: the dial heeds no context, and
+// its own timeout is 30s) returns promptly and closes the listener; what
+// the start-up made is closed once the dial gives up.
+func TestStartStopsWhileADialHangs(t *testing.T) {
+	before := runtime.NumGoroutine()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	cfg := DevConfig()
+	cfg.Server.Addr = "127.0.0.1:0"
+	cfg.Redis.URL = "redis://" + closedAddr(t) + "/0"
+	cfg.Broker.URL = "amqp://guest:guest@" + silent.Addr().String() + "/"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Start(ctx, cfg, Options{Logger: quietLogger()})
+		done <- err
+	}()
+	var conn net.Conn
+	select {
+	case conn = <-accepted: // the dial waits for the broker's greeting
+	case <-time.After(10 * time.Second):
+		t.Fatal("no AMQP dial within 10s")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start still running 10s after its context ended")
+	}
+	// The dial gives up once the connection closes; then nothing is left.
+	require.NoError(t, silent.Close())
+	_ = conn.Close()
+	for c := range accepted {
+		_ = c.Close()
+	}
+	http.DefaultClient.CloseIdleConnections()
+	testkit.Eventually(t, 10*time.Second, func() bool { return runtime.NumGoroutine() <= before },
+		"goroutines back to %d (now %d)", before, runtime.NumGoroutine())
+}
