@@ -629,30 +629,6 @@ func (a *App) functions() (map[string]dispatcher.Function, error) {
 	return out, nil
 }
 
-// janitorEvery is how often acknowledged stream entries are trimmed.
-const janitorEvery = 30 * time.Second
-
-// janitor trims Redis streams of entries every consumer group is done with:
-// the redisstream lanes and the results outbox. (Lanes are never trimmed by
-// length: that would delete work nobody has done.)
-func (a *App) janitor(ctx context.Context) {
-	t := time.NewTicker(janitorEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := a.driver.Trim(ctx, a.table.Lanes()...); err != nil {
-			a.logger.Warn("trimming lanes", "error", err)
-		}
-		if _, err := broker.TrimAcked(ctx, a.rdb, a.ledger.OutboxStream()); err != nil {
-			a.logger.Warn("trimming the results outbox", "error", err)
-		}
-	}
-}
-
 // deadLetters reports whether function keeps its unsuccessful tasks in the
 // dead-letter queue (an unknown function does, the default).
 func (a *App) deadLetters(function string) bool {
