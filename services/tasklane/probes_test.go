@@ -174,10 +174,13 @@ func TestShutdownWhileConnecting(t *testing.T) {
 	cfg.Server.Addr = "127.0.0.1:0"
 	cfg.Redis.URL = "redis://" + closedAddr(t) + "/0"
 	cfg.Broker.URL = "amqp://guest:secret-password@" + closedAddr(t) + "/"
+	cfg.Server.MetricsAddr = "127.0.0.1:0"
 	app, err := Launch(context.Background(), cfg, Options{Logger: quietLogger()})
 	require.NoError(t, err)
+	status, body := get(t, "http://"+app.metricsAddr()+"/readyz", "")
+	require.Equal(t, http.StatusServiceUnavailable, status, body)
 
-	status, body := get(t, app.URL()+"/healthz", "")
+	status, body = get(t, app.URL()+"/healthz", "")
 	require.Equal(t, http.StatusOK, status, body)
 	testkit.Eventually(t, 10*time.Second, func() bool {
 		status, body = get(t, app.URL()+"/readyz", "")
@@ -198,6 +201,10 @@ func TestShutdownWhileConnecting(t *testing.T) {
 	case <-app.Ready():
 		t.Fatal("ready after Shutdown")
 	default:
+	}
+	for _, addr := range []string{app.Addr(), app.metricsAddr()} {
+		_, err := net.DialTimeout("tcp", addr, time.Second)
+		require.Error(t, err, "%s still listens after Shutdown", addr)
 	}
 	http.DefaultClient.CloseIdleConnections()
 	testkit.Eventually(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= before },
