@@ -137,19 +137,25 @@ func (a *App) connect(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := a.retry(ctx, statusLanes, brokerService, brokerURL, func() error {
+	// Each step's retry lines name the service it needs.
+	if err := a.retry(ctx, statusLanes, "redis", redisURL, func() error {
 		snap, err := a.store.Load(ctx)
 		if err != nil {
 			return fmt.Errorf("loading the routing table: %w", err)
 		}
 		a.table.Update(snap)
+		return nil
+	}); err != nil {
+		return err
+	}
+	a.status.set(statusLanes, "declaring")
+	return a.retry(ctx, statusLanes, brokerService, brokerURL, func() error {
 		// Every lane exists before anything is routed to it.
 		if err := a.driver.DeclareLanes(ctx, a.table.Lanes()...); err != nil {
 			return fmt.Errorf("declaring lanes: %w", err)
 		}
 		return nil
 	})
-	return err
 }
 
 // retry calls f until it returns nil (check becomes "ok") or ctx ends (ctx's
