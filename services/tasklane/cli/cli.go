@@ -103,6 +103,10 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 				return err
 			}
 			cfg.ApplyEnv(os.Getenv)
+			// Again: the environment's URLs are config too.
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
 			r, err := tasklane.ParseRoles(roles)
 			if err != nil {
 				return err
