@@ -125,7 +125,7 @@ func (l *Ledger) records(ctx context.Context, tenant string, ids []string) ([]*c
 	out := make([]*contracts.Task, len(ids))
 	for i, c := range cmds {
 		// A record past its retention is gone; its index entry stays until
-		// the janitor prunes it, and listings skip it.
+		// the scheduler's trimmer prunes it, and listings skip it.
 		if len(c.Val()) > 0 {
 			t := RecordFromFields(c.Val())
 			out[i] = &t
