@@ -860,7 +860,7 @@ func TestCheckTriggerEnv(t *testing.T) {
   - name: poll
     objectstore: {endpoint: "http://127.0.0.1:9000", bucket: images, access_key_env: S3_KEY, secret_key_env: S3_SECRET}
     event: {type: a}
-` + takesA))
+`+takesA))
 	require.NoError(t, err)
 
 	tests := []struct {
