@@ -74,7 +74,7 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 
 	var showC clientFlags
 	show := &cobra.Command{
-		Use: "show ID", Short: "Show one dead-lettered task", Args: cobra.ExactArgs(1),
+		Use: "show ID", Short: "Show one dead-lettered task with its event data", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := showC.client()
 			if err != nil {
