@@ -34,8 +34,9 @@
 // delivery id is refused with 409: the signature is valid, so it is no
 // authentication failure, but it conflicts with what the id already
 // names (the ingest path would answer it as a duplicate and drop the new
-// body unseen). A failed submission keeps the records: the identical retry
-// is submitted again.
+// body unseen). When the submission of a new request fails, its records
+// are deleted again (nothing was queued, or it is unknown and the retry
+// carries the same event id).
 //
 // A scheme without a timestamp (SchemeSHA256 without TimestampHeader)
 // accepts a captured request for ever as far as the signature goes, so its
@@ -175,6 +176,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 
 	var mac string
+	var seenKeys []string // set by this request: forgotten when it fails
 	if s := w.cfg.Signature; s != nil {
 		var err error
 		mac, err = s.Verify(r.Header, body, w.env.Now())
@@ -183,7 +185,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			triggers.WriteError(rw, http.StatusUnauthorized, "signature: "+err.Error())
 			return
 		}
-		seen, err := w.remember(ctx, mac, deliveryID, body, s.ReplayWindow())
+		seen, keys, err := w.remember(ctx, mac, deliveryID, body, s.ReplayWindow())
 		switch {
 		case err != nil:
 			w.rep.Failed(ctx, "checking for a replay", err)
@@ -204,14 +206,23 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			// the same event id, the ingest path answers it as a
 			// duplicate of the task made by the first.
 			w.env.Logger.InfoContext(ctx, "webhook delivery retried", "delivery_id", deliveryID)
+		default:
+			seenKeys = keys
 		}
 	}
 
 	e := w.event(r, body, eventID(deliveryID, mac))
 	tasks, err := w.env.Submit(ctx, w.cfg.Tenant, []*event.Event{e})
 	if err != nil {
-		// The replay records stay: the provider's identical retry is
-		// submitted again under the same event id.
+		if len(seenKeys) > 0 {
+			// Nothing was queued (or it is unknown): forget the request,
+			// so that its signed body is not held to this delivery id.
+			// The retry carries the same event id. Records of an earlier
+			// delivery stay.
+			if derr := w.env.Store.Redis().Del(context.WithoutCancel(ctx), seenKeys...).Err(); derr != nil {
+				w.env.Logger.WarnContext(ctx, "forgetting a failed delivery for its retry", "error", derr)
+			}
+		}
 		w.rep.Failed(ctx, "submitting a webhook event", err)
 		var ie *ingest.Error
 		if errors.As(err, &ie) {
@@ -264,7 +275,8 @@ return 'fresh'
 // delivery id is not signed: a captured request replayed under a new id is
 // the same request) and by its delivery id with its body hash (a delivery
 // is identical when both match), and says whether it was seen before.
-func (w *Webhook) remember(ctx context.Context, mac, deliveryID string, body []byte, ttl time.Duration) (string, error) {
+// It returns the keys of the records too.
+func (w *Webhook) remember(ctx context.Context, mac, deliveryID string, body []byte, ttl time.Duration) (string, []string, error) {
 	bodySum := sha256.Sum256(body)
 	keys := []string{w.replayKey(mac)}
 	idHash := ""
@@ -275,13 +287,13 @@ func (w *Webhook) remember(ctx context.Context, mac, deliveryID string, body []b
 	}
 	seen, err := rememberScript.Run(ctx, w.env.Store.Redis(), keys, hex.EncodeToString(bodySum[:]), idHash, ttl.Milliseconds()).Text()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	switch seen {
 	case seenFresh, seenIdentical, seenReplay, seenConflict:
-		return seen, nil
+		return seen, keys, nil
 	}
-	return "", fmt.Errorf("replay check: unexpected answer %q", seen)
+	return "", nil, fmt.Errorf("replay check: unexpected answer %q", seen)
 }
 
 // replayKey is where an accepted request (by its MAC) is remembered.

@@ -256,6 +256,13 @@ func TestWebhookFailedSubmitIsRetryable(t *testing.T) {
 	status, out = b.post(t, other, b.signed(other, map[string]string{"X-Delivery": "d-10"}))
 	require.Equal(t, http.StatusUnprocessableEntity, status)
 	require.JSONEq(t, `{"error":"type: no function subscribes to type \"x\""}`, out)
+
+	// Nothing was queued, so the refused request is forgotten: its signed
+	// body is not held to that delivery id.
+	b.sub.FailFunc = nil
+	status, out = b.post(t, other, b.signed(other, map[string]string{"X-Delivery": "d-11"}))
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.Equal(t, []string{"d-9", "d-11"}, b.sub.IDs())
 }
 
 func TestWebhookUnsigned(t *testing.T) {
