@@ -197,15 +197,15 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			triggers.WriteError(rw, http.StatusUnauthorized, "signature: "+ErrReplayed.Error()+" (this signed request was accepted under another delivery id)")
 			return
 		case seen == seenConflict:
-			w.env.Logger.InfoContext(ctx, "refusing a delivery id already accepted with another body", "delivery_id", deliveryID, "remote", r.RemoteAddr)
-			triggers.WriteError(rw, http.StatusConflict, "delivery id: "+deliveryID+" was already accepted with another body")
+			w.env.Logger.InfoContext(ctx, "refusing a delivery id already accepted with another body", "delivery_id", shown(deliveryID), "remote", r.RemoteAddr)
+			triggers.WriteError(rw, http.StatusConflict, "delivery id: "+shown(deliveryID)+" was already accepted with another body")
 			return
 		case seen == seenIdentical:
 			// A retry of an accepted delivery (its answer was lost, or
 			// the first is still being submitted): submitted again with
 			// the same event id, the ingest path answers it as a
 			// duplicate of the task made by the first.
-			w.env.Logger.InfoContext(ctx, "webhook delivery retried", "delivery_id", deliveryID)
+			w.env.Logger.InfoContext(ctx, "webhook delivery retried", "delivery_id", shown(deliveryID))
 		default:
 			seenKeys = keys
 		}
@@ -294,6 +294,18 @@ func (w *Webhook) remember(ctx context.Context, mac, deliveryID string, body []b
 		return seen, keys, nil
 	}
 	return "", nil, fmt.Errorf("replay check: unexpected answer %q", seen)
+}
+
+// shownIDBytes bounds a delivery id in answers and logs (the header is
+// bounded only by the server's header limit).
+const shownIDBytes = 128
+
+// shown is id for an answer or a log line, cut to shownIDBytes.
+func shown(id string) string {
+	if len(id) <= shownIDBytes {
+		return id
+	}
+	return strings.ToValidUTF8(id[:shownIDBytes], "") + "..."
 }
 
 // replayKey is where an accepted request (by its MAC) is remembered.
