@@ -193,7 +193,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			triggers.WriteError(rw, http.StatusServiceUnavailable, "the replay check did not answer; retry")
 			return
 		case seen == seenReplay:
-			w.env.Logger.InfoContext(ctx, "refusing replayed webhook request", "delivery_id", deliveryID, "remote", r.RemoteAddr)
+			w.env.Logger.InfoContext(ctx, "refusing replayed webhook request", "delivery_id", shown(deliveryID), "remote", r.RemoteAddr)
 			triggers.WriteError(rw, http.StatusUnauthorized, "signature: "+ErrReplayed.Error()+" (this signed request was accepted under another delivery id)")
 			return
 		case seen == seenConflict:
