@@ -82,6 +82,7 @@ type example struct {
 
 var examples = []example{
 	{"task-running.json", "task.schema.json", func() any { return new(contracts.Task) }},
+	{"task-dead-dlq-show.json", "task.schema.json", func() any { return new(contracts.Task) }},
 	{"task-list.json", "task-list.schema.json", func() any { return new(contracts.TaskList) }},
 	{"submit-response.json", "submit-response.schema.json", func() any { return new(contracts.SubmitResponse) }},
 	{"error-response.json", "error-response.schema.json", func() any { return new(contracts.ErrorResponse) }},

@@ -126,7 +126,21 @@ type Task struct {
 	// Result is the body of the successful answer (bounded): JSON as it was
 	// when the body was JSON, otherwise a JSON string.
 	Result json.RawMessage `json:"result,omitempty"`
+	// EventData is the data of the event the task was made from, given only
+	// by the dead-letter queue's show (GET /v1/dlq/{id}): the JSON value when
+	// the data is JSON, otherwise a JSON string (base64 when
+	// EventDataEncoding says so). Data over EventDataMax bytes is left out;
+	// EventDataBytes still gives its size.
+	EventData json.RawMessage `json:"event_data,omitempty"`
+	// EventDataEncoding is "base64" when EventData is the base64 of bytes
+	// that are not UTF-8 text.
+	EventDataEncoding string `json:"event_data_encoding,omitempty"`
+	// EventDataBytes is the size of the event data in bytes.
+	EventDataBytes int `json:"event_data_bytes,omitempty"`
 }
+
+// EventDataMax bounds the event data a dead-letter show includes.
+const EventDataMax = 64 << 10
 
 // SubmittedTask is one entry of the 202 answer to POST /v1/events.
 type SubmittedTask struct {

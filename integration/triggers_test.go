@@ -117,9 +117,11 @@ func githubSignature(secret, body string) string {
 
 // TestIntegrationTriggerWebhookSignatures posts to a signed webhook: only
 // the request with a valid signature is queued; a missing or wrong
-// signature and a replay of the valid request (also under a new delivery
-// id) are refused with 401, and nothing of them reaches the ledger or the
-// function.
+// signature and a replay of the valid request under a new delivery id are
+// refused with 401, another body under the used delivery id with 409, and
+// nothing of them reaches the ledger or the function; the identical
+// delivery again (a provider's retry after a lost answer) is answered 202
+// with the task it made, marked duplicate.
 func TestIntegrationTriggerWebhookSignatures(t *testing.T) {
 	const secret = "whsec-integration"
 	t.Setenv("TL_IT_SIGNUP_SECRET", secret)
@@ -158,8 +160,16 @@ triggers:
 	require.Equal(t, "delivery-1", sr.Tasks[0].EventID)
 
 	status, out = hook(valid, body)
-	require.Equal(t, http.StatusUnauthorized, status, "replay: %s", out)
-	require.Contains(t, out, "replayed request")
+	require.Equal(t, http.StatusAccepted, status, "identical retry: %s", out)
+	var again contracts.SubmitResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &again))
+	require.Len(t, again.Tasks, 1)
+	require.True(t, again.Tasks[0].Duplicate, "identical retry: %s", out)
+	require.Equal(t, sr.Tasks[0].ID, again.Tasks[0].ID)
+	other := `{"email":"eve@example.com"}`
+	status, out = hook(map[string]string{"X-Hub-Signature-256": githubSignature(secret, other), "X-GitHub-Delivery": "delivery-1"}, other)
+	require.Equal(t, http.StatusConflict, status, "another body under a used delivery id: %s", out)
+	require.Contains(t, out, "already accepted with another body")
 	// The delivery id is not signed: replaying the captured request under
 	// a new one is still a replay.
 	status, out = hook(map[string]string{"X-Hub-Signature-256": valid["X-Hub-Signature-256"], "X-GitHub-Delivery": "delivery-5"}, body)

@@ -21,7 +21,9 @@ import (
 // measures every message against the negotiated frame_max before sending
 // it and returns a *TooLargeError (errors.Is ErrTooLarge) instead. The
 // redisstream driver bounds metadata by the same default, so a message
-// either driver takes, the other takes too.
+// the amqp driver takes (at the default frame_max), the redisstream driver
+// takes too (not the reverse: a header frame also carries each entry's
+// encoding and the message properties).
 
 // ErrTooLarge is matched (errors.Is) by the error of a publish the broker
 // would refuse for the message's size. Nothing was sent, and retrying the
@@ -70,7 +72,9 @@ func (p sharedPublisher) CheckSize(msg *message.Message) error { return CheckSiz
 const FrameMaxDefault = 131072
 
 // amqpFrameOverhead is a frame's type, channel and size fields and its end
-// byte.
+// byte. frame_max counts them (AMQP 0-9-1 4.2.3); RabbitMQ refuses a frame
+// only once its payload exceeds frame_max, 8 bytes later, so a frame the
+// check passes always goes through.
 const amqpFrameOverhead = 1 + 2 + 4 + 1
 
 // frameMax is the negotiated frame_max of a connection, remembered from the
@@ -198,8 +202,8 @@ func amqpValueSize(v any) int {
 }
 
 // StreamMaxMetadataBytes bounds a redisstream message's metadata (names
-// and values), the same bound as RabbitMQ's default frame_max, so that the
-// drivers take the same messages.
+// and values), the same bound as RabbitMQ's default frame_max, so that
+// the redisstream driver takes every message the amqp driver takes.
 const StreamMaxMetadataBytes = FrameMaxDefault
 
 // checkStreamSize returns a *TooLargeError when msg's metadata exceeds

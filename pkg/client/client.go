@@ -198,6 +198,14 @@ type TaskFilter struct {
 	State contracts.State
 	// Function keeps tasks of this function.
 	Function string
+	// EventID keeps the tasks made from events with this id (any source
+	// unless Source is set too): how a CloudEvents SDK user, who knows only
+	// the event id, finds its tasks. The server remembers event ids for its
+	// dedup window.
+	EventID string
+	// Source, with EventID, keeps the tasks of exactly that event (its
+	// dedup identity); the answer is then one page.
+	Source string
 }
 
 // GetTask returns the task id (GET /v1/tasks/{id}).
@@ -214,6 +222,12 @@ func (c *Client) ListTasks(ctx context.Context, f TaskFilter, p Page) (*contract
 	}
 	if f.Function != "" {
 		q.Set("function", f.Function)
+	}
+	if f.EventID != "" {
+		q.Set("event_id", f.EventID)
+	}
+	if f.Source != "" {
+		q.Set("source", f.Source)
 	}
 	p.query(q)
 	return do[contracts.TaskList](ctx, c, http.MethodGet, "/v1/tasks", q, nil, nil)

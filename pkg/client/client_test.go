@@ -117,6 +117,13 @@ func TestCalls(t *testing.T) {
 			method: http.MethodGet, path: "/v1/tasks", qry: "cursor=c1&function=echo&limit=5&state=dead",
 		},
 		{
+			name: "ListTasksByEvent", answer: `{"tasks":[` + task + `]}`,
+			call: func(c *client.Client) (any, error) {
+				return c.ListTasks(context.Background(), client.TaskFilter{EventID: "e 1", Source: "/s"}, client.Page{})
+			},
+			method: http.MethodGet, path: "/v1/tasks", qry: "event_id=e+1&source=%2Fs",
+		},
+		{
 			name: "ListTasksAll", answer: `{"tasks":[]}`,
 			call: func(c *client.Client) (any, error) {
 				return c.ListTasks(context.Background(), client.TaskFilter{}, client.Page{})

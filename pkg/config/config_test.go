@@ -293,6 +293,7 @@ functions:
   - name: nightly
     http: {path: nightly}
     event: {type: com.example.report, source: /hooks}
+functions: [{name: f, events: [com.example.report], endpoint: "builtin:noop"}]
 `,
 			want: `tasklane.yaml:5:11: triggers[1].name: duplicate trigger name "nightly" (first at line 2)`,
 		},
@@ -607,6 +608,16 @@ func TestParseDesignExample(t *testing.T) {
 			MaxAttempts:    5,
 			InitialBackoff: config.Duration(time.Second),
 			MaxBackoff:     config.Duration(5 * time.Minute),
+		},
+	}, {
+		Name:     "reports",
+		Events:   []string{"com.example.report.requested", "com.example.user.signedup"},
+		Endpoint: config.EndpointNoop,
+		Timeout:  config.FunctionTimeoutDefault,
+		Retry: config.Retry{
+			MaxAttempts:    config.MaxAttemptsDefault,
+			InitialBackoff: config.InitialBackoffDefault,
+			MaxBackoff:     config.MaxBackoffDefault,
 		},
 	}}, cfg.Functions)
 	require.Equal(t, []config.Subscription{{

@@ -25,6 +25,15 @@
 // names, out-of-range values, missing required fields). A Config built in Go
 // has no positions and its errors carry only the field path.
 //
+// Validate also checks the sections against each other: a trigger must emit
+// event types a function takes (for its tenant), a subscription filter must
+// name configured functions and tenants. What depends on the binary or the
+// environment is checked on request, in the same form:
+// [Config.CheckGoEndpoints] (go: endpoints against the registered handlers)
+// and [Config.CheckTriggerEnv]. [Config.Warnings] reports risky but legal
+// settings (no tenants, no admin keys, open webhooks, 0.0.0.0 as a
+// destination); they do not stop Tasklane.
+//
 // API keys and URL credentials are never echoed in error messages.
 //
 // # Environment

@@ -14,6 +14,9 @@ import (
 
 // TestParseTriggerErrors has one case per trigger config problem; each
 // asserts the whole message: file, line, column, field path and text.
+// takesA is a function taking the event types the trigger tests emit.
+const takesA = `functions: [{name: takes-a, events: [a, a.created, a.deleted], endpoint: "builtin:noop"}]` + "\n"
+
 func TestParseTriggerErrors(t *testing.T) {
 	t.Parallel()
 
@@ -699,7 +702,13 @@ tasklane.yaml:12:23: triggers[0].objectstore.secret_key_env: only used with mode
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := config.Parse(file, []byte(tt.yaml))
+			doc := tt.yaml
+			if !strings.Contains(doc, "functions:") {
+				// A function taking what the triggers emit, appended so
+				// that the lines above keep their numbers.
+				doc += "\n" + takesA
+			}
+			cfg, err := config.Parse(file, []byte(doc))
 			require.Nil(t, cfg)
 			require.EqualError(t, err, tt.want)
 			for _, p := range problems(t, err) {
@@ -734,6 +743,10 @@ func TestTriggerDefaults(t *testing.T) {
   - name: images-notify
     objectstore: {mode: notify, bucket: images, path: minio/images, events: [created, deleted]}
     event: {type: com.example.image, source: minio:images}
+functions:
+  - name: f
+    events: [com.example.report, com.example.signup, com.example.payment, com.example.image.created, com.example.image.deleted]
+    endpoint: builtin:noop
 `))
 	require.NoError(t, err)
 	tr := cfg.Triggers
@@ -847,7 +860,7 @@ func TestCheckTriggerEnv(t *testing.T) {
   - name: poll
     objectstore: {endpoint: "http://127.0.0.1:9000", bucket: images, access_key_env: S3_KEY, secret_key_env: S3_SECRET}
     event: {type: a}
-`))
+`+takesA))
 	require.NoError(t, err)
 
 	tests := []struct {

@@ -50,6 +50,7 @@ func (c *Config) validate() []*Error {
 	v.functions()
 	v.subscriptions()
 	v.triggers()
+	v.triggerTypes()
 	return v.errs
 }
 
@@ -380,7 +381,7 @@ func (v *validator) subscriptions() {
 		}
 		for j, fn := range s.Filter.Functions {
 			if v.c.Function(fn) == nil {
-				v.add(fmt.Sprintf("%s.filter.functions[%d]", path, j), "unknown function %q", fn)
+				v.unknownFunction(fmt.Sprintf("%s.filter.functions[%d]", path, j), fn)
 			}
 		}
 	}

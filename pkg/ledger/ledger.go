@@ -110,6 +110,13 @@ func (l *Ledger) dedupKey(tenant, source, id string) string {
 	return l.tenantPrefix(tenant) + "dedup:" + hex.EncodeToString(sum[:])
 }
 
+// eventKey indexes the tasks made from events with one id, whatever their
+// source, for as long as the dedup window remembers them.
+func (l *Ledger) eventKey(tenant, id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return l.tenantPrefix(tenant) + "evid:" + hex.EncodeToString(sum[:])
+}
+
 // Member is the delay-set member of a task.
 func Member(tenant, id string) string { return tenant + "/" + id }
 
@@ -169,7 +176,7 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			state, score, scheduled = contracts.StateScheduled, us(ev.DueAt), ev.DueAt
 		}
 		ids := make([]string, len(ev.Tasks))
-		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey()}
+		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey(), l.eventKey(ev.Tenant, ev.Event.ID)}
 		for j, t := range ev.Tasks {
 			ids[j] = t.ID
 			evKeys = append(evKeys, l.taskKey(ev.Tenant, t.ID))

@@ -34,6 +34,9 @@ type ListFilter struct {
 	FinishedSince, FinishedUntil time.Time
 	// Limit caps the page (default ListLimitDefault, max ListLimitMax).
 	Limit int
+	// EventID, when set, lists only the tasks made from events with that id
+	// (any source unless EventSource is set too).
+	EventID, EventSource string
 	// Cursor continues a previous listing.
 	Cursor string
 }
@@ -50,7 +53,12 @@ func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contrac
 	}
 	f.Limit = min(f.Limit, ListLimitMax)
 	key := l.allKey(tenant)
-	if f.State != "" {
+	switch {
+	case f.EventID != "" && f.EventSource != "":
+		return l.listDedup(ctx, tenant, f)
+	case f.EventID != "":
+		key = l.eventKey(tenant, f.EventID)
+	case f.State != "":
 		key = l.stateKey(tenant, f.State)
 	}
 	max, skip := "+inf", int64(0)
@@ -110,6 +118,33 @@ func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contrac
 	return out, nil
 }
 
+// listDedup lists the tasks made from the event (source, id): one read of
+// the dedup index, then their records. The answer is one page (an event
+// makes at most one task per function).
+func (l *Ledger) listDedup(ctx context.Context, tenant string, f ListFilter) (contracts.TaskList, error) {
+	if f.Cursor != "" {
+		return contracts.TaskList{}, ErrBadCursor
+	}
+	s, err := l.rdb.Get(ctx, l.dedupKey(tenant, f.EventSource, f.EventID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return contracts.TaskList{}, nil
+	}
+	if err != nil {
+		return contracts.TaskList{}, fmt.Errorf("listing tasks of event %s: %w", f.EventID, err)
+	}
+	recs, err := l.records(ctx, tenant, strings.Split(s, ","))
+	if err != nil {
+		return contracts.TaskList{}, err
+	}
+	var out contracts.TaskList
+	for _, r := range recs {
+		if r != nil && f.match(r) && len(out.Tasks) < f.Limit {
+			out.Tasks = append(out.Tasks, *r)
+		}
+	}
+	return out, nil
+}
+
 // records reads task records; nil for ones that expired.
 func (l *Ledger) records(ctx context.Context, tenant string, ids []string) ([]*contracts.Task, error) {
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
@@ -125,7 +160,7 @@ func (l *Ledger) records(ctx context.Context, tenant string, ids []string) ([]*c
 	out := make([]*contracts.Task, len(ids))
 	for i, c := range cmds {
 		// A record past its retention is gone; its index entry stays until
-		// the janitor prunes it, and listings skip it.
+		// the scheduler's trimmer prunes it, and listings skip it.
 		if len(c.Val()) > 0 {
 			t := RecordFromFields(c.Val())
 			out[i] = &t
@@ -138,7 +173,10 @@ func (l *Ledger) records(ctx context.Context, tenant string, ids []string) ([]*c
 func (f ListFilter) match(t *contracts.Task) bool {
 	switch {
 	case f.Function != "" && t.Function != f.Function,
-		f.Reason != "" && t.Reason != f.Reason:
+		f.Reason != "" && t.Reason != f.Reason,
+		f.EventID != "" && f.State != "" && t.State != f.State,
+		f.EventID != "" && t.Event.ID != f.EventID,
+		f.EventSource != "" && t.Event.Source != f.EventSource:
 		return false
 	case !f.FinishedSince.IsZero() && (t.FinishedAt == nil || t.FinishedAt.Before(f.FinishedSince)),
 		!f.FinishedUntil.IsZero() && (t.FinishedAt == nil || !t.FinishedAt.Before(f.FinishedUntil)):

@@ -11,12 +11,14 @@ import "github.com/redis/go-redis/v9"
 //	tl:{t}:tasks           zset: every task id, score = created µs
 //	tl:{t}:st:<state>      zset: task ids in that state, score = created µs
 //	tl:{t}:dedup:<sha256>  string: the task ids made from one (source, id), expires after the dedup window
+//	tl:{t}:evid:<sha256>   zset: the task ids made from events with one id (any source), score = created µs,
+//	                       expires after the dedup window (GET /v1/tasks?event_id=)
 //	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due µs
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
 // create records the tasks made from one event unless the event was seen.
 // KEYS: 1 dedup, 2 all-index, 3 state-index, 4 delay, 5 expiry set,
-// 6.. task hashes
+// 6 event-id index, 7.. task hashes
 // ARGV: 1 dedup ttl ms, 2 created µs, 3 delay score, 4 tenant, 5 ids (comma
 // separated), 6 expiry µs ("": none; any number is an expiry, 0 and
 // negative ones included), then per task: id, n, n field/value
@@ -27,18 +29,20 @@ if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1])
 local expires = ARGV[6]
 local i = 7
-local k = 6
+local k = 7
 while i <= #ARGV do
   local id = ARGV[i]
   local n = tonumber(ARGV[i+1])
   redis.call('HSET', KEYS[k], unpack(ARGV, i+2, i+1+n))
   redis.call('ZADD', KEYS[2], ARGV[2], id)
+  redis.call('ZADD', KEYS[6], ARGV[2], id)
   redis.call('ZADD', KEYS[3], ARGV[2], id)
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4] .. '/' .. id)
   if expires ~= '' then redis.call('ZADD', KEYS[5], expires, ARGV[4] .. '/' .. id) end
   i = i + 2 + n
   k = k + 1
 end
+if k > 7 then redis.call('PEXPIRE', KEYS[6], ARGV[1]) end
 return false
 `)
 
@@ -203,6 +207,8 @@ end
 redis.call('ZREM', KEYS[3], ARGV[10])
 redis.call('ZREM', KEYS[4], ARGV[10])
 if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
+-- A success keeps no earlier attempt's error (the task log has the history).
+if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
 local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[3])
 redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
 if ARGV[5] ~= '' then redis.call('HSET', h, 'result', ARGV[5]) end

@@ -1,15 +1,21 @@
 package gateway
 
 import (
+	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/taskmsg"
 )
 
 // registerDLQ mounts the dead-letter queue API: list, show, redrive and
@@ -75,13 +81,70 @@ func checkReason(r contracts.Reason) string {
 	return "reason: unknown reason " + strconv.Quote(string(r)) + " (non_retryable or attempts_exhausted)"
 }
 
+// handleDLQShow answers a dead task's record with its event's data (which
+// the task API leaves out), decoded from the stored lane message.
 func (g *Gateway) handleDLQShow(w http.ResponseWriter, r *http.Request) {
-	g.showTask(w, r, func(t *contracts.Task) string {
-		if t.State != contracts.StateDead {
-			return "task is not in the dead-letter queue: it is " + string(t.State)
-		}
-		return ""
-	})
+	tenant, ok := g.tenant(w, r)
+	if !ok {
+		return
+	}
+	t, err := g.cfg.Ledger.Get(r.Context(), tenant, r.PathValue("id"))
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "task not found")
+	case err != nil:
+		g.ledgerUnavailable(w, r, "reading task", err)
+	case t.State != contracts.StateDead:
+		WriteError(w, http.StatusNotFound, "task is not in the dead-letter queue: it is "+string(t.State))
+	default:
+		g.addEventData(r.Context(), tenant, t)
+		WriteJSON(w, http.StatusOK, t)
+	}
+}
+
+// addEventData sets t's EventData from its stored message. A message that
+// cannot be read leaves the record without data (logged): the record is
+// still worth showing.
+func (g *Gateway) addEventData(ctx context.Context, tenant string, t *contracts.Task) {
+	stored, err := g.cfg.Ledger.Message(ctx, tenant, t.ID)
+	if err != nil {
+		g.cfg.Logger.WarnContext(ctx, "reading a dead task's message", "task", t.ID, "error", err)
+		return
+	}
+	msg, err := taskmsg.Decode(stored)
+	if err != nil {
+		g.cfg.Logger.WarnContext(ctx, "decoding a dead task's message", "task", t.ID, "error", err)
+		return
+	}
+	_, e, err := taskmsg.Parse(msg)
+	if err != nil {
+		g.cfg.Logger.WarnContext(ctx, "decoding a dead task's event", "task", t.ID, "error", err)
+		return
+	}
+	t.EventData, t.EventDataEncoding, t.EventDataBytes = eventData(e.DataContentType(), e.Data())
+}
+
+// eventData renders data for contracts.Task.EventData: the JSON value when
+// the content type says JSON (or is absent) and the bytes are JSON, a JSON
+// string for UTF-8 text, else the base64 of the bytes as a JSON string.
+// Data over contracts.EventDataMax bytes is left out.
+func eventData(contentType string, data []byte) (json.RawMessage, string, int) {
+	if len(data) == 0 {
+		return nil, "", 0
+	}
+	if len(data) > contracts.EventDataMax {
+		return nil, "", len(data)
+	}
+	mt, _, _ := mime.ParseMediaType(contentType)
+	if (contentType == "" || mt == "application/json" || strings.HasSuffix(mt, "+json")) && json.Valid(data) {
+		return json.RawMessage(data), "", len(data)
+	}
+	if utf8.Valid(data) {
+		b, _ := json.Marshal(string(data))
+		return b, "", len(data)
+	}
+	b, _ := json.Marshal(base64.StdEncoding.EncodeToString(data))
+	return b, "base64", len(data)
 }
 
 func (g *Gateway) handleDLQRedriveOne(w http.ResponseWriter, r *http.Request) {

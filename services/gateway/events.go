@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +57,9 @@ func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.cfg.Metrics.IngestSeconds.WithLabelValues(mode).Observe(time.Since(start).Seconds())
+	if len(tasks) == 1 {
+		w.Header().Set("Location", "/v1/tasks/"+url.PathEscape(tasks[0].ID))
+	}
 	WriteJSON(w, http.StatusAccepted, contracts.SubmitResponse{Tasks: tasks})
 }
 

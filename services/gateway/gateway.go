@@ -1,6 +1,6 @@
 // Package gateway serves Tasklane's HTTP API: CloudEvents ingest
 // (POST /v1/events in binary, structured and batch mode) and the task API
-// (GET /v1/tasks, GET /v1/tasks/{id}). Every request is scoped to the tenant
+// (GET /v1/tasks, also by event: ?event_id=&source=; GET /v1/tasks/{id}). Every request is scoped to the tenant
 // its API key names; another tenant's task id answers 404.
 //
 // [Triggers] serves the tenant's trigger list (GET /v1/triggers), and
@@ -150,9 +150,18 @@ func (g *Gateway) handleListTasks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	f := ledger.ListFilter{State: contracts.State(q.Get("state")), Function: q.Get("function"), Cursor: q.Get("cursor")}
+	f := ledger.ListFilter{State: contracts.State(q.Get("state")), Function: q.Get("function"), Cursor: q.Get("cursor"),
+		EventID: q.Get("event_id"), EventSource: q.Get("source")}
 	if f.State != "" && !f.State.Valid() {
 		WriteError(w, http.StatusBadRequest, "state: unknown state "+strconv.Quote(string(f.State)))
+		return
+	}
+	switch {
+	case f.EventSource != "" && f.EventID == "":
+		WriteError(w, http.StatusBadRequest, "source: only with event_id (an event is found by its id, or by source and id)")
+		return
+	case f.EventSource != "" && f.Cursor != "":
+		WriteError(w, http.StatusBadRequest, "cursor: not used with event_id and source (the answer is one page)")
 		return
 	}
 	if s := q.Get("limit"); s != "" {

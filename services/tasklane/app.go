@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasklane/tasklane/pkg/auth"
@@ -141,11 +142,17 @@ type App struct {
 	trigMu sync.Mutex
 	trig   *triggerSet
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	errs   []error
+	cancel   context.CancelFunc
+	stopOnce sync.Once
+	stopErr  error
+	wg       sync.WaitGroup
+	errMu    sync.Mutex
+	errs     []error
 }
+
+// abortWait bounds how long Start waits for the start-up to stop when it
+// gives up.
+const abortWait = 5 * time.Second
 
 // Start is [Launch], then waits until the app is ready: it returns once
 // Redis and the broker answer, the lanes are declared and every role runs.
@@ -158,7 +165,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*App, error) 
 		return nil, err
 	}
 	if err := a.WaitReady(ctx); err != nil {
-		_ = a.Shutdown(context.Background())
+		// Bounded: an AMQP dial heeds no cancellation (Shutdown leaves it).
+		sctx, cancel := context.WithTimeout(context.Background(), abortWait)
+		defer cancel()
+		_ = a.Shutdown(sctx)
 		return nil, err
 	}
 	return a, nil
@@ -255,7 +265,13 @@ func (a *App) configure() error {
 	}
 	opt, err := redis.ParseURL(cfg.Redis.URL)
 	if err != nil {
-		return fmt.Errorf("redis.url: %w", err)
+		return fmt.Errorf("redis.url: %w", urlError(err))
+	}
+	if cfg.Broker.Driver != broker.DriverRedisStream {
+		// Checked here, not by a connection attempt: no retry fixes it.
+		if _, err := amqp.ParseURI(cfg.Broker.URL); err != nil {
+			return fmt.Errorf("broker.url: %w", urlError(err))
+		}
 	}
 	opt.PoolSize = max(opt.PoolSize, 128)
 	a.redisOpts = opt
@@ -671,23 +687,38 @@ func (a *App) Ledger() *ledger.Ledger { return a.ledger }
 
 // Shutdown stops taking work, drains running attempts, and closes
 // connections; while the app is still starting, it stops the start-up
-// first. Safe to call once.
+// first. When ctx ends before the start-up stops (an AMQP dial heeds no
+// cancellation: at most its connection timeout), it stops serving and
+// returns, and the rest is stopped and closed once the start-up returns.
 func (a *App) Shutdown(ctx context.Context) error {
-	var errs []error
 	a.startCancel()
 	select {
 	case <-a.startDone:
 	case <-ctx.Done():
-		// A connection attempt that does not heed cancellation (an AMQP
-		// dial, at most its connection timeout) still runs: leave it, and
-		// what it may have made, but stop serving.
 		for _, srv := range []*http.Server{a.server, a.metricsServer} {
 			if srv != nil {
 				_ = srv.Close()
 			}
 		}
+		a.cancel()
+		go func() {
+			<-a.startDone
+			_ = a.stop(context.Background())
+		}()
 		return fmt.Errorf("stopping the start-up: %w", ctx.Err())
 	}
+	return a.stop(ctx)
+}
+
+// stop is Shutdown once the start-up has returned; it runs once, and a
+// second call returns the first one's error.
+func (a *App) stop(ctx context.Context) error {
+	a.stopOnce.Do(func() { a.stopErr = a.shutdown(ctx) })
+	return a.stopErr
+}
+
+func (a *App) shutdown(ctx context.Context) error {
+	var errs []error
 	for _, srv := range []*http.Server{a.server, a.metricsServer} {
 		if srv != nil {
 			errs = append(errs, srv.Shutdown(ctx))

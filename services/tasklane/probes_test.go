@@ -174,10 +174,13 @@ func TestShutdownWhileConnecting(t *testing.T) {
 	cfg.Server.Addr = "127.0.0.1:0"
 	cfg.Redis.URL = "redis://" + closedAddr(t) + "/0"
 	cfg.Broker.URL = "amqp://guest:secret-password@" + closedAddr(t) + "/"
+	cfg.Server.MetricsAddr = "127.0.0.1:0"
 	app, err := Launch(context.Background(), cfg, Options{Logger: quietLogger()})
 	require.NoError(t, err)
+	status, body := get(t, "http://"+app.metricsAddr()+"/readyz", "")
+	require.Equal(t, http.StatusServiceUnavailable, status, body)
 
-	status, body := get(t, app.URL()+"/healthz", "")
+	status, body = get(t, app.URL()+"/healthz", "")
 	require.Equal(t, http.StatusOK, status, body)
 	testkit.Eventually(t, 10*time.Second, func() bool {
 		status, body = get(t, app.URL()+"/readyz", "")
@@ -199,6 +202,10 @@ func TestShutdownWhileConnecting(t *testing.T) {
 		t.Fatal("ready after Shutdown")
 	default:
 	}
+	for _, addr := range []string{app.Addr(), app.metricsAddr()} {
+		_, err := net.DialTimeout("tcp", addr, time.Second)
+		require.Error(t, err, "%s still listens after Shutdown", addr)
+	}
 	http.DefaultClient.CloseIdleConnections()
 	testkit.Eventually(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= before },
 		"goroutines back to %d (now %d)", before, runtime.NumGoroutine())
@@ -216,4 +223,58 @@ func closedAddr(t *testing.T) string {
 
 func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// A stop while an AMQP dial hangs in its handshake (a broker address that
+// accepts connections and never answers: the dial heeds no context, and
+// its own timeout is 30s) returns promptly and closes the listener; what
+// the start-up made is closed once the dial gives up.
+func TestStartStopsWhileADialHangs(t *testing.T) {
+	before := runtime.NumGoroutine()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	cfg := DevConfig()
+	cfg.Server.Addr = "127.0.0.1:0"
+	cfg.Redis.URL = "redis://" + closedAddr(t) + "/0"
+	cfg.Broker.URL = "amqp://guest:guest@" + silent.Addr().String() + "/"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Start(ctx, cfg, Options{Logger: quietLogger()})
+		done <- err
+	}()
+	var conn net.Conn
+	select {
+	case conn = <-accepted: // the dial waits for the broker's greeting
+	case <-time.After(10 * time.Second):
+		t.Fatal("no AMQP dial within 10s")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start still running 10s after its context ended")
+	}
+	// The dial gives up once the connection closes; then nothing is left.
+	require.NoError(t, silent.Close())
+	_ = conn.Close()
+	for c := range accepted {
+		_ = c.Close()
+	}
+	http.DefaultClient.CloseIdleConnections()
+	testkit.Eventually(t, 10*time.Second, func() bool { return runtime.NumGoroutine() <= before },
+		"goroutines back to %d (now %d)", before, runtime.NumGoroutine())
 }

@@ -137,19 +137,25 @@ func (a *App) connect(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := a.retry(ctx, statusLanes, brokerService, brokerURL, func() error {
+	// Each step's retry lines name the service it needs.
+	if err := a.retry(ctx, statusLanes, "redis", redisURL, func() error {
 		snap, err := a.store.Load(ctx)
 		if err != nil {
 			return fmt.Errorf("loading the routing table: %w", err)
 		}
 		a.table.Update(snap)
+		return nil
+	}); err != nil {
+		return err
+	}
+	a.status.set(statusLanes, "declaring")
+	return a.retry(ctx, statusLanes, brokerService, brokerURL, func() error {
 		// Every lane exists before anything is routed to it.
 		if err := a.driver.DeclareLanes(ctx, a.table.Lanes()...); err != nil {
 			return fmt.Errorf("declaring lanes: %w", err)
 		}
 		return nil
 	})
-	return err
 }
 
 // retry calls f until it returns nil (check becomes "ok") or ctx ends (ctx's
@@ -229,6 +235,15 @@ func amqpVhost(raw string) string {
 		return "?"
 	}
 	return u.Vhost
+}
+
+// urlError is err without the URL a parse error quotes (password and all).
+func urlError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // redactURL is raw with its password replaced by "xxxxx", for logs.

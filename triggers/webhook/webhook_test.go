@@ -92,17 +92,21 @@ func TestWebhookSignatures(t *testing.T) {
 	}{
 		{"Missing", map[string]string{"X-GitHub-Delivery": "d-2"}, `{"error":"signature: missing signature: no X-Hub-Signature-256 header"}`},
 		{"Wrong", map[string]string{"X-GitHub-Delivery": "d-3", "X-Hub-Signature-256": "sha256=" + hmacHex("guess", body)}, `{"error":"signature: signature does not match"}`},
-		{"Replayed", b.signed(body, map[string]string{"X-GitHub-Delivery": "d-1"}), `{"error":"signature: replayed request (this delivery was already accepted)"}`},
 		// The delivery id is not signed: a captured request replayed under
 		// a new one is still the same signed request.
-		{"ReplayedWithNewDeliveryID", b.signed(body, map[string]string{"X-GitHub-Delivery": "d-forged"}), `{"error":"signature: replayed request (this delivery was already accepted)"}`},
+		{"ReplayedWithNewDeliveryID", b.signed(body, map[string]string{"X-GitHub-Delivery": "d-forged"}), `{"error":"signature: replayed request (this signed request was accepted under another delivery id)"}`},
 	} {
 		status, out := b.post(t, body, tt.headers)
 		require.Equal(t, http.StatusUnauthorized, status, tt.name)
 		require.JSONEq(t, tt.want, out, tt.name)
 	}
+	// The identical delivery again (the provider lost the answer) is
+	// answered as a duplicate of the task made.
+	status, out = b.post(t, body, b.signed(body, map[string]string{"X-GitHub-Delivery": "d-1"}))
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.Contains(t, out, `"duplicate":true`)
 	require.Equal(t, []string{"d-1"}, b.sub.IDs(), "only the valid request was queued")
-	require.Equal(t, 1, b.sub.Calls())
+	require.Equal(t, 2, b.sub.Calls(), "the refused requests never reached the ingest path")
 
 	e := b.sub.Events()[0]
 	require.Equal(t, "acme", e.Tenant)
@@ -110,7 +114,7 @@ func TestWebhookSignatures(t *testing.T) {
 	require.Equal(t, "/hooks/signup", e.Event.Source())
 	require.Equal(t, "application/json", e.Event.DataContentType())
 	require.Equal(t, body, string(e.Event.Data()))
-	require.Equal(t, int64(1), b.hook.Status().Fires)
+	require.Equal(t, int64(2), b.hook.Status().Fires)
 	require.Equal(t, "d-1", b.hook.Status().LastEventID)
 }
 
@@ -123,8 +127,9 @@ func TestWebhookReplayWithoutDeliveryID(t *testing.T) {
 	h := b.signed(body, nil)
 	status, out := b.post(t, body, h)
 	require.Equal(t, http.StatusAccepted, status, out)
-	status, _ = b.post(t, body, h)
-	require.Equal(t, http.StatusUnauthorized, status)
+	status, out = b.post(t, body, h)
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.Contains(t, out, `"duplicate":true`, "the same signed request again is a duplicate")
 
 	// Another body (or another timestamp) is another request.
 	status, out = b.post(t, `{"id":"evt_2"}`, b.signed(`{"id":"evt_2"}`, nil))
@@ -160,8 +165,10 @@ func TestWebhookReplayAfterReplayWindow(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &sr))
 	id := sr.Tasks[0].EventID
 	require.Regexp(t, `^mac-[0-9a-f]{32}$`, id)
-	status, _ = b.post(t, body, h)
-	require.Equal(t, http.StatusUnauthorized, status, "a replay within the window is refused")
+	status, out = b.post(t, body, h)
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.NoError(t, json.Unmarshal([]byte(out), &sr))
+	require.True(t, sr.Tasks[0].Duplicate, "a replay within the window is a duplicate")
 
 	// The replay record expires (twice the tolerance later).
 	keys, err := b.store.Redis().Keys(ctx, b.store.Key("signup", "seen:*")).Result()
@@ -203,6 +210,12 @@ func TestWebhookUntimedReplayWindow(t *testing.T) {
 			ttl, err := b.store.Redis().PTTL(ctx, keys[0]).Result()
 			require.NoError(t, err)
 			require.InDelta(t, c.want.Seconds(), ttl.Seconds(), 5, "the replay record lasts the replay window")
+			keys, err = b.store.Redis().Keys(ctx, b.store.Key("signup", "delivery:*")).Result()
+			require.NoError(t, err)
+			require.Len(t, keys, 1)
+			ttl, err = b.store.Redis().PTTL(ctx, keys[0]).Result()
+			require.NoError(t, err)
+			require.InDelta(t, c.want.Seconds(), ttl.Seconds(), 5, "the delivery id's body hash is kept as long")
 		})
 	}
 }
@@ -243,6 +256,13 @@ func TestWebhookFailedSubmitIsRetryable(t *testing.T) {
 	status, out = b.post(t, other, b.signed(other, map[string]string{"X-Delivery": "d-10"}))
 	require.Equal(t, http.StatusUnprocessableEntity, status)
 	require.JSONEq(t, `{"error":"type: no function subscribes to type \"x\""}`, out)
+
+	// Nothing was queued, so the refused request is forgotten: its signed
+	// body is not held to that delivery id.
+	b.sub.FailFunc = nil
+	status, out = b.post(t, other, b.signed(other, map[string]string{"X-Delivery": "d-11"}))
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.Equal(t, []string{"d-9", "d-11"}, b.sub.IDs())
 }
 
 func TestWebhookUnsigned(t *testing.T) {
@@ -288,4 +308,151 @@ func TestNewValidates(t *testing.T) {
 	require.ErrorContains(t, err, `signature scheme "md5"`)
 	require.ErrorContains(t, err, "signature secret: empty")
 	require.ErrorContains(t, err, "triggers.Env.Store: missing")
+}
+
+func decode(t *testing.T, out string) contracts.SubmitResponse {
+	t.Helper()
+	var sr contracts.SubmitResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &sr), out)
+	return sr
+}
+
+// TestWebhookIdenticalRetryIsDuplicate: a provider that retries an
+// identical delivery (same delivery id, same body) after losing the answer
+// gets 2xx with the task marked duplicate, also when the retry is signed
+// again with a new timestamp; nothing is queued twice.
+func TestWebhookIdenticalRetryIsDuplicate(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		sig  *webhook.Signature
+		// resign: the provider signs its retry again (new timestamp).
+		resign bool
+	}{
+		{"same signature", &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Hub-Signature-256", Secret: []byte("s3cret"), Tolerance: time.Minute}, false},
+		{"signed again", &webhook.Signature{Scheme: webhook.SchemeStripe, Header: "Stripe-Signature", Secret: []byte("whsec"), Tolerance: time.Minute}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, c.sig, "X-Delivery")
+			body := `{"user":"ada"}`
+			first := map[string]string{c.sig.Header: c.sig.Sign([]byte(body), time.Now().Add(-2*time.Second)), "X-Delivery": "d-1", "Content-Type": "application/json"}
+			status, out := b.post(t, body, first)
+			require.Equal(t, http.StatusAccepted, status, out)
+			sr := decode(t, out)
+			require.Len(t, sr.Tasks, 1)
+			require.False(t, sr.Tasks[0].Duplicate)
+
+			retry := first
+			if c.resign {
+				retry = b.signed(body, map[string]string{"X-Delivery": "d-1"})
+				require.NotEqual(t, first[c.sig.Header], retry[c.sig.Header])
+			}
+			for range 2 {
+				status, out = b.post(t, body, retry)
+				require.Equal(t, http.StatusAccepted, status, out)
+				again := decode(t, out)
+				require.Len(t, again.Tasks, 1)
+				require.True(t, again.Tasks[0].Duplicate, out)
+				require.Equal(t, sr.Tasks[0].ID, again.Tasks[0].ID, "the task made by the first delivery")
+			}
+			require.Equal(t, []string{"d-1"}, b.sub.IDs(), "queued once")
+
+			// The captured request under another delivery id is still a
+			// replay: that would be another event.
+			forged := map[string]string{c.sig.Header: retry[c.sig.Header], "X-Delivery": "d-forged", "Content-Type": "application/json"}
+			status, out = b.post(t, body, forged)
+			require.Equal(t, http.StatusUnauthorized, status, out)
+			require.JSONEq(t, `{"error":"signature: replayed request (this signed request was accepted under another delivery id)"}`, out)
+			require.Equal(t, []string{"d-1"}, b.sub.IDs())
+		})
+	}
+}
+
+// TestWebhookDifferentBodyUnderUsedDeliveryID: a validly signed delivery
+// whose id was accepted with another body is refused with 409 and queues
+// nothing (the ingest path would have answered it as a duplicate of the
+// first body and dropped this one unseen).
+func TestWebhookDifferentBodyUnderUsedDeliveryID(t *testing.T) {
+	t.Parallel()
+	sig := &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Hub-Signature-256", Secret: []byte("s3cret"), Tolerance: time.Minute}
+	b := setup(t, sig, "X-Delivery")
+	body := `{"user":"ada"}`
+	status, out := b.post(t, body, b.signed(body, map[string]string{"X-Delivery": "d-1"}))
+	require.Equal(t, http.StatusAccepted, status, out)
+
+	other := `{"user":"eve"}`
+	for range 2 {
+		status, out = b.post(t, other, b.signed(other, map[string]string{"X-Delivery": "d-1"}))
+		require.Equal(t, http.StatusConflict, status, out)
+		require.JSONEq(t, `{"error":"delivery id: d-1 was already accepted with another body"}`, out)
+	}
+	require.Equal(t, 1, b.sub.Calls(), "the conflicting delivery never reached the ingest path")
+	require.Equal(t, body, string(b.sub.Events()[0].Event.Data()))
+
+	// The original delivery's retry is still answered as a duplicate.
+	status, out = b.post(t, body, b.signed(body, map[string]string{"X-Delivery": "d-1"}))
+	require.Equal(t, http.StatusAccepted, status, out)
+	require.True(t, decode(t, out).Tasks[0].Duplicate)
+	require.Equal(t, 1, b.sub.Len())
+}
+
+// TestWebhookConcurrentIdenticalDeliveries: a retry that arrives while the
+// first delivery is still being submitted is answered as a duplicate too:
+// both reach the ingest path with the same event id and exactly one task
+// is made.
+func TestWebhookConcurrentIdenticalDeliveries(t *testing.T) {
+	t.Parallel()
+	sig := &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Hub-Signature-256", Secret: []byte("s3cret"), Tolerance: time.Minute}
+	b := setup(t, sig, "X-Delivery")
+	const n = 4
+	// Hold every submission until all n are inside the ingest path, so
+	// the later ones arrive while the first is still being submitted.
+	b.sub.FailFunc = func(string, []*event.Event) error {
+		deadline := time.Now().Add(5 * time.Second)
+		for b.sub.Calls() < n && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	}
+	body := `{"user":"ada"}`
+	h := b.signed(body, map[string]string{"X-Delivery": "d-1"})
+	type answer struct {
+		status int
+		out    string
+	}
+	answers := make(chan answer, n)
+	for range n {
+		go func() {
+			req, err := http.NewRequest(http.MethodPost, b.srv.URL, strings.NewReader(body))
+			if err != nil {
+				answers <- answer{out: err.Error()}
+				return
+			}
+			for k, v := range h {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				answers <- answer{out: err.Error()}
+				return
+			}
+			defer resp.Body.Close()
+			out, _ := io.ReadAll(resp.Body)
+			answers <- answer{resp.StatusCode, string(out)}
+		}()
+	}
+	made := 0
+	for range n {
+		a := <-answers
+		require.Equal(t, http.StatusAccepted, a.status, a.out)
+		sr := decode(t, a.out)
+		require.Len(t, sr.Tasks, 1)
+		if !sr.Tasks[0].Duplicate {
+			made++
+		}
+	}
+	require.Equal(t, 1, made, "one delivery made the task, the others were told it is a duplicate")
+	require.Equal(t, n, b.sub.Calls())
+	require.Equal(t, []string{"d-1"}, b.sub.IDs())
 }

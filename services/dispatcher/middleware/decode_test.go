@@ -2,6 +2,7 @@ package middleware_test
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/cloudevent"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
@@ -118,4 +120,45 @@ func TestDecodeNacksWhenQuarantineFails(t *testing.T) {
 	require.True(t, ds[0].Nacked)
 	require.True(t, ds[1].Acked)
 	require.Equal(t, "m1", ps.Read(t, quarantine, 1, within)[0].UUID)
+}
+
+// refuseLarge refuses, as the amqp driver does for a header frame over
+// frame_max, any message with more than maxKeys metadata entries.
+type refuseLarge struct {
+	message.Publisher
+	maxKeys int
+}
+
+func (p *refuseLarge) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		if len(m.Metadata) > p.maxKeys {
+			return &broker.TooLargeError{What: "header frame", Size: len(m.Metadata), Limit: p.maxKeys}
+		}
+	}
+	return p.Publisher.Publish(topic, msgs...)
+}
+
+// An undecodable message whose quarantine copy the broker refuses for its
+// size (its headers plus the reason) is quarantined without its headers
+// and acked: retrying the same copy could never succeed, so a nack would
+// loop forever.
+func TestDecodeQuarantinesTooLargeWithoutHeaders(t *testing.T) {
+	t.Parallel()
+	ps := chantest.New(t)
+	topic, _ := route(t, ps, func(*message.Message) error { return nil },
+		middleware.Decode(&refuseLarge{Publisher: ps, maxKeys: 3}, quarantine, metrics.New(), testkit.Logger(t, slog.LevelInfo)))
+
+	m := message.NewMessage("big", []byte("x"))
+	for i := range 10 {
+		m.Metadata.Set(fmt.Sprintf("h%d", i), "v")
+	}
+	require.NoError(t, ps.Publish(topic, m))
+	ds := ps.WaitSettled(t, "big", 1, within)
+	require.True(t, ds[0].Acked)
+	q := ps.Read(t, quarantine, 1, within)[0]
+	require.Equal(t, "big", q.UUID)
+	require.Equal(t, []byte("x"), []byte(q.Payload))
+	require.Contains(t, q.Metadata.Get(middleware.QuarantineReasonKey), "undecodable task message")
+	require.Contains(t, q.Metadata.Get(middleware.QuarantineReasonKey), "headers dropped")
+	require.Empty(t, q.Metadata.Get("h0"))
 }

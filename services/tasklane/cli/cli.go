@@ -101,7 +101,7 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		serve,
 		dev,
-		newConfigCommand(stdout),
+		newConfigCommand(reg, stdout, stderr),
 		newSubmitCommand(stdout),
 		newTasksCommand(stdout),
 		newDLQCommand(stdout),
@@ -156,6 +156,10 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 				return err
 			}
 			cfg.ApplyEnv(os.Getenv)
+			// Again: the environment's URLs are config too.
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
 			r, err := tasklane.ParseRoles(roles)
 			if err != nil {
 				return err
@@ -229,24 +233,34 @@ func reloadTriggers(ctx context.Context, app *tasklane.App, logger *slog.Logger,
 	logger.InfoContext(ctx, "config reloaded: triggers applied (other sections take effect at a restart)", "triggers", len(cfg.Triggers))
 }
 
-func newConfigCommand(stdout io.Writer) *cobra.Command {
+func newConfigCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Work with config files", Example: "  tasklane config validate tasklane.yaml"}
 	cmd.AddCommand(&cobra.Command{
-		Use:     "validate FILE",
-		Short:   "Check a config file (triggers included) without starting anything",
-		Example: "  tasklane config validate examples/tasklane.yaml",
+		Use:   "validate FILE",
+		Short: "Check a config file (triggers included) without starting anything",
 		Long: "Check a config file without starting anything: every problem is printed as file:line:col: field: message\n" +
-			"and the exit code is 1. Environment variables the triggers need (webhook secrets, notification tokens)\n" +
-			"that are not set here are printed as warnings: they may be set only where Tasklane runs.",
-		Args: cobra.ExactArgs(1),
+			"and the exit code is 1. Besides each field, it checks what serve would only find later: a trigger whose\n" +
+			"events no function takes, a go: endpoint this binary has no handler for, a filter naming an unknown\n" +
+			"function or tenant. Risky but legal settings (no tenants, so no authentication; no admin keys; a webhook\n" +
+			"without a signature; an endpoint or sink on 0.0.0.0) and environment variables the triggers need that are\n" +
+			"not set here (they may be set only where Tasklane runs) are printed to stderr as \"warning: file:line:col: ...\"\n" +
+			"and leave the exit code 0.",
+		Example: "  tasklane config validate examples/tasklane.yaml",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			cfg, err := config.Load(args[0])
 			if err != nil {
 				return err
 			}
+			if err := cfg.CheckGoEndpoints(reg.Names()); err != nil {
+				return err
+			}
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintln(stderr, "warning:", w)
+			}
 			if err := cfg.CheckTriggerEnv(os.Getenv); err != nil {
 				for _, line := range strings.Split(err.Error(), "\n") {
-					fmt.Fprintln(stdout, "warning:", line)
+					fmt.Fprintln(stderr, "warning:", line)
 				}
 			}
 			fmt.Fprintf(stdout, "%s: ok (%d tenants, %d functions, %d subscriptions, %d triggers)\n",

@@ -266,3 +266,32 @@ func TestClientCommands(t *testing.T) {
 	cmd.SetArgs([]string{"tasks", "get", id, "--server", "localhost:8080"})
 	require.EqualError(t, cmd.Execute(), `--server: server URL "localhost:8080": want http://host[:port] or https://host[:port]`)
 }
+
+// TestServeRefusesABadURLFromTheEnvironment sets the broker and Redis URLs
+// through TASKLANE_AMQP_URL and TASKLANE_REDIS_URL to URLs that do not
+// parse: serve must end with a config error naming the variable (a retry
+// never fixes it), and neither the error nor the log shows the password.
+func TestServeRefusesABadURLFromTheEnvironment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ok.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("server: {addr: \"127.0.0.1:0\"}\n"), 0o600))
+	for _, tt := range []struct{ env, url string }{
+		{"TASKLANE_AMQP_URL", "amqp://guest:s3cret-pw@127.0.0.1:bad/"},
+		{"TASKLANE_REDIS_URL", "redis://:s3cret-pw@127.0.0.1:bad/0"},
+	} {
+		t.Run(tt.env, func(t *testing.T) {
+			t.Setenv(tt.env, tt.url)
+			var out, errOut bytes.Buffer
+			cmd := NewCommand(nil, &out, &errOut)
+			cmd.SetArgs([]string{"serve", "--config", path})
+			// Bounded: before the fix serve retried the bad URL until
+			// stopped, and a stop while starting is not an error.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := cmd.ExecuteContext(ctx)
+			require.Error(t, err, "log: %s", errOut.String())
+			require.Contains(t, err.Error(), tt.env)
+			require.NotContains(t, err.Error(), "s3cret-pw")
+			require.NotContains(t, errOut.String(), "s3cret-pw")
+		})
+	}
+}

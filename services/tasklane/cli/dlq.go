@@ -77,7 +77,7 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 
 	var showC clientFlags
 	show := &cobra.Command{
-		Use: "show ID", Short: "Show one dead-lettered task", Args: cobra.ExactArgs(1),
+		Use: "show ID", Short: "Show one dead-lettered task with its event data", Args: cobra.ExactArgs(1),
 		Example: "  tasklane dlq show 01KH62FBSQY4E00SB1AA863NEG\n  tasklane dlq show 01KH62FBSQY4E00SB1AA863NEG --json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := showC.client()

@@ -125,6 +125,14 @@ func printTask(w io.Writer, t *contracts.Task) {
 	if len(t.Result) > 0 {
 		row("result", cell(string(t.Result), 0))
 	}
+	switch {
+	case len(t.EventData) > 0 && t.EventDataEncoding != "":
+		row("event_data", cell(string(t.EventData), 0)+" ("+t.EventDataEncoding+")")
+	case len(t.EventData) > 0:
+		row("event_data", cell(string(t.EventData), 0))
+	case t.EventDataBytes > 0:
+		row("event_data", fmt.Sprintf("%d bytes, left out (over %d)", t.EventDataBytes, contracts.EventDataMax))
+	}
 	_ = tw.Flush()
 }
 

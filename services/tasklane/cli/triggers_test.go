@@ -129,11 +129,12 @@ func TestConfigValidateTriggers(t *testing.T) {
   - name: signup
     http: {path: signup, signature: {secret_env: TASKLANE_TEST_UNSET_SECRET}}
     event: {type: com.example.signup, source: /hooks/signup}
+functions: [{name: signup, events: [com.example.signup], endpoint: "builtin:noop"}]
 `), 0o600))
-	var out bytes.Buffer
-	cmd = NewCommand(nil, &out, io.Discard)
+	var out, errOut bytes.Buffer
+	cmd = NewCommand(nil, &out, &errOut)
 	cmd.SetArgs([]string{"config", "validate", good})
 	require.NoError(t, cmd.Execute())
-	require.Contains(t, out.String(), "warning: "+good+":3:50: triggers[0].http.signature.secret_env: environment variable TASKLANE_TEST_UNSET_SECRET is not set")
-	require.Contains(t, out.String(), good+": ok (0 tenants, 0 functions, 0 subscriptions, 1 triggers)")
+	require.Contains(t, errOut.String(), "warning: "+good+":3:50: triggers[0].http.signature.secret_env: environment variable TASKLANE_TEST_UNSET_SECRET is not set")
+	require.Equal(t, good+": ok (0 tenants, 1 functions, 0 subscriptions, 1 triggers)\n", out.String())
 }

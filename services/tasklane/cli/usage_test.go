@@ -257,6 +257,7 @@ func TestTaskTables(t *testing.T) {
 		Event: contracts.EventRef{ID: "img-7", Source: "/uploads", Type: "com.example.image", Subject: "cat.png"},
 		State: contracts.StateDead, Attempts: 5, Priority: 4, CreatedAt: created, StartedAt: &created, FinishedAt: &finished,
 		QueueWaitMS: &wait, RunMS: &runMS, Error: "HTTP 500:\nboom " + strings.Repeat("x", 100), Reason: contracts.ReasonAttemptsExhausted, Redrives: 2,
+		EventData: json.RawMessage(`{"key": "cat.png"}`), EventDataBytes: 18,
 	}
 	var b bytes.Buffer
 	printTaskList(&b, &contracts.TaskList{Tasks: []contracts.Task{dead}, NextCursor: "c2"}, true)
@@ -271,7 +272,7 @@ func TestTaskTables(t *testing.T) {
 	for _, re := range []string{`id:\s+01KH62FBSQY4E00SB1AA863NEG`, `tenant:\s+acme`, `function:\s+thumbnail`, `state:\s+dead`,
 		`event:\s+id img-7, source /uploads, type com\.example\.image`, `subject:\s+cat\.png`, `attempts:\s+5`, `priority:\s+4`,
 		`created_at:\s+2026-12-04T08:00:00Z`, `scheduled_at:\s+-`, `started_at:\s+2026-12-04T08:00:00Z`, `finished_at:\s+2026-12-04T08:01:30Z`,
-		`queue_wait:\s+1\.5s`, `run:\s+250ms`, `reason:\s+attempts_exhausted`, `redrives:\s+2`, `error:\s+HTTP 500: boom x{100}`} {
+		`queue_wait:\s+1\.5s`, `run:\s+250ms`, `reason:\s+attempts_exhausted`, `redrives:\s+2`, `error:\s+HTTP 500: boom x{100}`, `event_data:\s+\{"key": "cat\.png"\}`} {
 		require.Regexp(t, `(?m)^`+re+`$`, out)
 	}
 	b.Reset()
