@@ -74,3 +74,13 @@ func TestDevListensOnLoopbackByDefault(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "0.0.0.0:9090", cfg.Server.Addr, "an address the file names is the user's choice")
 }
+
+// config validate does not refuse what serve refuses without
+// --insecure-no-auth: an API without authentication is legal (dev).
+func TestConfigValidateAcceptsNoTenants(t *testing.T) {
+	t.Parallel()
+	path := writeConfig(t, "functions: [{name: echo, events: [com.example.echo], endpoint: \"builtin:echo\"}]\n")
+	cmd := NewCommand(nil, &bytes.Buffer{}, &bytes.Buffer{})
+	cmd.SetArgs([]string{"config", "validate", path})
+	require.NoError(t, cmd.Execute())
+}
