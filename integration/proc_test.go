@@ -60,6 +60,7 @@ type proc struct {
 	logPath string
 	cmd     *exec.Cmd
 	starts  int
+	noAuth  bool // the config has no tenants: pass --insecure-no-auth
 }
 
 // spawn writes the stack's config to a file and starts `tasklane serve`
@@ -70,7 +71,8 @@ func (e *env) spawn(roles ...string) *proc {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "tasklane.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(e.doc), 0o600))
-	p := &proc{t: t, bin: tasklaneBinary(t), config: cfgPath, roles: strings.Join(roles, ","), logPath: filepath.Join(dir, "tasklane.log")}
+	p := &proc{t: t, bin: tasklaneBinary(t), config: cfgPath, roles: strings.Join(roles, ","), logPath: filepath.Join(dir, "tasklane.log"),
+		noAuth: len(e.cfg.Tenants) == 0}
 	p.start()
 	t.Cleanup(func() {
 		if p.running() {
@@ -95,7 +97,7 @@ func (p *proc) start() {
 	defer logf.Close()
 	p.starts++
 	fmt.Fprintf(logf, "--- start %d\n", p.starts)
-	p.cmd = exec.Command(p.bin, "serve", "--config", p.config, "--roles", p.roles, "--log-format", "json")
+	p.cmd = exec.Command(p.bin, serveArgs(p.noAuth, "--config", p.config, "--roles", p.roles, "--log-format", "json")...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(p.t, p.cmd.Start())
@@ -106,6 +108,16 @@ func (p *proc) start() {
 		i := strings.LastIndex(s, want)
 		return i >= 0 && strings.Contains(s[i:], "tasklane started")
 	}, "tasklane (%s) started; log: %s", p.roles, p.logPath)
+}
+
+// serveArgs is the command line of `tasklane serve` with args, and
+// --insecure-no-auth when noAuth (a config without tenants).
+func serveArgs(noAuth bool, args ...string) []string {
+	out := append([]string{"serve"}, args...)
+	if noAuth {
+		out = append(out, "--insecure-no-auth")
+	}
+	return out
 }
 
 // kill sends SIGKILL: no drain, no acks, no lease release.

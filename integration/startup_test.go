@@ -222,7 +222,7 @@ func (e *env) launch() *serveProc {
 	logf, err := os.Create(p.logPath)
 	require.NoError(t, err)
 	defer logf.Close()
-	p.cmd = exec.Command(tasklaneBinary(t), "serve", "--config", cfgPath, "--log-format", "json")
+	p.cmd = exec.Command(tasklaneBinary(t), serveArgs(len(e.cfg.Tenants) == 0, "--config", cfgPath, "--log-format", "json")...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, p.cmd.Start())

@@ -19,6 +19,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -118,6 +119,8 @@ type Dispatcher struct {
 	lanes    map[string][]*message.Handler
 	unwanted map[string]time.Time
 	stopping bool
+	// stopCalled is set when Stop begins (read by the router's logger).
+	stopCalled *atomic.Bool
 }
 
 // New builds the router; Run starts it.
@@ -144,8 +147,9 @@ func New(cfg Config) (*Dispatcher, error) {
 		host, _ := os.Hostname()
 		cfg.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID())
 	}
+	stopCalled := &atomic.Bool{}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.DrainTimeout},
-		broker.WatermillLogger(cfg.Logger))
+		routerLogger{broker.WatermillLogger(cfg.Logger), stopCalled})
 	if err != nil {
 		return nil, fmt.Errorf("creating router: %w", err)
 	}
@@ -158,6 +162,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		lanes:    map[string][]*message.Handler{},
 		unwanted: map[string]time.Time{},
 	}
+	d.stopCalled = stopCalled
 	// Router-level middleware is configured before Run (Watermill reads the
 	// list without a lock when handlers start).
 	d.chain = d.middlewares()
@@ -293,6 +298,7 @@ func (d *Dispatcher) Running() <-chan struct{} { return d.running }
 func (d *Dispatcher) Stop() error {
 	var err error
 	d.stopOnce.Do(func() {
+		d.stopCalled.Store(true)
 		select {
 		case <-d.running:
 		default:
@@ -330,6 +336,32 @@ func (d *Dispatcher) Stop() error {
 		d.leases.stop()
 	})
 	return err
+}
+
+// routerAllStopped is what Watermill's router logs, as an error, when its
+// last handler stops before it is closed.
+const routerAllStopped = "All handlers stopped, closing router"
+
+// routerLogger is the router's logger. Once Stop has begun it logs
+// routerAllStopped at Debug: Stop stops every handler, then closes the
+// router, and Watermill may notice the handlers gone first. Before Stop the
+// line stays an error: the shared lanes' consumers never stop, so it means
+// the consumers died.
+type routerLogger struct {
+	watermill.LoggerAdapter
+	stopping *atomic.Bool
+}
+
+func (l routerLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if msg == routerAllStopped && l.stopping.Load() {
+		l.LoggerAdapter.Debug(msg, fields)
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l routerLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return routerLogger{l.LoggerAdapter.With(fields), l.stopping}
 }
 
 // limits are the limits a task of tenant and function starts under.

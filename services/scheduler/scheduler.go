@@ -101,14 +101,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		if time.Since(lastExpiry) >= expiryScanEvery {
 			lastExpiry = time.Now()
-			if _, err := s.cfg.Ledger.ExpireDue(ctx, 1000); err != nil {
+			if _, err := s.cfg.Ledger.ExpireDue(ctx, 1000); err != nil && ctx.Err() == nil {
 				s.cfg.Logger.Warn("expiring tasks past their ttl", "error", err)
 			}
 		}
 		for {
 			n, err := s.Tick(ctx)
 			if err != nil {
-				s.cfg.Logger.Warn("moving due tasks", "error", err)
+				if ctx.Err() == nil { // else stopping: not a problem
+					s.cfg.Logger.Warn("moving due tasks", "error", err)
+				}
 				break
 			}
 			if n < s.cfg.Batch {

@@ -139,10 +139,14 @@ func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
 
 func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra.Command {
 	var file, roles string
+	var insecureNoAuth bool
 	cmd := &cobra.Command{
-		Use:   "serve --config FILE [--roles gateway,dispatcher,...]",
+		Use:   "serve --config FILE [--roles gateway,dispatcher,...] [--insecure-no-auth]",
 		Short: "Run Tasklane roles against RabbitMQ and Redis",
-		Args:  cobra.NoArgs,
+		Long: "Run Tasklane roles against RabbitMQ and Redis. The config must list functions, and tenants with\n" +
+			"API keys: without tenants the API takes requests without a key, which serve refuses unless\n" +
+			"--insecure-no-auth is given (development only; `tasklane dev` needs no flag).",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
 				return errors.New("--config is required (see examples/tasklane.yaml)")
@@ -158,6 +162,12 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 			cfg.ApplyEnv(os.Getenv)
 			// Again: the environment's URLs are config too.
 			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			if err := cfg.CheckServe(insecureNoAuth); err != nil {
+				return err
+			}
+			if err := cfg.CheckGoEndpoints(reg.Names()); err != nil {
 				return err
 			}
 			r, err := tasklane.ParseRoles(roles)
@@ -177,17 +187,20 @@ func newServeCommand(reg *sdk.Registry, g *globalFlags, stderr io.Writer) *cobra
 	}
 	cmd.Flags().StringVar(&file, "config", "", "config file (YAML)")
 	cmd.Flags().StringVar(&roles, "roles", "", "comma-separated roles to run (default all): "+strings.Join(tasklane.AllRoles, ","))
+	cmd.Flags().BoolVar(&insecureNoAuth, "insecure-no-auth", false, "run a config without tenants: the API takes requests without a key (development only)")
 	return cmd
 }
 
 // runUntilSignal starts the app, calls started, and shuts down on SIGINT or
-// SIGTERM, draining running attempts. On SIGHUP it reads the config again
-// with reload (when not nil) and applies its triggers; a config that does
-// not load is logged and changes nothing.
+// SIGTERM, draining running attempts; a clean stop ends with a "stopped"
+// line. On SIGHUP it reads the config again with reload (when not nil) and
+// applies its triggers; a config that does not load is logged and changes
+// nothing. go-redis's own log lines go to opts.Logger.
 func runUntilSignal(ctx context.Context, cfg *config.Config, opts tasklane.Options, started func(*tasklane.App), reload func() (*config.Config, error)) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	tasklane.RouteRedisLogs(opts.Logger)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -198,7 +211,8 @@ func runUntilSignal(ctx context.Context, cfg *config.Config, opts tasklane.Optio
 	app, err := tasklane.Start(ctx, cfg, opts) // waits for Redis and the broker, serving the probes
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil // stopped while starting: Start shut the app down
+			opts.Logger.Info("stopped") // while starting: Start shut the app down
+			return nil
 		}
 		return err
 	}
@@ -216,7 +230,11 @@ func runUntilSignal(ctx context.Context, cfg *config.Config, opts tasklane.Optio
 	opts.Logger.Info("shutting down: draining running attempts", "drain_timeout", cfg.Dispatcher.DrainTimeout.Std())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Dispatcher.DrainTimeout.Std()+10*time.Second)
 	defer cancel()
-	return app.Shutdown(sctx)
+	if err := app.Shutdown(sctx); err != nil {
+		return err
+	}
+	opts.Logger.Info("stopped")
+	return nil
 }
 
 // reloadTriggers reads the config again and applies its triggers.

@@ -295,3 +295,19 @@ func TestServeRefusesABadURLFromTheEnvironment(t *testing.T) {
 		})
 	}
 }
+
+// serve refuses a go: endpoint the binary has no handler for (its tasks
+// could never run), as config validate does.
+func TestServeRefusesAnUnregisteredGoEndpoint(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "go.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`tenants: [{id: acme, api_keys: [acme-dev-key]}]
+functions:
+  - {name: a, events: [a], endpoint: "go:resise"}
+`), 0o600))
+	var out, errOut bytes.Buffer
+	cmd := NewCommand(nil, &out, &errOut)
+	cmd.SetArgs([]string{"serve", "--config", path})
+	err := cmd.Execute()
+	require.ErrorContains(t, err, path+`:3:38: functions[0].endpoint: no Go handler registered as "resise"`)
+}

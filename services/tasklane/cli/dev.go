@@ -23,16 +23,8 @@ func newDevCommand(reg *sdk.Registry, g *globalFlags, stdout, stderr io.Writer) 
 			if err != nil {
 				return err
 			}
-			cfg := tasklane.DevConfig()
-			if file != "" {
-				if cfg, err = config.Load(file); err != nil {
-					return err
-				}
-			}
-			if addr != "" {
-				cfg.Server.Addr = addr
-			}
-			if err := cfg.Validate(); err != nil {
+			cfg, err := devConfig(file, addr)
+			if err != nil {
 				return err
 			}
 			stop, err := tasklane.UseEmbeddedStore(cfg)
@@ -59,6 +51,30 @@ func newDevCommand(reg *sdk.Registry, g *globalFlags, stdout, stderr io.Writer) 
 	cmd.Flags().StringVar(&file, "config", "", "config file (YAML); default: a demo config with builtin:echo")
 	cmd.Flags().StringVar(&addr, "addr", "", "listen address (default 127.0.0.1:8080, or server.addr of --config)")
 	return cmd
+}
+
+// devConfig is the config dev runs: file's (the demo config without one),
+// listening on addr when set, else on file's server.addr when it sets one,
+// else on this machine only (dev has no authentication by default).
+func devConfig(file, addr string) (*config.Config, error) {
+	cfg := tasklane.DevConfig()
+	if file != "" {
+		c, err := config.Load(file)
+		if err != nil {
+			return nil, err
+		}
+		if !c.IsSet("server.addr") {
+			c.Server.Addr = cfg.Server.Addr
+		}
+		cfg = c
+	}
+	if addr != "" {
+		cfg.Server.Addr = addr
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // devBanner tells the user where Tasklane listens and how to try it.

@@ -1,0 +1,62 @@
+package dispatcher_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/testkit"
+	"github.com/tasklane/tasklane/services/dispatcher"
+	"github.com/tasklane/tasklane/services/dispatcher/internal/chantest"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Stop is a normal end: it logs no error. (Stop stops every consumer, then
+// closes the router; Watermill, noticing the consumers gone first, used to
+// log "All handlers stopped" as an error with a stack trace, depending on
+// timing, hence the rounds.)
+func TestDispatcherStopLogsNoError(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testkit.Redis(t)
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for range 30 {
+		d, err := dispatcher.New(dispatcher.Config{
+			Broker: chantest.New(t), Lanes: []string{testkit.UniqueName("lane"), testkit.UniqueName("lane")},
+			ConsumersPerLane: 4, Ledger: l, Metrics: metrics.New(), Logger: logger,
+		})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- d.Run(ctx) }()
+		<-d.Running()
+		require.NoError(t, d.Stop())
+		require.NoError(t, <-ran)
+		cancel()
+	}
+	require.NotContains(t, logs.String(), "level=ERROR")
+	require.Contains(t, logs.String(), "All handlers stopped", "the rounds met the race (at Debug)")
+}
