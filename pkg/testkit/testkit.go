@@ -43,6 +43,9 @@ func EmbeddedRedis() bool {
 	return testing.Short() || os.Getenv(EmbeddedRedisEnv) == "embedded"
 }
 
+// embeddedTimeout bounds a command's round trip to the embedded Redis.
+const embeddedTimeout = 30 * time.Second
+
 var embedded struct {
 	once sync.Once
 	url  string
@@ -99,6 +102,12 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	opt, err := redis.ParseURL(RedisURL())
 	if err != nil {
 		t.Fatalf("parsing TASKLANE_TEST_REDIS_URL: %v", err)
+	}
+	if EmbeddedRedis() {
+		// The embedded server runs Lua in Go (gopher-lua) under one lock:
+		// a burst of script calls, slower still under -race on a busy
+		// machine, can outlast go-redis's 3s default.
+		opt.ReadTimeout, opt.WriteTimeout = embeddedTimeout, embeddedTimeout
 	}
 	c := redis.NewClient(opt)
 	prefix := UniqueName("tltest")
