@@ -10,7 +10,7 @@ AMQP_RECONNECT_TESTS := ^TestAMQPConsumerResumesAfterReconnect$$|^TestDriverConf
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
-.PHONY: help test test/unit vet build dev fuzz bench clean
+.PHONY: help test test/short test/unit vet build dev fuzz bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -21,8 +21,10 @@ test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis
 	$(GO) test -count=1 -tags integration -timeout 5m -run '$(AMQP_RECONNECT_TESTS)' ./pkg/broker/
 	$(GO) test -race -count=1 -tags integration -timeout 10m -run '$(RESTART_TESTS)' ./integration/
 
-test/unit: ## Unit tests only (still needs Redis for the ledger tests)
-	$(GO) test -race -count=1 $(PKGS)
+test/short: ## Unit tests without services (-short): Redis is embedded (miniredis), tests needing RabbitMQ or the real Redis skip
+	$(GO) test -race -short -count=1 -timeout 5m $(PKGS)
+
+test/unit: test/short ## Same as test/short (the old name)
 
 vet: ## gofmt, go vet (with and without the integration tag), golangci-lint (.golangci.yml: the layers' import rules)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)

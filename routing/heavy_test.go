@@ -12,6 +12,9 @@ import (
 // TestSampleAndHoldSimulation runs seeded windows of Zipf-like traffic over
 // 2,000 tenants with planted tenants at fixed shares, threshold 2%, O = 20.
 func TestSampleAndHoldSimulation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped under -short: 6 million samples take tens of seconds under -race (make test runs it)")
+	}
 	t.Parallel()
 	const (
 		share    = 0.02

@@ -110,6 +110,7 @@ func TestDriverConformanceAMQP(t *testing.T) {
 }
 
 func TestDriverConformanceRedisStream(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
 	opt, err := redis.ParseURL(testkit.RedisURL())

@@ -281,6 +281,7 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 // finish from concurrent goroutines: every call gets its own answer, and
 // the calls went to Redis in fewer pipelines than there were calls.
 func TestConcurrentCallsShareRoundTrips(t *testing.T) {
+	testkit.SkipShort(t, "900 concurrent Lua script calls take the embedded Redis (gopher-lua) tens of seconds")
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
 	counter := &pipelineCounter{}

@@ -118,6 +118,7 @@ func (rig *readerRig) timesHandled() (entries, total int) {
 }
 
 func TestReaderReadsEveryStreamInOneRoundTrip(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	rig := newReaderRig(t, 16, 4)
 	rig.run(t, 4, nil)
 	testkit.Eventually(t, 10*time.Second, func() bool { return rig.settled(t) }, "all 64 entries read and acknowledged")
@@ -131,6 +132,7 @@ func TestReaderReadsEveryStreamInOneRoundTrip(t *testing.T) {
 }
 
 func TestReaderHoldsNoMoreThanItsSlots(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	rig := newReaderRig(t, 2, 10)
 	var inFlight, most atomic.Int32
 	release := make(chan struct{})
@@ -153,6 +155,7 @@ func TestReaderHoldsNoMoreThanItsSlots(t *testing.T) {
 }
 
 func TestReaderRetriesAndLeaves(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	rig := newReaderRig(t, 1, 2)
 	var first sync.Map
 	rig.run(t, 2, func(_ string, m redis.XMessage) Outcome {
@@ -177,6 +180,7 @@ func TestReaderRetriesAndLeaves(t *testing.T) {
 }
 
 func TestReaderTakesOverDeadConsumersOnEveryStream(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	rig := newReaderRig(t, 3, 2)
 	ctx := context.Background()
 	// A consumer without a heartbeat read every entry and died.
@@ -197,6 +201,7 @@ func TestReaderTakesOverDeadConsumersOnEveryStream(t *testing.T) {
 }
 
 func TestReaderReleasedEntryIsTakenByAClaimRound(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	rig := newReaderRig(t, 1, 1)
 	var released atomic.Bool
 	r := rig.run(t, 1, func(string, redis.XMessage) Outcome {

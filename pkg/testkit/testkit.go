@@ -4,6 +4,13 @@
 //
 // Addresses come from TASKLANE_TEST_REDIS_URL and TASKLANE_TEST_AMQP_URL,
 // defaulting to the local services.
+//
+// Short mode (go test -short, `make test/short`) needs no services: Redis is
+// an embedded Redis-compatible server (miniredis) started once per test
+// binary, and a test that needs RabbitMQ, or something of the real Redis the
+// embedded one lacks, skips saying why. TASKLANE_TEST_REDIS=embedded selects
+// the embedded Redis without -short. Only short mode skips: a full run never
+// does.
 package testkit
 
 import (
@@ -20,13 +27,58 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/oklog/ulid/v2"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisURL is the Redis the tests use.
+// EmbeddedRedisEnv names the environment variable that, set to
+// "embedded", makes the tests use the embedded Redis without -short.
+const EmbeddedRedisEnv = "TASKLANE_TEST_REDIS"
+
+// EmbeddedRedis reports whether the tests use the embedded Redis: under
+// -short, or when TASKLANE_TEST_REDIS=embedded.
+func EmbeddedRedis() bool {
+	return testing.Short() || os.Getenv(EmbeddedRedisEnv) == "embedded"
+}
+
+// embeddedTimeout bounds a command's round trip to the embedded Redis.
+const embeddedTimeout = 30 * time.Second
+
+var embedded struct {
+	once sync.Once
+	url  string
+	err  error
+}
+
+// embeddedRedisURL starts the embedded Redis on first use and returns its
+// URL. One server serves the whole test binary (tests keep apart by their
+// key prefixes) and lives until the process ends. Its TTLs follow the wall
+// clock, as Redis's do.
+func embeddedRedisURL() (string, error) {
+	embedded.once.Do(func() {
+		mr := miniredis.NewMiniRedis()
+		mr.ClockTTL(true)
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			embedded.err = fmt.Errorf("starting the embedded Redis: %w", err)
+			return
+		}
+		embedded.url = "redis://" + mr.Addr() + "/0"
+	})
+	return embedded.url, embedded.err
+}
+
+// RedisURL is the Redis the tests use: the embedded one when EmbeddedRedis,
+// else TASKLANE_TEST_REDIS_URL or the local Redis.
 func RedisURL() string {
+	if EmbeddedRedis() {
+		u, err := embeddedRedisURL()
+		if err != nil {
+			panic(err) // a listener on 127.0.0.1 that cannot open: nothing to test with
+		}
+		return u
+	}
 	if u := os.Getenv("TASKLANE_TEST_REDIS_URL"); u != "" {
 		return u
 	}
@@ -51,6 +103,12 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	if err != nil {
 		t.Fatalf("parsing TASKLANE_TEST_REDIS_URL: %v", err)
 	}
+	if EmbeddedRedis() {
+		// The embedded server runs Lua in Go (gopher-lua) under one lock:
+		// a burst of script calls, slower still under -race on a busy
+		// machine, can outlast go-redis's 3s default.
+		opt.ReadTimeout, opt.WriteTimeout = embeddedTimeout, embeddedTimeout
+	}
 	c := redis.NewClient(opt)
 	prefix := UniqueName("tltest")
 	t.Cleanup(func() {
@@ -60,6 +118,9 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
+		if EmbeddedRedis() {
+			t.Fatalf("the embedded Redis at %s does not answer: %v", RedisURL(), err)
+		}
 		t.Fatalf("Redis at %s is not reachable (start it: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no): %v", RedisURL(), err)
 	}
 	return c, prefix
@@ -83,9 +144,36 @@ func DeleteKeys(rdb redis.UniversalClient, prefix string) {
 	}
 }
 
+// SkipShort skips the test under -short, naming why it needs a full run
+// (RabbitMQ, a Redis feature the embedded one lacks, a restart, timing).
+// Without -short it does nothing: a full run never skips.
+func SkipShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("skipped under -short: %s (make test runs it)", why)
+	}
+}
+
+// NeedsStreamLag is the reason a test that reads a consumer group's lag
+// (XINFO GROUPS) gives RequireRealRedis: the embedded Redis reports the
+// stream's length as the lag, read or not.
+const NeedsStreamLag = "reads XINFO GROUPS lag, which the embedded Redis reports as the stream's length"
+
+// RequireRealRedis skips the test when the tests use the embedded Redis
+// (-short or TASKLANE_TEST_REDIS=embedded), naming what of the real Redis
+// it needs; otherwise it does nothing.
+func RequireRealRedis(t testing.TB, why string) {
+	t.Helper()
+	if EmbeddedRedis() {
+		t.Skipf("skipped with the embedded Redis: %s (make test runs it)", why)
+	}
+}
+
 // RequireAMQP fails the test when RabbitMQ does not accept TCP connections.
+// Under -short it skips the test instead: short mode runs without services.
 func RequireAMQP(t testing.TB) string {
 	t.Helper()
+	SkipShort(t, "needs RabbitMQ")
 	u, err := url.Parse(AMQPURL())
 	if err != nil {
 		t.Fatalf("parsing TASKLANE_TEST_AMQP_URL: %v", err)

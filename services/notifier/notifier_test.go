@@ -124,6 +124,7 @@ func (b *testBundle) drained(t *testing.T) bool {
 }
 
 func TestNotifierBatches(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	b := setup(t)
 	const total, consumers = 400, 16
@@ -162,6 +163,7 @@ func TestNotifierBatches(t *testing.T) {
 }
 
 func TestNotifierRetriesFailedPublish(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	b := setup(t)
 	ids := b.addResults(t, "retry", 20)
@@ -227,6 +229,7 @@ func TestNotifierTakesOverDeadConsumer(t *testing.T) {
 }
 
 func TestNotifierCloseDrains(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	b := setup(t)
 	const total, consumers = 40, 8

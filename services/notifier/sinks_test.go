@@ -139,6 +139,7 @@ func (s *gatedSink) okCount() int {
 // results exchange nor to a healthy sink; the hanging sink's deliveries are
 // retried and delivered once it answers.
 func TestNotifierHangingSinkDelaysOnlyItself(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	b := setup(t)
 	hanging := newGatedSink(t, false)
@@ -226,6 +227,7 @@ func runNotifier(t *testing.T, cfg Config) (stop func()) {
 // sink deliveries wait for a retry leaves them queued; the next notifier
 // delivers them once the sink answers.
 func TestNotifierStopMidRetryKeepsDelivery(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	b := setup(t)
 	failing := newGatedSink(t, true)
@@ -289,6 +291,7 @@ func (k *cutConn) Write(p []byte) (int, error) {
 // acknowledged loses nothing: the next notifier takes the entries over
 // (without queueing them twice) and delivers the queued retries.
 func TestNotifierCrashMidRetryLosesNoDelivery(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	b := setup(t)
 	failing := newGatedSink(t, true)
@@ -382,6 +385,7 @@ func TestBreaker(t *testing.T) {
 // deliveries (the rest are dropped and counted), and a delivery is given
 // up after SinkAttempts attempts, leaving nothing in Redis.
 func TestNotifierSinkBounds(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	b := setup(t)
 	failing := newGatedSink(t, true)
@@ -455,6 +459,7 @@ func TestNotifierSinkCredentialsStayOutOfLogs(t *testing.T) {
 // fails, the entry is handled again every second; the sink, which had its
 // delivery on the first handling, must not get it again each time.
 func TestNotifierFailedPublishSendsTheSinkOnce(t *testing.T) {
+	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
 	b := setup(t)
 	sink := newGatedSink(t, false)
