@@ -83,7 +83,7 @@ func TestExampleFunctions(t *testing.T) {
 			require.JSONEq(t, fmt.Sprintf(`{"runtime":%q,"event_id":"ev-throttle","type":%q,"data":{"throttle":true}}`,
 				ex.runtime, eventType), string(task.Result))
 			require.Equal(t, 1, task.Attempts, "the throttled answer gave its attempt back")
-			calls := regexp.MustCompile(`task=` + id + ` attempt=(\d+) .* answer=(\d+)`).FindAllStringSubmatch(logs.String(), -1)
+			calls := regexp.MustCompile(`task=`+id+` attempt=(\d+) .* answer=(\d+)`).FindAllStringSubmatch(logs.String(), -1)
 			require.Len(t, calls, 2, "the function was called twice for %s:\n%s", id, logs.String())
 			require.Equal(t, []string{"1", "429"}, calls[0][1:])
 			require.Equal(t, []string{"1", "200"}, calls[1][1:])
