@@ -84,22 +84,12 @@ func checkReason(r contracts.Reason) string {
 // handleDLQShow answers a dead task's record with its event's data (which
 // the task API leaves out), decoded from the stored lane message.
 func (g *Gateway) handleDLQShow(w http.ResponseWriter, r *http.Request) {
-	tenant, ok := g.tenant(w, r)
-	if !ok {
-		return
-	}
-	t, err := g.cfg.Ledger.Get(r.Context(), tenant, r.PathValue("id"))
-	switch {
-	case errors.Is(err, ledger.ErrNotFound):
-		WriteError(w, http.StatusNotFound, "task not found")
-	case err != nil:
-		g.ledgerUnavailable(w, r, "reading task", err)
-	case t.State != contracts.StateDead:
-		WriteError(w, http.StatusNotFound, "task is not in the dead-letter queue: it is "+string(t.State))
-	default:
-		g.addEventData(r.Context(), tenant, t)
-		WriteJSON(w, http.StatusOK, t)
-	}
+	g.showTask(w, r, func(t *contracts.Task) string {
+		if t.State != contracts.StateDead {
+			return "task is not in the dead-letter queue: it is " + string(t.State)
+		}
+		return ""
+	}, g.addEventData)
 }
 
 // addEventData sets t's EventData from its stored message. A message that

@@ -122,11 +122,12 @@ func (g *Gateway) tenant(w http.ResponseWriter, r *http.Request) (string, bool) 
 	return t, true
 }
 
-func (g *Gateway) handleGetTask(w http.ResponseWriter, r *http.Request) { g.showTask(w, r, nil) }
+func (g *Gateway) handleGetTask(w http.ResponseWriter, r *http.Request) { g.showTask(w, r, nil, nil) }
 
 // showTask answers the tenant's task {id}; notFound, when set, may still
-// turn it away with a 404 and its reason.
-func (g *Gateway) showTask(w http.ResponseWriter, r *http.Request, notFound func(*contracts.Task) string) {
+// turn it away with a 404 and its reason; extend, when set, adds to the
+// record before it is answered.
+func (g *Gateway) showTask(w http.ResponseWriter, r *http.Request, notFound func(*contracts.Task) string, extend func(context.Context, string, *contracts.Task)) {
 	tenant, ok := g.tenant(w, r)
 	if !ok {
 		return
@@ -140,6 +141,9 @@ func (g *Gateway) showTask(w http.ResponseWriter, r *http.Request, notFound func
 	case notFound != nil && notFound(t) != "":
 		WriteError(w, http.StatusNotFound, notFound(t))
 	default:
+		if extend != nil {
+			extend(r.Context(), tenant, t)
+		}
 		WriteJSON(w, http.StatusOK, t)
 	}
 }
