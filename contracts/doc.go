@@ -14,4 +14,8 @@
 // contracts_test.go decodes every
 // example strictly into the Go types here and checks it against its schema,
 // and checks the schemas against these types.
+//
+// openapi.json (served at GET /v1/openapi.json, see [OpenAPI]) describes
+// every HTTP route in OpenAPI 3.1, with copies of schema/'s schemas that
+// openapi_test.go checks equal to the files.
 package contracts

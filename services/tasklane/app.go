@@ -218,6 +218,7 @@ func Launch(ctx context.Context, cfg *config.Config, opts Options) (*App, error)
 		return nil, err
 	}
 	if opts.Roles[RoleGateway] {
+		registerOpenAPI(mux)
 		// Ingest waits for the lanes: a publish to a missing queue is lost.
 		mux.Handle("/v1/", a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a.api.ServeHTTP(w, r)
