@@ -354,7 +354,7 @@ type routerLogger struct {
 
 func (l routerLogger) Error(msg string, err error, fields watermill.LogFields) {
 	if msg == routerAllStopped && l.stopping.Load() {
-		l.LoggerAdapter.Debug(msg, fields)
+		l.Debug(msg, fields)
 		return
 	}
 	l.LoggerAdapter.Error(msg, err, fields)
