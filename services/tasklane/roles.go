@@ -1,0 +1,233 @@
+package tasklane
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/tasklane/tasklane/pkg/auth"
+	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/executor"
+	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/routing"
+	"github.com/tasklane/tasklane/services/dispatcher"
+	"github.com/tasklane/tasklane/services/gateway"
+	"github.com/tasklane/tasklane/services/notifier"
+	"github.com/tasklane/tasklane/services/scheduler"
+)
+
+// ingester is the process's one Ingester, made on first use.
+func (a *App) ingester() *ingest.Ingester {
+	if a.ing != nil {
+		return a.ing
+	}
+	cfg := a.cfg
+	a.ing = ingest.New(ingest.Config{
+		Ledger:    a.ledger,
+		Publisher: a.driver.Publisher(),
+		Router:    a.table,
+		Subscribers: func(tenant, eventType string) []string {
+			fns := cfg.FunctionsFor(tenant, eventType)
+			names := make([]string, len(fns))
+			for i, f := range fns {
+				names[i] = f.Name
+			}
+			return names
+		},
+		MaxEventBytes: cfg.Server.MaxEventBytes,
+		Metrics:       a.metrics,
+		Logger:        a.logger.With("component", "ingest"),
+		Observe:       a.observe,
+	})
+	return a.ing
+}
+
+func (a *App) keyring() (*auth.Keyring, error) {
+	if len(a.cfg.Tenants) == 0 {
+		return auth.Open(config.DefaultTenant), nil
+	}
+	keys := map[string][]string{}
+	for _, t := range a.cfg.Tenants {
+		keys[t.ID] = t.APIKeys
+	}
+	return auth.NewKeyring(keys)
+}
+
+// startGateway makes the gateway's /v1 routes.
+func (a *App) startGateway() {
+	gw := gateway.New(gateway.Config{
+		Keyring:  a.keys,
+		Ingester: a.ingester(),
+		Ledger:   a.ledger,
+		Metrics:  a.metrics,
+		Logger:   a.logger.With("component", "gateway"),
+		Limits: gateway.Limits{
+			MaxEventBytes:  a.cfg.Server.MaxEventBytes,
+			MaxBatchBytes:  a.cfg.Server.MaxBatchBytes,
+			MaxBatchEvents: a.cfg.Server.MaxBatchEvents,
+		},
+	})
+	inner := http.NewServeMux()
+	gw.Register(inner)
+	gateway.NewTriggers(gateway.TriggersConfig{
+		Keyring: a.keys, States: a.trigStore, Logger: a.logger,
+		Specs: func() []config.Trigger { return *a.trigSpecs.Load() },
+	}).Register(inner)
+	a.api = inner
+}
+
+// whenReady answers 503 until Redis and the broker answer, the lanes are
+// declared and the roles run.
+func (a *App) whenReady(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-a.ready:
+			h.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			gateway.WriteError(w, http.StatusServiceUnavailable, "not ready: "+a.status.summary()+" (see /readyz)")
+		}
+	})
+}
+
+func (a *App) observe(tenant string, tasks int) {
+	if a.report != nil {
+		a.report.Observe(tenant, tasks)
+	}
+}
+
+// startWorkers starts the roles with ctx; startCtx bounds waiting for them
+// to run.
+func (a *App) startWorkers(startCtx, ctx context.Context) error {
+	if a.opts.Roles[RoleDispatcher] {
+		var err error
+		a.disp, err = dispatcher.New(dispatcher.Config{
+			Broker:           a.driver,
+			Lanes:            a.table.Lanes(),
+			ConsumersPerLane: a.cfg.Dispatcher.ConsumersPerLane,
+			Ledger:           a.ledger,
+			Functions:        a.fns,
+			Tenants:          a.tenantLimits(),
+			Metrics:          a.metrics,
+			Logger:           a.logger,
+			LeaseTTL:         a.cfg.Dispatcher.LeaseTTL.Std(),
+			DrainTimeout:     a.cfg.Dispatcher.DrainTimeout.Std(),
+		})
+		if err != nil {
+			return err
+		}
+		a.goRun("dispatcher", func() error { return a.disp.Run(ctx) })
+		if err := waitRunning(startCtx, a.disp.Running(), a.opts.StartupTimeout, "dispatcher"); err != nil {
+			return err
+		}
+	}
+	// Every process keeps its routing table and lane backlogs fresh, and
+	// the dispatcher's consumers matching the table.
+	follow := routing.FollowConfig{Store: a.store, Lanes: a.driver}
+	if a.disp != nil {
+		follow.OnLanes = func(ctx context.Context, lanes []string) {
+			a.disp.SetLanes(ctx, lanes, a.cfg.Routing.LaneGrace.Std()/2)
+		}
+	}
+	a.goRun("routing", func() error { a.table.Follow(ctx, follow); return nil })
+	if a.report != nil {
+		a.goRun("heavy-hitters", func() error { a.report.Run(ctx); return nil })
+	}
+	if a.opts.Roles[RoleController] {
+		a.goRun("controller", func() error { a.ctrl.Run(ctx); return nil })
+	}
+	if a.opts.Roles[RoleScheduler] {
+		s := scheduler.New(scheduler.Config{
+			Ledger: a.ledger, Publisher: a.driver.Publisher(), Router: a.table,
+			Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
+			DeadLetter: a.deadLetters,
+			Trim:       &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
+		})
+		a.goRun("scheduler", func() error { return s.Run(ctx) })
+	}
+	if a.opts.Roles[RoleNotifier] {
+		var err error
+		a.notif, err = notifier.New(notifier.Config{
+			Ledger:          a.ledger,
+			Redis:           a.redisOpts,
+			ResultPublisher: a.driver.ResultPublisher(),
+			Consumers:       a.cfg.Notifier.Consumers,
+			SinkTimeout:     a.cfg.Notifier.SinkTimeout.Std(),
+			SinkAttempts:    a.cfg.Notifier.SinkAttempts,
+			SinkConcurrency: a.cfg.Notifier.SinkConcurrency,
+			SinkBacklog:     a.cfg.Notifier.SinkBacklog,
+			Subscriptions:   a.subscriptions(),
+			Metrics:         a.metrics,
+			Logger:          a.logger,
+		})
+		if err != nil {
+			return err
+		}
+		a.goRun("notifier", func() error { return a.notif.Run(ctx) })
+		if err := waitRunning(startCtx, a.notif.Running(), a.opts.StartupTimeout, "notifier"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func waitRunning(ctx context.Context, ch <-chan struct{}, within time.Duration, what string) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(within):
+		return fmt.Errorf("%s did not start within %s (is the broker reachable?)", what, within)
+	}
+}
+
+func (a *App) functions() (map[string]dispatcher.Function, error) {
+	client := executor.NewHTTPClient()
+	out := map[string]dispatcher.Function{}
+	for _, f := range a.cfg.Functions {
+		ex, err := executor.Resolve(f.Endpoint, executor.Options{
+			Client: client, Registry: a.opts.Registry, MaxResultBytes: a.cfg.Dispatcher.MaxResultBytes,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("function %s: %w", f.Name, err)
+		}
+		retry := f.Retry
+		out[f.Name] = dispatcher.Function{
+			Name: f.Name, Executor: ex, Timeout: f.Timeout.Std(),
+			MaxAttempts: retry.MaxAttempts, Backoff: retry.Backoff,
+			MaxThrottled: retry.Throttled(), DeadLetter: f.DeadLetters(),
+			Concurrency: f.Concurrency, Rate: f.Rate, Burst: config.BurstFor(f.Rate, f.Burst),
+		}
+	}
+	return out, nil
+}
+
+// deadLetters reports whether function keeps its unsuccessful tasks in the
+// dead-letter queue (an unknown function does, the default).
+func (a *App) deadLetters(function string) bool {
+	f := a.cfg.Function(function)
+	return f == nil || f.DeadLetters()
+}
+
+func (a *App) tenantLimits() map[string]dispatcher.TenantLimit {
+	out := map[string]dispatcher.TenantLimit{}
+	for _, t := range a.cfg.Tenants {
+		if t.Rate > 0 {
+			out[t.ID] = dispatcher.TenantLimit{Rate: t.Rate, Burst: config.BurstFor(t.Rate, t.Burst)}
+		}
+	}
+	return out
+}
+
+func (a *App) subscriptions() []notifier.Subscription {
+	out := make([]notifier.Subscription, len(a.cfg.Subscriptions))
+	for i, s := range a.cfg.Subscriptions {
+		out[i] = notifier.Subscription{
+			Name: s.Name, Sink: s.Sink,
+			Types: s.Filter.Types, Tenants: s.Filter.Tenants, Functions: s.Filter.Functions,
+		}
+	}
+	return out
+}
