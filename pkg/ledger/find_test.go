@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
 func ids(l contracts.TaskList) []string {
@@ -94,4 +96,38 @@ func TestSuccessClearsAnEarlierAttemptsError(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, contracts.StateSucceeded, got.State)
 	require.Empty(t, got.Error, "a success does not keep an earlier attempt's error")
+}
+
+// The event-id index is refreshed by every event with that id: without
+// trimming, one id reused by many sources (CloudEvents ids are unique per
+// source only) would keep every task it ever named, past the dedup window.
+func TestEventIndexKeepsOnlyTheDedupWindow(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testkit.Redis(t)
+	b := &bundle{now: time.Now().Truncate(time.Millisecond)}
+	const window = time.Hour
+	b.l = ledger.New(ledger.Config{
+		Redis: rdb, Prefix: prefix, DedupWindow: window,
+		Now: func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.now },
+	})
+	ctx := context.Background()
+	var last ledger.Created
+	for i := range 3 {
+		ev := event("acme", "e1", "f1")
+		ev.Event.Source = fmt.Sprintf("/src-%d", i)
+		c, err := b.l.Create(ctx, []ledger.EventTasks{ev})
+		require.NoError(t, err)
+		last = c[0]
+		b.advance(window + time.Second)
+	}
+	got, err := b.l.List(ctx, "acme", ledger.ListFilter{EventID: "e1"})
+	require.NoError(t, err)
+	require.Equal(t, []string{last.Tasks[0].ID}, ids(got), "events older than the dedup window are not found")
+
+	keys, err := rdb.Keys(ctx, prefix+":{acme}:evid:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	n, err := rdb.ZCard(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "the index holds only the window's tasks")
 }

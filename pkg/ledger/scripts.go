@@ -12,7 +12,7 @@ import "github.com/redis/go-redis/v9"
 //	tl:{t}:st:<state>      zset: task ids in that state, score = created µs
 //	tl:{t}:dedup:<sha256>  string: the task ids made from one (source, id), expires after the dedup window
 //	tl:{t}:evid:<sha256>   zset: the task ids made from events with one id (any source), score = created µs,
-//	                       expires after the dedup window (GET /v1/tasks?event_id=)
+//	                       entries and key expire after the dedup window (GET /v1/tasks?event_id=)
 //	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due µs
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
@@ -42,7 +42,12 @@ while i <= #ARGV do
   i = i + 2 + n
   k = k + 1
 end
-if k > 7 then redis.call('PEXPIRE', KEYS[6], ARGV[1]) end
+if k > 7 then
+  -- Every event with this id refreshes the index's ttl: drop what is older
+  -- than the dedup window, or an id reused by many sources keeps growing.
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%.0f', tonumber(ARGV[2]) - tonumber(ARGV[1]) * 1000))
+  redis.call('PEXPIRE', KEYS[6], ARGV[1])
+end
 return false
 `)
 
