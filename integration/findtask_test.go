@@ -123,8 +123,14 @@ functions:
 			cmd := cli.NewCommand(nil, &out, io.Discard)
 			cmd.SetArgs([]string{"dlq", "show", dead[0].ID, "--server", e.app.URL()})
 			require.NoError(t, cmd.Execute())
-			require.Contains(t, out.String(), `"event_data"`)
-			require.Contains(t, out.String(), `"order": "sdk-2"`)
+			require.Contains(t, out.String(), `event_data:    {"order":"sdk-2"}`, "the table shows the event data")
+			out.Reset()
+			cmd = cli.NewCommand(nil, &out, io.Discard)
+			cmd.SetArgs([]string{"dlq", "show", dead[0].ID, "--server", e.app.URL(), "--json"})
+			require.NoError(t, cmd.Execute())
+			var printed contracts.Task
+			require.NoError(t, json.Unmarshal(out.Bytes(), &printed), out.String())
+			require.JSONEq(t, `{"order":"sdk-2"}`, string(printed.EventData))
 		})
 	}
 }
