@@ -157,6 +157,11 @@ func TestHealthNotReady(t *testing.T) {
 	require.Equal(t, ExitError, code)
 	require.Empty(t, out)
 	require.Contains(t, errOut, "connection refused")
+	// A password in the URL is never printed.
+	code, _, errOut = run("health", "http://probe:s3cret-pw@"+addr, "--timeout", "2s")
+	require.Equal(t, ExitError, code)
+	require.NotContains(t, errOut, "s3cret-pw")
+	require.Contains(t, errOut, "probe:xxxxx@")
 	code, _, errOut = run("health", "127.0.0.1:8080")
 	require.Equal(t, ExitError, code)
 	require.Contains(t, errOut, "want http://host[:port]")

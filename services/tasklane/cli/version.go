@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -65,10 +66,15 @@ func newHealthCommand(stdout io.Writer) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			if _, err := cl.Ready(ctx); err != nil {
-				return fmt.Errorf("%s: %w", cl.Server(), err)
+			// Printed without a password the URL may carry.
+			shown := cl.Server()
+			if u, err := url.Parse(shown); err == nil {
+				shown = u.Redacted()
 			}
-			_, err = fmt.Fprintf(stdout, "%s: ready\n", cl.Server())
+			if _, err := cl.Ready(ctx); err != nil {
+				return fmt.Errorf("%s: %w", shown, err)
+			}
+			_, err = fmt.Fprintf(stdout, "%s: ready\n", shown)
 			return err
 		},
 	}
