@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -66,15 +65,10 @@ func newHealthCommand(stdout io.Writer) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			// Printed without a password the URL may carry.
-			shown := cl.Server()
-			if u, err := url.Parse(shown); err == nil {
-				shown = u.Redacted()
-			}
 			if _, err := cl.Ready(ctx); err != nil {
-				return fmt.Errorf("%s: %w", shown, err)
+				return fmt.Errorf("%s: %w", cl.Server(), err)
 			}
-			_, err = fmt.Fprintf(stdout, "%s: ready\n", shown)
+			_, err = fmt.Fprintf(stdout, "%s: ready\n", cl.Server())
 			return err
 		},
 	}
