@@ -3,14 +3,12 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -180,7 +178,7 @@ func TestIntegrationResultsExamples(t *testing.T) {
 // example is a running examples/<name> binary.
 type example struct {
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr testkit.SyncBuffer
 	// exited is closed when the process has exited, with waitErr set.
 	exited  chan struct{}
 	waitErr error
@@ -209,23 +207,4 @@ func startExample(t *testing.T, name string, args ...string) *example {
 		}
 	})
 	return ex
-}
-
-// syncBuffer is a bytes.Buffer safe for a writing process and a reading
-// test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -93,16 +92,16 @@ func TestExampleFunctions(t *testing.T) {
 
 // startFunction runs the example on a free port and returns its address and
 // its output so far (read as it comes). The process is killed at cleanup.
-func startFunction(t *testing.T, bin, script string) (addr string, logs *syncBuffer) {
+func startFunction(t *testing.T, bin, script string) (addr string, logs *testkit.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, script)
 	cmd.Env = append(cmd.Environ(), "HOST=127.0.0.1", "PORT=0", "PYTHONUNBUFFERED=1")
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	stderr := &syncBuffer{}
+	stderr := &testkit.SyncBuffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
-	logs = &syncBuffer{}
+	logs = &testkit.SyncBuffer{}
 	done := make(chan struct{})
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -121,7 +120,7 @@ func startFunction(t *testing.T, bin, script string) (addr string, logs *syncBuf
 				default:
 				}
 			}
-			logs.WriteString(line + "\n")
+			_, _ = logs.WriteString(line + "\n")
 		}
 	}()
 	select {
@@ -171,26 +170,4 @@ func waitEnded(t *testing.T, base, id string) contracts.Task {
 		return json.NewDecoder(resp.Body).Decode(&task) == nil && task.State.Terminal()
 	}, "task %s ended (state %q)", id, task.State)
 	return task
-}
-
-// syncBuffer is a strings.Builder safe for one writer and many readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) WriteString(v string) {
-	_, _ = s.Write([]byte(v))
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,10 +1,8 @@
 package dispatcher_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -16,23 +14,6 @@ import (
 	"github.com/tasklane/tasklane/services/dispatcher/internal/chantest"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Stop is a normal end: it logs no error. (Stop stops every consumer, then
 // closes the router; Watermill, noticing the consumers gone first, used to
 // log "All handlers stopped" as an error with a stack trace, depending on
@@ -41,7 +22,7 @@ func TestDispatcherStopLogsNoError(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
 	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
-	var logs lockedBuffer
+	var logs testkit.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for range 30 {
 		d, err := dispatcher.New(dispatcher.Config{

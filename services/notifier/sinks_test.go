@@ -411,24 +411,6 @@ func TestNotifierSinkBounds(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output written from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestNotifierSinkCredentialsStayOutOfLogs: a sink URL's password and
 // query (where webhook tokens go) never reach the logs, whatever fails.
 func TestNotifierSinkCredentialsStayOutOfLogs(t *testing.T) {
@@ -438,7 +420,7 @@ func TestNotifierSinkCredentialsStayOutOfLogs(t *testing.T) {
 	require.NoError(t, err)
 	addr := l.Addr().String()
 	require.NoError(t, l.Close()) // nothing answers there
-	var logs lockedBuffer
+	var logs testkit.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b.addResults(t, "secret", 1)
 	runNotifier(t, Config{

@@ -11,15 +11,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
-// lines is the buffer's JSON log lines (syncBuffer is in startup_test.go).
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+// jsonLines is the buffer's JSON log lines.
+func jsonLines(t *testing.T, s *testkit.SyncBuffer) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(s.String()), "\n") {
 		if l == "" {
 			continue
 		}
@@ -35,7 +35,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 // left out.
 func TestRedisLoggerOneLinePerKindPerWindow(t *testing.T) {
 	t.Parallel()
-	var buf syncBuffer
+	var buf testkit.SyncBuffer
 	now := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
 	l := newRedisLogger(slog.New(slog.NewJSONHandler(&buf, nil)), 10*time.Second, func() time.Time { return now })
 	ctx := context.Background()
@@ -49,7 +49,7 @@ func TestRedisLoggerOneLinePerKindPerWindow(t *testing.T) {
 	now = now.Add(2 * time.Second)
 	l.Printf(ctx, dial, 5, "refused again")
 
-	got := buf.lines(t)
+	got := jsonLines(t, &buf)
 	require.Len(t, got, 3, "%v", got)
 	for _, m := range got {
 		require.Equal(t, "WARN", m["level"])
@@ -70,14 +70,14 @@ func TestRouteRedisLogs(t *testing.T) {
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
 
-	var buf syncBuffer
+	var buf testkit.SyncBuffer
 	RouteRedisLogs(slog.New(slog.NewJSONHandler(&buf, nil)))
 	t.Cleanup(func() { RouteRedisLogs(slog.Default()) })
 	rdb := redis.NewClient(&redis.Options{Addr: addr, DialerRetries: 1, MaxRetries: -1})
 	defer rdb.Close()
 	require.Error(t, rdb.Ping(context.Background()).Err())
 
-	got := buf.lines(t)
+	got := jsonLines(t, &buf)
 	require.NotEmpty(t, got, "go-redis's dial failure is logged through slog")
 	require.Equal(t, "redis", got[0]["component"])
 	require.Contains(t, got[0]["msg"], "failed to dial")

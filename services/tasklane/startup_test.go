@@ -1,7 +1,6 @@
 package tasklane
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,7 +93,7 @@ func TestLaneRetryNamesTheServiceThatFailed(t *testing.T) {
 	require.NoError(t, mr.Set(cfg.Ledger.KeyPrefix+":routing", "not a hash"))
 	roles, err := ParseRoles(RoleGateway)
 	require.NoError(t, err)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	app, err := Launch(context.Background(), cfg, Options{Roles: roles, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, app.Shutdown(context.Background())) })
@@ -119,22 +117,4 @@ func TestLaneRetryNamesTheServiceThatFailed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	require.NoError(t, app.WaitReady(ctx))
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
