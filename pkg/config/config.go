@@ -107,10 +107,29 @@ const (
 	LeaseTTLDefault = Duration(15 * time.Second)
 	// LeaseTTLMin is the smallest Dispatcher.LeaseTTL.
 	LeaseTTLMin = Duration(time.Second)
+	// AdaptiveIntervalDefault is the default Adaptive.Interval.
+	AdaptiveIntervalDefault = Duration(time.Second)
+	// AdaptiveIntervalMin and AdaptiveIntervalMax bound Adaptive.Interval.
+	AdaptiveIntervalMin = Duration(10 * time.Millisecond)
+	AdaptiveIntervalMax = Duration(time.Minute)
 	// DrainTimeoutDefault is the default Dispatcher.DrainTimeout.
 	DrainTimeoutDefault = Duration(30 * time.Second)
 	// MaxResultBytesDefault is the default Dispatcher.MaxResultBytes.
 	MaxResultBytesDefault int64 = 64 << 10
+	// MaxRunningDefault is the default Dispatcher.MaxRunning.
+	MaxRunningDefault = 256
+	// MaxRunningMax is the largest Dispatcher.MaxRunning.
+	MaxRunningMax = 10000
+	// AdaptiveMaxMax is the largest Adaptive.Max.
+	AdaptiveMaxMax = 100000
+	// AdaptiveIncreaseDefault is the default Adaptive.Increase.
+	AdaptiveIncreaseDefault = 1
+	// AdaptiveDecreaseDefault is the default Adaptive.Decrease.
+	AdaptiveDecreaseDefault = 0.7
+	// AdaptiveErrorRateDefault is the default Adaptive.ErrorRate.
+	AdaptiveErrorRateDefault = 0.1
+	// AdaptiveErrorCountDefault is the default Adaptive.ErrorCount.
+	AdaptiveErrorCountDefault = 5
 
 	// RetentionDefault is the default Ledger.Retention.
 	RetentionDefault = Duration(168 * time.Hour)
@@ -188,6 +207,8 @@ type Config struct {
 	Lanes Lanes `yaml:"lanes"`
 	// Dispatcher configures the role that calls functions.
 	Dispatcher Dispatcher `yaml:"dispatcher"`
+	// Admission bounds what the gateway accepts across all tenants.
+	Admission Admission `yaml:"admission"`
 	// Notifier configures the role that sends result events.
 	Notifier Notifier `yaml:"notifier"`
 	// Routing configures the routing controller (hot tenants to dedicated
@@ -319,6 +340,23 @@ type Dispatcher struct {
 	// MaxResultBytes bounds the result kept from a function's answer. Default
 	// 65536 (64 KiB).
 	MaxResultBytes int64 `yaml:"max_result_bytes"`
+	// MaxRunning bounds the attempts one dispatcher process runs at once,
+	// across all functions. Default 256, range 1..10000.
+	MaxRunning int `yaml:"max_running"`
+	// ReservedHigh is the share of each limited function's running slots
+	// (its concurrency, or its adaptive limit) that only tasks of priority
+	// 7 and above may use, so urgent work keeps headroom. Default 0, range
+	// [0, 1).
+	ReservedHigh float64 `yaml:"reserved_high"`
+}
+
+// Admission bounds what the gateway accepts across all tenants.
+type Admission struct {
+	// MaxBacklog is the number of waiting tasks (all tenants) above which
+	// submissions are refused with 429, the heaviest tenants first (with a
+	// probability from each tenant's share of recent submissions). Default
+	// 0: no global limit.
+	MaxBacklog int64 `yaml:"max_backlog"`
 }
 
 // Routing configures the routing controller.
@@ -380,6 +418,13 @@ type Tenant struct {
 	// Burst is how many may start at once within Rate. Default: Rate rounded
 	// up, at least 1.
 	Burst int `yaml:"burst"`
+	// Concurrency bounds the tenant's running attempts across all its
+	// functions and the whole cluster. Default 0: no limit.
+	Concurrency int `yaml:"concurrency"`
+	// MaxBacklog is the number of the tenant's waiting tasks (queued or
+	// waiting to retry) above which its submissions are refused with 429
+	// and Retry-After. Default 0: no limit.
+	MaxBacklog int64 `yaml:"max_backlog"`
 }
 
 // Function is a target events are dispatched to.
@@ -404,6 +449,12 @@ type Function struct {
 	// Burst is how many may start at once within Rate. Default: Rate rounded
 	// up, at least 1.
 	Burst int `yaml:"burst"`
+	// Adaptive, when set, makes the function's concurrency limit adapt to
+	// what it answers (AIMD, cluster-wide): it starts at Min, grows while
+	// the function has a backlog and runs at its limit unthrottled, and
+	// shrinks when throttled answers (429, 503) pass both thresholds in an
+	// interval. It never exceeds Concurrency when that is set too.
+	Adaptive *Adaptive `yaml:"adaptive"`
 	// Retry is the retry policy.
 	Retry Retry `yaml:"retry"`
 	// Tenants, when set, restricts the function to these tenants' events; each
@@ -414,6 +465,32 @@ type Function struct {
 	// (state dead, listed, redrivable) instead of ending it failed. Default
 	// true.
 	DeadLetter *bool `yaml:"dead_letter"`
+}
+
+// Adaptive tunes a function's AIMD concurrency limit.
+type Adaptive struct {
+	// Min is the lowest (and first) limit. Required, at least 1.
+	Min int `yaml:"min"`
+	// Max is the highest limit. Required, Min..100000.
+	Max int `yaml:"max"`
+	// Increase is added to the limit after an interval in which the
+	// function had a backlog, ran at its limit and was not throttled.
+	// Default 1, range 1..Max.
+	Increase int `yaml:"increase"`
+	// Interval is the control period. Default 1s, range 10ms..1m.
+	Interval Duration `yaml:"interval"`
+	// Decrease multiplies the limit after an interval whose throttled
+	// answers passed both ErrorRate and ErrorCount. Default 0.7, range
+	// (0, 1).
+	Decrease float64 `yaml:"decrease"`
+	// ErrorRate is the share of throttled answers in an interval that,
+	// with ErrorCount, decreases the limit. Default 0.1, range (0, 1].
+	ErrorRate float64 `yaml:"error_rate"`
+	// ErrorCount is the number of throttled answers in an interval that,
+	// with ErrorRate, decreases the limit. Default 5, range 1..1000000.
+	ErrorCount int `yaml:"error_count"`
+	// Timeouts counts attempts that timed out as throttled. Default false.
+	Timeouts bool `yaml:"timeouts"`
 }
 
 // Retry is a function's retry policy.

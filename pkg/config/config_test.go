@@ -673,6 +673,7 @@ var (
 		LeaseTTL:         config.Duration(15 * time.Second),
 		DrainTimeout:     config.Duration(30 * time.Second),
 		MaxResultBytes:   65536,
+		MaxRunning:       256,
 	}
 	defaultLedger = config.Ledger{
 		Retention:     config.Duration(168 * time.Hour),

@@ -39,6 +39,7 @@ func (c *Config) WithDefaults() *Config {
 	out.Dispatcher.LeaseTTL = cmp.Or(out.Dispatcher.LeaseTTL, LeaseTTLDefault)
 	out.Dispatcher.DrainTimeout = cmp.Or(out.Dispatcher.DrainTimeout, DrainTimeoutDefault)
 	out.Dispatcher.MaxResultBytes = cmp.Or(out.Dispatcher.MaxResultBytes, MaxResultBytesDefault)
+	out.Dispatcher.MaxRunning = cmp.Or(out.Dispatcher.MaxRunning, MaxRunningDefault)
 
 	out.Ledger.Retention = cmp.Or(out.Ledger.Retention, RetentionDefault)
 	out.Ledger.DedupWindow = cmp.Or(out.Ledger.DedupWindow, DedupWindowDefault)
@@ -67,6 +68,15 @@ func (c *Config) WithDefaults() *Config {
 		f.Retry.MaxAttempts = cmp.Or(f.Retry.MaxAttempts, MaxAttemptsDefault)
 		f.Retry.InitialBackoff = cmp.Or(f.Retry.InitialBackoff, InitialBackoffDefault)
 		f.Retry.MaxBackoff = cmp.Or(f.Retry.MaxBackoff, max(MaxBackoffDefault, f.Retry.InitialBackoff))
+		if f.Adaptive != nil {
+			a := *f.Adaptive
+			a.Increase = cmp.Or(a.Increase, AdaptiveIncreaseDefault)
+			a.Interval = cmp.Or(a.Interval, AdaptiveIntervalDefault)
+			a.Decrease = cmp.Or(a.Decrease, AdaptiveDecreaseDefault)
+			a.ErrorRate = cmp.Or(a.ErrorRate, AdaptiveErrorRateDefault)
+			a.ErrorCount = cmp.Or(a.ErrorCount, AdaptiveErrorCountDefault)
+			f.Adaptive = &a
+		}
 	}
 
 	out.Subscriptions = slices.Clone(out.Subscriptions)

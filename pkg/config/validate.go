@@ -220,6 +220,11 @@ func (v *validator) dispatcher() {
 	}
 	v.positive("dispatcher.drain_timeout", d.DrainTimeout)
 	v.intMin("dispatcher.max_result_bytes", d.MaxResultBytes, 1)
+	v.intRange("dispatcher.max_running", int64(d.MaxRunning), 1, MaxRunningMax)
+	if !(d.ReservedHigh >= 0 && d.ReservedHigh < 1) {
+		v.add("dispatcher.reserved_high", "must be a share in [0, 1), got %v", d.ReservedHigh)
+	}
+	v.intMin("admission.max_backlog", v.c.Admission.MaxBacklog, 0)
 	n := v.c.Notifier
 	v.intRange("notifier.consumers", int64(n.Consumers), 1, NotifierConsumersMax)
 	if n.SinkTimeout <= 0 || n.SinkTimeout > SinkTimeoutMax {
@@ -253,6 +258,8 @@ func (v *validator) tenants() {
 	for i, t := range v.c.Tenants {
 		path := fmt.Sprintf("tenants[%d]", i)
 		v.rate(path, t.Rate, t.Burst)
+		v.intMin(path+".concurrency", int64(t.Concurrency), 0)
+		v.intMin(path+".max_backlog", t.MaxBacklog, 0)
 		switch {
 		case t.ID == "":
 			v.missing(path + ".id")
@@ -336,6 +343,9 @@ func (v *validator) functions() {
 		}
 		v.intMin(path+".concurrency", int64(f.Concurrency), 0)
 		v.rate(path, f.Rate, f.Burst)
+		if f.Adaptive != nil {
+			v.adaptive(path+".adaptive", *f.Adaptive)
+		}
 
 		r := f.Retry
 		v.intRange(path+".retry.max_attempts", int64(r.MaxAttempts), MaxAttemptsMin, MaxAttemptsMax)
@@ -456,6 +466,24 @@ func checkEndpoint(e string) string {
 }
 
 // rate checks a rate (tasks per second) and its burst.
+func (v *validator) adaptive(path string, a Adaptive) {
+	v.intMin(path+".min", int64(a.Min), 1)
+	if a.Max < max(a.Min, 1) || a.Max > AdaptiveMaxMax {
+		v.add(path+".max", "must be between adaptive.min (%d) and %d, got %d", max(a.Min, 1), AdaptiveMaxMax, a.Max)
+	}
+	v.intRange(path+".increase", int64(a.Increase), 1, int64(max(a.Max, 1)))
+	if a.Interval < AdaptiveIntervalMin || a.Interval > AdaptiveIntervalMax {
+		v.add(path+".interval", "must be between %s and %s, got %s", AdaptiveIntervalMin, AdaptiveIntervalMax, a.Interval)
+	}
+	if !(a.Decrease > 0 && a.Decrease < 1) {
+		v.add(path+".decrease", "must be a factor in (0, 1), got %v", a.Decrease)
+	}
+	if !(a.ErrorRate > 0 && a.ErrorRate <= 1) {
+		v.add(path+".error_rate", "must be a share in (0, 1], got %v", a.ErrorRate)
+	}
+	v.intRange(path+".error_count", int64(a.ErrorCount), 1, 1_000_000)
+}
+
 func (v *validator) rate(path string, rate float64, burst int) {
 	if rate < 0 || rate > 1e6 || math.IsNaN(rate) {
 		v.add(path+".rate", "must be between 0 (no limit) and 1000000 tasks per second, got %v", rate)
