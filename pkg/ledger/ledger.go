@@ -57,6 +57,27 @@ type Config struct {
 	// Prefix starts every key, so that several deployments (or tests) can
 	// share one Redis database. Default PrefixDefault.
 	Prefix string
+	// TenantQuota returns a tenant's cap on running attempts (0: none), and
+	// Limited whether a function's running attempts are capped (a
+	// concurrency or an adaptive limit): when an attempt ends, they decide
+	// whether to put a tenant parked at its quota back to work and to wake
+	// the dispatchers. Default nil: no quotas, no limits.
+	TenantQuota func(tenant string) int
+	Limited     func(function string) bool
+}
+
+func (l *Ledger) quota(tenant string) int {
+	if l.cfg.TenantQuota == nil {
+		return 0
+	}
+	return l.cfg.TenantQuota(tenant)
+}
+
+func (l *Ledger) limited(function string) string {
+	if l.cfg.Limited != nil && l.cfg.Limited(function) {
+		return "1"
+	}
+	return "0"
 }
 
 // Ledger reads and writes task state in Redis.
@@ -496,8 +517,8 @@ func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease
 	until := us(l.cfg.Now().Add(lease))
 	calls := make([]*scriptCall, len(leases))
 	for i, ls := range leases {
-		calls[i] = call(renewScript, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(), l.inflightKey(ls.Function)},
-			ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID))
+		calls[i] = call(renewScript, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(), l.inflightKey(ls.Function), l.tenantInflightKey(ls.Tenant)},
+			ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID), ls.ID)
 	}
 	if err := l.batch.exec(ctx, calls...); err != nil {
 		return nil, fmt.Errorf("renewing leases: %w", err)
@@ -532,9 +553,12 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, attemp
 	if o.State == contracts.StateDead {
 		retention = l.cfg.DeadRetention
 	}
-	n, err := l.batch.eval(ctx, finishScript, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.inflightKey(function)},
+	n, err := l.batch.eval(ctx, finishScript,
+		[]string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.inflightKey(function),
+			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
 		attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
-		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason)).Int()
+		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason),
+		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant).Int()
 	if err != nil {
 		return false, fmt.Errorf("finishing task %s: %w", id, err)
 	}
@@ -602,8 +626,11 @@ func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, attempt
 	if refund {
 		flag = "1"
 	}
-	n, err := l.run(ctx, retryScript, []string{l.taskKey(tenant, id), l.DelayKey(), l.inflightKey(function)},
-		attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag).Int()
+	n, err := l.batch.eval(ctx, retryScript,
+		[]string{l.taskKey(tenant, id), l.DelayKey(), l.inflightKey(function),
+			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
+		attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag,
+		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, us(l.cfg.Now())).Int()
 	if err != nil {
 		return false, fmt.Errorf("scheduling retry of task %s: %w", id, err)
 	}
@@ -630,6 +657,9 @@ type Due struct {
 	Message []byte
 	// LeaseUntil is set for a running task.
 	LeaseUntil time.Time
+	// Function and Priority place the task in a ready queue.
+	Function string
+	Priority int
 }
 
 // TakeDue takes up to max tasks whose delay passed. Each stays in the delay
@@ -655,7 +685,7 @@ func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]
 				continue
 			}
 			out = append(out, Due{Tenant: tenant, ID: id, Score: score})
-			cmds = append(cmds, p.HMGet(ctx, l.taskKey(tenant, id), fState, fMessage, fLease))
+			cmds = append(cmds, p.HMGet(ctx, l.taskKey(tenant, id), fState, fMessage, fLease, fFunction, fPriority))
 		}
 		return nil
 	})
@@ -673,6 +703,12 @@ func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]
 		if s, ok := v[2].(string); ok {
 			n, _ := strconv.ParseInt(s, 10, 64)
 			out[i].LeaseUntil = time.UnixMicro(n)
+		}
+		if s, ok := v[3].(string); ok {
+			out[i].Function = s
+		}
+		if s, ok := v[4].(string); ok {
+			out[i].Priority, _ = strconv.Atoi(s)
 		}
 	}
 	return out, nil
@@ -723,7 +759,7 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript} {
+	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

@@ -161,8 +161,8 @@ return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0'}
 
 // renew extends the lease of a running attempt, its delay-set entry and
 // its place in the function's in-flight set.
-// KEYS: 1 task hash, 2 delay, 3 function in-flight set. ARGV: 1 attempt,
-// 2 owner, 3 lease-until µs, 4 delay member.
+// KEYS: 1 task hash, 2 delay, 3 function in-flight set, 4 tenant in-flight
+// set. ARGV: 1 attempt, 2 owner, 3 lease-until µs, 4 delay member, 5 id.
 var renewScript = redis.NewScript(`
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1]
@@ -170,6 +170,7 @@ if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempt
 redis.call('HSET', h, 'lease', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], 'XX', ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[4], 'XX', ARGV[3], ARGV[5])
 return 1
 `)
 
@@ -201,16 +202,20 @@ end
 
 // finish moves a running attempt to a terminal state and drops its lease
 // entry from the delay set.
-// KEYS: 1 task hash, 2 outbox, 3 delay, 4 function in-flight set
+// KEYS: 1 task hash, 2 outbox, 3 delay, 4 function in-flight set, 5 tenant
+// in-flight set, 6 tenant parked set, 7 function state
 // ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index prefix,
-// 7 id, 8 retention ms, 9 outbox max length, 10 delay member, 11 reason
-var finishScript = redis.NewScript(luaTerminate + `
+// 7 id, 8 retention ms, 9 outbox max length, 10 delay member, 11 reason,
+// 12 tenant quota, 13 wake channel, 14 function, 15 "1" for a limited
+// function, 16 tenant
+var finishScript = redis.NewScript(luaTerminate + luaReleased + `
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
   return 0
 end
 redis.call('ZREM', KEYS[3], ARGV[10])
 redis.call('ZREM', KEYS[4], ARGV[10])
+released(KEYS[5], KEYS[6], ARGV[7], ARGV[16], tonumber(ARGV[12]), ARGV[3], ARGV[13], ARGV[14], KEYS[7], ARGV[15])
 if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
 -- A success keeps no earlier attempt's error (the task log has the history).
 if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
@@ -240,14 +245,18 @@ return {'ok', ARGV[1]}
 `)
 
 // retry moves a running attempt to retrying and schedules the next one.
-// KEYS: 1 task hash, 2 delay, 3 function in-flight set
+// KEYS: 1 task hash, 2 delay, 3 function in-flight set, 4 tenant in-flight
+// set, 5 tenant parked set, 6 function state
 // ARGV: 1 attempt, 2 due µs, 3 error, 4 state-index prefix, 5 id, 6 delay
-// member, 7 "1" to refund the attempt (a throttled answer)
-var retryScript = redis.NewScript(`
+// member, 7 "1" to refund the attempt (a throttled answer), 8 tenant quota,
+// 9 wake channel, 10 function, 11 "1" for a limited function, 12 tenant,
+// 13 now µs
+var retryScript = redis.NewScript(luaReleased + `
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
   return 0
 end
+released(KEYS[4], KEYS[5], ARGV[5], ARGV[12], tonumber(ARGV[8]), ARGV[13], ARGV[9], ARGV[10], KEYS[6], ARGV[11])
 if ARGV[7] == '1' then
   -- A throttled answer within the allowance does not use up an attempt.
   redis.call('HINCRBY', h, 'attempts', -1)

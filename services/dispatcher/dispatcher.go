@@ -1,13 +1,13 @@
 // Package dispatcher consumes the lanes with a Watermill router and runs
 // each task's attempts through its function's executor.
 //
-// Each lane gets ConsumersPerLane consumers; each consumer holds one
-// unacknowledged delivery (both drivers deliver one message at a time per
-// subscription), so a process runs at most
-// lanes x ConsumersPerLane attempts at once. A delivery is acknowledged
-// only after its outcome is in the ledger. Nothing waits inside a consumer:
-// retries and busy tasks go to the ledger's delay set, and the scheduler
-// puts them back on a lane when due.
+// A lane delivery is admitted into its function's ready queue in the
+// ledger and acknowledged (the router's middleware chain). A starter per
+// function takes ready tasks by capacity: as many as the process has free
+// workers (MaxRunning) and the function has room under its limits
+// (ledger.Take), and runs each attempt under a renewed lease. Nothing waits
+// inside a consumer: retries go to the ledger's delay set, and the
+// scheduler puts them back in the ready queue when due.
 package dispatcher
 
 import (
@@ -55,12 +55,15 @@ type Function struct {
 	Concurrency int
 	Rate        float64
 	Burst       int
+	// Adaptive, when set, makes the concurrency limit adapt (AIMD).
+	Adaptive *config.Adaptive
 }
 
-// TenantLimit is a tenant's rate limit (zero: none).
+// TenantLimit is a tenant's quota and rate limit (zero: none).
 type TenantLimit struct {
-	Rate  float64
-	Burst int
+	Concurrency int
+	Rate        float64
+	Burst       int
 }
 
 // unsuccessful is the terminal state of a task that failed for good.
@@ -94,6 +97,12 @@ type Config struct {
 	// ledger or broker failed, or the chain panicked. Default
 	// ErrorBackoffDefault.
 	ErrorBackoff time.Duration
+	// MaxRunning bounds the attempts this process runs at once. Default
+	// config.MaxRunningDefault.
+	MaxRunning int
+	// ReservedHigh is the share of a limited function's slots only the
+	// high band may use.
+	ReservedHigh float64
 }
 
 // ErrorBackoffDefault is the default Config.ErrorBackoff. It is not a
@@ -106,7 +115,7 @@ type Dispatcher struct {
 	router  *message.Router
 	chain   []middleware.Named
 	leases  *leaseKeeper
-	running chan struct{}
+	started chan struct{}
 	done    chan struct{}
 	runErr  error
 	// runCtx is Run's context: dynamic handlers live as long as it.
@@ -121,6 +130,19 @@ type Dispatcher struct {
 	stopping bool
 	// stopCalled is set when Stop begins (read by the router's logger).
 	stopCalled *atomic.Bool
+
+	starters     map[string]*starter
+	startersWG   sync.WaitGroup
+	stopStarters context.CancelFunc
+	// workers holds a token per running attempt (MaxRunning of them).
+	workers chan struct{}
+	// freed fires when workers are released.
+	freed broadcast
+	// running counts the attempts in progress; attemptsCtx is theirs,
+	// cancelled when a drain times out.
+	running        sync.WaitGroup
+	attemptsCtx    context.Context
+	cancelAttempts context.CancelFunc
 }
 
 // New builds the router; Run starts it.
@@ -143,6 +165,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.ErrorBackoff <= 0 {
 		cfg.ErrorBackoff = ErrorBackoffDefault
 	}
+	if cfg.MaxRunning <= 0 {
+		cfg.MaxRunning = config.MaxRunningDefault
+	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
 		cfg.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID())
@@ -157,7 +182,8 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg:      cfg,
 		router:   router,
 		leases:   newLeaseKeeper(cfg.Ledger, cfg.LeaseTTL, cfg.Metrics, cfg.Logger),
-		running:  make(chan struct{}),
+		started:  make(chan struct{}),
+		workers:  make(chan struct{}, cfg.MaxRunning),
 		done:     make(chan struct{}),
 		lanes:    map[string][]*message.Handler{},
 		unwanted: map[string]time.Time{},
@@ -184,7 +210,7 @@ func (d *Dispatcher) middlewares() []middleware.Named {
 		{Name: "Recover", Middleware: middleware.Recover(cfg.Logger)},
 		{Name: "Detach", Middleware: middleware.Detach()},
 		{Name: "Decode", Middleware: middleware.Decode(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger)},
-		{Name: "Claim", Middleware: middleware.Claim(cfg.Ledger, cfg.Owner, cfg.LeaseTTL, d.limits, cfg.Metrics, cfg.Logger)},
+		{Name: "Admit", Middleware: middleware.Admit(cfg.Ledger, d.configured, cfg.Metrics, cfg.Logger)},
 	}
 }
 
@@ -206,7 +232,7 @@ func (d *Dispatcher) addLane(lane string) {
 // closes a router whose last handler stops).
 func (d *Dispatcher) SetLanes(ctx context.Context, lanes []string, grace time.Duration) {
 	select {
-	case <-d.running:
+	case <-d.started:
 	default:
 		return
 	}
@@ -277,10 +303,17 @@ func (d *Dispatcher) Lanes() []string {
 // Run consumes until ctx ends or Stop is called. Lanes must be declared.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.runCtx = ctx
+	d.attemptsCtx, d.cancelAttempts = context.WithCancel(context.WithoutCancel(ctx))
+	sctx, stop := context.WithCancel(ctx)
+	d.mu.Lock()
+	d.stopStarters = stop
+	d.mu.Unlock()
+	d.newStarters()
 	go d.leases.run(ctx)
 	go func() {
 		<-d.router.Running()
-		close(d.running)
+		d.runStarters(sctx)
+		close(d.started)
 	}()
 	err := d.router.Run(ctx)
 	d.runErr = err
@@ -288,19 +321,21 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return err
 }
 
-// Running is closed once every consumer is subscribed.
-func (d *Dispatcher) Running() <-chan struct{} { return d.running }
+// Running is closed once every consumer is subscribed and the starters
+// run.
+func (d *Dispatcher) Running() <-chan struct{} { return d.started }
 
-// Stop drains: consumers stop taking deliveries, running attempts finish
-// and are acknowledged (up to DrainTimeout), then the router closes.
-// Attempts still running after the timeout are abandoned: their deliveries
-// are redelivered and their leases expire, so another dispatcher reruns them.
+// Stop drains: consumers stop taking deliveries, starters stop taking
+// tasks, running attempts finish and record their outcomes (up to
+// DrainTimeout), then the router closes. Attempts still running after the
+// timeout are abandoned: their leases expire, and the scheduler puts their
+// tasks back in the ready queue for another dispatcher.
 func (d *Dispatcher) Stop() error {
 	var err error
 	d.stopOnce.Do(func() {
 		d.stopCalled.Store(true)
 		select {
-		case <-d.running:
+		case <-d.started:
 		default:
 			err = d.router.Close()
 			return
@@ -317,23 +352,32 @@ func (d *Dispatcher) Stop() error {
 				}
 			}
 		}
+		stopStarters := d.stopStarters
 		d.mu.Unlock()
 		deadline := time.After(d.cfg.DrainTimeout)
+		stopStarters()
 		for _, h := range handlers {
 			h.Stop()
 		}
-	wait:
-		for _, h := range handlers {
-			select {
-			case <-h.Stopped():
-			case <-deadline:
-				d.cfg.Logger.Warn("drain timeout: abandoning running attempts")
-				break wait
+		d.startersWG.Wait()
+		drained := make(chan struct{})
+		go func() {
+			d.running.Wait()
+			for _, h := range handlers {
+				<-h.Stopped()
 			}
+			close(drained)
+		}()
+		select {
+		case <-drained:
+		case <-deadline:
+			d.cfg.Logger.Warn("drain timeout: abandoning running attempts")
+			d.cancelAttempts()
 		}
 		err = d.router.Close()
 		<-d.done
 		d.leases.stop()
+		d.cancelAttempts()
 	})
 	return err
 }
@@ -364,29 +408,18 @@ func (l routerLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return routerLogger{l.LoggerAdapter.With(fields), l.stopping}
 }
 
-// limits are the limits a task of tenant and function starts under.
-func (d *Dispatcher) limits(tenant, function string) ledger.Limits {
-	f := d.cfg.Functions[function]
-	t := d.cfg.Tenants[tenant]
-	return ledger.Limits{
-		Concurrency: f.Concurrency, Rate: f.Rate, Burst: f.Burst,
-		TenantRate: t.Rate, TenantBurst: t.Burst,
-	}
+// configured reports whether this dispatcher runs function.
+func (d *Dispatcher) configured(function string) bool {
+	_, ok := d.cfg.Functions[function]
+	return ok
 }
 
+// handle ends the admission chain: the delivery is acknowledged.
 func (d *Dispatcher) handle(msg *message.Message) error {
-	del := middleware.DeliveryFrom(msg.Context())
-	if del == nil {
+	if middleware.DeliveryFrom(msg.Context()) == nil {
 		return fmt.Errorf("handling message %s: %w", msg.UUID, middleware.ErrNoDelivery)
 	}
-	fn, ok := d.cfg.Functions[del.Ref.Function]
-	if !ok {
-		// Configuration changed under a queued task: nothing can run it;
-		// it waits in the dead-letter queue for the function to come back.
-		fn = Function{Name: del.Ref.Function, DeadLetter: true}
-		return d.finish(msg.Context(), del, failOutcome(fmt.Sprintf("function %q is not configured", del.Ref.Function)), fn)
-	}
-	return d.attempt(msg.Context(), del, fn)
+	return nil
 }
 
 func failOutcome(msg string) executor.Outcome {

@@ -52,6 +52,8 @@ type options struct {
 	exec executor.Executor
 	// ledger replaces the ledger on the test Redis.
 	ledger *ledger.Ledger
+	// maxRunning bounds the process's running attempts (default 256).
+	maxRunning int
 }
 
 // setup runs a dispatcher with one consumer on one lane of a gochannel
@@ -70,7 +72,7 @@ func setup(t *testing.T, o options) *bundle {
 			Backoff: func(int) time.Duration { return time.Minute },
 		}},
 		Metrics: b.m, Logger: testkit.Logger(t, slog.LevelInfo),
-		ErrorBackoff: errorBackoff,
+		ErrorBackoff: errorBackoff, MaxRunning: o.maxRunning,
 	})
 	require.NoError(t, err)
 	b.d = d
@@ -125,25 +127,25 @@ func succeed(context.Context, executor.Request) executor.Outcome {
 	return executor.Outcome{Class: executor.Succeeded}
 }
 
-// A handler that panics is paused like any infrastructure error before its
-// delivery is nacked: the panic becomes an error inside the back-off.
-func TestDispatcherPanicIsPausedBeforeNack(t *testing.T) {
+// An attempt that panics does not take the process down: its worker is
+// freed (the next task runs), it is not counted as running, and its task
+// is not run again while the panicked attempt's lease lives (when it ends,
+// the scheduler hands the task to another attempt).
+func TestDispatcherAttemptPanicIsContained(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
-	b := setup(t, options{exec: execFunc(func(ctx context.Context, r executor.Request) executor.Outcome {
+	b := setup(t, options{maxRunning: 1, exec: execFunc(func(ctx context.Context, r executor.Request) executor.Outcome {
 		if calls.Add(1) == 1 {
 			panic("boom")
 		}
 		return succeed(ctx, r)
 	})})
-	id := b.submit(t)
-	ds := b.ps.WaitSettled(t, id, 2, within)
-	require.True(t, ds[0].Nacked, "the panicking delivery is nacked")
-	require.GreaterOrEqual(t, ds[0].SettledAt.Sub(ds[0].At), errorBackoff, "the nack waits for the error back-off")
-	// The redelivery finds the task held by the panicked attempt's lease:
-	// deferred to the lease's end and acked, not run a second time.
-	require.True(t, ds[1].Acked)
-	require.Equal(t, int32(1), calls.Load())
+	first := b.submit(t)
+	testkit.Eventually(t, within, func() bool { return calls.Load() == 1 }, "the first attempt ran")
+	second := b.submit(t)
+	testkit.Eventually(t, within, func() bool { return b.state(t, second) == contracts.StateSucceeded }, "the next task runs on the freed worker")
+	require.Equal(t, contracts.StateRunning, b.state(t, first), "held by the panicked attempt's lease")
+	require.Equal(t, int32(2), calls.Load())
 	var inflight dto.Metric
 	require.NoError(t, b.m.InFlight.WithLabelValues(fnName).Write(&inflight))
 	require.Zero(t, inflight.GetGauge().GetValue(), "the panicked attempt is not counted as running")
@@ -152,7 +154,7 @@ func TestDispatcherPanicIsPausedBeforeNack(t *testing.T) {
 func TestDispatcherChainOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{exec: execFunc(succeed)})
-	require.Equal(t, []string{"ErrorBackoff", "Recover", "Detach", "Decode", "Claim"}, dispatcher.ChainNames(b.d))
+	require.Equal(t, []string{"ErrorBackoff", "Recover", "Detach", "Decode", "Admit"}, dispatcher.ChainNames(b.d))
 }
 
 // A Config built in Go gets the same defaults as the configuration file.
@@ -184,7 +186,7 @@ func TestDispatcherRunsAndAcks(t *testing.T) {
 	require.Equal(t, fnName, r.Function)
 	require.Equal(t, 1, r.Attempt)
 	require.Equal(t, id, r.Event.ID())
-	require.Equal(t, contracts.StateSucceeded, b.state(t, id))
+	testkit.Eventually(t, within, func() bool { return b.state(t, id) == contracts.StateSucceeded }, "succeeded")
 }
 
 func TestDispatcherQuarantinesUndecodable(t *testing.T) {
@@ -215,7 +217,7 @@ func TestDispatcherDropsTerminalTask(t *testing.T) {
 	})})
 	id := b.submit(t)
 	require.True(t, b.ps.WaitSettled(t, id, 1, within)[0].Acked)
-	require.Equal(t, contracts.StateSucceeded, b.state(t, id))
+	testkit.Eventually(t, within, func() bool { return b.state(t, id) == contracts.StateSucceeded }, "succeeded")
 
 	stored, err := b.l.Message(context.Background(), tenant, id)
 	require.NoError(t, err)

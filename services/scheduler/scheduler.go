@@ -1,7 +1,9 @@
-// Package scheduler puts tasks back on their lanes when the ledger's delay
-// set says they are due: retry backoffs, delayed tasks, tasks deferred by a
-// limit or a busy delivery, leases of dead dispatchers, and publish guards of
-// tasks whose gateway died before the broker confirmed them. It also ends
+// Package scheduler puts tasks into their functions' ready queues when the
+// ledger's delay set says they are due: retry backoffs, delayed tasks,
+// tasks waiting for their tenant's rate, leases of dead dispatchers, and
+// publish guards of tasks whose gateway died before the broker confirmed
+// them. It also puts tenants parked at their quota back to work when their
+// attempts ended without a finish (see [Config.Quotas]). It also ends
 // waiting tasks whose ttl passed, even while they sit in a backed-up lane,
 // and, configured with a [Trim], trims acknowledged entries of Redis
 // streams.
@@ -13,24 +15,14 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-
-	"github.com/tasklane/tasklane/contracts"
-	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
-	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
-	"github.com/tasklane/tasklane/pkg/taskmsg"
 )
-
-// retryPublishAfter is when a task whose publish failed is tried again.
-const retryPublishAfter = time.Second
 
 // expiryScanEvery is how often waiting tasks past their ttl are ended,
 // wherever they wait; a task that reaches a dispatcher first is ended there.
@@ -38,11 +30,13 @@ const expiryScanEvery = time.Second
 
 // Config configures a Scheduler.
 type Config struct {
-	Ledger    *ledger.Ledger
-	Publisher message.Publisher
-	Router    ingest.Router
-	Metrics   *metrics.Metrics
-	Logger    *slog.Logger
+	Ledger  *ledger.Ledger
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	// Quotas are the tenants with a cap on running attempts; each second
+	// the scheduler puts those below it back to work (an attempt whose
+	// dispatcher died frees its slot only when its lease ends).
+	Quotas map[string]int
 	// Trim, when set, has the scheduler trim Redis streams of what every
 	// consumer group is done with (trim.go).
 	Trim *Trim
@@ -54,12 +48,8 @@ type Config struct {
 	// Guard is how long a taken entry stays hidden from other schedulers.
 	// Default config.PublishGuardDefault.
 	Guard time.Duration
-	// Concurrency bounds parallel publishes. Default 32.
+	// Concurrency bounds parallel admissions. Default 32.
 	Concurrency int
-	// DeadLetter reports whether a function keeps tasks that failed for
-	// good in the dead-letter queue (state dead) rather than ending them
-	// failed. Default nil: every function does (the config's default).
-	DeadLetter func(function string) bool
 }
 
 // Scheduler moves due tasks to lanes.
@@ -103,6 +93,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			lastExpiry = time.Now()
 			if _, err := s.cfg.Ledger.ExpireDue(ctx, 1000); err != nil && ctx.Err() == nil {
 				s.cfg.Logger.Warn("expiring tasks past their ttl", "error", err)
+			}
+			for tenant, quota := range s.cfg.Quotas {
+				if err := s.cfg.Ledger.Unpark(ctx, tenant, quota); err != nil && ctx.Err() == nil {
+					s.cfg.Logger.Warn("unparking tenant", "tenant", tenant, "error", err)
+				}
 			}
 		}
 		for {
@@ -151,48 +146,22 @@ func (s *Scheduler) move(ctx context.Context, d ledger.Due) error {
 		// Still held by a live dispatcher: look again when the lease ends.
 		return s.cfg.Ledger.Defer(ctx, d.Tenant, d.ID, d.LeaseUntil.Add(time.Second))
 	}
-	msg, err := taskmsg.Decode(d.Message)
+	// Due tasks go straight into their function's ready queue: a task is
+	// published to a lane once, at ingest.
+	a, err := s.cfg.Ledger.Admit(ctx, ledger.TaskRef{Tenant: d.Tenant, ID: d.ID, Function: d.Function, Priority: d.Priority})
 	if err != nil {
 		return err
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	msg.SetContext(pctx)
-	if err := s.cfg.Publisher.Publish(s.cfg.Router.LaneFor(d.Tenant, d.ID), msg); err != nil {
-		if errors.Is(err, broker.ErrTooLarge) {
-			return s.abandon(ctx, d, msg, err)
-		}
-		// Try again soon, not a whole guard later: the broker is likely
-		// down, and tasks should move as soon as it is back.
-		if derr := s.cfg.Ledger.Defer(ctx, d.Tenant, d.ID, time.Now().Add(retryPublishAfter)); derr != nil {
-			return errors.Join(err, derr)
-		}
-		return err
+	switch a.Verdict {
+	case ledger.AdmitAdmitted:
+		s.cfg.Metrics.Requeued.Inc()
+	case ledger.AdmitBusy:
+		return s.cfg.Ledger.Defer(ctx, d.Tenant, d.ID, a.LeaseUntil.Add(time.Second))
+	case ledger.AdmitEarly:
+		// Rescheduled meanwhile: its new entry stands.
+	case ledger.AdmitReady, ledger.AdmitExpired:
+	default:
+		return s.cfg.Ledger.Forget(ctx, d)
 	}
-	s.cfg.Metrics.Requeued.Inc()
-	return s.cfg.Ledger.Requeued(ctx, d)
-}
-
-// abandon ends a task whose lane message the broker refuses for its size:
-// no retry can publish it (and RabbitMQ would close the connection every
-// time), so it ends dead (failed without dead-lettering), non-retryable,
-// with one result event, instead of coming back every second.
-func (s *Scheduler) abandon(ctx context.Context, d ledger.Due, msg *message.Message, cause error) error {
-	fn := msg.Metadata.Get(taskmsg.KeyFunction)
-	state := contracts.StateDead
-	if s.cfg.DeadLetter != nil && !s.cfg.DeadLetter(fn) {
-		state = contracts.StateFailed
-	}
-	why := "not published: the broker refuses its lane message (" + cause.Error() + "); the event's attributes and extensions are too large"
-	err := s.cfg.Ledger.Abandon(ctx, d.Tenant, d.ID, state, contracts.ReasonNonRetryable, why)
-	switch {
-	case err == nil:
-		s.cfg.Logger.Warn("ending task: its lane message is too large for the broker", "task", d.ID, "tenant", d.Tenant, "function", fn, "state", state, "error", cause)
-		return nil
-	case errors.Is(err, ledger.ErrNotAbandoned), errors.Is(err, ledger.ErrNotFound):
-		// It ended, or another dispatcher holds it, meanwhile: its own
-		// path decides.
-		return nil
-	}
-	return err
+	return nil
 }

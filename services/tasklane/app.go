@@ -283,6 +283,8 @@ func (a *App) configure() error {
 		DeadRetention: cfg.Ledger.DeadRetention.Std(),
 		PublishGuard:  cfg.Ledger.PublishGuard.Std(),
 		Prefix:        cfg.Ledger.KeyPrefix,
+		TenantQuota:   tenantQuotas(cfg),
+		Limited:       limitedFunctions(cfg),
 	})
 	static, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
 	if err != nil {

@@ -113,6 +113,8 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 			Logger:           a.logger,
 			LeaseTTL:         a.cfg.Dispatcher.LeaseTTL.Std(),
 			DrainTimeout:     a.cfg.Dispatcher.DrainTimeout.Std(),
+			MaxRunning:       a.cfg.Dispatcher.MaxRunning,
+			ReservedHigh:     a.cfg.Dispatcher.ReservedHigh,
 		})
 		if err != nil {
 			return err
@@ -139,10 +141,9 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 	}
 	if a.opts.Roles[RoleScheduler] {
 		s := scheduler.New(scheduler.Config{
-			Ledger: a.ledger, Publisher: a.driver.Publisher(), Router: a.table,
-			Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
-			DeadLetter: a.deadLetters,
-			Trim:       &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
+			Ledger: a.ledger, Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
+			Quotas: a.quotas(),
+			Trim:   &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
 		})
 		a.goRun("scheduler", func() error { return s.Run(ctx) })
 	}
@@ -199,23 +200,48 @@ func (a *App) functions() (map[string]dispatcher.Function, error) {
 			MaxAttempts: retry.MaxAttempts, Backoff: retry.Backoff,
 			MaxThrottled: retry.Throttled(), DeadLetter: f.DeadLetters(),
 			Concurrency: f.Concurrency, Rate: f.Rate, Burst: config.BurstFor(f.Rate, f.Burst),
+			Adaptive: f.Adaptive,
 		}
 	}
 	return out, nil
 }
 
-// deadLetters reports whether function keeps its unsuccessful tasks in the
-// dead-letter queue (an unknown function does, the default).
-func (a *App) deadLetters(function string) bool {
-	f := a.cfg.Function(function)
-	return f == nil || f.DeadLetters()
+// tenantQuotas returns each tenant's cap on running attempts.
+func tenantQuotas(cfg *config.Config) func(string) int {
+	quotas := map[string]int{}
+	for _, t := range cfg.Tenants {
+		if t.Concurrency > 0 {
+			quotas[t.ID] = t.Concurrency
+		}
+	}
+	return func(tenant string) int { return quotas[tenant] }
+}
+
+// limitedFunctions reports whether a function's running attempts are
+// capped (a concurrency or an adaptive limit).
+func limitedFunctions(cfg *config.Config) func(string) bool {
+	limited := map[string]bool{}
+	for _, f := range cfg.Functions {
+		limited[f.Name] = f.Concurrency > 0 || f.Adaptive != nil
+	}
+	return func(function string) bool { return limited[function] }
+}
+
+func (a *App) quotas() map[string]int {
+	out := map[string]int{}
+	for _, t := range a.cfg.Tenants {
+		if t.Concurrency > 0 {
+			out[t.ID] = t.Concurrency
+		}
+	}
+	return out
 }
 
 func (a *App) tenantLimits() map[string]dispatcher.TenantLimit {
 	out := map[string]dispatcher.TenantLimit{}
 	for _, t := range a.cfg.Tenants {
-		if t.Rate > 0 {
-			out[t.ID] = dispatcher.TenantLimit{Rate: t.Rate, Burst: config.BurstFor(t.Rate, t.Burst)}
+		if t.Rate > 0 || t.Concurrency > 0 {
+			out[t.ID] = dispatcher.TenantLimit{Concurrency: t.Concurrency, Rate: t.Rate, Burst: config.BurstFor(t.Rate, t.Burst)}
 		}
 	}
 	return out

@@ -6,9 +6,10 @@
 //	Recover       a panic becomes an error, never a crashed consumer
 //	Detach        the attempt outlives a stopping consumer (graceful drain)
 //	Decode        undecodable messages are quarantined, others carry a Delivery
-//	Claim         the ledger decides: run this attempt, or drop/defer the delivery
+//	Admit         the task goes into its function's ready queue; the delivery is acked
 //
-// The handler after the chain runs the attempt and records its outcome.
+// Attempts do not run in the lane consumers: dispatchers take tasks from
+// the ready queues by capacity (the dispatcher's starters).
 // ErrorBackoff is outside Recover so that a panic, once an error, gets the
 // same back-off as a ledger or broker failure.
 package middleware
@@ -34,6 +35,9 @@ type Named struct {
 type Delivery struct {
 	Ref   taskmsg.Ref
 	Event *event.Event
+	// Admission is the ledger's answer to Admit.
+	Admission ledger.Admission
+	// Claim is set for an attempt this process started.
 	Claim ledger.Claim
 }
 

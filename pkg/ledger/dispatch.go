@@ -1,0 +1,532 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Dispatch takes only what it may run (decision 0012). A lane delivery is
+// admitted into its function's ready queue (Admit) and acknowledged; a
+// dispatcher with free workers takes tasks from the ready queue by capacity
+// (Take): the function's limit, its priority bands, fairness between
+// tenants, the tenant's quota and rate. Nothing over a limit is claimed,
+// deferred and republished; it waits in place, in order, with its priority.
+//
+// Ready queue layout, in the function's slot ({f:<function>}):
+//
+//	<p>:{f:<fn>}:ready:<band>           zset: tenants with ready tasks in the band, score = starts served (round robin)
+//	<p>:{f:<fn>}:ready:<band>:<tenant>  zset: the tenant's ready task ids, score = ready µs - priority x 60 s
+//	<p>:{f:<fn>}:state                  hash: n_<band> (ready entries), pass_<band> and vt (band stride
+//	                                    scheduling), limit and sat (adaptive concurrency)
+//	<p>:{f:<fn>}:inflight               zset: running "<tenant>/<id>", score = lease end µs
+//
+// and in the tenant's slot:
+//
+//	<p>:{<tenant>}:inflight             zset: the tenant's running ids, score = lease end µs (its quota)
+//	<p>:{<tenant>}:parked               set: "<fn>\n<ring>" of the bands parked while the tenant is at its quota
+//
+// A tenant at its quota leaves the round robin of each band it was found
+// waiting in ("parked"); its tasks keep their place, and the next attempt of
+// the tenant that ends puts it back. Every change that may let a waiting
+// task start (a task ready in an empty function, a slot freed in a limited
+// function, a tenant unparked) publishes the function's name on the wake
+// channel, which every dispatcher listens to.
+
+// WakeChannel is the Pub/Sub channel dispatchers listen on: each message
+// is the name of a function that may have work to start.
+func (l *Ledger) WakeChannel() string { return l.cfg.Prefix + ":wake" }
+
+func (l *Ledger) tenantInflightKey(tenant string) string { return l.tenantPrefix(tenant) + "inflight" }
+func (l *Ledger) parkedKey(tenant string) string         { return l.tenantPrefix(tenant) + "parked" }
+
+// luaUnpark puts a tenant back into the round robin of every band it was
+// parked in, and wakes the functions concerned.
+const luaUnpark = `
+local function unpark(parked, tenant, wake)
+  for _, m in ipairs(redis.call('SMEMBERS', parked)) do
+    local nl = string.find(m, '\n', 1, true)
+    local fn, ring = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
+    if redis.call('ZCARD', ring .. ':' .. tenant) > 0 then
+      local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
+      redis.call('ZADD', ring, 'NX', top[2] or 0, tenant)
+      redis.call('PUBLISH', wake, fn)
+    end
+  end
+  redis.call('DEL', parked)
+end
+`
+
+// luaReleased frees a finished attempt's slots: the tenant's (unparking
+// the tenant when it drops below its quota) and, for a limited function
+// with tasks ready, wakes the dispatchers.
+const luaReleased = luaUnpark + `
+local function released(tinflight, parked, id, tenant, quota, now, wake, fn, state, limited)
+  redis.call('ZREM', tinflight, id)
+  if quota > 0 then
+    redis.call('ZREMRANGEBYSCORE', tinflight, '-inf', '(' .. now)
+    if redis.call('ZCARD', tinflight) < quota then unpark(parked, tenant, wake) end
+  end
+  if limited == '1' then
+    local n = redis.call('HMGET', state, 'n_high', 'n_normal', 'n_low')
+    if tonumber(n[1] or '0') + tonumber(n[2] or '0') + tonumber(n[3] or '0') > 0 then
+      redis.call('PUBLISH', wake, fn)
+    end
+  end
+end
+`
+
+// admit puts a waiting task into its function's ready queue.
+// KEYS: 1 task hash, 2 delay, 3 outbox, 4 expiry set, 5 function state,
+// 6 tenant parked set
+// ARGV: 1 now µs, 2 state-index prefix, 3 id, 4 delay member, 5 retention
+// ms, 6 outbox max length, 7 priority, 8 band, 9 wake channel, 10 function,
+// 11 function key prefix, 12 tenant
+// Returns {verdict, detail}: admitted, ready (already there), done/state,
+// missing, paused, expired, busy/lease-until µs, early/due µs, no/state.
+var admitScript = redis.NewScript(luaTerminate + `
+local h = KEYS[1]
+local st = redis.call('HGET', h, 'state')
+if not st then return {'missing', ''} end
+if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
+  return {'done', st}
+end
+if st == 'paused' then return {'paused', ''} end
+local now = tonumber(ARGV[1])
+local expires = tonumber(redis.call('HGET', h, 'expires'))
+if expires and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  terminate(h, KEYS[3], ARGV[2], ARGV[3], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[5], ARGV[6])
+  return {'expired', ''}
+end
+if st == 'running' then
+  local lease = redis.call('HGET', h, 'lease') or '0'
+  if tonumber(lease) > now then return {'busy', lease} end
+elseif st == 'scheduled' or st == 'retrying' then
+  -- A stale delivery must not skip a backoff or a delay.
+  local due = redis.call('HGET', h, 'scheduled') or '0'
+  if tonumber(due) > now + 1000000 then return {'early', due} end
+elseif st ~= 'queued' then
+  return {'no', st}
+end
+local ring = ARGV[11] .. 'ready:' .. ARGV[8]
+local q = ring .. ':' .. ARGV[12]
+local verdict = 'ready'
+if redis.call('ZADD', q, 'NX', now - tonumber(ARGV[7]) * 60000000, ARGV[3]) == 1 then
+  verdict = 'admitted'
+  local n = redis.call('HMGET', KEYS[5], 'n_high', 'n_normal', 'n_low')
+  local total = tonumber(n[1] or '0') + tonumber(n[2] or '0') + tonumber(n[3] or '0')
+  redis.call('HINCRBY', KEYS[5], 'n_' .. ARGV[8], 1)
+  if redis.call('ZCARD', q) == 1 and redis.call('SISMEMBER', KEYS[6], ARGV[10] .. '\n' .. ring) == 0 then
+    -- The tenant joins the band's round robin at the least served score,
+    -- so a tenant that was idle banks no credit.
+    local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', ring, 'NX', top[2] or 0, ARGV[12])
+  end
+  if total <= 0 then redis.call('PUBLISH', ARGV[9], ARGV[10]) end
+end
+if st ~= 'queued' then
+  -- Due (a retry, a delayed task) or taken over from a dead dispatcher.
+  local created = redis.call('HGET', h, 'created')
+  redis.call('HSET', h, 'state', 'queued')
+  redis.call('HDEL', h, 'lease', 'owner')
+  redis.call('ZREM', ARGV[2] .. st, ARGV[3])
+  redis.call('ZADD', ARGV[2] .. 'queued', created, ARGV[3])
+end
+-- In the ready queue, the task needs no publish guard or due entry.
+redis.call('ZREM', KEYS[2], ARGV[4])
+return {verdict, ''}
+`)
+
+// take starts up to ARGV[4] of a function's ready tasks under its limits.
+// KEYS: 1 function state, 2 function in-flight set, 3 function rate state,
+// 4 delay, 5 outbox, 6 expiry set
+// ARGV: 1 now µs, 2 lease-until µs, 3 owner, 4 how many, 5 concurrency
+// (0: none), 6 adaptive min (0: not adaptive), 7 reserved-high share,
+// 8 ledger prefix, 9 function key prefix, 10 retention ms, 11 outbox max
+// length, 12 function emission interval µs (0: no rate), 13 function
+// burst, 14 function, 15 number of tenant limits k, then k x (tenant,
+// quota, emission interval µs, burst)
+// Returns {status, wait µs, expired, parked, then per started task: tenant,
+// id, attempt, throttles, message}. status says why it stopped: done (it
+// started as many as asked), empty, limit, rate (wait µs until the
+// function's rate allows a start), more (call again).
+var takeScript = redis.NewScript(luaTerminate + `
+local function gcra(key, interval, burst, now)
+  if interval <= 0 then return 0, 0 end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local allowat = tat + interval - burst * interval
+  if now < allowat then return allowat - now, 0 end
+  return 0, tat + interval
+end
+local function settat(key, tat, now)
+  redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
+end
+
+local now = tonumber(ARGV[1])
+local S = KEYS[1]
+local want = tonumber(ARGV[4])
+local limit = tonumber(ARGV[5])
+local amin = tonumber(ARGV[6])
+if amin > 0 then
+  local cur = tonumber(redis.call('HGET', S, 'limit') or '0')
+  if cur < amin then cur = amin end
+  if limit > 0 and cur > limit then cur = limit end
+  limit = cur
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+local inflight = redis.call('ZCARD', KEYS[2])
+local reserved = 0
+if limit > 0 then reserved = math.floor(limit * tonumber(ARGV[7])) end
+local P, FP, fn = ARGV[8], ARGV[9], ARGV[14]
+local fint, fburst = tonumber(ARGV[12]), tonumber(ARGV[13])
+local tl = {}
+local i = 16
+for _ = 1, tonumber(ARGV[15]) do
+  tl[ARGV[i]] = {tonumber(ARGV[i+1]), tonumber(ARGV[i+2]), tonumber(ARGV[i+3])}
+  i = i + 4
+end
+local bands = {'high', 'normal', 'low'}
+-- Stride scheduling between bands, weights 6, 3 and 1.
+local stride = {10, 20, 60}
+local sv = redis.call('HMGET', S, 'n_high', 'n_normal', 'n_low', 'pass_high', 'pass_normal', 'pass_low', 'vt')
+local n = {tonumber(sv[1] or '0'), tonumber(sv[2] or '0'), tonumber(sv[3] or '0')}
+local pass = {tonumber(sv[4] or '0'), tonumber(sv[5] or '0'), tonumber(sv[6] or '0')}
+local vt = tonumber(sv[7] or '0')
+local out = {}
+local started, expired, parked, status, wait = 0, 0, 0, 'empty', 0
+local steps = 0
+while true do
+  if started >= want then status = 'done'; break end
+  steps = steps + 1
+  if steps > want * 4 + 32 then status = 'more'; break end
+  if limit > 0 and inflight >= limit then status = 'limit'; break end
+  local best, held = nil, false
+  for b = 1, 3 do
+    if n[b] > 0 then
+      if b == 1 or limit == 0 or inflight < limit - reserved then
+        -- A band back from empty starts at the current pass: no banked credit.
+        if pass[b] < vt then pass[b] = vt end
+        if best == nil or pass[b] < pass[best] then best = b end
+      else
+        held = true
+      end
+    end
+  end
+  if best == nil then
+    if held then status = 'limit' end
+    break
+  end
+  if fint > 0 then
+    local w = gcra(KEYS[3], fint, fburst, now)
+    if w > 0 then status = 'rate'; wait = w; break end
+  end
+  local ring = FP .. 'ready:' .. bands[best]
+  local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
+  if #top == 0 then
+    -- Every tenant left in the band is parked.
+    n[best] = 0
+  else
+    local tenant, tscore = top[1], tonumber(top[2])
+    local q = ring .. ':' .. tenant
+    local popped = redis.call('ZPOPMIN', q)
+    if #popped == 0 then
+      redis.call('ZREM', ring, tenant)
+    else
+      n[best] = n[best] - 1
+      vt = pass[best]
+      pass[best] = pass[best] + stride[best]
+      local id, score = popped[1], popped[2]
+      if redis.call('ZCARD', q) == 0 then
+        redis.call('ZREM', ring, tenant)
+      else
+        redis.call('ZADD', ring, tscore + 1, tenant)
+      end
+      local tp = P .. ':{' .. tenant .. '}:'
+      local h = tp .. 'task:' .. id
+      local member = tenant .. '/' .. id
+      local lim = tl[tenant]
+      -- Anything but queued is a stale entry (cancelled, expired, started
+      -- through another entry): dropped.
+      if redis.call('HGET', h, 'state') == 'queued' then
+        local expires = tonumber(redis.call('HGET', h, 'expires'))
+        local full = false
+        if lim and lim[1] > 0 then
+          redis.call('ZREMRANGEBYSCORE', tp .. 'inflight', '-inf', '(' .. ARGV[1])
+          full = redis.call('ZCARD', tp .. 'inflight') >= lim[1]
+        end
+        if expires and now > expires and not redis.call('HGET', h, 'started') then
+          redis.call('ZREM', KEYS[4], member)
+          redis.call('ZREM', KEYS[6], member)
+          terminate(h, KEYS[5], tp .. 'st:', id, 'queued', 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[10], ARGV[11])
+          expired = expired + 1
+        elseif full then
+          -- The tenant is at its quota: its queue keeps its place and
+          -- leaves the round robin until one of its attempts ends.
+          redis.call('ZADD', q, score, id)
+          redis.call('ZREM', ring, tenant)
+          redis.call('SADD', tp .. 'parked', fn .. '\n' .. ring)
+          n[best] = n[best] + 1
+          parked = parked + 1
+        else
+          -- The tenant's rate: a task over it is given its turn (a
+          -- reserved slot in the tenant's GCRA timeline) and waits for it
+          -- in the delay set; when it comes back it starts unchecked.
+          local tw = 0
+          local slot = tonumber(redis.call('HGET', h, 'rate_slot') or '0')
+          if slot > 0 and now + 2000 < slot then
+            tw = slot - now
+          elseif slot > 0 then
+            redis.call('HDEL', h, 'rate_slot')
+          elseif lim and lim[2] > 0 then
+            local w, tat = gcra(tp .. 'rate', lim[2], lim[3], now)
+            if w > 0 then
+              tat = math.max(tonumber(redis.call('GET', tp .. 'rate') or '0'), now) + lim[2]
+              redis.call('HSET', h, 'rate_slot', now + w)
+              tw = w
+            end
+            settat(tp .. 'rate', tat, now)
+          end
+          if tw > 0 then
+            redis.call('ZADD', KEYS[4], now + tw, member)
+          else
+            if fint > 0 then
+              local _, tat = gcra(KEYS[3], fint, fburst, now)
+              settat(KEYS[3], tat, now)
+            end
+            redis.call('ZADD', KEYS[2], ARGV[2], member)
+            inflight = inflight + 1
+            if lim and lim[1] > 0 then redis.call('ZADD', tp .. 'inflight', ARGV[2], id) end
+            redis.call('ZREM', KEYS[6], member)
+            local attempt = redis.call('HINCRBY', h, 'attempts', 1)
+            redis.call('HSET', h, 'state', 'running', 'lease', ARGV[2], 'owner', ARGV[3], 'attempt_started', ARGV[1])
+            if not redis.call('HGET', h, 'started') then
+              local due = tonumber(redis.call('HGET', h, 'scheduled') or redis.call('HGET', h, 'created'))
+              local wt = now - due
+              if wt < 0 then wt = 0 end
+              redis.call('HSET', h, 'started', ARGV[1], 'wait_ms', math.floor(wt / 1000))
+            end
+            local created = redis.call('HGET', h, 'created')
+            redis.call('ZREM', tp .. 'st:queued', id)
+            redis.call('ZADD', tp .. 'st:running', created, id)
+            -- The lease doubles as a delay-set entry: if this dispatcher
+            -- dies, the scheduler finds the task due when the lease ends
+            -- and puts it back in the ready queue.
+            redis.call('ZADD', KEYS[4], ARGV[2], member)
+            out[#out+1] = tenant
+            out[#out+1] = id
+            out[#out+1] = tostring(attempt)
+            out[#out+1] = redis.call('HGET', h, 'throttles') or '0'
+            out[#out+1] = redis.call('HGET', h, 'env') or ''
+            started = started + 1
+          end
+        end
+      end
+    end
+  end
+end
+for b = 1, 3 do if n[b] < 0 then n[b] = 0 end end
+redis.call('HSET', S, 'n_high', n[1], 'n_normal', n[2], 'n_low', n[3],
+  'pass_high', pass[1], 'pass_normal', pass[2], 'pass_low', pass[3], 'vt', vt)
+if limit > 0 and inflight >= limit - reserved and n[1] + n[2] + n[3] > 0 then
+  redis.call('HSET', S, 'sat', '1')
+end
+local res = {status, tostring(math.ceil(wait)), tostring(expired), tostring(parked)}
+for _, v in ipairs(out) do res[#res+1] = v end
+return res
+`)
+
+// unparkScript puts a tenant below its quota back into the round robin.
+// KEYS: 1 tenant in-flight set, 2 tenant parked set. ARGV: 1 now µs,
+// 2 quota, 3 tenant, 4 wake channel.
+var unparkScript = redis.NewScript(luaUnpark + `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+if tonumber(ARGV[2]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+unpark(KEYS[2], ARGV[3], ARGV[4])
+return 1
+`)
+
+// AdmitVerdict is the ledger's answer to Admit.
+type AdmitVerdict string
+
+// Admit verdicts.
+const (
+	// AdmitAdmitted: the task is now in its function's ready queue.
+	AdmitAdmitted AdmitVerdict = "admitted"
+	// AdmitReady: it already was (a duplicate delivery).
+	AdmitReady AdmitVerdict = "ready"
+	// AdmitDone: the task is terminal (a duplicate delivery).
+	AdmitDone AdmitVerdict = "done"
+	// AdmitMissing: no record.
+	AdmitMissing AdmitVerdict = "missing"
+	// AdmitPaused: the task is paused.
+	AdmitPaused AdmitVerdict = "paused"
+	// AdmitExpired: its ttl passed before it started; Admit ended it.
+	AdmitExpired AdmitVerdict = "expired"
+	// AdmitBusy: it runs under a live lease until LeaseUntil.
+	AdmitBusy AdmitVerdict = "busy"
+	// AdmitEarly: it waits for a retry backoff or a delay until Due; the
+	// delay set has it.
+	AdmitEarly AdmitVerdict = "early"
+	// AdmitNo: any other state.
+	AdmitNo AdmitVerdict = "no"
+)
+
+// Admission is the result of Admit.
+type Admission struct {
+	Verdict AdmitVerdict
+	// LeaseUntil is set for AdmitBusy, Due for AdmitEarly.
+	LeaseUntil, Due time.Time
+	// State is set for AdmitDone and AdmitNo.
+	State string
+}
+
+// TaskRef names a task and what its admission needs to know.
+type TaskRef struct {
+	Tenant, ID, Function string
+	Priority             int
+}
+
+// Admit puts a waiting task (from a lane delivery, or due in the delay
+// set) into its function's ready queue, in its priority's band. It is
+// idempotent: a task already ready, running under a live lease or ended is
+// left as it is. A task whose lease ended (its dispatcher died) is taken
+// over: it is ready again, and the old attempt's outcome is refused.
+func (l *Ledger) Admit(ctx context.Context, t TaskRef) (Admission, error) {
+	now := l.cfg.Now()
+	res, err := l.batch.eval(ctx, admitScript,
+		[]string{l.taskKey(t.Tenant, t.ID), l.DelayKey(), l.OutboxStream(), l.ExpiryKey(), l.fnStateKey(t.Function), l.parkedKey(t.Tenant)},
+		us(now), l.statePrefix(t.Tenant), t.ID, Member(t.Tenant, t.ID), l.cfg.Retention.Milliseconds(), OutboxMaxLen,
+		t.Priority, string(BandOf(t.Priority)), l.WakeChannel(), t.Function, l.fnPrefix(t.Function), t.Tenant).StringSlice()
+	if err != nil {
+		return Admission{}, fmt.Errorf("admitting task %s: %w", t.ID, err)
+	}
+	a := Admission{Verdict: AdmitVerdict(res[0])}
+	switch a.Verdict {
+	case AdmitBusy:
+		a.LeaseUntil = microTime(res[1])
+	case AdmitEarly:
+		a.Due = microTime(res[1])
+	case AdmitDone, AdmitNo:
+		a.State = res[1]
+	}
+	return a, nil
+}
+
+func microTime(s string) time.Time {
+	n, _ := strconv.ParseFloat(s, 64)
+	return time.UnixMicro(int64(n))
+}
+
+// TakeLimits are the limits a function's tasks start under.
+type TakeLimits struct {
+	// Concurrency caps the function's running attempts (0: none); with
+	// AdaptiveMin set it caps the adaptive limit.
+	Concurrency int
+	// AdaptiveMin, when positive, makes the limit the function's adaptive
+	// one (stored in its state by Feedback), at least AdaptiveMin.
+	AdaptiveMin int
+	// ReservedHigh is the share of the limit only the high band may use.
+	ReservedHigh float64
+	// Rate and Burst cap the function's starts per second (0: none).
+	Rate  float64
+	Burst int
+	// Tenants are the limits of tenants that have any.
+	Tenants map[string]TenantLimits
+}
+
+// TenantLimits are a tenant's quota and rate.
+type TenantLimits struct {
+	// Concurrency caps the tenant's running attempts (0: none).
+	Concurrency int
+	// Rate and Burst cap its starts per second (0: none).
+	Rate  float64
+	Burst int
+}
+
+// TakeStatus says why Take stopped.
+type TakeStatus string
+
+// Take statuses.
+const (
+	// TakeDone: it started as many as asked.
+	TakeDone TakeStatus = "done"
+	// TakeEmpty: nothing (else) is ready.
+	TakeEmpty TakeStatus = "empty"
+	// TakeLimit: the function is at its limit (for what is ready).
+	TakeLimit TakeStatus = "limit"
+	// TakeRate: the function's rate allows the next start after Wait.
+	TakeRate TakeStatus = "rate"
+	// TakeMore: it stopped early; call again.
+	TakeMore TakeStatus = "more"
+)
+
+// Started is a task Take started: the caller holds its lease.
+type Started struct {
+	Tenant, ID string
+	Attempt    int
+	// Throttles counts the throttled answers that did not use an attempt.
+	Throttles int
+	// Message is the stored lane message.
+	Message []byte
+}
+
+// Taken is the result of Take.
+type Taken struct {
+	Status TakeStatus
+	Wait   time.Duration
+	// Expired and Parked count tasks ended for their ttl, and tasks left in
+	// place because their tenant is at its quota.
+	Expired, Parked int
+	Tasks           []Started
+	LeaseUntil      time.Time
+}
+
+// Take starts up to n of a function's ready tasks, holding each under a
+// lease for owner until now+lease: the highest band first by weight (6, 3,
+// 1), tenants in round robin within a band, each task's tenant under its
+// quota and rate, the function under its limit and rate.
+func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease time.Duration, lim TakeLimits) (Taken, error) {
+	now := l.cfg.Now()
+	args := []any{us(now), us(now.Add(lease)), owner, n, lim.Concurrency, lim.AdaptiveMin, lim.ReservedHigh,
+		l.cfg.Prefix, l.fnPrefix(function), l.cfg.Retention.Milliseconds(), OutboxMaxLen,
+		interval(lim.Rate), max(lim.Burst, 1), function, len(lim.Tenants)}
+	for t, tl := range lim.Tenants {
+		args = append(args, t, tl.Concurrency, interval(tl.Rate), max(tl.Burst, 1))
+	}
+	res, err := l.batch.eval(ctx, takeScript,
+		[]string{l.fnStateKey(function), l.inflightKey(function), l.cfg.Prefix + ":fn:" + function + ":rate", l.DelayKey(), l.OutboxStream(), l.ExpiryKey()},
+		args...).StringSlice()
+	if err != nil {
+		return Taken{}, fmt.Errorf("taking tasks of %s: %w", function, err)
+	}
+	tk := Taken{Status: TakeStatus(res[0]), LeaseUntil: now.Add(lease)}
+	w, _ := strconv.ParseInt(res[1], 10, 64)
+	tk.Wait = time.Duration(w) * time.Microsecond
+	tk.Expired, _ = strconv.Atoi(res[2])
+	tk.Parked, _ = strconv.Atoi(res[3])
+	for i := 4; i+4 < len(res); i += 5 {
+		s := Started{Tenant: res[i], ID: res[i+1], Message: []byte(res[i+4])}
+		s.Attempt, _ = strconv.Atoi(res[i+2])
+		s.Throttles, _ = strconv.Atoi(res[i+3])
+		tk.Tasks = append(tk.Tasks, s)
+	}
+	return tk, nil
+}
+
+// Unpark puts a tenant back into the round robin of the functions it was
+// parked in, if it is below quota: for attempts that ended without a
+// finish (their dispatcher died and the lease ran out).
+func (l *Ledger) Unpark(ctx context.Context, tenant string, quota int) error {
+	err := l.run(ctx, unparkScript, []string{l.tenantInflightKey(tenant), l.parkedKey(tenant)},
+		us(l.cfg.Now()), quota, tenant, l.WakeChannel()).Err()
+	if err != nil {
+		return fmt.Errorf("unparking tenant %s: %w", tenant, err)
+	}
+	return nil
+}

@@ -1,0 +1,248 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/taskmsg"
+	"github.com/tasklane/tasklane/services/dispatcher/middleware"
+)
+
+// takeBatch bounds the tasks one take asks for.
+const takeBatch = 64
+
+// wakeFallback is how long an idle starter waits before it looks at its
+// ready queue again without a wake: a lost wake (Pub/Sub is at-most-once)
+// costs at most this much.
+const wakeFallback = time.Second
+
+// starter takes one function's ready tasks while this process has free
+// workers and the function has room under its limits.
+type starter struct {
+	fn   Function
+	lim  ledger.TakeLimits
+	wake chan struct{}
+}
+
+func (s *starter) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// broadcast wakes everyone waiting on it once.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) fire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+}
+
+// newStarters builds a starter per function.
+func (d *Dispatcher) newStarters() {
+	d.starters = map[string]*starter{}
+	for name, fn := range d.cfg.Functions {
+		lim := ledger.TakeLimits{
+			Concurrency: fn.Concurrency, Rate: fn.Rate, Burst: fn.Burst,
+			ReservedHigh: d.cfg.ReservedHigh, Tenants: map[string]ledger.TenantLimits{},
+		}
+		if fn.Adaptive != nil {
+			lim.AdaptiveMin = fn.Adaptive.Min
+		}
+		for id, t := range d.cfg.Tenants {
+			if t.Concurrency > 0 || t.Rate > 0 {
+				lim.Tenants[id] = ledger.TenantLimits{Concurrency: t.Concurrency, Rate: t.Rate, Burst: t.Burst}
+			}
+		}
+		d.starters[name] = &starter{fn: fn, lim: lim, wake: make(chan struct{}, 1)}
+	}
+}
+
+// runStarters runs every starter and the wake listener until ctx ends.
+func (d *Dispatcher) runStarters(ctx context.Context) {
+	d.startersWG.Add(1)
+	go func() {
+		defer d.startersWG.Done()
+		d.listenWake(ctx)
+	}()
+	for _, s := range d.starters {
+		d.startersWG.Add(1)
+		go func() {
+			defer d.startersWG.Done()
+			d.startLoop(ctx, s)
+		}()
+	}
+}
+
+// listenWake relays the ledger's wake channel to the starters.
+func (d *Dispatcher) listenWake(ctx context.Context) {
+	ps := d.cfg.Ledger.Redis().Subscribe(ctx, d.cfg.Ledger.WakeChannel())
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			if s := d.starters[m.Payload]; s != nil {
+				s.signal()
+			}
+		}
+	}
+}
+
+// startLoop starts s's function's tasks as long as there are ready tasks,
+// room under its limits and free workers; otherwise it waits for a wake,
+// a freed worker, or the fallback.
+func (d *Dispatcher) startLoop(ctx context.Context, s *starter) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		freed := d.freed.wait()
+		status, wait := d.startBatch(ctx, s)
+		var slots <-chan struct{}
+		switch status {
+		case ledger.TakeDone, ledger.TakeMore:
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		case ledger.TakeRate:
+			wait = min(wait, wakeFallback)
+		case statusNoWorkers:
+			slots = freed
+			wait = wakeFallback
+		case statusError:
+			wait = d.cfg.ErrorBackoff
+		default:
+			wait = wakeFallback
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-slots:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// Statuses of startBatch besides the ledger's.
+const (
+	statusNoWorkers ledger.TakeStatus = "no-workers"
+	statusError     ledger.TakeStatus = "error"
+)
+
+// startBatch takes up to the free workers' worth of s's ready tasks and
+// starts an attempt for each.
+func (d *Dispatcher) startBatch(ctx context.Context, s *starter) (ledger.TakeStatus, time.Duration) {
+	n := 0
+	for n < takeBatch {
+		select {
+		case d.workers <- struct{}{}:
+			n++
+			continue
+		default:
+		}
+		break
+	}
+	if n == 0 {
+		return statusNoWorkers, 0
+	}
+	tk, err := d.cfg.Ledger.Take(ctx, s.fn.Name, d.cfg.Owner, n, d.cfg.LeaseTTL, s.lim)
+	if err != nil {
+		d.releaseWorkers(n)
+		if ctx.Err() == nil {
+			d.cfg.Metrics.LedgerErrors.WithLabelValues("take").Inc()
+			d.cfg.Logger.Warn("taking ready tasks", "function", s.fn.Name, "error", err)
+		}
+		return statusError, 0
+	}
+	d.releaseWorkers(n - len(tk.Tasks))
+	if tk.Expired > 0 {
+		d.cfg.Metrics.Deliveries.WithLabelValues("expired").Add(float64(tk.Expired))
+	}
+	for _, t := range tk.Tasks {
+		d.cfg.Metrics.Deliveries.WithLabelValues("run").Inc()
+		d.running.Add(1)
+		go func() {
+			defer func() {
+				d.releaseWorkers(1)
+				d.running.Done()
+				s.signal()
+			}()
+			d.run(s.fn, t, tk.LeaseUntil)
+		}()
+	}
+	if tk.Status == ledger.TakeDone && len(tk.Tasks) < n {
+		return ledger.TakeMore, 0
+	}
+	return tk.Status, tk.Wait
+}
+
+func (d *Dispatcher) releaseWorkers(n int) {
+	for range n {
+		<-d.workers
+	}
+	if n > 0 {
+		d.freed.fire()
+	}
+}
+
+// run runs one started attempt and records its outcome. A panic is
+// recovered: the attempt's lease runs out and the task is taken over.
+func (d *Dispatcher) run(fn Function, t ledger.Started, leaseUntil time.Time) {
+	ctx := d.attemptsCtx
+	defer func() {
+		if p := recover(); p != nil {
+			d.cfg.Logger.Error("attempt panicked; its task is taken over when its lease ends", "task", t.ID, "tenant", t.Tenant, "function", fn.Name, "panic", fmt.Sprint(p))
+		}
+	}()
+	del := &middleware.Delivery{Claim: ledger.Claim{Verdict: ledger.VerdictRun, Attempt: t.Attempt, Throttles: t.Throttles, LeaseUntil: leaseUntil}}
+	msg, err := taskmsg.Decode(t.Message)
+	if err == nil {
+		del.Ref, del.Event, err = taskmsg.Parse(msg)
+	}
+	if err != nil {
+		// A record whose stored message cannot be read can never run.
+		del.Ref = taskmsg.Ref{TaskID: t.ID, Tenant: t.Tenant, Function: fn.Name}
+		fn = Function{Name: fn.Name, DeadLetter: fn.DeadLetter}
+		if ferr := d.finish(ctx, del, failOutcome(fmt.Sprintf("stored message unreadable: %v", err)), fn); ferr != nil {
+			d.cfg.Logger.Warn("recording an unreadable task", "task", t.ID, "error", ferr)
+		}
+		return
+	}
+	if err := d.attempt(ctx, del, fn); err != nil && ctx.Err() == nil {
+		d.cfg.Logger.Warn("recording an attempt's outcome; the task is taken over when its lease ends", "task", t.ID, "tenant", t.Tenant, "function", fn.Name, "error", err)
+	}
+}
