@@ -1,6 +1,9 @@
 package config_test
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -191,4 +194,42 @@ functions:
 			`functions[0].adaptive.max: missing (required)`,
 		}, "\n"))
 	})
+}
+
+// TestParseExampleFileUncommented: the optional settings the example file
+// shows commented out are valid as written once uncommented, and the
+// commented adaptive block raises no warning next to the function's
+// concurrency.
+func TestParseExampleFileUncommented(t *testing.T) {
+	t.Parallel()
+
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "tasklane.yaml"))
+	require.NoError(t, err)
+	setting := regexp.MustCompile(`^(\s*)# (\s*[a-z_]+:)`)
+	lines := strings.Split(string(data), "\n")
+	uncommented := 0
+	for i, l := range lines {
+		if setting.MatchString(l) {
+			lines[i] = setting.ReplaceAllString(l, "$1$2")
+			uncommented++
+		}
+	}
+	require.Greater(t, uncommented, 10, "the example shows its optional settings commented out")
+
+	cfg, err := config.Parse(file, []byte(strings.Join(lines, "\n")))
+	require.NoError(t, err)
+	require.InDelta(t, 0.1, cfg.Dispatcher.ReservedHigh, 0)
+	require.Equal(t, int64(100000), cfg.Admission.MaxBacklog)
+	require.Equal(t, 100, cfg.Tenants[0].Concurrency)
+	require.Equal(t, int64(10000), cfg.Tenants[0].MaxBacklog)
+	thumb := cfg.Function("thumbnail")
+	require.NotNil(t, thumb)
+	require.Equal(t, &config.Adaptive{
+		Min: 4, Max: 64, Increase: 1, Interval: config.Duration(time.Second),
+		Decrease: 0.7, ErrorRate: 0.1, ErrorCount: 5,
+	}, thumb.Adaptive)
+	for _, w := range cfg.Warnings() {
+		require.NotContains(t, w.Field, "adaptive", w.Error())
+		require.NotContains(t, w.Field, "reserved_high", w.Error())
+	}
 }
