@@ -134,8 +134,10 @@ func (c *Config) CheckGoEndpoints(registered []string) error {
 // Warnings reports settings that are legal but risky: no tenants (no
 // authentication), no admin keys with tenants (admin API off), a function
 // endpoint, sink or object-store endpoint addressed to a listen-all host
-// (0.0.0.0, ::), webhooks anyone can call. Each names file, line and field
-// as errors do; nil when there are none. They do not stop Tasklane.
+// (0.0.0.0, ::), webhooks anyone can call, flow-control limits that cannot
+// act as written (adaptive.max above concurrency, reserved_high with no
+// limited function). Each names file, line and field as errors do; nil when
+// there are none. They do not stop Tasklane.
 func (c *Config) Warnings() []*Error {
 	v := &validator{c: c}
 	if len(c.Tenants) == 0 {
@@ -172,10 +174,35 @@ func (c *Config) Warnings() []*Error {
 			listenAll(path+".objectstore.endpoint", t.ObjectStore.Endpoint)
 		}
 	}
+	v.limitWarnings()
 	slices.SortStableFunc(v.errs, func(a, b *Error) int {
 		return compareLineCol(a.Line, a.Column, b.Line, b.Column)
 	})
 	return v.errs
+}
+
+// limitWarnings reports flow-control settings that cannot act as written:
+// an adaptive range above the function's concurrency (the limit never
+// exceeds concurrency) and a reserved_high with no limited function to
+// reserve a share of.
+func (v *validator) limitWarnings() {
+	limited := false
+	for i, f := range v.c.Functions {
+		limited = limited || f.Concurrency > 0 || f.Adaptive != nil
+		a := f.Adaptive
+		if a == nil || f.Concurrency <= 0 || a.Max <= f.Concurrency {
+			continue
+		}
+		path := fmt.Sprintf("functions[%d]", i)
+		if a.Min >= f.Concurrency {
+			v.add(path+".adaptive.min", "adaptive.min (%d) is not below concurrency (%d): the limit never exceeds concurrency, so it stays at %d and does not adapt (lower adaptive.min, or leave concurrency out)", a.Min, f.Concurrency, f.Concurrency)
+			continue
+		}
+		v.add(path+".adaptive.max", "adaptive.max (%d) is above concurrency (%d): the limit never exceeds concurrency, so it adapts between %d and %d only", a.Max, f.Concurrency, a.Min, f.Concurrency)
+	}
+	if r := v.c.Dispatcher.ReservedHigh; r > 0 && !limited {
+		v.add("dispatcher.reserved_high", "has no effect: it reserves a share of each limited function's slots, and no function has a concurrency or adaptive limit")
+	}
 }
 
 // unknownFunction reports a reference to a function that is not configured.

@@ -259,6 +259,53 @@ triggers:
 				`tasklane.yaml:6:46: triggers[1].objectstore: no token_env: anyone who can reach /hooks/minio/images can submit notifications`,
 			},
 		},
+		{
+			name: "AdaptiveWithinConcurrency",
+			yaml: tenants + `dispatcher: {reserved_high: 0.2}
+functions:
+  - {name: f, events: [t], endpoint: "builtin:noop", concurrency: 64, adaptive: {min: 1, max: 64}}
+  - {name: g, events: [t], endpoint: "builtin:noop", adaptive: {min: 1, max: 1000}}
+`,
+		},
+		{
+			name: "AdaptiveMaxAboveConcurrency",
+			yaml: tenants + `functions:
+  - name: f
+    events: [t]
+    endpoint: "builtin:noop"
+    concurrency: 16
+    adaptive: {min: 2, max: 64}
+`,
+			want: []string{`tasklane.yaml:8:29: functions[0].adaptive.max: adaptive.max (64) is above concurrency (16): the limit never exceeds concurrency, so it adapts between 2 and 16 only`},
+		},
+		{
+			name: "AdaptiveMinAtConcurrency",
+			yaml: tenants + `functions:
+  - {name: f, events: [t], endpoint: "builtin:noop", concurrency: 8, adaptive: {min: 8, max: 32}}
+  - {name: g, events: [t], endpoint: "builtin:noop", concurrency: 4, adaptive: {min: 10, max: 10}}
+`,
+			want: []string{
+				`tasklane.yaml:4:86: functions[0].adaptive.min: adaptive.min (8) is not below concurrency (8): the limit never exceeds concurrency, so it stays at 8 and does not adapt (lower adaptive.min, or leave concurrency out)`,
+				`tasklane.yaml:5:86: functions[1].adaptive.min: adaptive.min (10) is not below concurrency (4): the limit never exceeds concurrency, so it stays at 4 and does not adapt (lower adaptive.min, or leave concurrency out)`,
+			},
+		},
+		{
+			name: "ReservedHighWithoutLimits",
+			yaml: tenants + `dispatcher:
+  reserved_high: 0.2
+functions:
+  - {name: f, events: [t], endpoint: "builtin:noop", rate: 10}
+`,
+			want: []string{`tasklane.yaml:4:18: dispatcher.reserved_high: has no effect: it reserves a share of each limited function's slots, and no function has a concurrency or adaptive limit`},
+		},
+		{
+			name: "ReservedHighWithConcurrency",
+			yaml: tenants + `dispatcher: {reserved_high: 0.2}
+functions:
+  - {name: f, events: [t], endpoint: "builtin:noop"}
+  - {name: g, events: [t], endpoint: "builtin:noop", concurrency: 10}
+`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

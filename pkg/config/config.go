@@ -130,6 +130,8 @@ const (
 	AdaptiveErrorRateDefault = 0.1
 	// AdaptiveErrorCountDefault is the default Adaptive.ErrorCount.
 	AdaptiveErrorCountDefault = 5
+	// AdaptiveErrorCountMax is the largest Adaptive.ErrorCount.
+	AdaptiveErrorCountMax = 1_000_000
 
 	// RetentionDefault is the default Ledger.Retention.
 	RetentionDefault = Duration(168 * time.Hour)

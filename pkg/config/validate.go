@@ -44,6 +44,7 @@ func (c *Config) validate() []*Error {
 	v.redis()
 	v.lanes()
 	v.dispatcher()
+	v.admission()
 	v.ledger()
 	v.routing()
 	v.tenants()
@@ -106,6 +107,13 @@ func (v *validator) intRange(path string, got, lo, hi int64) {
 func (v *validator) intMin(path string, got, lo int64) {
 	if got < lo {
 		v.add(path, "must be at least %d, got %d", lo, got)
+	}
+}
+
+// limit checks an optional limit, where 0 means none.
+func (v *validator) limit(path string, got int64) {
+	if got < 0 {
+		v.add(path, "must be 0 (no limit) or more, got %d", got)
 	}
 }
 
@@ -222,9 +230,8 @@ func (v *validator) dispatcher() {
 	v.intMin("dispatcher.max_result_bytes", d.MaxResultBytes, 1)
 	v.intRange("dispatcher.max_running", int64(d.MaxRunning), 1, MaxRunningMax)
 	if !(d.ReservedHigh >= 0 && d.ReservedHigh < 1) {
-		v.add("dispatcher.reserved_high", "must be a share in [0, 1), got %v", d.ReservedHigh)
+		v.add("dispatcher.reserved_high", "must be a share in [0, 1) (0: none reserved), got %v", d.ReservedHigh)
 	}
-	v.intMin("admission.max_backlog", v.c.Admission.MaxBacklog, 0)
 	n := v.c.Notifier
 	v.intRange("notifier.consumers", int64(n.Consumers), 1, NotifierConsumersMax)
 	if n.SinkTimeout <= 0 || n.SinkTimeout > SinkTimeoutMax {
@@ -233,6 +240,10 @@ func (v *validator) dispatcher() {
 	v.intRange("notifier.sink_attempts", int64(n.SinkAttempts), 1, SinkAttemptsMax)
 	v.intRange("notifier.sink_concurrency", int64(n.SinkConcurrency), 1, SinkConcurrencyMax)
 	v.intRange("notifier.sink_backlog", int64(n.SinkBacklog), 1, SinkBacklogMax)
+}
+
+func (v *validator) admission() {
+	v.limit("admission.max_backlog", v.c.Admission.MaxBacklog)
 }
 
 func (v *validator) ledger() {
@@ -258,8 +269,8 @@ func (v *validator) tenants() {
 	for i, t := range v.c.Tenants {
 		path := fmt.Sprintf("tenants[%d]", i)
 		v.rate(path, t.Rate, t.Burst)
-		v.intMin(path+".concurrency", int64(t.Concurrency), 0)
-		v.intMin(path+".max_backlog", t.MaxBacklog, 0)
+		v.limit(path+".concurrency", int64(t.Concurrency))
+		v.limit(path+".max_backlog", t.MaxBacklog)
 		switch {
 		case t.ID == "":
 			v.missing(path + ".id")
@@ -341,7 +352,7 @@ func (v *validator) functions() {
 		if f.Timeout > FunctionTimeoutMax {
 			v.add(path+".timeout", "must be at most %s, got %s", FunctionTimeoutMax, f.Timeout)
 		}
-		v.intMin(path+".concurrency", int64(f.Concurrency), 0)
+		v.limit(path+".concurrency", int64(f.Concurrency))
 		v.rate(path, f.Rate, f.Burst)
 		if f.Adaptive != nil {
 			v.adaptive(path+".adaptive", *f.Adaptive)
@@ -465,13 +476,34 @@ func checkEndpoint(e string) string {
 	return ""
 }
 
-// rate checks a rate (tasks per second) and its burst.
+// adaptive checks a function's adaptive concurrency settings. A bound that
+// is itself out of range is reported once: the fields checked against it
+// (max against min, increase against max) are then checked alone.
 func (v *validator) adaptive(path string, a Adaptive) {
-	v.intMin(path+".min", int64(a.Min), 1)
-	if a.Max < max(a.Min, 1) || a.Max > AdaptiveMaxMax {
-		v.add(path+".max", "must be between adaptive.min (%d) and %d, got %d", max(a.Min, 1), AdaptiveMaxMax, a.Max)
+	minOK := false
+	switch {
+	case !v.required(path+".min", a.Min):
+	case a.Min < 1:
+		v.add(path+".min", "must be at least 1, got %d", a.Min)
+	default:
+		minOK = true
 	}
-	v.intRange(path+".increase", int64(a.Increase), 1, int64(max(a.Max, 1)))
+	maxOK := false
+	switch {
+	case !v.required(path+".max", a.Max):
+	case a.Max < 1 || a.Max > AdaptiveMaxMax:
+		v.add(path+".max", "must be between 1 and %d, got %d", AdaptiveMaxMax, a.Max)
+	case minOK && a.Max < a.Min:
+		v.add(path+".max", "must be at least adaptive.min (%d), got %d", a.Min, a.Max)
+	default:
+		maxOK = true
+	}
+	switch {
+	case a.Increase < 1:
+		v.add(path+".increase", "must be at least 1, got %d", a.Increase)
+	case maxOK && a.Increase > a.Max:
+		v.add(path+".increase", "must be at most adaptive.max (%d), got %d", a.Max, a.Increase)
+	}
 	if a.Interval < AdaptiveIntervalMin || a.Interval > AdaptiveIntervalMax {
 		v.add(path+".interval", "must be between %s and %s, got %s", AdaptiveIntervalMin, AdaptiveIntervalMax, a.Interval)
 	}
@@ -481,9 +513,21 @@ func (v *validator) adaptive(path string, a Adaptive) {
 	if !(a.ErrorRate > 0 && a.ErrorRate <= 1) {
 		v.add(path+".error_rate", "must be a share in (0, 1], got %v", a.ErrorRate)
 	}
-	v.intRange(path+".error_count", int64(a.ErrorCount), 1, 1_000_000)
+	v.intRange(path+".error_count", int64(a.ErrorCount), 1, AdaptiveErrorCountMax)
 }
 
+// required reports a required number left out (zero and not written in the
+// file) and returns false then; a zero written in the file is left to the
+// range check.
+func (v *validator) required(path string, got int) bool {
+	if got == 0 && !v.c.IsSet(path) {
+		v.missing(path)
+		return false
+	}
+	return true
+}
+
+// rate checks a rate (tasks per second) and its burst.
 func (v *validator) rate(path string, rate float64, burst int) {
 	if rate < 0 || rate > 1e6 || math.IsNaN(rate) {
 		v.add(path+".rate", "must be between 0 (no limit) and 1000000 tasks per second, got %v", rate)
