@@ -94,6 +94,7 @@ var examples = []example{
 	{"trigger-list.json", "trigger-list.schema.json", func() any { return new(contracts.TriggerList) }},
 	{"routing.json", "routing.schema.json", func() any { return new(contracts.RoutingView) }},
 	{"routing-change.json", "routing-change.schema.json", func() any { return new(contracts.RoutingChange) }},
+	{"functions.json", "functions.schema.json", func() any { return new(contracts.FunctionsView) }},
 }
 
 const binaryExample = "submitted-binary-headers.txt"
@@ -160,6 +161,9 @@ func TestTaskSchemaMatchesGoTypes(t *testing.T) {
 		{"routing.schema.json#/$defs/lane", reflect.TypeFor[contracts.LaneView]()},
 		{"routing.schema.json#/$defs/tenant", reflect.TypeFor[contracts.TenantPlacement]()},
 		{"routing-change.schema.json", reflect.TypeFor[contracts.RoutingChange]()},
+		{"functions.schema.json", reflect.TypeFor[contracts.FunctionsView]()},
+		{"functions.schema.json#/$defs/function", reflect.TypeFor[contracts.FunctionView]()},
+		{"functions.schema.json#/$defs/ready", reflect.TypeFor[contracts.ReadyBands]()},
 	}
 	for _, c := range checks {
 		t.Run(c.loc+"="+c.typ.Name(), func(t *testing.T) {

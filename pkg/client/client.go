@@ -310,6 +310,13 @@ func (c *Client) Routing(ctx context.Context) (*contracts.RoutingView, error) {
 	return do[contracts.RoutingView](ctx, c, http.MethodGet, "/v1/admin/routing", nil, nil, nil)
 }
 
+// Functions returns every configured function's flow control: its limit,
+// running attempts, waiting tasks and throttled answers in the last minute
+// (GET /v1/admin/functions; an admin key).
+func (c *Client) Functions(ctx context.Context) (*contracts.FunctionsView, error) {
+	return do[contracts.FunctionsView](ctx, c, http.MethodGet, "/v1/admin/functions", nil, nil, nil)
+}
+
 // PinTenant pins tenant to a dedicated lane (dedicated) or to its shared
 // shard, and returns the routing change (POST /v1/admin/routing/pin; an
 // admin key).

@@ -494,11 +494,6 @@ func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:"
 // scored by lease end µs (an entry past its lease frees its slot).
 func (l *Ledger) inflightKey(function string) string { return l.fnPrefix(function) + "inflight" }
 
-// readyKey is one band of the function's ready queue: members
-// "<tenant>/<id>" scored by ready time µs less priority x 60 s.
-func (l *Ledger) readyKey(function string, b Band) string {
-	return l.fnPrefix(function) + "ready:" + string(b)
-}
 
 // fnStateKey is the function's control state (hash): the adaptive limit
 // ("limit"), whether it ran at its limit with tasks ready since the last
@@ -759,7 +754,7 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript} {
+	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

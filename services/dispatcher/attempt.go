@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -32,7 +33,18 @@ func (d *Dispatcher) attempt(ctx context.Context, del *middleware.Delivery, fn F
 		d.cfg.Logger.Warn("attempt finished after its lease was lost; outcome discarded", "task", del.Ref.TaskID, "attempt", del.Claim.Attempt)
 		return nil
 	}
-	return d.finish(ctx, del, out, fn)
+	if err := d.finish(ctx, del, out, fn); err != nil {
+		return err
+	}
+	if fn.Adaptive != nil {
+		timedOut := out.Class == executor.Retryable && errors.Is(context.Cause(actx), context.DeadlineExceeded)
+		throttled := out.Class == executor.Throttled || (fn.Adaptive.Timeouts && timedOut)
+		if _, err := d.cfg.Ledger.Feedback(ctx, fn.Name, *ledger.AdaptiveOf(fn.Adaptive), fn.Concurrency, throttled); err != nil {
+			d.cfg.Metrics.LedgerErrors.WithLabelValues("feedback").Inc()
+			d.cfg.Logger.Warn("recording an answer for the adaptive limit", "function", fn.Name, "error", err)
+		}
+	}
+	return nil
 }
 
 // execute runs the attempt, counted as in flight until it returns or

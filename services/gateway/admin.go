@@ -12,17 +12,19 @@ import (
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/broker"
+	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/routing"
 )
 
 // The operator API's routes, as Admin.Register mounts them.
 const (
-	AdminRoutingRoute = "GET /v1/admin/routing"
-	AdminPinRoute     = "POST /v1/admin/routing/pin"
+	AdminRoutingRoute   = "GET /v1/admin/routing"
+	AdminPinRoute       = "POST /v1/admin/routing/pin"
+	AdminFunctionsRoute = "GET /v1/admin/functions"
 )
 
 // AdminRoutes lists the operator API's routes.
-var AdminRoutes = []string{AdminRoutingRoute, AdminPinRoute}
+var AdminRoutes = []string{AdminRoutingRoute, AdminPinRoute, AdminFunctionsRoute}
 
 // RoutingStore is what the admin API reads of the routing table in Redis
 // (*routing.Store).
@@ -49,6 +51,11 @@ type Pinner interface {
 	Pin(ctx context.Context, tenant string, dedicated bool) (routing.Change, error)
 }
 
+// FunctionStats reads functions' flow-control state (*ledger.Ledger).
+type FunctionStats interface {
+	FunctionStats(ctx context.Context, fns []ledger.FunctionSpec) ([]ledger.FunctionStat, error)
+}
+
 // AdminConfig configures the operator API.
 type AdminConfig struct {
 	// Keyring authenticates admin keys; nil turns the API off (403).
@@ -62,6 +69,11 @@ type AdminConfig struct {
 	// DefaultTenant, when set (no tenants configured, dev), is the tenant
 	// a pin naming none pins.
 	DefaultTenant string
+	// Stats reads the functions' limits and queues for GET
+	// /v1/admin/functions.
+	Stats FunctionStats
+	// Functions are the configured functions, in config order.
+	Functions []ledger.FunctionSpec
 }
 
 // routingLogLength is how many recent changes GET /v1/admin/routing shows.
@@ -71,8 +83,8 @@ const routingLogLength = 50
 const pinBodyLimit = 4 << 10
 
 // Admin serves the operator API: the routing table (GET
-// /v1/admin/routing) and pinning a tenant (POST /v1/admin/routing/pin),
-// for admin keys.
+// /v1/admin/routing), pinning a tenant (POST /v1/admin/routing/pin) and the
+// functions' flow control (GET /v1/admin/functions), for admin keys.
 type Admin struct{ cfg AdminConfig }
 
 // NewAdmin returns the operator API.
@@ -82,6 +94,7 @@ func NewAdmin(cfg AdminConfig) *Admin { return &Admin{cfg: cfg} }
 func (a *Admin) Register(mux *http.ServeMux) {
 	mux.HandleFunc(AdminRoutingRoute, a.guard(a.handleRouting))
 	mux.HandleFunc(AdminPinRoute, a.guard(a.handlePin))
+	mux.HandleFunc(AdminFunctionsRoute, a.guard(a.handleFunctions))
 }
 
 // guard lets admin keys through: 403 when the API is off, 401 without a
@@ -165,4 +178,26 @@ func (a *Admin) handlePin(w http.ResponseWriter, r *http.Request) {
 	default:
 		WriteJSON(w, http.StatusOK, ch)
 	}
+}
+
+func (a *Admin) handleFunctions(w http.ResponseWriter, r *http.Request) {
+	stats, err := a.cfg.Stats.FunctionStats(r.Context(), a.cfg.Functions)
+	if err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "function stats unavailable")
+		return
+	}
+	WriteJSON(w, http.StatusOK, functionsView(stats))
+}
+
+// functionsView is the answer of GET /v1/admin/functions for stats.
+func functionsView(stats []ledger.FunctionStat) contracts.FunctionsView {
+	view := contracts.FunctionsView{Functions: make([]contracts.FunctionView, len(stats))}
+	for i, s := range stats {
+		view.Functions[i] = contracts.FunctionView{
+			Name: s.Name, Limit: s.Limit, Adaptive: s.Adaptive, Concurrency: s.Concurrency,
+			Running: s.Running, Waiting: s.Waiting, ThrottledLastMinute: s.ThrottledLastMinute,
+			Ready: contracts.ReadyBands{High: s.Ready[ledger.BandHigh], Normal: s.Ready[ledger.BandNormal], Low: s.Ready[ledger.BandLow]},
+		}
+	}
+	return view
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/broker"
+	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/routing"
 )
 
@@ -29,6 +30,17 @@ type fakeRouting struct {
 	mu     sync.Mutex
 	pinned []string // "<tenant> <dedicated>" per Pin call
 	pinErr error
+
+	stats    []ledger.FunctionStat
+	statsErr error
+	asked    []ledger.FunctionSpec // the specs of the last FunctionStats call
+}
+
+func (f *fakeRouting) FunctionStats(_ context.Context, fns []ledger.FunctionSpec) ([]ledger.FunctionStat, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = fns
+	return f.stats, f.statsErr
 }
 
 func (f *fakeRouting) Load(context.Context) (routing.Snapshot, error) { return f.snap, f.loadErr }
@@ -55,14 +67,14 @@ func (f *fakeRouting) Pin(_ context.Context, tenant string, dedicated bool) (rou
 		Lane: routing.DedicatedLaneName(tenant), Reason: "pinned by an operator", Pinned: true}, nil
 }
 
-func newTestAdmin(t *testing.T, kr *auth.Keyring, f *fakeRouting, tenants []string, dflt string) http.Handler {
+func newTestAdmin(t *testing.T, kr *auth.Keyring, f *fakeRouting, tenants []string, dflt string, fns ...ledger.FunctionSpec) http.Handler {
 	t.Helper()
 	st, err := routing.NewStatic(3, 2)
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	NewAdmin(AdminConfig{
 		Keyring: kr, Store: f, Table: routing.NewDynamic(st, nil), Lanes: f, Pinner: f,
-		Tenants: tenants, DefaultTenant: dflt,
+		Tenants: tenants, DefaultTenant: dflt, Stats: f, Functions: fns,
 	}).Register(mux)
 	return mux
 }
@@ -190,4 +202,44 @@ func TestAdminPin(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestAdminFunctions(t *testing.T) {
+	t.Parallel()
+	kr, err := auth.NewKeyring(map[string][]string{"admin": {"admin-key-1"}})
+	require.NoError(t, err)
+	specs := []ledger.FunctionSpec{
+		{Name: "resize", Adaptive: &ledger.Adaptive{Min: 1, Max: 64}},
+		{Name: "billing", Concurrency: 2},
+	}
+	f := &fakeRouting{stats: []ledger.FunctionStat{
+		{Name: "resize", Limit: 12, Adaptive: true, Running: 12, Waiting: 340, ThrottledLastMinute: 3,
+			Ready: map[ledger.Band]int64{ledger.BandHigh: 4, ledger.BandNormal: 300, ledger.BandLow: 36}},
+		{Name: "billing", Limit: 2, Concurrency: 2, Running: 1, Ready: map[ledger.Band]int64{}},
+	}}
+	h := newTestAdmin(t, kr, f, []string{"acme"}, "", specs...)
+
+	// A tenant's key is not an admin key.
+	w := serve(h, http.MethodGet, "/v1/admin/functions", "acme-key", "")
+	require.Equal(t, http.StatusUnauthorized, w.Code, w.Body.String())
+	require.Nil(t, f.asked, "nothing read without an admin key")
+
+	w = serve(h, http.MethodGet, "/v1/admin/functions", "admin-key-1", "")
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	require.Equal(t, "application/json", w.Header().Get("Content-Type"))
+	require.Equal(t, `{"functions":[`+
+		`{"name":"resize","limit":12,"adaptive":true,"concurrency":0,"running":12,"waiting":340,"ready":{"high":4,"normal":300,"low":36},"throttled_last_minute":3},`+
+		`{"name":"billing","limit":2,"adaptive":false,"concurrency":2,"running":1,"waiting":0,"ready":{"high":0,"normal":0,"low":0},"throttled_last_minute":0}]}`+"\n",
+		w.Body.String())
+	require.Equal(t, specs, f.asked, "the configured functions")
+
+	f.stats = nil
+	w = serve(newTestAdmin(t, kr, f, []string{"acme"}, ""), http.MethodGet, "/v1/admin/functions", "admin-key-1", "")
+	require.Equal(t, http.StatusOK, w.Code)
+	require.Equal(t, `{"functions":[]}`+"\n", w.Body.String(), "no functions: an empty list, not null")
+
+	f.statsErr = errors.New("redis down")
+	w = serve(h, http.MethodGet, "/v1/admin/functions", "admin-key-1", "")
+	require.Equal(t, http.StatusServiceUnavailable, w.Code)
+	require.Equal(t, `{"error":"function stats unavailable"}`+"\n", w.Body.String())
 }

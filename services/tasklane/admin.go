@@ -5,6 +5,7 @@ import (
 
 	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/config"
+	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/services/gateway"
 )
 
@@ -50,6 +51,7 @@ func (a *App) startAdmin() {
 	gateway.NewAdmin(gateway.AdminConfig{
 		Keyring: a.adminKeys, Store: a.store, Table: a.table, Lanes: a.driver, Pinner: a.ctrl,
 		Tenants: a.cfg.TenantIDs(), DefaultTenant: dflt,
+		Stats: a.ledger, Functions: ledger.FunctionSpecs(a.cfg.Functions),
 	}).Register(mux)
 	a.admin = mux
 }

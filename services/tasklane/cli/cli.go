@@ -1,6 +1,6 @@
 // Package cli is the tasklane command line: serve and dev run the roles
 // (package tasklane wires them), config validates a config file, the client
-// commands (submit, tasks, dlq, routing, triggers) call a running server
+// commands (submit, tasks, dlq, routing, functions, triggers) call a running server
 // through pkg/client and print a table or, with --json, the server's
 // answer, health probes a server's readiness, version prints the build,
 // and bench loads a server (package bench). Run returns the exit code: 0,
@@ -106,6 +106,7 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 		newTasksCommand(stdout),
 		newDLQCommand(stdout),
 		newRoutingCommand(stdout),
+		newFunctionsCommand(stdout),
 		newTriggersCommand(stdout),
 		newVersionCommand(stdout),
 		newHealthCommand(stdout),

@@ -225,6 +225,25 @@ func TestClientCommands(t *testing.T) {
 		require.Regexp(t, `(?m)^`+regexp.QuoteMeta(l.Name)+`\s+`+regexp.QuoteMeta(l.Kind)+`\s+\d+\s+\d+$`, out)
 	}
 
+	// The functions: --json is a contracts.FunctionsView with every
+	// configured function, the table shows one line each (no limits in dev).
+	out, err = run("functions", "list", "--json")
+	require.NoError(t, err)
+	var fv contracts.FunctionsView
+	require.NoError(t, json.Unmarshal([]byte(out), &fv), out)
+	require.Len(t, fv.Functions, len(cfg.Functions))
+	for i, f := range cfg.Functions {
+		require.Equal(t, f.Name, fv.Functions[i].Name)
+		require.Zero(t, fv.Functions[i].Limit, "dev functions have no limit")
+		require.False(t, fv.Functions[i].Adaptive)
+	}
+	out, err = run("functions", "list")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^FUNCTION\s+LIMIT\s+RUNNING\s+WAITING\s+HIGH\s+NORMAL\s+LOW\s+THROTTLED/MIN$`, out)
+	for _, f := range cfg.Functions {
+		require.Regexp(t, `(?m)^`+regexp.QuoteMeta(f.Name)+`\s+unlimited\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+$`, out)
+	}
+
 	// The probe command, the version in /healthz and in the metrics.
 	var hout, herr bytes.Buffer
 	require.Equal(t, ExitOK, Run(nil, []string{"health", app.URL()}, &hout, &herr), herr.String())
@@ -242,6 +261,8 @@ func TestClientCommands(t *testing.T) {
 	r.Body.Close()
 	require.NoError(t, err)
 	require.Contains(t, string(b), `tasklane_build_info{commit="`+buildinfo.Read().Commit+`",version="`+version+`"} 1`)
+	require.Contains(t, string(b), `tasklane_function_limit{function="echo"} 0`)
+	require.Contains(t, string(b), `tasklane_function_waiting{function="echo"} 0`)
 
 	_, err = run("tasks", "cancel", id)
 	require.EqualError(t, err, "server answered 409: task cannot be cancelled: it is succeeded (only queued, scheduled, retrying or paused tasks can be cancelled)")

@@ -1,0 +1,284 @@
+package ledger
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tasklane/tasklane/pkg/config"
+)
+
+// Adaptive concurrency (AIMD). A function with adaptive parameters has a
+// cluster-wide limit stored in its control state (fnStateKey, field
+// "limit"); the take script starts no more than that many of its attempts
+// at once (capped by the function's static concurrency when set). Feedback,
+// called after each answer, moves the limit once per interval: down by
+// Decrease when throttled answers (429, 503) passed both ErrorCount and
+// ErrorRate in the interval, up by Increase when the function ran at its
+// limit with tasks ready (field "sat", set by take) and was not throttled.
+//
+// The adaptive fields of the control state (the take script owns "sat",
+// "vt" and "pass_*"):
+//
+//	limit    the current limit (absent: Min)
+//	sat      "1": take found the function at its limit with tasks ready
+//	         since the last update (Feedback reads and clears it)
+//	a_ws     start of the current interval, µs
+//	a_n      answers in the current interval
+//	a_t      throttled answers in the current interval
+//	t_min    the minute (Unix µs / 60 s) t_cur counts
+//	t_cur    throttled answers in minute t_min
+//	t_prev   throttled answers in minute t_min - 1
+//
+// Throttled answers in the last minute are approximate: the current
+// minute's count plus the previous minute's weighted by the share of it
+// still within the last 60 s (a sliding-window estimate, as rate limiters
+// use), rounded.
+
+// Adaptive are a function's AIMD parameters, as the ledger applies them.
+// Zero fields take the config defaults (config.Adaptive*Default); Min is at
+// least 1 and Max at least Min.
+type Adaptive struct {
+	// Min is the lowest and first limit.
+	Min int
+	// Max is the highest limit.
+	Max int
+	// Increase is added after an interval at the limit with a backlog and
+	// no throttled answer.
+	Increase int
+	// Interval is the control period: at most one update per interval.
+	Interval time.Duration
+	// Decrease multiplies the limit after an interval whose throttled
+	// answers passed both ErrorRate and ErrorCount; in (0, 1).
+	Decrease float64
+	// ErrorRate is the share of throttled answers in an interval that,
+	// with ErrorCount, decreases the limit.
+	ErrorRate float64
+	// ErrorCount is the number of throttled answers in an interval that,
+	// with ErrorRate, decreases the limit.
+	ErrorCount int
+}
+
+// AdaptiveOf maps a function's config (nil: not adaptive) to the ledger's
+// parameters.
+func AdaptiveOf(c *config.Adaptive) *Adaptive {
+	if c == nil {
+		return nil
+	}
+	return &Adaptive{
+		Min: c.Min, Max: c.Max, Increase: c.Increase, Interval: c.Interval.Std(),
+		Decrease: c.Decrease, ErrorRate: c.ErrorRate, ErrorCount: c.ErrorCount,
+	}
+}
+
+// withDefaults fills zero or out-of-range fields.
+func (a Adaptive) withDefaults() Adaptive {
+	a.Min = max(a.Min, 1)
+	a.Max = max(a.Max, a.Min)
+	a.Increase = max(a.Increase, config.AdaptiveIncreaseDefault)
+	a.Interval = cmp.Or(max(a.Interval, 0), config.AdaptiveIntervalDefault.Std())
+	if !(a.Decrease > 0 && a.Decrease < 1) {
+		a.Decrease = config.AdaptiveDecreaseDefault
+	}
+	if !(a.ErrorRate > 0 && a.ErrorRate <= 1) {
+		a.ErrorRate = config.AdaptiveErrorRateDefault
+	}
+	a.ErrorCount = cmp.Or(max(a.ErrorCount, 0), config.AdaptiveErrorCountDefault)
+	return a
+}
+
+// minuteUS is the width of a throttled-per-minute bucket.
+const minuteUS = int64(time.Minute / time.Microsecond)
+
+// adaptiveScript records one answer of a function and applies the AIMD
+// update when the interval ended (see the comment at the top of this file).
+// KEYS: 1 the function's control state
+// ARGV: 1 now µs, 2 interval µs, 3 min, 4 max, 5 increase, 6 decrease,
+// 7 error rate, 8 error count, 9 static concurrency (0: none),
+// 10 throttled ("1" or "0"), 11 minute width µs
+// Returns the limit after the call.
+var adaptiveScript = redis.NewScript(`
+local k = KEYS[1]
+local now = tonumber(ARGV[1])
+local iv = tonumber(ARGV[2])
+local mn, mx, inc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local dec, rate, count = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local conc = tonumber(ARGV[9])
+local thr = ARGV[10] == '1'
+local width = tonumber(ARGV[11])
+local v = redis.call('HMGET', k, 'limit', 'a_ws', 'a_n', 'a_t', 'sat', 't_min', 't_cur')
+local limit = tonumber(v[1]) or mn
+local ws = tonumber(v[2])
+local n, t = tonumber(v[3]) or 0, tonumber(v[4]) or 0
+if ws == nil then
+  ws = now
+elseif now >= ws + iv then
+  if t >= count and t / n >= rate then
+    limit = math.max(mn, math.floor(limit * dec))
+  elseif v[5] == '1' and t == 0 then
+    local top = mx
+    if conc > 0 then top = math.min(top, conc) end
+    if limit < top then limit = math.min(top, limit + inc) end
+  end
+  ws, n, t = now, 0, 0
+  redis.call('HDEL', k, 'sat')
+end
+if limit < mn then limit = mn end
+n = n + 1
+if thr then
+  t = t + 1
+  local m = math.floor(now / width)
+  local tm = tonumber(v[6])
+  if tm ~= m then
+    local prev = 0
+    if tm == m - 1 then prev = tonumber(v[7]) or 0 end
+    redis.call('HSET', k, 't_min', m, 't_cur', 0, 't_prev', prev)
+  end
+  redis.call('HINCRBY', k, 't_cur', 1)
+end
+redis.call('HSET', k, 'limit', limit, 'a_ws', string.format('%.0f', ws), 'a_n', n, 'a_t', t)
+return limit
+`)
+
+// Feedback records one answer of function's attempt (throttled: a 429 or
+// 503, or what the caller counts as such) and returns the function's
+// adaptive limit after it. The first answer after an interval ended applies
+// one update from the ended interval: a decrease when its throttled answers
+// reached a.ErrorCount and a.ErrorRate of its answers; else an increase when
+// the take script found the function at its limit with tasks ready and no
+// answer was throttled. The limit stays within [a.Min, a.Max], and an
+// increase never passes concurrency when it is above 0. The call goes
+// through the ledger's group commit, so it shares a round trip with other
+// script calls.
+func (l *Ledger) Feedback(ctx context.Context, function string, a Adaptive, concurrency int, throttled bool) (int, error) {
+	a = a.withDefaults()
+	flag := "0"
+	if throttled {
+		flag = "1"
+	}
+	n, err := l.batch.eval(ctx, adaptiveScript, []string{l.fnStateKey(function)},
+		us(l.cfg.Now()), a.Interval.Microseconds(), a.Min, a.Max, a.Increase,
+		strconv.FormatFloat(a.Decrease, 'g', -1, 64), strconv.FormatFloat(a.ErrorRate, 'g', -1, 64),
+		a.ErrorCount, max(concurrency, 0), flag, minuteUS).Int()
+	if err != nil {
+		return 0, fmt.Errorf("recording the answer of function %s: %w", function, err)
+	}
+	return n, nil
+}
+
+// FunctionSpec is what FunctionStats needs of a configured function.
+type FunctionSpec struct {
+	Name string
+	// Concurrency is the static limit (0: none).
+	Concurrency int
+	// Adaptive, when set, makes the limit adaptive.
+	Adaptive *Adaptive
+}
+
+// FunctionSpecs maps the configured functions.
+func FunctionSpecs(fns []config.Function) []FunctionSpec {
+	out := make([]FunctionSpec, len(fns))
+	for i, f := range fns {
+		out[i] = FunctionSpec{Name: f.Name, Concurrency: f.Concurrency, Adaptive: AdaptiveOf(f.Adaptive)}
+	}
+	return out
+}
+
+// FunctionStat is a function's flow-control state, cluster-wide.
+type FunctionStat struct {
+	Name string
+	// Limit is the limit the take script applies now: for an adaptive
+	// function its stored limit (Min before the first update) capped by
+	// Concurrency; else Concurrency. 0 is no limit.
+	Limit int
+	// Adaptive says the limit adapts (AIMD).
+	Adaptive bool
+	// Concurrency is the static limit (0: none).
+	Concurrency int
+	// Running counts the attempts in flight (live leases).
+	Running int64
+	// Waiting counts the tasks ready to start, all bands.
+	Waiting int64
+	// Ready counts the tasks ready to start per band.
+	Ready map[Band]int64
+	// ThrottledLastMinute approximates the throttled answers of the last
+	// 60 s (see Feedback).
+	ThrottledLastMinute int64
+}
+
+// FunctionStats reads the flow-control state of fns in one round trip.
+func (l *Ledger) FunctionStats(ctx context.Context, fns []FunctionSpec) ([]FunctionStat, error) {
+	now := us(l.cfg.Now())
+	type cmds struct {
+		state   *redis.SliceCmd
+		running *redis.IntCmd
+	}
+	cs := make([]cmds, len(fns))
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, f := range fns {
+			cs[i].state = p.HMGet(ctx, l.fnStateKey(f.Name), "limit", "t_min", "t_cur", "t_prev", "n_high", "n_normal", "n_low")
+			cs[i].running = p.ZCount(ctx, l.inflightKey(f.Name), strconv.FormatInt(now, 10), "+inf")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading function stats: %w", err)
+	}
+	out := make([]FunctionStat, len(fns))
+	for i, f := range fns {
+		st := FunctionStat{Name: f.Name, Adaptive: f.Adaptive != nil, Concurrency: f.Concurrency, Limit: f.Concurrency,
+			Running: cs[i].running.Val(), Ready: make(map[Band]int64, len(Bands))}
+		v := cs[i].state.Val()
+		field := func(j int) (int64, bool) {
+			s, ok := v[j].(string)
+			if !ok {
+				return 0, false
+			}
+			n, err := strconv.ParseInt(s, 10, 64)
+			return n, err == nil
+		}
+		if f.Adaptive != nil {
+			limit, ok := field(0)
+			if !ok {
+				limit = int64(max(f.Adaptive.Min, 1))
+			}
+			st.Limit = int(limit)
+			if f.Concurrency > 0 {
+				st.Limit = min(st.Limit, f.Concurrency)
+			}
+		}
+		tm, _ := field(1)
+		cur, _ := field(2)
+		prev, _ := field(3)
+		st.ThrottledLastMinute = throttledLastMinute(now, tm, cur, prev)
+		for j, b := range Bands {
+			// The ready entries counted by admit and take (entries of
+			// tasks cancelled while ready count until a take drops them).
+			st.Ready[b], _ = field(4 + j)
+			st.Waiting += st.Ready[b]
+		}
+		out[i] = st
+	}
+	return out, nil
+}
+
+// throttledLastMinute estimates the throttled answers of the 60 s before
+// now from the per-minute counts: minute tm counted cur, minute tm-1 prev.
+func throttledLastMinute(now, tm, cur, prev int64) int64 {
+	m := now / minuteUS
+	switch tm {
+	case m:
+	case m - 1:
+		cur, prev = 0, cur
+	default:
+		return 0
+	}
+	frac := float64(now%minuteUS) / float64(minuteUS)
+	return cur + int64(math.Round(float64(prev)*(1-frac)))
+}

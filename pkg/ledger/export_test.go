@@ -1,0 +1,6 @@
+package ledger
+
+// Key names for tests that play the take script's part.
+
+func (l *Ledger) FnStateKey(function string) string  { return l.fnStateKey(function) }
+func (l *Ledger) InflightKey(function string) string { return l.inflightKey(function) }
