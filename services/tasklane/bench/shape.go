@@ -88,6 +88,6 @@ func (f *benchFlags) rawShapeSummary(redisStreams bool) string {
 	if f.raw.window > 0 {
 		fmt.Fprintf(&b, " (window %d)", f.raw.window)
 	}
-	fmt.Fprintf(&b, ", %d submitters of %d messages", f.concurrency, f.batch)
+	fmt.Fprintf(&b, ", %d submitters, batch %d", f.concurrency, f.batch)
 	return b.String()
 }
