@@ -1,7 +1,9 @@
 // Package bench is the load generator of `tasklane bench`: it submits
 // events to a running Tasklane server and reads every task's result back
-// from the results feed, or measures RabbitMQ itself with the same load
-// (--raw-broker), and reports throughput and latency percentiles. It talks
+// from the results feed, or measures the broker itself (RabbitMQ or Redis
+// streams, in a tuned or a lanes shape: --raw-broker, --raw-shape) with the
+// same load, and reports throughput and latency percentiles, and with
+// --count-ops the broker operations per task. It talks
 // to a server only over the network (the HTTP API, the broker, Redis), so
 // it imports no role and is not part of the production wiring.
 package bench
@@ -135,10 +137,12 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 func benchCommand(stdout, stderr io.Writer) (*cobra.Command, *benchFlags) {
 	f := &benchFlags{}
 	cmd := &cobra.Command{
-		Use:   "bench [--type TYPE] [-n N] [--rate R] [--results URL] [--raw-broker URL | --compare-raw URL]",
-		Short: "Load a running server (or RabbitMQ itself) and measure throughput and latency",
+		Use:   "bench [--type TYPE] [-n N] [--rate R] [--results URL] [--raw-broker URL | --compare-raw URL] [--raw-shape tuned|lanes] [--count-ops]",
+		Short: "Load a running server (or the broker itself) and measure throughput and latency",
 		Example: `  tasklane bench --type com.example.noop -n 10000 --results amqp://guest:guest@127.0.0.1:5672/
-  tasklane bench --type com.example.noop -n 5000 --rate 1000 --batch 50 --submit-only --json`,
+  tasklane bench --type com.example.noop -n 5000 --rate 1000 --batch 50 --submit-only --json
+  tasklane bench --raw-broker amqp://guest:guest@127.0.0.1:5672/ -n 20000 --raw-shape lanes
+  tasklane bench --raw-broker redis://127.0.0.1:6379/2 -n 200000 --count-ops`,
 		Long: `bench submits N events (each must make one task: point --type at a type one
 function subscribes to, e.g. a builtin:noop function) and reads every
 task's result event from the results feed (--results: the RabbitMQ URL for

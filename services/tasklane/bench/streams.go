@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -33,7 +32,6 @@ type streamsTarget struct {
 	f       *benchFlags
 	rdb     *redis.Client
 	streams []string
-	next    atomic.Uint64
 	body    string
 	// batches, with a window, feeds the pipelining publishers: each sends
 	// the requests waiting, up to the window's entries, in one pipeline.
