@@ -1,7 +1,9 @@
 // Package bench is the load generator of `tasklane bench`: it submits
 // events to a running Tasklane server and reads every task's result back
-// from the results feed, or measures RabbitMQ itself with the same load
-// (--raw-broker), and reports throughput and latency percentiles. It talks
+// from the results feed, or measures the broker itself (RabbitMQ or Redis
+// streams, in a tuned or a lanes shape: --raw-broker, --raw-shape) with the
+// same load, and reports throughput and latency percentiles, and with
+// --count-ops the broker operations per task. It talks
 // to a server only over the network (the HTTP API, the broker, Redis), so
 // it imports no role and is not part of the production wiring.
 package bench
@@ -23,7 +25,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tasklane/tasklane/pkg/client"
-	"github.com/tasklane/tasklane/pkg/config"
 )
 
 // benchFlags configure `tasklane bench`.
@@ -47,19 +48,26 @@ type benchFlags struct {
 	// for tasks to finish (raw broker: no consumers).
 	submitOnly bool
 
-	// rawBroker, when set, measures RabbitMQ directly instead of Tasklane;
-	// compareRaw measures both, the raw broker first.
+	// rawBroker, when set, measures RabbitMQ (or Redis streams) directly
+	// instead of Tasklane; compareRaw measures both, the raw broker first.
 	rawBroker  string
 	compareRaw string
 	raw        rawFlags
+	ops        opsFlags
 }
 
-// rawFlags shape the --raw-broker run like Tasklane's lanes.
+// rawFlags shape the --raw-broker run: --raw-shape gives the defaults of
+// the others (see rawShapes).
 type rawFlags struct {
+	shape     string
 	queues    int
 	consumers int
 	prefetch  int
 	channels  int
+	// window is the most unconfirmed messages per publishing channel
+	// (Redis: entries per XADD pipeline); 0: unbounded, each submitter's
+	// batch.
+	window    int
 	queueType string
 }
 
@@ -80,7 +88,11 @@ type Report struct {
 	SubmitOnly bool `json:"submit_only,omitempty"`
 	// Duplicates counts deliveries seen more than once (raw broker only).
 	Duplicates int `json:"duplicates,omitempty"`
-	// RawQueues names the raw broker's queues (deleted at the end).
+	// RawShape is the raw broker's --raw-shape (tuned or lanes) and
+	// RawShapeDetail its settings in words (raw broker only).
+	RawShape       string `json:"raw_shape,omitempty"`
+	RawShapeDetail string `json:"raw_shape_detail,omitempty"`
+	// RawQueues names the raw broker's queues or streams (deleted at the end).
 	RawQueues      []string       `json:"raw_queues,omitempty"`
 	SubmitSeconds  float64        `json:"submit_seconds"`
 	SubmitRate     float64        `json:"submit_rate"`
@@ -89,12 +101,17 @@ type Report struct {
 	SubmitToFinish Percentiles    `json:"submit_to_finish_ms"`
 	Errors         map[string]int `json:"errors"`
 	States         map[string]int `json:"states,omitempty"`
+	// Ops counts broker operations during the run (--count-ops).
+	Ops *OpsCount `json:"ops,omitempty"`
 }
 
 // Comparison is what `tasklane bench --compare-raw URL --json` prints.
 type Comparison struct {
 	RawBroker *Report `json:"raw_broker"`
 	Tasklane  *Report `json:"tasklane"`
+	// RawShape names the raw broker shape the ratios divide by (tuned or
+	// lanes).
+	RawShape string `json:"raw_shape"`
 	// CompletionRatio is Tasklane's end-to-end rate over the raw broker's.
 	CompletionRatio float64 `json:"completion_ratio"`
 	// SubmitRatio is Tasklane's submit rate over the raw broker's publish rate.
@@ -120,10 +137,12 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 func benchCommand(stdout, stderr io.Writer) (*cobra.Command, *benchFlags) {
 	f := &benchFlags{}
 	cmd := &cobra.Command{
-		Use:   "bench [--type TYPE] [-n N] [--rate R] [--results URL] [--raw-broker URL | --compare-raw URL]",
-		Short: "Load a running server (or RabbitMQ itself) and measure throughput and latency",
+		Use:   "bench [--type TYPE] [-n N] [--rate R] [--results URL] [--raw-broker URL | --compare-raw URL] [--raw-shape tuned|lanes] [--count-ops]",
+		Short: "Load a running server (or the broker itself) and measure throughput and latency",
 		Example: `  tasklane bench --type com.example.noop -n 10000 --results amqp://guest:guest@127.0.0.1:5672/
-  tasklane bench --type com.example.noop -n 5000 --rate 1000 --batch 50 --submit-only --json`,
+  tasklane bench --type com.example.noop -n 5000 --rate 1000 --batch 50 --submit-only --json
+  tasklane bench --raw-broker amqp://guest:guest@127.0.0.1:5672/ -n 20000 --raw-shape lanes
+  tasklane bench --raw-broker redis://127.0.0.1:6379/2 -n 200000 --count-ops`,
 		Long: `bench submits N events (each must make one task: point --type at a type one
 function subscribes to, e.g. a builtin:noop function) and reads every
 task's result event from the results feed (--results: the RabbitMQ URL for
@@ -137,15 +156,37 @@ is --key-template with %d replaced by i (0..N-1), e.g.
 --key-template 'bench-key-%d' for a config with tenants whose api_keys are
 bench-key-0, bench-key-1, ...
 
---raw-broker URL measures the same shape straight on RabbitMQ, without
-Tasklane: --raw-queues durable queues (default: Tasklane's shared lanes),
-persistent messages published with confirms over --raw-channels channels
-(every --concurrency publisher keeps its --batch messages in flight),
---raw-consumers consumers per queue with manual acks and --raw-prefetch.
-submit = the publish, start = the delivery, finish = the ack. Its queues are
+--raw-broker URL measures the broker straight, without Tasklane: RabbitMQ
+for an amqp:// URL, Redis streams for a redis:// URL. --raw-shape picks how:
+
+  tuned (default)  the way a competent user would use the broker directly:
+                   4 durable queues without priorities, persistent messages,
+                   4 confirm-mode channels with up to 256 unconfirmed
+                   messages each, 2 consumers per queue on their own
+                   channels with prefetch 200, an ack per message as it
+                   completes. Redis: 4 streams, XADD pipelined (up to 256
+                   per round trip) from 4 publishers, 2 consumers per stream
+                   reading XREADGROUP COUNT 200 and acking each read's
+                   entries with one XACK.
+  lanes            shaped like Tasklane's lanes: 16 priority queues, 16
+                   confirm channels, 16 consumers per queue with prefetch 1.
+                   Redis: 16 streams, 16 consumers each reading one entry
+                   and acking it, one pipeline of XADDs per submit request.
+
+The --raw-* flags override single settings of the shape. With a confirm
+window the run has enough submitters to fill every window (channels x
+window / batch, at least --concurrency); without one each of --concurrency
+submitters keeps its --batch in flight. --rate paces either. submit = the
+publish, start = the delivery, finish = the ack. Its queues or streams are
 deleted at the end. --compare-raw URL runs the raw broker first and then
 Tasklane with the same load and prints Tasklane's rates as a ratio of the
-raw broker's.
+raw broker's, naming the shape it divides by.
+
+--count-ops reads Redis INFO commandstats (--ops-redis) before and after
+each run and prints commands per task, in total and the 10 most called; it
+also reads publishes, deliveries and acks from the RabbitMQ management API
+(--ops-management) when it answers, and says so when it does not. Both are
+server-wide: whatever else uses the servers meanwhile is counted too.
 
 A progress line (rates over the last second, in flight, errors) goes to
 stderr once a second.`,
@@ -155,10 +196,14 @@ stderr once a second.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
+			f.applyShape(cmd.Flags().Changed)
 			if err := f.validate(); err != nil {
 				return err
 			}
 			if f.compareRaw != "" {
+				if f.ops.enabled {
+					fmt.Fprintln(stderr, "count-ops: counting each run separately")
+				}
 				c, err := runComparison(ctx, f, stderr)
 				if err != nil {
 					return err
@@ -172,9 +217,9 @@ stderr once a second.`,
 			var r *Report
 			var err error
 			if f.rawBroker != "" {
-				r, err = runRawBench(ctx, f, f.rawBroker, stderr)
+				r, err = runRaw(ctx, f, f.rawBroker, stderr)
 			} else {
-				r, err = runBench(ctx, f, stderr)
+				r, err = runTasklane(ctx, f, stderr)
 			}
 			if err != nil {
 				return err
@@ -203,13 +248,18 @@ stderr once a second.`,
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up waiting for results after this")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fl.BoolVar(&f.submitOnly, "submit-only", false, "measure durable acceptance only: do not wait for tasks to run (raw broker: no consumers)")
-	fl.StringVar(&f.rawBroker, "raw-broker", "", "measure RabbitMQ at this amqp:// URL directly instead of Tasklane")
-	fl.StringVar(&f.compareRaw, "compare-raw", "", "measure RabbitMQ at this amqp:// URL, then Tasklane, and print the ratio")
-	fl.IntVar(&f.raw.queues, "raw-queues", config.LanesSharedDefault, "raw broker: queues (Tasklane's default shared lanes)")
-	fl.IntVar(&f.raw.consumers, "raw-consumers", config.ConsumersPerLaneDefault, "raw broker: consumers per queue (Tasklane's default consumers_per_lane)")
-	fl.IntVar(&f.raw.prefetch, "raw-prefetch", 1, "raw broker: prefetch per consumer (Tasklane's lanes use 1)")
-	fl.IntVar(&f.raw.channels, "raw-channels", config.PublishChannelsDefault, "raw broker: publishing channels (Tasklane's default broker.publish_channels)")
-	fl.StringVar(&f.raw.queueType, "raw-queue-type", "classic", "raw broker: classic (with priorities, like Tasklane's lanes), plain (classic, no priorities) or quorum")
+	fl.StringVar(&f.rawBroker, "raw-broker", "", "measure the broker at this amqp:// (RabbitMQ) or redis:// (Redis streams) URL directly instead of Tasklane")
+	fl.StringVar(&f.compareRaw, "compare-raw", "", "measure the broker at this amqp:// or redis:// URL, then Tasklane, and print the ratio")
+	fl.StringVar(&f.raw.shape, "raw-shape", shapeTuned, "raw broker: tuned (confirm window, prefetch 200, a few consumers per queue) or lanes (Tasklane's lanes: prefetch 1, 16 consumers per queue); sets the defaults of the --raw-* flags below")
+	fl.IntVar(&f.raw.queues, "raw-queues", 0, "raw broker: queues or streams (default: tuned 4, lanes 16 = Tasklane's shared lanes)")
+	fl.IntVar(&f.raw.consumers, "raw-consumers", 0, "raw broker: consumers per queue, each on its own channel (default: tuned 2, lanes 16 = consumers_per_lane)")
+	fl.IntVar(&f.raw.prefetch, "raw-prefetch", 0, "raw broker: prefetch per consumer; Redis: XREADGROUP COUNT (default: tuned 200, lanes 1)")
+	fl.IntVar(&f.raw.channels, "raw-channels", 0, "raw broker: publishing channels; Redis: publishers (default: tuned 4, lanes 16 = broker.publish_channels)")
+	fl.IntVar(&f.raw.window, "raw-confirm-window", 0, "raw broker: most unconfirmed messages per publishing channel, 0 = each submitter's --batch; Redis: most XADDs per pipeline (default: tuned 256, lanes 0)")
+	fl.StringVar(&f.raw.queueType, "raw-queue-type", "", "raw broker: classic (with priorities, like Tasklane's lanes), plain (classic, no priorities) or quorum (default: tuned plain, lanes classic)")
+	fl.BoolVar(&f.ops.enabled, "count-ops", false, "count broker operations during each run: Redis INFO commandstats, RabbitMQ management API message stats")
+	fl.StringVar(&f.ops.redis, "ops-redis", "", "--count-ops: the Redis to read INFO commandstats from (default: the redis:// URL of --raw-broker/--compare-raw or --results, else redis://127.0.0.1:6379/)")
+	fl.StringVar(&f.ops.management, "ops-management", "http://guest:guest@127.0.0.1:15672", "--count-ops: RabbitMQ management API (skipped with a note when unreachable)")
 	return cmd, f
 }
 
@@ -233,9 +283,17 @@ func (f *benchFlags) validate() error {
 	if f.rawBroker != "" && f.compareRaw != "" {
 		errs = append(errs, errors.New("--raw-broker and --compare-raw: use one"))
 	}
+	for _, u := range []string{f.rawBroker, f.compareRaw} {
+		if u != "" && rawDriver(u) == "" {
+			errs = append(errs, fmt.Errorf("raw broker: want an amqp:// or redis:// URL, got %q", u))
+		}
+	}
 	if f.rawBroker != "" || f.compareRaw != "" {
-		if f.raw.queues < 1 || f.raw.consumers < 1 || f.raw.prefetch < 0 || f.raw.channels < 1 {
-			errs = append(errs, errors.New("--raw-queues, --raw-consumers and --raw-channels must be at least 1, --raw-prefetch at least 0"))
+		if _, ok := rawShapes[f.raw.shape]; !ok {
+			errs = append(errs, fmt.Errorf("--raw-shape: want tuned or lanes, got %q", f.raw.shape))
+		}
+		if f.raw.queues < 1 || f.raw.consumers < 1 || f.raw.prefetch < 0 || f.raw.channels < 1 || f.raw.window < 0 {
+			errs = append(errs, errors.New("--raw-queues, --raw-consumers and --raw-channels must be at least 1, --raw-prefetch and --raw-confirm-window at least 0"))
 		}
 		if !slices.Contains([]string{"classic", "plain", "quorum"}, f.raw.queueType) {
 			errs = append(errs, fmt.Errorf("--raw-queue-type: want classic, plain or quorum, got %q", f.raw.queueType))
@@ -462,6 +520,9 @@ func printBench(w io.Writer, r *Report) {
 		start, finish = "publish->deliver ms", "publish->ack ms"
 	}
 	fmt.Fprintf(w, "target             %s\n", r.Target)
+	if r.RawShapeDetail != "" {
+		fmt.Fprintf(w, "raw shape          %s\n", r.RawShapeDetail)
+	}
 	fmt.Fprintf(w, "events             %d (accepted %d, completed %d)\n", r.Events, r.Accepted, r.Completed)
 	fmt.Fprintf(w, "submit rate        %.0f events/s over %.2fs\n", r.SubmitRate, r.SubmitSeconds)
 	if r.SubmitOnly {
@@ -483,26 +544,29 @@ func printBench(w io.Writer, r *Report) {
 	}
 	if len(r.Errors) == 0 {
 		fmt.Fprintf(w, "errors             none\n")
-		return
+	} else {
+		fmt.Fprintf(w, "errors\n")
+		for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
+			fmt.Fprintf(w, "  %-17s%d\n", k, r.Errors[k])
+		}
 	}
-	fmt.Fprintf(w, "errors\n")
-	for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
-		fmt.Fprintf(w, "  %-17s%d\n", k, r.Errors[k])
+	if r.Ops != nil {
+		printOps(w, r.Ops)
 	}
 }
 
 func runComparison(ctx context.Context, f *benchFlags, progress io.Writer) (*Comparison, error) {
 	fmt.Fprintln(progress, "raw broker:")
-	raw, err := runRawBench(ctx, f, f.compareRaw, progress)
+	raw, err := runRaw(ctx, f, f.compareRaw, progress)
 	if err != nil {
 		return nil, fmt.Errorf("raw broker run: %w", err)
 	}
 	fmt.Fprintln(progress, "tasklane:")
-	tl, err := runBench(ctx, f, progress)
+	tl, err := runTasklane(ctx, f, progress)
 	if err != nil {
 		return nil, fmt.Errorf("tasklane run: %w", err)
 	}
-	c := &Comparison{RawBroker: raw, Tasklane: tl}
+	c := &Comparison{RawBroker: raw, Tasklane: tl, RawShape: raw.RawShape}
 	if raw.CompletionRate > 0 {
 		c.CompletionRatio = tl.CompletionRate / raw.CompletionRate
 	}
@@ -517,9 +581,10 @@ func printComparison(w io.Writer, c *Comparison) {
 	fmt.Fprintln(w)
 	printBench(w, c.Tasklane)
 	fmt.Fprintln(w)
+	label := fmt.Sprintf("tasklane / raw %s shape", c.RawShape)
 	if c.Tasklane.SubmitOnly {
-		fmt.Fprintf(w, "tasklane / raw     submit %.0f%%\n", 100*c.SubmitRatio)
+		fmt.Fprintf(w, "%s: submit %.2fx\n", label, c.SubmitRatio)
 		return
 	}
-	fmt.Fprintf(w, "tasklane / raw     completion %.0f%%, submit %.0f%%\n", 100*c.CompletionRatio, 100*c.SubmitRatio)
+	fmt.Fprintf(w, "%s: completion %.2fx, submit %.2fx\n", label, c.CompletionRatio, c.SubmitRatio)
 }

@@ -31,12 +31,19 @@ func TestBenchFlagsValidate(t *testing.T) {
 		{name: "BadMode", args: []string{"--mode", "batch"}, want: "--mode"},
 		{name: "RawAndCompare", args: []string{"--raw-broker", "amqp://x/", "--compare-raw", "amqp://x/"}, want: "use one"},
 		{name: "BadRawQueueType", args: []string{"--raw-broker", "amqp://x/", "--raw-queue-type", "stream"}, want: "--raw-queue-type"},
+		{name: "BadRawShape", args: []string{"--raw-broker", "amqp://x/", "--raw-shape", "fast"}, want: "--raw-shape"},
+		{name: "LanesShape", args: []string{"--compare-raw", "amqp://x/", "--raw-shape", "lanes"}},
+		{name: "RedisRawBroker", args: []string{"--raw-broker", "redis://127.0.0.1:6379/2"}},
+		{name: "BadRawScheme", args: []string{"--raw-broker", "http://x/"}, want: "amqp:// or redis://"},
+		{name: "BadCompareScheme", args: []string{"--compare-raw", "nats://x/"}, want: "amqp:// or redis://"},
+		{name: "NegativeWindow", args: []string{"--raw-broker", "amqp://x/", "--raw-confirm-window", "-1"}, want: "--raw-confirm-window"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			cmd, f := benchCommand(&bytes.Buffer{}, &bytes.Buffer{})
 			require.NoError(t, cmd.ParseFlags(c.args))
+			f.applyShape(cmd.Flags().Changed)
 			err := f.validate()
 			if c.want == "" {
 				require.NoError(t, err)
@@ -67,23 +74,77 @@ func TestPercentiles(t *testing.T) {
 }
 
 // TestBenchRawBroker runs a small raw-broker measurement against the real
-// RabbitMQ: every message is counted once, and the queues are gone after.
+// RabbitMQ in each shape (the tuned one with a confirm window smaller than
+// a batch, so submitters wait for window slots): every message is counted
+// once, and the queues are gone after.
 func TestBenchRawBroker(t *testing.T) {
 	url := testkit.RequireAMQP(t)
-	var out, progress bytes.Buffer
-	cmd := NewCommand(&out, &progress)
-	cmd.SetArgs([]string{"--raw-broker", url, "-n", "500", "--concurrency", "8", "--raw-queues", "2", "--raw-consumers", "2", "--json"})
-	require.NoError(t, cmd.ExecuteContext(context.Background()))
-	var r Report
-	require.NoError(t, json.Unmarshal(out.Bytes(), &r))
-	require.Equal(t, benchTargetRaw, r.Target)
-	require.Equal(t, 500, r.Accepted)
-	require.Equal(t, 500, r.Completed)
-	require.Empty(t, r.Errors)
-	require.Positive(t, r.CompletionRate)
-	require.LessOrEqual(t, r.SubmitToStart.P50, r.SubmitToFinish.P50)
-	require.Len(t, r.RawQueues, 2)
-	requireQueuesGone(t, url, r.RawQueues)
+	for _, c := range []struct {
+		shape string
+		args  []string
+	}{
+		{shape: shapeTuned, args: []string{"--raw-confirm-window", "16", "--batch", "20"}},
+		{shape: shapeLanes, args: []string{"--raw-consumers", "2"}},
+	} {
+		t.Run(c.shape, func(t *testing.T) {
+			var out, progress bytes.Buffer
+			cmd := NewCommand(&out, &progress)
+			args := []string{"--raw-broker", url, "--raw-shape", c.shape, "-n", "500", "--concurrency", "8", "--raw-queues", "2", "--json"}
+			cmd.SetArgs(append(args, c.args...))
+			require.NoError(t, cmd.ExecuteContext(context.Background()))
+			var r Report
+			require.NoError(t, json.Unmarshal(out.Bytes(), &r))
+			require.Equal(t, benchTargetRaw, r.Target)
+			require.Equal(t, c.shape, r.RawShape)
+			require.Contains(t, r.RawShapeDetail, c.shape+": 2 ")
+			require.Equal(t, 500, r.Accepted)
+			require.Equal(t, 500, r.Completed)
+			require.Zero(t, r.Duplicates)
+			require.Empty(t, r.Errors)
+			require.Positive(t, r.CompletionRate)
+			require.LessOrEqual(t, r.SubmitToStart.P50, r.SubmitToFinish.P50)
+			require.Len(t, r.RawQueues, 2)
+			requireQueuesGone(t, url, r.RawQueues)
+		})
+	}
+}
+
+// TestBenchRawStreams runs a small raw-broker measurement on Redis streams
+// in each shape, and with --submit-only: every entry is counted once (none
+// consumed without consumers), and the streams are gone after.
+func TestBenchRawStreams(t *testing.T) {
+	rdb, _ := testkit.Redis(t)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{name: "Tuned", args: []string{"--raw-confirm-window", "50", "--raw-prefetch", "30"}},
+		{name: "Lanes", args: []string{"--raw-shape", "lanes", "--raw-consumers", "3", "--batch", "5"}},
+		{name: "SubmitOnly", args: []string{"--submit-only", "--batch", "25"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, progress bytes.Buffer
+			cmd := NewCommand(&out, &progress)
+			args := []string{"--raw-broker", testkit.RedisURL(), "-n", "400", "--concurrency", "8", "--raw-queues", "3", "--json", "--timeout", "30s"}
+			cmd.SetArgs(append(args, c.args...))
+			require.NoError(t, cmd.ExecuteContext(context.Background()))
+			var r Report
+			require.NoError(t, json.Unmarshal(out.Bytes(), &r), out.String())
+			require.Equal(t, 400, r.Accepted)
+			require.Empty(t, r.Errors)
+			require.Zero(t, r.Duplicates)
+			if c.name == "SubmitOnly" {
+				require.Zero(t, r.Completed)
+			} else {
+				require.Equal(t, 400, r.Completed)
+				require.LessOrEqual(t, r.SubmitToStart.P50, r.SubmitToFinish.P50)
+			}
+			require.Len(t, r.RawQueues, 3)
+			n, err := rdb.Exists(context.Background(), r.RawQueues...).Result()
+			require.NoError(t, err)
+			require.Zero(t, n, "streams %v still exist", r.RawQueues)
+		})
+	}
 }
 
 // TestBenchRawBrokerSubmitOnly publishes without consumers: every message

@@ -22,18 +22,42 @@ const (
 	rawHeaderSent  = "bench_sent_ns"
 )
 
-// rawTarget publishes straight to RabbitMQ queues shaped like Tasklane's
-// lanes and consumes them with manual acks: the ceiling Tasklane's amqp
-// driver is measured against.
-type rawTarget struct {
-	f       *benchFlags
-	queues  []string
-	pubConn *amqp.Connection
-	subConn *amqp.Connection
-	pubChs  []*amqp.Channel
-	next    atomic.Uint64
-	body    []byte
+// rawDriver is the raw broker an URL names: "amqp" (RabbitMQ), "redis"
+// (Redis streams) or "" (neither).
+func rawDriver(url string) string {
+	switch {
+	case strings.HasPrefix(url, "amqp://"), strings.HasPrefix(url, "amqps://"):
+		return "amqp"
+	case strings.HasPrefix(url, "redis://"), strings.HasPrefix(url, "rediss://"):
+		return "redis"
+	}
+	return ""
+}
 
+// runRaw measures the raw broker at url in f's --raw-shape, counting
+// operations when --count-ops asks.
+func runRaw(ctx context.Context, f *benchFlags, url string, progress io.Writer) (*Report, error) {
+	rf := *f
+	rf.concurrency = f.rawPublishers()
+	driver := rawDriver(url)
+	run := func() (*Report, error) {
+		if driver == "redis" {
+			return runRawStreams(ctx, &rf, url, progress)
+		}
+		return runRawBench(ctx, &rf, url, progress)
+	}
+	r, err := withOps(ctx, f, url, progress, run)
+	if err != nil {
+		return nil, err
+	}
+	r.RawShape = f.raw.shape
+	r.RawShapeDetail = rf.rawShapeSummary(driver == "redis")
+	r.Tenants = 0
+	return r, nil
+}
+
+// rawResults records each raw message's times once, by index.
+type rawResults struct {
 	done    atomic.Int64
 	dups    atomic.Int64
 	mu      sync.Mutex
@@ -41,7 +65,97 @@ type rawTarget struct {
 	seen    []bool
 }
 
-func (t *rawTarget) completed() int { return int(t.done.Load()) }
+func newRawResults(n int) *rawResults {
+	return &rawResults{results: make([]benchResult, n), seen: make([]bool, n)}
+}
+
+func (r *rawResults) completed() int { return int(r.done.Load()) }
+
+// record notes message i, published at sent (Unix ns), as delivered at
+// started and acked at finished; a second delivery counts as a duplicate.
+func (r *rawResults) record(i, sent int64, started, finished time.Time) {
+	if i < 0 || int(i) >= len(r.results) {
+		return
+	}
+	r.mu.Lock()
+	dup := r.seen[i]
+	if !dup {
+		r.seen[i] = true
+		r.results[i] = benchResult{created: time.Unix(0, sent), started: started, finished: finished}
+	}
+	r.mu.Unlock()
+	if dup {
+		r.dups.Add(1)
+		return
+	}
+	r.done.Add(1)
+}
+
+// report builds the raw run's report.
+func (r *rawResults) report(f *benchFlags, st *loadStats, submitDur time.Duration, queues []string) *Report {
+	r.mu.Lock()
+	results := make([]benchResult, 0, r.done.Load())
+	for i, ok := range r.seen {
+		if ok {
+			results = append(results, r.results[i])
+		}
+	}
+	r.mu.Unlock()
+	rep := benchReport(benchTargetRaw, f, st, submitDur, results)
+	rep.Duplicates = int(r.dups.Load())
+	rep.RawQueues = queues
+	return rep
+}
+
+// rawTarget publishes straight to RabbitMQ queues and consumes them with
+// manual acks: the ceiling Tasklane's amqp driver is measured against.
+type rawTarget struct {
+	*rawResults
+	f       *benchFlags
+	queues  []string
+	pubConn *amqp.Connection
+	subConn *amqp.Connection
+	pubChs  []*rawChannel
+	next    atomic.Uint64
+	body    []byte
+}
+
+// rawChannel is a confirm-mode publishing channel with, when the shape has
+// a confirm window, at most that many unconfirmed messages.
+type rawChannel struct {
+	ch *amqp.Channel
+	// window holds a token per unconfirmed message (nil: unbounded);
+	// acquire takes a submitter's tokens all at once, so two submitters
+	// never wait on each other's half-taken windows.
+	window  chan struct{}
+	acquire sync.Mutex
+}
+
+// take reserves n unconfirmed slots (at most the whole window) and returns
+// how many to give back.
+func (c *rawChannel) take(ctx context.Context, n int) (int, error) {
+	if c.window == nil {
+		return 0, nil
+	}
+	n = min(n, cap(c.window))
+	c.acquire.Lock()
+	defer c.acquire.Unlock()
+	for i := range n {
+		select {
+		case c.window <- struct{}{}:
+		case <-ctx.Done():
+			c.give(i)
+			return 0, ctx.Err()
+		}
+	}
+	return n, nil
+}
+
+func (c *rawChannel) give(n int) {
+	for range n {
+		<-c.window
+	}
+}
 
 func (t *rawTarget) queueArgs() amqp.Table {
 	switch t.f.raw.queueType {
@@ -53,10 +167,16 @@ func (t *rawTarget) queueArgs() amqp.Table {
 	return amqp.Table{"x-max-priority": int32(contracts.MaxPriority)}
 }
 
-// submit publishes messages [lo,hi) on one channel, all in flight at once,
-// then waits for their confirms.
+// submit publishes messages [lo,hi) on one channel, all in flight at once
+// (within the channel's confirm window), then waits for their confirms.
 func (t *rawTarget) submit(ctx context.Context, lo, hi int) (int, string) {
-	ch := t.pubChs[t.next.Add(1)%uint64(len(t.pubChs))]
+	pc := t.pubChs[t.next.Add(1)%uint64(len(t.pubChs))]
+	held, err := pc.take(ctx, hi-lo)
+	if err != nil {
+		return 0, "cancelled"
+	}
+	defer pc.give(held)
+	ch := pc.ch
 	dcs := make([]*amqp.DeferredConfirmation, 0, hi-lo)
 	kind := ""
 	for i := lo; i < hi; i++ {
@@ -91,36 +211,19 @@ func (t *rawTarget) consume(d amqp.Delivery) {
 	started := time.Now()
 	i, _ := d.Headers[rawHeaderIndex].(int64)
 	sent, _ := d.Headers[rawHeaderSent].(int64)
-	err := d.Ack(false)
-	finished := time.Now()
-	if err != nil || i < 0 || int(i) >= len(t.results) {
+	if err := d.Ack(false); err != nil {
 		return
 	}
-	t.mu.Lock()
-	dup := t.seen[i]
-	if !dup {
-		t.seen[i] = true
-		t.results[i] = benchResult{created: time.Unix(0, sent), started: started, finished: finished}
-	}
-	t.mu.Unlock()
-	if dup {
-		t.dups.Add(1)
-		return
-	}
-	t.done.Add(1)
+	t.record(i, sent, started, time.Now())
 }
 
 func runRawBench(ctx context.Context, f *benchFlags, url string, progress io.Writer) (*Report, error) {
-	if !strings.HasPrefix(url, "amqp://") && !strings.HasPrefix(url, "amqps://") {
-		return nil, fmt.Errorf("raw broker: want an amqp:// URL, got %q", url)
-	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	t := &rawTarget{
-		f:       f,
-		body:    fmt.Appendf(nil, `{"p":"%s","i":0}`, bytes.Repeat([]byte("x"), max(f.payload-8, 0))),
-		results: make([]benchResult, f.count),
-		seen:    make([]bool, f.count),
+		rawResults: newRawResults(f.count),
+		f:          f,
+		body:       rawBody(f),
 	}
 	var err error
 	if t.pubConn, err = amqp.Dial(url); err != nil {
@@ -218,24 +321,21 @@ func runRawBench(ctx context.Context, f *benchFlags, url string, progress io.Wri
 		if err := ch.Confirm(false); err != nil {
 			return nil, fmt.Errorf("raw broker: confirm mode: %w", err)
 		}
-		t.pubChs = append(t.pubChs, ch)
+		pc := &rawChannel{ch: ch}
+		if f.raw.window > 0 {
+			pc.window = make(chan struct{}, f.raw.window)
+		}
+		t.pubChs = append(t.pubChs, pc)
 	}
 
 	st, submitDur, err := runLoad(ctx, f, t, progress, failed)
 	if err != nil {
 		return nil, fmt.Errorf("raw broker: %w", err)
 	}
-	t.mu.Lock()
-	results := make([]benchResult, 0, t.done.Load())
-	for i, ok := range t.seen {
-		if ok {
-			results = append(results, t.results[i])
-		}
-	}
-	t.mu.Unlock()
-	r := benchReport(benchTargetRaw, f, st, submitDur, results)
-	r.Duplicates = int(t.dups.Load())
-	r.RawQueues = t.queues
-	r.Tenants = 0
-	return r, nil
+	return t.report(f, st, submitDur, t.queues), nil
+}
+
+// rawBody is the raw messages' body: f.payload bytes of JSON.
+func rawBody(f *benchFlags) []byte {
+	return fmt.Appendf(nil, `{"p":"%s","i":0}`, bytes.Repeat([]byte("x"), max(f.payload-8, 0)))
 }
