@@ -494,7 +494,6 @@ func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:"
 // scored by lease end µs (an entry past its lease frees its slot).
 func (l *Ledger) inflightKey(function string) string { return l.fnPrefix(function) + "inflight" }
 
-
 // fnStateKey is the function's control state (hash): the adaptive limit
 // ("limit"), whether it ran at its limit with tasks ready since the last
 // adaptive update ("sat"), the band passes and the adaptive counters.
