@@ -18,10 +18,11 @@ import (
 // cluster-wide limit stored in its control state (fnStateKey, field
 // "limit"); the take script starts no more than that many of its attempts
 // at once (capped by the function's static concurrency when set). Feedback,
-// called after each answer, moves the limit once per interval: down by
-// Decrease when throttled answers (429, 503) passed both ErrorCount and
-// ErrorRate in the interval, up by Increase when the function ran at its
-// limit with tasks ready (field "sat", set by take) and was not throttled.
+// called after each answer, moves the limit: down by Decrease as soon as
+// throttled answers (429, 503) pass both ErrorCount and ErrorRate in the
+// interval (at most once per interval), up by Increase at the end of an
+// interval in which the function ran at its limit with tasks ready (field
+// "sat", set by take) and was not throttled.
 //
 // The adaptive fields of the control state (the take script owns "sat",
 // "vt" and "pass_*"):
@@ -32,6 +33,9 @@ import (
 //	a_ws     start of the current interval, µs
 //	a_n      answers in the current interval
 //	a_t      throttled answers in the current interval
+//	a_pn     answers in the previous interval (for the rate)
+//	a_pt     throttled answers in the previous interval
+//	a_dec    when the limit was last decreased, µs
 //	t_min    the minute (Unix µs / 60 s) t_cur counts
 //	t_cur    throttled answers in minute t_min
 //	t_prev   throttled answers in minute t_min - 1
@@ -112,20 +116,33 @@ local dec, rate, count = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local conc = tonumber(ARGV[9])
 local thr = ARGV[10] == '1'
 local width = tonumber(ARGV[11])
-local v = redis.call('HMGET', k, 'limit', 'a_ws', 'a_n', 'a_t', 'sat', 't_min', 't_cur')
+local v = redis.call('HMGET', k, 'limit', 'a_ws', 'a_n', 'a_t', 'sat', 't_min', 't_cur', 'a_dec', 'a_pn', 'a_pt')
 local limit = tonumber(v[1]) or mn
 local ws = tonumber(v[2])
 local n, t = tonumber(v[3]) or 0, tonumber(v[4]) or 0
+local lastdec = tonumber(v[8]) or 0
+-- The previous interval's answers smooth the rate seen early in one.
+local pn, pt = tonumber(v[9]) or 0, tonumber(v[10]) or 0
+-- At most one decrease per interval: the attempts already running above
+-- a lowered limit answer throttled too, and must not lower it again.
+local function decrease()
+  limit = math.max(mn, math.floor(limit * dec))
+  lastdec = now
+  ws, n, t, pn, pt = now, 0, 0, 0, 0
+  redis.call('HDEL', k, 'sat')
+end
 if ws == nil then
   ws = now
 elseif now >= ws + iv then
-  if t >= count and t / n >= rate then
-    limit = math.max(mn, math.floor(limit * dec))
+  if t >= count and t / n >= rate and now >= lastdec + iv then
+    decrease()
   elseif v[5] == '1' and t == 0 then
     local top = mx
     if conc > 0 then top = math.min(top, conc) end
     if limit < top then limit = math.min(top, limit + inc) end
   end
+  if ws ~= now then pn, pt = n, t end
+  if now >= ws + 2 * iv then pn, pt = 0, 0 end
   ws, n, t = now, 0, 0
   redis.call('HDEL', k, 'sat')
 end
@@ -133,6 +150,9 @@ if limit < mn then limit = mn end
 n = n + 1
 if thr then
   t = t + 1
+  -- Throttled answers past both thresholds lower the limit at once, not
+  -- at the end of the interval: each one is a call the function refused.
+  if t >= count and (t + pt) / (n + pn) >= rate and now >= lastdec + iv then decrease() end
   local m = math.floor(now / width)
   local tm = tonumber(v[6])
   if tm ~= m then
@@ -142,17 +162,20 @@ if thr then
   end
   redis.call('HINCRBY', k, 't_cur', 1)
 end
-redis.call('HSET', k, 'limit', limit, 'a_ws', string.format('%.0f', ws), 'a_n', n, 'a_t', t)
+redis.call('HSET', k, 'limit', limit, 'a_ws', string.format('%.0f', ws), 'a_n', n, 'a_t', t, 'a_pn', pn, 'a_pt', pt,
+  'a_dec', string.format('%.0f', lastdec))
 return limit
 `)
 
 // Feedback records one answer of function's attempt (throttled: a 429 or
 // 503, or what the caller counts as such) and returns the function's
-// adaptive limit after it. The first answer after an interval ended applies
-// one update from the ended interval: a decrease when its throttled answers
-// reached a.ErrorCount and a.ErrorRate of its answers; else an increase when
+// adaptive limit after it. A throttled answer that brings the interval's
+// throttled answers to a.ErrorCount, and to a.ErrorRate of its answers
+// (with the previous interval's, so that the first answers of an interval
+// are not a rate of their own), decreases the limit at once, at most once
+// per interval. The first answer after an interval ended increases it when
 // the take script found the function at its limit with tasks ready and no
-// answer was throttled. The limit stays within [a.Min, a.Max], and an
+// answer of the interval was throttled. The limit stays within [a.Min, a.Max], and an
 // increase never passes concurrency when it is above 0. The call goes
 // through the ledger's group commit, so it shares a round trip with other
 // script calls.

@@ -22,7 +22,9 @@ func (b *bundle) answers(t *testing.T, fn string, a ledger.Adaptive, concurrency
 	limit := 0
 	for i := range n {
 		var err error
-		limit, err = b.l.Feedback(context.Background(), fn, a, concurrency, i < throttled)
+		// The throttled answers are spread evenly, the last one last.
+		thr := (i+1)*throttled/n > i*throttled/n
+		limit, err = b.l.Feedback(context.Background(), fn, a, concurrency, thr)
 		require.NoError(t, err)
 	}
 	return limit
@@ -83,8 +85,10 @@ func TestFeedbackDecreaseNeedsBothThresholds(t *testing.T) {
 			b.setState(t, "f", "limit", 10)
 			// Saturated too: a throttled interval never increases.
 			b.saturate(t, "f")
-			require.Equal(t, 10, b.answers(t, "f", a, 0, c.answers, c.throttled), "no update within the interval")
-			require.Equal(t, c.want, b.nextInterval(t, "f", a, 0))
+			// A decrease applies as soon as both thresholds are passed,
+			// not at the end of the interval.
+			require.Equal(t, c.want, b.answers(t, "f", a, 0, c.answers, c.throttled))
+			require.Equal(t, c.want, b.nextInterval(t, "f", a, 0), "one update only")
 		})
 	}
 }
@@ -93,17 +97,16 @@ func TestFeedbackOneDecreasePerInterval(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.setState(t, "f", "limit", 10)
-	require.Equal(t, 10, b.answers(t, "f", aimd, 0, 20, 20))
-	b.advance(time.Second)
-	// The update, then a burst of throttled answers in the same interval:
-	// the limit is halved once.
+	// A burst of throttled answers (the attempts already running above a
+	// lowered limit answer throttled too): the limit is halved once.
+	require.Equal(t, 10, b.answers(t, "f", aimd, 0, 4, 4), "below the count")
 	require.Equal(t, 5, b.answers(t, "f", aimd, 0, 30, 30))
 	b.advance(500 * time.Millisecond)
-	require.Equal(t, 5, b.answers(t, "f", aimd, 0, 1, 1), "still within the interval")
+	require.Equal(t, 5, b.answers(t, "f", aimd, 0, 10, 10), "still within the interval since the decrease")
 	b.advance(500 * time.Millisecond)
 	require.Equal(t, 2, b.answers(t, "f", aimd, 0, 10, 10), "floor(5 x 0.5) = 2")
 	b.advance(time.Second)
-	require.Equal(t, 2, b.answers(t, "f", aimd, 0, 1, 1), "never below min (floor(2 x 0.5) = 1)")
+	require.Equal(t, 2, b.answers(t, "f", aimd, 0, 10, 10), "never below min (floor(2 x 0.5) = 1)")
 }
 
 func TestFeedbackIncrease(t *testing.T) {
