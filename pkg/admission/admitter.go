@@ -79,11 +79,11 @@ type sample struct {
 type Admitter struct {
 	cfg Config
 
-	mu      sync.Mutex
-	snap    Snapshot
-	at      time.Time        // when snap was read; zero before the first read
-	pending map[string]int64 // tasks accepted here since the read began
-	samples []sample         // for drain rates, oldest first
+	mu       sync.Mutex
+	snap     Snapshot
+	at       time.Time        // when snap was read; zero before the first read
+	pending  map[string]int64 // tasks accepted here since the read began
+	samples  []sample         // for drain rates, oldest first
 	loggedAt time.Time
 }
 

@@ -102,7 +102,7 @@ type App struct {
 	table     *routing.Dynamic
 	store     *routing.Store
 	report    *routing.Reporter
-	admit     *admission.Admitter // backpressure at ingest; nil without limits or an ingester
+	admit     *admission.Admitter            // backpressure at ingest; nil without limits or an ingester
 	keys      *auth.Keyring                  // the gateway's; nil without the gateway role
 	adminKeys *auth.Keyring                  // the operator API's; nil when it is off
 	fns       map[string]dispatcher.Function // nil without the dispatcher role
