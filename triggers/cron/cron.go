@@ -103,8 +103,9 @@ type Cron struct {
 	// held are fires refused by backpressure (oldest first), submitted
 	// again whatever their age; refusals counts consecutive refusals for
 	// the backoff. Only the elected loop's goroutine uses them.
-	held     []time.Time
-	refusals int
+	held      []time.Time
+	heldUntil time.Time // no resubmission before
+	refusals  int
 
 	triggers.Background
 }
@@ -279,6 +280,9 @@ func (c *Cron) plan(cursor, now time.Time) (fires []time.Time, dropped int, skip
 // (0: at the next fire).
 func (c *Cron) fireDue(ctx context.Context, cursor *time.Time) (retryIn time.Duration) {
 	now := c.env.Now()
+	if len(c.held) > 0 && now.Before(c.heldUntil) {
+		return c.heldUntil.Sub(now) // woken early (lock renewal, heartbeat)
+	}
 	from := *cursor
 	if len(c.held) > 0 {
 		from = c.held[len(c.held)-1]
@@ -318,13 +322,16 @@ func (c *Cron) fireDue(ctx context.Context, cursor *time.Time) (retryIn time.Dur
 			rest = nil
 			c.refusals++
 			retryIn = c.backpressureWait(refused)
-			c.rep.Failed(ctx, fmt.Sprintf("firing: refused by backpressure; holding %d fires, retrying in %s with the same event ids", len(c.held), retryIn), err)
+			c.heldUntil = now.Add(retryIn)
+			c.rep.Failed(ctx, "firing: refused by backpressure; holding the fires, retrying with the same event ids",
+				fmt.Errorf("refused by backpressure, holding %d fires, retrying in %s: %w", len(c.held), retryIn, err))
 		default:
 			c.rep.Failed(ctx, "firing: will retry with the same event ids", err)
 			retryIn = c.cfg.RetryEvery
 			if wasHeld { // fires held after a refusal stay held
 				c.held = append(fires, rest...)
 				rest = nil
+				c.heldUntil = now.Add(retryIn)
 			}
 		}
 	}
