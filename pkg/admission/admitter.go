@@ -120,9 +120,12 @@ func (a *Admitter) Run(ctx context.Context) {
 	t := time.NewTicker(a.cfg.Every)
 	defer t.Stop()
 	for {
-		if err := a.Refresh(ctx); err != nil && ctx.Err() == nil {
+		// A Redis that hangs must not hold the loop past MaxStale.
+		rctx, cancel := context.WithTimeout(ctx, a.cfg.MaxStale)
+		if err := a.Refresh(rctx); err != nil && ctx.Err() == nil {
 			a.logFailure(ctx, err)
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return
