@@ -312,10 +312,10 @@ func (c *Cron) fireDue(ctx context.Context, cursor *time.Time) (retryIn time.Dur
 		switch {
 		case err == nil:
 			c.rep.Fired(ctx, events[len(events)-1].ID(), len(events))
-			advance, c.refusals = fires[len(fires)-1], 0
+			advance, c.refusals = past(fires, rest, skipTo), 0
 		case triggers.IsPermanent(err):
 			c.rep.Failed(ctx, "firing: the events were refused; moving on", err)
-			advance, c.refusals = fires[len(fires)-1], 0
+			advance, c.refusals = past(fires, rest, skipTo), 0
 		case isRefused:
 			// Not missed: the fires wait and are submitted again.
 			c.held = append(fires, rest...)
@@ -330,9 +330,9 @@ func (c *Cron) fireDue(ctx context.Context, cursor *time.Time) (retryIn time.Dur
 			retryIn = c.cfg.RetryEvery
 			if wasHeld { // fires held after a refusal stay held
 				c.held = append(fires, rest...)
-				rest = nil
 				c.heldUntil = now.Add(retryIn)
 			}
+			rest = nil // not held: planned again from the cursor
 		}
 	}
 	if len(rest) > 0 {
@@ -350,6 +350,17 @@ func (c *Cron) fireDue(ctx context.Context, cursor *time.Time) (retryIn time.Dur
 		*cursor = advance
 	}
 	return retryIn
+}
+
+// past is where the cursor may move once fires were submitted (or refused
+// for good): past the last of them, and past missed fires dropped after
+// them (skipTo) unless fires remain to submit.
+func past(fires, rest []time.Time, skipTo time.Time) time.Time {
+	last := fires[len(fires)-1]
+	if len(rest) == 0 && skipTo.After(last) {
+		return skipTo
+	}
+	return last
 }
 
 // backpressureWait is the wait after a refusal by backpressure: the
