@@ -176,7 +176,28 @@ type ErrorResponse struct {
 	// Error names the problem and, where there is one, the offending
 	// attribute or field.
 	Error string `json:"error"`
+	// Tenant, Backlog, Limit and Reason are set on a 429 of backpressure
+	// at ingest: the tenant refused, the backlog that refused it (waiting
+	// tasks: the tenant's, or all tenants' for reason global_backlog) and
+	// the limit it reached (tenants[].max_backlog or
+	// admission.max_backlog).
+	Tenant  string `json:"tenant,omitempty"`
+	Backlog int64  `json:"backlog,omitempty"`
+	Limit   int64  `json:"limit,omitempty"`
+	// Reason is tenant_backlog or global_backlog (see Backlog).
+	Reason string `json:"reason,omitempty"`
 }
+
+// Reasons of a backpressure refusal (ErrorResponse.Reason).
+const (
+	// RefusedTenantBacklog: the tenant's backlog reached its
+	// tenants[].max_backlog.
+	RefusedTenantBacklog = "tenant_backlog"
+	// RefusedGlobalBacklog: all tenants' backlog is above
+	// admission.max_backlog, and the tenant was refused with a probability
+	// from its share of recent submissions.
+	RefusedGlobalBacklog = "global_backlog"
+)
 
 // DLQFilter selects dead-lettered tasks for a bulk redrive or purge
 // (POST /v1/dlq/redrive, POST /v1/dlq/purge). Empty fields match all.

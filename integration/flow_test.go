@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -43,15 +44,7 @@ func (s *starts) record(id string) {
 func (s *starts) snapshot() ([]string, map[string]time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.ids), maps(s.at)
-}
-
-func maps(m map[string]time.Time) map[string]time.Time {
-	out := make(map[string]time.Time, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return slices.Clone(s.ids), maps.Clone(s.at)
 }
 
 func (s *starts) count(prefix string) int {
@@ -66,7 +59,7 @@ func (s *starts) count(prefix string) int {
 }
 
 // batchOf is a batch of n events with ids prefix-0.. and the priority.
-func batchOf(prefix, typ string, from, n, priority int) []byte {
+func priorityBatch(prefix, typ string, from, n, priority int) []byte {
 	var b strings.Builder
 	b.WriteByte('[')
 	for i := from; i < from+n; i++ {
@@ -108,11 +101,11 @@ functions:
 `, fn.URL))
 	const low, high = 600, 20
 	for from := 0; from < low; from += 100 {
-		e.submitBatch(t, batchOf("low", "com.example.limited", from, 100, 0))
+		e.submitBatch(t, priorityBatch("low", "com.example.limited", from, 100, 0))
 	}
 	testkit.Eventually(t, 30*time.Second, func() bool { return seen.count("low-") >= 10 }, "the low-priority backlog is being worked")
 	submitted := time.Now()
-	e.submitBatch(t, batchOf("high", "com.example.limited", 0, high, 9))
+	e.submitBatch(t, priorityBatch("high", "com.example.limited", 0, high, 9))
 	testkit.Eventually(t, 30*time.Second, func() bool { return seen.count("high-") == high }, "every high-priority task started")
 	_, at := seen.snapshot()
 	var worst time.Duration
@@ -239,7 +232,7 @@ functions:
 				time.Sleep(20 * time.Millisecond) // pacing the producer, not synchronising
 				continue
 			}
-			status, body := e.post("/v1/events", "", "application/cloudevents-batch+json", nil, batchOf("aimd", "com.example.shaped", n, 100, 0))
+			status, body := e.post("/v1/events", "", "application/cloudevents-batch+json", nil, priorityBatch("aimd", "com.example.shaped", n, 100, 0))
 			if status != http.StatusAccepted {
 				t.Errorf("submit answered %d: %s", status, body)
 				return

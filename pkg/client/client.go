@@ -109,6 +109,9 @@ type Error struct {
 	Message string
 	// RetryAfter is the answer's Retry-After header (429, 503), if any.
 	RetryAfter string
+	// Response is the decoded error answer, when it was one: on a 429 of
+	// backpressure it names the tenant, backlog, limit and reason.
+	Response contracts.ErrorResponse
 }
 
 func (e *Error) Error() string {
@@ -385,7 +388,7 @@ func answerError(resp *http.Response, body []byte) *Error {
 	e := &Error{StatusCode: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After")}
 	var er contracts.ErrorResponse
 	if json.Unmarshal(body, &er) == nil && er.Error != "" {
-		e.Message = er.Error
+		e.Message, e.Response = er.Error, er
 		return e
 	}
 	msg := strings.TrimSpace(string(body))

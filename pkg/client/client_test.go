@@ -229,10 +229,11 @@ func TestErrorAnswers(t *testing.T) {
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, "task not found", e.Message)
 
-	c, _ = server(t, http.StatusTooManyRequests, `{"error":"tenant rate limit"}`)
+	c, _ = server(t, http.StatusTooManyRequests, `{"error":"backlog: tenant acme has 12 tasks waiting","tenant":"acme","backlog":12,"limit":10,"reason":"tenant_backlog"}`)
 	_, err = c.Submit(context.Background(), client.Event{ID: "e", Source: "/s", Type: "t"})
 	require.ErrorAs(t, err, &e)
 	require.Equal(t, "3", e.RetryAfter)
+	require.Equal(t, contracts.ErrorResponse{Error: "backlog: tenant acme has 12 tasks waiting", Tenant: "acme", Backlog: 12, Limit: 10, Reason: contracts.RefusedTenantBacklog}, e.Response)
 
 	c, _ = server(t, http.StatusBadGateway, "<html>"+strings.Repeat("x", 5000)+"</html>")
 	_, err = c.Triggers(context.Background())

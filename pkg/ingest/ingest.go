@@ -96,6 +96,10 @@ type Config struct {
 	// Observe, when set, is told how many tasks each tenant submitted (the
 	// routing controller's heavy-hitter measurement).
 	Observe func(tenant string, tasks int)
+	// Admission, when set, may refuse a tenant's submission before anything
+	// is read or written (backpressure): Submit then returns its error
+	// as is (an *admission.RefusedError).
+	Admission Admitter
 	// PublishConcurrency bounds parallel broker publishes per Submit.
 	// Default 64.
 	PublishConcurrency int
@@ -105,6 +109,12 @@ type Config struct {
 	MaxEventBytes int64
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+}
+
+// Admitter admits or refuses a tenant's submission; *admission.Admitter
+// implements it.
+type Admitter interface {
+	Admit(tenant string) error
 }
 
 // Ingester submits events.
@@ -146,13 +156,21 @@ func (in *Ingester) WithMaxEventBytes(n int64) *Ingester {
 // drops them. A Submit after Close still works (it drops its guards itself).
 func (in *Ingester) Close() { in.guards.close() }
 
-// Submit makes tasks of events for tenant. Every event is checked before
-// anything is written: one bad event refuses the whole submission (400 or
+// Submit makes tasks of events for tenant. A submission refused by
+// Config.Admission returns its error (an *admission.RefusedError), nothing
+// recorded. Every event is checked before anything is written: one bad event refuses the whole submission (400 or
 // 422, naming the event's index when there are several), so a client can
 // fix and resend it whole; dedup makes resending what was accepted harmless.
 func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.Event) ([]contracts.SubmittedTask, error) {
 	if len(events) == 0 {
 		return nil, errorf(http.StatusBadRequest, "no events")
+	}
+	// Backpressure first: a refused submission (a batch whole) costs no
+	// validation and nothing is recorded.
+	if in.cfg.Admission != nil {
+		if err := in.cfg.Admission.Admit(tenant); err != nil {
+			return nil, err
+		}
 	}
 	now := in.cfg.Now()
 	batch := make([]ledger.EventTasks, len(events))

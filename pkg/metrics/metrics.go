@@ -24,6 +24,10 @@ type Metrics struct {
 	TasksAccepted  *prometheus.CounterVec // tenant, function
 	TasksDuplicate *prometheus.CounterVec // tenant
 	IngestSeconds  *prometheus.HistogramVec
+	// AdmissionRefusals counts submissions refused by backpressure
+	// (gateway and triggers alike), by tenant and reason (tenant_backlog,
+	// global_backlog).
+	AdmissionRefusals *prometheus.CounterVec // tenant, reason
 
 	// Dispatcher.
 	Attempts     *prometheus.CounterVec   // function, class
@@ -64,6 +68,8 @@ func New() *Metrics {
 		EventsRejected: f.counter("events_rejected_total", "Ingest requests answered with an error, by HTTP status.", "status"),
 		TasksAccepted:  f.counter("tasks_accepted_total", "Tasks durably accepted (202).", "tenant", "function"),
 		TasksDuplicate: f.counter("tasks_duplicate_total", "Submitted events found in the dedup window.", "tenant"),
+		AdmissionRefusals: f.counter("admission_refusals_total", "Submissions refused by backpressure (429): the tenant's backlog at its max_backlog, or the global backlog over admission.max_backlog.",
+			"tenant", "reason"),
 		IngestSeconds: f.histogram("ingest_seconds", "Time to answer an ingest request, from body read to 202.",
 			"mode"),
 		Attempts:     f.counter("attempts_total", "Attempts run, by outcome class.", "function", "class"),

@@ -21,6 +21,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/admission"
 	"github.com/tasklane/tasklane/pkg/ingest"
 )
 
@@ -49,6 +50,12 @@ func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
 	g.cfg.Metrics.EventsReceived.WithLabelValues(tenant, mode).Add(float64(len(events)))
 	tasks, err := g.cfg.Ingester.Submit(r.Context(), tenant, events)
 	if err != nil {
+		var refused *admission.RefusedError
+		if errors.As(err, &refused) {
+			g.cfg.Metrics.EventsRejected.WithLabelValues("429").Inc()
+			WriteRefused(w, refused)
+			return
+		}
 		var ie *ingest.Error
 		if !errors.As(err, &ie) {
 			ie = &ingest.Error{Status: http.StatusInternalServerError, Msg: err.Error()}

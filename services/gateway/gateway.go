@@ -106,10 +106,11 @@ func (g *Gateway) writeList(w http.ResponseWriter, r *http.Request, tenant strin
 }
 
 // WriteError answers with status and {"error": msg}; WriteJSON with status
-// and v as JSON.
+// and v as JSON; WriteRefused a submission refused by backpressure (429).
 var (
-	WriteError = httpjson.Error
-	WriteJSON  = httpjson.Write
+	WriteError   = httpjson.Error
+	WriteJSON    = httpjson.Write
+	WriteRefused = httpjson.Refused
 )
 
 func (g *Gateway) tenant(w http.ResponseWriter, r *http.Request) (string, bool) {

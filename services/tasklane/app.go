@@ -24,6 +24,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tasklane/tasklane/pkg/admission"
 	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
@@ -101,6 +102,7 @@ type App struct {
 	table     *routing.Dynamic
 	store     *routing.Store
 	report    *routing.Reporter
+	admit     *admission.Admitter            // backpressure at ingest; nil without limits or an ingester
 	keys      *auth.Keyring                  // the gateway's; nil without the gateway role
 	adminKeys *auth.Keyring                  // the operator API's; nil when it is off
 	fns       map[string]dispatcher.Function // nil without the dispatcher role
@@ -299,6 +301,12 @@ func (a *App) configure() error {
 	a.table = routing.NewDynamic(static, urgent)
 	a.store = routing.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
 	a.trigStore = triggers.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
+	if (opts.Roles[RoleGateway] || opts.Roles[RoleTriggers]) && a.admissionLimits().Enabled() {
+		a.admit = admission.New(admission.Config{
+			Backlogs: a.ledger, Tenants: cfg.TenantIDs(), Limits: a.admissionLimits(),
+			Shares: a.submissionShares, Metrics: a.metrics, Logger: a.logger.With("component", "admission"),
+		})
+	}
 	if opts.Roles[RoleGateway] {
 		a.report = routing.NewReporter(a.rdb, cfg.Ledger.KeyPrefix, cfg.Routing.Window.Std(), cfg.Routing.HotShare/2)
 		if a.keys, err = a.keyring(); err != nil {

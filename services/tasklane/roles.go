@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tasklane/tasklane/pkg/admission"
 	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/executor"
@@ -23,6 +24,10 @@ func (a *App) ingester() *ingest.Ingester {
 		return a.ing
 	}
 	cfg := a.cfg
+	var admit ingest.Admitter
+	if a.admit != nil {
+		admit = a.admit
+	}
 	a.ing = ingest.New(ingest.Config{
 		Ledger:    a.ledger,
 		Publisher: a.driver.Publisher(),
@@ -39,6 +44,7 @@ func (a *App) ingester() *ingest.Ingester {
 		Metrics:       a.metrics,
 		Logger:        a.logger.With("component", "ingest"),
 		Observe:       a.observe,
+		Admission:     admit,
 	})
 	return a.ing
 }
@@ -95,6 +101,44 @@ func (a *App) observe(tenant string, tasks int) {
 	if a.report != nil {
 		a.report.Observe(tenant, tasks)
 	}
+	if a.admit != nil {
+		a.admit.Observe(tenant, tasks)
+	}
+}
+
+// admissionLimits are the backlog limits of the config.
+func (a *App) admissionLimits() admission.Limits {
+	l := admission.Limits{Tenant: map[string]int64{}, Global: a.cfg.Admission.MaxBacklog}
+	for _, t := range a.cfg.Tenants {
+		if t.MaxBacklog > 0 {
+			l.Tenant[t.ID] = t.MaxBacklog
+		}
+	}
+	return l
+}
+
+// submissionShares are the tenants' shares of the tasks submitted in the
+// last finished heavy-hitter window, summed over every gateway (the report
+// the routing controller reads; tenants under its threshold are absent).
+// When the last window's report is not complete yet, the one before.
+func (a *App) submissionShares(ctx context.Context) (map[string]float64, error) {
+	window := a.cfg.Routing.Window.Std()
+	last := routing.WindowIndex(time.Now(), window) - 1
+	var report routing.Report
+	for _, index := range []int64{last, last - 1} {
+		var err error
+		if report, err = routing.ReadReport(ctx, a.rdb, a.cfg.Ledger.KeyPrefix, index); err != nil {
+			return nil, err
+		}
+		if report.Total > 0 {
+			break
+		}
+	}
+	shares := make(map[string]float64, len(report.Counts))
+	for t := range report.Counts {
+		shares[t] = report.Share(t)
+	}
+	return shares, nil
 }
 
 // startWorkers starts the roles with ctx; startCtx bounds waiting for them
@@ -135,6 +179,9 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 	a.goRun("routing", func() error { a.table.Follow(ctx, follow); return nil })
 	if a.report != nil {
 		a.goRun("heavy-hitters", func() error { a.report.Run(ctx); return nil })
+	}
+	if a.admit != nil {
+		a.goRun("admission", func() error { a.admit.Run(ctx); return nil })
 	}
 	if a.opts.Roles[RoleController] {
 		a.goRun("controller", func() error { a.ctrl.Run(ctx); return nil })

@@ -13,6 +13,13 @@
 // fired late when they are at most Grace (30s) late. Older ones are
 // "missed": the skip policy drops them, catch_up fires the most recent
 // MaxCatchUp of them and drops the rest.
+//
+// Fires refused by backpressure (the tenant's backlog at its max_backlog)
+// are not missed: they are held and submitted again, oldest first, however
+// late they get, after the refusal's Retry-After (at least RetryEvery,
+// doubling while refusals go on, at most BackpressureWaitMax). The cursor
+// does not move past a held fire, so a replica that takes over resubmits
+// it too (under its own grace).
 package cron
 
 import (
@@ -23,6 +30,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/tasklane/tasklane/pkg/admission"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/triggers"
 )
@@ -33,8 +41,14 @@ const (
 	GraceDefault = 30 * time.Second
 	// RetryEveryDefault is the default Config.RetryEvery.
 	RetryEveryDefault = time.Second
+	// BackpressureWaitMax bounds the wait between submissions of fires
+	// refused by backpressure.
+	BackpressureWaitMax = 30 * time.Second
 	// maxSteps bounds the fire times walked in one evaluation.
 	maxSteps = 2_000_000
+	// maxFiresPerSubmit bounds the fires one submission carries; the rest
+	// wait for the next.
+	maxFiresPerSubmit = 100
 )
 
 // Config configures a cron trigger.
@@ -85,6 +99,13 @@ type Cron struct {
 	lock  *triggers.Lock
 	rep   *triggers.Reporter
 	key   string // cursor hash
+
+	// held are fires refused by backpressure (oldest first), submitted
+	// again whatever their age; refusals counts consecutive refusals for
+	// the backoff. Only the elected loop's goroutine uses them.
+	held      []time.Time
+	heldUntil time.Time // no resubmission before
+	refusals  int
 
 	triggers.Background
 }
@@ -164,15 +185,22 @@ func (c *Cron) run(ctx context.Context) {
 		Acquired: func(ctx context.Context) error {
 			var err error
 			cursor, err = c.loadCursor(ctx)
+			// What another holder fired meanwhile is not held any more.
+			for len(c.held) > 0 && !c.held[0].After(cursor) {
+				c.held = c.held[1:]
+			}
 			return err
 		},
 		Step: func(ctx context.Context) time.Duration {
-			retry := c.fireDue(ctx, &cursor)
+			retryIn := c.fireDue(ctx, &cursor)
 			next := c.sched.Next(cursor)
 			c.rep.SetNext(next)
 			wait := next.Sub(c.env.Now())
-			if retry {
-				wait = min(wait, c.cfg.RetryEvery)
+			if retryIn > 0 {
+				wait = min(wait, retryIn)
+			}
+			if len(c.held) > 0 && retryIn > 0 {
+				wait = retryIn // held fires are overdue: wait out the refusal
 			}
 			return wait
 		},
@@ -246,46 +274,104 @@ func (c *Cron) plan(cursor, now time.Time) (fires []time.Time, dropped int, skip
 	return append(late, fires...), dropped, skipTo
 }
 
-// fireDue submits the fires due, moving the cursor past what was submitted
-// (or refused for good) and past dropped missed fires. It reports whether
-// a submission should be retried soon.
-func (c *Cron) fireDue(ctx context.Context, cursor *time.Time) (retry bool) {
+// fireDue submits the fires due (first those held after a refusal by
+// backpressure), moving the cursor past what was submitted (or refused for
+// good) and past dropped missed fires. It returns how soon to try again
+// (0: at the next fire).
+func (c *Cron) fireDue(ctx context.Context, cursor *time.Time) (retryIn time.Duration) {
 	now := c.env.Now()
-	fires, dropped, skipTo := c.plan(*cursor, now)
+	if len(c.held) > 0 && now.Before(c.heldUntil) {
+		return c.heldUntil.Sub(now) // woken early (lock renewal, heartbeat)
+	}
+	from := *cursor
+	if len(c.held) > 0 {
+		from = c.held[len(c.held)-1]
+	}
+	fires, dropped, skipTo := c.plan(from, now)
 	if dropped > 0 {
 		c.env.Logger.WarnContext(ctx, "dropping missed fires", "missed", dropped, "policy", c.cfg.Missed,
 			"max_catch_up", c.cfg.MaxCatchUp, "through", skipTo)
 	}
-	advance := skipTo
+	advance, wasHeld := skipTo, len(c.held) > 0
+	if wasHeld {
+		advance = time.Time{} // the cursor stays before the held fires
+		fires = append(c.held, fires...)
+		c.held = nil
+	}
+	var rest []time.Time
+	if len(fires) > maxFiresPerSubmit {
+		fires, rest = fires[:maxFiresPerSubmit], fires[maxFiresPerSubmit:]
+	}
 	if len(fires) > 0 {
 		events := make([]*event.Event, len(fires))
 		for i, t := range fires {
 			events[i] = c.event(t)
 		}
 		_, err := c.env.Submit(ctx, c.cfg.Tenant, events)
+		refused, isRefused := triggers.Refused(err)
 		switch {
 		case err == nil:
 			c.rep.Fired(ctx, events[len(events)-1].ID(), len(events))
-			advance = fires[len(fires)-1]
+			advance, c.refusals = past(fires, rest, skipTo), 0
 		case triggers.IsPermanent(err):
 			c.rep.Failed(ctx, "firing: the events were refused; moving on", err)
-			advance = fires[len(fires)-1]
+			advance, c.refusals = past(fires, rest, skipTo), 0
+		case isRefused:
+			// Not missed: the fires wait and are submitted again.
+			c.held = append(fires, rest...)
+			rest = nil
+			c.refusals++
+			retryIn = c.backpressureWait(refused)
+			c.heldUntil = now.Add(retryIn)
+			c.rep.Failed(ctx, "firing: refused by backpressure; holding the fires, retrying with the same event ids",
+				fmt.Errorf("refused by backpressure, holding %d fires, retrying in %s: %w", len(c.held), retryIn, err))
 		default:
 			c.rep.Failed(ctx, "firing: will retry with the same event ids", err)
-			retry = true
+			retryIn = c.cfg.RetryEvery
+			if wasHeld { // fires held after a refusal stay held
+				c.held = append(fires, rest...)
+				c.heldUntil = now.Add(retryIn)
+			}
+			rest = nil // not held: planned again from the cursor
 		}
+	}
+	if len(rest) > 0 {
+		c.held = rest // submitted at once, before newer fires
+		retryIn = time.Millisecond
 	}
 	if advance.After(*cursor) {
 		if err := c.saveCursor(ctx, advance); err != nil {
 			if !errors.Is(err, triggers.ErrLockLost) {
 				c.rep.Failed(ctx, "moving the cron cursor", err)
-				return true
+				return c.cfg.RetryEvery
 			}
-			return false
+			return 0
 		}
 		*cursor = advance
 	}
-	return retry
+	return retryIn
+}
+
+// past is where the cursor may move once fires were submitted (or refused
+// for good): past the last of them, and past missed fires dropped after
+// them (skipTo) unless fires remain to submit.
+func past(fires, rest []time.Time, skipTo time.Time) time.Time {
+	last := fires[len(fires)-1]
+	if len(rest) == 0 && skipTo.After(last) {
+		return skipTo
+	}
+	return last
+}
+
+// backpressureWait is the wait after a refusal by backpressure: the
+// refusal's Retry-After, at least RetryEvery doubled for each refusal in a
+// row after the first, at most BackpressureWaitMax.
+func (c *Cron) backpressureWait(refused *admission.RefusedError) time.Duration {
+	wait := c.cfg.RetryEvery << min(max(c.refusals-1, 0), 5)
+	if refused != nil {
+		wait = max(wait, refused.RetryAfter)
+	}
+	return min(wait, BackpressureWaitMax)
 }
 
 func (c *Cron) event(t time.Time) *event.Event {

@@ -3,6 +3,7 @@ package cron_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/admission"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/testkit"
@@ -273,6 +276,57 @@ func TestCronSubmitFailures(t *testing.T) {
 		require.Contains(t, recs["tick"].LastError, "no function subscribes")
 		require.Zero(t, f.sub.Len())
 	})
+}
+
+// TestCronBackpressure: fires refused by backpressure are held, not
+// missed: refused for longer than the grace, every one still fires once
+// the refusals stop, the first refused one included, without gaps; the
+// resubmissions wait at least the refusal's Retry-After.
+func TestCronBackpressure(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var mu sync.Mutex
+	var first string
+	var refusedAt []time.Time
+	refusing := true
+	f.sub.FailFunc = func(_ string, events []*event.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if first == "" {
+			first = events[0].ID()
+		}
+		if !refusing {
+			return nil
+		}
+		refusedAt = append(refusedAt, time.Now())
+		return fmt.Errorf("submitting: %w", &admission.RefusedError{
+			Tenant: "acme", Reason: contracts.RefusedTenantBacklog, Backlog: 12, Limit: 10, RetryAfter: time.Second,
+		})
+	}
+	cfg := baseConfig("tick", "@every 1s")
+	cfg.Grace = time.Second
+	c := start(t, cfg, f.env("a", nil))
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(refusedAt) >= 3
+	}, "refused three times")
+	require.Contains(t, c.Status().LastError, "refused by backpressure")
+	require.Zero(t, f.sub.Len())
+	mu.Lock()
+	for i := 1; i < len(refusedAt); i++ {
+		require.GreaterOrEqual(t, refusedAt[i].Sub(refusedAt[i-1]), time.Second-50*time.Millisecond,
+			"a resubmission waits the refusal's Retry-After")
+	}
+	refusing = false
+	mu.Unlock()
+	testkit.Eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= 5 }, "the held fires and later ones")
+	require.NoError(t, c.Stop(context.Background()))
+	ids := f.sub.IDs()
+	mu.Lock()
+	require.Equal(t, first, ids[0], "the first refused fire fires, though far past the grace")
+	mu.Unlock()
+	requireConsecutive(t, secondsOf(t, "tick", ids))
 }
 
 func TestNewValidates(t *testing.T) {

@@ -201,6 +201,10 @@ func (n *Notifier) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	tasks, err := n.env.Submit(ctx, n.cfg.Tenant, events)
 	if err != nil {
 		n.rep.Failed(ctx, "submitting bucket-notification events", err)
+		if refused, ok := triggers.Refused(err); ok {
+			triggers.WriteRefused(rw, refused)
+			return
+		}
 		var ie *ingest.Error
 		if errors.As(err, &ie) {
 			triggers.WriteError(rw, ie.Status, ie.Msg)

@@ -224,6 +224,10 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			}
 		}
 		w.rep.Failed(ctx, "submitting a webhook event", err)
+		if refused, ok := triggers.Refused(err); ok {
+			triggers.WriteRefused(rw, refused)
+			return
+		}
 		var ie *ingest.Error
 		if errors.As(err, &ie) {
 			if ie.Status == http.StatusServiceUnavailable {

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/admission"
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/triggers"
 	"github.com/tasklane/tasklane/triggers/triggerstest"
@@ -263,6 +264,46 @@ func TestWebhookFailedSubmitIsRetryable(t *testing.T) {
 	status, out = b.post(t, other, b.signed(other, map[string]string{"X-Delivery": "d-11"}))
 	require.Equal(t, http.StatusAccepted, status, out)
 	require.Equal(t, []string{"d-9", "d-11"}, b.sub.IDs())
+}
+
+// TestWebhookBackpressure: a delivery refused by backpressure answers its
+// caller 429 with Retry-After and the backlog, is forgotten (nothing was
+// queued), and its retry is accepted once the refusals stop.
+func TestWebhookBackpressure(t *testing.T) {
+	t.Parallel()
+	sig := &webhook.Signature{Scheme: webhook.SchemeSHA256, Header: "X-Sig", Secret: []byte("s"), Tolerance: time.Minute}
+	b := setup(t, sig, "X-Delivery")
+	var refusing atomic.Bool
+	refusing.Store(true)
+	b.sub.FailFunc = func(string, []*event.Event) error {
+		if refusing.Load() {
+			return &admission.RefusedError{Tenant: "acme", Reason: contracts.RefusedTenantBacklog, Backlog: 120, Limit: 100, RetryAfter: 7 * time.Second}
+		}
+		return nil
+	}
+	body := `{"n":1}`
+	h := b.signed(body, map[string]string{"X-Delivery": "d-1"})
+	req, err := http.NewRequest(http.MethodPost, b.srv.URL, strings.NewReader(body))
+	require.NoError(t, err)
+	for k, v := range h {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, "7", resp.Header.Get("Retry-After"))
+	var er contracts.ErrorResponse
+	require.NoError(t, json.Unmarshal(out, &er))
+	require.Contains(t, er.Error, "backlog")
+	require.Equal(t, contracts.ErrorResponse{Error: er.Error, Tenant: "acme", Backlog: 120, Limit: 100, Reason: contracts.RefusedTenantBacklog}, er)
+
+	refusing.Store(false)
+	status, got := b.post(t, body, h)
+	require.Equal(t, http.StatusAccepted, status, got)
+	require.Equal(t, []string{"d-1"}, b.sub.IDs())
 }
 
 func TestWebhookUnsigned(t *testing.T) {
