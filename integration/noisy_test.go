@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -49,12 +50,20 @@ func TestIntegrationNoisyNeighbour(t *testing.T) {
 	}
 	// Subtests, so each stack stops (its cleanups run) before the next
 	// starts: both use the same lane names.
-	var withController, without noisyResult
-	t.Run("controller", func(t *testing.T) { withController = runNoisy(t, true) })
-	t.Run("no-controller", func(t *testing.T) { without = runNoisy(t, false) })
+	var withController, without, withBackpressure noisyResult
+	t.Run("controller", func(t *testing.T) { withController = runNoisy(t, true, false) })
+	t.Run("no-controller", func(t *testing.T) { without = runNoisy(t, false, false) })
+	// Backpressure on: a's backlog is capped at 2,000 waiting tasks; its
+	// burst is refused (429) and resubmitted after Retry-After, and
+	// nobody else is ever refused (a steady submit answered 429 fails the
+	// test).
+	t.Run("backpressure", func(t *testing.T) { withBackpressure = runNoisy(t, false, true) })
 	if t.Failed() {
 		return
 	}
+	t.Logf("backpressure on (a's max_backlog 2000): a refused %d times; b..f queue wait during a's burst %s; a's 20,000 tasks took %.1fs",
+		withBackpressure.refused, withBackpressure.burst, withBackpressure.aTook.Seconds())
+	require.Positive(t, withBackpressure.refused, "a's burst passed its max_backlog")
 	t.Logf("b..f queue wait p50/p99: solo %s; during a's burst, controller on: %s, controller off: %s",
 		withController.solo, withController.burst, without.burst)
 	t.Logf("controller on: a moved to a dedicated lane %.1fs after its burst began; a's 20,000 tasks took %.1fs (controller off: %.1fs)",
@@ -72,9 +81,10 @@ func (w waits) String() string {
 type noisyResult struct {
 	solo, burst       waits
 	splitAfter, aTook time.Duration
+	refused           int
 }
 
-func runNoisy(t *testing.T, controller bool) noisyResult {
+func runNoisy(t *testing.T, controller, backpressure bool) noisyResult {
 	t.Helper()
 	const burst = 20000
 	fn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -85,7 +95,11 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 	var cfg bytes.Buffer
 	cfg.WriteString("server: {admin_keys: [\"admin-integration-key\"], max_batch_events: 1000}\nrouting: {window: 1s, hot_share: 0.25, hot_backlog: 200, cooldown: 5s}\ntenants:\n")
 	for _, tenant := range tenants {
-		fmt.Fprintf(&cfg, "  - {id: %s, api_keys: [\"key-%s-integration\"]}\n", tenant, tenant)
+		backlog := 0
+		if backpressure && tenant == "a" {
+			backlog = 2000
+		}
+		fmt.Fprintf(&cfg, "  - {id: %s, api_keys: [\"key-%s-integration\"], max_backlog: %d}\n", tenant, tenant, backlog)
 	}
 	fmt.Fprintf(&cfg, "functions:\n  - {name: work, events: [com.example.work], endpoint: %q}\n", fn.URL)
 	e := newStack(t, "amqp", cfg.String())
@@ -97,6 +111,7 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 	}
 	e.start(roles...)
 
+	var retryAfter atomic.Int64 // seconds, from the last 429
 	post := func(tenant string, body []byte, ct string) int {
 		req, _ := http.NewRequest(http.MethodPost, e.app.URL()+"/v1/events", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer key-"+tenant+"-integration")
@@ -106,6 +121,10 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 			return 0
 		}
 		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			n, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+			retryAfter.Store(int64(n))
+		}
 		return resp.StatusCode
 	}
 	// Steady tenants: 20 tasks/s each until told to stop.
@@ -145,6 +164,7 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 
 	// a's burst, as fast as it can, in batches of 500.
 	var splitAfter time.Duration
+	var refused int
 	burstDone := make(chan struct{})
 	go func() {
 		defer close(burstDone)
@@ -158,7 +178,15 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 				fmt.Fprintf(&b, `{"specversion":"1.0","id":"a-%d","source":"/burst","type":"com.example.work"}`, n)
 			}
 			b.WriteByte(']')
-			if status := post("a", b.Bytes(), "application/cloudevents-batch+json"); status != http.StatusAccepted {
+			status := post("a", b.Bytes(), "application/cloudevents-batch+json")
+			for backpressure && status == http.StatusTooManyRequests {
+				// Refused whole: wait as told (a client's pacing, not
+				// synchronisation), then send the same batch again.
+				refused++
+				time.Sleep(time.Duration(max(retryAfter.Load(), 1)) * time.Second)
+				status = post("a", b.Bytes(), "application/cloudevents-batch+json")
+			}
+			if status != http.StatusAccepted {
 				t.Errorf("a: burst submit answered %d", status)
 				return
 			}
@@ -228,7 +256,7 @@ func runNoisy(t *testing.T, controller bool) noisyResult {
 			t.Logf("b..f tasks submitted %2ds-%2ds into the burst: %4d, queue wait p50/p99 %s", 5*i, 5*i+5, len(bySec[i]), pct(bySec[i]))
 		}
 	}
-	return noisyResult{solo: pct(solo), burst: pct(during), splitAfter: splitAfter, aTook: aTook}
+	return noisyResult{solo: pct(solo), burst: pct(during), splitAfter: splitAfter, aTook: aTook, refused: refused}
 }
 
 func pct(d []time.Duration) waits {
