@@ -273,3 +273,53 @@ functions:
 	t.Logf("%d tasks, %d calls, %d throttled (%.1f%%)", produced.Load(), calls.Load(), throttled.Load(), 100*share)
 	require.Less(t, share, 0.15, "throttled answers are a small share of the calls")
 }
+
+// TestIntegrationTenantQuota: tenant a's `concurrency: 2` caps its running
+// attempts across all its functions, while tenant b, on the same
+// functions, runs as wide as the functions allow; every task runs.
+func TestIntegrationTenantQuota(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) { runTenantQuota(t, driver) })
+	}
+}
+
+func runTenantQuota(t *testing.T, driver string) {
+	var mu sync.Mutex
+	inflight, peak := map[string]int{}, map[string]int{}
+	var done atomic.Int64
+	fn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tenant := r.Header.Get("Ce-Tenantid")
+		mu.Lock()
+		inflight[tenant]++
+		peak[tenant] = max(peak[tenant], inflight[tenant])
+		mu.Unlock()
+		time.Sleep(30 * time.Millisecond)
+		mu.Lock()
+		inflight[tenant]--
+		mu.Unlock()
+		done.Add(1)
+	}))
+	t.Cleanup(fn.Close)
+	e := startTasklane(t, driver, fmt.Sprintf(`
+tenants:
+  - {id: a, api_keys: ["key-a-integration"], concurrency: 2}
+  - {id: b, api_keys: ["key-b-integration"]}
+functions:
+  - {name: one, events: [com.example.one], endpoint: %q}
+  - {name: two, events: [com.example.two], endpoint: %q}
+`, fn.URL, fn.URL))
+	const each = 60
+	for _, tenant := range []string{"a", "b"} {
+		for _, typ := range []string{"one", "two"} {
+			status, body := e.post("/v1/events", "key-"+tenant+"-integration", "application/cloudevents-batch+json", nil,
+				priorityBatch(tenant+typ, "com.example."+typ, 0, each, 0))
+			require.Equal(t, http.StatusAccepted, status, "%s", body)
+		}
+	}
+	testkit.Eventually(t, 60*time.Second, func() bool { return done.Load() == 4*each }, "every task ran")
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%s: peak running attempts: tenant a %d (quota 2), tenant b %d", driver, peak["a"], peak["b"])
+	require.LessOrEqual(t, peak["a"], 2, "a's quota holds across its functions")
+	require.Greater(t, peak["b"], 2, "b is not held by a's quota")
+}

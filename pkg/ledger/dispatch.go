@@ -199,6 +199,9 @@ local n = {tonumber(sv[1] or '0'), tonumber(sv[2] or '0'), tonumber(sv[3] or '0'
 local pass = {tonumber(sv[4] or '0'), tonumber(sv[5] or '0'), tonumber(sv[6] or '0')}
 local vt = tonumber(sv[7] or '0')
 local out = {}
+-- empty[b]: every tenant with tasks in band b is parked (its n_ counts
+-- them still).
+local empty = {false, false, false}
 local started, expired, parked, status, wait = 0, 0, 0, 'empty', 0
 local steps = 0
 while true do
@@ -208,7 +211,7 @@ while true do
   if limit > 0 and inflight >= limit then status = 'limit'; break end
   local best, held = nil, false
   for b = 1, 3 do
-    if n[b] > 0 then
+    if n[b] > 0 and not empty[b] then
       if b == 1 or limit == 0 or inflight < limit - reserved then
         -- A band back from empty starts at the current pass: no banked credit.
         if pass[b] < vt then pass[b] = vt end
@@ -229,8 +232,7 @@ while true do
   local ring = FP .. 'ready:' .. bands[best]
   local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
   if #top == 0 then
-    -- Every tenant left in the band is parked.
-    n[best] = 0
+    empty[best] = true
   else
     local tenant, tscore = top[1], tonumber(top[2])
     local q = ring .. ':' .. tenant
