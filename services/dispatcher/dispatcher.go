@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"sync"
@@ -25,53 +24,21 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
-	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/services/dispatcher/middleware"
 )
 
 // Function is what the dispatcher needs to know of one function.
-type Function struct {
-	Name     string
-	Executor executor.Executor
-	// Timeout bounds one attempt.
-	Timeout time.Duration
-	// MaxAttempts is the number of attempts before the task fails.
-	MaxAttempts int
-	// Backoff is the wait before attempt n+1 after attempt n failed,
-	// without jitter.
-	Backoff func(attempt int) time.Duration
-	// MaxThrottled is how many throttled answers do not count as attempts.
-	MaxThrottled int
-	// DeadLetter keeps unsuccessful tasks in the dead-letter queue (state
-	// dead) instead of ending them failed.
-	DeadLetter bool
-	// Concurrency, Rate and Burst limit the function across the cluster
-	// (zero: no limit).
-	Concurrency int
-	Rate        float64
-	Burst       int
-	// Adaptive, when set, makes the concurrency limit adapt (AIMD).
-	Adaptive *config.Adaptive
-}
+type Function = middleware.Function
 
 // TenantLimit is a tenant's quota and rate limit (zero: none).
 type TenantLimit struct {
 	Concurrency int
 	Rate        float64
 	Burst       int
-}
-
-// unsuccessful is the terminal state of a task that failed for good.
-func (f Function) unsuccessful() contracts.State {
-	if f.DeadLetter {
-		return contracts.StateDead
-	}
-	return contracts.StateFailed
 }
 
 // Config configures a Dispatcher.
@@ -113,7 +80,11 @@ const ErrorBackoffDefault = time.Second
 type Dispatcher struct {
 	cfg     Config
 	router  *message.Router
-	chain   []middleware.Named
+	// chain is the lane (admission) chain; attemptChain the attempt
+	// chain, applied to attempt.
+	chain        []middleware.Named
+	attemptChain []middleware.Named
+	attempt      message.HandlerFunc
 	leases  *leaseKeeper
 	started chan struct{}
 	done    chan struct{}
@@ -191,26 +162,41 @@ func New(cfg Config) (*Dispatcher, error) {
 	d.stopCalled = stopCalled
 	// Router-level middleware is configured before Run (Watermill reads the
 	// list without a lock when handlers start).
-	d.chain = d.middlewares()
+	d.newStarters()
+	d.chain = d.laneMiddlewares()
 	for _, m := range d.chain {
 		router.AddMiddleware(m.Middleware)
 	}
+	d.attemptChain = d.attemptMiddlewares()
+	d.attempt = middleware.Chain(func(*message.Message) ([]*message.Message, error) { return nil, nil }, d.attemptChain...)
 	for _, lane := range cfg.Lanes {
 		d.addLane(lane)
 	}
 	return d, nil
 }
 
-// middlewares is the router's middleware chain, outermost first (the
-// middleware package's doc says why this order).
-func (d *Dispatcher) middlewares() []middleware.Named {
+// laneMiddlewares is the router's (admission) middleware chain, outermost
+// first (the middleware package's doc says why this order).
+func (d *Dispatcher) laneMiddlewares() []middleware.Named {
 	cfg := d.cfg
 	return []middleware.Named{
 		{Name: "ErrorBackoff", Middleware: middleware.ErrorBackoff(cfg.ErrorBackoff, cfg.Logger)},
 		{Name: "Recover", Middleware: middleware.Recover(cfg.Logger)},
 		{Name: "Detach", Middleware: middleware.Detach()},
-		{Name: "Decode", Middleware: middleware.Decode(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger)},
-		{Name: "Admit", Middleware: middleware.Admit(cfg.Ledger, d.configured, cfg.Metrics, cfg.Logger)},
+		{Name: "Decode", Middleware: middleware.Decode()},
+		{Name: "Poison", Middleware: middleware.Poison(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger)},
+		{Name: "Dedup", Middleware: middleware.Dedup(cfg.Ledger, d.configured, cfg.Metrics, cfg.Logger)},
+		{Name: "Throttle", Middleware: middleware.Throttle(d.wake, cfg.Metrics)},
+	}
+}
+
+// attemptMiddlewares is the chain each started attempt runs through,
+// outermost first.
+func (d *Dispatcher) attemptMiddlewares() []middleware.Named {
+	cfg := d.cfg
+	return []middleware.Named{
+		{Name: "RetryClassify", Middleware: middleware.RetryClassify(cfg.Ledger, cfg.Metrics, cfg.Logger)},
+		{Name: "Run", Middleware: middleware.Run(d.leases, cfg.Owner, cfg.Metrics, cfg.Logger)},
 	}
 }
 
@@ -308,7 +294,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.stopStarters = stop
 	d.mu.Unlock()
-	d.newStarters()
 	go d.leases.run(ctx)
 	go func() {
 		<-d.router.Running()
@@ -420,16 +405,4 @@ func (d *Dispatcher) handle(msg *message.Message) error {
 		return fmt.Errorf("handling message %s: %w", msg.UUID, middleware.ErrNoDelivery)
 	}
 	return nil
-}
-
-func failOutcome(msg string) executor.Outcome {
-	return executor.Outcome{Class: executor.NonRetryable, Err: msg}
-}
-
-// jitter spreads a backoff over [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
