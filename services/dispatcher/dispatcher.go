@@ -2,10 +2,12 @@
 // each task's attempts through its function's executor.
 //
 // A lane delivery is admitted into its function's ready queue in the
-// ledger and acknowledged (the router's middleware chain). A starter per
+// ledger and acknowledged (the router's admission chain: Decode, Poison,
+// Dedup, Throttle, after the consumer's own middlewares). A starter per
 // function takes ready tasks by capacity: as many as the process has free
 // workers (MaxRunning) and the function has room under its limits
-// (ledger.Take), and runs each attempt under a renewed lease. Nothing waits
+// (ledger.Take), and runs each attempt through the attempt chain
+// (RetryClassify, Run) under a renewed lease. Nothing waits
 // inside a consumer: retries go to the ledger's delay set, and the
 // scheduler puts them back in the ready queue when due.
 package dispatcher
