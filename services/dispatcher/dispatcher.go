@@ -80,17 +80,17 @@ const ErrorBackoffDefault = time.Second
 
 // Dispatcher runs the lane consumers.
 type Dispatcher struct {
-	cfg     Config
-	router  *message.Router
+	cfg    Config
+	router *message.Router
 	// chain is the lane (admission) chain; attemptChain the attempt
 	// chain, applied to attempt.
 	chain        []middleware.Named
 	attemptChain []middleware.Named
 	attempt      message.HandlerFunc
-	leases  *leaseKeeper
-	started chan struct{}
-	done    chan struct{}
-	runErr  error
+	leases       *leaseKeeper
+	started      chan struct{}
+	done         chan struct{}
+	runErr       error
 	// runCtx is Run's context: dynamic handlers live as long as it.
 	runCtx   context.Context
 	stopOnce sync.Once
