@@ -2,10 +2,12 @@
 // each task's attempts through its function's executor.
 //
 // A lane delivery is admitted into its function's ready queue in the
-// ledger and acknowledged (the router's middleware chain). A starter per
+// ledger and acknowledged (the router's admission chain: Decode, Poison,
+// Dedup, Throttle, after the consumer's own middlewares). A starter per
 // function takes ready tasks by capacity: as many as the process has free
 // workers (MaxRunning) and the function has room under its limits
-// (ledger.Take), and runs each attempt under a renewed lease. Nothing waits
+// (ledger.Take), and runs each attempt through the attempt chain
+// (RetryClassify, Run) under a renewed lease. Nothing waits
 // inside a consumer: retries go to the ledger's delay set, and the
 // scheduler puts them back in the ready queue when due.
 package dispatcher
@@ -15,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"sync"
@@ -25,53 +26,21 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
-	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/services/dispatcher/middleware"
 )
 
 // Function is what the dispatcher needs to know of one function.
-type Function struct {
-	Name     string
-	Executor executor.Executor
-	// Timeout bounds one attempt.
-	Timeout time.Duration
-	// MaxAttempts is the number of attempts before the task fails.
-	MaxAttempts int
-	// Backoff is the wait before attempt n+1 after attempt n failed,
-	// without jitter.
-	Backoff func(attempt int) time.Duration
-	// MaxThrottled is how many throttled answers do not count as attempts.
-	MaxThrottled int
-	// DeadLetter keeps unsuccessful tasks in the dead-letter queue (state
-	// dead) instead of ending them failed.
-	DeadLetter bool
-	// Concurrency, Rate and Burst limit the function across the cluster
-	// (zero: no limit).
-	Concurrency int
-	Rate        float64
-	Burst       int
-	// Adaptive, when set, makes the concurrency limit adapt (AIMD).
-	Adaptive *config.Adaptive
-}
+type Function = middleware.Function
 
 // TenantLimit is a tenant's quota and rate limit (zero: none).
 type TenantLimit struct {
 	Concurrency int
 	Rate        float64
 	Burst       int
-}
-
-// unsuccessful is the terminal state of a task that failed for good.
-func (f Function) unsuccessful() contracts.State {
-	if f.DeadLetter {
-		return contracts.StateDead
-	}
-	return contracts.StateFailed
 }
 
 // Config configures a Dispatcher.
@@ -111,13 +80,17 @@ const ErrorBackoffDefault = time.Second
 
 // Dispatcher runs the lane consumers.
 type Dispatcher struct {
-	cfg     Config
-	router  *message.Router
-	chain   []middleware.Named
-	leases  *leaseKeeper
-	started chan struct{}
-	done    chan struct{}
-	runErr  error
+	cfg    Config
+	router *message.Router
+	// chain is the lane (admission) chain; attemptChain the attempt
+	// chain, applied to attempt.
+	chain        []middleware.Named
+	attemptChain []middleware.Named
+	attempt      message.HandlerFunc
+	leases       *leaseKeeper
+	started      chan struct{}
+	done         chan struct{}
+	runErr       error
 	// runCtx is Run's context: dynamic handlers live as long as it.
 	runCtx   context.Context
 	stopOnce sync.Once
@@ -191,26 +164,41 @@ func New(cfg Config) (*Dispatcher, error) {
 	d.stopCalled = stopCalled
 	// Router-level middleware is configured before Run (Watermill reads the
 	// list without a lock when handlers start).
-	d.chain = d.middlewares()
+	d.newStarters()
+	d.chain = d.laneMiddlewares()
 	for _, m := range d.chain {
 		router.AddMiddleware(m.Middleware)
 	}
+	d.attemptChain = d.attemptMiddlewares()
+	d.attempt = middleware.Chain(func(*message.Message) ([]*message.Message, error) { return nil, nil }, d.attemptChain...)
 	for _, lane := range cfg.Lanes {
 		d.addLane(lane)
 	}
 	return d, nil
 }
 
-// middlewares is the router's middleware chain, outermost first (the
-// middleware package's doc says why this order).
-func (d *Dispatcher) middlewares() []middleware.Named {
+// laneMiddlewares is the router's (admission) middleware chain, outermost
+// first (the middleware package's doc says why this order).
+func (d *Dispatcher) laneMiddlewares() []middleware.Named {
 	cfg := d.cfg
 	return []middleware.Named{
 		{Name: "ErrorBackoff", Middleware: middleware.ErrorBackoff(cfg.ErrorBackoff, cfg.Logger)},
 		{Name: "Recover", Middleware: middleware.Recover(cfg.Logger)},
 		{Name: "Detach", Middleware: middleware.Detach()},
-		{Name: "Decode", Middleware: middleware.Decode(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger)},
-		{Name: "Admit", Middleware: middleware.Admit(cfg.Ledger, d.configured, cfg.Metrics, cfg.Logger)},
+		{Name: "Decode", Middleware: middleware.Decode()},
+		{Name: "Poison", Middleware: middleware.Poison(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger)},
+		{Name: "Dedup", Middleware: middleware.Dedup(cfg.Ledger, d.configured, cfg.Metrics, cfg.Logger)},
+		{Name: "Throttle", Middleware: middleware.Throttle(d.wake, cfg.Metrics)},
+	}
+}
+
+// attemptMiddlewares is the chain each started attempt runs through,
+// outermost first.
+func (d *Dispatcher) attemptMiddlewares() []middleware.Named {
+	cfg := d.cfg
+	return []middleware.Named{
+		{Name: "RetryClassify", Middleware: middleware.RetryClassify(cfg.Ledger, cfg.Metrics, cfg.Logger)},
+		{Name: "Run", Middleware: middleware.Run(d.leases, cfg.Owner, cfg.Metrics, cfg.Logger)},
 	}
 }
 
@@ -308,7 +296,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.stopStarters = stop
 	d.mu.Unlock()
-	d.newStarters()
 	go d.leases.run(ctx)
 	go func() {
 		<-d.router.Running()
@@ -420,16 +407,4 @@ func (d *Dispatcher) handle(msg *message.Message) error {
 		return fmt.Errorf("handling message %s: %w", msg.UUID, middleware.ErrNoDelivery)
 	}
 	return nil
-}
-
-func failOutcome(msg string) executor.Outcome {
-	return executor.Outcome{Class: executor.NonRetryable, Err: msg}
-}
-
-// jitter spreads a backoff over [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }

@@ -1,14 +1,23 @@
 package dispatcher
 
-import "github.com/ThreeDotsLabs/watermill/message"
+import (
+	"github.com/ThreeDotsLabs/watermill/message"
 
-// ChainNames lists d's router middlewares, outermost first.
-func ChainNames(d *Dispatcher) []string {
-	names := make([]string, len(d.chain))
-	for i, m := range d.chain {
-		names[i] = m.Name
+	"github.com/tasklane/tasklane/services/dispatcher/middleware"
+)
+
+// ChainNames lists d's router (admission) middlewares, outermost first.
+func ChainNames(d *Dispatcher) []string { return names(d.chain) }
+
+// AttemptChainNames lists d's attempt middlewares, outermost first.
+func AttemptChainNames(d *Dispatcher) []string { return names(d.attemptChain) }
+
+func names(chain []middleware.Named) []string {
+	out := make([]string, len(chain))
+	for i, m := range chain {
+		out[i] = m.Name
 	}
-	return names
+	return out
 }
 
 // Settings is the Config d runs with, defaults applied.

@@ -35,9 +35,9 @@ func newLeaseKeeper(l *ledger.Ledger, ttl time.Duration, m *metrics.Metrics, log
 	return &leaseKeeper{l: l, ttl: ttl, m: m, logger: logger, held: map[ledger.Lease]*heldLease{}, stopCh: make(chan struct{})}
 }
 
-// hold registers a running attempt; the returned flag turns true if its
+// Hold registers a running attempt; the returned flag turns true if its
 // lease is lost, after which cancel is called.
-func (k *leaseKeeper) hold(l ledger.Lease, cancel func()) *atomic.Bool {
+func (k *leaseKeeper) Hold(l ledger.Lease, cancel func()) *atomic.Bool {
 	h := &heldLease{cancel: cancel}
 	k.mu.Lock()
 	k.held[l] = h
@@ -45,7 +45,8 @@ func (k *leaseKeeper) hold(l ledger.Lease, cancel func()) *atomic.Bool {
 	return &h.lost
 }
 
-func (k *leaseKeeper) release(l ledger.Lease) {
+// Release stops renewing l.
+func (k *leaseKeeper) Release(l ledger.Lease) {
 	k.mu.Lock()
 	delete(k.held, l)
 	k.mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
 	"github.com/tasklane/tasklane/services/dispatcher/middleware"
@@ -219,8 +221,17 @@ func (d *Dispatcher) releaseWorkers(n int) {
 	}
 }
 
-// run runs one started attempt and records its outcome. A panic is
-// recovered: the attempt's lease runs out and the task is taken over.
+// wake signals the starter of function, if this process runs it, to take
+// at once (Throttle calls it for each admitted task).
+func (d *Dispatcher) wake(function string) {
+	if s := d.starters[function]; s != nil {
+		s.signal()
+	}
+}
+
+// run runs one started attempt through the attempt chain, which records
+// its outcome. A panic is recovered: the attempt's lease runs out and the
+// task is taken over.
 func (d *Dispatcher) run(fn Function, t ledger.Started, leaseUntil time.Time) {
 	ctx := d.attemptsCtx
 	defer func() {
@@ -228,21 +239,19 @@ func (d *Dispatcher) run(fn Function, t ledger.Started, leaseUntil time.Time) {
 			d.cfg.Logger.Error("attempt panicked; its task is taken over when its lease ends", "task", t.ID, "tenant", t.Tenant, "function", fn.Name, "panic", fmt.Sprint(p))
 		}
 	}()
-	del := &middleware.Delivery{Claim: ledger.Claim{Verdict: ledger.VerdictRun, Attempt: t.Attempt, Throttles: t.Throttles, LeaseUntil: leaseUntil}}
+	del := &middleware.Delivery{Function: fn, Claim: ledger.Claim{Verdict: ledger.VerdictRun, Attempt: t.Attempt, Throttles: t.Throttles, LeaseUntil: leaseUntil}}
 	msg, err := taskmsg.Decode(t.Message)
 	if err == nil {
 		del.Ref, del.Event, err = taskmsg.Parse(msg)
 	}
 	if err != nil {
-		// A record whose stored message cannot be read can never run.
-		del.Ref = taskmsg.Ref{TaskID: t.ID, Tenant: t.Tenant, Function: fn.Name}
-		fn = Function{Name: fn.Name, DeadLetter: fn.DeadLetter}
-		if ferr := d.finish(ctx, del, failOutcome(fmt.Sprintf("stored message unreadable: %v", err)), fn); ferr != nil {
-			d.cfg.Logger.Warn("recording an unreadable task", "task", t.ID, "error", ferr)
-		}
-		return
+		// A record whose stored message cannot be read can never run:
+		// Run gives it a non-retryable outcome.
+		del.Ref, del.Event, del.ParseErr = taskmsg.Ref{TaskID: t.ID, Tenant: t.Tenant, Function: fn.Name}, nil, err
 	}
-	if err := d.attempt(ctx, del, fn); err != nil && ctx.Err() == nil {
+	am := message.NewMessage(t.ID, nil)
+	am.SetContext(middleware.WithDelivery(ctx, del))
+	if _, err := d.attempt(am); err != nil && ctx.Err() == nil {
 		d.cfg.Logger.Warn("recording an attempt's outcome; the task is taken over when its lease ends", "task", t.ID, "tenant", t.Tenant, "function", fn.Name, "error", err)
 	}
 }

@@ -1,38 +1,15 @@
 package middleware_test
 
 import (
-	"errors"
-	"fmt"
-	"log/slog"
-	"sync/atomic"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tasklane/tasklane/pkg/broker"
-	"github.com/tasklane/tasklane/pkg/cloudevent"
-	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
-	"github.com/tasklane/tasklane/pkg/testkit"
 	"github.com/tasklane/tasklane/services/dispatcher/internal/chantest"
 	"github.com/tasklane/tasklane/services/dispatcher/middleware"
 )
-
-const quarantine = "quarantine"
-
-// taskMessage builds the lane message of a task of fn.
-func taskMessage(t *testing.T, tenant, id, fn string) *message.Message {
-	t.Helper()
-	e := event.New()
-	e.SetID("ev-" + id)
-	e.SetSource("/test")
-	e.SetType("test.event")
-	msg, err := taskmsg.New(taskmsg.Ref{TaskID: id, Tenant: tenant, Function: fn, Priority: 7}, &e)
-	require.NoError(t, err)
-	return msg
-}
 
 func TestDecodePassesDeliveryOn(t *testing.T) {
 	t.Parallel()
@@ -41,7 +18,7 @@ func TestDecodePassesDeliveryOn(t *testing.T) {
 	topic, _ := route(t, ps, func(msg *message.Message) error {
 		got <- middleware.DeliveryFrom(msg.Context())
 		return nil
-	}, middleware.Decode(ps, quarantine, metrics.New(), testkit.Logger(t, slog.LevelInfo)))
+	}, middleware.Decode())
 
 	require.NoError(t, ps.Publish(topic, taskMessage(t, "acme", "t1", "fn")))
 	d := receive(t, got)
@@ -51,114 +28,22 @@ func TestDecodePassesDeliveryOn(t *testing.T) {
 	require.True(t, ps.WaitSettled(t, "t1", 1, within)[0].Acked)
 }
 
-// What is not a task message is moved to the quarantine with its reason
-// and acked; the handler never sees it.
-func TestDecodeQuarantinesUndecodable(t *testing.T) {
-	t.Parallel()
-	flagged := message.NewMessage("m-flagged", []byte("payload"))
-	flagged.Metadata.Set(taskmsg.KeyUndecodable, "header x-death is not a string")
-	flagged.Metadata.Set("other", "kept")
-	notEvent := taskMessage(t, "acme", "m-not-event", "fn")
-	notEvent.Metadata.Set(cloudevent.KeyType, "")
-	for name, c := range map[string]struct {
-		msg    *message.Message
-		reason string
-	}{
-		"flagged by the driver": {flagged, "header x-death is not a string"},
-		"no task metadata":      {message.NewMessage("m-bare", []byte("x")), taskmsg.KeyTaskID},
-		"not an event":          {notEvent, cloudevent.ErrNotAnEvent.Error()},
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			ps := chantest.New(t)
-			var calls atomic.Int32
-			m := metrics.New()
-			topic, _ := route(t, ps, func(*message.Message) error {
-				calls.Add(1)
-				return nil
-			}, middleware.Decode(ps, quarantine, m, testkit.Logger(t, slog.LevelInfo)))
-
-			require.NoError(t, ps.Publish(topic, c.msg))
-			require.True(t, ps.WaitSettled(t, c.msg.UUID, 1, within)[0].Acked)
-			q := ps.Read(t, quarantine, 1, within)[0]
-			require.Equal(t, c.msg.UUID, q.UUID)
-			require.Equal(t, c.msg.Payload, q.Payload)
-			require.Contains(t, q.Metadata.Get(middleware.QuarantineReasonKey), c.reason)
-			for k, v := range c.msg.Metadata {
-				require.Equal(t, v, q.Metadata.Get(k), "metadata %s is kept", k)
-			}
-			require.Zero(t, calls.Load())
-		})
-	}
-}
-
-// failOnce fails its first publish.
-type failOnce struct {
-	message.Publisher
-	n atomic.Int32
-}
-
-func (p *failOnce) Publish(topic string, msgs ...*message.Message) error {
-	if p.n.Add(1) == 1 {
-		return errors.New("broker unreachable")
-	}
-	return p.Publisher.Publish(topic, msgs...)
-}
-
-// A quarantine that cannot be written is an error: the message is nacked
-// (and redelivered), never acked without a copy.
-func TestDecodeNacksWhenQuarantineFails(t *testing.T) {
+// What is not a task message reaches the next middleware with the parse
+// error recorded and no task reference; Decode itself quarantines nothing.
+func TestDecodeRecordsParseError(t *testing.T) {
 	t.Parallel()
 	ps := chantest.New(t)
-	errs := make(chan error, 10)
-	topic, _ := route(t, ps, func(*message.Message) error { return nil },
-		probe(errs), middleware.Decode(&failOnce{Publisher: ps}, quarantine, metrics.New(), testkit.Logger(t, slog.LevelInfo)))
+	got := make(chan *middleware.Delivery, 1)
+	topic, _ := route(t, ps, func(msg *message.Message) error {
+		got <- middleware.DeliveryFrom(msg.Context())
+		return nil
+	}, middleware.Decode())
 
-	require.NoError(t, ps.Publish(topic, message.NewMessage("m1", []byte("x"))))
-	require.ErrorContains(t, receive(t, errs), "quarantining message m1: broker unreachable")
-	ds := ps.WaitSettled(t, "m1", 2, within)
-	require.True(t, ds[0].Nacked)
-	require.True(t, ds[1].Acked)
-	require.Equal(t, "m1", ps.Read(t, quarantine, 1, within)[0].UUID)
-}
-
-// refuseLarge refuses, as the amqp driver does for a header frame over
-// frame_max, any message with more than maxKeys metadata entries.
-type refuseLarge struct {
-	message.Publisher
-	maxKeys int
-}
-
-func (p *refuseLarge) Publish(topic string, msgs ...*message.Message) error {
-	for _, m := range msgs {
-		if len(m.Metadata) > p.maxKeys {
-			return &broker.TooLargeError{What: "header frame", Size: len(m.Metadata), Limit: p.maxKeys}
-		}
-	}
-	return p.Publisher.Publish(topic, msgs...)
-}
-
-// An undecodable message whose quarantine copy the broker refuses for its
-// size (its headers plus the reason) is quarantined without its headers
-// and acked: retrying the same copy could never succeed, so a nack would
-// loop forever.
-func TestDecodeQuarantinesTooLargeWithoutHeaders(t *testing.T) {
-	t.Parallel()
-	ps := chantest.New(t)
-	topic, _ := route(t, ps, func(*message.Message) error { return nil },
-		middleware.Decode(&refuseLarge{Publisher: ps, maxKeys: 3}, quarantine, metrics.New(), testkit.Logger(t, slog.LevelInfo)))
-
-	m := message.NewMessage("big", []byte("x"))
-	for i := range 10 {
-		m.Metadata.Set(fmt.Sprintf("h%d", i), "v")
-	}
-	require.NoError(t, ps.Publish(topic, m))
-	ds := ps.WaitSettled(t, "big", 1, within)
-	require.True(t, ds[0].Acked)
-	q := ps.Read(t, quarantine, 1, within)[0]
-	require.Equal(t, "big", q.UUID)
-	require.Equal(t, []byte("x"), []byte(q.Payload))
-	require.Contains(t, q.Metadata.Get(middleware.QuarantineReasonKey), "undecodable task message")
-	require.Contains(t, q.Metadata.Get(middleware.QuarantineReasonKey), "headers dropped")
-	require.Empty(t, q.Metadata.Get("h0"))
+	require.NoError(t, ps.Publish(topic, message.NewMessage("m-bare", []byte("x"))))
+	d := receive(t, got)
+	require.NotNil(t, d)
+	require.ErrorContains(t, d.ParseErr, taskmsg.KeyTaskID)
+	require.Equal(t, taskmsg.Ref{}, d.Ref)
+	require.Nil(t, d.Event)
+	require.True(t, ps.WaitSettled(t, "m-bare", 1, within)[0].Acked)
 }

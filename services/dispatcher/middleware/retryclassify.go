@@ -1,0 +1,106 @@
+package middleware
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/executor"
+	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/metrics"
+)
+
+// RetryClassify records the outcome that Run, inside it, stored in the
+// Delivery, by its class:
+//
+//   - succeeded: the task finishes succeeded;
+//   - retryable or throttled with attempts left: the task waits in the
+//     delay set (state retrying) for its jittered backoff, or for a
+//     throttled answer's Retry-After; up to the function's MaxThrottled
+//     throttled answers are refunded (they do not use up an attempt);
+//   - retryable or throttled on the last attempt: dead (dead-letter
+//     functions) or failed, attempts exhausted;
+//   - non-retryable: dead or failed at once.
+//
+// Finish and retry are fenced by the attempt in the ledger; one refused
+// (the task was taken over) counts as a lost lease. After a finish or a
+// retry, an adaptive function's answer is fed back to its limit (throttled
+// answers, and timeouts if the function counts them, as throttled). An
+// outcome Run discarded (LeaseLost) is not recorded. Errors are the
+// ledger's; a task's failure is never an error.
+func RetryClassify(l *ledger.Ledger, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err != nil {
+				return out, err
+			}
+			d := DeliveryFrom(msg.Context())
+			if d == nil {
+				return nil, fmt.Errorf("classifying message %s: %w", msg.UUID, ErrNoDelivery)
+			}
+			if d.LeaseLost {
+				return out, nil
+			}
+			ctx := msg.Context()
+			if err := finish(ctx, l, m, d); err != nil {
+				return nil, err
+			}
+			fn := d.Function
+			if d.Ran && fn.Adaptive != nil {
+				throttled := d.Outcome.Class == executor.Throttled || (fn.Adaptive.Timeouts && d.TimedOut)
+				if _, err := l.Feedback(ctx, fn.Name, *ledger.AdaptiveOf(fn.Adaptive), fn.Concurrency, throttled); err != nil {
+					m.LedgerErrors.WithLabelValues("feedback").Inc()
+					logger.Warn("recording an answer for the adaptive limit", "function", fn.Name, "error", err)
+				}
+			}
+			return out, nil
+		}
+	}
+}
+
+// finish records d's outcome: terminal, or a retry at a backoff.
+func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delivery) error {
+	tenant, id, function, attempt := d.Ref.Tenant, d.Ref.TaskID, d.Ref.Function, d.Claim.Attempt
+	fn, out := d.Function, d.Outcome
+	o := ledger.Outcome{State: contracts.StateSucceeded, Error: out.Err, Result: out.Result}
+	switch out.Class {
+	case executor.Succeeded:
+	case executor.Retryable, executor.Throttled:
+		// Throttled answers within the allowance do not use up attempts.
+		refund := out.Class == executor.Throttled && d.Claim.Throttles < fn.MaxThrottled
+		if attempt < fn.MaxAttempts || refund {
+			wait := jitter(fn.Backoff(attempt))
+			if out.Class == executor.Throttled && out.RetryAfter > 0 {
+				wait = out.RetryAfter
+			}
+			ok, err := l.Retry(ctx, tenant, id, function, attempt, time.Now().Add(wait), out.Err, refund)
+			if err != nil {
+				m.LedgerErrors.WithLabelValues("retry").Inc()
+				return err
+			}
+			if !ok {
+				m.LeaseLost.Inc()
+			}
+			return nil
+		}
+		o.State, o.Reason = fn.Unsuccessful(), contracts.ReasonAttemptsExhausted
+	default:
+		o.State, o.Reason = fn.Unsuccessful(), contracts.ReasonNonRetryable
+	}
+	ok, err := l.Finish(ctx, tenant, id, function, attempt, o)
+	if err != nil {
+		m.LedgerErrors.WithLabelValues("finish").Inc()
+		return err
+	}
+	if !ok {
+		m.LeaseLost.Inc()
+		return nil
+	}
+	m.Outcomes.WithLabelValues(tenant, function, string(o.State)).Inc()
+	return nil
+}
