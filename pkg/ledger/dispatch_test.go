@@ -44,6 +44,7 @@ func setupDispatch(t *testing.T, quotas map[string]int, limited ...string) *bund
 // mod may set a due or expiry time.
 func (b *bundle) record(t *testing.T, tenant, fn string, priority int, mod ...func(*ledger.EventTasks)) string {
 	t.Helper()
+	require.Contains(t, testTenants, tenant)
 	id := testkit.UniqueName("task")
 	ev := ledger.EventTasks{
 		Tenant: tenant, Event: contracts.EventRef{ID: testkit.UniqueName("ev"), Source: "/test", Type: "t"},
@@ -125,27 +126,37 @@ func (b *bundle) count(t *testing.T, fn string, band ledger.Band) int {
 	return n
 }
 
+// testTenants are the tenants these tests use (checkCounts reads their
+// queues; a SCAN of a shared Redis would be slow).
+var testTenants = []string{"a", "b", "c"}
+
 // checkCounts checks that each n_<band> of fn is the number of entries in
-// the band's tenant queues.
+// the band's tenant queues, in one round trip.
 func (b *bundle) checkCounts(t *testing.T, fn string) {
 	t.Helper()
 	ctx := context.Background()
-	for _, band := range ledger.Bands {
-		sum := int64(0)
-		var cursor uint64
-		for {
-			keys, next, err := b.l.Redis().Scan(ctx, cursor, b.fnPrefix(fn)+"ready:"+string(band)+":*", 1000).Result()
-			require.NoError(t, err)
-			for _, k := range keys {
-				n, err := b.l.Redis().ZCard(ctx, k).Result()
-				require.NoError(t, err)
-				sum += n
-			}
-			if cursor = next; cursor == 0 {
-				break
+	var state *redis.SliceCmd
+	cards := map[ledger.Band][]*redis.IntCmd{}
+	_, err := b.l.Redis().Pipelined(ctx, func(p redis.Pipeliner) error {
+		state = p.HMGet(ctx, b.l.FnStateKey(fn), "n_high", "n_normal", "n_low")
+		for _, band := range ledger.Bands {
+			for _, tenant := range testTenants {
+				cards[band] = append(cards[band], p.ZCard(ctx, b.fnPrefix(fn)+"ready:"+string(band)+":"+tenant))
 			}
 		}
-		n := b.count(t, fn, band)
+		return nil
+	})
+	require.NoError(t, err)
+	for i, band := range ledger.Bands {
+		sum := int64(0)
+		for _, c := range cards[band] {
+			sum += c.Val()
+		}
+		n := 0
+		if v, ok := state.Val()[i].(string); ok {
+			n, err = strconv.Atoi(v)
+			require.NoError(t, err)
+		}
 		require.GreaterOrEqual(t, n, 0, "n_%s of %s", band, fn)
 		require.EqualValues(t, sum, n, "n_%s of %s against its queues", band, fn)
 	}
@@ -930,10 +941,42 @@ func TestWake(t *testing.T) {
 	})
 }
 
+// schedule plays a scheduler pass over the ledger's clock: what is due in
+// the delay set is admitted (a lease that ended is taken over), and
+// tenants whose attempts ended are unparked.
+func (b *bundle) schedule(t *testing.T, quotas map[string]int) {
+	t.Helper()
+	ctx := context.Background()
+	due, err := b.l.TakeDue(ctx, 1000, 30*time.Second)
+	require.NoError(t, err)
+	for _, d := range due {
+		switch {
+		case d.Message == nil || d.State.Terminal():
+			require.NoError(t, b.l.Forget(ctx, d))
+			continue
+		case !d.LeaseUntil.IsZero() && d.LeaseUntil.After(b.now):
+			require.NoError(t, b.l.Defer(ctx, d.Tenant, d.ID, d.LeaseUntil.Add(time.Second)))
+			continue
+		}
+		a := b.admit(t, d.Tenant, d.ID, d.Function, d.Priority)
+		switch a.Verdict {
+		case ledger.AdmitBusy:
+			require.NoError(t, b.l.Defer(ctx, d.Tenant, d.ID, a.LeaseUntil.Add(time.Second)))
+		case ledger.AdmitAdmitted, ledger.AdmitReady, ledger.AdmitEarly:
+		default:
+			require.NoError(t, b.l.Forget(ctx, d))
+		}
+	}
+	for tenant, q := range quotas {
+		require.NoError(t, b.l.Unpark(ctx, tenant, q))
+	}
+}
+
 // TestDispatchCountsHold drives random admissions, duplicates, takes under
-// limits and quotas, finishes, retries, cancellations and lease ends, and
-// checks after each step that the ready counts match the queues; then it
-// drains the function: every live task starts in the end.
+// limits and quotas, finishes, retries, cancellations, dispatchers that
+// die and scheduler passes, and checks after each step that the ready
+// counts match the queues; then it drains the function: every task that
+// was not cancelled succeeds in the end.
 func TestDispatchCountsHold(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -943,17 +986,24 @@ func TestDispatchCountsHold(t *testing.T) {
 		"a": {Concurrency: 2}, "b": {Concurrency: 1},
 	}}
 	rng := rand.New(rand.NewPCG(1, 2))
-	tenants := []string{"a", "b", "c"}
 	type ref struct {
 		tenant, id string
 		priority   int
 	}
 	var tasks []ref
 	running := map[string]ledger.Started{}
-	for step := range 600 {
+	parked, retried, died, takenOver := 0, 0, 0, 0
+	// one running attempt, at random
+	pick := func() (ledger.Started, bool) {
+		for _, s := range running {
+			return s, true
+		}
+		return ledger.Started{}, false
+	}
+	for range 800 {
 		switch op := rng.IntN(10); {
 		case op < 4:
-			r := ref{tenant: tenants[rng.IntN(len(tenants))], priority: rng.IntN(10)}
+			r := ref{tenant: testTenants[rng.IntN(len(testTenants))], priority: rng.IntN(10)}
 			r.id = b.record(t, r.tenant, "f", r.priority)
 			tasks = append(tasks, r)
 			b.admit(t, r.tenant, r.id, "f", r.priority)
@@ -961,63 +1011,64 @@ func TestDispatchCountsHold(t *testing.T) {
 			r := tasks[rng.IntN(len(tasks))]
 			b.admit(t, r.tenant, r.id, "f", r.priority) // a duplicate or a late delivery
 		case op < 7:
-			tk := b.take(t, "f", 1+rng.IntN(4), lim)
+			tk := b.take(t, "f", 1+rng.IntN(4), lim) // checks the counts
+			parked += tk.Parked
 			for _, s := range tk.Tasks {
 				running[s.ID] = s
 			}
-		case op == 7 && len(running) > 0:
-			for id, s := range running {
-				if rng.IntN(3) == 0 {
-					ok, err := b.l.Retry(ctx, s.Tenant, id, "f", s.Attempt, b.now, "boom", false)
-					require.NoError(t, err)
-					if ok {
-						for _, r := range tasks {
-							if r.id == id {
-								b.admit(t, r.tenant, r.id, "f", r.priority)
-							}
-						}
-					}
-				} else {
-					_, err := b.l.Finish(ctx, s.Tenant, id, "f", s.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
-					require.NoError(t, err)
+		case op == 7:
+			s, ok := pick()
+			if !ok {
+				continue
+			}
+			delete(running, s.ID)
+			if rng.IntN(3) == 0 {
+				due := b.now.Add(time.Duration(rng.IntN(2000)) * time.Millisecond)
+				ok, err := b.l.Retry(ctx, s.Tenant, s.ID, "f", s.Attempt, due, "boom", false)
+				require.NoError(t, err)
+				if ok {
+					retried++
 				}
-				delete(running, id)
-				break
+			} else {
+				ok, err := b.l.Finish(ctx, s.Tenant, s.ID, "f", s.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+				require.NoError(t, err)
+				if !ok {
+					takenOver++ // its lease ended and the scheduler took it over
+				}
+			}
+		case op == 8 && rng.IntN(2) == 0:
+			if s, ok := pick(); ok {
+				delete(running, s.ID) // its dispatcher dies
+				died++
 			}
 		case op == 8 && len(tasks) > 0:
 			r := tasks[rng.IntN(len(tasks))]
 			_, _ = b.l.Cancel(ctx, r.tenant, r.id) // only waiting tasks can be
 		default:
-			b.advance(time.Duration(rng.IntN(4000)) * time.Millisecond)
+			b.advance(time.Duration(rng.IntN(8000)) * time.Millisecond)
+			b.schedule(t, quotas)
 		}
 		b.checkCounts(t, "f")
-		if t.Failed() {
-			t.Fatalf("step %d", step)
-		}
 	}
+	require.Positive(t, parked, "some takes parked a tenant")
+	require.Positive(t, retried, "some attempts were retried")
+	require.Positive(t, died, "some dispatchers died")
+	require.Positive(t, takenOver, "some attempts were taken over")
 
-	// Drain: finish whatever runs, take again; leases that ended (the
-	// random clock steps) are taken over by the scheduler's Admit.
-	for range 200 {
+	// Drain: finish whatever runs, let leases and backoffs pass, take again.
+	for range 500 {
 		for id, s := range running {
 			_, err := b.l.Finish(ctx, s.Tenant, id, "f", s.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
 			require.NoError(t, err)
 			delete(running, id)
 		}
-		b.advance(takeLease + time.Second)
-		for _, tn := range tenants {
-			require.NoError(t, b.l.Unpark(ctx, tn, quotas[tn]))
-		}
-		for _, r := range tasks {
-			if b.stateOf(t, r.tenant, r.id) == contracts.StateRunning {
-				b.admit(t, r.tenant, r.id, "f", r.priority)
-			}
-		}
+		b.advance(takeLease + 2*time.Second)
+		b.schedule(t, quotas)
 		tk := b.take(t, "f", 50, lim)
 		for _, s := range tk.Tasks {
 			running[s.ID] = s
 		}
-		if len(tk.Tasks) == 0 && len(running) == 0 {
+		if len(tk.Tasks) == 0 {
 			break
 		}
 	}
