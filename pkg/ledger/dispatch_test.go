@@ -503,6 +503,15 @@ func TestTakeOrderWithinBand(t *testing.T) {
 		require.Equal(t, 1, s.Attempt)
 		require.Equal(t, "m-"+s.ID, string(s.Message))
 	}
+
+	// Aging: each priority step is worth a minute of waiting.
+	old := b.ready(t, "a", "f", 7, 1)[0]
+	b.advance(2*time.Minute + time.Second)
+	fresh := b.ready(t, "a", "f", 9, 1)[0]
+	tk = b.take(t, "f", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	require.Equal(t, old, tk.Tasks[0].ID, "a priority 7 task ready for over 2 minutes goes before a fresh 9")
+	require.Equal(t, fresh, b.take(t, "f", 1, ledger.TakeLimits{}).Tasks[0].ID)
 }
 
 func TestTakeTenantRoundRobin(t *testing.T) {
@@ -749,8 +758,10 @@ func TestTenantQuota(t *testing.T) {
 		require.Empty(t, b.take(t, "f", 6, lim).Tasks)
 
 		b.advance(takeLease + time.Second) // its dispatcher died
+		ch := b.wakes(t)
 		require.NoError(t, b.l.Unpark(ctx, "a", 1))
 		require.True(t, b.inRing(t, "f", ledger.BandNormal, "a"))
+		require.Equal(t, []string{"f"}, b.wakesSoFar(t, ch))
 		tk := b.take(t, "f", 6, lim)
 		require.Contains(t, tenantsOf(tk), "a")
 	})
@@ -859,6 +870,42 @@ func TestTakeDropsStaleEntries(t *testing.T) {
 	require.Equal(t, ledger.TakeEmpty, tk.Status)
 	require.Equal(t, 0, b.count(t, "f", ledger.BandNormal))
 	require.Equal(t, contracts.StateCancelled, b.stateOf(t, "a", only))
+}
+
+func TestTakeStopsEarlyOnManyStaleEntries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupDispatch(t, nil)
+	stale := b.ready(t, "a", "f", 5, 50)
+	live := b.ready(t, "a", "f", 5, 1)[0]
+	for _, id := range stale {
+		_, err := b.l.Cancel(ctx, "a", id)
+		require.NoError(t, err)
+	}
+	tk := b.take(t, "f", 1, ledger.TakeLimits{})
+	require.Empty(t, tk.Tasks)
+	require.Equal(t, ledger.TakeMore, tk.Status, "one call does bounded work")
+	tk = b.take(t, "f", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	require.Equal(t, live, tk.Tasks[0].ID)
+	require.Equal(t, 0, b.count(t, "f", ledger.BandNormal))
+}
+
+func TestTakeAfterThrottledRetry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupDispatch(t, nil)
+	id := b.ready(t, "a", "f", 5, 1)[0]
+	tk := b.take(t, "f", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	ok, err := b.l.Retry(ctx, "a", id, "f", 1, b.now, "429", true)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f", 5).Verdict)
+	tk = b.take(t, "f", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	require.Equal(t, 1, tk.Tasks[0].Attempt, "a throttled answer gives its attempt back")
+	require.Equal(t, 1, tk.Tasks[0].Throttles)
 }
 
 func TestTakeExpires(t *testing.T) {
