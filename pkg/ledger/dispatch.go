@@ -30,11 +30,12 @@ import (
 //	<p>:{<tenant>}:parked               set: "<fn>\n<ring>" of the bands parked while the tenant is at its quota
 //
 // A tenant at its quota leaves the round robin of each band it was found
-// waiting in ("parked"); its tasks keep their place, and the next attempt of
-// the tenant that ends puts it back. Every change that may let a waiting
-// task start (a task ready in an empty function, a slot freed in a limited
-// function, a tenant unparked) publishes the function's name on the wake
-// channel, which every dispatcher listens to.
+// waiting in ("parked"); its tasks keep their place (and their count in
+// n_<band>), and the next attempt of the tenant that ends puts it back.
+// Every change that may let a waiting task start (a task ready in a band
+// whose round robin was empty, a slot freed in a limited function, a
+// tenant unparked) publishes the function's name on the wake channel,
+// which every dispatcher listens to.
 
 // WakeChannel is the Pub/Sub channel dispatchers listen on: each message
 // is the name of a function that may have work to start.
