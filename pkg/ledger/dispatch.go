@@ -30,11 +30,12 @@ import (
 //	<p>:{<tenant>}:parked               set: "<fn>\n<ring>" of the bands parked while the tenant is at its quota
 //
 // A tenant at its quota leaves the round robin of each band it was found
-// waiting in ("parked"); its tasks keep their place, and the next attempt of
-// the tenant that ends puts it back. Every change that may let a waiting
-// task start (a task ready in an empty function, a slot freed in a limited
-// function, a tenant unparked) publishes the function's name on the wake
-// channel, which every dispatcher listens to.
+// waiting in ("parked"); its tasks keep their place (and their count in
+// n_<band>), and the next attempt of the tenant that ends puts it back.
+// Every change that may let a waiting task start (a task ready in a band
+// whose round robin was empty, a slot freed in a limited function, a
+// tenant unparked) publishes the function's name on the wake channel,
+// which every dispatcher listens to.
 
 // WakeChannel is the Pub/Sub channel dispatchers listen on: each message
 // is the name of a function that may have work to start.
@@ -118,16 +119,17 @@ local q = ring .. ':' .. ARGV[12]
 local verdict = 'ready'
 if redis.call('ZADD', q, 'NX', now - tonumber(ARGV[7]) * 60000000, ARGV[3]) == 1 then
   verdict = 'admitted'
-  local n = redis.call('HMGET', KEYS[5], 'n_high', 'n_normal', 'n_low')
-  local total = tonumber(n[1] or '0') + tonumber(n[2] or '0') + tonumber(n[3] or '0')
   redis.call('HINCRBY', KEYS[5], 'n_' .. ARGV[8], 1)
   if redis.call('ZCARD', q) == 1 and redis.call('SISMEMBER', KEYS[6], ARGV[10] .. '\n' .. ring) == 0 then
     -- The tenant joins the band's round robin at the least served score,
     -- so a tenant that was idle banks no credit.
     local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
     redis.call('ZADD', ring, 'NX', top[2] or 0, ARGV[12])
+    -- A band with no startable tenant before: the dispatchers may be idle
+    -- (nothing ready, only parked tenants, or the band held back while
+    -- this one may start), so wake them.
+    if #top == 0 then redis.call('PUBLISH', ARGV[9], ARGV[10]) end
   end
-  if total <= 0 then redis.call('PUBLISH', ARGV[9], ARGV[10]) end
 end
 if st ~= 'queued' then
   -- Due (a retry, a delayed task) or taken over from a dead dispatcher.
@@ -198,10 +200,8 @@ local sv = redis.call('HMGET', S, 'n_high', 'n_normal', 'n_low', 'pass_high', 'p
 local n = {tonumber(sv[1] or '0'), tonumber(sv[2] or '0'), tonumber(sv[3] or '0')}
 local pass = {tonumber(sv[4] or '0'), tonumber(sv[5] or '0'), tonumber(sv[6] or '0')}
 local vt = tonumber(sv[7] or '0')
+local drained = {false, false, false}
 local out = {}
--- empty[b]: every tenant with tasks in band b is parked (its n_ counts
--- them still).
-local empty = {false, false, false}
 local started, expired, parked, status, wait = 0, 0, 0, 'empty', 0
 local steps = 0
 while true do
@@ -211,7 +211,7 @@ while true do
   if limit > 0 and inflight >= limit then status = 'limit'; break end
   local best, held = nil, false
   for b = 1, 3 do
-    if n[b] > 0 and not empty[b] then
+    if n[b] > 0 and not drained[b] then
       if b == 1 or limit == 0 or inflight < limit - reserved then
         -- A band back from empty starts at the current pass: no banked credit.
         if pass[b] < vt then pass[b] = vt end
@@ -232,7 +232,9 @@ while true do
   local ring = FP .. 'ready:' .. bands[best]
   local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
   if #top == 0 then
-    empty[best] = true
+    -- Every tenant left in the band is parked: its tasks stay counted
+    -- (they start once their tenant is back), the band is done for now.
+    drained[best] = true
   else
     local tenant, tscore = top[1], tonumber(top[2])
     local q = ring .. ':' .. tenant
