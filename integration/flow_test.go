@@ -26,7 +26,6 @@ type starts struct {
 	mu    sync.Mutex
 	ids   []string
 	at    map[string]time.Time
-	calls atomic.Int64
 }
 
 func (s *starts) record(id string) {
