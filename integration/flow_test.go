@@ -23,9 +23,9 @@ import (
 
 // starts records which events a test function saw start, in order.
 type starts struct {
-	mu    sync.Mutex
-	ids   []string
-	at    map[string]time.Time
+	mu  sync.Mutex
+	ids []string
+	at  map[string]time.Time
 }
 
 func (s *starts) record(id string) {
