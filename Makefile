@@ -30,7 +30,7 @@ vet: ## gofmt, go vet (with and without the integration tag), golangci-lint (.go
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration $(PKGS)
-	$(GOLANGCI_LINT) run $(PKGS)
+	$(GOLANGCI_LINT) run --allow-parallel-runners $(PKGS)
 
 build: ## Build bin/tasklane
 	$(GO) build -o bin/tasklane ./cmd/tasklane
