@@ -76,13 +76,17 @@ func runChain(t *testing.T, driver string) {
 		mu.Unlock()
 	}))
 	t.Cleanup(second.Close)
-	e := startTasklane(t, driver, fmt.Sprintf(`
+	e := newStack(t, driver, fmt.Sprintf(`
 functions:
   - {name: first, events: [com.example.first], endpoint: %q}
   - {name: bad, events: [com.example.bad], endpoint: %q}
   - {name: badprio, events: [com.example.badprio], endpoint: %q}
   - {name: second, events: [com.example.second], endpoint: %q}
 `, first.URL, bad.URL, badPrio.URL, second.URL))
+	// The dispatcher runs alone, as in production: its in-process ingest
+	// path needs nothing of the gateway's.
+	e.spawn("dispatcher")
+	e.start("gateway", "scheduler", "notifier")
 
 	submit := func(id, typ string) string {
 		h := map[string]string{"Ce-Specversion": "1.0", "Ce-Id": id, "Ce-Source": "/chain", "Ce-Type": typ}
