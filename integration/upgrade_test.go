@@ -104,18 +104,8 @@ subscriptions:
 			ids[i] = fmt.Sprintf("long-%d-%d", wave, i)
 		}
 		require.NoError(t, submit("com.example.long", ids...))
-		deadline := time.Now().Add(20 * time.Second)
-		for longRunning.Load() != longPerWave {
-			if time.Now().After(deadline) {
-				for _, task := range allTasks(t, e.ledger(), "default") {
-					if task.Function == "long" {
-						t.Logf("%s %s attempts=%d", task.Event.ID, task.State, task.Attempts)
-					}
-				}
-				t.Fatalf("wave %d: %d long tasks running (%d)", wave, longPerWave, longRunning.Load())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitOrDump(t, e, 20*time.Second, func() bool { return longRunning.Load() == longPerWave },
+			"wave %d: %d long tasks running", wave, longPerWave)
 	}
 
 	// Short tasks flow through the whole upgrade.
@@ -160,20 +150,7 @@ subscriptions:
 	}
 	stopShorts()
 
-	deadline := time.Now().Add(60 * time.Second)
-	for c.finished() != c.total() {
-		if time.Now().After(deadline) {
-			states := map[string]int{}
-			for _, task := range allTasks(t, e.ledger(), "default") {
-				states[task.Function+"/"+string(task.State)]++
-				if !task.State.Terminal() && states[task.Function+"/"+string(task.State)] < 5 {
-					t.Logf("%+v", task)
-				}
-			}
-			t.Fatalf("every task finished (%d of %d): %v", c.finished(), c.total(), states)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitOrDump(t, e, 60*time.Second, func() bool { return c.finished() == c.total() }, "every task finished")
 	testkit.Eventually(t, 30*time.Second, e.outboxDrained, "results outbox drained")
 	v := c.check(t, e, "default")
 	t.Logf("%s: rolling upgrade of %d dispatchers; %s; long tasks completed %d", driver, len(old), v, longDone.Load())
@@ -190,5 +167,27 @@ subscriptions:
 		for _, r := range rs {
 			require.Equal(t, contracts.StateSucceeded, r.state, "task %s", id)
 		}
+	}
+}
+
+// waitOrDump polls cond until it holds; after within it logs the tasks of
+// tenant default that have not ended and how many tasks are in each state,
+// and fails with msg.
+func waitOrDump(t *testing.T, e *env, within time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			states := map[string]int{}
+			for _, task := range allTasks(t, e.ledger(), "default") {
+				k := task.Function + "/" + string(task.State)
+				states[k]++
+				if !task.State.Terminal() && states[k] <= 5 {
+					t.Logf("not ended: %+v", task)
+				}
+			}
+			t.Fatalf("not within %v: "+msg+"; tasks by function/state: %v", append(append([]any{within}, args...), states)...)
+		}
+		time.Sleep(50 * time.Millisecond) // polling, with the deadline above
 	}
 }
