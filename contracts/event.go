@@ -50,7 +50,19 @@ const (
 	// ExtTenantID is set by the platform from the credential. A value sent by
 	// a client is overwritten; it never selects a tenant.
 	ExtTenantID = "tenantid"
+	// ExtParentTask is set by the platform on an event chained from a
+	// function's reply: the id of the task whose reply it was. A value sent
+	// by a client is dropped.
+	ExtParentTask = "parenttask"
+	// ExtChainDepth is set by the platform on a chained event: how many
+	// replies led to it (1 for the reply of a submitted event's task). A
+	// value sent by a client is dropped.
+	ExtChainDepth = "chaindepth"
 )
+
+// MaxChainDepth bounds a chain: a reply that would make an event deeper
+// fails its task (non-retryable).
+const MaxChainDepth = 16
 
 // Headers sent with every call to an HTTP function, besides the CloudEvent
 // itself in binary mode.

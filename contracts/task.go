@@ -97,6 +97,9 @@ type Task struct {
 	Function string `json:"function"`
 	// Event identifies the CloudEvent the task was made from.
 	Event EventRef `json:"event"`
+	// Parent is the id of the task whose reply event this task was made
+	// from (task chaining); empty for a submitted event.
+	Parent string `json:"parent,omitempty"`
 	// State is where the task is now.
 	State State `json:"state"`
 	// Attempts counts the attempts started so far.

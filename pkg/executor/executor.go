@@ -56,6 +56,12 @@ type Outcome struct {
 	RetryAfter time.Duration
 	// Status is the HTTP status, when there was one.
 	Status int
+	// Reply is the CloudEvent a succeeded attempt replied with (a 2xx
+	// answer in binary or structured mode, or sdk.Reply): the dispatcher
+	// submits it as a new event chained from the task. An answer that
+	// looked like a CloudEvent but is not a valid one fails the attempt
+	// (non-retryable) instead.
+	Reply *event.Event
 }
 
 // Executor runs attempts. Execute must honour ctx's deadline.

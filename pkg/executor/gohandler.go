@@ -19,12 +19,13 @@ func (g goHandler) Execute(ctx context.Context, r Request) (o Outcome) {
 			o = Outcome{Class: Retryable, Err: fmt.Sprintf("handler panicked: %v", p)}
 		}
 	}()
+	ctx, reply := sdk.CollectReply(ctx)
 	res, err := g.h(ctx, sdk.Task{
 		ID: r.TaskID, Tenant: r.Tenant, Function: r.Function,
 		Attempt: r.Attempt, Deadline: r.Deadline, Event: r.Event,
 	})
 	if err == nil {
-		return Outcome{Class: Succeeded, Result: bounded(res, g.max)}
+		return Outcome{Class: Succeeded, Result: bounded(res, g.max), Reply: reply()}
 	}
 	var perm *sdk.PermanentError
 	var thr *sdk.ThrottledError

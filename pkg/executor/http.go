@@ -1,10 +1,12 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -74,6 +77,15 @@ func Classify(status int, header http.Header, body []byte, maxResult int64) Outc
 	case status >= 200 && status < 300:
 		o.Class = Succeeded
 		o.Result = bounded(body, maxResult)
+		reply, isEvent, err := ReplyEvent(header, body, maxResult)
+		if err != nil {
+			o.Class = NonRetryable
+			o.Err = fmt.Sprintf("HTTP %d with an invalid reply event: %v", status, err)
+			return o
+		}
+		if isEvent {
+			o.Reply = reply
+		}
 		return o
 	case status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable:
 		o.Class = Throttled
@@ -122,4 +134,39 @@ func describeTransportError(ctx context.Context, err error) string {
 		return "timeout: " + err.Error()
 	}
 	return "connection error: " + err.Error()
+}
+
+// Media types of a reply in structured mode.
+const (
+	mediaCloudEvent      = "application/cloudevents+json"
+	mediaCloudEventBatch = "application/cloudevents-batch+json"
+)
+
+// ReplyEvent reads a 2xx answer as a CloudEvent reply: in binary mode
+// (a ce-specversion header) or structured mode (Content-Type
+// application/cloudevents+json). isEvent is false for any other answer. An
+// answer that is a CloudEvent by those marks but cannot be read as one (or
+// is a batch, or was cut at max bytes) returns an error saying why.
+func ReplyEvent(header http.Header, body []byte, max int64) (e *event.Event, isEvent bool, err error) {
+	mt, _, _ := mime.ParseMediaType(header.Get("Content-Type"))
+	binaryMode := header.Get("Ce-Specversion") != ""
+	switch {
+	case mt == mediaCloudEventBatch:
+		return nil, true, errors.New("a batch (application/cloudevents-batch+json) cannot be chained; reply with one event")
+	case mt != mediaCloudEvent && !binaryMode:
+		return nil, false, nil
+	}
+	if int64(len(body)) > max {
+		return nil, true, fmt.Errorf("the reply is larger than %d bytes", max)
+	}
+	msg := cehttp.NewMessage(header, io.NopCloser(bytes.NewReader(body)))
+	defer func() { _ = msg.Finish(nil) }()
+	ev, err := binding.ToEvent(context.Background(), msg)
+	if err != nil {
+		return nil, true, fmt.Errorf("reading the CloudEvent: %w", err)
+	}
+	if err := ev.Validate(); err != nil {
+		return nil, true, fmt.Errorf("%w", err)
+	}
+	return ev, true, nil
 }

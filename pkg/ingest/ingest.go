@@ -68,6 +68,9 @@ const republishAfter = time.Second
 type Error struct {
 	Status int
 	Msg    string
+	// NoSubscriber is set when the error is that no function subscribes
+	// to the event's type (422).
+	NoSubscriber bool
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -162,6 +165,45 @@ func (in *Ingester) Close() { in.guards.close() }
 // 422, naming the event's index when there are several), so a client can
 // fix and resend it whole; dedup makes resending what was accepted harmless.
 func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.Event) ([]contracts.SubmittedTask, error) {
+	return in.submit(ctx, tenant, events, nil)
+}
+
+// Parent is the task whose reply event SubmitReply chains.
+type Parent struct {
+	// TaskID is the parent task's id.
+	TaskID string
+	// Event is the event the parent task was made from (its chaindepth
+	// extension, if any, gives the parent's depth).
+	Event *event.Event
+}
+
+// SubmitReply submits e, the CloudEvent a function replied with, as a new
+// event of tenant chained from parent: the same validation, dedup (on e's
+// source and id: a re-run of the parent that replies with the same event
+// finds the same tasks), limits and routing as Submit. The new tasks'
+// records name the parent, and the event carries the parenttask and
+// chaindepth extensions; a chain deeper than contracts.MaxChainDepth is
+// refused (422). Errors are Submit's.
+func (in *Ingester) SubmitReply(ctx context.Context, tenant string, parent Parent, e *event.Event) ([]contracts.SubmittedTask, error) {
+	depth := 1
+	if parent.Event != nil {
+		if d, ok := toInt(parent.Event.Extensions()[contracts.ExtChainDepth]); ok && d > 0 {
+			depth = int(min(d, contracts.MaxChainDepth)) + 1
+		}
+	}
+	if depth > contracts.MaxChainDepth {
+		return nil, errorf(http.StatusUnprocessableEntity, "chain too deep: the reply would be the %d-th event of its chain; the limit is %d", depth, contracts.MaxChainDepth)
+	}
+	return in.submit(ctx, tenant, []*event.Event{e}, &chained{parent: parent.TaskID, depth: depth})
+}
+
+// chained is what a chained event records of its parent.
+type chained struct {
+	parent string
+	depth  int
+}
+
+func (in *Ingester) submit(ctx context.Context, tenant string, events []*event.Event, chain *chained) ([]contracts.SubmittedTask, error) {
 	if len(events) == 0 {
 		return nil, errorf(http.StatusBadRequest, "no events")
 	}
@@ -176,7 +218,7 @@ func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.E
 	batch := make([]ledger.EventTasks, len(events))
 	msgs := make([][]*message.Message, len(events))
 	for i, e := range events {
-		et, m, err := in.prepare(tenant, e, now)
+		et, m, err := in.prepare(tenant, e, now, chain)
 		if err != nil {
 			if len(events) > 1 {
 				err.Msg = fmt.Sprintf("events[%d]: %s", i, err.Msg)
@@ -224,7 +266,15 @@ func (in *Ingester) Submit(ctx context.Context, tenant string, events []*event.E
 }
 
 // prepare validates one event and builds its tasks.
-func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledger.EventTasks, []*message.Message, *Error) {
+func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time, chain *chained) (ledger.EventTasks, []*message.Message, *Error) {
+	// Chain attributes come from the platform only: a client's are dropped
+	// (before the size check, which then counts the platform's).
+	e.SetExtension(contracts.ExtParentTask, nil)
+	e.SetExtension(contracts.ExtChainDepth, nil)
+	if chain != nil {
+		e.SetExtension(contracts.ExtParentTask, chain.parent)
+		e.SetExtension(contracts.ExtChainDepth, chain.depth)
+	}
 	if perr := in.checkSize(e); perr != nil {
 		return ledger.EventTasks{}, nil, perr
 	}
@@ -252,13 +302,18 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time) (ledge
 	}
 	fns := in.cfg.Subscribers(tenant, e.Type())
 	if len(fns) == 0 {
-		return ledger.EventTasks{}, nil, errorf(http.StatusUnprocessableEntity, "type: no function subscribes to type %q", e.Type())
+		perr := errorf(http.StatusUnprocessableEntity, "type: no function subscribes to type %q", e.Type())
+		perr.NoSubscriber = true
+		return ledger.EventTasks{}, nil, perr
 	}
 	et := ledger.EventTasks{
 		Tenant:    tenant,
 		Event:     contracts.EventRef{ID: e.ID(), Source: e.Source(), Type: e.Type(), Subject: e.Subject()},
 		DueAt:     due,
 		ExpiresAt: expires,
+	}
+	if chain != nil {
+		et.Parent = chain.parent
 	}
 	msgs := make([]*message.Message, 0, len(fns))
 	for _, fn := range fns {

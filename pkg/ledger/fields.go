@@ -34,6 +34,7 @@ const (
 	fExpires      = "expires"
 	fReason       = "reason"
 	fRedrives     = "redrives"
+	fParent       = "parent"
 )
 
 // RecordFromFields builds a task record from its hash fields (as stored in
@@ -46,6 +47,7 @@ func RecordFromFields(h map[string]string) contracts.Task {
 		Event: contracts.EventRef{
 			ID: h[fEventID], Source: h[fEventSource], Type: h[fEventType], Subject: h[fEventSubject],
 		},
+		Parent:      h[fParent],
 		State:       contracts.State(h[fState]),
 		Attempts:    atoi(h[fAttempts]),
 		Priority:    atoi(h[fPriority]),

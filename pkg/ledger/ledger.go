@@ -169,6 +169,9 @@ type EventTasks struct {
 	// the zero time included (those tasks end expired at once); nil is no
 	// expiry.
 	ExpiresAt *time.Time
+	// Parent is the task whose reply event this is (task chaining); empty
+	// for a submitted event.
+	Parent string
 }
 
 // Created is the ledger's answer for one EventTasks.
@@ -219,6 +222,9 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			}
 			if ev.ExpiresAt != nil {
 				f = append(f, fExpires, expires)
+			}
+			if ev.Parent != "" {
+				f = append(f, fParent, ev.Parent)
 			}
 			evArgs = append(evArgs, t.ID, len(f))
 			evArgs = append(evArgs, f...)

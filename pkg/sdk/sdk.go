@@ -14,7 +14,8 @@
 //
 // A handler returns its result bytes (stored as the task's result) or an
 // error. A plain error is retryable; wrap it with Permanent to stop retrying,
-// or with Throttled to back off and slow the function down.
+// or with Throttled to back off and slow the function down. A handler that
+// calls Reply before returning nil chains a new event (task chaining).
 package sdk
 
 import (
@@ -124,4 +125,48 @@ func Throttled(err error, retryAfter time.Duration) error {
 		err = errors.New("throttled")
 	}
 	return &ThrottledError{Err: err, RetryAfter: retryAfter}
+}
+
+// replyKey is the context key of an attempt's reply slot.
+type replyKey struct{}
+
+// replySlot holds the event a handler replied with.
+type replySlot struct {
+	mu sync.Mutex
+	e  *event.Event
+}
+
+// Reply makes e the attempt's reply event: when the handler then returns
+// nil, Tasklane submits e as a new event of the task's tenant (the same
+// validation, dedup on e's source and id, and limits as a submitted event)
+// before it records the task's success, and the new tasks name this task
+// as their parent. Give the reply a stable id (derived from the task's
+// event, say), so that a re-run of the task replies with the same event and
+// chains nothing twice. A later Reply replaces an earlier one; a reply
+// Tasklane refuses as invalid fails the task (non-retryable). ctx must be
+// the handler's context.
+func Reply(ctx context.Context, e *event.Event) error {
+	slot, ok := ctx.Value(replyKey{}).(*replySlot)
+	if !ok {
+		return errors.New("sdk: Reply outside a Tasklane handler's context")
+	}
+	if e == nil {
+		return errors.New("sdk: Reply with a nil event")
+	}
+	slot.mu.Lock()
+	defer slot.mu.Unlock()
+	slot.e = e
+	return nil
+}
+
+// CollectReply returns a context in which a handler may call Reply, and a
+// function that returns the event it replied with (nil if none). Tasklane's
+// executor calls it; handlers do not.
+func CollectReply(ctx context.Context) (context.Context, func() *event.Event) {
+	slot := &replySlot{}
+	return context.WithValue(ctx, replyKey{}, slot), func() *event.Event {
+		slot.mu.Lock()
+		defer slot.mu.Unlock()
+		return slot.e
+	}
 }

@@ -7,7 +7,7 @@
 // function takes ready tasks by capacity: as many as the process has free
 // workers (MaxRunning) and the function has room under its limits
 // (ledger.Take), and runs each attempt through the attempt chain
-// (RetryClassify, Run) under a renewed lease. Nothing waits
+// (RetryClassify, Reply, Run) under a renewed lease. Nothing waits
 // inside a consumer: retries go to the ledger's delay set, and the
 // scheduler puts them back in the ready queue when due.
 package dispatcher
@@ -72,6 +72,9 @@ type Config struct {
 	// ReservedHigh is the share of a limited function's slots only the
 	// high band may use.
 	ReservedHigh float64
+	// Chainer submits functions' reply events (task chaining): the
+	// process's in-process ingest path. Nil leaves replies unchained.
+	Chainer middleware.Chainer
 }
 
 // ErrorBackoffDefault is the default Config.ErrorBackoff. It is not a
@@ -198,6 +201,7 @@ func (d *Dispatcher) attemptMiddlewares() []middleware.Named {
 	cfg := d.cfg
 	return []middleware.Named{
 		{Name: "RetryClassify", Middleware: middleware.RetryClassify(cfg.Ledger, cfg.Metrics, cfg.Logger)},
+		{Name: "Reply", Middleware: middleware.Reply(cfg.Chainer, cfg.Logger)},
 		{Name: "Run", Middleware: middleware.Run(d.leases, cfg.Owner, cfg.Metrics, cfg.Logger)},
 	}
 }

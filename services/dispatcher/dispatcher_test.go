@@ -155,7 +155,7 @@ func TestDispatcherChainOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{exec: execFunc(succeed)})
 	require.Equal(t, []string{"ErrorBackoff", "Recover", "Detach", "Decode", "Poison", "Dedup", "Throttle"}, dispatcher.ChainNames(b.d))
-	require.Equal(t, []string{"RetryClassify", "Run"}, dispatcher.AttemptChainNames(b.d))
+	require.Equal(t, []string{"RetryClassify", "Reply", "Run"}, dispatcher.AttemptChainNames(b.d))
 }
 
 // A Config built in Go gets the same defaults as the configuration file.

@@ -301,7 +301,9 @@ func (a *App) configure() error {
 	a.table = routing.NewDynamic(static, urgent)
 	a.store = routing.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
 	a.trigStore = triggers.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
-	if (opts.Roles[RoleGateway] || opts.Roles[RoleTriggers]) && a.admissionLimits().Enabled() {
+	// Dispatchers ingest too: a function's reply event is chained through
+	// the same limits.
+	if (opts.Roles[RoleGateway] || opts.Roles[RoleTriggers] || opts.Roles[RoleDispatcher]) && a.admissionLimits().Enabled() {
 		a.admit = admission.New(admission.Config{
 			Backlogs: a.ledger, Tenants: cfg.TenantIDs(), Limits: a.admissionLimits(),
 			Shares: a.submissionShares, Metrics: a.metrics, Logger: a.logger.With("component", "admission"),

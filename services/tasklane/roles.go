@@ -159,6 +159,7 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 			DrainTimeout:     a.cfg.Dispatcher.DrainTimeout.Std(),
 			MaxRunning:       a.cfg.Dispatcher.MaxRunning,
 			ReservedHigh:     a.cfg.Dispatcher.ReservedHigh,
+			Chainer:          a.ingester(),
 		})
 		if err != nil {
 			return err

@@ -18,6 +18,7 @@
 // directly with a message whose context carries the Delivery:
 //
 //	RetryClassify the outcome picks finish, retry at a backoff, or dead/failed
+//	Reply         a succeeded attempt's reply event is ingested (chained) first
 //	Run           the attempt runs under its renewed lease
 //
 // ErrorBackoff is outside Recover so that a panic, once an error, gets the
@@ -27,7 +28,9 @@
 // the task in its ready queue): Dedup makes it and stores its answer in
 // the Delivery, Throttle acts on an admission. RetryClassify is outside Run
 // as Watermill's Retry is outside the handler: it classifies what Run
-// returned.
+// returned. Reply sits between them so that a reply event is recorded
+// before the task's success is, and a reply it refuses turns the outcome
+// into the failure RetryClassify records.
 package middleware
 
 import (
