@@ -132,14 +132,15 @@ type App struct {
 	ctrl   *routing.Controller
 	api    http.Handler // the gateway's /v1 routes
 	admin  http.Handler // the operator API's routes
+	disp   *dispatcher.Dispatcher
+	notif  *notifier.Notifier
+	ing    *ingest.Ingester // shared by the gateway and the triggers; nil without them
+
 	// adminAPI, trigAPI and ui: the operator API, the trigger list and the
 	// dashboard (services/ui), which shows what the first two answer.
 	adminAPI *gateway.Admin
 	trigAPI  *gateway.Triggers
 	ui       http.Handler
-	disp   *dispatcher.Dispatcher
-	notif  *notifier.Notifier
-	ing    *ingest.Ingester // shared by the gateway and the triggers; nil without them
 
 	trigStore *triggers.Store
 	trigSpecs atomic.Pointer[[]config.Trigger] // as of the last (re)load

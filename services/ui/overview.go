@@ -25,15 +25,15 @@ const (
 
 // fnRow is one function's line of the overview.
 type fnRow struct {
-	Name                       string
-	Limit                      int
-	Adaptive                   bool
-	Waiting, Running           int64
-	WaitingMore, RunningMore   bool
-	Succeeded, Failed, Dead    int
-	P50, P99                   string
-	waits                      []int64
-	ThrottledLastMinute        int64
+	Name                     string
+	Limit                    int
+	Adaptive                 bool
+	Waiting, Running         int64
+	WaitingMore, RunningMore bool
+	Succeeded, Failed, Dead  int
+	P50, P99                 string
+	waits                    []int64
+	ThrottledLastMinute      int64
 }
 
 // bar is one bucket of the outcomes chart, laid out for the SVG.
