@@ -13,8 +13,7 @@ import (
 // table and the trigger state the start-up makes.
 func (a *App) registerUI(mux *http.ServeMux) {
 	h := a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.ui.ServeHTTP(w, r) }))
-	mux.Handle(ui.Prefix, h)
-	mux.Handle("/ui", http.RedirectHandler(ui.Prefix, http.StatusMovedPermanently))
+	mux.Handle(ui.Prefix, h) // ServeMux sends /ui to /ui/
 }
 
 // startUI makes the dashboard, after the operator API and the gateway.

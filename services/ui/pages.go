@@ -210,7 +210,11 @@ func timeline(t *contracts.Task) []step {
 // handleTaskAction cancels, redrives or purges one task, with the API's
 // semantics, and goes back to the task's page saying what happened.
 func (u *UI) handleTaskAction(w http.ResponseWriter, r *http.Request, s *session) {
-	id := r.PathValue("id")
+	id, action := r.PathValue("id"), r.PathValue("action")
+	if action != "cancel" && action != "redrive" && action != "purge" {
+		http.NotFound(w, r)
+		return
+	}
 	t, err := u.findTask(r, s, id)
 	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		u.unavailable(w, r, s, "reading a task", err)
@@ -227,7 +231,7 @@ func (u *UI) handleTaskAction(w http.ResponseWriter, r *http.Request, s *session
 		back("not-found")
 		return
 	}
-	switch r.PathValue("action") {
+	switch action {
 	case "cancel":
 		_, err = u.cfg.Ledger.Cancel(r.Context(), t.Tenant, id)
 		if errors.Is(err, ledger.ErrNotCancellable) {
@@ -238,9 +242,9 @@ func (u *UI) handleTaskAction(w http.ResponseWriter, r *http.Request, s *session
 			back("cancelled")
 			return
 		}
-	case "redrive", "purge":
+	default: // redrive, purge
 		op, done := u.cfg.Ledger.Redrive, "redriven"
-		if r.PathValue("action") == "purge" {
+		if action == "purge" {
 			op, done = u.cfg.Ledger.Purge, "purged"
 		}
 		err = op(r.Context(), t.Tenant, id)
@@ -262,9 +266,6 @@ func (u *UI) handleTaskAction(w http.ResponseWriter, r *http.Request, s *session
 			back(done)
 			return
 		}
-	default:
-		http.NotFound(w, r)
-		return
 	}
 	u.unavailable(w, r, s, "changing a task", err)
 }

@@ -125,9 +125,6 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/lanes", u.page(u.admin(u.handleLanes)))
 	mux.HandleFunc("POST /ui/lanes/pin", u.post(u.admin(u.handlePin)))
 	mux.HandleFunc("GET /ui/triggers", u.page(u.handleTriggers))
-	mux.HandleFunc("/ui", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, Prefix, http.StatusMovedPermanently)
-	})
 }
 
 // handler is a page or action for a signed-in session.
