@@ -185,7 +185,9 @@ func (br *browser) do(method, path string, form url.Values, hdr map[string]strin
 	return w
 }
 
-func (br *browser) get(path string) *httptest.ResponseRecorder { return br.do(http.MethodGet, path, nil, nil) }
+func (br *browser) get(path string) *httptest.ResponseRecorder {
+	return br.do(http.MethodGet, path, nil, nil)
+}
 
 // post submits a form with the CSRF token of the page at from.
 func (br *browser) post(from, path string, form url.Values) *httptest.ResponseRecorder {
