@@ -55,7 +55,7 @@ type bundle struct {
 // setup serves the dashboard over a real ledger. Events of type "two" go
 // to functions f1 and f2, every other type to f1. Tenants acme and other;
 // open makes both keyrings open (dev).
-func setup(t *testing.T, open bool) *bundle {
+func setup(t *testing.T, open bool, tune ...func(*Config)) *bundle {
 	t.Helper()
 	rdb, prefix := testkit.Redis(t)
 	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
@@ -82,7 +82,7 @@ func setup(t *testing.T, open bool) *bundle {
 	api := http.NewServeMux()
 	gateway.New(gateway.Config{Keyring: kr, Ingester: in, Ledger: l, Metrics: metrics.New(), Logger: testkit.Logger(t, 0)}).Register(api)
 	b := &bundle{api: api, l: l, logs: &testkit.SyncBuffer{}}
-	u := New(Config{
+	cfg := Config{
 		Keyring: kr, AdminKeyring: admins, Ledger: l, Tenants: tenants,
 		Functions: []ledger.FunctionSpec{{Name: "f1", Concurrency: 3}, {Name: "f2"}},
 		Logger:    slog.New(slog.NewTextHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -105,7 +105,11 @@ func setup(t *testing.T, open bool) *bundle {
 			return []contracts.TriggerView{{Name: "nightly-" + tenant, Kind: "cron", Tenant: tenant, Schedule: "0 3 * * *", State: "running",
 				LastError: "<b>boom</b>"}}, nil
 		},
-	})
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	u := New(cfg)
 	mux := http.NewServeMux()
 	u.Register(mux)
 	b.ui = mux
