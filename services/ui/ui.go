@@ -14,7 +14,6 @@ package ui
 import (
 	"context"
 	"embed"
-	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -264,5 +263,3 @@ func (u *UI) unavailable(w http.ResponseWriter, r *http.Request, s *session, wha
 		"Message": "The task ledger did not answer (" + what + "). Try again shortly.",
 	})
 }
-
-var errNoTenant = errors.New("no tenant")
