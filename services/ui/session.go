@@ -13,6 +13,11 @@ import (
 // cookieName is the session cookie: an opaque random id, never the key.
 const cookieName = "tasklane_ui"
 
+// maxSessions bounds the sessions a process keeps: at it, starting one
+// drops the expired ones, else another (open mode starts one per
+// cookieless visitor).
+const maxSessions = 10000
+
 // session is a signed-in browser: who it is, not the key it showed.
 type session struct {
 	// Tenant is the tenant of a tenant key ("" for an admin).
@@ -37,10 +42,11 @@ type sessions struct {
 	m   map[[sha256.Size]byte]*session
 	ttl time.Duration
 	now func() time.Time
+	max int // maxSessions; tests lower it
 }
 
 func newSessions(ttl time.Duration, now func() time.Time) *sessions {
-	return &sessions{m: map[[sha256.Size]byte]*session{}, ttl: ttl, now: now}
+	return &sessions{m: map[[sha256.Size]byte]*session{}, ttl: ttl, now: now, max: maxSessions}
 }
 
 func randomToken() string {
@@ -54,7 +60,15 @@ func (ss *sessions) start(w http.ResponseWriter, r *http.Request, tenant string,
 	id := randomToken()
 	s := &session{Tenant: tenant, Admin: admin, Open: open, CSRF: randomToken(), expires: ss.now().Add(ss.ttl)}
 	ss.mu.Lock()
-	ss.sweep()
+	if len(ss.m) >= ss.max {
+		ss.sweep()
+		for k := range ss.m {
+			if len(ss.m) < ss.max {
+				break
+			}
+			delete(ss.m, k) // any one: map order is random
+		}
+	}
 	ss.m[sha256.Sum256([]byte(id))] = s
 	ss.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{

@@ -149,10 +149,10 @@ func (u *UI) post(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		secureHeaders(w)
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-		s := u.current(w, r)
+		s := u.sessions.fromRequest(r) // a POST never starts a session
 		switch {
 		case s == nil:
-			http.Error(w, "sign in first", http.StatusUnauthorized)
+			http.Error(w, "sign in first (or reload the page: the session ended)", http.StatusUnauthorized)
 		case !sameOrigin(r) || !s.checkCSRF(r.PostFormValue("csrf")):
 			http.Error(w, "request refused: it did not come from a dashboard page (CSRF)", http.StatusForbidden)
 		default:

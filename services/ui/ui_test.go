@@ -543,7 +543,7 @@ func TestOpenModeNeedsNoSignIn(t *testing.T) {
 	w = br.do(http.MethodPost, "/ui/tasks/"+id+"/cancel", url.Values{}, nil)
 	require.Equal(t, http.StatusForbidden, w.Code)
 	w = (&browser{t: t, h: b.ui}).do(http.MethodPost, "/ui/tasks/"+id+"/cancel", url.Values{}, nil)
-	require.Equal(t, http.StatusForbidden, w.Code, "no session, no token")
+	require.Equal(t, http.StatusUnauthorized, w.Code, "no session: a POST does not start one")
 	w = br.post("/ui/tasks/"+id, "/ui/tasks/"+id+"/cancel", url.Values{})
 	require.Contains(t, w.Header().Get("Location"), "done=cancelled")
 }
@@ -578,4 +578,14 @@ func TestStaticAssetsAreEmbedded(t *testing.T) {
 		require.NoError(t, err)
 		require.NotRegexp(t, `(src|href)="(https?:)?//`, string(raw), p)
 	}
+}
+
+func TestSessionsAreBounded(t *testing.T) {
+	t.Parallel()
+	ss := newSessions(time.Hour, time.Now)
+	ss.max = 20
+	for range 70 {
+		ss.start(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/ui/", nil), "acme", false, true)
+	}
+	require.Len(t, ss.m, 20)
 }
