@@ -54,8 +54,8 @@ func shots(t *testing.T) string {
 // server (the gateway API and the dashboard over a real ledger): sign in,
 // see the configured functions on the overview and a submitted task
 // arrive by the self-refresh, open the task's page and see its state,
-// redrive a dead task by its button, and see a malicious event rendered
-// inert.
+// redrive a dead task by its button, see a malicious event rendered
+// inert, and as an admin see the lanes and every tenant's triggers.
 func TestBrowserDashboard(t *testing.T) {
 	exe := chromium(t)
 	dir := shots(t)
@@ -178,6 +178,26 @@ func TestBrowserDashboard(t *testing.T) {
 	require.False(t, xss, "the event's markup ran")
 	require.Zero(t, imgs)
 	require.Contains(t, text, "<script>window.__xss=2</script>")
+
+	// Sign out, sign in as an admin: the lanes page and every tenant's
+	// triggers.
+	var lanes, trig string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Click(`form[action="/ui/logout"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#key`, chromedp.ByID),
+		chromedp.SendKeys(`#key`, keyAdmin, chromedp.ByID),
+		chromedp.Submit(`#key`, chromedp.ByID),
+		chromedp.WaitVisible(`#functions`, chromedp.ByID),
+		chromedp.Navigate(srv.URL+"/ui/lanes"),
+		chromedp.Text(`#lanes`, &lanes, chromedp.ByID),
+		shot("lanes.png"),
+		chromedp.Navigate(srv.URL+"/ui/triggers"),
+		chromedp.Text(`#triggers`, &trig, chromedp.ByID),
+		shot("triggers.png"),
+	))
+	require.Contains(t, lanes, "tasklane.lane.shared.00")
+	require.Contains(t, trig, "nightly-acme")
+	require.Contains(t, trig, "nightly-other")
 
 	// Readable on a phone.
 	require.NoError(t, chromedp.Run(ctx,
