@@ -72,7 +72,7 @@ func (ss *sessions) start(w http.ResponseWriter, r *http.Request, tenant string,
 	ss.m[sha256.Sum256([]byte(id))] = s
 	ss.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: id, Path: Prefix, HttpOnly: true, Secure: r.TLS != nil,
+		Name: cookieName, Value: id, Path: Prefix, HttpOnly: true, Secure: secure(r),
 		SameSite: http.SameSiteStrictMode,
 	})
 	return s
@@ -108,7 +108,7 @@ func (ss *sessions) end(w http.ResponseWriter, r *http.Request) {
 		ss.mu.Unlock()
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: Prefix, MaxAge: -1, HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		Secure: secure(r), SameSite: http.SameSiteStrictMode})
 }
 
 // sweep drops expired sessions; callers hold mu.
@@ -119,4 +119,10 @@ func (ss *sessions) sweep() {
 			delete(ss.m, k)
 		}
 	}
+}
+
+// secure says the browser reached us over TLS, here or at a proxy that says
+// so (X-Forwarded-Proto): the cookie is then sent over TLS only.
+func secure(r *http.Request) bool {
+	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
 }

@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 
@@ -247,11 +248,9 @@ func sameOrigin(r *http.Request) bool {
 		return site == "same-origin" || site == "none"
 	}
 	if o := r.Header.Get("Origin"); o != "" {
-		scheme := "http://"
-		if r.TLS != nil {
-			scheme = "https://"
-		}
-		return o == scheme+r.Host
+		// The host only: behind a proxy that ends TLS the scheme differs.
+		u, err := url.Parse(o)
+		return err == nil && u.Host == r.Host
 	}
 	return true
 }

@@ -249,6 +249,13 @@ func TestSignInGivesAnOpaqueSessionCookie(t *testing.T) {
 
 	w = br.do(http.MethodPost, "/ui/login", url.Values{"key": {keyAcme}}, map[string]string{"Sec-Fetch-Site": "cross-site"})
 	require.Equal(t, http.StatusForbidden, w.Code, "a sign-in posted from another site is refused")
+	w = br.do(http.MethodPost, "/ui/login", url.Values{"key": {keyAcme}}, map[string]string{"Origin": "https://evil.example"})
+	require.Equal(t, http.StatusForbidden, w.Code, "a sign-in posted from another origin is refused")
+	require.Nil(t, br.cookie)
+	w = br.do(http.MethodPost, "/ui/login", url.Values{"key": {keyAcme}}, map[string]string{"Origin": "https://example.com", "X-Forwarded-Proto": "https"})
+	require.Equal(t, http.StatusSeeOther, w.Code, "same host behind a proxy that ends TLS")
+	require.True(t, w.Result().Cookies()[0].Secure, "a cookie for a TLS visit is Secure")
+	br.cookie = nil
 
 	br.signIn(keyAcme)
 	c := br.cookie
