@@ -58,17 +58,22 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request, s *session) 
 		u.unavailable(w, r, s, "reading function stats", err)
 		return
 	}
+	// An admin sees every tenant, or the one chosen; a tenant itself.
+	tenants, one := u.tenantsOf(s), u.scope(r, s)
+	all := s.Admin && r.FormValue("tenant") == ""
+	if !all {
+		tenants = []string{one}
+	}
 	for _, st := range stats {
 		if row := byName[st.Name]; row != nil {
 			row.Limit = st.Limit
-			if s.Admin { // cluster-wide counts: every tenant's tasks
+			if all { // cluster-wide counts: every tenant's tasks
 				row.Waiting, row.Running, row.ThrottledLastMinute = st.Waiting, st.Running, st.ThrottledLastMinute
 			}
 		}
 	}
-	tenants := u.tenantsOf(s)
-	if !s.Admin {
-		if err := u.countOwn(ctx, s.Tenant, byName); err != nil {
+	if !all {
+		if err := u.countOwn(ctx, one, byName); err != nil {
 			u.unavailable(w, r, s, "counting tasks", err)
 			return
 		}
@@ -119,7 +124,7 @@ func (u *UI) handleOverview(w http.ResponseWriter, r *http.Request, s *session) 
 	u.render(w, r, s, http.StatusOK, "overview.html", "Overview", map[string]any{
 		"Functions": rows, "Bars": bars, "Sampled": sampled, "Capped": capped, "SampleMax": sampleMax,
 		"Refresh": u.cfg.Refresh.Milliseconds(), "Now": now, "ChartWidth": chartWidth, "ChartHeight": chartHeight,
-		"Summary": chartSummary(bars),
+		"Summary": chartSummary(bars), "All": all, "Tenant": one,
 	})
 }
 

@@ -366,10 +366,18 @@ func TestAdminSeesEveryTenantLanesAndPins(t *testing.T) {
 	require.Contains(t, w.Body.String(), "nightly-acme")
 	require.Contains(t, w.Body.String(), "nightly-other")
 
-	// The overview counts every tenant's tasks.
+	// The overview counts every tenant's tasks, or one tenant's.
+	b.finish(t, "other", theirs, "f1", contracts.StateSucceeded)
 	w = br.get("/ui/")
 	require.Equal(t, http.StatusOK, w.Code)
 	require.Contains(t, w.Body.String(), `<span class="badge">admin</span>`)
+	require.Contains(t, w.Body.String(), "1 succeeded, 0 failed or dead")
+	// Waiting and running are the ready queues' (none here: nothing was
+	// admitted) and live leases, every tenant's.
+	require.Regexp(t, `^f1 0 0 3 1 0 0 \d+ ms \d+ ms$`, row(t, w.Body.String(), "f1"))
+	w = br.get("/ui/?tenant=acme")
+	require.Contains(t, w.Body.String(), "0 succeeded, 0 failed or dead")
+	require.Equal(t, "f1 1 0 3 0 0 0 — —", row(t, w.Body.String(), "f1"), "acme's queued task")
 	requireNoKeys(t, "the log", b.logs.String())
 }
 
