@@ -76,7 +76,7 @@ func TestBrowserDashboard(t *testing.T) {
 	evil := b.submit(t, keyAcme, "ev-4", "one", `,"subject":`+string(payload)+`,"datacontenttype":"text/plain","data":`+string(payload))[0]
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
+		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU, // a fresh profile of chromedp's own, removed after
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.WindowSize(1280, 900),
 		chromedp.Env("TZ=Asia/Tokyo"),
