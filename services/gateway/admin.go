@@ -115,15 +115,27 @@ func (a *Admin) guard(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (a *Admin) handleRouting(w http.ResponseWriter, r *http.Request) {
-	snap, err := a.cfg.Store.Load(r.Context())
+	view, err := a.RoutingView(r.Context())
 	if err != nil {
-		WriteError(w, http.StatusServiceUnavailable, "routing table unavailable")
+		WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
+	}
+	WriteJSON(w, http.StatusOK, view)
+}
+
+// RoutingView is the answer of GET /v1/admin/routing: the routing table,
+// the lanes with their backlogs and consumers, every tenant's placement and
+// the recent changes. The dashboard (services/ui) shows it to admins. Its
+// errors are fit to show.
+func (a *Admin) RoutingView(ctx context.Context) (contracts.RoutingView, error) {
+	snap, err := a.cfg.Store.Load(ctx)
+	if err != nil {
+		return contracts.RoutingView{}, errors.New("routing table unavailable")
 	}
 	a.cfg.Table.Update(snap)
 	view := contracts.RoutingView{Version: snap.Version}
 	lanes := a.cfg.Table.Lanes()
-	depths, _ := a.cfg.Lanes.Depths(r.Context(), lanes...)
+	depths, _ := a.cfg.Lanes.Depths(ctx, lanes...)
 	for _, lane := range lanes {
 		kind := contracts.LaneShared
 		if strings.HasPrefix(lane, routing.DedicatedLanePrefix) {
@@ -147,11 +159,10 @@ func (a *Admin) handleRouting(w http.ResponseWriter, r *http.Request) {
 			Tenant: t, Shard: a.cfg.Table.SharedShard(t), Dedicated: snap.Dedicated[t], Pinned: snap.Pinned[t],
 		})
 	}
-	if view.Changes, err = a.cfg.Store.Log(r.Context(), routingLogLength); err != nil {
-		WriteError(w, http.StatusServiceUnavailable, "routing log unavailable")
-		return
+	if view.Changes, err = a.cfg.Store.Log(ctx, routingLogLength); err != nil {
+		return contracts.RoutingView{}, errors.New("routing log unavailable")
 	}
-	WriteJSON(w, http.StatusOK, view)
+	return view, nil
 }
 
 func (a *Admin) handlePin(w http.ResponseWriter, r *http.Request) {

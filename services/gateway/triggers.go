@@ -67,6 +67,12 @@ func (t *Triggers) handleList(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, contracts.TriggerList{Triggers: views})
 }
 
+// Views describes the tenant's triggers with their state, as GET
+// /v1/triggers answers them (the dashboard, services/ui, shows them).
+func (t *Triggers) Views(ctx context.Context, tenant string) ([]contracts.TriggerView, error) {
+	return triggerViews(ctx, t.cfg.States, t.cfg.Specs(), tenant, time.Now())
+}
+
 // triggerViews describes the tenant's triggers of specs, in config order,
 // with their state in states as of now.
 func triggerViews(ctx context.Context, states TriggerStates, specs []config.Trigger, tenant string, now time.Time) ([]contracts.TriggerView, error) {

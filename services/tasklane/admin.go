@@ -48,10 +48,11 @@ func (a *App) startAdmin() {
 		dflt = config.DefaultTenant
 	}
 	mux := http.NewServeMux()
-	gateway.NewAdmin(gateway.AdminConfig{
+	a.adminAPI = gateway.NewAdmin(gateway.AdminConfig{
 		Keyring: a.adminKeys, Store: a.store, Table: a.table, Lanes: a.driver, Pinner: a.ctrl,
 		Tenants: a.cfg.TenantIDs(), DefaultTenant: dflt,
 		Stats: a.ledger, Functions: ledger.FunctionSpecs(a.cfg.Functions),
-	}).Register(mux)
+	})
+	a.adminAPI.Register(mux)
 	a.admin = mux
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/sdk"
 	"github.com/tasklane/tasklane/routing"
 	"github.com/tasklane/tasklane/services/dispatcher"
+	"github.com/tasklane/tasklane/services/gateway"
 	"github.com/tasklane/tasklane/services/notifier"
 	"github.com/tasklane/tasklane/triggers"
 )
@@ -135,6 +136,12 @@ type App struct {
 	notif  *notifier.Notifier
 	ing    *ingest.Ingester // shared by the gateway and the triggers; nil without them
 
+	// adminAPI, trigAPI and ui: the operator API, the trigger list and the
+	// dashboard (services/ui), which shows what the first two answer.
+	adminAPI *gateway.Admin
+	trigAPI  *gateway.Triggers
+	ui       http.Handler
+
 	trigStore *triggers.Store
 	trigSpecs atomic.Pointer[[]config.Trigger] // as of the last (re)load
 	// trigMu orders the start-up's first apply of the triggers against
@@ -220,6 +227,7 @@ func Launch(ctx context.Context, cfg *config.Config, opts Options) (*App, error)
 	}
 	if opts.Roles[RoleGateway] {
 		registerOpenAPI(mux)
+		a.registerUI(mux)
 		// Ingest waits for the lanes: a publish to a missing queue is lost.
 		mux.Handle("/v1/", a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a.api.ServeHTTP(w, r)

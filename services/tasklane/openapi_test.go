@@ -31,11 +31,25 @@ import (
 
 // undescribedRoutes are the registrations the document leaves out, and why.
 var undescribedRoutes = map[string]string{
-	"/debug/pprof/":        "Go's profiler, only with --pprof",
-	"/debug/pprof/cmdline": "Go's profiler, only with --pprof",
-	"/debug/pprof/profile": "Go's profiler, only with --pprof",
-	"/debug/pprof/symbol":  "Go's profiler, only with --pprof",
-	"/debug/pprof/trace":   "Go's profiler, only with --pprof",
+	"/debug/pprof/":                "Go's profiler, only with --pprof",
+	"/debug/pprof/cmdline":         "Go's profiler, only with --pprof",
+	"/debug/pprof/profile":         "Go's profiler, only with --pprof",
+	"/debug/pprof/symbol":          "Go's profiler, only with --pprof",
+	"/debug/pprof/trace":           "Go's profiler, only with --pprof",
+	"/ui/":                         "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/static/":              "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/login":                "the dashboard's HTML pages (services/ui), not the API",
+	"POST /ui/login":               "the dashboard's HTML pages (services/ui), not the API",
+	"POST /ui/logout":              "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/{$}":                  "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/tasks":                "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/tasks/{id}":           "the dashboard's HTML pages (services/ui), not the API",
+	"POST /ui/tasks/{id}/{action}": "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/dlq":                  "the dashboard's HTML pages (services/ui), not the API",
+	"POST /ui/dlq":                 "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/lanes":                "the dashboard's HTML pages (services/ui), not the API",
+	"POST /ui/lanes/pin":           "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/triggers":             "the dashboard's HTML pages (services/ui), not the API",
 }
 
 // openAPIOps is the document's operations as "METHOD /path" with path

@@ -76,11 +76,13 @@ func (a *App) startGateway() {
 	})
 	inner := http.NewServeMux()
 	gw.Register(inner)
-	gateway.NewTriggers(gateway.TriggersConfig{
+	a.trigAPI = gateway.NewTriggers(gateway.TriggersConfig{
 		Keyring: a.keys, States: a.trigStore, Logger: a.logger,
 		Specs: func() []config.Trigger { return *a.trigSpecs.Load() },
-	}).Register(inner)
+	})
+	a.trigAPI.Register(inner)
 	a.api = inner
+	a.startUI()
 }
 
 // whenReady answers 503 until Redis and the broker answer, the lanes are
