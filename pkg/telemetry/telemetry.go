@@ -312,15 +312,6 @@ func Extract(ctx context.Context, traceparent, tracestate string) context.Contex
 	return tc.Extract(ctx, c)
 }
 
-// InjectHTTP writes ctx's trace context into HTTP headers.
-func InjectHTTP(ctx context.Context, h interface {
-	Set(string, string)
-	Get(string) string
-	Keys() []string
-}) {
-	tc.Inject(ctx, h)
-}
-
 // clientTrace marks a context whose trace continues an HTTP request's
 // traceparent header.
 type clientTrace struct{}
