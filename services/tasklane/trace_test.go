@@ -83,6 +83,12 @@ func (r *otlpReceiver) trace(id string) map[string][]*tracepb.Span {
 	return out
 }
 
+func (r *otlpReceiver) all() []*tracepb.Span {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*tracepb.Span(nil), r.spans...)
+}
+
 func (r *otlpReceiver) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -163,6 +169,11 @@ func TestTraceEndToEnd(t *testing.T) {
 	doc := fmt.Sprintf(`server: {addr: "127.0.0.1:0"}
 functions:
   - {name: traced, events: [com.example.traced], endpoint: %q}
+  - {name: ticked, events: [com.example.tick], endpoint: "builtin:noop"}
+triggers:
+  - name: tick
+    cron: {schedule: "@every 1s"}
+    event: {type: com.example.tick, source: /triggers/tick}
 telemetry:
   endpoint: %q
   service_name: tasklane-test
@@ -231,6 +242,17 @@ telemetry:
 	}, "the event's traceparent extension is continued")
 	testkit.Eventually(t, 5*time.Second, func() bool { return len(fn.calls()) == 2 }, "the second task ran")
 	require.Contains(t, fn.calls()[1].Get("traceparent"), extTrace)
+
+	// A trigger's event starts a trace of its own, which its attempt
+	// continues.
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		for _, s := range rcv.all() {
+			if s.GetName() == "ingest com.example.tick" && len(s.GetParentSpanId()) == 0 {
+				return len(rcv.trace(hex.EncodeToString(s.GetTraceId()))["process ticked"]) > 0
+			}
+		}
+		return false
+	}, "a cron fire is the root of its task's trace")
 
 	require.NoError(t, app.Shutdown(t.Context()))
 	require.False(t, telemetry.Enabled(), "shutdown flushes and turns tracing off")
