@@ -228,6 +228,9 @@ type Config struct {
 	// Triggers turn schedules, webhooks and object-store changes into
 	// events. Default none.
 	Triggers []Trigger `yaml:"triggers"`
+	// Telemetry configures OpenTelemetry tracing. Default: as the standard
+	// OTEL_* variables say (off when they name no endpoint).
+	Telemetry Telemetry `yaml:"telemetry"`
 
 	// File is the path the config was loaded from, for messages. Empty for a
 	// Config built in Go.
@@ -360,6 +363,33 @@ type Admission struct {
 	// 0: no global limit.
 	MaxBacklog int64 `yaml:"max_backlog"`
 }
+
+// Telemetry configures OpenTelemetry tracing (exported over OTLP). Fields
+// left unset defer to the standard OTEL_* variables.
+type Telemetry struct {
+	// Enabled turns tracing on or off whatever the variables say; unset:
+	// on when Endpoint or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set.
+	Enabled *bool `yaml:"enabled"`
+	// Endpoint is the OTLP collector's base URL, as
+	// OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf sends to <url>/v1/traces).
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is TelemetryHTTP or TelemetryGRPC; unset:
+	// OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.
+	Protocol string `yaml:"protocol"`
+	// SampleRatio is the share of new traces sampled, in [0, 1]
+	// (parent-based: a client's sampling decision is followed); unset:
+	// OTEL_TRACES_SAMPLER, else 1.
+	SampleRatio *float64 `yaml:"sample_ratio"`
+	// ServiceName is the spans' service.name; unset: OTEL_SERVICE_NAME,
+	// else "tasklane".
+	ServiceName string `yaml:"service_name"`
+}
+
+// OTLP protocols of telemetry.protocol.
+const (
+	TelemetryHTTP = "http/protobuf"
+	TelemetryGRPC = "grpc"
+)
 
 // Routing configures the routing controller.
 type Routing struct {

@@ -45,6 +45,7 @@ func (c *Config) validate() []*Error {
 	v.lanes()
 	v.dispatcher()
 	v.admission()
+	v.telemetry()
 	v.ledger()
 	v.routing()
 	v.tenants()
@@ -244,6 +245,21 @@ func (v *validator) dispatcher() {
 
 func (v *validator) admission() {
 	v.limit("admission.max_backlog", v.c.Admission.MaxBacklog)
+}
+
+func (v *validator) telemetry() {
+	t := v.c.Telemetry
+	if t.Protocol != "" && t.Protocol != TelemetryHTTP && t.Protocol != TelemetryGRPC {
+		v.add("telemetry.protocol", "must be %q or %q, got %q", TelemetryHTTP, TelemetryGRPC, t.Protocol)
+	}
+	if t.SampleRatio != nil && !(*t.SampleRatio >= 0 && *t.SampleRatio <= 1) {
+		v.add("telemetry.sample_ratio", "must be a share in [0, 1], got %v", *t.SampleRatio)
+	}
+	if t.Endpoint != "" {
+		if u, err := url.Parse(t.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add("telemetry.endpoint", "must be an http:// or https:// URL with a host, got %q", t.Endpoint)
+		}
+	}
 }
 
 func (v *validator) ledger() {

@@ -16,8 +16,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/telemetry"
 )
 
 // errorBodyBytes bounds how much of a failed answer goes into the error.
@@ -44,13 +46,43 @@ type HTTP struct {
 	MaxResultBytes int64
 }
 
-// Execute POSTs the event and classifies the answer.
+// Execute POSTs the event and classifies the answer. While tracing is on
+// the call is an HTTP client span whose context the function receives in
+// the traceparent header and in the event's traceparent extension.
 func (h *HTTP) Execute(ctx context.Context, r Request) Outcome {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, nil)
 	if err != nil {
 		return Outcome{Class: NonRetryable, Err: "building request: " + err.Error()}
 	}
-	if err := cehttp.WriteRequest(ctx, binding.ToMessage(r.Event), req); err != nil {
+	ev := r.Event
+	var span trace.Span
+	if telemetry.Enabled() {
+		ctx, span = telemetry.StartClient(ctx, "POST", req, append(telemetry.TaskAttrs(r.Tenant, r.Function, r.TaskID), telemetry.AttrAttempt.Int(r.Attempt))...)
+		req = req.WithContext(ctx)
+		if tp, ts := telemetry.Inject(ctx); tp != "" {
+			c := ev.Clone()
+			c.SetExtension(contracts.ExtTraceParent, tp)
+			c.SetExtension(contracts.ExtTraceState, nil)
+			if ts != "" {
+				c.SetExtension(contracts.ExtTraceState, ts)
+			}
+			ev = &c
+		}
+	}
+	out := h.execute(ctx, req, ev, r)
+	if span != nil {
+		span.SetAttributes(telemetry.AttrOutcome.String(string(out.Class)))
+		var err error
+		if out.Status == 0 && out.Err != "" {
+			err = errors.New(out.Err)
+		}
+		telemetry.EndClient(span, out.Status, err)
+	}
+	return out
+}
+
+func (h *HTTP) execute(ctx context.Context, req *http.Request, ev *event.Event, r Request) Outcome {
+	if err := cehttp.WriteRequest(ctx, binding.ToMessage(ev), req); err != nil {
 		return Outcome{Class: NonRetryable, Err: "encoding event: " + err.Error()}
 	}
 	req.Header.Set(contracts.HeaderTaskID, r.TaskID)

@@ -31,12 +31,15 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
+	"github.com/tasklane/tasklane/pkg/telemetry"
 )
 
 // MaxDelay bounds delay and deliverat: a task further out is refused.
@@ -217,18 +220,31 @@ func (in *Ingester) submit(ctx context.Context, tenant string, events []*event.E
 	now := in.cfg.Now()
 	batch := make([]ledger.EventTasks, len(events))
 	msgs := make([][]*message.Message, len(events))
+	var spans eventSpans
+	if telemetry.Enabled() {
+		spans = make(eventSpans, len(events))
+		defer spans.end()
+	}
 	for i, e := range events {
-		et, m, err := in.prepare(tenant, e, now, chain)
+		ectx := ctx
+		if spans != nil {
+			ectx, spans[i] = startIngestSpan(ctx, tenant, e)
+		}
+		et, m, err := in.prepare(ectx, tenant, e, now, chain)
 		if err != nil {
 			if len(events) > 1 {
 				err.Msg = fmt.Sprintf("events[%d]: %s", i, err.Msg)
 			}
+			spans.fail(err.Msg)
 			return nil, err
 		}
 		batch[i], msgs[i] = et, m
 	}
+	createStart := time.Now()
 	created, err := in.cfg.Ledger.Create(ctx, batch)
+	spans.child("ledger create", createStart, err, attribute.Int("tasklane.batch_events", len(events)))
 	if err != nil {
+		spans.fail("the task ledger did not answer")
 		in.cfg.Logger.ErrorContext(ctx, "recording tasks", "tenant", tenant, "error", err)
 		// The pipeline may have been applied in part, or whole with the
 		// answer lost: the outcome is unknown, and retrying with the same
@@ -265,8 +281,10 @@ func (in *Ingester) submit(ctx context.Context, tenant string, events []*event.E
 	return out, nil
 }
 
-// prepare validates one event and builds its tasks.
-func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time, chain *chained) (ledger.EventTasks, []*message.Message, *Error) {
+// prepare validates one event and builds its tasks. While tracing is on,
+// each task's stored message carries ctx's trace context (the event's
+// ingest span) and the time it is due.
+func (in *Ingester) prepare(ctx context.Context, tenant string, e *event.Event, now time.Time, chain *chained) (ledger.EventTasks, []*message.Message, *Error) {
 	// Chain attributes come from the platform only: a client's are dropped
 	// (before the size check, which then counts the platform's).
 	e.SetExtension(contracts.ExtParentTask, nil)
@@ -316,11 +334,27 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time, chain 
 		et.Parent = chain.parent
 	}
 	msgs := make([]*message.Message, 0, len(fns))
+	var traceparent, tracestate, dueUS string
+	if telemetry.Enabled() {
+		traceparent, tracestate = telemetry.Inject(ctx)
+		d := now
+		if due.After(now) {
+			d = due
+		}
+		dueUS = strconv.FormatInt(d.UnixMicro(), 10)
+	}
 	for _, fn := range fns {
 		id := ulid.Make().String()
 		msg, err := taskmsg.New(taskmsg.Ref{TaskID: id, Tenant: tenant, Function: fn, Priority: prio}, e)
 		if err != nil {
 			return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %v", err)
+		}
+		if traceparent != "" {
+			msg.Metadata.Set(taskmsg.KeyTraceParent, traceparent)
+			if tracestate != "" {
+				msg.Metadata.Set(taskmsg.KeyTraceState, tracestate)
+			}
+			msg.Metadata.Set(taskmsg.KeyDue, dueUS)
 		}
 		// Refused now, nothing recorded: a lane message the broker refuses
 		// could never be published.
@@ -331,7 +365,7 @@ func (in *Ingester) prepare(tenant string, e *event.Event, now time.Time, chain 
 		if err != nil {
 			return ledger.EventTasks{}, nil, errorf(http.StatusBadRequest, "invalid event: %v", err)
 		}
-		et.Tasks = append(et.Tasks, ledger.NewTask{ID: id, Function: fn, Priority: prio, Message: stored})
+		et.Tasks = append(et.Tasks, ledger.NewTask{ID: id, Function: fn, Priority: prio, Message: stored, TraceParent: traceparent})
 		msgs = append(msgs, msg)
 	}
 	return et, msgs, nil
@@ -348,6 +382,7 @@ func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msg
 	}
 	// The client going away must not abandon publishes half done.
 	ctx = context.WithoutCancel(ctx)
+	traced := telemetry.Enabled()
 	sem := make(chan struct{}, in.cfg.PublishConcurrency)
 	var mu sync.Mutex
 	var confirmed, failed []string
@@ -361,8 +396,16 @@ func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msg
 			id := m.Metadata.Get(taskmsg.KeyTaskID)
 			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 			defer cancel()
+			lane := in.cfg.Router.LaneFor(tenant, id)
+			var span trace.Span
+			if traced {
+				pctx, span = startPublishSpan(pctx, tenant, lane, m)
+			}
 			m.SetContext(pctx)
-			err := in.cfg.Publisher.Publish(in.cfg.Router.LaneFor(tenant, id), m)
+			err := in.cfg.Publisher.Publish(lane, m)
+			if span != nil {
+				endSpan(span, err)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -37,6 +37,11 @@ const (
 	fParent       = "parent"
 )
 
+// FieldTraceParent is the task record's hash field (copied into its results
+// outbox entry) holding the W3C traceparent of the task's trace, when it
+// was traced.
+const FieldTraceParent = "tp"
+
 // RecordFromFields builds a task record from its hash fields (as stored in
 // the ledger, and as copied into results outbox entries).
 func RecordFromFields(h map[string]string) contracts.Task {

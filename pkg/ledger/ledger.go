@@ -155,6 +155,10 @@ type NewTask struct {
 	Priority int
 	// Message is the lane message as taskmsg.Encode stored it.
 	Message []byte
+	// TraceParent is the W3C traceparent of the task's trace, kept in the
+	// record (FieldTraceParent) so that its result event continues it.
+	// Empty while tracing is off.
+	TraceParent string
 }
 
 // EventTasks is the set of tasks made from one event.
@@ -219,6 +223,9 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			}
 			if ev.Event.Subject != "" {
 				f = append(f, fEventSubject, ev.Event.Subject)
+			}
+			if t.TraceParent != "" {
+				f = append(f, FieldTraceParent, t.TraceParent)
 			}
 			if ev.ExpiresAt != nil {
 				f = append(f, fExpires, expires)

@@ -30,6 +30,14 @@ const (
 	// KeyUndecodable is set by a broker driver that could not read the
 	// delivery; its value says why. Such messages are quarantined.
 	KeyUndecodable = "tl_undecodable"
+	// KeyTraceParent and KeyTraceState carry the W3C trace context of the
+	// task's ingest span (set only while tracing is on), so that its
+	// attempts, which start from the stored message, continue its trace.
+	KeyTraceParent = "tl_traceparent"
+	KeyTraceState  = "tl_tracestate"
+	// KeyDue is when the task became due (Unix microseconds), for its
+	// queue wait in traces.
+	KeyDue = "tl_due"
 )
 
 // Ref identifies the task a lane message is for.

@@ -1,6 +1,9 @@
 package dispatcher
 
 import (
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/tasklane/tasklane/services/dispatcher/middleware"
@@ -25,3 +28,11 @@ func Settings(d *Dispatcher) Config { return d.cfg }
 
 // Handle runs d's handler (the end of the chain) on msg.
 func Handle(d *Dispatcher, msg *message.Message) error { return d.handle(msg) }
+
+// RouterLogger is the router's logger over l.
+func RouterLogger(l watermill.LoggerAdapter, stopping *atomic.Bool) watermill.LoggerAdapter {
+	return routerLogger{l, stopping}
+}
+
+// RouterAllStopped is the message Watermill logs when its last handler stops.
+const RouterAllStopped = routerAllStopped

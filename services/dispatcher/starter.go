@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
+	"github.com/tasklane/tasklane/pkg/telemetry"
 	"github.com/tasklane/tasklane/services/dispatcher/middleware"
 )
 
@@ -249,9 +251,15 @@ func (d *Dispatcher) run(fn Function, t ledger.Started, leaseUntil time.Time) {
 		// Run gives it a non-retryable outcome.
 		del.Ref, del.Event, del.ParseErr = taskmsg.Ref{TaskID: t.ID, Tenant: t.Tenant, Function: fn.Name}, nil, err
 	}
+	if telemetry.Enabled() {
+		var span trace.Span
+		ctx, span = startAttempt(ctx, fn.Name, t, msg, del.Event)
+		defer func() { endAttempt(span, del, err) }()
+	}
 	am := message.NewMessage(t.ID, nil)
 	am.SetContext(middleware.WithDelivery(ctx, del))
-	if _, err := d.attempt(am); err != nil && ctx.Err() == nil {
+	_, err = d.attempt(am)
+	if err != nil && ctx.Err() == nil {
 		d.cfg.Logger.Warn("recording an attempt's outcome; the task is taken over when its lease ends", "task", t.ID, "tenant", t.Tenant, "function", fn.Name, "error", err)
 	}
 }

@@ -3,8 +3,11 @@ package dispatcher_test
 import (
 	"context"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/pkg/ledger"
@@ -17,7 +20,8 @@ import (
 // Stop is a normal end: it logs no error. (Stop stops every consumer, then
 // closes the router; Watermill, noticing the consumers gone first, used to
 // log "All handlers stopped" as an error with a stack trace, depending on
-// timing, hence the rounds.)
+// timing, hence the rounds; TestRouterLoggerDemotesAllStopped checks the
+// demotion itself, whatever the timing.)
 func TestDispatcherStopLogsNoError(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
@@ -39,5 +43,21 @@ func TestDispatcherStopLogsNoError(t *testing.T) {
 		cancel()
 	}
 	require.NotContains(t, logs.String(), "level=ERROR")
-	require.Contains(t, logs.String(), "All handlers stopped", "the rounds met the race (at Debug)")
+}
+
+// Once Stop has begun, Watermill's "All handlers stopped" is logged at
+// Debug; before, it stays an error (the consumers died).
+func TestRouterLoggerDemotesAllStopped(t *testing.T) {
+	t.Parallel()
+	var logs testkit.SyncBuffer
+	var stopping atomic.Bool
+	l := dispatcher.RouterLogger(watermill.NewSlogLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))), &stopping)
+	l.Error(dispatcher.RouterAllStopped, nil, nil)
+	before := logs.String()
+	require.Contains(t, before, "level=ERROR")
+	stopping.Store(true)
+	l.With(watermill.LogFields{"k": "v"}).Error(dispatcher.RouterAllStopped, nil, nil)
+	after := strings.TrimPrefix(logs.String(), before)
+	require.NotContains(t, after, "level=ERROR")
+	require.Contains(t, after, "level=DEBUG")
 }

@@ -61,6 +61,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/cloudevent"
@@ -68,6 +70,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/streamgroup"
+	"github.com/tasklane/tasklane/pkg/telemetry"
 )
 
 const (
@@ -400,7 +403,16 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 		n.cfg.Logger.ErrorContext(ctx, "building result event", "task", t.ID, "error", err)
 		return streamgroup.Done
 	}
-	out, err := cloudevent.ToMessage(ev.ID(), ev)
+	tp, _ := m.Values[ledger.FieldTraceParent].(string)
+	setTraceParent(ev, tp)
+	pub := ev
+	var span trace.Span
+	if telemetry.Enabled() && tp != "" {
+		ctx, span = startResultSpan(ctx, t, tp)
+		defer span.End()
+		pub = withSpanContext(ctx, ev)
+	}
+	out, err := cloudevent.ToMessage(pub.ID(), pub)
 	if err != nil {
 		n.cfg.Logger.ErrorContext(ctx, "building result message", "task", t.ID, "error", err)
 		return streamgroup.Done
@@ -426,6 +438,9 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 	}
 	n.queuedMu.Unlock()
 	if err != nil {
+		if span != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
 		n.cfg.Metrics.ResultsPublished.WithLabelValues("error").Inc()
 		n.cfg.Logger.WarnContext(ctx, "publishing result event, will try again", "task", t.ID, "retry_in", retryWait, "error", err)
 		return streamgroup.Retry

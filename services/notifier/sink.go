@@ -16,9 +16,12 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/telemetry"
 )
 
 // Sink delivery defaults that have no configuration key (the others are
@@ -241,7 +244,12 @@ func eventFromBody(body string) (*event.Event, error) {
 	if t.ID == "" || !t.State.Terminal() {
 		return nil, fmt.Errorf("stored result has no terminal task")
 	}
-	return ResultEvent(&t)
+	ev, err := ResultEvent(&t)
+	if err != nil {
+		return nil, err
+	}
+	setTraceParent(ev, fields[ledger.FieldTraceParent])
+	return ev, nil
 }
 
 // attempt makes one delivery attempt of j and settles it in the queue:
@@ -251,7 +259,7 @@ func (q *sinkQueue) attempt(j job) {
 	defer q.releaseToken()
 	log := q.n.cfg.Logger
 	ctx, cancel := context.WithTimeout(q.n.dctx, q.n.cfg.SinkTimeout)
-	status, retryAfter, err := q.n.post(ctx, q.sub.Sink, j.ev)
+	status, retryAfter, err := q.n.post(ctx, q.sub.Name, q.sub.Sink, j.ev)
 	cancel()
 	switch {
 	case err != nil && q.n.dctx.Err() != nil:
@@ -411,10 +419,17 @@ func (b *breaker) failure(now time.Time, probe bool) (bool, time.Duration) {
 	return true, b.cooldown
 }
 
-func (n *Notifier) post(ctx context.Context, sink string, e *event.Event) (int, time.Duration, error) {
+func (n *Notifier) post(ctx context.Context, subscription, sink string, e *event.Event) (code int, retryAfter time.Duration, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sink, nil)
 	if err != nil {
 		return 0, 0, redactSink(err, sink)
+	}
+	if telemetry.Enabled() && e.Extensions()[contracts.ExtTraceParent] != nil {
+		var span trace.Span
+		ctx, span = startSinkSpan(ctx, req, e, subscription)
+		req = req.WithContext(ctx)
+		e = withSpanContext(ctx, e)
+		defer func() { telemetry.EndClient(span, code, err) }()
 	}
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(e), req); err != nil {
 		return 0, 0, fmt.Errorf("encoding event: %w", err)

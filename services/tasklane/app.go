@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/sdk"
+	"github.com/tasklane/tasklane/pkg/telemetry"
 	"github.com/tasklane/tasklane/routing"
 	"github.com/tasklane/tasklane/services/dispatcher"
 	"github.com/tasklane/tasklane/services/gateway"
@@ -86,9 +88,12 @@ type Options struct {
 	// Pprof serves net/http/pprof under /debug/pprof/ (for profiling; off
 	// by default because profiles reveal internals).
 	Pprof bool
-	// Getenv reads the secrets and credentials triggers name. Default
-	// os.Getenv.
+	// Getenv reads the secrets and credentials triggers name, and the
+	// standard OTEL_* variables. Default os.Getenv.
 	Getenv func(string) string
+	// TraceStdout, when set, receives every span as JSON (tasklane dev
+	// --trace-stdout), whether or not an OTLP endpoint is configured.
+	TraceStdout io.Writer
 }
 
 // App is a running Tasklane process.
@@ -107,6 +112,8 @@ type App struct {
 	keys      *auth.Keyring                  // the gateway's; nil without the gateway role
 	adminKeys *auth.Keyring                  // the operator API's; nil when it is off
 	fns       map[string]dispatcher.Function // nil without the dispatcher role
+
+	tracing *telemetry.Provider // flushed last at shutdown
 
 	ln            net.Listener
 	server        *http.Server
@@ -216,6 +223,18 @@ func Launch(ctx context.Context, cfg *config.Config, opts Options) (*App, error)
 		}
 		return nil, err
 	}
+	tracing, err := telemetry.Setup(ctx, a.telemetryConfig())
+	if err != nil {
+		_ = a.rdb.Close()
+		return nil, fmt.Errorf("setting up tracing (telemetry): %w", err)
+	}
+	a.tracing = tracing
+	launched := false
+	defer func() {
+		if !launched {
+			_ = tracing.Shutdown(context.Background())
+		}
+	}()
 	mux := http.NewServeMux()
 	if err := a.registerProbes(mux); err != nil {
 		_ = a.rdb.Close()
@@ -229,20 +248,21 @@ func Launch(ctx context.Context, cfg *config.Config, opts Options) (*App, error)
 		registerOpenAPI(mux)
 		a.registerUI(mux)
 		// Ingest waits for the lanes: a publish to a missing queue is lost.
-		mux.Handle("/v1/", a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.Handle("/v1/", telemetry.Handler(a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a.api.ServeHTTP(w, r)
-		})))
+		}))))
 	}
 	if opts.Roles[RoleGateway] || opts.Roles[RoleTriggers] {
-		mux.Handle(config.HookPathPrefix, a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.Handle(config.HookPathPrefix, telemetry.Handler(a.whenReady(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a.trig.ServeHTTP(w, r)
-		})))
+		}))))
 	}
 	if err := a.listen(mux); err != nil {
 		_ = a.rdb.Close()
 		return nil, err
 	}
 
+	launched = true
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	startCtx, startCancel := context.WithCancel(runCtx)
@@ -565,10 +585,22 @@ func (a *App) shutdown(ctx context.Context) error {
 	}
 	a.wg.Wait()
 	a.closeConnections()
+	// Last: the spans of the drained attempts and results are flushed.
+	errs = append(errs, a.tracing.Shutdown(ctx))
 	a.errMu.Lock()
 	errs = append(errs, a.errs...)
 	a.errMu.Unlock()
 	return errors.Join(errs...)
+}
+
+// telemetryConfig is the tracing the config and the process options ask
+// for.
+func (a *App) telemetryConfig() telemetry.Config {
+	t := a.cfg.Telemetry
+	return telemetry.Config{
+		Enabled: t.Enabled, Endpoint: t.Endpoint, Protocol: t.Protocol, SampleRatio: t.SampleRatio,
+		ServiceName: t.ServiceName, Stdout: a.opts.TraceStdout, Getenv: a.opts.Getenv,
+	}
 }
 
 func (a *App) closeConnections() {

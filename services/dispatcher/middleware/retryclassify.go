@@ -7,11 +7,15 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/telemetry"
 )
 
 // RetryClassify records the outcome that Run, inside it, stored in the
@@ -78,7 +82,10 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 			if out.Class == executor.Throttled && out.RetryAfter > 0 {
 				wait = out.RetryAfter
 			}
+			end := ledgerSpan(ctx, "ledger retry", telemetry.AttrState.String(string(contracts.StateRetrying)),
+				telemetry.AttrRetryIn.Float64(wait.Seconds()), attribute.Bool("tasklane.refunded", refund))
 			ok, err := l.Retry(ctx, tenant, id, function, attempt, time.Now().Add(wait), out.Err, refund)
+			end(ok, err)
 			if err != nil {
 				m.LedgerErrors.WithLabelValues("retry").Inc()
 				return err
@@ -92,7 +99,9 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 	default:
 		o.State, o.Reason = fn.Unsuccessful(), contracts.ReasonNonRetryable
 	}
+	end := ledgerSpan(ctx, "ledger finish", telemetry.AttrState.String(string(o.State)))
 	ok, err := l.Finish(ctx, tenant, id, function, attempt, o)
+	end(ok, err)
 	if err != nil {
 		m.LedgerErrors.WithLabelValues("finish").Inc()
 		return err
@@ -103,4 +112,22 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 	}
 	m.Outcomes.WithLabelValues(tenant, function, string(o.State)).Inc()
 	return nil
+}
+
+// ledgerSpan starts a span for recording an attempt's outcome (a child of
+// the attempt's span) and returns what ends it; a no-op while tracing is
+// off.
+func ledgerSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) func(ok bool, err error) {
+	if !telemetry.Enabled() {
+		return func(bool, error) {}
+	}
+	_, span := telemetry.Tracer().Start(ctx, name, trace.WithAttributes(attrs...))
+	return func(ok bool, err error) {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		} else if !ok {
+			span.SetAttributes(attribute.Bool("tasklane.lease_lost", true))
+		}
+		span.End()
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 func newDevCommand(reg *sdk.Registry, g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
 	var file, addr string
+	var traceStdout bool
 	cmd := &cobra.Command{
 		Use:   "dev [--config FILE]",
 		Short: "Run every role in one process with an embedded store and broker (no services needed)",
@@ -43,13 +44,18 @@ func newDevCommand(reg *sdk.Registry, g *globalFlags, stdout, stderr io.Writer) 
 					return c, nil
 				}
 			}
-			return runUntilSignal(cmd.Context(), cfg, tasklane.Options{Registry: reg, Logger: logger, Pprof: g.pprof}, func(a *tasklane.App) {
+			opts := tasklane.Options{Registry: reg, Logger: logger, Pprof: g.pprof}
+			if traceStdout {
+				opts.TraceStdout = stdout
+			}
+			return runUntilSignal(cmd.Context(), cfg, opts, func(a *tasklane.App) {
 				fmt.Fprint(stdout, devBanner(a.URL(), cfg))
 			}, reload)
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "", "config file (YAML); default: a demo config with builtin:echo")
 	cmd.Flags().StringVar(&addr, "addr", "", "listen address (default 127.0.0.1:8080, or server.addr of --config)")
+	cmd.Flags().BoolVar(&traceStdout, "trace-stdout", false, "print every trace span as JSON on standard output")
 	return cmd
 }
 
