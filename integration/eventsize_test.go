@@ -112,11 +112,13 @@ func startConnCounter(t *testing.T, upstream string) *connCounter {
 // TestIntegrationOversizedLaneMessage: a task whose lane message RabbitMQ
 // would refuse (a 200 KB extension in its header table, over frame_max),
 // recorded through the ledger as a gateway configured with a larger
-// max_event_bytes or an older release would have, ends dead once, with one
-// result event, at the scheduler's first try; it is not republished, and
-// the app's RabbitMQ connections are never reset (before, each try closed
-// the publishing connection with frame_too_large, about once a second,
-// stalling every tenant's publishes). Another tenant's tasks run meanwhile.
+// max_event_bytes or an older release would have, and due in the delay set
+// (its publish guard fired): the scheduler puts it straight into its
+// function's ready queue, so it runs once, with one result event, and is
+// never published; the app's RabbitMQ connections are never reset (before
+// the ready queues, each republish closed the publishing connection with
+// frame_too_large, stalling every tenant's publishes; then the scheduler
+// ended such a task dead). Another tenant's tasks run meanwhile.
 func TestIntegrationOversizedLaneMessage(t *testing.T) {
 	s := newSink(t)
 	u, err := url.Parse(testkit.RequireAMQP(t))
@@ -170,22 +172,17 @@ subscriptions:
 	testkit.Eventually(t, 15*time.Second, func() bool { return s.count() >= 1+len(others) }, "every task has its result")
 	task, err := led.Get(ctx, "acme", id)
 	require.NoError(t, err)
-	require.Equal(t, contracts.StateDead, task.State)
-	require.Equal(t, contracts.ReasonNonRetryable, task.Reason)
-	require.Contains(t, task.Error, "message too large for the broker")
-	require.Zero(t, task.Attempts)
+	require.Equal(t, contracts.StateSucceeded, task.State)
+	require.Equal(t, 1, task.Attempts)
 	for _, o := range others {
 		ot, err := led.Get(ctx, "other", o)
 		require.NoError(t, err)
 		require.Equal(t, contracts.StateSucceeded, ot.State, o)
 	}
-	// For two republish intervals: nothing due, so no second try.
-	require.Never(t, func() bool {
-		return e.rdb.ZScore(ctx, led.DelayKey(), ledger.Member("acme", id)).Err() == nil
-	}, 2500*time.Millisecond, 100*time.Millisecond, "the task is back in the delay set")
+	require.Error(t, e.rdb.ZScore(ctx, led.DelayKey(), ledger.Member("acme", id)).Err(), "nothing left in the delay set")
 	s.mu.Lock()
 	require.Len(t, s.byTask[id], 1, "one result event")
-	require.Equal(t, contracts.StateDead, s.byTask[id][0].State)
+	require.Equal(t, contracts.StateSucceeded, s.byTask[id][0].State)
 	s.mu.Unlock()
 	require.Equal(t, conns, proxy.accepted.Load(), "no RabbitMQ connection was reopened")
 	require.Zero(t, proxy.closed.Load(), "no RabbitMQ connection was closed")
