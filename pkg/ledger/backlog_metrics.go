@@ -23,8 +23,10 @@ type FunctionBacklog struct {
 
 // backlogScript reads one function's ready queues: for each tenant its
 // ready entries (ZCARD of the three bands) and, over every queue, the
-// earliest ready time of the entry first in line whose task is queued
-// (score + priority x 60 s, the score being ready µs - priority x 60 s).
+// earliest ready time of the first entry in line whose task is queued
+// (among the first five: entries of tasks cancelled while ready stay until
+// a take drops them), computed as score + priority x 60 s, the score being
+// ready µs - priority x 60 s.
 // ARGV: 1 function key prefix, 2 ledger prefix, then tenants.
 // Returns {oldest ready µs or 0, count of tenant 1, count of tenant 2, ...}.
 var backlogScript = redis.NewScript(`
@@ -40,12 +42,14 @@ for i = 3, #ARGV do
     local c = redis.call('ZCARD', q)
     if c > 0 then
       n = n + c
-      local top = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-      local h = P .. ':{' .. tenant .. '}:task:' .. top[1]
-      local t = redis.call('HMGET', h, 'state', 'priority')
-      if t[1] == 'queued' then
-        local ready = tonumber(top[2]) + tonumber(t[2] or '0') * 60000000
-        if oldest == nil or ready < oldest then oldest = ready end
+      local top = redis.call('ZRANGE', q, 0, 4, 'WITHSCORES')
+      for j = 1, #top, 2 do
+        local t = redis.call('HMGET', P .. ':{' .. tenant .. '}:task:' .. top[j], 'state', 'priority')
+        if t[1] == 'queued' then
+          local ready = tonumber(top[j + 1]) + tonumber(t[2] or '0') * 60000000
+          if oldest == nil or ready < oldest then oldest = ready end
+          break
+        end
       end
     end
   end
