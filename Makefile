@@ -6,6 +6,9 @@ RESTART_TESTS := ^TestIntegration(RabbitMQ|Redis)Restart$$
 # Tests that drop an amqp connection in the test process: skipped under -race
 # (watermill-amqp's reconnect is racy), so they run again without it.
 AMQP_RECONNECT_TESTS := ^TestAMQPConsumerResumesAfterReconnect$$|^TestDriverConformanceAMQP$$/^DeadConsumers
+# Modules of their own (not in ./...): deploy/k8s checks the Kubernetes
+# manifests against k8s.io/api and KEDA's types, kept out of the main module.
+SUBMODULES := deploy/k8s
 # golangci-lint, pinned; `go run` builds it once into the Go build cache.
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -15,14 +18,16 @@ GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lin
 help: ## List the targets
 	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race; then the latency measurements and the amqp reconnect tests without it, then the broker restarts alone
+test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race; then the latency measurements and the amqp reconnect tests without it, then the broker restarts alone, then deploy/k8s (its own module)
 	$(GO) test -race -count=1 -tags integration -timeout 30m -skip '$(RESTART_TESTS)' $(PKGS)
 	$(GO) test -count=1 -tags integration -timeout 10m -run 'NoisyNeighbour' ./integration/
 	$(GO) test -count=1 -tags integration -timeout 5m -run '$(AMQP_RECONNECT_TESTS)' ./pkg/broker/
 	$(GO) test -race -count=1 -tags integration -timeout 10m -run '$(RESTART_TESTS)' ./integration/
+	for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 -timeout 20m ./...) || exit 1; done
 
 test/short: ## Unit tests without services (-short): Redis is embedded (miniredis), tests needing RabbitMQ or the real Redis skip
 	$(GO) test -race -short -count=1 -timeout 5m $(PKGS)
+	for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 -timeout 20m ./...) || exit 1; done
 
 test/unit: test/short ## Same as test/short (the old name)
 
@@ -30,6 +35,7 @@ vet: ## gofmt, go vet (with and without the integration tag), golangci-lint (.go
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration $(PKGS)
+	for m in $(SUBMODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 	$(GOLANGCI_LINT) run --allow-parallel-runners $(PKGS)
 
 build: ## Build bin/tasklane

@@ -309,10 +309,11 @@ while true do
             redis.call('ZREM', KEYS[6], member)
             local attempt = redis.call('HINCRBY', h, 'attempts', 1)
             redis.call('HSET', h, 'state', 'running', 'lease', ARGV[2], 'owner', ARGV[3], 'attempt_started', ARGV[1])
+            -- The wait since due (created, or a retry's or delay's time),
+            -- returned for every start; stored on the first.
+            local wt = now - tonumber(redis.call('HGET', h, 'scheduled') or redis.call('HGET', h, 'created') or ARGV[1])
+            if wt < 0 then wt = 0 end
             if not redis.call('HGET', h, 'started') then
-              local due = tonumber(redis.call('HGET', h, 'scheduled') or redis.call('HGET', h, 'created'))
-              local wt = now - due
-              if wt < 0 then wt = 0 end
               redis.call('HSET', h, 'started', ARGV[1], 'wait_ms', math.floor(wt / 1000))
             end
             local created = redis.call('HGET', h, 'created')
@@ -326,6 +327,7 @@ while true do
             out[#out+1] = id
             out[#out+1] = tostring(attempt)
             out[#out+1] = redis.call('HGET', h, 'throttles') or '0'
+            out[#out+1] = tostring(wt)
             out[#out+1] = redis.call('HGET', h, 'env') or ''
             started = started + 1
           end
@@ -476,6 +478,9 @@ type Started struct {
 	Attempt    int
 	// Throttles counts the throttled answers that did not use an attempt.
 	Throttles int
+	// Wait is how long the task waited from due (created, or the time of
+	// its retry or delay) to this start.
+	Wait time.Duration
 	// Message is the stored lane message.
 	Message []byte
 }
@@ -514,10 +519,12 @@ func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease 
 	tk.Wait = time.Duration(w) * time.Microsecond
 	tk.Expired, _ = strconv.Atoi(res[2])
 	tk.Parked, _ = strconv.Atoi(res[3])
-	for i := 4; i+4 < len(res); i += 5 {
-		s := Started{Tenant: res[i], ID: res[i+1], Message: []byte(res[i+4])}
+	for i := 4; i+5 < len(res); i += 6 {
+		s := Started{Tenant: res[i], ID: res[i+1], Message: []byte(res[i+5])}
 		s.Attempt, _ = strconv.Atoi(res[i+2])
 		s.Throttles, _ = strconv.Atoi(res[i+3])
+		wait, _ := strconv.ParseInt(res[i+4], 10, 64)
+		s.Wait = time.Duration(wait) * time.Microsecond
 		tk.Tasks = append(tk.Tasks, s)
 	}
 	return tk, nil

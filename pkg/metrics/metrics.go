@@ -30,9 +30,13 @@ type Metrics struct {
 	AdmissionRefusals *prometheus.CounterVec // tenant, reason
 
 	// Dispatcher.
-	Attempts     *prometheus.CounterVec   // function, class
-	Outcomes     *prometheus.CounterVec   // tenant, function, outcome
-	QueueWait    *prometheus.HistogramVec // function
+	Attempts  *prometheus.CounterVec   // function, class
+	Outcomes  *prometheus.CounterVec   // tenant, function, outcome
+	QueueWait *prometheus.HistogramVec // function
+	// Retries counts attempts put back to wait for a retry (a backoff, or
+	// a throttled answer's Retry-After), by the answer's class (retryable,
+	// throttled).
+	Retries      *prometheus.CounterVec   // function, class
 	RunSeconds   *prometheus.HistogramVec // function
 	InFlight     *prometheus.GaugeVec     // function
 	Deliveries   *prometheus.CounterVec   // verdict (run, busy, done, missing)
@@ -49,9 +53,16 @@ type Metrics struct {
 
 	// Routing controller.
 	RoutingChanges *prometheus.CounterVec // action (split, merge, delete)
+
+	// ClusterExporter is 1 in the one process that exports the
+	// cluster-wide gauges (see WatchCluster), else 0.
+	ClusterExporter prometheus.Gauge
 }
 
 var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+
+// waitBuckets reach further than latencyBuckets: a task may wait an hour.
+var waitBuckets = []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
 
 // New registers every collector on a fresh registry, with the Go runtime and
 // process collectors.
@@ -72,9 +83,12 @@ func New() *Metrics {
 			"tenant", "reason"),
 		IngestSeconds: f.histogram("ingest_seconds", "Time to answer an ingest request, from body read to 202.",
 			"mode"),
-		Attempts:     f.counter("attempts_total", "Attempts run, by outcome class.", "function", "class"),
-		Outcomes:     f.counter("tasks_finished_total", "Tasks that reached a terminal state.", "tenant", "function", "outcome"),
-		QueueWait:    f.histogram("queue_wait_seconds", "Time from due to first start.", "function"),
+		Attempts: f.counter("attempts_total", "Attempts run, by outcome class.", "function", "class"),
+		Outcomes: f.counter("tasks_finished_total", "Tasks that reached a terminal state.", "tenant", "function", "outcome"),
+		QueueWait: f.histogramWith("queue_wait_seconds", "Time a task waited from due (created, or the time of its retry or delay) to an attempt's start, observed at every start.",
+			waitBuckets, "function"),
+		Retries: f.counter("retries_total", "Attempts answered retryable or throttled that were put back to wait for a retry (a backoff or the answer's Retry-After).",
+			"function", "class"),
 		RunSeconds:   f.histogram("run_seconds", "Duration of one attempt.", "function"),
 		InFlight:     f.gauge("in_flight", "Attempts running in this process.", "function"),
 		Deliveries:   f.counter("deliveries_total", "Lane deliveries, by ledger verdict.", "verdict"),
@@ -87,6 +101,8 @@ func New() *Metrics {
 		SinkDeliveries: f.counter("sink_deliveries_total", "Result event deliveries to subscription sinks.",
 			"subscription", "result"),
 		RoutingChanges: f.counter("routing_changes_total", "Routing table changes made by this process's controller.", "action"),
+		ClusterExporter: f.gauge("cluster_exporter", "1 in the one process that exports the cluster-wide gauges (backlog, queue age, limits, tasks by state, lane backlog), else 0.").
+			WithLabelValues(),
 	}
 }
 
@@ -105,7 +121,11 @@ func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec
 }
 
 func (f factory) histogram(name, help string, labels ...string) *prometheus.HistogramVec {
-	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help, Buckets: latencyBuckets}, labels)
+	return f.histogramWith(name, help, latencyBuckets, labels...)
+}
+
+func (f factory) histogramWith(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help, Buckets: buckets}, labels)
 	f.r.MustRegister(h)
 	return h
 }

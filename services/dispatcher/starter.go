@@ -198,6 +198,7 @@ func (d *Dispatcher) startBatch(ctx context.Context, s *starter) (ledger.TakeSta
 	}
 	for _, t := range tk.Tasks {
 		d.cfg.Metrics.Deliveries.WithLabelValues("run").Inc()
+		d.cfg.Metrics.QueueWait.WithLabelValues(s.fn.Name).Observe(t.Wait.Seconds())
 		d.running.Add(1)
 		go func() {
 			defer func() {

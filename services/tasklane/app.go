@@ -350,27 +350,8 @@ func (a *App) configure() error {
 		if a.fns, err = a.functions(); err != nil {
 			return err
 		}
-		a.watchFunctions()
 	}
 	return nil
-}
-
-// watchFunctions serves the configured functions' cluster-wide limit and
-// waiting tasks as gauges, read from the ledger at scrape time (dispatcher
-// processes only: one read per scrape of each).
-func (a *App) watchFunctions() {
-	specs := ledger.FunctionSpecs(a.cfg.Functions)
-	a.metrics.WatchFunctions(func(ctx context.Context) ([]metrics.FunctionLevel, error) {
-		stats, err := a.ledger.FunctionStats(ctx, specs)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]metrics.FunctionLevel, len(stats))
-		for i, s := range stats {
-			out[i] = metrics.FunctionLevel{Function: s.Name, Limit: float64(s.Limit), Waiting: float64(s.Waiting)}
-		}
-		return out, nil
-	}, 0)
 }
 
 // listen opens server.addr (and server.metrics_addr).

@@ -190,6 +190,13 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 		a.goRun("controller", func() error { a.ctrl.Run(ctx); return nil })
 	}
 	if a.opts.Roles[RoleScheduler] {
+		// The scheduler processes elect the one that exports the
+		// cluster-wide gauges; the first try is made now, so a lone
+		// process exports them once ready.
+		lock := a.newClusterExporterLock()
+		a.tryClusterExporter(startCtx, lock, a.logger.With("component", "metrics").Warn)
+		a.watchCluster(lock.Held)
+		a.goRun("metrics-exporter", func() error { a.electClusterExporter(ctx, lock); return nil })
 		s := scheduler.New(scheduler.Config{
 			Ledger: a.ledger, Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
 			Quotas: a.quotas(),

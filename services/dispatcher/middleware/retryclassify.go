@@ -92,7 +92,9 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 			}
 			if !ok {
 				m.LeaseLost.Inc()
+				return nil
 			}
+			m.Retries.WithLabelValues(function, string(out.Class)).Inc()
 			return nil
 		}
 		o.State, o.Reason = fn.Unsuccessful(), contracts.ReasonAttemptsExhausted

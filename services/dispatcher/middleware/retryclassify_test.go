@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -125,8 +126,9 @@ func TestRetryClassifyRecordsOutcomeByClass(t *testing.T) {
 				}
 			}
 			errs := make(chan error, 10)
+			m := metrics.New()
 			topic, _ := route(t, ps, func(*message.Message) error { return nil },
-				probe(errs), setDelivery, middleware.RetryClassify(l, metrics.New(), testkit.Logger(t, slog.LevelInfo)), run)
+				probe(errs), setDelivery, middleware.RetryClassify(l, m, testkit.Logger(t, slog.LevelInfo)), run)
 
 			now := time.Now()
 			require.NoError(t, ps.Publish(topic, message.NewMessage(st.ID, nil)))
@@ -147,6 +149,14 @@ func TestRetryClassifyRecordsOutcomeByClass(t *testing.T) {
 			stats, err := l.FunctionStats(context.Background(), []ledger.FunctionSpec{{Name: fn.Name, Adaptive: ledger.AdaptiveOf(fn.Adaptive)}})
 			require.NoError(t, err)
 			require.Equal(t, c.throttled, stats[0].ThrottledLastMinute)
+			// A retry is counted by the answer's class; nothing else is.
+			retries := 0.0
+			if c.state == contracts.StateRetrying {
+				retries = 1
+			}
+			var counted dto.Metric
+			require.NoError(t, m.Retries.WithLabelValues(fn.Name, string(c.out.Class)).Write(&counted))
+			require.InDelta(t, retries, counted.GetCounter().GetValue(), 0)
 		})
 	}
 }
