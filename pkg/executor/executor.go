@@ -43,6 +43,9 @@ type Request struct {
 	Attempt  int
 	Deadline time.Time
 	Event    *event.Event
+	// Token, when set, is sent to HTTP functions (header
+	// Tasklane-Task-Token): it lets them write to this task's log.
+	Token string
 }
 
 // Outcome is how the attempt ended.
@@ -56,6 +59,8 @@ type Outcome struct {
 	RetryAfter time.Duration
 	// Status is the HTTP status, when there was one.
 	Status int
+	// Lines are the lines a Go handler wrote to the task's log.
+	Lines []sdk.LogLine
 }
 
 // Executor runs attempts. Execute must honour ctx's deadline.

@@ -52,6 +52,9 @@ func (h *HTTP) Execute(ctx context.Context, r Request) Outcome {
 	}
 	req.Header.Set(contracts.HeaderTaskID, r.TaskID)
 	req.Header.Set(contracts.HeaderAttempt, strconv.Itoa(r.Attempt))
+	if r.Token != "" {
+		req.Header.Set(contracts.HeaderTaskToken, r.Token)
+	}
 	if !r.Deadline.IsZero() {
 		req.Header.Set(contracts.HeaderDeadline, r.Deadline.UTC().Format(time.RFC3339Nano))
 	}

@@ -15,6 +15,12 @@
 // A handler returns its result bytes (stored as the task's result) or an
 // error. A plain error is retryable; wrap it with Permanent to stop retrying,
 // or with Throttled to back off and slow the function down.
+//
+// A handler writes lines to its task's log (GET /v1/tasks/{id}/logs)
+// through the logger in its context:
+//
+//	sdk.Logger(ctx).Info("resized", "width", w)
+//	sdk.Logf(ctx, "fetched %d bytes", n)
 package sdk
 
 import (

@@ -30,6 +30,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/tasktoken"
 	"github.com/tasklane/tasklane/services/dispatcher/middleware"
 )
 
@@ -88,6 +89,7 @@ type Dispatcher struct {
 	attemptChain []middleware.Named
 	attempt      message.HandlerFunc
 	leases       *leaseKeeper
+	tokens       *tasktoken.Keys
 	started      chan struct{}
 	done         chan struct{}
 	runErr       error
@@ -155,6 +157,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg:      cfg,
 		router:   router,
 		leases:   newLeaseKeeper(cfg.Ledger, cfg.LeaseTTL, cfg.Metrics, cfg.Logger),
+		tokens:   tasktoken.NewKeys(cfg.Ledger.TokenSecret),
 		started:  make(chan struct{}),
 		workers:  make(chan struct{}, cfg.MaxRunning),
 		done:     make(chan struct{}),
@@ -198,7 +201,7 @@ func (d *Dispatcher) attemptMiddlewares() []middleware.Named {
 	cfg := d.cfg
 	return []middleware.Named{
 		{Name: "RetryClassify", Middleware: middleware.RetryClassify(cfg.Ledger, cfg.Metrics, cfg.Logger)},
-		{Name: "Run", Middleware: middleware.Run(d.leases, cfg.Owner, cfg.Metrics, cfg.Logger)},
+		{Name: "Run", Middleware: middleware.Run(d.leases, cfg.Owner, d.tokens, cfg.Metrics, cfg.Logger)},
 	}
 }
 
