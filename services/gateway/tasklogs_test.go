@@ -80,7 +80,7 @@ func TestTaskLogRoutes(t *testing.T) {
 	for body, code := range map[string]int{
 		`{"lines": []}`: http.StatusBadRequest,
 		`not json`:      http.StatusBadRequest,
-		`{"lines": [` + strings.Repeat(`"x",`, 256) + `"x"]}`: http.StatusBadRequest,
+		`{"lines": [` + strings.Repeat(`"x",`, 256) + `"x"]}`:         http.StatusBadRequest,
 		`{"lines": ["` + strings.Repeat("x", maxLogBodyBytes) + `"]}`: http.StatusRequestEntityTooLarge,
 	} {
 		w := serve(b.h, "POST", "/v1/tasks/"+t1+"/logs", tok, body)
