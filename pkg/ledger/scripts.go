@@ -13,6 +13,7 @@ import "github.com/redis/go-redis/v9"
 //	tl:{t}:dedup:<sha256>  string: the task ids made from one (source, id), expires after the dedup window
 //	tl:{t}:evid:<sha256>   zset: the task ids made from events with one id (any source), score = created µs,
 //	                       entries and key expire after the dedup window (GET /v1/tasks?event_id=)
+//	tl:{t}:log:<id>        list: the task's log (tasklog.go), expires with the task hash
 //	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due µs
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
