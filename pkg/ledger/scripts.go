@@ -178,9 +178,9 @@ return 1
 
 // luaTerminate is shared by every script that ends a task: it moves the
 // task from state "from" to terminal state "to", indexes it, starts its
-// retention clock, and appends the record (without the stored message) to
-// the results outbox, so that the transition and its result event are one
-// atomic step.
+// retention clock (and its log's: the terminal entry is appended), and
+// appends the record (without the stored message) to the results outbox,
+// so that the transition and its result event are one atomic step.
 var luaTerminate = luaLog + `
 local function terminate(h, outbox, prefix, id, from, to, now, err, retention, maxlen)
   redis.call('HSET', h, 'state', to, 'finished', now)
