@@ -63,7 +63,7 @@ func TestRetryClassifyRecordsOutcomeByClass(t *testing.T) {
 			out: executor.Outcome{Class: executor.Succeeded, Result: []byte(`"ok"`)}, state: contracts.StateSucceeded,
 		},
 		"retryable with attempts left waits its jittered backoff": {
-			fn:  middleware.Function{MaxAttempts: 3, Backoff: hour},
+			fn: middleware.Function{MaxAttempts: 3, Backoff: hour},
 			out: executor.Outcome{Class: executor.Retryable, Err: "HTTP 500: boom", Status: 500,
 				Lines: []sdk.LogLine{{Text: "one"}, {Text: "two"}}},
 			state:  contracts.StateRetrying,
