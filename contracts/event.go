@@ -74,6 +74,11 @@ const (
 	// HeaderDeadline is the RFC 3339 time after which the attempt counts as
 	// timed out.
 	HeaderDeadline = "Tasklane-Deadline"
+	// HeaderTaskToken carries a token scoped to this task and attempt,
+	// valid until the attempt's deadline: the function may send it as
+	// "Authorization: Bearer <token>" to POST /v1/tasks/{id}/logs, and to
+	// nothing else.
+	HeaderTaskToken = "Tasklane-Task-Token"
 )
 
 // MaxPriority is the highest priority an event may ask for.

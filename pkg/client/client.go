@@ -243,6 +243,24 @@ func (c *Client) CancelTask(ctx context.Context, id string) (*contracts.Task, er
 	return do[contracts.Task](ctx, c, http.MethodDelete, "/v1/tasks/"+url.PathEscape(id), nil, nil, nil)
 }
 
+// TaskLog returns the task's log, entries in time order
+// (GET /v1/tasks/{id}/logs).
+func (c *Client) TaskLog(ctx context.Context, id string) (*contracts.TaskLog, error) {
+	return do[contracts.TaskLog](ctx, c, http.MethodGet, "/v1/tasks/"+url.PathEscape(id)+"/logs", nil, nil, nil)
+}
+
+// WriteTaskLog appends lines to a task's log with the task token its
+// function got with the attempt (header Tasklane-Task-Token), not the
+// client's API key (POST /v1/tasks/{id}/logs).
+func (c *Client) WriteTaskLog(ctx context.Context, id, token string, lines []string) error {
+	body, err := json.Marshal(contracts.LogLines{Lines: lines})
+	if err != nil {
+		return err
+	}
+	h := http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
+	return c.call(ctx, http.MethodPost, "/v1/tasks/"+url.PathEscape(id)+"/logs", nil, h, body, nil)
+}
+
 // ListDLQ returns one page of the dead-lettered tasks matching f, newest
 // first (GET /v1/dlq); f.DryRun is ignored.
 func (c *Client) ListDLQ(ctx context.Context, f contracts.DLQFilter, p Page) (*contracts.TaskList, error) {
@@ -356,7 +374,7 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, he
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	if c.key != "" {
+	if c.key != "" && req.Header.Get("Authorization") == "" {
 		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
 	req.Header.Set("Accept", "application/json")

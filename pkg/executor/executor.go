@@ -43,6 +43,9 @@ type Request struct {
 	Attempt  int
 	Deadline time.Time
 	Event    *event.Event
+	// Token, when set, is sent to HTTP functions (header
+	// Tasklane-Task-Token): it lets them write to this task's log.
+	Token string
 }
 
 // Outcome is how the attempt ended.
@@ -62,6 +65,8 @@ type Outcome struct {
 	// looked like a CloudEvent but is not a valid one fails the attempt
 	// (non-retryable) instead.
 	Reply *event.Event
+	// Lines are the lines a Go handler wrote to the task's log.
+	Lines []sdk.LogLine
 }
 
 // Executor runs attempts. Execute must honour ctx's deadline.

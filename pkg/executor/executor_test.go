@@ -91,10 +91,11 @@ func TestHTTPSendsBinaryEventWithTaskHeaders(t *testing.T) {
 	ex, err := Resolve(srv.URL, Options{})
 	require.NoError(t, err)
 	deadline := time.Now().Add(time.Minute)
-	o := ex.Execute(context.Background(), Request{TaskID: "task-1", Attempt: 2, Deadline: deadline, Event: testEvent(t)})
+	o := ex.Execute(context.Background(), Request{TaskID: "task-1", Attempt: 2, Deadline: deadline, Event: testEvent(t), Token: "tok-1"})
 	require.Equal(t, Succeeded, o.Class)
 	require.JSONEq(t, `{"done":true}`, string(o.Result))
 	r := <-got
+	require.Equal(t, "tok-1", r.Header.Get("Tasklane-Task-Token"))
 	require.Equal(t, "evt-1", r.Header.Get("Ce-Id"))
 	require.Equal(t, "/src", r.Header.Get("Ce-Source"))
 	require.Equal(t, "com.example.t", r.Header.Get("Ce-Type"))
@@ -165,4 +166,31 @@ func TestBuiltins(t *testing.T) {
 	noop, err := Resolve(BuiltinNoop, Options{})
 	require.NoError(t, err)
 	require.Equal(t, Outcome{Class: Succeeded}, noop.Execute(context.Background(), Request{Event: testEvent(t)}))
+}
+
+func TestGoHandlerLinesReachTheOutcome(t *testing.T) {
+	t.Parallel()
+	reg := sdk.NewRegistry()
+	reg.Handle("logs", func(ctx context.Context, tk sdk.Task) ([]byte, error) {
+		sdk.Logf(ctx, "attempt %d", tk.Attempt)
+		sdk.Logger(ctx).Warn("careful")
+		return nil, errors.New("not yet")
+	})
+	reg.Handle("panics", func(ctx context.Context, _ sdk.Task) ([]byte, error) {
+		sdk.Logf(ctx, "before the panic")
+		panic("boom")
+	})
+	ex, err := Resolve("go:logs", Options{Registry: reg})
+	require.NoError(t, err)
+	o := ex.Execute(context.Background(), Request{TaskID: "t", Attempt: 3, Event: testEvent(t)})
+	require.Equal(t, Retryable, o.Class)
+	require.Len(t, o.Lines, 2)
+	require.Equal(t, "attempt 3", o.Lines[0].Text)
+	require.Equal(t, "level=WARN msg=careful", o.Lines[1].Text)
+
+	ex, err = Resolve("go:panics", Options{Registry: reg})
+	require.NoError(t, err)
+	o = ex.Execute(context.Background(), Request{TaskID: "t", Attempt: 1, Event: testEvent(t)})
+	require.Equal(t, Retryable, o.Class)
+	require.Len(t, o.Lines, 1, "a panicking handler's lines are kept")
 }

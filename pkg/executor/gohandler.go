@@ -14,10 +14,12 @@ type goHandler struct {
 }
 
 func (g goHandler) Execute(ctx context.Context, r Request) (o Outcome) {
+	ctx, lines := sdk.CaptureLogs(ctx)
 	defer func() {
 		if p := recover(); p != nil {
 			o = Outcome{Class: Retryable, Err: fmt.Sprintf("handler panicked: %v", p)}
 		}
+		o.Lines = lines.Lines()
 	}()
 	ctx, reply := sdk.CollectReply(ctx)
 	res, err := g.h(ctx, sdk.Task{

@@ -87,6 +87,9 @@ func (h *HTTP) execute(ctx context.Context, req *http.Request, ev *event.Event, 
 	}
 	req.Header.Set(contracts.HeaderTaskID, r.TaskID)
 	req.Header.Set(contracts.HeaderAttempt, strconv.Itoa(r.Attempt))
+	if r.Token != "" {
+		req.Header.Set(contracts.HeaderTaskToken, r.Token)
+	}
 	if !r.Deadline.IsZero() {
 		req.Header.Set(contracts.HeaderDeadline, r.Deadline.UTC().Format(time.RFC3339Nano))
 	}

@@ -385,7 +385,8 @@ func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msg
 	traced := telemetry.Enabled()
 	sem := make(chan struct{}, in.cfg.PublishConcurrency)
 	var mu sync.Mutex
-	var confirmed, failed []string
+	var failed []string
+	var confirmed []ledger.Guard
 	var tooLarge []tooLargeTask
 	var wg sync.WaitGroup
 	for _, m := range msgs {
@@ -418,16 +419,13 @@ func (in *Ingester) publish(ctx context.Context, tenant string, guard int64, msg
 				in.cfg.Logger.WarnContext(ctx, "publishing task; the scheduler will retry", "task", id, "error", err)
 				return
 			}
-			confirmed = append(confirmed, id)
+			// The task's log records the lane (with the guard's drop).
+			confirmed = append(confirmed, ledger.Guard{Tenant: tenant, ID: id, Score: guard, Lane: lane, At: in.cfg.Now()})
 		}()
 	}
 	wg.Wait()
 	if len(confirmed) > 0 {
-		guards := make([]ledger.Guard, len(confirmed))
-		for i, id := range confirmed {
-			guards[i] = ledger.Guard{Tenant: tenant, ID: id, Score: guard}
-		}
-		in.guards.add(ctx, guards)
+		in.guards.add(ctx, confirmed)
 	}
 	for _, id := range failed {
 		if err := in.cfg.Ledger.Defer(ctx, tenant, id, in.cfg.Now().Add(republishAfter)); err != nil {

@@ -131,6 +131,14 @@ if redis.call('ZADD', q, 'NX', now - tonumber(ARGV[7]) * 60000000, ARGV[3]) == 1
     if #top == 0 then redis.call('PUBLISH', ARGV[9], ARGV[10]) end
   end
 end
+if verdict == 'admitted' then
+  local lk = logkey(ARGV[2], ARGV[3])
+  if st == 'running' then
+    logone(h, lk, ARGV[1], 'taken_over', redis.call('HGET', h, 'attempts') or '0',
+      'the lease of ' .. (redis.call('HGET', h, 'owner') or '?') .. ' ended without an outcome')
+  end
+  logone(h, lk, ARGV[1], 'admitted', 0, 'ready in the ' .. ARGV[8] .. ' band of ' .. ARGV[10])
+end
 if st ~= 'queued' then
   -- Due (a retry, a delayed task) or taken over from a dead dispatcher.
   local created = redis.call('HGET', h, 'created')
@@ -323,6 +331,7 @@ while true do
             -- dies, the scheduler finds the task due when the lease ends
             -- and puts it back in the ready queue.
             redis.call('ZADD', KEYS[4], ARGV[2], member)
+            logone(h, tp .. 'log:' .. id, ARGV[1], 'started', attempt, 'attempt ' .. attempt .. ' started by ' .. ARGV[3])
             out[#out+1] = tenant
             out[#out+1] = id
             out[#out+1] = tostring(attempt)

@@ -4,3 +4,5 @@ package ledger
 
 func (l *Ledger) FnStateKey(function string) string  { return l.fnStateKey(function) }
 func (l *Ledger) InflightKey(function string) string { return l.inflightKey(function) }
+func (l *Ledger) LogKey(tenant, id string) string    { return l.logKey(tenant, id) }
+func (l *Ledger) TaskKey(tenant, id string) string   { return l.taskKey(tenant, id) }

@@ -235,6 +235,7 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			}
 			evArgs = append(evArgs, t.ID, len(f))
 			evArgs = append(evArgs, f...)
+			evArgs = append(evArgs, l.encodeLog(contracts.LogEntry{At: now, Kind: contracts.LogAccepted, Message: acceptedMessage(ev, t, state)}))
 		}
 		keys[i], args[i] = evKeys, evArgs
 	}
@@ -293,6 +294,18 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 	return out, nil
 }
 
+// acceptedMessage is a new task's first log entry.
+func acceptedMessage(ev EventTasks, t NewTask, state contracts.State) string {
+	m := fmt.Sprintf("accepted from event %s of %s for %s, priority %d", ev.Event.ID, ev.Event.Source, t.Function, t.Priority)
+	if state == contracts.StateScheduled {
+		m += ", scheduled for " + ev.DueAt.UTC().Format(time.RFC3339Nano)
+	}
+	if ev.ExpiresAt != nil {
+		m += ", expires at " + ev.ExpiresAt.UTC().Format(time.RFC3339Nano)
+	}
+	return m
+}
+
 // fillDuplicates reads the function and state of tasks found by dedup.
 func (l *Ledger) fillDuplicates(ctx context.Context, events []EventTasks, out []Created, idx []int) error {
 	type ref struct{ i, j int }
@@ -329,6 +342,10 @@ type Guard struct {
 	Tenant, ID string
 	// Score is the GuardScore that Create returned.
 	Score int64
+	// Lane, when set, is the lane the task was published to: the task's
+	// log records it (at At), in the same round trip.
+	Lane string
+	At   time.Time
 }
 
 // guardsPerCall bounds the guards dropped by one script call, so that no
@@ -356,6 +373,12 @@ func (l *Ledger) DropGuards(ctx context.Context, guards []Guard) error {
 			args = append(args, Member(g.Tenant, g.ID), g.Score)
 		}
 		calls = append(calls, call(forgetScript, []string{l.DelayKey()}, args...))
+	}
+	for _, g := range guards {
+		if g.Lane != "" {
+			calls = append(calls, call(appendLogScript, []string{l.taskKey(g.Tenant, g.ID), l.logKey(g.Tenant, g.ID)},
+				l.encodeLog(contracts.LogEntry{At: g.At, Kind: contracts.LogPublished, Message: "published to lane " + g.Lane})))
+		}
 	}
 	if err := l.batch.exec(ctx, calls...); err != nil {
 		return fmt.Errorf("dropping publish guards: %w", err)
@@ -546,6 +569,9 @@ type Outcome struct {
 	Result []byte
 	// Reason says why a dead or failed task ended unsuccessfully.
 	Reason contracts.Reason
+	// Log is appended to the task's log (the attempt's lines and its end)
+	// before its terminal entry, in the same script call.
+	Log []contracts.LogEntry
 }
 
 // Finish records the terminal outcome of a running attempt and appends the
@@ -560,12 +586,13 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, attemp
 	if o.State == contracts.StateDead {
 		retention = l.cfg.DeadRetention
 	}
+	args := []any{attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
+		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason),
+		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant}
 	n, err := l.batch.eval(ctx, finishScript,
 		[]string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.inflightKey(function),
 			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
-		attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
-		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason),
-		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant).Int()
+		append(args, l.encodeLogs(o.Log)...)...).Int()
 	if err != nil {
 		return false, fmt.Errorf("finishing task %s: %w", id, err)
 	}
@@ -627,17 +654,20 @@ func (l *Ledger) ExpireDue(ctx context.Context, max int) (int, error) {
 // returns false when the attempt no longer holds the task.
 //
 // refund gives the attempt back (a throttled answer within the function's
-// allowance): the next attempt has the same number.
-func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, attempt int, due time.Time, errMsg string, refund bool) (bool, error) {
+// allowance): the next attempt has the same number. log is appended to the
+// task's log in the same script call (the attempt's lines, its end, the
+// retry).
+func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, attempt int, due time.Time, errMsg string, refund bool, log ...contracts.LogEntry) (bool, error) {
 	flag := "0"
 	if refund {
 		flag = "1"
 	}
+	args := []any{attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag,
+		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, us(l.cfg.Now())}
 	n, err := l.batch.eval(ctx, retryScript,
 		[]string{l.taskKey(tenant, id), l.DelayKey(), l.inflightKey(function),
 			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
-		attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag,
-		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, us(l.cfg.Now())).Int()
+		append(args, l.encodeLogs(log)...)...).Int()
 	if err != nil {
 		return false, fmt.Errorf("scheduling retry of task %s: %w", id, err)
 	}
@@ -766,7 +796,7 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript} {
+	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

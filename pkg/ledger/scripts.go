@@ -13,6 +13,7 @@ import "github.com/redis/go-redis/v9"
 //	tl:{t}:dedup:<sha256>  string: the task ids made from one (source, id), expires after the dedup window
 //	tl:{t}:evid:<sha256>   zset: the task ids made from events with one id (any source), score = created µs,
 //	                       entries and key expire after the dedup window (GET /v1/tasks?event_id=)
+//	tl:{t}:log:<id>        list: the task's log (tasklog.go), expires with the task hash
 //	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due µs
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
@@ -22,8 +23,8 @@ import "github.com/redis/go-redis/v9"
 // ARGV: 1 dedup ttl ms, 2 created µs, 3 delay score, 4 tenant, 5 ids (comma
 // separated), 6 expiry µs ("": none; any number is an expiry, 0 and
 // negative ones included), then per task: id, n, n field/value
-// strings.
-var createScript = redis.NewScript(`
+// strings, its log's "accepted" entry.
+var createScript = redis.NewScript(luaLog + `
 local existing = redis.call('GET', KEYS[1])
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1])
@@ -34,12 +35,13 @@ while i <= #ARGV do
   local id = ARGV[i]
   local n = tonumber(ARGV[i+1])
   redis.call('HSET', KEYS[k], unpack(ARGV, i+2, i+1+n))
+  logpush(KEYS[k], string.sub(KEYS[k], 1, #KEYS[k] - #id - 5) .. 'log:' .. id, {ARGV[i+2+n]})
   redis.call('ZADD', KEYS[2], ARGV[2], id)
   redis.call('ZADD', KEYS[6], ARGV[2], id)
   redis.call('ZADD', KEYS[3], ARGV[2], id)
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4] .. '/' .. id)
   if expires ~= '' then redis.call('ZADD', KEYS[5], expires, ARGV[4] .. '/' .. id) end
-  i = i + 2 + n
+  i = i + 3 + n
   k = k + 1
 end
 if k > 7 then
@@ -176,13 +178,22 @@ return 1
 
 // luaTerminate is shared by every script that ends a task: it moves the
 // task from state "from" to terminal state "to", indexes it, starts its
-// retention clock, and appends the record (without the stored message) to
-// the results outbox, so that the transition and its result event are one
-// atomic step.
-const luaTerminate = `
+// retention clock (and its log's: the terminal entry is appended), and
+// appends the record (without the stored message) to the results outbox,
+// so that the transition and its result event are one atomic step.
+var luaTerminate = luaLog + `
 local function terminate(h, outbox, prefix, id, from, to, now, err, retention, maxlen)
   redis.call('HSET', h, 'state', to, 'finished', now)
   if err ~= '' then redis.call('HSET', h, 'error', err) end
+  -- The log says how the task ended and expires with the record.
+  local lk = logkey(prefix, id)
+  local msg, reason, att = to, redis.call('HGET', h, 'reason'), '0'
+  if to == 'dead' then msg = 'dead-lettered' end
+  if reason and (to == 'dead' or to == 'failed') then msg = msg .. ' (' .. reason .. ')' end
+  if err ~= '' and to ~= 'succeeded' then msg = msg .. ': ' .. err end
+  if from == 'running' then att = redis.call('HGET', h, 'attempts') or '0' end
+  logone(h, lk, now, to, att, msg)
+  redis.call('PEXPIRE', lk, retention)
   redis.call('HDEL', h, 'lease', 'owner')
   local created = redis.call('HGET', h, 'created')
   redis.call('ZREM', prefix .. from, id)
@@ -207,7 +218,7 @@ end
 // ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index prefix,
 // 7 id, 8 retention ms, 9 outbox max length, 10 delay member, 11 reason,
 // 12 tenant quota, 13 wake channel, 14 function, 15 "1" for a limited
-// function, 16 tenant
+// function, 16 tenant, 17.. log entries (the attempt's lines and its end)
 var finishScript = redis.NewScript(luaTerminate + luaReleased + `
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
@@ -217,6 +228,7 @@ redis.call('ZREM', KEYS[3], ARGV[10])
 redis.call('ZREM', KEYS[4], ARGV[10])
 released(KEYS[5], KEYS[6], ARGV[7], ARGV[16], tonumber(ARGV[12]), ARGV[3], ARGV[13], ARGV[14], KEYS[7], ARGV[15])
 if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
+logpush(h, logkey(ARGV[6], ARGV[7]), {unpack(ARGV, 17)})
 -- A success keeps no earlier attempt's error (the task log has the history).
 if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
 local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[3])
@@ -250,13 +262,14 @@ return {'ok', ARGV[1]}
 // ARGV: 1 attempt, 2 due µs, 3 error, 4 state-index prefix, 5 id, 6 delay
 // member, 7 "1" to refund the attempt (a throttled answer), 8 tenant quota,
 // 9 wake channel, 10 function, 11 "1" for a limited function, 12 tenant,
-// 13 now µs
-var retryScript = redis.NewScript(luaReleased + `
+// 13 now µs, 14.. log entries (the attempt's lines, its end, the retry)
+var retryScript = redis.NewScript(luaLog + luaReleased + `
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
   return 0
 end
 released(KEYS[4], KEYS[5], ARGV[5], ARGV[12], tonumber(ARGV[8]), ARGV[13], ARGV[9], ARGV[10], KEYS[6], ARGV[11])
+logpush(h, logkey(ARGV[4], ARGV[5]), {unpack(ARGV, 14)})
 if ARGV[7] == '1' then
   -- A throttled answer within the allowance does not use up an attempt.
   redis.call('HINCRBY', h, 'attempts', -1)
@@ -315,7 +328,7 @@ return n
 // queued, due now in the delay set (the scheduler publishes it).
 // KEYS: 1 task hash, 2 delay. ARGV: 1 state-index prefix, 2 id, 3 delay
 // member, 4 now µs. Returns {"ok", ""} or {"no", current state}.
-var redriveScript = redis.NewScript(`
+var redriveScript = redis.NewScript(luaLog + `
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
 if st ~= 'dead' then return {'no', st or ''} end
@@ -323,6 +336,9 @@ redis.call('HSET', h, 'state', 'queued', 'attempts', 0, 'throttles', 0, 'schedul
 redis.call('HDEL', h, 'finished', 'reason', 'started', 'wait_ms', 'run_ms', 'attempt_started', 'lease', 'owner')
 redis.call('HINCRBY', h, 'redrives', 1)
 redis.call('PERSIST', h)
+local lk = logkey(ARGV[1], ARGV[2])
+redis.call('PERSIST', lk)
+logone(h, lk, ARGV[4], 'redriven', 0, 'redriven from the dead-letter queue with a fresh attempt budget')
 local created = redis.call('HGET', h, 'created')
 redis.call('ZREM', ARGV[1] .. 'dead', ARGV[2])
 redis.call('ZADD', ARGV[1] .. 'queued', created, ARGV[2])
@@ -336,7 +352,7 @@ return {'ok', ''}
 var purgeScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'dead' then return {'no', st or ''} end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], string.sub(ARGV[1], 1, -4) .. 'log:' .. ARGV[2])
 redis.call('ZREM', ARGV[1] .. 'dead', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
 return {'ok', ''}

@@ -16,6 +16,12 @@
 // error. A plain error is retryable; wrap it with Permanent to stop retrying,
 // or with Throttled to back off and slow the function down. A handler that
 // calls Reply before returning nil chains a new event (task chaining).
+//
+// A handler writes lines to its task's log (GET /v1/tasks/{id}/logs)
+// through the logger in its context:
+//
+//	sdk.Logger(ctx).Info("resized", "width", w)
+//	sdk.Logf(ctx, "fetched %d bytes", n)
 package sdk
 
 import (

@@ -30,6 +30,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/tasktoken"
 	"github.com/tasklane/tasklane/services/dispatcher/middleware"
 )
 
@@ -91,6 +92,7 @@ type Dispatcher struct {
 	attemptChain []middleware.Named
 	attempt      message.HandlerFunc
 	leases       *leaseKeeper
+	tokens       *tasktoken.Keys
 	started      chan struct{}
 	done         chan struct{}
 	runErr       error
@@ -158,6 +160,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg:      cfg,
 		router:   router,
 		leases:   newLeaseKeeper(cfg.Ledger, cfg.LeaseTTL, cfg.Metrics, cfg.Logger),
+		tokens:   tasktoken.NewKeys(cfg.Ledger.TokenSecret),
 		started:  make(chan struct{}),
 		workers:  make(chan struct{}, cfg.MaxRunning),
 		done:     make(chan struct{}),
@@ -202,7 +205,7 @@ func (d *Dispatcher) attemptMiddlewares() []middleware.Named {
 	return []middleware.Named{
 		{Name: "RetryClassify", Middleware: middleware.RetryClassify(cfg.Ledger, cfg.Metrics, cfg.Logger)},
 		{Name: "Reply", Middleware: middleware.Reply(cfg.Chainer, cfg.Logger)},
-		{Name: "Run", Middleware: middleware.Run(d.leases, cfg.Owner, cfg.Metrics, cfg.Logger)},
+		{Name: "Run", Middleware: middleware.Run(d.leases, cfg.Owner, d.tokens, cfg.Metrics, cfg.Logger)},
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package gateway serves Tasklane's HTTP API: CloudEvents ingest
 // (POST /v1/events in binary, structured and batch mode) and the task API
-// (GET /v1/tasks, also by event: ?event_id=&source=; GET /v1/tasks/{id}). Every request is scoped to the tenant
+// (GET /v1/tasks, also by event: ?event_id=&source=; GET /v1/tasks/{id};
+// the task log GET /v1/tasks/{id}/logs, and POST for a function's lines
+// with its task token). Every request is scoped to the tenant
 // its API key names; another tenant's task id answers 404.
 //
 // [Triggers] serves the tenant's trigger list (GET /v1/triggers), and
@@ -21,6 +23,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/tasktoken"
 )
 
 // Limits bound request sizes. Zero fields take pkg/config's defaults.
@@ -49,7 +52,11 @@ type Config struct {
 }
 
 // Gateway is the HTTP API.
-type Gateway struct{ cfg Config }
+type Gateway struct {
+	cfg Config
+	// tokens verifies task tokens (POST /v1/tasks/{id}/logs).
+	tokens *tasktoken.Keys
+}
 
 // New returns a gateway.
 func New(cfg Config) *Gateway {
@@ -68,7 +75,11 @@ func New(cfg Config) *Gateway {
 	if cfg.Ingester != nil {
 		cfg.Ingester = cfg.Ingester.WithMaxEventBytes(cfg.Limits.MaxEventBytes)
 	}
-	return &Gateway{cfg: cfg}
+	g := &Gateway{cfg: cfg}
+	if cfg.Ledger != nil {
+		g.tokens = tasktoken.NewKeys(cfg.Ledger.TokenSecret)
+	}
+	return g
 }
 
 // Register mounts the API routes on mux.
@@ -77,6 +88,8 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/tasks/{id}", g.handleGetTask)
 	mux.HandleFunc("GET /v1/tasks", g.handleListTasks)
 	mux.HandleFunc("DELETE /v1/tasks/{id}", g.handleCancelTask)
+	mux.HandleFunc("GET /v1/tasks/{id}/logs", g.handleTaskLog)
+	mux.HandleFunc("POST /v1/tasks/{id}/logs", g.handleWriteTaskLog)
 	g.registerDLQ(mux)
 }
 

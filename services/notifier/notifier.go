@@ -446,7 +446,21 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 		return streamgroup.Retry
 	}
 	n.cfg.Metrics.ResultsPublished.WithLabelValues("ok").Inc()
+	n.logDelivery(ev, "result event "+ev.ID()+" published to "+contracts.ResultsExchange+" with routing key "+RoutingKey(t))
 	return streamgroup.Done
+}
+
+// logDelivery appends a delivered entry to the log of the result event's
+// task (best effort: a failure is logged at debug level, the log is not
+// the delivery's record).
+func (n *Notifier) logDelivery(ev *event.Event, msg string) {
+	tenant, _ := ev.Extensions()[contracts.ExtTenantID].(string)
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	err := n.cfg.Ledger.AppendLog(ctx, tenant, ev.Subject(), contracts.LogEntry{Kind: contracts.LogDelivered, Message: msg})
+	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		n.cfg.Logger.Debug("recording a delivery in the task log", "task", ev.Subject(), "error", err)
+	}
 }
 
 // queueForSinks puts the result in the queue of every matching sink and

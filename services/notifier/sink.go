@@ -270,6 +270,7 @@ func (q *sinkQueue) attempt(j job) {
 		return
 	case err == nil && status/100 == 2:
 		q.n.cfg.Metrics.SinkDeliveries.WithLabelValues(q.sub.Name, "ok").Inc()
+		q.n.logDelivery(j.ev, fmt.Sprintf("result event %s delivered to sink %s (HTTP %d, attempt %d)", j.ev.ID(), q.sub.Name, status, j.attempts))
 		if q.br.success() {
 			log.Info("sink answers again, circuit closed", "subscription", q.sub.Name)
 		}
@@ -278,6 +279,7 @@ func (q *sinkQueue) attempt(j job) {
 	case err == nil && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests && status < 500:
 		q.n.cfg.Metrics.SinkDeliveries.WithLabelValues(q.sub.Name, "rejected").Inc()
 		log.Warn("sink rejected result event", "subscription", q.sub.Name, "event", j.ev.ID(), "status", status)
+		q.n.logDelivery(j.ev, fmt.Sprintf("result event %s rejected by sink %s (HTTP %d); not sent again", j.ev.ID(), q.sub.Name, status))
 		q.br.success()
 		q.forget(j.id)
 		return
@@ -288,6 +290,7 @@ func (q *sinkQueue) attempt(j job) {
 	if j.attempts >= q.n.cfg.SinkAttempts {
 		q.n.cfg.Metrics.SinkDeliveries.WithLabelValues(q.sub.Name, "dropped").Inc()
 		log.Error("giving up on sink delivery", "subscription", q.sub.Name, "event", j.ev.ID(), "attempts", j.attempts, "status", status, "error", err)
+		q.n.logDelivery(j.ev, fmt.Sprintf("gave up delivering result event %s to sink %s after %d attempts", j.ev.ID(), q.sub.Name, j.attempts))
 		q.forget(j.id)
 		return
 	}

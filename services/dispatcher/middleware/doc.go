@@ -119,6 +119,8 @@ type Delivery struct {
 	Ran bool
 	// TimedOut is set when the attempt's deadline passed while it ran.
 	TimedOut bool
+	// RunTime is how long the executor took (set by Run).
+	RunTime time.Duration
 	// LeaseLost is set when another dispatcher took the task over while
 	// the attempt ran: its outcome is discarded.
 	LeaseLost bool

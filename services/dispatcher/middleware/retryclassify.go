@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -71,7 +72,8 @@ func RetryClassify(l *ledger.Ledger, m *metrics.Metrics, logger *slog.Logger) me
 func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delivery) error {
 	tenant, id, function, attempt := d.Ref.Tenant, d.Ref.TaskID, d.Ref.Function, d.Claim.Attempt
 	fn, out := d.Function, d.Outcome
-	o := ledger.Outcome{State: contracts.StateSucceeded, Error: out.Err, Result: out.Result}
+	log := attemptLog(d)
+	o := ledger.Outcome{State: contracts.StateSucceeded, Error: out.Err, Result: out.Result, Log: log}
 	switch out.Class {
 	case executor.Succeeded:
 	case executor.Retryable, executor.Throttled:
@@ -82,9 +84,19 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 			if out.Class == executor.Throttled && out.RetryAfter > 0 {
 				wait = out.RetryAfter
 			}
+			due := time.Now().Add(wait)
+			next := contracts.LogEntry{At: time.Now(), Kind: contracts.LogRetry, Attempt: attempt,
+				Message: fmt.Sprintf("retry scheduled for %s (in %s)", due.UTC().Format(time.RFC3339Nano), wait.Round(time.Millisecond))}
+			if out.Class == executor.Throttled {
+				next.Kind = contracts.LogThrottled
+				next.Message = fmt.Sprintf("throttled: next attempt at %s (in %s)", due.UTC().Format(time.RFC3339Nano), wait.Round(time.Millisecond))
+				if refund {
+					next.Message += "; this attempt is not counted"
+				}
+			}
 			end := ledgerSpan(ctx, "ledger retry", telemetry.AttrState.String(string(contracts.StateRetrying)),
 				telemetry.AttrRetryIn.Float64(wait.Seconds()), attribute.Bool("tasklane.refunded", refund))
-			ok, err := l.Retry(ctx, tenant, id, function, attempt, time.Now().Add(wait), out.Err, refund)
+			ok, err := l.Retry(ctx, tenant, id, function, attempt, due, out.Err, refund, append(log, next)...)
 			end(ok, err)
 			if err != nil {
 				m.LedgerErrors.WithLabelValues("retry").Inc()
@@ -132,4 +144,35 @@ func ledgerSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) f
 		}
 		span.End()
 	}
+}
+
+// replyExcerptBytes bounds the excerpt of a successful reply in the log.
+const replyExcerptBytes = 256
+
+// attemptLog is what an attempt adds to its task's log: the lines its
+// function wrote, then its end (HTTP status, run time, error, an excerpt
+// of the reply).
+func attemptLog(d *Delivery) []contracts.LogEntry {
+	out, attempt := d.Outcome, d.Claim.Attempt
+	log := make([]contracts.LogEntry, 0, len(out.Lines)+2)
+	for _, ln := range out.Lines {
+		log = append(log, contracts.LogEntry{At: ln.At, Kind: contracts.LogLine, Attempt: attempt, Message: ln.Text})
+	}
+	msg := fmt.Sprintf("attempt %d %s", attempt, out.Class)
+	if out.Err != "" {
+		msg += ": " + out.Err
+	}
+	if out.Class == executor.Succeeded && len(out.Result) > 0 {
+		r := string(out.Result)
+		if len(r) > replyExcerptBytes {
+			r = strings.ToValidUTF8(r[:replyExcerptBytes], "") + "..."
+		}
+		msg += "; reply: " + r
+	}
+	end := contracts.LogEntry{At: time.Now(), Kind: contracts.LogEnded, Attempt: attempt, Status: out.Status, Message: msg}
+	if d.Ran {
+		ms := d.RunTime.Milliseconds()
+		end.DurationMS = &ms
+	}
+	return append(log, end)
 }

@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/sdk"
 	"github.com/tasklane/tasklane/pkg/taskmsg"
 	"github.com/tasklane/tasklane/pkg/testkit"
 	"github.com/tasklane/tasklane/services/dispatcher/internal/chantest"
@@ -62,8 +64,10 @@ func TestRetryClassifyRecordsOutcomeByClass(t *testing.T) {
 			out: executor.Outcome{Class: executor.Succeeded, Result: []byte(`"ok"`)}, state: contracts.StateSucceeded,
 		},
 		"retryable with attempts left waits its jittered backoff": {
-			fn:  middleware.Function{MaxAttempts: 3, Backoff: hour},
-			out: executor.Outcome{Class: executor.Retryable, Err: "500"}, state: contracts.StateRetrying,
+			fn: middleware.Function{MaxAttempts: 3, Backoff: hour},
+			out: executor.Outcome{Class: executor.Retryable, Err: "HTTP 500: boom", Status: 500,
+				Lines: []sdk.LogLine{{Text: "one"}, {Text: "two"}}},
+			state:  contracts.StateRetrying,
 			dueMin: 29 * time.Minute, dueMax: time.Hour + time.Minute,
 		},
 		"throttled waits its Retry-After": {
@@ -119,6 +123,11 @@ func TestRetryClassifyRecordsOutcomeByClass(t *testing.T) {
 				return func(msg *message.Message) ([]*message.Message, error) {
 					d := middleware.DeliveryFrom(msg.Context())
 					d.Outcome, d.Ran, d.TimedOut, d.LeaseLost = c.out, true, c.timedOut, c.lost
+					// The function writes its lines while it runs.
+					d.Outcome.Lines = slices.Clone(c.out.Lines)
+					for i := range d.Outcome.Lines {
+						d.Outcome.Lines[i].At = time.Now()
+					}
 					if c.lost {
 						return nil, nil
 					}
@@ -146,6 +155,7 @@ func TestRetryClassifyRecordsOutcomeByClass(t *testing.T) {
 				due := time.UnixMicro(int64(score))
 				require.WithinRange(t, due, now.Add(c.dueMin), now.Add(c.dueMax))
 			}
+			checkAttemptLog(t, l, st, c.out, c.lost, c.state)
 			stats, err := l.FunctionStats(context.Background(), []ledger.FunctionSpec{{Name: fn.Name, Adaptive: ledger.AdaptiveOf(fn.Adaptive)}})
 			require.NoError(t, err)
 			require.Equal(t, c.throttled, stats[0].ThrottledLastMinute)
@@ -158,6 +168,44 @@ func TestRetryClassifyRecordsOutcomeByClass(t *testing.T) {
 			require.NoError(t, m.Retries.WithLabelValues(fn.Name, string(c.out.Class)).Write(&counted))
 			require.InDelta(t, retries, counted.GetCounter().GetValue(), 0)
 		})
+	}
+}
+
+// checkAttemptLog checks what the attempt added to its task's log: the
+// function's lines, its end (status, run time), then the retry or the
+// terminal state; nothing when its lease was lost.
+func checkAttemptLog(t *testing.T, l *ledger.Ledger, st ledger.Started, out executor.Outcome, lost bool, state contracts.State) {
+	t.Helper()
+	log, err := l.Log(context.Background(), "acme", st.ID)
+	require.NoError(t, err)
+	i := slices.IndexFunc(log, func(e contracts.LogEntry) bool { return e.Kind == contracts.LogStarted })
+	require.GreaterOrEqual(t, i, 0, "the take logged the start")
+	after := log[i+1:]
+	if lost {
+		require.Empty(t, after, "a discarded outcome logs nothing")
+		return
+	}
+	require.Len(t, after, len(out.Lines)+2)
+	for j, ln := range out.Lines {
+		require.Equal(t, contracts.LogLine, after[j].Kind)
+		require.Equal(t, ln.Text, after[j].Message)
+		require.Equal(t, st.Attempt, after[j].Attempt)
+	}
+	end := after[len(out.Lines)]
+	require.Equal(t, contracts.LogEnded, end.Kind)
+	require.Equal(t, st.Attempt, end.Attempt)
+	require.Equal(t, out.Status, end.Status)
+	require.NotNil(t, end.DurationMS)
+	require.Contains(t, end.Message, string(out.Class))
+	last := after[len(after)-1]
+	switch {
+	case state == contracts.StateRetrying && out.Class == executor.Throttled:
+		require.Equal(t, contracts.LogThrottled, last.Kind)
+	case state == contracts.StateRetrying:
+		require.Equal(t, contracts.LogRetry, last.Kind)
+		require.Contains(t, last.Message, "retry scheduled for")
+	default:
+		require.Equal(t, contracts.LogKind(state), last.Kind)
 	}
 }
 

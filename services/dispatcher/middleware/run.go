@@ -13,6 +13,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/tasktoken"
 )
 
 // Leases keeps running attempts' leases renewed.
@@ -32,7 +33,11 @@ type Leases interface {
 // whose lease was lost while it ran ends the chain with its outcome
 // discarded (LeaseLost): the dispatcher that took the task over decides.
 // A message without a Delivery is an error wrapping ErrNoDelivery.
-func Run(leases Leases, owner string, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
+//
+// With tokens set, each attempt carries a task token (for HTTP functions,
+// header Tasklane-Task-Token) valid until its deadline; a token that cannot
+// be signed (the secret unreadable) is logged and left out.
+func Run(leases Leases, owner string, tokens *tasktoken.Keys, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			d := DeliveryFrom(msg.Context())
@@ -51,12 +56,21 @@ func Run(leases Leases, owner string, m *metrics.Metrics, logger *slog.Logger) m
 			lost := leases.Hold(lease, cancel)
 			defer leases.Release(lease)
 
-			start := time.Now()
-			out := execute(actx, m, fn, executor.Request{
+			req := executor.Request{
 				TaskID: d.Ref.TaskID, Tenant: d.Ref.Tenant, Function: fn.Name,
 				Attempt: d.Claim.Attempt, Deadline: deadline, Event: d.Event,
-			})
-			m.RunSeconds.WithLabelValues(fn.Name).Observe(time.Since(start).Seconds())
+			}
+			if tokens != nil {
+				tok, err := tokens.Sign(actx, tasktoken.Claims{Tenant: req.Tenant, Task: req.TaskID, Attempt: req.Attempt, Expires: deadline})
+				if err != nil {
+					logger.Warn("attempt runs without a task token", "task", req.TaskID, "error", err)
+				}
+				req.Token = tok
+			}
+			start := time.Now()
+			out := execute(actx, m, fn, req)
+			d.RunTime = time.Since(start)
+			m.RunSeconds.WithLabelValues(fn.Name).Observe(d.RunTime.Seconds())
 			m.Attempts.WithLabelValues(fn.Name, string(out.Class)).Inc()
 			d.Outcome, d.Ran = out, true
 			d.TimedOut = out.Class == executor.Retryable && errors.Is(context.Cause(actx), context.DeadlineExceeded)

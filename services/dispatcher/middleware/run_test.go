@@ -55,7 +55,7 @@ func (f execFunc) Execute(ctx context.Context, r executor.Request) executor.Outc
 // that reports whether it was reached.
 func runAttempt(t *testing.T, leases middleware.Leases, d *middleware.Delivery) (reached bool, err error) {
 	t.Helper()
-	h := middleware.Run(leases, "me", metrics.New(), testkit.Logger(t, slog.LevelInfo))(func(*message.Message) ([]*message.Message, error) {
+	h := middleware.Run(leases, "me", nil, metrics.New(), testkit.Logger(t, slog.LevelInfo))(func(*message.Message) ([]*message.Message, error) {
 		reached = true
 		return nil, nil
 	})

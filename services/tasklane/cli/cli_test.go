@@ -166,6 +166,25 @@ func TestClientCommands(t *testing.T) {
 		require.Regexp(t, re, out)
 	}
 
+	// The task's log: a line per entry; --follow ends once the task has
+	// ended (it has); --json is the answer.
+	out, err = run("tasks", "logs", id)
+	require.NoError(t, err)
+	for _, re := range []string{`(?m)^\S+Z  accepted\s+accepted from event cli-1`, `(?m)^\S+Z  started\s+#1\s+attempt 1 started by `,
+		`(?m)^\S+Z  ended\s+#1\s+\(\d+ ms\) attempt 1 succeeded; reply: \{"name":"cli"\}$`, `(?m)^\S+Z  succeeded\s+#1\s+succeeded$`} {
+		require.Regexp(t, re, out)
+	}
+	followed, err := run("tasks", "logs", id, "--follow", "--interval", "10ms")
+	require.NoError(t, err)
+	require.Contains(t, followed, "attempt 1 started by ")
+	out, err = run("tasks", "logs", id, "--json")
+	require.NoError(t, err)
+	var lg contracts.TaskLog
+	require.NoError(t, json.Unmarshal([]byte(out), &lg), out)
+	require.Equal(t, contracts.LogAccepted, lg.Entries[0].Kind)
+	_, err = run("tasks", "logs", "no-such-task")
+	require.ErrorContains(t, err, "task not found")
+
 	out, err = run("tasks", "list", "--state", "succeeded", "--limit", "1", "--json")
 	require.NoError(t, err)
 	var l contracts.TaskList

@@ -251,6 +251,6 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 		},
 	}
 	cancelFlags.register(cancel)
-	cmd.AddCommand(get, list, cancel)
+	cmd.AddCommand(get, list, cancel, newTaskLogsCommand(stdout))
 	return cmd
 }

@@ -1,0 +1,239 @@
+package ledger
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tasklane/tasklane/contracts"
+)
+
+// Task logs. Each task has a log, a list in its tenant's slot:
+//
+//	<p>:{t}:log:<id>   list: entries "<at µs>|<kind>|<attempt>|<status>|<duration ms>|<message>"
+//
+// appended by the scripts that change the task (create, admit, take,
+// finish, retry, the terminal transition, redrive) inside the same call,
+// and by AppendLog for what happens outside them (lines an HTTP function
+// posts, the lane a task was published to, result deliveries). The task
+// hash keeps the log's size (log_bytes) and how many entries were dropped
+// (log_dropped): past LogMaxBytes the oldest entries go and the first entry
+// becomes a marker saying how many. The log expires with the record: the
+// terminal transition gives both the same TTL, a redrive persists both,
+// a purge deletes both.
+
+// LogMaxBytes bounds a task's log; older entries are dropped first.
+const LogMaxBytes = 64 << 10
+
+// LogMessageMaxBytes bounds one entry's message (a longer one is cut and
+// marked).
+const LogMessageMaxBytes = 2 << 10
+
+// LogLinesMax bounds the lines of one append (one POST, or one Go
+// handler's attempt).
+const LogLinesMax = 256
+
+// luaLog appends entries to a task's log (the task hash h must exist),
+// keeping it within LogMaxBytes. logkey derives the log key from a task's
+// state-index prefix ("<p>:{t}:st:").
+var luaLog = `
+local LOGMAX = ` + strconv.Itoa(LogMaxBytes) + `
+local function logkey(stprefix, id) return string.sub(stprefix, 1, -4) .. 'log:' .. id end
+local function logpush(h, lk, entries)
+  if #entries == 0 then return end
+  local n = 0
+  for _, e in ipairs(entries) do n = n + #e end
+  redis.call('RPUSH', lk, unpack(entries))
+  local total = redis.call('HINCRBY', h, 'log_bytes', n)
+  if total <= LOGMAX then return end
+  local dropped = tonumber(redis.call('HGET', h, 'log_dropped') or '0')
+  local last = '0'
+  if dropped > 0 then
+    local m = redis.call('LPOP', lk)
+    total = total - #m
+    last = m
+  end
+  while total > LOGMAX - 160 and redis.call('LLEN', lk) > 1 do
+    local e = redis.call('LPOP', lk)
+    total = total - #e
+    dropped = dropped + 1
+    last = e
+  end
+  local at = string.match(last, '^([^|]*)') or '0'
+  local marker = at .. '|truncated|0|0||' .. dropped .. ' earlier entries dropped (a task log keeps its last ' .. LOGMAX .. ' bytes)'
+  redis.call('LPUSH', lk, marker)
+  redis.call('HSET', h, 'log_bytes', total + #marker, 'log_dropped', dropped)
+end
+local function logone(h, lk, at, kind, attempt, msg)
+  logpush(h, lk, {at .. '|' .. kind .. '|' .. attempt .. '|0||' .. msg})
+end
+`
+
+// appendLog appends entries to an existing task's log; a log whose task has
+// a TTL (it ended) gets the same TTL.
+// KEYS: 1 task hash, 2 log. ARGV: entries. Returns 0 when the task is gone.
+var appendLogScript = redis.NewScript(luaLog + `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+logpush(KEYS[1], KEYS[2], ARGV)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+`)
+
+func (l *Ledger) logKey(tenant, id string) string { return l.tenantPrefix(tenant) + "log:" + id }
+
+// cutMessage bounds a message to LogMessageMaxBytes of valid UTF-8.
+func cutMessage(s string) string {
+	if len(s) <= LogMessageMaxBytes {
+		return strings.ToValidUTF8(s, "")
+	}
+	const mark = " [cut]"
+	cut := s[:LogMessageMaxBytes-len(mark)]
+	for len(cut) > 0 && !utf8.ValidString(cut) {
+		cut = cut[:len(cut)-1]
+	}
+	return cut + mark
+}
+
+// encodeLog is an entry's stored form. A zero At is now.
+func (l *Ledger) encodeLog(e contracts.LogEntry) string {
+	at := e.At
+	if at.IsZero() {
+		at = l.cfg.Now()
+	}
+	d := ""
+	if e.DurationMS != nil {
+		d = strconv.FormatInt(*e.DurationMS, 10)
+	}
+	return strconv.FormatInt(us(at), 10) + "|" + string(e.Kind) + "|" + strconv.Itoa(e.Attempt) + "|" +
+		strconv.Itoa(e.Status) + "|" + d + "|" + cutMessage(e.Message)
+}
+
+func decodeLog(s string) (contracts.LogEntry, bool) {
+	f := strings.SplitN(s, "|", 6)
+	if len(f) != 6 {
+		return contracts.LogEntry{}, false
+	}
+	at, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return contracts.LogEntry{}, false
+	}
+	e := contracts.LogEntry{At: time.UnixMicro(at).UTC(), Kind: contracts.LogKind(f[1]), Message: f[5]}
+	e.Attempt, _ = strconv.Atoi(f[2])
+	e.Status, _ = strconv.Atoi(f[3])
+	if f[4] != "" {
+		if n, err := strconv.ParseInt(f[4], 10, 64); err == nil {
+			e.DurationMS = &n
+		}
+	}
+	return e, true
+}
+
+// encodeLogs returns the stored forms of entries, at most LogLinesMax
+// function lines among them (the rest are summed up in one entry).
+func (l *Ledger) encodeLogs(entries []contracts.LogEntry) []any {
+	out := make([]any, 0, len(entries))
+	lines, skipped := 0, 0
+	var last contracts.LogEntry
+	for _, e := range entries {
+		if e.Kind == contracts.LogLine {
+			if lines++; lines > LogLinesMax {
+				skipped++
+				last = e
+				continue
+			}
+		}
+		out = append(out, l.encodeLog(e))
+	}
+	if skipped > 0 {
+		out = append(out, l.encodeLog(contracts.LogEntry{At: last.At, Kind: contracts.LogTruncated, Attempt: last.Attempt,
+			Message: fmt.Sprintf("%d more lines of this append dropped (at most %d lines per append)", skipped, LogLinesMax)}))
+	}
+	return out
+}
+
+// Log returns a task's log in time order, or ErrNotFound when the tenant
+// has no such task.
+func (l *Ledger) Log(ctx context.Context, tenant, id string) ([]contracts.LogEntry, error) {
+	var exists *redis.IntCmd
+	var list *redis.StringSliceCmd
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		exists = p.Exists(ctx, l.taskKey(tenant, id))
+		list = p.LRange(ctx, l.logKey(tenant, id), 0, -1)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading log of task %s: %w", id, err)
+	}
+	if exists.Val() == 0 {
+		return nil, ErrNotFound
+	}
+	out := make([]contracts.LogEntry, 0, len(list.Val()))
+	for _, s := range list.Val() {
+		if e, ok := decodeLog(s); ok {
+			out = append(out, e)
+		}
+	}
+	// Entries appended outside the scripts (a publish confirmed late, a
+	// function's lines) may land after later ones: order by time, keeping
+	// the truncation marker (always the list's head) first.
+	rest := out
+	if len(rest) > 0 && rest[0].Kind == contracts.LogTruncated {
+		rest = rest[1:]
+	}
+	slices.SortStableFunc(rest, func(a, b contracts.LogEntry) int { return a.At.Compare(b.At) })
+	return out, nil
+}
+
+// AppendLog appends entries to an existing task's log (a zero At is now).
+// It returns ErrNotFound when the task is gone.
+func (l *Ledger) AppendLog(ctx context.Context, tenant, id string, entries ...contracts.LogEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	n, err := l.run(ctx, appendLogScript, []string{l.taskKey(tenant, id), l.logKey(tenant, id)}, l.encodeLogs(entries)...).Int()
+	if err != nil {
+		return fmt.Errorf("appending to the log of task %s: %w", id, err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// tokenSecretKey holds the task token secret (see TokenSecret).
+func (l *Ledger) tokenSecretKey() string { return l.cfg.Prefix + ":task_token_secret" }
+
+// TokenSecret returns the secret task tokens are signed with: 32 random
+// bytes written to Redis by the first process that needs them (SET NX), so
+// every gateway and dispatcher of a deployment shares one secret without
+// configuration. Deleting the key rotates it (tokens in flight then fail;
+// processes read it once, so restart them).
+func (l *Ledger) TokenSecret(ctx context.Context) ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("making a task token secret: %w", err)
+	}
+	if err := l.rdb.SetNX(ctx, l.tokenSecretKey(), hex.EncodeToString(b), 0).Err(); err != nil {
+		return nil, fmt.Errorf("storing the task token secret: %w", err)
+	}
+	s, err := l.rdb.Get(ctx, l.tokenSecretKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading the task token secret: %w", err)
+	}
+	secret, err := hex.DecodeString(s)
+	if err != nil || len(secret) < 16 {
+		return nil, cmp.Or(err, errors.New("task token secret too short"))
+	}
+	return secret, nil
+}

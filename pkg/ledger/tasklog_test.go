@@ -1,0 +1,164 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/ledger"
+)
+
+func kinds(es []contracts.LogEntry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = fmt.Sprintf("%s/%d", e.Kind, e.Attempt)
+	}
+	return out
+}
+
+func TestTaskLogFollowsTheTask(t *testing.T) {
+	t.Parallel()
+	b := setupDispatch(t, nil)
+	ctx := context.Background()
+	id := b.record(t, "a", "f1", 5)
+	require.NoError(t, b.l.DropGuards(ctx, []ledger.Guard{{Tenant: "a", ID: id, Lane: "lane.07", At: b.now}}))
+	b.advance(time.Millisecond)
+	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f1", 5).Verdict)
+	b.advance(time.Millisecond)
+	tk := b.take(t, "f1", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	b.advance(5 * time.Millisecond)
+	d := int64(5)
+	ok, err := b.l.Retry(ctx, "a", id, "f1", 1, b.now.Add(time.Second), "HTTP 500: boom", false,
+		contracts.LogEntry{At: b.now.Add(-2 * time.Millisecond), Kind: contracts.LogLine, Attempt: 1, Message: "working"},
+		contracts.LogEntry{At: b.now, Kind: contracts.LogEnded, Attempt: 1, Status: 500, DurationMS: &d, Message: "HTTP 500: boom"},
+		contracts.LogEntry{At: b.now, Kind: contracts.LogRetry, Attempt: 1, Message: "retry at ..."})
+	require.NoError(t, err)
+	require.True(t, ok)
+	// A fenced-off retry (a stale attempt) appends nothing.
+	ok, err = b.l.Retry(ctx, "a", id, "f1", 7, b.now, "stale", false, contracts.LogEntry{Kind: contracts.LogEnded, Attempt: 7})
+	require.NoError(t, err)
+	require.False(t, ok)
+
+	b.advance(time.Second)
+	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f1", 5).Verdict)
+	tk = b.take(t, "f1", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	b.advance(time.Millisecond)
+	ok, err = b.l.Finish(ctx, "a", id, "f1", 2, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 500: boom",
+		Reason: contracts.ReasonAttemptsExhausted, Log: []contracts.LogEntry{{At: b.now, Kind: contracts.LogEnded, Attempt: 2, Status: 500}}})
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	log, err := b.l.Log(ctx, "a", id)
+	require.NoError(t, err)
+	require.Equal(t, []string{"accepted/0", "published/0", "admitted/0", "started/1", "line/1", "ended/1", "retry/1",
+		"admitted/0", "started/2", "ended/2", "dead/2"}, kinds(log))
+	require.Equal(t, 500, log[5].Status)
+	require.Equal(t, int64(5), *log[5].DurationMS)
+	require.Contains(t, log[1].Message, "lane.07")
+	require.Contains(t, log[8].Message, "started by d1")
+	require.Equal(t, "dead-lettered (attempts_exhausted): HTTP 500: boom", log[10].Message)
+	for i := 1; i < len(log); i++ {
+		require.False(t, log[i].At.Before(log[i-1].At), "entries in time order")
+	}
+
+	// The log expires with the record.
+	rdb := b.l.Redis()
+	logTTL, hashTTL := rdb.PTTL(ctx, b.l.LogKey("a", id)).Val(), rdb.PTTL(ctx, b.l.TaskKey("a", id)).Val()
+	require.Positive(t, logTTL)
+	require.InDelta(t, hashTTL.Seconds(), logTTL.Seconds(), 1)
+
+	_, err = b.l.Log(ctx, "b", id)
+	require.ErrorIs(t, err, ledger.ErrNotFound, "another tenant does not see the log")
+	require.ErrorIs(t, b.l.AppendLog(ctx, "b", id, contracts.LogEntry{Kind: contracts.LogLine, Message: "x"}), ledger.ErrNotFound)
+	require.Zero(t, rdb.Exists(ctx, b.l.LogKey("b", id)).Val(), "an append for a missing task writes nothing")
+
+	// Redrive keeps the log forever again; purge deletes it.
+	require.NoError(t, b.l.Redrive(ctx, "a", id))
+	require.Equal(t, time.Duration(-1), rdb.PTTL(ctx, b.l.LogKey("a", id)).Val())
+	log, err = b.l.Log(ctx, "a", id)
+	require.NoError(t, err)
+	require.Equal(t, contracts.LogRedriven, log[len(log)-1].Kind)
+}
+
+func TestTaskLogPurgeAndCancel(t *testing.T) {
+	t.Parallel()
+	b := setupDispatch(t, nil)
+	ctx := context.Background()
+	id := b.record(t, "a", "f1", 5)
+	_, err := b.l.Cancel(ctx, "a", id)
+	require.NoError(t, err)
+	log, err := b.l.Log(ctx, "a", id)
+	require.NoError(t, err)
+	require.Equal(t, []string{"accepted/0", "cancelled/0"}, kinds(log))
+	require.Equal(t, "cancelled: cancelled by request", log[1].Message)
+	// Function lines after the end still land, with the record's TTL.
+	require.NoError(t, b.l.AppendLog(ctx, "a", id, contracts.LogEntry{Kind: contracts.LogLine, Message: "late"}))
+	require.Positive(t, b.l.Redis().PTTL(ctx, b.l.LogKey("a", id)).Val())
+
+	dead := b.record(t, "a", "f1", 5)
+	b.admit(t, "a", dead, "f1", 5)
+	tk := b.take(t, "f1", 1, ledger.TakeLimits{})
+	ok, err := b.l.Finish(ctx, "a", dead, "f1", tk.Tasks[0].Attempt, ledger.Outcome{State: contracts.StateDead, Reason: contracts.ReasonNonRetryable})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, b.l.Purge(ctx, "a", dead))
+	require.Zero(t, b.l.Redis().Exists(ctx, b.l.LogKey("a", dead)).Val())
+}
+
+func TestTaskLogIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setupDispatch(t, nil)
+	ctx := context.Background()
+	id := b.record(t, "a", "f1", 5)
+	line := strings.Repeat("x", 1000)
+	appendN := func(from, n int) {
+		var es []contracts.LogEntry
+		for i := range n {
+			b.advance(time.Microsecond)
+			es = append(es, contracts.LogEntry{At: b.now, Kind: contracts.LogLine, Attempt: 1, Message: fmt.Sprintf("%05d %s", from+i, line)})
+		}
+		require.NoError(t, b.l.AppendLog(ctx, "a", id, es...))
+	}
+	appendN(0, 100)
+	size := func() int {
+		n := 0
+		for _, s := range b.l.Redis().LRange(ctx, b.l.LogKey("a", id), 0, -1).Val() {
+			n += len(s)
+		}
+		return n
+	}
+	require.LessOrEqual(t, size(), ledger.LogMaxBytes)
+	log, err := b.l.Log(ctx, "a", id)
+	require.NoError(t, err)
+	require.Equal(t, contracts.LogTruncated, log[0].Kind)
+	first := len(log) - 1 // lines kept
+	dropped := 101 - first
+	require.Contains(t, log[0].Message, fmt.Sprintf("%d earlier entries dropped", dropped), "the accepted entry and the oldest lines")
+	require.True(t, strings.HasPrefix(log[len(log)-1].Message, "00099 "), "the newest line is kept")
+
+	appendN(100, 10)
+	require.LessOrEqual(t, size(), ledger.LogMaxBytes)
+	log, err = b.l.Log(ctx, "a", id)
+	require.NoError(t, err)
+	require.Equal(t, contracts.LogTruncated, log[0].Kind)
+	for _, e := range log[1:] {
+		require.Equal(t, contracts.LogLine, e.Kind, "one marker only")
+	}
+	require.Contains(t, log[0].Message, fmt.Sprintf("%d earlier entries dropped", dropped+10))
+	require.True(t, strings.HasPrefix(log[len(log)-1].Message, "00109 "))
+	require.Equal(t, fmt.Sprint(size()), b.l.Redis().HGet(ctx, b.l.TaskKey("a", id), "log_bytes").Val(), "the kept size is the list's")
+
+	// One message is cut to LogMessageMaxBytes.
+	require.NoError(t, b.l.AppendLog(ctx, "a", id, contracts.LogEntry{Kind: contracts.LogLine, Message: strings.Repeat("y", 10_000)}))
+	log, err = b.l.Log(ctx, "a", id)
+	require.NoError(t, err)
+	require.Len(t, log[len(log)-1].Message, ledger.LogMessageMaxBytes)
+	require.True(t, strings.HasSuffix(log[len(log)-1].Message, "[cut]"))
+}
