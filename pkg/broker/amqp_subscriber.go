@@ -72,6 +72,9 @@ type laneConsumer struct {
 	// consumer when the last leaves.
 	slots int
 	stop  context.CancelFunc
+	// left is closed when the last slot has left (every delivery a slot
+	// took is settled).
+	left chan struct{}
 }
 
 // laneDelivery is a delivery and the message made of it.
@@ -114,7 +117,7 @@ func (s *laneSubscriber) Subscribe(ctx context.Context, lane string) (<-chan *me
 	lc := s.lanes[lane]
 	if lc == nil {
 		cctx, stop := context.WithCancel(context.Background())
-		lc = &laneConsumer{lane: lane, work: make(chan laneDelivery), stop: stop}
+		lc = &laneConsumer{lane: lane, work: make(chan laneDelivery), stop: stop, left: make(chan struct{})}
 		s.lanes[lane] = lc
 		s.wg.Add(1)
 		go s.run(cctx, lc)
@@ -184,7 +187,13 @@ func (s *laneSubscriber) serve(ctx context.Context, lc *laneConsumer, out chan<-
 		case <-ld.msg.Nacked():
 			s.settle(ld, false)
 		case <-s.closing:
-			s.settle(ld, false)
+			// An ack that came with Close still counts.
+			select {
+			case <-ld.msg.Acked():
+				s.settle(ld, true)
+			default:
+				s.settle(ld, false)
+			}
 			return
 		}
 	}
@@ -210,6 +219,7 @@ func (s *laneSubscriber) leave(lc *laneConsumer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if lc.slots--; lc.slots == 0 {
+		close(lc.left)
 		lc.stop()
 		if s.lanes[lc.lane] == lc {
 			delete(s.lanes, lc.lane)
@@ -278,7 +288,8 @@ func (s *laneSubscriber) pause(ctx context.Context) bool {
 
 // consume opens a channel with the prefetch window, consumes the lane on
 // it and hands each delivery to an idle slot, until the channel or the
-// consumer ends.
+// consumer ends. Stopped, it closes the channel only once every slot has
+// left, so that what the slots took is acked or nacked on it first.
 func (s *laneSubscriber) consume(ctx context.Context, lc *laneConsumer) (consumeEnd, error) {
 	if !s.conn.IsConnected() {
 		return endFailed, errors.New("not connected to RabbitMQ")
@@ -335,18 +346,25 @@ func (s *laneSubscriber) consume(ctx context.Context, lc *laneConsumer) (consume
 			select {
 			case lc.work <- laneDelivery{msg: msg, d: d}:
 			case <-ctx.Done():
-				return endStopped, nil
+				return s.stopped(lc)
 			case <-s.closing:
-				return endStopped, nil
+				return s.stopped(lc)
 			}
 		case err := <-closed:
 			return endFailed, fmt.Errorf("channel closed: %w", err)
 		case <-ctx.Done():
-			return endStopped, nil
+			return s.stopped(lc)
 		case <-s.closing:
-			return endStopped, nil
+			return s.stopped(lc)
 		}
 	}
+}
+
+// stopped waits for lc's slots to settle what they took and leave (on
+// Close, or once the last has left) and reports endStopped.
+func (s *laneSubscriber) stopped(lc *laneConsumer) (consumeEnd, error) {
+	<-lc.left
+	return endStopped, nil
 }
 
 // waitForLane checks every laneWaitEvery whether lane exists; false if ctx

@@ -228,6 +228,44 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 		second.Ack()
 	})
 
+	run("SlotsHandleAtOnceOnOneConsumerAndAckInAnyOrder", func(t *testing.T) {
+		const n = 8
+		d := h.open(t)
+		lane := h.lane(t, "slots")
+		require.NoError(t, d.DeclareLanes(ctx, lane))
+		chs := make([]<-chan *message.Message, n)
+		ids := make([]string, n)
+		for i := range n {
+			chs[i] = subscribe(t, d, lane)
+			ids[i] = fmt.Sprintf("m-%d", i)
+		}
+		publish(t, d, lane, ids...)
+		// Each slot holds one, none acked: n messages in flight at once.
+		held := make([]*message.Message, n)
+		seen := map[string]bool{}
+		for i, ch := range chs {
+			held[i] = receive(t, ch)
+			seen[held[i].UUID] = true
+		}
+		require.Len(t, seen, n, "%d distinct messages in flight", n)
+		// The broker sees one consumer, not one per slot.
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			depths, err := d.Depths(ctx, lane)
+			require.NoError(t, err)
+			return depths[lane].Consumers == 1
+		}, "one consumer for %d slots", n)
+		// Acked in the reverse of the order they were taken.
+		for i := n - 1; i >= 0; i-- {
+			held[i].Ack()
+		}
+		// Every ack reached the broker: once the consumer is gone (its
+		// unacked deliveries back in the lane), nothing is left.
+		require.NoError(t, d.Close())
+		other := h.open(t)
+		testkit.Eventually(t, 10*time.Second, func() bool { return backlog(t, other, lane) == 0 }, "every message acked")
+		requireBacklog(t, other, lane, 0)
+	})
+
 	run("NackRedelivers", func(t *testing.T) {
 		d := h.open(t)
 		lane := h.lane(t, "nack")
