@@ -49,10 +49,7 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	}
 	// Lanes are on the default exchange, the routing key is the lane.
 	d.pub = newConfirmPublisher(d.pubConn, cfg.PublishChannels, "", func(topic string) string { return topic }, true)
-	if d.sub, err = newLaneSubscriber(laneCfg, logger, d.subConn, cfg.Logger); err != nil {
-		_ = d.Close()
-		return nil, fmt.Errorf("creating lane subscriber: %w", err)
-	}
+	d.sub = newLaneSubscriber(d.subConn, d.laneArgs(), cfg.Prefetch, cfg.Logger)
 	// Results go to the topic exchange declared with the lanes; the topic
 	// is the routing key.
 	// Not mandatory: a results exchange nobody has bound a queue to is fine.
@@ -60,16 +57,11 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	return d, nil
 }
 
-// laneConfig is a durable queue per lane on the default exchange, with one
-// unacked delivery per consumer (parallelism comes from running several
-// consumers). Only the subscriber and the connection read it: publishing
-// goes through confirmPublisher, not watermill-amqp's publisher.
+// laneConfig is watermill-amqp's configuration for the driver's two
+// connections. Only the connection part is read: lanes are consumed by
+// laneSubscriber and published by confirmPublisher.
 func (d *amqpDriver) laneConfig() wamqp.Config {
-	c := wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
-	c.Marshaler = amqpMarshaler{}
-	c.Queue.Arguments = d.laneArgs()
-	c.Consume.Qos.PrefetchCount = 1
-	return c
+	return wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
 }
 
 func (d *amqpDriver) laneArgs() amqp.Table {
@@ -117,7 +109,8 @@ func (d *amqpDriver) Ping(context.Context) error {
 
 // Depths asks RabbitMQ for each lane's ready messages and consumers (a
 // passive declare per lane on one channel). Unacknowledged deliveries are
-// not counted: with one-message prefetch they are at most the consumers.
+// not counted: they are at most Config.Prefetch per consumer, and a
+// dispatcher process is one consumer of each lane it consumes.
 func (d *amqpDriver) Depths(_ context.Context, lanes ...string) (map[string]LaneDepth, error) {
 	if !d.pubConn.IsConnected() {
 		return nil, errors.New("reading lane depths: not connected to RabbitMQ")

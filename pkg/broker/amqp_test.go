@@ -2,9 +2,12 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -104,4 +107,102 @@ func skipReconnectUnderRace(t *testing.T) {
 	if raceEnabled {
 		t.Skip("drops an amqp connection: watermill-amqp's reconnect races (ConnectionWrapper.connected); run without -race")
 	}
+}
+
+// N router handlers on a lane handle N deliveries at once over one channel
+// and one AMQP consumer; each delivery is acked when its handler returns,
+// in whatever order they finish, and none is delivered again.
+func TestAMQPLaneHandlersShareOneChannel(t *testing.T) {
+	t.Parallel()
+	const n = 16
+	url := testkit.RequireAMQP(t)
+	d, err := New(Config{Driver: DriverAMQP, AMQPURL: url, Logger: testkit.Logger(t, slog.LevelWarn)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	testkit.Eventually(t, 10*time.Second, func() bool { return d.Ping(ctx) == nil }, "connected")
+	lane := testkit.UniqueName("tltest.lane.slots")
+	t.Cleanup(func() { testkit.PurgeQueues(t, lane) })
+	require.NoError(t, d.DeclareLanes(ctx, lane))
+
+	var (
+		mu      sync.Mutex
+		calls   int
+		held    []*message.Message
+		release = make([]chan struct{}, n)
+		allIn   = make(chan struct{})
+	)
+	for i := range release {
+		release[i] = make(chan struct{})
+	}
+	handle := func(msg *message.Message) error {
+		mu.Lock()
+		k := calls
+		calls++
+		if k < n {
+			held = append(held, msg)
+		}
+		if calls == n {
+			close(allIn)
+		}
+		mu.Unlock()
+		if k >= n {
+			return nil // a redelivery: counted, checked below
+		}
+		// Blocks until all n are in flight at once (or the deadline).
+		select {
+		case <-allIn:
+		case <-time.After(10 * time.Second):
+			return errors.New("not all deliveries in flight at once")
+		}
+		<-release[k]
+		return nil
+	}
+	router, err := message.NewRouter(message.RouterConfig{}, WatermillLogger(testkit.Logger(t, slog.LevelWarn)))
+	require.NoError(t, err)
+	for i := range n {
+		router.AddConsumerHandler(fmt.Sprintf("slot-%d", i), lane, d.Subscriber(), handle)
+	}
+	go func() { _ = router.Run(ctx) }()
+	<-router.Running()
+	t.Cleanup(func() { _ = router.Close() })
+
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("m-%d", i)
+	}
+	publish(t, d, lane, ids...)
+	select {
+	case <-allIn:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not all deliveries in flight at once within 10s")
+	}
+	sub := d.(*amqpDriver).sub
+	require.EqualValues(t, 1, sub.channels.Load(), "one consumer channel for %d handlers", n)
+	require.EqualValues(t, 1, sub.consumers.Load(), "one AMQP consumer for %d handlers", n)
+	depths, err := d.Depths(ctx, lane)
+	require.NoError(t, err)
+	require.Equal(t, LaneDepth{Consumers: 1}, depths[lane], "RabbitMQ sees one consumer, nothing ready")
+
+	// Finish in the reverse of the order they arrived, each acked before
+	// the next finishes.
+	for k := n - 1; k >= 0; k-- {
+		close(release[k])
+		select {
+		case <-held[k].Acked():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("delivery %d not acked within 10s", k)
+		}
+	}
+	// Every ack reached RabbitMQ: once the consumer's channel is closed
+	// (what it had not acked goes back into the lane), the lane is empty.
+	require.NoError(t, router.Close())
+	require.NoError(t, d.Close())
+	depth, exists := testkit.QueueDepth(t, lane)
+	require.True(t, exists)
+	require.Zero(t, depth, "nothing requeued")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, n, calls, "no delivery handled twice")
 }

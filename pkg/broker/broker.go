@@ -1,7 +1,8 @@
 // Package broker builds the Watermill publishers and subscribers that carry
 // lane traffic and result events, behind one interface with two drivers:
-// "amqp" (RabbitMQ: laneSubscriber around watermill-amqp v2's consumer loop,
-// and confirmPublisher for publishes) and "redisstream" (Redis
+// "amqp" (RabbitMQ: laneSubscriber, one consumer per lane with a prefetch
+// window fanned out in process, and confirmPublisher for publishes, on
+// watermill-amqp v2's reconnecting connections) and "redisstream" (Redis
 // Streams, read by a streamgroup.Reader and written with group-committed XADDs,
 // also what the embedded dev mode runs on).
 //
@@ -13,11 +14,15 @@
 //     a stream without the consumer group, which nothing reads).
 //   - Publisher().Publish returns only after the broker has durably accepted
 //     the message (publisher confirm on RabbitMQ, XADD reply on Redis).
-//   - Each Subscriber().Subscribe call is one consumer that holds at most one
+//   - Each Subscriber().Subscribe call is one slot that holds at most one
 //     unacknowledged message; run N of them on a lane for N-way parallelism.
-//     A nacked message is redelivered, after a pause on Redis. (The
-//     redisstream driver's reader reads no more entries of a lane than it
-//     has idle consumers, so none waits pending on a busy process.)
+//     Slots do not cost broker resources: a process is one consumer of each
+//     lane it consumes, however many slots it runs (amqp: one channel and
+//     one consumer per lane with a window of Config.Prefetch deliveries,
+//     each acked on its own as its slot finishes; redisstream: one consumer
+//     group member for all lanes, whose reader reads no more entries of a
+//     lane than it has idle slots, so none waits pending on a busy process).
+//     A nacked message is redelivered, after a pause on Redis.
 //   - Deliveries the driver cannot read are never dropped or looped: they come
 //     out as messages that taskmsg.Parse rejects, for the dispatcher to
 //     quarantine (the redisstream driver sets taskmsg.KeyUndecodable to the
@@ -67,10 +72,10 @@ type Driver interface {
 	Ping(ctx context.Context) error
 	// Depths reports each lane's backlog (messages not yet delivered, plus
 	// delivered and unacknowledged ones on redisstream; RabbitMQ reports
-	// no unacknowledged count, and they are at most the lane's consumers)
-	// and its consumers (Subscribe calls on amqp, consumer group members,
-	// one per process, on redisstream). A lane that does not exist is left
-	// out.
+	// no unacknowledged count, and they are at most Config.Prefetch per
+	// consumer) and its consumers (one per process that consumes the lane,
+	// whatever its Subscribe calls: an AMQP consumer, or a consumer group
+	// member on redisstream). A lane that does not exist is left out.
 	Depths(ctx context.Context, lanes ...string) (map[string]LaneDepth, error)
 	// DeleteLane removes a lane if it is empty; it reports whether it did.
 	// On amqp a delivered, unacknowledged message does not count (RabbitMQ's
@@ -96,6 +101,11 @@ type Config struct {
 	// PublishChannels is the number of AMQP channels publishes are spread
 	// over; each carries many unconfirmed publishes at once. Default 16.
 	PublishChannels int
+	// Prefetch is how many unacknowledged deliveries the amqp driver's
+	// consumer of a lane may hold (its channel's basic.qos): the
+	// deliveries its Subscribe calls are handling, and the next ones,
+	// waiting in process for a free slot. Default PrefetchDefault.
+	Prefetch int
 	// QueueType is "classic" (default) or "quorum" for AMQP lanes.
 	QueueType string
 	// ConsumerGroup is the Redis consumer group of dispatchers. Default

@@ -47,10 +47,11 @@ type driverTraits struct {
 	// countsUnacked: Depths counts delivered, unacknowledged messages in
 	// the backlog (RabbitMQ's queue.declare reports ready messages only).
 	countsUnacked bool
-	// consumersPerSubscribe: Depths counts one consumer per Subscribe
-	// call (RabbitMQ), rather than one per process (a consumer group
-	// member).
-	consumersPerSubscribe bool
+	// prefetches: a process's consumer of a lane holds more deliveries
+	// than its Subscribe calls are handling (the amqp driver's prefetch
+	// window), so what it prefetched is not in the backlog of a driver
+	// that does not count unacknowledged messages.
+	prefetches bool
 	// trimsAcked: Trim deletes acknowledged entries (Redis streams keep
 	// them; RabbitMQ deletes a message when it is acked).
 	trimsAcked bool
@@ -65,7 +66,7 @@ func TestDriverConformanceAMQP(t *testing.T) {
 	t.Parallel()
 	url := testkit.RequireAMQP(t)
 	h := driverHarness{
-		traits: driverTraits{name: DriverAMQP, consumersPerSubscribe: true, deletesHeldLanes: true},
+		traits: driverTraits{name: DriverAMQP, prefetches: true, deletesHeldLanes: true},
 		open: func(t *testing.T) Driver {
 			d, err := New(Config{Driver: DriverAMQP, AMQPURL: url, Logger: testkit.Logger(t, slog.LevelWarn)})
 			require.NoError(t, err)
@@ -227,6 +228,44 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 		second.Ack()
 	})
 
+	run("SlotsHandleAtOnceOnOneConsumerAndAckInAnyOrder", func(t *testing.T) {
+		const n = 8
+		d := h.open(t)
+		lane := h.lane(t, "slots")
+		require.NoError(t, d.DeclareLanes(ctx, lane))
+		chs := make([]<-chan *message.Message, n)
+		ids := make([]string, n)
+		for i := range n {
+			chs[i] = subscribe(t, d, lane)
+			ids[i] = fmt.Sprintf("m-%d", i)
+		}
+		publish(t, d, lane, ids...)
+		// Each slot holds one, none acked: n messages in flight at once.
+		held := make([]*message.Message, n)
+		seen := map[string]bool{}
+		for i, ch := range chs {
+			held[i] = receive(t, ch)
+			seen[held[i].UUID] = true
+		}
+		require.Len(t, seen, n, "%d distinct messages in flight", n)
+		// The broker sees one consumer, not one per slot.
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			depths, err := d.Depths(ctx, lane)
+			require.NoError(t, err)
+			return depths[lane].Consumers == 1
+		}, "one consumer for %d slots", n)
+		// Acked in the reverse of the order they were taken.
+		for i := n - 1; i >= 0; i-- {
+			held[i].Ack()
+		}
+		// Every ack reached the broker: once the consumer is gone (its
+		// unacked deliveries back in the lane), nothing is left.
+		require.NoError(t, d.Close())
+		other := h.open(t)
+		testkit.Eventually(t, 10*time.Second, func() bool { return backlog(t, other, lane) == 0 }, "every message acked")
+		requireBacklog(t, other, lane, 0)
+	})
+
 	run("NackRedelivers", func(t *testing.T) {
 		d := h.open(t)
 		lane := h.lane(t, "nack")
@@ -293,12 +332,13 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 
 		ch1, ch2 := subscribe(t, d, busy), subscribe(t, d, busy)
 		held := []*message.Message{receive(t, ch1), receive(t, ch2)}
+		// Two Subscribe calls in one process are one consumer.
 		wantBacklog, wantConsumers := int64(1), 1
-		if tr.countsUnacked {
+		switch {
+		case tr.countsUnacked:
 			wantBacklog = 3
-		}
-		if tr.consumersPerSubscribe {
-			wantConsumers = 2
+		case tr.prefetches:
+			wantBacklog = 0
 		}
 		testkit.Eventually(t, 10*time.Second, func() bool {
 			depths, err := d.Depths(ctx, busy)

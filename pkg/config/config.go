@@ -56,6 +56,12 @@ const (
 	PublishChannelsMin = 1
 	// PublishChannelsMax is the largest Broker.PublishChannels.
 	PublishChannelsMax = 1024
+	// PrefetchDefault is the default Broker.Prefetch.
+	PrefetchDefault = 256
+	// PrefetchMin is the smallest Broker.Prefetch.
+	PrefetchMin = 1
+	// PrefetchMax is the largest Broker.Prefetch.
+	PrefetchMax = 4096
 
 	// RedisURLDefault is the default Redis.URL.
 	RedisURLDefault = "redis://127.0.0.1:6379/0"
@@ -290,6 +296,12 @@ type Broker struct {
 	// each carries many unconfirmed publishes at once. Default 16,
 	// range 1..1024.
 	PublishChannels int `yaml:"publish_channels"`
+	// Prefetch is how many unacknowledged deliveries a dispatcher's
+	// consumer of one lane may hold on the amqp driver (one consumer and
+	// one channel per lane per dispatcher, whatever
+	// dispatcher.consumers_per_lane). Default 256, range 1..4096. Ignored
+	// by redisstream.
+	Prefetch int `yaml:"prefetch"`
 }
 
 // Redis configures the Redis connection.
@@ -333,9 +345,11 @@ type Notifier struct {
 
 // Dispatcher configures the role that calls functions.
 type Dispatcher struct {
-	// ConsumersPerLane is the number of concurrent consumers on each lane:
-	// one tenant's tasks run at most lanes.shard_size x consumers_per_lane at
-	// a time per dispatcher process. Default 16, range 1..256.
+	// ConsumersPerLane is how many deliveries of each lane a dispatcher
+	// process admits into the ready queues at once (Watermill handlers in
+	// process). It creates no broker consumers or channels: a process is
+	// one consumer of each lane on either driver (broker.prefetch bounds
+	// what that consumer holds on amqp). Default 16, range 1..256.
 	ConsumersPerLane int `yaml:"consumers_per_lane"`
 	// LeaseTTL is how long a running task's lease lasts before it is renewed.
 	// Default 15s, at least 1s.

@@ -592,7 +592,7 @@ func TestParseDesignExample(t *testing.T) {
 		WriteTimeout:   config.Duration(30 * time.Second),
 		MaxHeaderBytes: 32 << 10,
 	}, cfg.Server)
-	require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16}, cfg.Broker)
+	require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16, Prefetch: 256}, cfg.Broker)
 	require.Equal(t, config.Redis{URL: "redis://127.0.0.1:6379/0"}, cfg.Redis)
 	require.Equal(t, config.Lanes{Shared: 16, ShardSize: 2, QueueType: "classic"}, cfg.Lanes)
 	require.Equal(t, []string{"acme"}, cfg.TenantIDs())
@@ -696,7 +696,7 @@ func TestDefaults(t *testing.T) {
 				Addr: ":8080", MaxEventBytes: 65536, MaxBatchBytes: 4 << 20, MaxBatchEvents: 1000,
 				WriteTimeout: config.Duration(30 * time.Second), MaxHeaderBytes: 32 << 10,
 			}, cfg.Server)
-			require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16}, cfg.Broker)
+			require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16, Prefetch: 256}, cfg.Broker)
 			require.Equal(t, config.Redis{URL: "redis://127.0.0.1:6379/0"}, cfg.Redis)
 			require.Equal(t, config.Lanes{Shared: 16, ShardSize: 2, QueueType: "classic"}, cfg.Lanes)
 			require.Equal(t, defaultDispatcher, cfg.Dispatcher)

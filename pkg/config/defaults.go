@@ -23,6 +23,7 @@ func (c *Config) WithDefaults() *Config {
 		out.Broker.URL = cmp.Or(out.Broker.URL, AMQPURLDefault)
 	}
 	out.Broker.PublishChannels = cmp.Or(out.Broker.PublishChannels, PublishChannelsDefault)
+	out.Broker.Prefetch = cmp.Or(out.Broker.Prefetch, PrefetchDefault)
 
 	out.Redis.URL = cmp.Or(out.Redis.URL, RedisURLDefault)
 

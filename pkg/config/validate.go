@@ -192,6 +192,7 @@ func (v *validator) broker() {
 		}
 	}
 	v.intRange("broker.publish_channels", int64(b.PublishChannels), PublishChannelsMin, PublishChannelsMax)
+	v.intRange("broker.prefetch", int64(b.Prefetch), PrefetchMin, PrefetchMax)
 }
 
 func (v *validator) redis() {

@@ -46,8 +46,12 @@ type TenantLimit struct {
 
 // Config configures a Dispatcher.
 type Config struct {
-	Broker           broker.Driver
-	Lanes            []string
+	Broker broker.Driver
+	Lanes  []string
+	// ConsumersPerLane is the number of router handlers per lane: how many
+	// of the lane's deliveries are admitted at once. Each is one
+	// Subscribe call, which costs no broker consumer or channel (the
+	// broker package's contract). Default config.ConsumersPerLaneDefault.
 	ConsumersPerLane int
 	Ledger           *ledger.Ledger
 	Functions        map[string]Function

@@ -115,6 +115,7 @@ func (a *App) connect(ctx context.Context) error {
 				AMQPURL:         a.cfg.Broker.URL,
 				Redis:           a.redisOpts,
 				PublishChannels: a.cfg.Broker.PublishChannels,
+				Prefetch:        a.cfg.Broker.Prefetch,
 				QueueType:       a.cfg.Lanes.QueueType,
 				ConsumerGroup:   a.cfg.Ledger.KeyPrefix + "-dispatchers",
 				Logger:          a.logger,
