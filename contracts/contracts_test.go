@@ -211,7 +211,7 @@ func TestSubmittedEventSchemaDocumentsExtensions(t *testing.T) {
 	props := schema(t, "submitted-event.schema.json").Properties
 	for _, ext := range []string{
 		contracts.ExtPriority, contracts.ExtDelay, contracts.ExtDeliverAt, contracts.ExtTTL,
-		contracts.ExtExpiresAt, contracts.ExtTraceParent, contracts.ExtTraceState, contracts.ExtTenantID,
+		contracts.ExtExpiresAt, contracts.ExtTraceParent, contracts.ExtTraceState, contracts.ExtTenantID, contracts.ExtBatch,
 	} {
 		require.Contains(t, props, ext)
 	}

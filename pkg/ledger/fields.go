@@ -34,6 +34,11 @@ const (
 	fExpires      = "expires"
 	fReason       = "reason"
 	fRedrives     = "redrives"
+	fBatch        = "batch"
+	// fHeldBy lists the pauses holding a paused task ("," separated), and
+	// fPausedFrom the waiting state it was paused from.
+	fHeldBy     = "held_by"
+	fPausedFrom = "paused_from"
 )
 
 // RecordFromFields builds a task record from its hash fields (as stored in
@@ -49,6 +54,7 @@ func RecordFromFields(h map[string]string) contracts.Task {
 		State:       contracts.State(h[fState]),
 		Attempts:    atoi(h[fAttempts]),
 		Priority:    atoi(h[fPriority]),
+		Batch:       h[fBatch],
 		ScheduledAt: usTime(h[fScheduled]),
 		StartedAt:   usTime(h[fStarted]),
 		FinishedAt:  usTime(h[fFinished]),

@@ -46,6 +46,9 @@ type Config struct {
 	Metrics  *metrics.Metrics
 	Logger   *slog.Logger
 	Limits   Limits
+	// FunctionExists says whether a function is configured: a pause or
+	// cancel of one that is not answers 422. Nil accepts any name.
+	FunctionExists func(name string) bool
 }
 
 // Gateway is the HTTP API.
@@ -78,6 +81,7 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/tasks", g.handleListTasks)
 	mux.HandleFunc("DELETE /v1/tasks/{id}", g.handleCancelTask)
 	g.registerDLQ(mux)
+	g.registerControl(mux)
 }
 
 // contextT shortens signatures of ledger operations taken as values.
@@ -156,7 +160,7 @@ func (g *Gateway) handleListTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	f := ledger.ListFilter{State: contracts.State(q.Get("state")), Function: q.Get("function"), Cursor: q.Get("cursor"),
-		EventID: q.Get("event_id"), EventSource: q.Get("source")}
+		EventID: q.Get("event_id"), EventSource: q.Get("source"), Batch: q.Get("batch")}
 	if f.State != "" && !f.State.Valid() {
 		WriteError(w, http.StatusBadRequest, "state: unknown state "+strconv.Quote(string(f.State)))
 		return
@@ -180,9 +184,9 @@ func (g *Gateway) handleListTasks(w http.ResponseWriter, r *http.Request) {
 	g.writeList(w, r, tenant, f)
 }
 
-// handleCancelTask cancels a waiting task: 200 with the cancelled record;
-// 409 when it is running (not interrupted) or already ended; 404 when the
-// tenant has no such task.
+// handleCancelTask cancels a task that has not ended (a running attempt is
+// aborted): 200 with the cancelled record; 409 when it already ended; 404
+// when the tenant has no such task.
 func (g *Gateway) handleCancelTask(w http.ResponseWriter, r *http.Request) {
 	tenant, ok := g.tenant(w, r)
 	if !ok {
@@ -193,7 +197,7 @@ func (g *Gateway) handleCancelTask(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ledger.ErrNotFound):
 		WriteError(w, http.StatusNotFound, "task not found")
 	case errors.Is(err, ledger.ErrNotCancellable):
-		WriteError(w, http.StatusConflict, err.Error()+" (only queued, scheduled, retrying or paused tasks can be cancelled)")
+		WriteError(w, http.StatusConflict, err.Error()+" (only tasks that have not ended can be cancelled)")
 	case err != nil:
 		g.ledgerUnavailable(w, r, "cancelling task", err)
 	default:
