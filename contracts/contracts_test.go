@@ -70,6 +70,7 @@ type submittedEvent struct {
 	ExpiresAt       string          `json:"expiresat,omitempty"`
 	TraceParent     string          `json:"traceparent,omitempty"`
 	TraceState      string          `json:"tracestate,omitempty"`
+	Batch           string          `json:"batch,omitempty"`
 	TenantID        string          `json:"tenantid,omitempty"`
 }
 

@@ -137,7 +137,7 @@ func newResumeCommand(stdout io.Writer) *cobra.Command {
 }
 
 func newPausesCommand(stdout io.Writer) *cobra.Command {
-	cmd := &cobra.Command{Use: "pauses", Short: "List pauses"}
+	cmd := &cobra.Command{Use: "pauses", Short: "List pauses", Example: "  tasklane pauses list"}
 	var c clientFlags
 	list := &cobra.Command{
 		Use:     "list",
