@@ -38,7 +38,7 @@ func (s *selectorFlags) selector() (contracts.Selector, error) {
 		Batch: s.batch, State: contracts.State(s.state)}
 	for _, f := range []struct {
 		name, v string
-		dst    **time.Time
+		dst     **time.Time
 	}{{"created-after", s.after, &sel.CreatedAfter}, {"created-before", s.before, &sel.CreatedBefore}} {
 		if f.v == "" {
 			continue
