@@ -35,10 +35,9 @@ const (
 	fReason       = "reason"
 	fRedrives     = "redrives"
 	fBatch        = "batch"
-	// fHeldBy lists the pauses holding a paused task ("," separated), and
-	// fPausedFrom the waiting state it was paused from.
-	fHeldBy     = "held_by"
-	fPausedFrom = "paused_from"
+	// The scripts of control.go also keep, on a paused task, held_by (the
+	// pauses holding it, "," separated) and paused_from (the waiting state
+	// it was paused from).
 )
 
 // RecordFromFields builds a task record from its hash fields (as stored in
