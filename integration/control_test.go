@@ -122,7 +122,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // TestIntegrationPauseResume: a pause holds 100 tasks of a function,
 // submitted while it exists, with zero calls; a second, overlapping pause
-// holds them after the first is gone; once both are resumed each task runs
+// holds them after the first is gone; both survive a restart; once both are resumed each task runs
 // exactly once. Bad input is refused: empty selector (400), unknown field
 // (400), another tenant's pause id (404), an unknown function (422).
 func TestIntegrationPauseResume(t *testing.T) {
@@ -202,6 +202,14 @@ functions:
 	status, resp = e.get("/v1/pauses", otherKey)
 	require.Equal(t, http.StatusOK, status)
 	require.JSONEq(t, `{"pauses": []}`, string(resp))
+
+	// Pauses survive a restart of every role.
+	require.NoError(t, e.app.Shutdown(context.Background()))
+	e.start()
+	status, resp = e.get("/v1/pauses", key)
+	require.Equal(t, http.StatusOK, status)
+	require.NoError(t, json.Unmarshal(resp, &list))
+	require.Len(t, list.Pauses, 2)
 
 	status, r := resume(key, p1.ID)
 	require.Equal(t, http.StatusOK, status)
