@@ -174,13 +174,21 @@ end
 // luaPage reads up to n entries of a state index after the cursor (score
 // cs, member cm; cm "" starts at score cs), below maxs: entries with the
 // cursor's score come in member order, so the ones at or before cm are
-// skipped, whatever left the index meanwhile.
+// skipped, whatever left the index meanwhile. Members compare byte by
+// byte, as Redis orders them (Lua's <= follows the server's locale).
 const luaPage = `
+local function bytele(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a <= #b
+end
 local function page(key, cs, cm, maxs, n)
   local skip = 0
   if cm ~= '' then
     for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, cs, cs)) do
-      if m <= cm then skip = skip + 1 end
+      if bytele(m, cm) then skip = skip + 1 end
     end
   end
   return redis.call('ZRANGEBYSCORE', key, cs, maxs, 'WITHSCORES', 'LIMIT', skip, n)
