@@ -1,6 +1,7 @@
 // Package gateway serves Tasklane's HTTP API: CloudEvents ingest
 // (POST /v1/events in binary, structured and batch mode) and the task API
-// (GET /v1/tasks, also by event: ?event_id=&source=; GET /v1/tasks/{id}). Every request is scoped to the tenant
+// (GET /v1/tasks, also by event: ?event_id=&source=, or by ?batch=; GET /v1/tasks/{id}), task control
+// (pauses, resume, cancel by selector: control.go). Every request is scoped to the tenant
 // its API key names; another tenant's task id answers 404.
 //
 // [Triggers] serves the tenant's trigger list (GET /v1/triggers), and
