@@ -70,6 +70,7 @@ type submittedEvent struct {
 	ExpiresAt       string          `json:"expiresat,omitempty"`
 	TraceParent     string          `json:"traceparent,omitempty"`
 	TraceState      string          `json:"tracestate,omitempty"`
+	Batch           string          `json:"batch,omitempty"`
 	TenantID        string          `json:"tenantid,omitempty"`
 }
 
@@ -211,7 +212,7 @@ func TestSubmittedEventSchemaDocumentsExtensions(t *testing.T) {
 	props := schema(t, "submitted-event.schema.json").Properties
 	for _, ext := range []string{
 		contracts.ExtPriority, contracts.ExtDelay, contracts.ExtDeliverAt, contracts.ExtTTL,
-		contracts.ExtExpiresAt, contracts.ExtTraceParent, contracts.ExtTraceState, contracts.ExtTenantID,
+		contracts.ExtExpiresAt, contracts.ExtTraceParent, contracts.ExtTraceState, contracts.ExtTenantID, contracts.ExtBatch,
 	} {
 		require.Contains(t, props, ext)
 	}

@@ -47,6 +47,9 @@ const (
 	ExtTraceParent = "traceparent"
 	// ExtTraceState carries W3C trace state.
 	ExtTraceState = "tracestate"
+	// ExtBatch groups tasks: a string a producer sets to select them later
+	// (GET /v1/tasks?batch=, pause and cancel selectors).
+	ExtBatch = "batch"
 	// ExtTenantID is set by the platform from the credential. A value sent by
 	// a client is overwritten; it never selects a tenant.
 	ExtTenantID = "tenantid"

@@ -106,6 +106,8 @@ type Task struct {
 	Attempts int `json:"attempts"`
 	// Priority is 0 (lowest) to 9 (highest).
 	Priority int `json:"priority"`
+	// Batch is the event's batch extension attribute, if it had one.
+	Batch string `json:"batch,omitempty"`
 	// CreatedAt is when the gateway accepted the task.
 	CreatedAt time.Time `json:"created_at"`
 	// ScheduledAt is when the task became due (equal to CreatedAt unless it

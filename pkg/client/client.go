@@ -209,6 +209,8 @@ type TaskFilter struct {
 	// Source, with EventID, keeps the tasks of exactly that event (its
 	// dedup identity); the answer is then one page.
 	Source string
+	// Batch keeps the tasks whose event had this batch extension attribute.
+	Batch string
 }
 
 // GetTask returns the task id (GET /v1/tasks/{id}).
@@ -232,13 +234,16 @@ func (c *Client) ListTasks(ctx context.Context, f TaskFilter, p Page) (*contract
 	if f.Source != "" {
 		q.Set("source", f.Source)
 	}
+	if f.Batch != "" {
+		q.Set("batch", f.Batch)
+	}
 	p.query(q)
 	return do[contracts.TaskList](ctx, c, http.MethodGet, "/v1/tasks", q, nil, nil)
 }
 
-// CancelTask cancels a waiting task (queued, scheduled, retrying or
-// paused) and returns its record (DELETE /v1/tasks/{id}); a running or
-// ended task is a 409 *Error.
+// CancelTask cancels a task that has not ended (a running attempt is
+// aborted) and returns its record (DELETE /v1/tasks/{id}); an ended task
+// is a 409 *Error.
 func (c *Client) CancelTask(ctx context.Context, id string) (*contracts.Task, error) {
 	return do[contracts.Task](ctx, c, http.MethodDelete, "/v1/tasks/"+url.PathEscape(id), nil, nil, nil)
 }
@@ -316,6 +321,39 @@ func (c *Client) dlqBulk(ctx context.Context, path string, f contracts.DLQFilter
 		return nil, err
 	}
 	return do[contracts.DLQResult](ctx, c, http.MethodPost, path, nil, jsonHeader(), body)
+}
+
+// Pause pauses the tenant's tasks that sel matches, waiting now or
+// submitted later, until Resume (POST /v1/pauses).
+func (c *Client) Pause(ctx context.Context, sel contracts.Selector) (*contracts.Pause, error) {
+	body, err := json.Marshal(sel)
+	if err != nil {
+		return nil, err
+	}
+	return do[contracts.Pause](ctx, c, http.MethodPost, "/v1/pauses", nil, jsonHeader(), body)
+}
+
+// Pauses lists the tenant's pauses (GET /v1/pauses).
+func (c *Client) Pauses(ctx context.Context) (*contracts.PauseList, error) {
+	return do[contracts.PauseList](ctx, c, http.MethodGet, "/v1/pauses", nil, nil, nil)
+}
+
+// Resume ends the pause id and answers how many tasks it released
+// (DELETE /v1/pauses/{id}).
+func (c *Client) Resume(ctx context.Context, id string) (*contracts.ResumeResponse, error) {
+	return do[contracts.ResumeResponse](ctx, c, http.MethodDelete, "/v1/pauses/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// CancelMatching cancels the tenant's tasks that r's selector matches
+// (waiting, paused and running), or with r.DryRun only counts them; with
+// r.Limit one step of the selection, continued with r.Cursor set to the
+// answer's NextCursor (POST /v1/tasks/cancel).
+func (c *Client) CancelMatching(ctx context.Context, r contracts.CancelRequest) (*contracts.CancelResponse, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	return do[contracts.CancelResponse](ctx, c, http.MethodPost, "/v1/tasks/cancel", nil, jsonHeader(), body)
 }
 
 // Triggers lists the tenant's triggers with their state (GET

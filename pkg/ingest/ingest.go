@@ -318,6 +318,10 @@ func (in *Ingester) prepare(ctx context.Context, tenant string, e *event.Event, 
 	if perr != nil {
 		return ledger.EventTasks{}, nil, perr
 	}
+	batch, perr := batchExt(ext)
+	if perr != nil {
+		return ledger.EventTasks{}, nil, perr
+	}
 	fns := in.cfg.Subscribers(tenant, e.Type())
 	if len(fns) == 0 {
 		perr := errorf(http.StatusUnprocessableEntity, "type: no function subscribes to type %q", e.Type())
@@ -327,6 +331,7 @@ func (in *Ingester) prepare(ctx context.Context, tenant string, e *event.Event, 
 	et := ledger.EventTasks{
 		Tenant:    tenant,
 		Event:     contracts.EventRef{ID: e.ID(), Source: e.Source(), Type: e.Type(), Subject: e.Subject()},
+		Batch:     batch,
 		DueAt:     due,
 		ExpiresAt: expires,
 	}
@@ -369,6 +374,25 @@ func (in *Ingester) prepare(ctx context.Context, tenant string, e *event.Event, 
 		msgs = append(msgs, msg)
 	}
 	return et, msgs, nil
+}
+
+// maxBatchLen bounds the batch extension attribute.
+const maxBatchLen = 256
+
+// batchExt reads the batch extension attribute: a string, "" when absent.
+func batchExt(ext map[string]any) (string, *Error) {
+	v, ok := ext[contracts.ExtBatch]
+	if !ok {
+		return "", nil
+	}
+	s, err := types.Format(v)
+	if err != nil || s == "" {
+		return "", errorf(http.StatusBadRequest, "%s: a non-empty string", contracts.ExtBatch)
+	}
+	if len(s) > maxBatchLen {
+		return "", errorf(http.StatusBadRequest, "%s: at most %d bytes", contracts.ExtBatch, maxBatchLen)
+	}
+	return s, nil
 }
 
 // publish sends tasks to their lanes concurrently. A task the broker did not

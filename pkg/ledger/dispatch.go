@@ -81,14 +81,15 @@ end
 `
 
 // admit puts a waiting task into its function's ready queue.
+// A task that an active pause matches is paused instead (control.go).
 // KEYS: 1 task hash, 2 delay, 3 outbox, 4 expiry set, 5 function state,
-// 6 tenant parked set
+// 6 tenant parked set, 7 tenant pauses, 8 pause counts
 // ARGV: 1 now µs, 2 state-index prefix, 3 id, 4 delay member, 5 retention
 // ms, 6 outbox max length, 7 priority, 8 band, 9 wake channel, 10 function,
 // 11 function key prefix, 12 tenant
 // Returns {verdict, detail}: admitted, ready (already there), done/state,
 // missing, paused, expired, busy/lease-until µs, early/due µs, no/state.
-var admitScript = redis.NewScript(luaTerminate + `
+var admitScript = redis.NewScript(luaTerminate + luaPausedBy + luaHold + `
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
 if not st then return {'missing', ''} end
@@ -113,6 +114,14 @@ elseif st == 'scheduled' or st == 'retrying' then
   if tonumber(due) > now + 1000000 then return {'early', due} end
 elseif st ~= 'queued' then
   return {'no', st}
+end
+local pids = pausedby(KEYS[7], h, 'queued')
+if pids then
+  -- Held by a pause: it waits, paused, for the resume (an entry already
+  -- in the ready queue is dropped by take as stale).
+  hold(h, ARGV[2], ARGV[3], st, 'queued', pids, KEYS[8])
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  return {'paused', ''}
 end
 local ring = ARGV[11] .. 'ready:' .. ARGV[8]
 local q = ring .. ':' .. ARGV[12]
@@ -413,11 +422,7 @@ type TaskRef struct {
 // left as it is. A task whose lease ended (its dispatcher died) is taken
 // over: it is ready again, and the old attempt's outcome is refused.
 func (l *Ledger) Admit(ctx context.Context, t TaskRef) (Admission, error) {
-	now := l.cfg.Now()
-	res, err := l.batch.eval(ctx, admitScript,
-		[]string{l.taskKey(t.Tenant, t.ID), l.DelayKey(), l.OutboxStream(), l.ExpiryKey(), l.fnStateKey(t.Function), l.parkedKey(t.Tenant)},
-		us(now), l.statePrefix(t.Tenant), t.ID, Member(t.Tenant, t.ID), l.cfg.Retention.Milliseconds(), OutboxMaxLen,
-		t.Priority, string(BandOf(t.Priority)), l.WakeChannel(), t.Function, l.fnPrefix(t.Function), t.Tenant).StringSlice()
+	res, err := l.batch.eval(ctx, admitScript, l.admitKeys(t), l.admitArgs(t, l.cfg.Now())...).StringSlice()
 	if err != nil {
 		return Admission{}, fmt.Errorf("admitting task %s: %w", t.ID, err)
 	}
@@ -431,6 +436,16 @@ func (l *Ledger) Admit(ctx context.Context, t TaskRef) (Admission, error) {
 		a.State = res[1]
 	}
 	return a, nil
+}
+
+func (l *Ledger) admitKeys(t TaskRef) []string {
+	return []string{l.taskKey(t.Tenant, t.ID), l.DelayKey(), l.OutboxStream(), l.ExpiryKey(), l.fnStateKey(t.Function),
+		l.parkedKey(t.Tenant), l.pausesKey(t.Tenant), l.pauseCountKey(t.Tenant)}
+}
+
+func (l *Ledger) admitArgs(t TaskRef, now time.Time) []any {
+	return []any{us(now), l.statePrefix(t.Tenant), t.ID, Member(t.Tenant, t.ID), l.cfg.Retention.Milliseconds(), OutboxMaxLen,
+		t.Priority, string(BandOf(t.Priority)), l.WakeChannel(), t.Function, l.fnPrefix(t.Function), t.Tenant}
 }
 
 func microTime(s string) time.Time {

@@ -35,6 +35,10 @@ const (
 	fReason       = "reason"
 	fRedrives     = "redrives"
 	fParent       = "parent"
+	fBatch        = "batch"
+	// The scripts of control.go also keep, on a paused task, held_by (the
+	// pauses holding it, "," separated) and paused_from (the waiting state
+	// it was paused from).
 )
 
 // FieldTraceParent is the task record's hash field (copied into its results
@@ -56,6 +60,7 @@ func RecordFromFields(h map[string]string) contracts.Task {
 		State:       contracts.State(h[fState]),
 		Attempts:    atoi(h[fAttempts]),
 		Priority:    atoi(h[fPriority]),
+		Batch:       h[fBatch],
 		ScheduledAt: usTime(h[fScheduled]),
 		StartedAt:   usTime(h[fStarted]),
 		FinishedAt:  usTime(h[fFinished]),

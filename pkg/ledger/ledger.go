@@ -166,6 +166,8 @@ type EventTasks struct {
 	Tenant string
 	Event  contracts.EventRef
 	Tasks  []NewTask
+	// Batch is the event's batch extension attribute ("" when none).
+	Batch string
 	// DueAt delays the tasks (state scheduled) when after now.
 	DueAt time.Time
 	// ExpiresAt, when set, ends the tasks as expired if they have not
@@ -226,6 +228,9 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			}
 			if t.TraceParent != "" {
 				f = append(f, FieldTraceParent, t.TraceParent)
+			}
+			if ev.Batch != "" {
+				f = append(f, fBatch, ev.Batch)
 			}
 			if ev.ExpiresAt != nil {
 				f = append(f, fExpires, expires)
@@ -599,26 +604,46 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, attemp
 	return n == 1, nil
 }
 
-// ErrNotCancellable is returned by Cancel for a task that is running or
-// already ended; the error says which.
+// ErrNotCancellable is returned by Cancel for a task already ended; the
+// error says how.
 var ErrNotCancellable = errors.New("task cannot be cancelled")
 
-// Cancel ends a waiting task (queued, scheduled, retrying or paused) as
-// cancelled, with its result event. A running task is not interrupted.
+// Cancel ends a task that has not ended (queued, scheduled, retrying,
+// paused or running) as cancelled, with its result event. A running
+// attempt is aborted: its dispatcher is told on the abort channel (and
+// finds the lease lost at its next renewal at the latest), and its outcome
+// is refused.
 func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task, error) {
-	res, err := l.run(ctx, endScript, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
-		string(contracts.StateCancelled), us(l.cfg.Now()), "cancelled by request", l.statePrefix(tenant), id,
-		l.cfg.Retention.Milliseconds(), OutboxMaxLen, Member(tenant, id)).StringSlice()
-	if err != nil {
-		return nil, fmt.Errorf("cancelling task %s: %w", id, err)
-	}
-	if res[0] != "ok" {
-		if res[1] == "" {
+	for range 3 {
+		f, err := l.rdb.HMGet(ctx, l.taskKey(tenant, id), fFunction, fState).Result()
+		if err != nil {
+			return nil, fmt.Errorf("cancelling task %s: %w", id, err)
+		}
+		fn, _ := f[0].(string)
+		st, _ := f[1].(string)
+		if st == "" {
 			return nil, ErrNotFound
 		}
-		return nil, fmt.Errorf("%w: it is %s", ErrNotCancellable, res[1])
+		// Only in the state read: the function named the keys.
+		c := l.cancelCall(tenant, id, fn, contracts.State(st))
+		if err := l.batch.exec(ctx, c); err != nil {
+			return nil, fmt.Errorf("cancelling task %s: %w", id, err)
+		}
+		res, err := c.cmd.StringSlice()
+		if err != nil {
+			return nil, fmt.Errorf("cancelling task %s: %w", id, err)
+		}
+		switch {
+		case res[0] == "ok":
+			return l.Get(ctx, tenant, id)
+		case res[1] == "":
+			return nil, ErrNotFound
+		case contracts.State(res[1]).Terminal():
+			return nil, fmt.Errorf("%w: it is %s", ErrNotCancellable, res[1])
+		}
+		// It moved on meanwhile (started, retried): read it again.
 	}
-	return l.Get(ctx, tenant, id)
+	return nil, fmt.Errorf("cancelling task %s: its state keeps changing", id)
 }
 
 // ExpireDue ends as expired up to max waiting tasks whose ttl passed,
@@ -796,7 +821,8 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript} {
+	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript,
+		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

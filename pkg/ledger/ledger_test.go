@@ -412,13 +412,20 @@ func TestCancelWaitingTask(t *testing.T) {
 
 	_, err = b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: running, Function: "f1", Owner: "d1", Lease: time.Minute})
 	require.NoError(t, err)
-	_, err = b.l.Cancel(ctx, "acme", running)
-	require.ErrorContains(t, err, "it is running")
+	// A running task is cancelled too; its attempt's outcome is refused.
+	task, err = b.l.Cancel(ctx, "acme", running)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateCancelled, task.State)
+	ok, err := b.l.Finish(ctx, "acme", running, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded})
+	require.NoError(t, err)
+	require.False(t, ok)
 
 	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
 	require.NoError(t, err)
-	require.Len(t, entries, 1)
-	require.Equal(t, contracts.StateCancelled, ledger.RecordFromValues(entries[0].Values).State)
+	require.Len(t, entries, 2)
+	for _, e := range entries {
+		require.Equal(t, contracts.StateCancelled, ledger.RecordFromValues(e.Values).State)
+	}
 }
 
 func TestExpiredTaskNeverRuns(t *testing.T) {

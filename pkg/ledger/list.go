@@ -28,6 +28,9 @@ type ListFilter struct {
 	State contracts.State
 	// Function, when set, lists only that function's tasks.
 	Function string
+	// Batch, when set, lists only tasks whose event had that batch
+	// extension attribute.
+	Batch string
 	// Reason, when set, lists only tasks that ended for that reason.
 	Reason contracts.Reason
 	// FinishedSince and FinishedUntil, when set, bound finished_at.
@@ -175,6 +178,7 @@ func (f ListFilter) match(t *contracts.Task) bool {
 	switch {
 	case f.Function != "" && t.Function != f.Function,
 		f.Reason != "" && t.Reason != f.Reason,
+		f.Batch != "" && t.Batch != f.Batch,
 		f.EventID != "" && f.State != "" && t.State != f.State,
 		f.EventID != "" && t.Event.ID != f.EventID,
 		f.EventSource != "" && t.Event.Source != f.EventSource:

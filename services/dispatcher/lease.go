@@ -52,6 +52,24 @@ func (k *leaseKeeper) Release(l ledger.Lease) {
 	k.mu.Unlock()
 }
 
+// Abort cancels the attempts this process runs of tenant's task id (it was
+// cancelled): their outcome is discarded as for a lost lease. It reports
+// whether it found one.
+func (k *leaseKeeper) Abort(tenant, id string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	found := false
+	for l, h := range k.held {
+		if l.Tenant == tenant && l.ID == id {
+			found = true
+			if !h.lost.Swap(true) {
+				h.cancel()
+			}
+		}
+	}
+	return found
+}
+
 func (k *leaseKeeper) stop() { k.once.Do(func() { close(k.stopCh) }) }
 
 func (k *leaseKeeper) run(ctx context.Context) {

@@ -98,9 +98,14 @@ func (d *Dispatcher) runStarters(ctx context.Context) {
 	}
 }
 
-// listenWake relays the ledger's wake channel to the starters.
+// listenWake relays the ledger's wake channel to the starters, and its
+// abort channel (a cancelled running task, "<tenant>/<id>") to the lease
+// keeper, which aborts the attempt if this process runs it. A message lost
+// on the abort channel costs at most a lease renewal interval: the renewal
+// finds the task no longer running and aborts the attempt then.
 func (d *Dispatcher) listenWake(ctx context.Context) {
-	ps := d.cfg.Ledger.Redis().Subscribe(ctx, d.cfg.Ledger.WakeChannel())
+	abort := d.cfg.Ledger.AbortChannel()
+	ps := d.cfg.Ledger.Redis().Subscribe(ctx, d.cfg.Ledger.WakeChannel(), abort)
 	defer ps.Close()
 	ch := ps.Channel()
 	for {
@@ -110,6 +115,12 @@ func (d *Dispatcher) listenWake(ctx context.Context) {
 		case m, ok := <-ch:
 			if !ok {
 				return
+			}
+			if m.Channel == abort {
+				if tenant, id, ok := ledger.ParseMember(m.Payload); ok && d.leases.Abort(tenant, id) {
+					d.cfg.Logger.Info("attempt aborted: its task was cancelled", "task", id, "tenant", tenant)
+				}
+				continue
 			}
 			if s := d.starters[m.Payload]; s != nil {
 				s.signal()

@@ -1,8 +1,9 @@
 // Package gateway serves Tasklane's HTTP API: CloudEvents ingest
 // (POST /v1/events in binary, structured and batch mode) and the task API
-// (GET /v1/tasks, also by event: ?event_id=&source=; GET /v1/tasks/{id};
+// (GET /v1/tasks, also by event: ?event_id=&source=, or by ?batch=; GET /v1/tasks/{id};
 // the task log GET /v1/tasks/{id}/logs, and POST for a function's lines
-// with its task token). Every request is scoped to the tenant
+// with its task token), task control (pauses, resume, cancel by selector:
+// control.go). Every request is scoped to the tenant
 // its API key names; another tenant's task id answers 404.
 //
 // [Triggers] serves the tenant's trigger list (GET /v1/triggers), and
@@ -49,6 +50,9 @@ type Config struct {
 	Metrics  *metrics.Metrics
 	Logger   *slog.Logger
 	Limits   Limits
+	// FunctionExists says whether a function is configured: a pause or
+	// cancel of one that is not answers 422. Nil accepts any name.
+	FunctionExists func(name string) bool
 }
 
 // Gateway is the HTTP API.
@@ -91,6 +95,7 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/tasks/{id}/logs", g.handleTaskLog)
 	mux.HandleFunc("POST /v1/tasks/{id}/logs", g.handleWriteTaskLog)
 	g.registerDLQ(mux)
+	g.registerControl(mux)
 }
 
 // contextT shortens signatures of ledger operations taken as values.
@@ -169,7 +174,7 @@ func (g *Gateway) handleListTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	f := ledger.ListFilter{State: contracts.State(q.Get("state")), Function: q.Get("function"), Cursor: q.Get("cursor"),
-		EventID: q.Get("event_id"), EventSource: q.Get("source")}
+		EventID: q.Get("event_id"), EventSource: q.Get("source"), Batch: q.Get("batch")}
 	if f.State != "" && !f.State.Valid() {
 		WriteError(w, http.StatusBadRequest, "state: unknown state "+strconv.Quote(string(f.State)))
 		return
@@ -193,9 +198,9 @@ func (g *Gateway) handleListTasks(w http.ResponseWriter, r *http.Request) {
 	g.writeList(w, r, tenant, f)
 }
 
-// handleCancelTask cancels a waiting task: 200 with the cancelled record;
-// 409 when it is running (not interrupted) or already ended; 404 when the
-// tenant has no such task.
+// handleCancelTask cancels a task that has not ended (a running attempt is
+// aborted): 200 with the cancelled record; 409 when it already ended; 404
+// when the tenant has no such task.
 func (g *Gateway) handleCancelTask(w http.ResponseWriter, r *http.Request) {
 	tenant, ok := g.tenant(w, r)
 	if !ok {
@@ -206,7 +211,7 @@ func (g *Gateway) handleCancelTask(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ledger.ErrNotFound):
 		WriteError(w, http.StatusNotFound, "task not found")
 	case errors.Is(err, ledger.ErrNotCancellable):
-		WriteError(w, http.StatusConflict, err.Error()+" (only queued, scheduled, retrying or paused tasks can be cancelled)")
+		WriteError(w, http.StatusConflict, err.Error()+" (only tasks that have not ended can be cancelled)")
 	case err != nil:
 		g.ledgerUnavailable(w, r, "cancelling task", err)
 	default:

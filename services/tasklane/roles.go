@@ -68,6 +68,14 @@ func (a *App) startGateway() {
 		Ledger:   a.ledger,
 		Metrics:  a.metrics,
 		Logger:   a.logger.With("component", "gateway"),
+		FunctionExists: func(name string) bool {
+			for _, f := range a.cfg.Functions {
+				if f.Name == name {
+					return true
+				}
+			}
+			return false
+		},
 		Limits: gateway.Limits{
 			MaxEventBytes:  a.cfg.Server.MaxEventBytes,
 			MaxBatchBytes:  a.cfg.Server.MaxBatchBytes,

@@ -77,7 +77,7 @@ func Run(leases Leases, owner string, tokens *tasktoken.Keys, m *metrics.Metrics
 			if lost.Load() {
 				d.LeaseLost = true
 				m.LeaseLost.Inc()
-				logger.Warn("attempt finished after its lease was lost; outcome discarded", "task", d.Ref.TaskID, "attempt", d.Claim.Attempt)
+				logger.Warn("attempt finished after its lease was lost (taken over, or the task cancelled); outcome discarded", "task", d.Ref.TaskID, "attempt", d.Claim.Attempt)
 				return nil, nil
 			}
 			return h(msg)

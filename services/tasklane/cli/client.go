@@ -57,7 +57,7 @@ const maxBatchFile = 64 << 20
 
 func newSubmitCommand(stdout io.Writer) *cobra.Command {
 	var c clientFlags
-	var typ, source, id, subject, data, dataFile, contentType, deliverAt, batchFile string
+	var typ, source, id, subject, data, dataFile, contentType, deliverAt, batchFile, batch string
 	var priority, delay, ttl int
 	var structured bool
 	cmd := &cobra.Command{
@@ -77,7 +77,7 @@ func newSubmitCommand(stdout io.Writer) *cobra.Command {
 				return err
 			}
 			if batchFile != "" {
-				for _, f := range []string{"type", "id", "subject", "data", "data-file", "priority", "delay", "ttl", "deliver-at", "structured"} {
+				for _, f := range []string{"type", "id", "subject", "data", "data-file", "priority", "delay", "ttl", "deliver-at", "structured", "batch"} {
 					if cmd.Flags().Changed(f) {
 						return fmt.Errorf("--batch-file: the file's events carry their own attributes; --%s does not apply", f)
 					}
@@ -131,6 +131,9 @@ func newSubmitCommand(stdout io.Writer) *cobra.Command {
 			if ttl > 0 {
 				ev.Extensions[contracts.ExtTTL] = strconv.Itoa(ttl)
 			}
+			if batch != "" {
+				ev.Extensions[contracts.ExtBatch] = batch
+			}
 			submit := cl.Submit
 			if structured {
 				submit = cl.SubmitStructured
@@ -153,6 +156,7 @@ func newSubmitCommand(stdout io.Writer) *cobra.Command {
 	cmd.Flags().IntVar(&priority, "priority", 0, "priority 0-9")
 	cmd.Flags().IntVar(&delay, "delay", 0, "delay in seconds")
 	cmd.Flags().StringVar(&deliverAt, "deliver-at", "", "run at this RFC 3339 time (the deliverat extension)")
+	cmd.Flags().StringVar(&batch, "batch", "", "group the task under this name (the batch extension; pause or cancel it by --batch)")
 	cmd.Flags().IntVar(&ttl, "ttl", 0, "expire the task if it has not started within this many seconds")
 	cmd.Flags().BoolVar(&structured, "structured", false, "send in structured mode (application/cloudevents+json)")
 	cmd.Flags().StringVar(&batchFile, "batch-file", "", "send this file's JSON array of CloudEvents in batch mode")
@@ -206,7 +210,7 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 	}
 	getFlags.register(get)
 	var listFlags clientFlags
-	var state, function, cursor string
+	var state, function, cursor, batch string
 	var limit int
 	list := &cobra.Command{
 		Use:   "list [--state S] [--function F]",
@@ -219,7 +223,7 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			l, err := cl.ListTasks(cmd.Context(), client.TaskFilter{State: contracts.State(state), Function: function},
+			l, err := cl.ListTasks(cmd.Context(), client.TaskFilter{State: contracts.State(state), Function: function, Batch: batch},
 				client.Page{Limit: limit, Cursor: cursor})
 			if err != nil {
 				return err
@@ -230,15 +234,32 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 	listFlags.register(list)
 	list.Flags().StringVar(&state, "state", "", "only tasks in this state")
 	list.Flags().StringVar(&function, "function", "", "only this function's tasks")
+	list.Flags().StringVar(&batch, "batch", "", "only tasks whose event had this batch extension attribute")
 	list.Flags().StringVar(&cursor, "cursor", "", "continue a listing")
 	list.Flags().IntVar(&limit, "limit", 0, "page size")
 	var cancelFlags clientFlags
+	var cancelSel selectorFlags
+	var dryRun bool
 	cancel := &cobra.Command{
-		Use:     "cancel ID",
-		Short:   "Cancel a waiting task (queued, scheduled, retrying or paused)",
-		Example: "  tasklane tasks cancel 01KH62FBSQY4E00SB1AA863NEG",
-		Args:    cobra.ExactArgs(1),
+		Use:   "cancel ID | cancel --function F [--batch B] [...] [--dry-run]",
+		Short: "Cancel a task, or every task a selector matches (waiting, paused and running)",
+		Long: "Cancel one task by id, or with selector flags every matching task that has not ended: waiting,\n" +
+			"paused and running ones (a running attempt is aborted). Large selections go in steps, with progress\n" +
+			"on stderr; --dry-run only counts.",
+		Example: "  tasklane tasks cancel 01KH62FBSQY4E00SB1AA863NEG\n" +
+			"  tasklane tasks cancel --function thumbnail --batch import-2026-12-04 --dry-run\n" +
+			"  tasklane tasks cancel --type com.example.report --created-before 2026-12-04T00:00:00Z",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				if !cancelSel.given() {
+					return fmt.Errorf("give a task id, or a selector (--function, --type, --source, --subject-prefix, --batch, --created-after, --created-before)")
+				}
+				return cancelMatching(cmd, stdout, &cancelFlags, &cancelSel, dryRun)
+			}
+			if cancelSel.given() || dryRun {
+				return fmt.Errorf("give a task id or a selector, not both")
+			}
 			cl, err := cancelFlags.client()
 			if err != nil {
 				return err
@@ -250,6 +271,8 @@ func newTasksCommand(stdout io.Writer) *cobra.Command {
 			return cancelFlags.print(stdout, t, func(w io.Writer) { printTask(w, t) })
 		},
 	}
+	cancelSel.register(cancel)
+	cancel.Flags().BoolVar(&dryRun, "dry-run", false, "with a selector: count the matching tasks, cancel none")
 	cancelFlags.register(cancel)
 	cmd.AddCommand(get, list, cancel, newTaskLogsCommand(stdout))
 	return cmd
