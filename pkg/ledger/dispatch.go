@@ -91,14 +91,15 @@ end
 // missing, paused, expired, busy/lease-until µs, early/due µs, no/state.
 var admitScript = redis.NewScript(luaTerminate + luaPausedBy + luaHold + `
 local h = KEYS[1]
-local st = redis.call('HGET', h, 'state')
+local f = redis.call('HMGET', h, 'state', 'expires')
+local st = f[1]
 if not st then return {'missing', ''} end
 if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
   return {'done', st}
 end
 if st == 'paused' then return {'paused', ''} end
 local now = tonumber(ARGV[1])
-local expires = tonumber(redis.call('HGET', h, 'expires'))
+local expires = tonumber(f[2])
 if expires and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
   redis.call('ZREM', KEYS[2], ARGV[4])
   redis.call('ZREM', KEYS[4], ARGV[4])
@@ -274,14 +275,17 @@ while true do
       local lim = tl[tenant]
       -- Anything but queued is a stale entry (cancelled, expired, started
       -- through another entry): dropped.
-      if redis.call('HGET', h, 'state') == 'queued' then
-        local expires = tonumber(redis.call('HGET', h, 'expires'))
+      -- One read of the fields the start needs (not the message: a stale
+      -- entry does not start).
+      local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
+      if f[1] == 'queued' then
+        local expires = tonumber(f[2])
         local full = false
         if lim and lim[1] > 0 then
           redis.call('ZREMRANGEBYSCORE', tp .. 'inflight', '-inf', '(' .. ARGV[1])
           full = redis.call('ZCARD', tp .. 'inflight') >= lim[1]
         end
-        if expires and now > expires and not redis.call('HGET', h, 'started') then
+        if expires and now > expires and not f[3] then
           redis.call('ZREM', KEYS[4], member)
           redis.call('ZREM', KEYS[6], member)
           terminate(h, KEYS[5], tp .. 'st:', id, 'queued', 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[10], ARGV[11])
@@ -299,7 +303,7 @@ while true do
           -- reserved slot in the tenant's GCRA timeline) and waits for it
           -- in the delay set; when it comes back it starts unchecked.
           local tw = 0
-          local slot = tonumber(redis.call('HGET', h, 'rate_slot') or '0')
+          local slot = tonumber(f[4] or '0')
           if slot > 0 and now + 2000 < slot then
             tw = slot - now
           elseif slot > 0 then
@@ -328,14 +332,13 @@ while true do
             redis.call('HSET', h, 'state', 'running', 'lease', ARGV[2], 'owner', ARGV[3], 'attempt_started', ARGV[1])
             -- The wait since due (created, or a retry's or delay's time),
             -- returned for every start; stored on the first.
-            local wt = now - tonumber(redis.call('HGET', h, 'scheduled') or redis.call('HGET', h, 'created') or ARGV[1])
+            local wt = now - tonumber(f[5] or f[6] or ARGV[1])
             if wt < 0 then wt = 0 end
-            if not redis.call('HGET', h, 'started') then
+            if not f[3] then
               redis.call('HSET', h, 'started', ARGV[1], 'wait_ms', math.floor(wt / 1000))
             end
-            local created = redis.call('HGET', h, 'created')
             redis.call('ZREM', tp .. 'st:queued', id)
-            redis.call('ZADD', tp .. 'st:running', created, id)
+            redis.call('ZADD', tp .. 'st:running', f[6], id)
             -- The lease doubles as a delay-set entry: if this dispatcher
             -- dies, the scheduler finds the task due when the lease ends
             -- and puts it back in the ready queue.
@@ -344,7 +347,7 @@ while true do
             out[#out+1] = tenant
             out[#out+1] = id
             out[#out+1] = tostring(attempt)
-            out[#out+1] = redis.call('HGET', h, 'throttles') or '0'
+            out[#out+1] = f[7] or '0'
             out[#out+1] = tostring(wt)
             out[#out+1] = redis.call('HGET', h, 'env') or ''
             started = started + 1

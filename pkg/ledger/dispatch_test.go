@@ -908,6 +908,52 @@ func TestTakeAfterThrottledRetry(t *testing.T) {
 	require.Equal(t, 1, tk.Tasks[0].Throttles)
 }
 
+// TestTakeAndFinishRecordTheAttempt checks what Take and Finish read from
+// and write to the task record (both read it in one HMGET): the message,
+// attempt and throttles Take returns, the first start's queue wait kept
+// across a retry, the state index, and the run time Finish records.
+func TestTakeAndFinishRecordTheAttempt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupDispatch(t, nil)
+	id := b.record(t, "a", "f", 5)
+	b.advance(40 * time.Millisecond)
+	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f", 5).Verdict)
+	tk := b.take(t, "f", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	s := tk.Tasks[0]
+	require.Equal(t, ledger.Started{Tenant: "a", ID: id, Attempt: 1, Wait: 40 * time.Millisecond, Message: []byte("m-" + id)}, s)
+	running, err := b.l.List(ctx, "a", ledger.ListFilter{State: contracts.StateRunning})
+	require.NoError(t, err)
+	require.Len(t, running.Tasks, 1)
+	require.Equal(t, id, running.Tasks[0].ID)
+
+	b.advance(10 * time.Millisecond)
+	ok, err := b.l.Retry(ctx, "a", id, "f", 1, b.now, "boom", false)
+	require.NoError(t, err)
+	require.True(t, ok)
+	b.advance(5 * time.Millisecond)
+	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f", 5).Verdict)
+	tk = b.take(t, "f", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	require.Equal(t, 2, tk.Tasks[0].Attempt)
+	b.advance(25 * time.Millisecond)
+	ok, err = b.l.Finish(ctx, "a", id, "f", 1, ledger.Outcome{State: contracts.StateSucceeded})
+	require.NoError(t, err)
+	require.False(t, ok, "an old attempt's outcome is refused")
+	b.finish(t, "f", tk.Tasks[0])
+
+	task, err := b.l.Get(ctx, "a", id)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateSucceeded, task.State)
+	require.Equal(t, 2, task.Attempts)
+	require.EqualValues(t, 40, *task.QueueWaitMS, "the queue wait is the first start's")
+	require.EqualValues(t, 25, *task.RunMS, "the run time is the last attempt's")
+	running, err = b.l.List(ctx, "a", ledger.ListFilter{State: contracts.StateRunning})
+	require.NoError(t, err)
+	require.Empty(t, running.Tasks)
+}
+
 func TestTakeExpires(t *testing.T) {
 	t.Parallel()
 	b := setupDispatch(t, nil)

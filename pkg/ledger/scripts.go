@@ -221,7 +221,8 @@ end
 // function, 16 tenant, 17.. log entries (the attempt's lines and its end)
 var finishScript = redis.NewScript(luaTerminate + luaReleased + `
 local h = KEYS[1]
-if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
+local f = redis.call('HMGET', h, 'state', 'attempts', 'attempt_started')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] then
   return 0
 end
 redis.call('ZREM', KEYS[3], ARGV[10])
@@ -231,7 +232,7 @@ if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
 logpush(h, logkey(ARGV[6], ARGV[7]), {unpack(ARGV, 17)})
 -- A success keeps no earlier attempt's error (the task log has the history).
 if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
-local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[3])
+local started = tonumber(f[3] or ARGV[3])
 redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
 if ARGV[5] ~= '' then redis.call('HSET', h, 'result', ARGV[5]) end
 terminate(h, KEYS[2], ARGV[6], ARGV[7], 'running', ARGV[2], ARGV[3], ARGV[4], ARGV[8], ARGV[9])
