@@ -84,3 +84,13 @@ func TestUnparkWhenQuotaRemoved(t *testing.T) {
 		require.True(t, b.inRing(t, "f", ledger.BandNormal, "a"), "unparked by the sweep without a quota")
 	})
 }
+
+// An adaptive limit stored above the function's max (the max was lowered
+// in the configuration) comes down to it at the next answer, instead of
+// staying above it until enough throttled answers bring it down.
+func TestFeedbackClampsToALoweredMax(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.setState(t, "f", "limit", "40")
+	require.Equal(t, aimd.Max, b.answers(t, "f", aimd, 0, 1, 0))
+}
