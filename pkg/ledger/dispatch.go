@@ -526,6 +526,20 @@ func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease 
 	return tk, nil
 }
 
+// UnparkAll is Unpark for each tenant of quotas (its quota, 0: none) in
+// one pipelined round trip: the scheduler's sweep.
+func (l *Ledger) UnparkAll(ctx context.Context, quotas map[string]int) error {
+	calls := make([]*scriptCall, 0, len(quotas))
+	for tenant, quota := range quotas {
+		calls = append(calls, call(unparkScript, []string{l.tenantInflightKey(tenant), l.parkedKey(tenant)},
+			us(l.cfg.Now()), quota, tenant, l.WakeChannel()))
+	}
+	if err := l.batch.exec(ctx, calls...); err != nil {
+		return fmt.Errorf("unparking tenants: %w", err)
+	}
+	return nil
+}
+
 // Unpark puts a tenant back into the round robin of the functions it was
 // parked in, if it is below quota (0: it has none, e.g. no longer): for
 // attempts that ended without a finish (their dispatcher died and the

@@ -80,7 +80,7 @@ func TestUnparkWhenQuotaRemoved(t *testing.T) {
 		require.Len(t, tk.Tasks, 1)
 		require.Equal(t, 1, tk.Parked)
 		b.advance(takeLease + time.Second) // its dispatcher died
-		require.NoError(t, b.l.Unpark(ctx, "a", 0))
+		require.NoError(t, b.l.UnparkAll(ctx, map[string]int{"a": 0, "b": 1}))
 		require.True(t, b.inRing(t, "f", ledger.BandNormal, "a"), "unparked by the sweep without a quota")
 	})
 }

@@ -96,10 +96,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			if _, err := s.cfg.Ledger.ExpireDue(ctx, 1000); err != nil && ctx.Err() == nil {
 				s.cfg.Logger.Warn("expiring tasks past their ttl", "error", err)
 			}
-			for tenant, quota := range s.cfg.Quotas {
-				if err := s.cfg.Ledger.Unpark(ctx, tenant, quota); err != nil && ctx.Err() == nil {
-					s.cfg.Logger.Warn("unparking tenant", "tenant", tenant, "error", err)
-				}
+			if err := s.cfg.Ledger.UnparkAll(ctx, s.cfg.Quotas); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("unparking tenants", "error", err)
 			}
 		}
 		for {
