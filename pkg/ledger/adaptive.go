@@ -146,7 +146,10 @@ elseif now >= ws + iv then
   ws, n, t = now, 0, 0
   redis.call('HDEL', k, 'sat')
 end
+-- Min and max may have changed in the configuration since the limit was
+-- stored.
 if limit < mn then limit = mn end
+if limit > mx then limit = mx end
 n = n + 1
 if thr then
   t = t + 1

@@ -62,14 +62,17 @@ end
 `
 
 // luaReleased frees a finished attempt's slots: the tenant's (unparking
-// the tenant when it drops below its quota) and, for a limited function
-// with tasks ready, wakes the dispatchers.
+// the tenant when it drops below its quota, or has none: a tenant parked
+// before its quota was removed must not stay parked) and, for a limited
+// function with tasks ready, wakes the dispatchers.
 const luaReleased = luaUnpark + `
 local function released(tinflight, parked, id, tenant, quota, now, wake, fn, state, limited)
   redis.call('ZREM', tinflight, id)
   if quota > 0 then
     redis.call('ZREMRANGEBYSCORE', tinflight, '-inf', '(' .. now)
     if redis.call('ZCARD', tinflight) < quota then unpark(parked, tenant, wake) end
+  else
+    unpark(parked, tenant, wake)
   end
   if limited == '1' then
     local n = redis.call('HMGET', state, 'n_high', 'n_normal', 'n_low')
@@ -557,9 +560,25 @@ func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease 
 	return tk, nil
 }
 
+// UnparkAll is Unpark for each tenant of quotas (its quota, 0: none) in
+// one pipelined round trip: the scheduler's sweep.
+func (l *Ledger) UnparkAll(ctx context.Context, quotas map[string]int) error {
+	calls := make([]*scriptCall, 0, len(quotas))
+	for tenant, quota := range quotas {
+		calls = append(calls, call(unparkScript, []string{l.tenantInflightKey(tenant), l.parkedKey(tenant)},
+			us(l.cfg.Now()), quota, tenant, l.WakeChannel()))
+	}
+	if err := l.batch.exec(ctx, calls...); err != nil {
+		return fmt.Errorf("unparking tenants: %w", err)
+	}
+	return nil
+}
+
 // Unpark puts a tenant back into the round robin of the functions it was
-// parked in, if it is below quota: for attempts that ended without a
-// finish (their dispatcher died and the lease ran out).
+// parked in, if it is below quota (0: it has none, e.g. no longer): for
+// attempts that ended without a finish (their dispatcher died and the
+// lease ran out), and for a tenant whose quota was removed while it was
+// parked.
 func (l *Ledger) Unpark(ctx context.Context, tenant string, quota int) error {
 	err := l.run(ctx, unparkScript, []string{l.tenantInflightKey(tenant), l.parkedKey(tenant)},
 		us(l.cfg.Now()), quota, tenant, l.WakeChannel()).Err()

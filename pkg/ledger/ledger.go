@@ -553,7 +553,7 @@ func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease
 	calls := make([]*scriptCall, len(leases))
 	for i, ls := range leases {
 		calls[i] = call(renewScript, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(), l.inflightKey(ls.Function), l.tenantInflightKey(ls.Tenant)},
-			ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID), ls.ID)
+			ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID), ls.ID, flag(l.quota(ls.Tenant) > 0))
 	}
 	if err := l.batch.exec(ctx, calls...); err != nil {
 		return nil, fmt.Errorf("renewing leases: %w", err)
@@ -828,4 +828,12 @@ func (l *Ledger) LoadScripts(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// flag is a script's boolean argument: "1" or "0".
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }

@@ -162,17 +162,26 @@ return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0'}
 `)
 
 // renew extends the lease of a running attempt, its delay-set entry and
-// its place in the function's in-flight set.
+// its place in the function's and (for a tenant with a quota) the
+// tenant's in-flight sets. A renewal that comes after the lease ended, but
+// before anyone took the task over, puts the attempt back in those sets: a
+// take may have trimmed its entries meanwhile, and an attempt that goes on
+// must count against the limits.
 // KEYS: 1 task hash, 2 delay, 3 function in-flight set, 4 tenant in-flight
-// set. ARGV: 1 attempt, 2 owner, 3 lease-until µs, 4 delay member, 5 id.
+// set. ARGV: 1 attempt, 2 owner, 3 lease-until µs, 4 delay member, 5 id,
+// 6 "1" when the tenant has a quota.
 var renewScript = redis.NewScript(`
 local h = KEYS[1]
 if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1]
    or redis.call('HGET', h, 'owner') ~= ARGV[2] then return 0 end
 redis.call('HSET', h, 'lease', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[3], 'XX', ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[4], 'XX', ARGV[3], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
+else
+  redis.call('ZADD', KEYS[4], 'XX', ARGV[3], ARGV[5])
+end
 return 1
 `)
 

@@ -115,6 +115,7 @@ type Dispatcher struct {
 
 	starters     map[string]*starter
 	startersWG   sync.WaitGroup
+	startersCtx  context.Context
 	stopStarters context.CancelFunc
 	// workers holds a token per running attempt (MaxRunning of them).
 	workers chan struct{}
@@ -305,7 +306,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.attemptsCtx, d.cancelAttempts = context.WithCancel(context.WithoutCancel(ctx))
 	sctx, stop := context.WithCancel(ctx)
 	d.mu.Lock()
-	d.stopStarters = stop
+	d.startersCtx, d.stopStarters = sctx, stop
 	d.mu.Unlock()
 	go d.leases.run(ctx)
 	go func() {

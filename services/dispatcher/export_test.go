@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -36,3 +37,11 @@ func RouterLogger(l watermill.LoggerAdapter, stopping *atomic.Bool) watermill.Lo
 
 // RouterAllStopped is the message Watermill logs when its last handler stops.
 const RouterAllStopped = routerAllStopped
+
+// StartersContext is the context of d's starters, cancelled when Stop
+// begins (nil before Run).
+func StartersContext(d *Dispatcher) context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.startersCtx
+}

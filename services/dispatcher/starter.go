@@ -194,7 +194,15 @@ func (d *Dispatcher) startBatch(ctx context.Context, s *starter) (ledger.TakeSta
 	if n == 0 {
 		return statusNoWorkers, 0
 	}
-	tk, err := d.cfg.Ledger.Take(ctx, s.fn.Name, d.cfg.Owner, n, d.cfg.LeaseTTL, s.lim)
+	if ctx.Err() != nil {
+		d.releaseWorkers(n)
+		return statusError, 0
+	}
+	// Once sent, a take runs to its answer even if Stop begins meanwhile:
+	// the tasks it starts are this process's, and an answer dropped would
+	// leave them running with no attempt until their leases end (Stop
+	// waits for the starters, then drains what they started).
+	tk, err := d.cfg.Ledger.Take(context.WithoutCancel(ctx), s.fn.Name, d.cfg.Owner, n, d.cfg.LeaseTTL, s.lim)
 	if err != nil {
 		d.releaseWorkers(n)
 		if ctx.Err() == nil {

@@ -33,9 +33,11 @@ type Config struct {
 	Ledger  *ledger.Ledger
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
-	// Quotas are the tenants with a cap on running attempts; each second
-	// the scheduler puts those below it back to work (an attempt whose
-	// dispatcher died frees its slot only when its lease ends).
+	// Quotas are the tenants' caps on running attempts (0: none); each
+	// second the scheduler puts those below it back to work (an attempt
+	// whose dispatcher died frees its slot only when its lease ends), and
+	// those without one, in case they were parked before their quota was
+	// removed.
 	Quotas map[string]int
 	// Trim, when set, has the scheduler trim Redis streams of what every
 	// consumer group is done with (trim.go).
@@ -94,10 +96,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			if _, err := s.cfg.Ledger.ExpireDue(ctx, 1000); err != nil && ctx.Err() == nil {
 				s.cfg.Logger.Warn("expiring tasks past their ttl", "error", err)
 			}
-			for tenant, quota := range s.cfg.Quotas {
-				if err := s.cfg.Ledger.Unpark(ctx, tenant, quota); err != nil && ctx.Err() == nil {
-					s.cfg.Logger.Warn("unparking tenant", "tenant", tenant, "error", err)
-				}
+			if err := s.cfg.Ledger.UnparkAll(ctx, s.cfg.Quotas); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("unparking tenants", "error", err)
 			}
 		}
 		for {

@@ -292,12 +292,13 @@ func limitedFunctions(cfg *config.Config) func(string) bool {
 	return func(function string) bool { return limited[function] }
 }
 
+// quotas are every configured tenant's quota (0: none) for the
+// scheduler's unpark sweep: a tenant without one is swept too, in case it
+// was parked before its quota was removed.
 func (a *App) quotas() map[string]int {
 	out := map[string]int{}
 	for _, t := range a.cfg.Tenants {
-		if t.Concurrency > 0 {
-			out[t.ID] = t.Concurrency
-		}
+		out[t.ID] = max(t.Concurrency, 0)
 	}
 	return out
 }
