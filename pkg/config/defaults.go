@@ -23,6 +23,7 @@ func (c *Config) WithDefaults() *Config {
 		out.Broker.URL = cmp.Or(out.Broker.URL, AMQPURLDefault)
 	}
 	out.Broker.PublishChannels = cmp.Or(out.Broker.PublishChannels, PublishChannelsDefault)
+	out.Broker.Prefix = cmp.Or(out.Broker.Prefix, BrokerPrefixDefault)
 
 	out.Redis.URL = cmp.Or(out.Redis.URL, RedisURLDefault)
 

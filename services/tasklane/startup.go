@@ -117,6 +117,7 @@ func (a *App) connect(ctx context.Context) error {
 				PublishChannels: a.cfg.Broker.PublishChannels,
 				QueueType:       a.cfg.Lanes.QueueType,
 				ConsumerGroup:   a.cfg.Ledger.KeyPrefix + "-dispatchers",
+				Prefix:          a.cfg.Broker.Prefix,
 				Logger:          a.logger,
 			})
 			if err != nil {
