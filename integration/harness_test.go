@@ -227,22 +227,6 @@ func splitServerLine(t *testing.T, yamlBody string) (string, string) {
 	return "", yamlBody
 }
 
-// deleteLanes deletes the named lanes (queues or streams) of driver if
-// they exist; Tasklane declares them again.
-func deleteLanes(t *testing.T, driver string, lanes ...string) {
-	t.Helper()
-	switch driver {
-	case config.BrokerDriverAMQP:
-		testkit.PurgeQueues(t, lanes...)
-	case config.BrokerDriverRedisStream:
-		opt, err := redis.ParseURL(redisURL(driver))
-		require.NoError(t, err)
-		c := redis.NewClient(opt)
-		defer c.Close()
-		require.NoError(t, c.Del(context.Background(), lanes...).Err())
-	}
-}
-
 // laneDepth reports how many tasks wait in lane for the stack's
 // dispatchers (ready messages on RabbitMQ; entries the dispatchers' group
 // has not read plus those read and not acknowledged on Redis), and whether
