@@ -25,9 +25,21 @@ const ResultTypePrefix = "io.tasklane.task."
 const ResultSourcePrefix = "tasklane/functions/"
 
 // ResultsExchange is the RabbitMQ topic exchange (or, on the redisstream
-// driver, the stream) that carries every result event. The routing key is
-// "<tenant>.<function>.<outcome>".
+// driver, the stream) that carries every result event under the default
+// broker prefix ("tasklane"; config broker.prefix). The routing key is
+// "<tenant>.<function>.<outcome>". ResultsExchangeFor names it for any
+// prefix.
 const ResultsExchange = "tasklane.results"
+
+// ResultsExchangeFor is the results exchange (or stream) of a deployment
+// whose broker prefix (config broker.prefix) is prefix: "<prefix>.results".
+// An empty prefix means the default, giving ResultsExchange.
+func ResultsExchangeFor(prefix string) string {
+	if prefix == "" {
+		return ResultsExchange
+	}
+	return prefix + ".results"
+}
 
 // Extension attributes read on submission.
 const (

@@ -1,8 +1,10 @@
 //go:build integration
 
 // Package integration runs Tasklane's roles against the real RabbitMQ and
-// Redis of the machine and checks whole scenarios by counting. Tests here
-// do not run in parallel: they share the broker's lane queues.
+// Redis of the machine and checks whole scenarios by counting. Each stack
+// names its lanes, quarantine and results exchange under a broker prefix of
+// its own (its Redis key prefix) and deletes them when its test ends, so
+// runs in other processes never take or purge its tasks.
 package integration
 
 import (
@@ -118,7 +120,10 @@ func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
 	opt, err := redis.ParseURL(at.Redis)
 	require.NoError(t, err)
 	rdb := redis.NewClient(opt)
+	e := &env{t: t, driver: driver, rdb: rdb, prefix: prefix}
 	t.Cleanup(func() {
+		// Registered before the app starts, so run after it stopped.
+		e.deleteBrokerNames()
 		testkit.DeleteKeys(rdb, prefix)
 		// The dispatchers' group is named after the prefix, not under it:
 		// its heartbeats outlive the test when a process was killed.
@@ -126,12 +131,57 @@ func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
 		_ = rdb.Close()
 	})
 	serverKeys, yamlBody := splitServerLine(t, yamlBody)
-	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q}\nredis: {url: %q}\nledger: {key_prefix: %q}\n%s",
-		serverKeys, driver, amqpURL, at.AppRedis, prefix, yamlBody)
+	// The broker prefix is the key prefix: every stack has lanes, a
+	// quarantine and a results exchange of its own, so parallel test
+	// processes never take or purge each other's tasks.
+	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q, prefix: %q}\nredis: {url: %q}\nledger: {key_prefix: %q}\n%s",
+		serverKeys, driver, amqpURL, prefix, at.AppRedis, prefix, yamlBody)
 	cfg, err := config.Parse("test.yaml", []byte(doc))
 	require.NoError(t, err)
-	purgeLanes(t, driver, cfg)
-	return &env{t: t, driver: driver, cfg: cfg, doc: doc, rdb: rdb, prefix: prefix}
+	e.cfg, e.doc = cfg, doc
+	return e
+}
+
+// names names the stack's lanes (under its own broker prefix).
+func (e *env) names() routing.Names { return routing.NamesFor(e.cfg.Broker.Prefix) }
+
+// quarantine is the stack's quarantine queue (or stream).
+func (e *env) quarantine() string { return broker.QuarantineTopicFor(e.cfg.Broker.Prefix) }
+
+// resultsExchange is the stack's results exchange (or stream).
+func (e *env) resultsExchange() string { return contracts.ResultsExchangeFor(e.cfg.Broker.Prefix) }
+
+// deleteBrokerNames deletes what the stack declared on the broker: its
+// shared lanes, the dedicated lanes its routing table names, the
+// quarantine and the results exchange (or stream).
+func (e *env) deleteBrokerNames() {
+	t := e.t
+	if e.cfg == nil {
+		return
+	}
+	tab, err := routing.NewStaticNamed(e.names(), e.cfg.Lanes.Shared, e.cfg.Lanes.ShardSize)
+	require.NoError(t, err)
+	lanes := append(tab.Lanes(), e.quarantine())
+	for _, tenant := range e.cfg.Tenants { // split lanes the table may not name
+		lanes = append(lanes, e.names().Dedicated(tenant.ID))
+	}
+	if snap, err := routing.NewStore(e.rdb, e.prefix).Load(context.Background()); err == nil {
+		for _, lane := range snap.Dedicated {
+			lanes = append(lanes, lane)
+		}
+		for lane := range snap.Retiring {
+			lanes = append(lanes, lane)
+		}
+	}
+	switch e.driver {
+	case config.BrokerDriverAMQP:
+		testkit.PurgeQueues(t, lanes...)
+		testkit.DeleteExchanges(t, e.resultsExchange())
+	case config.BrokerDriverRedisStream:
+		// Where the stack's streams are (a fault-injection test's own Redis
+		// may be gone by now: nothing to delete then).
+		_ = e.rdb.Del(context.Background(), append(lanes, e.resultsExchange())...).Err()
+	}
 }
 
 // start runs roles (all when none are named) in this process, stopped when
@@ -175,30 +225,6 @@ func splitServerLine(t *testing.T, yamlBody string) (string, string) {
 		return "", strings.Join(lines, "\n")
 	}
 	return "", yamlBody
-}
-
-// purgeLanes empties the lanes this config uses.
-func purgeLanes(t *testing.T, driver string, cfg *config.Config) {
-	t.Helper()
-	tab, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
-	require.NoError(t, err)
-	deleteLanes(t, driver, tab.Lanes()...)
-}
-
-// deleteLanes deletes the named lanes (queues or streams) of driver if
-// they exist; Tasklane declares them again.
-func deleteLanes(t *testing.T, driver string, lanes ...string) {
-	t.Helper()
-	switch driver {
-	case config.BrokerDriverAMQP:
-		testkit.PurgeQueues(t, lanes...)
-	case config.BrokerDriverRedisStream:
-		opt, err := redis.ParseURL(redisURL(driver))
-		require.NoError(t, err)
-		c := redis.NewClient(opt)
-		defer c.Close()
-		require.NoError(t, c.Del(context.Background(), lanes...).Err())
-	}
 }
 
 // laneDepth reports how many tasks wait in lane for the stack's
@@ -370,7 +396,7 @@ func (e *env) watchResults() *resultFeed {
 		require.NoError(t, err)
 		q, err := ch.QueueDeclare("", false, true, true, false, nil)
 		require.NoError(t, err)
-		require.NoError(t, ch.QueueBind(q.Name, "#", contracts.ResultsExchange, false, nil))
+		require.NoError(t, ch.QueueBind(q.Name, "#", e.resultsExchange(), false, nil))
 		deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
 		require.NoError(t, err)
 		go func() {
@@ -390,13 +416,13 @@ func (e *env) watchResults() *resultFeed {
 		}()
 	case config.BrokerDriverRedisStream:
 		last := "$"
-		if xs, err := e.rdb.XRevRangeN(ctx, contracts.ResultsExchange, "+", "-", 1).Result(); err == nil && len(xs) > 0 {
+		if xs, err := e.rdb.XRevRangeN(ctx, e.resultsExchange(), "+", "-", 1).Result(); err == nil && len(xs) > 0 {
 			last = xs[0].ID
 		}
 		go func() {
 			defer close(done)
 			for ctx.Err() == nil {
-				streams, err := e.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{contracts.ResultsExchange, last}, Count: 500, Block: 100 * time.Millisecond}).Result()
+				streams, err := e.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{e.resultsExchange(), last}, Count: 500, Block: 100 * time.Millisecond}).Result()
 				if err != nil {
 					continue
 				}

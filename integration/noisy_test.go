@@ -49,7 +49,7 @@ func TestIntegrationNoisyNeighbour(t *testing.T) {
 		require.Less(t, overlap, 2, "tenant %s shares a's whole shard (the 1/120 case)", tenant)
 	}
 	// Subtests, so each stack stops (its cleanups run) before the next
-	// starts: both use the same lane names.
+	// starts: they measure latency on the same machine.
 	var withController, without, withBackpressure noisyResult
 	t.Run("controller", func(t *testing.T) { withController = runNoisy(t, true, false) })
 	t.Run("no-controller", func(t *testing.T) { without = runNoisy(t, false, false) })
@@ -102,9 +102,7 @@ func runNoisy(t *testing.T, controller, backpressure bool) noisyResult {
 		fmt.Fprintf(&cfg, "  - {id: %s, api_keys: [\"key-%s-integration\"], max_backlog: %d}\n", tenant, tenant, backlog)
 	}
 	fmt.Fprintf(&cfg, "functions:\n  - {name: work, events: [com.example.work], endpoint: %q}\n", fn.URL)
-	e := newStack(t, "amqp", cfg.String())
-	testkit.PurgeQueues(t, routing.DedicatedLaneName("a"))
-	t.Cleanup(func() { testkit.PurgeQueues(t, routing.DedicatedLaneName("a")) })
+	e := newStack(t, "amqp", cfg.String()) // a's dedicated lane is deleted with the stack's lanes
 	roles := []string{tasklane.RoleGateway, tasklane.RoleDispatcher, tasklane.RoleScheduler, tasklane.RoleNotifier}
 	if controller {
 		roles = append(roles, tasklane.RoleController)

@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
-	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/testkit"
 	"github.com/tasklane/tasklane/routing"
@@ -56,15 +55,8 @@ func runPoison(t *testing.T, driver string) {
 	}))
 	t.Cleanup(fn.Close)
 	sk := newSink(t)
-	// Empty the quarantine afterwards, once the app has stopped (cleanups
-	// run last-registered first): every test run on this broker shares it.
-	var e *env
-	t.Cleanup(func() {
-		if e != nil {
-			emptyQuarantine(t, e)
-		}
-	})
-	e = startTasklane(t, driver, fmt.Sprintf(`
+	// The quarantine is the stack's own, deleted with its lanes.
+	e := startTasklane(t, driver, fmt.Sprintf(`
 functions:
   - {name: broken, events: [com.example.broken], endpoint: %q, retry: {max_attempts: 4, initial_backoff: 20ms, max_backoff: 100ms}}
   - {name: invalid, events: [com.example.invalid], endpoint: %q, retry: {max_attempts: 4, initial_backoff: 20ms}}
@@ -160,7 +152,7 @@ const poisonPerLane = 2
 // headers and no task metadata.
 func poisonLanes(t *testing.T, e *env) {
 	t.Helper()
-	tab, err := routing.NewStatic(e.cfg.Lanes.Shared, e.cfg.Lanes.ShardSize)
+	tab, err := routing.NewStaticNamed(e.names(), e.cfg.Lanes.Shared, e.cfg.Lanes.ShardSize)
 	require.NoError(t, err)
 	switch e.driver {
 	case config.BrokerDriverAMQP:
@@ -184,24 +176,6 @@ func poisonLanes(t *testing.T, e *env) {
 	}
 }
 
-// emptyQuarantine removes every message from the quarantine (on RabbitMQ,
-// the queue itself).
-func emptyQuarantine(t *testing.T, e *env) {
-	t.Helper()
-	switch e.driver {
-	case config.BrokerDriverAMQP:
-		// The app has stopped; the next one declares the queue again.
-		testkit.PurgeQueues(t, broker.QuarantineTopic)
-	default:
-		// The stack's own client is closed by now.
-		opt, err := redis.ParseURL(redisURL(e.driver))
-		require.NoError(t, err)
-		c := redis.NewClient(opt)
-		defer c.Close()
-		require.NoError(t, c.XTrimMaxLen(context.Background(), broker.QuarantineTopic, 0).Err())
-	}
-}
-
 // quarantined counts the messages in the quarantine.
 func quarantined(t *testing.T, e *env) int {
 	t.Helper()
@@ -214,7 +188,7 @@ func quarantined(t *testing.T, e *env) int {
 		require.NoError(t, err)
 		n := 0
 		for {
-			d, ok, err := ch.Get(broker.QuarantineTopic, false)
+			d, ok, err := ch.Get(e.quarantine(), false)
 			require.NoError(t, err)
 			if !ok {
 				return n
@@ -224,7 +198,7 @@ func quarantined(t *testing.T, e *env) int {
 			n++
 		}
 	default:
-		n, err := e.rdb.XLen(context.Background(), broker.QuarantineTopic).Result()
+		n, err := e.rdb.XLen(context.Background(), e.quarantine()).Result()
 		require.NoError(t, err)
 		return int(n)
 	}

@@ -54,7 +54,7 @@ func TestIntegrationResultsStockRedisStreamSubscriber(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		require.NoError(t, sub.Close())
-		require.NoError(t, e.rdb.XGroupDestroy(context.Background(), contracts.ResultsExchange, group).Err())
+		require.NoError(t, e.rdb.XGroupDestroy(context.Background(), e.resultsExchange(), group).Err())
 	})
 	msg := stockResult(t, e, sub)
 	require.Equal(t, "acme.work.succeeded", msg.Metadata.Get("routing_key"))
@@ -86,7 +86,7 @@ func stockResult(t *testing.T, e *env, sub message.Subscriber) *message.Message 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	msgs, err := sub.Subscribe(ctx, contracts.ResultsExchange)
+	msgs, err := sub.Subscribe(ctx, e.resultsExchange())
 	require.NoError(t, err)
 
 	task := submitOK(t, e, binaryCall(testkit.UniqueName("ev"), nil))[0]
@@ -147,13 +147,13 @@ func TestIntegrationResultsExamples(t *testing.T) {
 			case config.BrokerDriverAMQP:
 				queue := testkit.UniqueName("results-example")
 				t.Cleanup(func() { testkit.PurgeQueues(t, queue) })
-				args = append(args, "-amqp", testkit.AMQPURL(), "-queue", queue)
+				args = append(args, "-amqp", testkit.AMQPURL(), "-queue", queue, "-exchange", e.resultsExchange())
 			case config.BrokerDriverRedisStream:
 				group := testkit.UniqueName("results-example")
 				t.Cleanup(func() {
-					require.NoError(t, e.rdb.XGroupDestroy(context.Background(), contracts.ResultsExchange, group).Err())
+					require.NoError(t, e.rdb.XGroupDestroy(context.Background(), e.resultsExchange(), group).Err())
 				})
-				args = append(args, "-redis", redisURL(driver), "-group", group)
+				args = append(args, "-redis", redisURL(driver), "-group", group, "-stream", e.resultsExchange())
 			}
 			ex := startExample(t, "results-"+driver, args...)
 			testkit.Eventually(t, 20*time.Second, func() bool { return strings.Contains(ex.stderr.String(), "listening on") },

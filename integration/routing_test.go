@@ -45,9 +45,7 @@ tenants:
 functions:
   - {name: work, events: [com.example.work], endpoint: %q}
 `, adminKey, fn.URL))
-	lane := routing.DedicatedLaneName("mover")
-	deleteLanes(t, driver, lane)
-	t.Cleanup(func() { deleteLanes(t, driver, lane) })
+	lane := e.names().Dedicated("mover") // deleted with the stack's lanes
 	e.start(tasklane.RoleGateway, tasklane.RoleScheduler, tasklane.RoleNotifier, tasklane.RoleController)
 
 	pin := func(dedicated bool) {

@@ -188,7 +188,7 @@ func (c *Controller) Step(ctx context.Context, now time.Time) error {
 
 // split declares tenant's dedicated lane, then routes it there.
 func (c *Controller) split(ctx context.Context, snap Snapshot, tenant, reason string, pin *bool) (Snapshot, error) {
-	lane := DedicatedLaneName(tenant)
+	lane := c.cfg.Table.Names().Dedicated(tenant)
 	if err := c.cfg.Lanes.DeclareLanes(ctx, lane); err != nil {
 		return snap, fmt.Errorf("declaring %s: %w", lane, err)
 	}

@@ -42,7 +42,9 @@ func TestControllerSplitsAndMerges(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
 	ctx := context.Background()
-	st, err := NewStatic(16, 2)
+	// Under a broker prefix of its own: the controller names the lanes it
+	// declares with the table's prefix.
+	st, err := NewStaticNamed(NamesFor("ctl"), 16, 2)
 	require.NoError(t, err)
 	table := NewDynamic(st, nil)
 	lanes := &recordingLanes{full: map[string]bool{}}
@@ -72,7 +74,7 @@ func TestControllerSplitsAndMerges(t *testing.T) {
 	report(now, map[string]int{"hot": 600, "warm": 350, "a": 50})
 	table.SetDepths(map[string]int64{hotShard[0]: 90, hotShard[1]: 50, st.Shard("warm")[0]: 500})
 	require.NoError(t, c.Step(ctx, now))
-	lane := DedicatedLaneName("hot")
+	lane := "ctl.lane.tenant.hot"
 	require.Equal(t, map[string]string{"hot": lane}, table.Snapshot().Dedicated)
 	require.Equal(t, []string{lane}, lanes.declared)
 	require.Equal(t, lane, table.LaneFor("hot", "k"))

@@ -9,11 +9,13 @@ import (
 	"time"
 )
 
-// DedicatedLanePrefix prefixes every tenant's dedicated lane.
+// DedicatedLanePrefix prefixes every tenant's dedicated lane under the
+// default broker prefix; Names.DedicatedPrefix gives it for any prefix.
 const DedicatedLanePrefix = "tasklane.lane.tenant."
 
-// DedicatedLaneName is tenant's dedicated lane.
-func DedicatedLaneName(tenant string) string { return DedicatedLanePrefix + tenant }
+// DedicatedLaneName is tenant's dedicated lane under the default broker
+// prefix; Names.Dedicated gives it for any prefix.
+func DedicatedLaneName(tenant string) string { return Names{}.Dedicated(tenant) }
 
 // Snapshot is one version of the routing table: which tenants have a
 // dedicated lane.
@@ -135,6 +137,9 @@ func (d *Dynamic) Lanes() []string {
 
 // SharedLanes lists the shared lanes.
 func (d *Dynamic) SharedLanes() []string { return d.static.Lanes() }
+
+// Names returns how the table names its lanes.
+func (d *Dynamic) Names() Names { return d.static.Names() }
 
 // dedicatedLanes lists the dedicated lanes in use or retiring; d.mu is
 // held.

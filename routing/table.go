@@ -7,11 +7,13 @@ import (
 	"hash/fnv"
 )
 
-// SharedLanePrefix prefixes every shared lane name.
+// SharedLanePrefix prefixes every shared lane name under the default broker
+// prefix; Names.SharedPrefix gives it for any prefix.
 const SharedLanePrefix = "tasklane.lane.shared."
 
-// SharedLaneName is the name of shared lane i.
-func SharedLaneName(i int) string { return fmt.Sprintf("%s%02d", SharedLanePrefix, i) }
+// SharedLaneName is the name of shared lane i under the default broker
+// prefix; Names.Shared gives it for any prefix.
+func SharedLaneName(i int) string { return Names{}.Shared(i) }
 
 // Table maps tenants to lanes.
 type Table interface {
@@ -26,22 +28,33 @@ type Table interface {
 
 // Static is a Table over a fixed pool of shared lanes.
 type Static struct {
+	names     Names
 	lanes     []string
 	shardSize int
 }
 
-// NewStatic builds a table of shared lanes with shards of shardSize lanes.
-// shared must be at least 1 and shardSize between 1 and shared.
+// NewStatic builds a table of shared lanes under the default broker prefix
+// with shards of shardSize lanes. shared must be at least 1 and shardSize
+// between 1 and shared.
 func NewStatic(shared, shardSize int) (*Static, error) {
+	return NewStaticNamed(Names{}, shared, shardSize)
+}
+
+// NewStaticNamed is NewStatic with lanes named by names (config
+// broker.prefix).
+func NewStaticNamed(names Names, shared, shardSize int) (*Static, error) {
 	if shared < 1 || shardSize < 1 || shardSize > shared {
 		return nil, fmt.Errorf("invalid lanes: shared=%d shard_size=%d (need 1 <= shard_size <= shared)", shared, shardSize)
 	}
 	lanes := make([]string, shared)
 	for i := range lanes {
-		lanes[i] = SharedLaneName(i)
+		lanes[i] = names.Shared(i)
 	}
-	return &Static{lanes: lanes, shardSize: shardSize}, nil
+	return &Static{names: names, lanes: lanes, shardSize: shardSize}, nil
 }
+
+// Names returns how the table names its lanes.
+func (s *Static) Names() Names { return s.names }
 
 // Lanes lists the shared lanes.
 func (s *Static) Lanes() []string { return append([]string(nil), s.lanes...) }

@@ -1,7 +1,8 @@
 // Command results-amqp prints Tasklane's result events, received with
 // watermill-amqp's stock Subscriber (v2, default marshaler) from the
 // tasklane.results topic exchange of a Tasklane whose broker driver is
-// amqp. Each result is a Watermill message: the result CloudEvent's
+// amqp (-exchange "<prefix>.results" for a broker.prefix other than the
+// default "tasklane"). Each result is a Watermill message: the result CloudEvent's
 // attributes are in the metadata (ce_id, ce_type, ce_source, ce_subject,
 // ce_time, ce_tenantid, ...) and its data, the task record as JSON, is the
 // payload. Routing keys are <tenant>.<function>.<outcome>.
@@ -34,7 +35,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// resultsExchange is Tasklane's results exchange: durable, type topic.
+// resultsExchange is Tasklane's results exchange under the default
+// broker.prefix: durable, type topic.
 const resultsExchange = "tasklane.results"
 
 func main() {
@@ -54,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	url := fs.String("amqp", envOr("TASKLANE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ URL of Tasklane's amqp broker (env TASKLANE_AMQP_URL)")
 	tenant := fs.String("tenant", os.Getenv("TASKLANE_TENANT"), "receive only this tenant's results; empty: all (env TASKLANE_TENANT)")
 	queue := fs.String("queue", "tasklane.results.example", "durable queue bound to the results exchange")
+	exchange := fs.String("exchange", resultsExchange, "Tasklane's results exchange, \"<broker.prefix>.results\"")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,11 +86,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("connecting to RabbitMQ: %s", redact(err, *url))
 	}
 	defer sub.Close()
-	msgs, err := sub.Subscribe(ctx, resultsExchange)
+	msgs, err := sub.Subscribe(ctx, *exchange)
 	if err != nil {
-		return fmt.Errorf("subscribing to %s: %w", resultsExchange, err)
+		return fmt.Errorf("subscribing to %s: %w", *exchange, err)
 	}
-	fmt.Fprintf(stderr, "listening on queue %s, bound to %s with %q\n", *queue, resultsExchange, bindingKey)
+	fmt.Fprintf(stderr, "listening on queue %s, bound to %s with %q\n", *queue, *exchange, bindingKey)
 	for msg := range msgs {
 		fmt.Fprintln(stdout, describe(msg))
 		msg.Ack()

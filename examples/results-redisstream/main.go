@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	url := fs.String("redis", envOr("TASKLANE_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL of Tasklane's redisstream broker (env TASKLANE_REDIS_URL)")
 	tenant := fs.String("tenant", os.Getenv("TASKLANE_TENANT"), "print only this tenant's results; empty: all (env TASKLANE_TENANT)")
-	stream := fs.String("stream", "tasklane.results", "results stream")
+	stream := fs.String("stream", "tasklane.results", "results stream, \"<broker.prefix>.results\"")
 	group := fs.String("group", "tasklane-results-example", "consumer group")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -53,7 +53,7 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	// Results go to the topic exchange declared with the lanes; the topic
 	// is the routing key.
 	// Not mandatory: a results exchange nobody has bound a queue to is fine.
-	d.resPub = newConfirmPublisher(d.pubConn, 8, contracts.ResultsExchange, func(topic string) string { return topic }, false)
+	d.resPub = newConfirmPublisher(d.pubConn, 8, contracts.ResultsExchangeFor(cfg.Prefix), func(topic string) string { return topic }, false)
 	return d, nil
 }
 
@@ -87,11 +87,13 @@ func (d *amqpDriver) DeclareLanes(ctx context.Context, lanes ...string) error {
 			return fmt.Errorf("declaring lane %s: %w", lane, err)
 		}
 	}
-	if _, err := ch.QueueDeclare(QuarantineTopic, true, false, false, false, d.laneArgs()); err != nil {
-		return fmt.Errorf("declaring %s: %w", QuarantineTopic, err)
+	quarantine := QuarantineTopicFor(d.cfg.Prefix)
+	if _, err := ch.QueueDeclare(quarantine, true, false, false, false, d.laneArgs()); err != nil {
+		return fmt.Errorf("declaring %s: %w", quarantine, err)
 	}
-	if err := ch.ExchangeDeclare(contracts.ResultsExchange, "topic", true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declaring exchange %s: %w", contracts.ResultsExchange, err)
+	results := contracts.ResultsExchangeFor(d.cfg.Prefix)
+	if err := ch.ExchangeDeclare(results, "topic", true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declaring exchange %s: %w", results, err)
 	}
 	return ctx.Err()
 }

@@ -52,8 +52,21 @@ const (
 )
 
 // QuarantineTopic is the lane-side queue (or stream) where undecodable
-// messages are moved, with the reason in metadata.
+// messages are moved, with the reason in metadata, under the default broker
+// prefix; QuarantineTopicFor names it for any prefix.
 const QuarantineTopic = "tasklane.quarantine"
+
+// DefaultPrefix is the default Config.Prefix (config broker.prefix).
+const DefaultPrefix = "tasklane"
+
+// QuarantineTopicFor is the quarantine queue (or stream) under broker prefix
+// prefix: "<prefix>.quarantine". An empty prefix means DefaultPrefix.
+func QuarantineTopicFor(prefix string) string {
+	if prefix == "" {
+		return QuarantineTopic
+	}
+	return prefix + ".quarantine"
+}
 
 // Driver is one broker connection set.
 type Driver interface {
@@ -111,6 +124,10 @@ type Config struct {
 	// ConsumerGroup is the Redis consumer group of dispatchers. Default
 	// "tasklane-dispatchers".
 	ConsumerGroup string
+	// Prefix starts the names the driver declares besides the lanes it is
+	// given: the quarantine (QuarantineTopicFor) and the results exchange or
+	// stream (contracts.ResultsExchangeFor). Default DefaultPrefix.
+	Prefix string
 	// Logger receives the driver's and Watermill's logs.
 	Logger *slog.Logger
 }
@@ -119,6 +136,9 @@ type Config struct {
 func New(cfg Config) (Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
 	}
 	// A nil *driver in a Driver is not a nil Driver: return nil itself.
 	switch cfg.Driver {

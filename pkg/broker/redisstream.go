@@ -66,7 +66,7 @@ func newRedisStream(cfg Config) (*redisStreamDriver, error) {
 	rdb := redis.NewClient(opt)
 	d := &redisStreamDriver{cfg: cfg, rdb: rdb}
 	// Lanes are never trimmed by length: trimming deletes unprocessed work.
-	d.pub = newStreamPublisher(rdb, map[string]int64{contracts.ResultsExchange: ResultsMaxLen})
+	d.pub = newStreamPublisher(rdb, map[string]int64{contracts.ResultsExchangeFor(cfg.Prefix): ResultsMaxLen})
 	// A lane entry is pending on this consumer only until its claim in the
 	// ledger (a running task is held by its lease, not its entry), so an
 	// own entry idle for 30s was never seen; taking one that was (a long
@@ -101,7 +101,7 @@ func (d *redisStreamDriver) Name() string { return DriverRedisStream }
 // DeclareLanes creates each lane stream and the dispatchers' consumer group
 // on it, so entries published before any dispatcher runs are kept for it.
 func (d *redisStreamDriver) DeclareLanes(ctx context.Context, lanes ...string) error {
-	for _, lane := range append(lanes, QuarantineTopic) {
+	for _, lane := range append(lanes, QuarantineTopicFor(d.cfg.Prefix)) {
 		if err := streamgroup.EnsureGroup(ctx, d.rdb, lane, d.cfg.ConsumerGroup); err != nil {
 			return fmt.Errorf("declaring lane %s: %w", lane, err)
 		}
@@ -113,7 +113,7 @@ func (d *redisStreamDriver) Publisher() message.Publisher   { return sharedPubli
 func (d *redisStreamDriver) Subscriber() message.Subscriber { return d.lanes }
 
 func (d *redisStreamDriver) ResultPublisher() message.Publisher {
-	return resultStreamPublisher{d.pub}
+	return resultStreamPublisher{pub: d.pub, stream: contracts.ResultsExchangeFor(d.cfg.Prefix)}
 }
 
 func (d *redisStreamDriver) Ping(ctx context.Context) error {
@@ -180,13 +180,16 @@ func (d *redisStreamDriver) Close() error {
 // resultStreamPublisher puts every result on the one results stream, in
 // watermill-redisstream's format (see marshalResult), with the routing key
 // in the message metadata and as an entry field of its own.
-type resultStreamPublisher struct{ pub *streamPublisher }
+type resultStreamPublisher struct {
+	pub    *streamPublisher
+	stream string
+}
 
 func (p resultStreamPublisher) Publish(routingKey string, msgs ...*message.Message) error {
 	for _, m := range msgs {
 		m.Metadata.Set(FieldRoutingKey, routingKey)
 	}
-	return p.pub.publish(contracts.ResultsExchange, marshalResult, msgs...)
+	return p.pub.publish(p.stream, marshalResult, msgs...)
 }
 
 func (resultStreamPublisher) Close() error { return nil }
@@ -203,7 +206,7 @@ func (resultStreamPublisher) Close() error { return nil }
 // entries pending at an upgrade stay readable without a second format in
 // the lane reader, and JSON metadata is readable with redis-cli.
 func marshalResult(msg *message.Message) (map[string]any, error) {
-	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(contracts.ResultsExchange, msg)
+	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal("", msg) // the topic is unused
 	if err != nil {
 		return nil, err
 	}

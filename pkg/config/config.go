@@ -52,6 +52,8 @@ const (
 	AMQPURLDefault = "amqp://guest:guest@127.0.0.1:5672/"
 	// PublishChannelsDefault is the default Broker.PublishChannels.
 	PublishChannelsDefault = 16
+	// BrokerPrefixDefault is the default Broker.Prefix.
+	BrokerPrefixDefault = "tasklane"
 	// PublishChannelsMin is the smallest Broker.PublishChannels.
 	PublishChannelsMin = 1
 	// PublishChannelsMax is the largest Broker.PublishChannels.
@@ -302,6 +304,13 @@ type Broker struct {
 	// dispatcher.consumers_per_lane). Default 256, range 1..4096. Ignored
 	// by redisstream.
 	Prefetch int `yaml:"prefetch"`
+	// Prefix starts every exchange, queue and stream name the broker uses
+	// (lanes "<prefix>.lane.shared.NN" and "<prefix>.lane.tenant.<tenant>",
+	// "<prefix>.quarantine", the results exchange or stream
+	// "<prefix>.results"), so several deployments can share a RabbitMQ
+	// (or, on redisstream, a Redis). Default "tasklane"; 1 to 64 letters,
+	// digits, '-', '_' or '.'.
+	Prefix string `yaml:"prefix"`
 }
 
 // Redis configures the Redis connection.

@@ -495,7 +495,7 @@ func TestParseReportsAllProblems(t *testing.T) {
 
 	yml := `server:
   addr: 8080
-broker: {driver: kafka, publish_channels: 0}
+broker: {driver: kafka, publish_channels: 0, prefix: a/b}
 lanes: {shared: 16, shard_size: 32, queue_type: fast}
 tenants:
   - id: acme
@@ -519,6 +519,7 @@ functions:
 		`tasklane.yaml:2:9: server.addr: invalid address "8080" (want host:port, e.g. ":8080")`,
 		`tasklane.yaml:3:18: broker.driver: invalid value "kafka" (allowed: amqp, redisstream)`,
 		`tasklane.yaml:3:43: broker.publish_channels: must be between 1 and 1024, got 0`,
+		`tasklane.yaml:3:54: broker.prefix: must be 1 to 64 letters, digits, '-', '_' or '.', got "a/b"`,
 		`tasklane.yaml:4:33: lanes.shard_size: must be between 1 and lanes.shared (16), got 32`,
 		`tasklane.yaml:4:49: lanes.queue_type: invalid value "fast" (allowed: classic, quorum)`,
 		`tasklane.yaml:11:5: functions[0].endpiont: unknown key (did you mean "endpoint"?)`,
@@ -592,7 +593,7 @@ func TestParseDesignExample(t *testing.T) {
 		WriteTimeout:   config.Duration(30 * time.Second),
 		MaxHeaderBytes: 32 << 10,
 	}, cfg.Server)
-	require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16, Prefetch: 256}, cfg.Broker)
+	require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16, Prefetch: 256, Prefix: "tasklane"}, cfg.Broker)
 	require.Equal(t, config.Redis{URL: "redis://127.0.0.1:6379/0"}, cfg.Redis)
 	require.Equal(t, config.Lanes{Shared: 16, ShardSize: 2, QueueType: "classic"}, cfg.Lanes)
 	require.Equal(t, []string{"acme"}, cfg.TenantIDs())
@@ -696,7 +697,7 @@ func TestDefaults(t *testing.T) {
 				Addr: ":8080", MaxEventBytes: 65536, MaxBatchBytes: 4 << 20, MaxBatchEvents: 1000,
 				WriteTimeout: config.Duration(30 * time.Second), MaxHeaderBytes: 32 << 10,
 			}, cfg.Server)
-			require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16, Prefetch: 256}, cfg.Broker)
+			require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16, Prefetch: 256, Prefix: "tasklane"}, cfg.Broker)
 			require.Equal(t, config.Redis{URL: "redis://127.0.0.1:6379/0"}, cfg.Redis)
 			require.Equal(t, config.Lanes{Shared: 16, ShardSize: 2, QueueType: "classic"}, cfg.Lanes)
 			require.Equal(t, defaultDispatcher, cfg.Dispatcher)

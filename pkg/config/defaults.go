@@ -24,6 +24,7 @@ func (c *Config) WithDefaults() *Config {
 	}
 	out.Broker.PublishChannels = cmp.Or(out.Broker.PublishChannels, PublishChannelsDefault)
 	out.Broker.Prefetch = cmp.Or(out.Broker.Prefetch, PrefetchDefault)
+	out.Broker.Prefix = cmp.Or(out.Broker.Prefix, BrokerPrefixDefault)
 
 	out.Redis.URL = cmp.Or(out.Redis.URL, RedisURLDefault)
 

@@ -193,6 +193,9 @@ func (v *validator) broker() {
 	}
 	v.intRange("broker.publish_channels", int64(b.PublishChannels), PublishChannelsMin, PublishChannelsMax)
 	v.intRange("broker.prefetch", int64(b.Prefetch), PrefetchMin, PrefetchMax)
+	if !keyPrefixRE.MatchString(b.Prefix) {
+		v.add("broker.prefix", "must be 1 to 64 letters, digits, '-', '_' or '.', got %q", b.Prefix)
+	}
 }
 
 func (v *validator) redis() {

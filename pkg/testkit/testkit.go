@@ -228,6 +228,28 @@ func PurgeQueues(t testing.TB, queues ...string) {
 	}
 }
 
+// DeleteExchanges deletes the named RabbitMQ exchanges if they exist (a
+// test's results exchange under its own broker prefix).
+func DeleteExchanges(t testing.TB, exchanges ...string) {
+	t.Helper()
+	conn, err := amqp.Dial(RequireAMQP(t))
+	if err != nil {
+		t.Fatalf("connecting to RabbitMQ: %v", err)
+	}
+	defer conn.Close()
+	for _, x := range exchanges {
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Fatalf("opening channel: %v", err)
+		}
+		// Deleting an exchange that does not exist is not an error.
+		if err := ch.ExchangeDelete(x, false, false); err != nil {
+			t.Fatalf("deleting exchange %s: %v", x, err)
+		}
+		_ = ch.Close()
+	}
+}
+
 // QueueDepth reports how many ready messages queue holds, and whether it
 // exists at all.
 func QueueDepth(t testing.TB, queue string) (int, bool) {

@@ -48,6 +48,10 @@ type TenantLimit struct {
 type Config struct {
 	Broker broker.Driver
 	Lanes  []string
+	// Quarantine is where undecodable lane messages go
+	// (broker.QuarantineTopicFor the broker prefix). Default
+	// broker.QuarantineTopic.
+	Quarantine string
 	// ConsumersPerLane is the number of router handlers per lane: how many
 	// of the lane's deliveries are admitted at once. Each is one
 	// Subscribe call, which costs no broker consumer or channel (the
@@ -139,6 +143,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.ConsumersPerLane <= 0 {
 		cfg.ConsumersPerLane = config.ConsumersPerLaneDefault
 	}
+	if cfg.Quarantine == "" {
+		cfg.Quarantine = broker.QuarantineTopic
+	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = config.LeaseTTLDefault.Std()
 	}
@@ -197,7 +204,7 @@ func (d *Dispatcher) laneMiddlewares() []middleware.Named {
 		{Name: "Recover", Middleware: middleware.Recover(cfg.Logger)},
 		{Name: "Detach", Middleware: middleware.Detach()},
 		{Name: "Decode", Middleware: middleware.Decode()},
-		{Name: "Poison", Middleware: middleware.Poison(cfg.Broker.Publisher(), broker.QuarantineTopic, cfg.Metrics, cfg.Logger)},
+		{Name: "Poison", Middleware: middleware.Poison(cfg.Broker.Publisher(), cfg.Quarantine, cfg.Metrics, cfg.Logger)},
 		{Name: "Dedup", Middleware: middleware.Dedup(cfg.Ledger, d.configured, cfg.Metrics, cfg.Logger)},
 		{Name: "Throttle", Middleware: middleware.Throttle(d.wake, cfg.Metrics)},
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/auth"
@@ -136,9 +135,13 @@ func (a *Admin) RoutingView(ctx context.Context) (contracts.RoutingView, error) 
 	view := contracts.RoutingView{Version: snap.Version}
 	lanes := a.cfg.Table.Lanes()
 	depths, _ := a.cfg.Lanes.Depths(ctx, lanes...)
+	dedicated := make(map[string]bool, len(snap.Dedicated))
+	for _, lane := range snap.Dedicated {
+		dedicated[lane] = true
+	}
 	for _, lane := range lanes {
 		kind := contracts.LaneShared
-		if strings.HasPrefix(lane, routing.DedicatedLanePrefix) {
+		if dedicated[lane] {
 			kind = contracts.LaneDedicated
 		}
 		if _, ok := snap.Retiring[lane]; ok {

@@ -118,6 +118,10 @@ type Config struct {
 	// key. It must be safe for concurrent use: a batch's results are
 	// published at once. Required.
 	ResultPublisher message.Publisher
+	// ResultsExchange names where ResultPublisher publishes (the results
+	// exchange or stream, contracts.ResultsExchangeFor the broker prefix),
+	// for traces. Default contracts.ResultsExchange.
+	ResultsExchange string
 	Subscriptions   []Subscription
 	Metrics         *metrics.Metrics
 	Logger          *slog.Logger
@@ -206,6 +210,7 @@ func New(cfg Config) (*Notifier, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Logger = cfg.Logger.With("component", "notifier")
+	cfg.ResultsExchange = cmp.Or(cfg.ResultsExchange, contracts.ResultsExchange)
 	cfg.Consumers = cmp.Or(max(cfg.Consumers, 0), config.NotifierConsumersDefault)
 	cfg.SinkAttempts = cmp.Or(max(cfg.SinkAttempts, 0), config.SinkAttemptsDefault)
 	cfg.SinkBackoff = cmp.Or(max(cfg.SinkBackoff, 0), SinkBackoffDefault)
@@ -408,7 +413,7 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 	pub := ev
 	var span trace.Span
 	if telemetry.Enabled() && tp != "" {
-		ctx, span = startResultSpan(ctx, t, tp)
+		ctx, span = startResultSpan(ctx, n.cfg.ResultsExchange, t, tp)
 		defer span.End()
 		pub = withSpanContext(ctx, ev)
 	}

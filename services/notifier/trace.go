@@ -23,12 +23,12 @@ func setTraceParent(ev *event.Event, tp string) {
 
 // startResultSpan starts the producer span of a result event's publish, in
 // the task's trace.
-func startResultSpan(ctx context.Context, t *contracts.Task, tp string) (context.Context, trace.Span) {
+func startResultSpan(ctx context.Context, exchange string, t *contracts.Task, tp string) (context.Context, trace.Span) {
 	ctx = telemetry.Extract(ctx, tp, "")
-	return telemetry.Tracer().Start(ctx, "publish "+contracts.ResultsExchange, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+	return telemetry.Tracer().Start(ctx, "publish "+exchange, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 		append(telemetry.TaskAttrs(t.Tenant, t.Function, t.ID), telemetry.AttrState.String(string(t.State)),
 			attribute.String("messaging.system", "tasklane"), attribute.String("messaging.operation.type", "send"),
-			attribute.String("messaging.destination.name", contracts.ResultsExchange))...))
+			attribute.String("messaging.destination.name", exchange))...))
 }
 
 // startSinkSpan starts the client span of one sink delivery, continuing the

@@ -316,7 +316,7 @@ func (a *App) configure() error {
 		TenantQuota:   tenantQuotas(cfg),
 		Limited:       limitedFunctions(cfg),
 	})
-	static, err := routing.NewStatic(cfg.Lanes.Shared, cfg.Lanes.ShardSize)
+	static, err := routing.NewStaticNamed(routing.NamesFor(cfg.Broker.Prefix), cfg.Lanes.Shared, cfg.Lanes.ShardSize)
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/admission"
 	"github.com/tasklane/tasklane/pkg/auth"
+	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ingest"
@@ -159,6 +161,7 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 		a.disp, err = dispatcher.New(dispatcher.Config{
 			Broker:           a.driver,
 			Lanes:            a.table.Lanes(),
+			Quarantine:       broker.QuarantineTopicFor(a.cfg.Broker.Prefix),
 			ConsumersPerLane: a.cfg.Dispatcher.ConsumersPerLane,
 			Ledger:           a.ledger,
 			Functions:        a.fns,
@@ -218,6 +221,7 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 			Ledger:          a.ledger,
 			Redis:           a.redisOpts,
 			ResultPublisher: a.driver.ResultPublisher(),
+			ResultsExchange: contracts.ResultsExchangeFor(a.cfg.Broker.Prefix),
 			Consumers:       a.cfg.Notifier.Consumers,
 			SinkTimeout:     a.cfg.Notifier.SinkTimeout.Std(),
 			SinkAttempts:    a.cfg.Notifier.SinkAttempts,

@@ -118,6 +118,7 @@ func (a *App) connect(ctx context.Context) error {
 				Prefetch:        a.cfg.Broker.Prefetch,
 				QueueType:       a.cfg.Lanes.QueueType,
 				ConsumerGroup:   a.cfg.Ledger.KeyPrefix + "-dispatchers",
+				Prefix:          a.cfg.Broker.Prefix,
 				Logger:          a.logger,
 			})
 			if err != nil {
