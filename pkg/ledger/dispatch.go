@@ -207,6 +207,17 @@ local inflight = redis.call('ZCARD', KEYS[2])
 local reserved = 0
 if limit > 0 then reserved = math.floor(limit * tonumber(ARGV[7])) end
 local P, FP, fn = ARGV[8], ARGV[9], ARGV[14]
+-- With slots reserved for the high band, the normal and low bands share
+-- the others: count their running attempts (one HGET per attempt in
+-- flight, only while a reservation applies).
+local nonhigh = 0
+if reserved > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local sl = string.find(m, '/', 1, true)
+    local pr = redis.call('HGET', P .. ':{' .. string.sub(m, 1, sl - 1) .. '}:task:' .. string.sub(m, sl + 1), 'priority')
+    if tonumber(pr or '0') < 7 then nonhigh = nonhigh + 1 end
+  end
+end
 local fint, fburst = tonumber(ARGV[12]), tonumber(ARGV[13])
 local tl = {}
 local i = 16
@@ -233,7 +244,7 @@ while true do
   local best, held = nil, false
   for b = 1, 3 do
     if n[b] > 0 and not drained[b] then
-      if b == 1 or limit == 0 or inflight < limit - reserved then
+      if b == 1 or limit == 0 or nonhigh < limit - reserved then
         -- A band back from empty starts at the current pass: no banked credit.
         if pass[b] < vt then pass[b] = vt end
         if best == nil or pass[b] < pass[best] then best = b end
@@ -329,6 +340,7 @@ while true do
             end
             redis.call('ZADD', KEYS[2], ARGV[2], member)
             inflight = inflight + 1
+            if best > 1 then nonhigh = nonhigh + 1 end
             if lim and lim[1] > 0 then redis.call('ZADD', tp .. 'inflight', ARGV[2], id) end
             redis.call('ZREM', KEYS[6], member)
             local attempt = redis.call('HINCRBY', h, 'attempts', 1)
@@ -363,7 +375,7 @@ end
 for b = 1, 3 do if n[b] < 0 then n[b] = 0 end end
 redis.call('HSET', S, 'n_high', n[1], 'n_normal', n[2], 'n_low', n[3],
   'pass_high', pass[1], 'pass_normal', pass[2], 'pass_low', pass[3], 'vt', vt)
-if limit > 0 and inflight >= limit - reserved and n[1] + n[2] + n[3] > 0 then
+if limit > 0 and (inflight >= limit or nonhigh >= limit - reserved) and n[1] + n[2] + n[3] > 0 then
   redis.call('HSET', S, 'sat', '1')
 end
 local res = {status, tostring(math.ceil(wait)), tostring(expired), tostring(parked)}

@@ -622,6 +622,40 @@ func TestTakeFunctionLimit(t *testing.T) {
 		}
 	})
 
+	// The reservation holds back the normal and low bands from the high
+	// band's slots, not from their own: while high and low both wait at a
+	// saturated limit, low still gets its 1 in 7 of the starts, in the
+	// slots high does not reserve.
+	t.Run("reserved high keeps the stride for the rest", func(t *testing.T) {
+		t.Parallel()
+		b := setupDispatch(t, nil, "f")
+		bands := map[string]ledger.Band{}
+		bandsOf(bands, ledger.BandHigh, b.ready(t, "a", "f", 9, 60))
+		bandsOf(bands, ledger.BandLow, b.ready(t, "a", "f", 0, 20))
+		lim := ledger.TakeLimits{Concurrency: 4, ReservedHigh: 0.5}
+		running := b.take(t, "f", 4, lim).Tasks
+		require.Len(t, running, 4)
+		lows := 0
+		for range 56 {
+			b.finish(t, "f", running[0])
+			running = running[1:]
+			tk := b.take(t, "f", 1, lim)
+			require.Len(t, tk.Tasks, 1)
+			running = append(running, tk.Tasks...)
+			if bands[tk.Tasks[0].ID] == ledger.BandLow {
+				lows++
+			}
+			nonHigh := 0
+			for _, r := range running {
+				if bands[r.ID] != ledger.BandHigh {
+					nonHigh++
+				}
+			}
+			require.LessOrEqual(t, nonHigh, 2, "low never takes the reserved slots")
+		}
+		require.GreaterOrEqual(t, lows, 7, "low gets about 1 in 7 of 56 starts")
+	})
+
 	t.Run("reserved high", func(t *testing.T) {
 		t.Parallel()
 		b := setupDispatch(t, nil, "f")
