@@ -15,10 +15,13 @@ package scheduler
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
@@ -39,6 +42,11 @@ type Config struct {
 	// those without one, in case they were parked before their quota was
 	// removed.
 	Quotas map[string]int
+	// Configured reports whether a function is configured. A due task of a
+	// function that is not (the configuration changed under it) can never
+	// run: it ends dead, non-retryable, instead of waiting in a ready queue
+	// no dispatcher takes. Default nil: every function is.
+	Configured func(function string) bool
 	// Trim, when set, has the scheduler trim Redis streams of what every
 	// consumer group is done with (trim.go).
 	Trim *Trim
@@ -145,6 +153,14 @@ func (s *Scheduler) move(ctx context.Context, d ledger.Due) error {
 	case !d.LeaseUntil.IsZero() && d.LeaseUntil.After(time.Now()):
 		// Still held by a live dispatcher: look again when the lease ends.
 		return s.cfg.Ledger.Defer(ctx, d.Tenant, d.ID, d.LeaseUntil.Add(time.Second))
+	}
+	if s.cfg.Configured != nil && d.Function != "" && !s.cfg.Configured(d.Function) {
+		err := s.cfg.Ledger.Abandon(ctx, d.Tenant, d.ID, contracts.StateDead, contracts.ReasonNonRetryable,
+			fmt.Sprintf("function %q is not configured", d.Function))
+		if err == nil || errors.Is(err, ledger.ErrNotAbandoned) || errors.Is(err, ledger.ErrNotFound) {
+			return nil
+		}
+		return err
 	}
 	// Due tasks go straight into their function's ready queue: a task is
 	// published to a lane once, at ingest.

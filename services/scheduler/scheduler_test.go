@@ -66,3 +66,50 @@ func TestDueTasksGoToTheReadyQueue(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, score, float64(time.Now().Add(50*time.Minute).UnixMicro()))
 }
+
+// TestDueTaskOfAnUnconfiguredFunctionEndsDead: a retry (or takeover) that
+// comes due for a function the configuration no longer has would wait in a
+// ready queue no dispatcher takes; it ends dead, non-retryable, instead.
+func TestDueTaskOfAnUnconfiguredFunctionEndsDead(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testkit.Redis(t)
+	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, PublishGuard: time.Millisecond})
+	s := scheduler.New(scheduler.Config{Ledger: led, Logger: testkit.Logger(t, 0), Metrics: metrics.New(),
+		Configured: func(fn string) bool { return fn == "kept" }})
+	ctx := context.Background()
+	mk := func(fn string) string {
+		e := event.New()
+		e.SetID(testkit.UniqueName("ev"))
+		e.SetSource("/test")
+		e.SetType("t")
+		id := testkit.UniqueName("task")
+		msg, err := taskmsg.New(taskmsg.Ref{TaskID: id, Tenant: "acme", Function: fn}, &e)
+		require.NoError(t, err)
+		stored, err := taskmsg.Encode(msg)
+		require.NoError(t, err)
+		_, err = led.Create(ctx, []ledger.EventTasks{{
+			Tenant: "acme", Event: contracts.EventRef{ID: e.ID(), Source: "/test", Type: "t"},
+			Tasks: []ledger.NewTask{{ID: id, Function: fn, Message: stored}},
+		}})
+		require.NoError(t, err)
+		return id
+	}
+	gone, kept := mk("gone"), mk("kept")
+	var started []ledger.Started
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		_, err := s.Tick(ctx)
+		require.NoError(t, err)
+		tk, err := led.Take(ctx, "kept", "owner", 10, time.Minute, ledger.TakeLimits{})
+		require.NoError(t, err)
+		started = append(started, tk.Tasks...)
+		task, err := led.Get(ctx, "acme", gone)
+		require.NoError(t, err)
+		return task.State == contracts.StateDead && len(started) > 0
+	}, "the task of the removed function ends dead; the other one is ready as before")
+	task, err := led.Get(ctx, "acme", gone)
+	require.NoError(t, err)
+	require.Equal(t, contracts.ReasonNonRetryable, task.Reason)
+	require.Contains(t, task.Error, `function "gone" is not configured`)
+	require.Len(t, started, 1)
+	require.Equal(t, kept, started[0].ID)
+}

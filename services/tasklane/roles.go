@@ -210,8 +210,9 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 		a.goRun("metrics-exporter", func() error { a.electClusterExporter(ctx, lock); return nil })
 		s := scheduler.New(scheduler.Config{
 			Ledger: a.ledger, Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
-			Quotas: a.quotas(),
-			Trim:   &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
+			Quotas:     a.quotas(),
+			Configured: func(fn string) bool { return a.cfg.Function(fn) != nil },
+			Trim:       &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
 		})
 		a.goRun("scheduler", func() error { return s.Run(ctx) })
 	}
