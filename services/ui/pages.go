@@ -70,7 +70,8 @@ const pageSize = 100
 func (u *UI) handleTasks(w http.ResponseWriter, r *http.Request, s *session) {
 	q := r.URL.Query()
 	tenant := u.oneTenant(r, s)
-	f := ledger.ListFilter{State: contracts.State(q.Get("state")), Function: q.Get("function"), Cursor: q.Get("cursor"), Limit: pageSize}
+	f := ledger.ListFilter{State: contracts.State(q.Get("state")), Function: q.Get("function"), Cursor: q.Get("cursor"), Limit: pageSize,
+		Batch: strings.TrimSpace(q.Get("batch"))}
 	if f.State != "" && !f.State.Valid() {
 		f.State = ""
 	}
@@ -101,7 +102,7 @@ func (u *UI) handleTasks(w http.ResponseWriter, r *http.Request, s *session) {
 	var nextURL string
 	if next != "" {
 		nq := url.Values{}
-		for _, k := range []string{"state", "function", "type", "within", "tenant"} {
+		for _, k := range []string{"state", "function", "type", "batch", "within", "tenant"} {
 			if v := q.Get(k); v != "" {
 				nq.Set(k, v)
 			}
@@ -111,7 +112,7 @@ func (u *UI) handleTasks(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	u.render(w, r, s, http.StatusOK, "tasks.html", "Tasks", map[string]any{
 		"Tasks": tasks, "Next": nextURL, "Tenant": tenant, "Functions": u.functionNames(),
-		"State": string(f.State), "Function": f.Function, "Type": typ, "Within": q.Get("within"),
+		"State": string(f.State), "Function": f.Function, "Type": typ, "Batch": f.Batch, "Within": q.Get("within"),
 	})
 }
 
@@ -153,8 +154,19 @@ func (u *UI) handleTask(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	data, dataNote := u.eventData(r, t)
+	logs, err := u.cfg.Ledger.Log(r.Context(), t.Tenant, t.ID)
+	logNote := ""
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		logNote = "The task's log is no longer stored."
+	case err != nil:
+		u.cfg.Logger.ErrorContext(r.Context(), "dashboard: reading a task's log", "error", err)
+		logNote = "The task's log could not be read: reload to try again."
+	case len(logs) == 0:
+		logNote = "The log has no entries."
+	}
 	u.render(w, r, s, http.StatusOK, "task.html", "Task "+t.ID, map[string]any{
-		"Task": t, "EventData": data, "EventDataNote": dataNote, "Timeline": timeline(t),
+		"Task": t, "EventData": data, "EventDataNote": dataNote, "Timeline": timeline(t), "Log": logs, "LogNote": logNote,
 	})
 }
 

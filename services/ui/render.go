@@ -14,7 +14,7 @@ import (
 // pageNames are the templates of whole pages; each is parsed with
 // layout.html.
 var pageNames = []string{
-	"login.html", "error.html", "overview.html", "tasks.html", "task.html", "dlq.html", "lanes.html", "triggers.html",
+	"login.html", "error.html", "overview.html", "tasks.html", "task.html", "dlq.html", "lanes.html", "triggers.html", "pauses.html",
 }
 
 var funcs = template.FuncMap{
@@ -73,6 +73,9 @@ var flashes = map[string]string{
 	"not-dead":        "That task is not in the dead-letter queue any more.",
 	"not-found":       "No such task.",
 	"pinned":          "Tenant pinned.",
+	"paused":          "Pause created: the matching waiting tasks are paused, and so are those that become ready while it is in force.",
+	"resumed":         "Pause resumed: the tasks it held (and no other pause holds) wait to run again.",
+	"pause-not-found": "No such pause: it was resumed already.",
 }
 
 // render writes page name with status; with ?partial=1 only its "live"

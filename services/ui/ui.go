@@ -45,6 +45,10 @@ type Ledger interface {
 	RedriveAll(ctx context.Context, tenant string, f ledger.ListFilter, dryRun bool) (contracts.DLQResult, error)
 	PurgeAll(ctx context.Context, tenant string, f ledger.ListFilter, dryRun bool) (contracts.DLQResult, error)
 	FunctionStats(ctx context.Context, fns []ledger.FunctionSpec) ([]ledger.FunctionStat, error)
+	Log(ctx context.Context, tenant, id string) ([]contracts.LogEntry, error)
+	CreatePause(ctx context.Context, tenant string, sel contracts.Selector) (contracts.Pause, error)
+	Pauses(ctx context.Context, tenant string) ([]contracts.Pause, error)
+	Resume(ctx context.Context, tenant, id string) (int, error)
 }
 
 // Config configures the dashboard.
@@ -125,6 +129,9 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/lanes", u.page(u.admin(u.handleLanes)))
 	mux.HandleFunc("POST /ui/lanes/pin", u.post(u.admin(u.handlePin)))
 	mux.HandleFunc("GET /ui/triggers", u.page(u.handleTriggers))
+	mux.HandleFunc("GET /ui/pauses", u.page(u.handlePauses))
+	mux.HandleFunc("POST /ui/pauses", u.post(u.handleCreatePause))
+	mux.HandleFunc("POST /ui/pauses/{id}/resume", u.post(u.handleResume))
 }
 
 // handler is a page or action for a signed-in session.
