@@ -55,7 +55,8 @@ func shots(t *testing.T) string {
 // see the configured functions on the overview and a submitted task
 // arrive by the self-refresh, open the task's page and see its state,
 // redrive a dead task by its button, see a malicious event rendered
-// inert, and as an admin see the lanes and every tenant's triggers.
+// inert, pause a function and see its tasks paused, resume and see them
+// run, and as an admin see the lanes and every tenant's triggers.
 func TestBrowserDashboard(t *testing.T) {
 	exe := chromium(t)
 	dir := shots(t)
@@ -66,7 +67,7 @@ func TestBrowserDashboard(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 
-	queued := b.submit(t, keyAcme, "ev-1", "one", `,"datacontenttype":"application/json","data":{"order":42}`)[0]
+	queued := b.submit(t, keyAcme, "ev-1", "one", `,"batch":"import-42","datacontenttype":"application/json","data":{"order":42}`)[0]
 	dead := b.submit(t, keyAcme, "ev-2", "one", "")[0]
 	b.finish(t, "acme", dead, "f1", contracts.StateDead)
 	ok := b.submit(t, keyAcme, "ev-3", "two", "")[0]
@@ -178,6 +179,58 @@ func TestBrowserDashboard(t *testing.T) {
 	require.False(t, xss, "the event's markup ran")
 	require.Zero(t, imgs)
 	require.Contains(t, text, "<script>window.__xss=2</script>")
+
+	// Pauses: pause f1 with the form, see its waiting tasks paused on the
+	// tasks page, resume with the button, see them queued again and, once
+	// run (the test plays the dispatcher), succeeded.
+	stateIn := func(task string) string {
+		var s string
+		require.NoError(t, chromedp.Run(ctx, chromedp.Evaluate(
+			`(document.querySelector('#tasks a[href^="/ui/tasks/`+task+`"]')?.closest("tr").querySelector(".state")?.textContent ?? "")`, &s)))
+		return s
+	}
+	var pauses string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Navigate(srv.URL+"/ui/pauses"),
+		chromedp.WaitVisible(`#pause-form`, chromedp.ByID),
+		chromedp.SetValue(`#pause-form select[name="function"]`, "f1", chromedp.ByQuery),
+		chromedp.Click(`#pause-form button[type="submit"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`.flash`, chromedp.ByQuery),
+		chromedp.Text(`#pauses`, &pauses, chromedp.ByID),
+		shot("pauses.png"),
+		chromedp.Navigate(srv.URL+"/ui/tasks?function=f1"),
+		chromedp.WaitVisible(`#tasks`, chromedp.ByID),
+	))
+	require.Contains(t, pauses, "function f1")
+	require.Equal(t, "paused", stateIn(queued), "f1's waiting task is paused")
+	require.Equal(t, "paused", stateIn(dead), "and the redriven one")
+	require.Equal(t, "succeeded", stateIn(ok), "a finished task is not")
+	require.NoError(t, chromedp.Run(ctx,
+		shot("tasks-paused.png"),
+		chromedp.Navigate(srv.URL+"/ui/pauses"),
+		chromedp.Click(`#pauses form[action$="/resume"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible(`.flash`, chromedp.ByQuery),
+		chromedp.Text(`#pauses`, &pauses, chromedp.ByID),
+		chromedp.Navigate(srv.URL+"/ui/tasks?function=f1"),
+		chromedp.WaitVisible(`#tasks`, chromedp.ByID),
+	))
+	require.Contains(t, pauses, "No pauses in force.")
+	require.Equal(t, "queued", stateIn(queued), "resumed: waiting to run again")
+	b.finish(t, "acme", queued, "f1", contracts.StateSucceeded)
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Navigate(srv.URL+"/ui/tasks?function=f1"),
+		chromedp.WaitVisible(`#tasks`, chromedp.ByID),
+	))
+	require.Equal(t, "succeeded", stateIn(queued), "and it ran")
+	var logKinds string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Navigate(srv.URL+"/ui/tasks/"+queued),
+		chromedp.Text(`#task-log`, &logKinds, chromedp.ByID),
+		shot("task-log.png"),
+	))
+	require.Contains(t, logKinds, "accepted")
+	require.Contains(t, logKinds, "admitted", "the resume admitted it")
+	require.Contains(t, logKinds, "succeeded")
 
 	// Sign out, sign in as an admin: the lanes page and every tenant's
 	// triggers.
