@@ -50,6 +50,9 @@ var undescribedRoutes = map[string]string{
 	"GET /ui/lanes":                "the dashboard's HTML pages (services/ui), not the API",
 	"POST /ui/lanes/pin":           "the dashboard's HTML pages (services/ui), not the API",
 	"GET /ui/triggers":             "the dashboard's HTML pages (services/ui), not the API",
+	"GET /ui/pauses":               "the dashboard's HTML pages (services/ui), not the API",
+	"POST /ui/pauses":              "the dashboard's HTML pages (services/ui), not the API",
+	"POST /ui/pauses/{id}/resume":  "the dashboard's HTML pages (services/ui), not the API",
 }
 
 // openAPIOps is the document's operations as "METHOD /path" with path
