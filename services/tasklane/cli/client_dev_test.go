@@ -1,4 +1,4 @@
-package client_test
+package cli
 
 import (
 	"context"
@@ -54,7 +54,7 @@ func devClient(t *testing.T) *client.Client {
 	return c
 }
 
-// TestClientAgainstTheDevApp runs the client's task calls against a dev
+// TestClientAgainstTheDevApp runs pkg/client's task calls against a dev
 // app: submit with attributes, follow (callback, channel, log), list by
 // batch, cancel by id and by selector, pauses, and the DLQ bulk calls in
 // steps.
