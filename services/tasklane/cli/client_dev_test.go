@@ -178,6 +178,8 @@ func TestClientAgainstTheDevApp(t *testing.T) {
 	dl, err := c.ListDLQ(ctx, contracts.DLQFilter{}, client.Page{})
 	require.NoError(t, err)
 	require.Empty(t, dl.Tasks)
-	_, err = c.PurgeDLQMatching(ctx, contracts.DLQFilter{Limit: 3, Cursor: "bad"})
-	require.Equal(t, http.StatusBadRequest, client.StatusCode(err))
+	for _, f := range []contracts.DLQFilter{{Limit: 3, Cursor: "bad"}, {Limit: contracts.DLQStepMax + 1}, {Cursor: "1:0"}} {
+		_, err = c.PurgeDLQMatching(ctx, f)
+		require.Equal(t, http.StatusBadRequest, client.StatusCode(err), "%+v", f)
+	}
 }
