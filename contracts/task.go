@@ -217,7 +217,17 @@ type DLQFilter struct {
 	Until *time.Time `json:"until,omitempty"`
 	// DryRun counts the matching tasks and changes nothing.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Limit, when above 0, makes the call one step: it handles at most
+	// this many matching tasks (up to DLQStepMax) and answers NextCursor
+	// when more may remain. 0 handles the whole selection in one call.
+	Limit int `json:"limit,omitempty"`
+	// Cursor continues a stepped call: the NextCursor of the step before,
+	// with the same filter.
+	Cursor string `json:"cursor,omitempty"`
 }
+
+// DLQStepMax bounds DLQFilter.Limit.
+const DLQStepMax = 500
 
 // DLQResult is the answer to a bulk redrive or purge.
 type DLQResult struct {
@@ -227,4 +237,6 @@ type DLQResult struct {
 	Done int `json:"done"`
 	// DryRun is true when nothing was changed.
 	DryRun bool `json:"dry_run"`
+	// NextCursor, set when a Limit stopped the call, continues it.
+	NextCursor string `json:"next_cursor,omitempty"`
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os/exec"
 	"regexp"
@@ -43,10 +44,13 @@ func TestExampleFunctions(t *testing.T) {
 			if err != nil {
 				t.Skipf("%s is not installed: the %s example is not run", ex.interpreter, ex.runtime)
 			}
-			addr, logs := startFunction(t, bin, ex.script)
+			// The function posts log lines to the API: it is told the
+			// address the app will listen on.
+			apiAddr := freeAddr(t)
+			addr, logs := startFunction(t, bin, ex.script, "http://"+apiAddr)
 
 			cfg := (&config.Config{
-				Server: config.Server{Addr: "127.0.0.1:0"},
+				Server: config.Server{Addr: apiAddr},
 				Functions: []config.Function{{
 					Name:     ex.runtime,
 					Events:   []string{eventType},
@@ -74,6 +78,8 @@ func TestExampleFunctions(t *testing.T) {
 			// The log line names the task, the attempt, the deadline and the event.
 			require.Regexp(t, `task=`+id+` attempt=1 deadline=\d{4}-\d\d-\d\dT\S+ event=ev-plain type=`+eventType+
 				` source=/examples answer=200`, logs.String())
+			// ... and the function posted a line to the task's log.
+			require.Equal(t, []string{ex.runtime + ": handled event ev-plain"}, logLines(t, app.URL(), id))
 
 			// {"throttle": true}: 429 with Retry-After first, then success.
 			id = submit(t, app.URL(), "ev-throttle", `{"throttle":true}`)
@@ -82,6 +88,10 @@ func TestExampleFunctions(t *testing.T) {
 			require.JSONEq(t, fmt.Sprintf(`{"runtime":%q,"event_id":"ev-throttle","type":%q,"data":{"throttle":true}}`,
 				ex.runtime, eventType), string(task.Result))
 			require.Equal(t, 1, task.Attempts, "the throttled answer gave its attempt back")
+			// Both calls posted a line to the task's log with their token.
+			lines := logLines(t, app.URL(), id)
+			require.Equal(t, []string{ex.runtime + ": throttled, try again in 1s", ex.runtime + ": handled event ev-throttle"}, lines)
+			require.NotContains(t, logs.String(), "posting the log line failed")
 			calls := regexp.MustCompile(`task=`+id+` attempt=(\d+) .* answer=(\d+)`).FindAllStringSubmatch(logs.String(), -1)
 			require.Len(t, calls, 2, "the function was called twice for %s:\n%s", id, logs.String())
 			require.Equal(t, []string{"1", "429"}, calls[0][1:])
@@ -92,10 +102,10 @@ func TestExampleFunctions(t *testing.T) {
 
 // startFunction runs the example on a free port and returns its address and
 // its output so far (read as it comes). The process is killed at cleanup.
-func startFunction(t *testing.T, bin, script string) (addr string, logs *testkit.SyncBuffer) {
+func startFunction(t *testing.T, bin, script, api string) (addr string, logs *testkit.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, script)
-	cmd.Env = append(cmd.Environ(), "HOST=127.0.0.1", "PORT=0", "PYTHONUNBUFFERED=1")
+	cmd.Env = append(cmd.Environ(), "HOST=127.0.0.1", "PORT=0", "PYTHONUNBUFFERED=1", "TASKLANE_URL="+api)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	stderr := &testkit.SyncBuffer{}
@@ -132,6 +142,34 @@ func startFunction(t *testing.T, bin, script string) (addr string, logs *testkit
 		t.Fatalf("%s %s did not print its address within 15s; stderr:\n%s", bin, script, stderr.String())
 	}
 	return "", nil
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// logLines returns the lines the function wrote to the task's log.
+func logLines(t *testing.T, base, id string) []string {
+	t.Helper()
+	resp, err := http.Get(base + "/v1/tasks/" + id + "/logs")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var lg contracts.TaskLog
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&lg))
+	var lines []string
+	for _, e := range lg.Entries {
+		if e.Kind == contracts.LogLine {
+			lines = append(lines, e.Message)
+		}
+	}
+	return lines
 }
 
 // submit posts a binary-mode CloudEvent and returns its task's id.

@@ -1,6 +1,10 @@
-// Package client is a Go client for Tasklane's HTTP API: submit a
-// CloudEvent, read, list and cancel tasks, inspect, redrive and purge the
-// dead-letter queue, list the tenant's triggers, and the admin routing API.
+// Package client is a Go client for Tasklane's HTTP API: submit
+// CloudEvents (binary, structured or batch mode; priority, delay, TTL and
+// batch as extension attributes), read, list and cancel tasks (by id or by
+// selector), pause and resume them, follow a task or its log until it
+// ends (Follow, Watch, FollowLog), inspect, redrive and purge the
+// dead-letter queue (in bounded steps with DLQFilter.Limit), list the
+// tenant's triggers, and the admin routing API.
 //
 // The answers are the types of package contracts, whose JSON Schemas
 // (contracts/schema/) document every field. A non-2xx answer is returned as
@@ -304,13 +308,16 @@ func (c *Client) PurgeDLQ(ctx context.Context, id string) error {
 }
 
 // RedriveDLQMatching redrives every dead task matching f, or with
-// f.DryRun only counts them (POST /v1/dlq/redrive).
+// f.DryRun only counts them (POST /v1/dlq/redrive). With f.Limit it is one
+// step of at most that many matches: continue with f.Cursor set to the
+// answer's NextCursor until it is empty.
 func (c *Client) RedriveDLQMatching(ctx context.Context, f contracts.DLQFilter) (*contracts.DLQResult, error) {
 	return c.dlqBulk(ctx, "/v1/dlq/redrive", f)
 }
 
 // PurgeDLQMatching purges every dead task matching f, or with f.DryRun
-// only counts them (POST /v1/dlq/purge).
+// only counts them (POST /v1/dlq/purge); f.Limit and f.Cursor step it as
+// RedriveDLQMatching's.
 func (c *Client) PurgeDLQMatching(ctx context.Context, f contracts.DLQFilter) (*contracts.DLQResult, error) {
 	return c.dlqBulk(ctx, "/v1/dlq/purge", f)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/tasklane/tasklane/contracts"
 )
@@ -63,6 +65,8 @@ func (l *Ledger) DeadIDs(ctx context.Context, tenant string, f ListFilter) ([]st
 }
 
 // RedriveAll redrives every dead task matching f (or only counts them).
+// With f.Limit above 0 it is one step of at most f.Limit matches (see
+// bulkStep), continued with f.Cursor set to the answer's NextCursor.
 func (l *Ledger) RedriveAll(ctx context.Context, tenant string, f ListFilter, dryRun bool) (contracts.DLQResult, error) {
 	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall {
 		return call(redriveScript, []string{l.taskKey(tenant, id), l.DelayKey()},
@@ -71,6 +75,7 @@ func (l *Ledger) RedriveAll(ctx context.Context, tenant string, f ListFilter, dr
 }
 
 // PurgeAll deletes every dead task matching f (or only counts them).
+// With f.Limit above 0 it is one step, as RedriveAll.
 func (l *Ledger) PurgeAll(ctx context.Context, tenant string, f ListFilter, dryRun bool) (contracts.DLQResult, error) {
 	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall {
 		return call(purgeScript, []string{l.taskKey(tenant, id), l.allKey(tenant)}, l.statePrefix(tenant), id)
@@ -81,6 +86,9 @@ func (l *Ledger) PurgeAll(ctx context.Context, tenant string, f ListFilter, dryR
 // that left the queue meanwhile (redriven or purged by someone else) is
 // skipped by the script, and not counted as done.
 func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(id string) *scriptCall) (contracts.DLQResult, error) {
+	if f.Limit > 0 {
+		return l.bulkStep(ctx, tenant, f, dryRun, op)
+	}
 	ids, err := l.DeadIDs(ctx, tenant, f)
 	if err != nil {
 		return contracts.DLQResult{}, err
@@ -91,19 +99,67 @@ func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun b
 	}
 	const chunk = 500
 	for start := 0; start < len(ids); start += chunk {
-		part := ids[start:min(start+chunk, len(ids))]
-		calls := make([]*scriptCall, len(part))
-		for i, id := range part {
-			calls[i] = op(id)
-		}
-		if err := l.batch.exec(ctx, calls...); err != nil {
+		done, err := l.bulkApply(ctx, ids[start:min(start+chunk, len(ids))], op)
+		r.Done += done
+		if err != nil {
 			return r, err
 		}
-		for _, c := range calls {
-			if res, err := c.cmd.StringSlice(); err == nil && res[0] == "ok" {
-				r.Done++
+	}
+	return r, nil
+}
+
+// bulkApply runs op on ids in one pipeline and counts those done.
+func (l *Ledger) bulkApply(ctx context.Context, ids []string, op func(id string) *scriptCall) (int, error) {
+	calls := make([]*scriptCall, len(ids))
+	for i, id := range ids {
+		calls[i] = op(id)
+	}
+	if err := l.batch.exec(ctx, calls...); err != nil {
+		return 0, err
+	}
+	done := 0
+	for _, c := range calls {
+		if res, err := c.cmd.StringSlice(); err == nil && res[0] == "ok" {
+			done++
+		}
+	}
+	return done, nil
+}
+
+// bulkStep applies op to one listing page of at most f.Limit matching dead
+// tasks (one List call, so a step's work is bounded) and answers the
+// cursor to continue from. A List cursor is "<score>:<n>", n counting the
+// entries at that created score already passed; the tasks this step took
+// out of the dead index no longer count there, so n is lowered by those
+// at the cursor's score, and the next step misses none of the remaining.
+func (l *Ledger) bulkStep(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(id string) *scriptCall) (contracts.DLQResult, error) {
+	f.State, f.Limit = contracts.StateDead, min(f.Limit, contracts.DLQStepMax)
+	page, err := l.List(ctx, tenant, f)
+	if err != nil {
+		return contracts.DLQResult{}, err
+	}
+	r := contracts.DLQResult{Matched: len(page.Tasks), DryRun: dryRun, NextCursor: page.NextCursor}
+	if dryRun || len(page.Tasks) == 0 {
+		return r, nil
+	}
+	ids := make([]string, len(page.Tasks))
+	for i := range page.Tasks {
+		ids[i] = page.Tasks[i].ID
+	}
+	if r.Done, err = l.bulkApply(ctx, ids, op); err != nil {
+		return r, err
+	}
+	if r.NextCursor != "" {
+		s, n, _ := strings.Cut(r.NextCursor, ":")
+		skip, _ := strconv.ParseInt(n, 10, 64)
+		for i := range page.Tasks {
+			// Taken out of the dead index: done here, or (not done) left
+			// it meanwhile; either way it is no longer passed over.
+			if strconv.FormatInt(page.Tasks[i].CreatedAt.UnixMicro(), 10) == s {
+				skip--
 			}
 		}
+		r.NextCursor = s + ":" + strconv.FormatInt(max(skip, 0), 10)
 	}
 	return r, nil
 }

@@ -55,19 +55,33 @@ var embedded struct {
 // embeddedRedisURL starts the embedded Redis on first use and returns its
 // URL. One server serves the whole test binary (tests keep apart by their
 // key prefixes) and lives until the process ends. Its TTLs follow the wall
-// clock, as Redis's do.
+// clock, as Redis's do, moved on every embeddedTick: a key expires at most
+// that late.
+//
+// Not miniredis's ClockTTL: it moves the TTLs on every command (each
+// redis.call of a Lua script too) by walking and sorting every key of the
+// server, so a test with a thousand tasks spent minutes sorting keys.
 func embeddedRedisURL() (string, error) {
 	embedded.once.Do(func() {
 		mr := miniredis.NewMiniRedis()
-		mr.ClockTTL(true)
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			embedded.err = fmt.Errorf("starting the embedded Redis: %w", err)
 			return
 		}
+		go func() {
+			last := time.Now()
+			for now := range time.Tick(embeddedTick) {
+				mr.FastForward(now.Sub(last))
+				last = now
+			}
+		}()
 		embedded.url = "redis://" + mr.Addr() + "/0"
 	})
 	return embedded.url, embedded.err
 }
+
+// embeddedTick is how often the embedded Redis's TTLs move on.
+const embeddedTick = 20 * time.Millisecond
 
 // RedisURL is the Redis the tests use: the embedded one when EmbeddedRedis,
 // else TASKLANE_TEST_REDIS_URL or the local Redis.

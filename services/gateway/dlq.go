@@ -182,14 +182,22 @@ func (g *Gateway) handleDLQBulk(redrive bool) http.HandlerFunc {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			WriteError(w, http.StatusBadRequest, "body: want a JSON filter {function, reason, since, until, dry_run}: "+err.Error())
+			WriteError(w, http.StatusBadRequest, "body: want a JSON filter {function, reason, since, until, dry_run, limit, cursor}: "+err.Error())
+			return
+		}
+		if req.Limit < 0 || req.Limit > contracts.DLQStepMax {
+			WriteError(w, http.StatusBadRequest, "limit: must be an integer from 0 to "+strconv.Itoa(contracts.DLQStepMax))
+			return
+		}
+		if req.Cursor != "" && req.Limit == 0 {
+			WriteError(w, http.StatusBadRequest, "cursor: continues a stepped call; give limit too")
 			return
 		}
 		if msg := checkReason(req.Reason); msg != "" {
 			WriteError(w, http.StatusBadRequest, msg)
 			return
 		}
-		f := ledger.ListFilter{Function: req.Function, Reason: req.Reason}
+		f := ledger.ListFilter{Function: req.Function, Reason: req.Reason, Limit: req.Limit, Cursor: req.Cursor}
 		if req.Since != nil {
 			f.FinishedSince = *req.Since
 		}
@@ -201,6 +209,10 @@ func (g *Gateway) handleDLQBulk(redrive bool) http.HandlerFunc {
 			op = g.cfg.Ledger.RedriveAll
 		}
 		res, err := op(r.Context(), tenant, f, req.DryRun)
+		if errors.Is(err, ledger.ErrBadCursor) {
+			WriteError(w, http.StatusBadRequest, "cursor: not one this call answered")
+			return
+		}
 		if err != nil {
 			g.ledgerUnavailable(w, r, "bulk dead-letter operation", err)
 			return

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -98,6 +100,42 @@ func newDLQCommand(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
+// dlqStep is how many matching tasks one request of `dlq redrive|purge
+// --all` handles: the command prints its progress after each.
+const dlqStep = contracts.DLQStepMax
+
+// dlqBulkSteps runs a bulk redrive or purge in steps of dlqStep, calling
+// progress with the totals so far after each step that leaves more to do,
+// and returns the totals.
+func dlqBulkSteps(ctx context.Context, bulk func(context.Context, contracts.DLQFilter) (*contracts.DLQResult, error),
+	f contracts.DLQFilter, progress func(contracts.DLQResult)) (*contracts.DLQResult, error) {
+	total := contracts.DLQResult{DryRun: f.DryRun}
+	f.Limit, f.Cursor = dlqStep, ""
+	for {
+		r, err := bulk(ctx, f)
+		if err != nil {
+			if total.Matched > 0 {
+				return nil, fmt.Errorf("after %d matched, %d done: %w", total.Matched, total.Done, err)
+			}
+			return nil, err
+		}
+		total.Matched += r.Matched
+		total.Done += r.Done
+		if r.NextCursor == "" {
+			return &total, nil
+		}
+		progress(total)
+		f.Cursor = r.NextCursor
+	}
+}
+
+func dlqDone(action string) string {
+	if action == "redrive" {
+		return "redriven"
+	}
+	return "purged"
+}
+
 // dlqActionCommand builds `dlq redrive` and `dlq purge`: one task by id, or
 // --all matching the filter flags, with --dry-run to count first.
 func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
@@ -107,6 +145,8 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   action + " ID | " + action + " --all [--function F] [--reason R] [--since T] [--until T] [--dry-run]",
 		Short: short,
+		Long: short + ": one task by id, or with --all every dead-lettered task matching the filters, in steps\n" +
+			"of " + strconv.Itoa(dlqStep) + " with progress on stderr; --dry-run only counts.",
 		Example: "  tasklane dlq " + action + " 01KH62FBSQY4E00SB1AA863NEG\n" +
 			"  tasklane dlq " + action + " --all --reason attempts_exhausted --since 2026-12-04T08:00:00Z --dry-run",
 		Args: cobra.MaximumNArgs(1),
@@ -140,7 +180,9 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 			if action == "redrive" {
 				bulk = cl.RedriveDLQMatching
 			}
-			res, err := bulk(ctx, filter)
+			res, err := dlqBulkSteps(ctx, bulk, filter, func(r contracts.DLQResult) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "... %d matched, %d %s so far\n", r.Matched, r.Done, dlqDone(action))
+			})
 			if err != nil {
 				return err
 			}

@@ -44,67 +44,30 @@ func newTaskLogsCommand(stdout io.Writer) *cobra.Command {
 	}
 	flags.register(cmd)
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new entries until the task has ended (with --json: one entry per line)")
-	cmd.Flags().DurationVar(&interval, "interval", time.Second, "how often --follow polls")
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "how often --follow polls (bounded to 100ms..1m)")
 	return cmd
 }
 
 // followTaskLog prints the log's entries as they come, until the task is
-// terminal (its last entries included) or ctx ends.
+// terminal (its last entries included) or ctx ends (not an error: Ctrl-C).
 func followTaskLog(ctx context.Context, cl *client.Client, id string, interval time.Duration, w io.Writer, asJSON bool) error {
-	var last *contracts.LogEntry
 	enc := json.NewEncoder(w)
-	for {
-		// The state first: entries read after it include the terminal one.
-		t, err := cl.GetTask(ctx, id)
-		if err != nil {
-			return err
-		}
-		lg, err := cl.TaskLog(ctx, id)
-		if err != nil {
-			return err
-		}
-		fresh := newEntries(lg.Entries, last)
-		if asJSON {
-			for _, e := range fresh {
-				if err := enc.Encode(e); err != nil {
-					return err
-				}
-			}
-		} else {
+	_, err := cl.FollowLog(ctx, id, interval, func(fresh []contracts.LogEntry) error {
+		if !asJSON {
 			printLogEntries(w, fresh)
-		}
-		if len(fresh) > 0 {
-			last = &fresh[len(fresh)-1]
-		}
-		if t.State.Terminal() {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(interval):
+		for _, e := range fresh {
+			if err := enc.Encode(e); err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil
 	}
-}
-
-// newEntries returns the entries after last: after its position when it is
-// still in the log, else (dropped by the log's bound) those later than it.
-func newEntries(entries []contracts.LogEntry, last *contracts.LogEntry) []contracts.LogEntry {
-	if last == nil {
-		return entries
-	}
-	for i := len(entries) - 1; i >= 0; i-- {
-		e := entries[i]
-		if e.At.Equal(last.At) && e.Kind == last.Kind && e.Attempt == last.Attempt && e.Message == last.Message {
-			return entries[i+1:]
-		}
-	}
-	for i, e := range entries {
-		if e.At.After(last.At) {
-			return entries[i:]
-		}
-	}
-	return nil
+	return err
 }
 
 // printLogEntries prints one line per entry: time, kind, attempt, status

@@ -1,0 +1,160 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tasklane/tasklane/contracts"
+)
+
+// Polling bounds of Follow, Watch and FollowLog.
+const (
+	// FollowIntervalDefault is the polling interval when none is given.
+	FollowIntervalDefault = time.Second
+	// FollowIntervalMin and FollowIntervalMax bound the interval: a
+	// shorter or longer one is raised or lowered to them.
+	FollowIntervalMin = 100 * time.Millisecond
+	FollowIntervalMax = time.Minute
+)
+
+// followInterval is interval within the polling bounds (0: the default).
+func followInterval(interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return FollowIntervalDefault
+	}
+	return min(max(interval, FollowIntervalMin), FollowIntervalMax)
+}
+
+// Follow polls the task id every interval (0: FollowIntervalDefault,
+// otherwise bounded by FollowIntervalMin and FollowIntervalMax) until it
+// is terminal, and returns its terminal record. fn, when not nil, gets the
+// first record read and each later one whose state or attempt count
+// changed, the terminal one included; an error from fn ends Follow with
+// it. Follow ends with ctx's error when ctx ends first, and with the
+// error of a failed read (a 404 for an unknown task, or a task whose
+// record the server no longer keeps).
+func (c *Client) Follow(ctx context.Context, id string, interval time.Duration, fn func(*contracts.Task) error) (*contracts.Task, error) {
+	interval = followInterval(interval)
+	var last *contracts.Task
+	for {
+		t, err := c.GetTask(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("following task %s: %w", id, err)
+		}
+		if fn != nil && (last == nil || t.State != last.State || t.Attempts != last.Attempts) {
+			if err := fn(t); err != nil {
+				return t, err
+			}
+		}
+		if t.State.Terminal() {
+			return t, nil
+		}
+		last = t
+		if err := sleep(ctx, interval); err != nil {
+			return t, err
+		}
+	}
+}
+
+// TaskUpdate is one value of Watch's channel: a task record, or the error
+// that ended the watch.
+type TaskUpdate struct {
+	Task *contracts.Task
+	Err  error
+}
+
+// Watch is Follow with a channel: it sends each record Follow would give
+// its callback, then closes the channel once the task is terminal. A read
+// error is sent as a last update with Err set; the end of ctx closes the
+// channel without one. The goroutine behind it ends with ctx: cancel ctx
+// to stop watching early.
+func (c *Client) Watch(ctx context.Context, id string, interval time.Duration) <-chan TaskUpdate {
+	ch := make(chan TaskUpdate, 1)
+	go func() {
+		defer close(ch)
+		send := func(t *contracts.Task) error {
+			select {
+			case ch <- TaskUpdate{Task: t}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if _, err := c.Follow(ctx, id, interval, send); err != nil && ctx.Err() == nil {
+			select {
+			case ch <- TaskUpdate{Err: err}:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return ch
+}
+
+// FollowLog polls the task id's log every interval (bounded as Follow's)
+// and gives fn each batch of entries not given before, in time order, until
+// the task is terminal (its last entries included); it returns the task's
+// terminal record. An error from fn ends FollowLog with it; ctx's end ends
+// it with ctx's error. The log keeps a bounded number of entries: entries
+// dropped between two polls are not seen.
+func (c *Client) FollowLog(ctx context.Context, id string, interval time.Duration, fn func([]contracts.LogEntry) error) (*contracts.Task, error) {
+	interval = followInterval(interval)
+	var last *contracts.LogEntry
+	for {
+		// The state first: entries read after it include the terminal one.
+		t, err := c.GetTask(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("following task %s: %w", id, err)
+		}
+		lg, err := c.TaskLog(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("following the log of task %s: %w", id, err)
+		}
+		if fresh := NewLogEntries(lg.Entries, last); len(fresh) > 0 {
+			if err := fn(fresh); err != nil {
+				return t, err
+			}
+			last = &fresh[len(fresh)-1]
+		}
+		if t.State.Terminal() {
+			return t, nil
+		}
+		if err := sleep(ctx, interval); err != nil {
+			return t, err
+		}
+	}
+}
+
+// NewLogEntries returns the entries of a log after last, an entry of an
+// earlier read of the same log: after its position when it is still in
+// the log, else (dropped by the log's bound) those later than it. A nil
+// last returns all.
+func NewLogEntries(entries []contracts.LogEntry, last *contracts.LogEntry) []contracts.LogEntry {
+	if last == nil {
+		return entries
+	}
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if e.At.Equal(last.At) && e.Kind == last.Kind && e.Attempt == last.Attempt && e.Message == last.Message {
+			return entries[i+1:]
+		}
+	}
+	for i, e := range entries {
+		if e.At.After(last.At) {
+			return entries[i:]
+		}
+	}
+	return nil
+}
+
+// sleep waits d, or returns ctx's error when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) error {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tm.C:
+		return nil
+	}
+}
