@@ -711,7 +711,7 @@ func (l *Ledger) Defer(ctx context.Context, tenant, id string, due time.Time) er
 // Due is a task the scheduler must put back on a lane.
 type Due struct {
 	Tenant, ID string
-	// Score is the re-guard score written by TakeDue; pass it to Requeued.
+	// Score is the re-guard score written by TakeDue; pass it to Forget.
 	Score int64
 	// State is the task's state; Message the stored lane message (nil when
 	// the record is gone).
@@ -726,7 +726,7 @@ type Due struct {
 
 // TakeDue takes up to max tasks whose delay passed. Each stays in the delay
 // set with its score moved regard into the future, so a scheduler that dies
-// before Requeued gives the task back instead of losing it.
+// before admitting it gives the task back instead of losing it.
 func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]Due, error) {
 	now := l.cfg.Now()
 	score := us(now.Add(regard))
@@ -776,16 +776,6 @@ func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]
 	return out, nil
 }
 
-// Requeued records that a due task is back on its lane.
-func (l *Ledger) Requeued(ctx context.Context, d Due) error {
-	err := l.run(ctx, requeuedScript, []string{l.DelayKey(), l.taskKey(d.Tenant, d.ID)},
-		Member(d.Tenant, d.ID), d.Score, l.statePrefix(d.Tenant), d.ID).Err()
-	if err != nil {
-		return fmt.Errorf("marking task %s requeued: %w", d.ID, err)
-	}
-	return nil
-}
-
 // Forget drops a due task's delay entry (its record is gone or terminal).
 func (l *Ledger) Forget(ctx context.Context, d Due) error {
 	if err := l.run(ctx, forgetScript, []string{l.DelayKey()}, Member(d.Tenant, d.ID), d.Score).Err(); err != nil {
@@ -821,7 +811,7 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, requeuedScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript,
+	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript,
 		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)

@@ -147,7 +147,8 @@ func TestRetryGoesThroughDelaySet(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, again, "a taken entry is guarded, not handed out twice")
 
-	require.NoError(t, b.l.Requeued(ctx, due[0]))
+	_, err = b.l.Admit(ctx, ledger.TaskRef{Tenant: "acme", ID: id, Function: "f1"})
+	require.NoError(t, err)
 	task, err := b.l.Get(ctx, "acme", id)
 	require.NoError(t, err)
 	require.Equal(t, contracts.StateQueued, task.State)

@@ -305,23 +305,6 @@ for _, v in ipairs(m) do redis.call('ZADD', KEYS[1], ARGV[3], v) end
 return m
 `)
 
-// requeued is called after a due task was published to its lane: it drops
-// the delay entry (unless someone rescheduled it meanwhile) and marks a
-// waiting task queued.
-// KEYS: 1 delay, 2 task hash. ARGV: 1 member, 2 re-guard µs, 3 prefix, 4 id.
-var requeuedScript = redis.NewScript(`
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
-local st = redis.call('HGET', KEYS[2], 'state')
-if st == 'retrying' or st == 'scheduled' then
-  local created = redis.call('HGET', KEYS[2], 'created')
-  redis.call('HSET', KEYS[2], 'state', 'queued')
-  redis.call('ZREM', ARGV[3] .. st, ARGV[4])
-  redis.call('ZADD', ARGV[3] .. 'queued', created, ARGV[4])
-end
-return 1
-`)
-
 // forget drops delay entries that still have the score the caller set.
 // KEYS: 1 delay. ARGV: member, score, member, score, ... Returns how many
 // it dropped.

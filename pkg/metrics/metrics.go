@@ -95,7 +95,7 @@ func New() *Metrics {
 		Quarantined:  f.counter("quarantined_total", "Undecodable lane messages moved to the quarantine.").WithLabelValues(),
 		LeaseLost:    f.counter("lease_lost_total", "Attempts whose lease was taken over before they ended.").WithLabelValues(),
 		LedgerErrors: f.counter("ledger_errors_total", "Ledger operations that failed.", "op"),
-		Requeued:     f.counter("requeued_total", "Tasks the scheduler put back on a lane (retries, delays, guards).").WithLabelValues(),
+		Requeued:     f.counter("requeued_total", "Tasks the scheduler put back in a ready queue (retries, delays, guards, takeovers).").WithLabelValues(),
 		ResultsPublished: f.counter("results_published_total", "Result events published to the results exchange.",
 			"result"),
 		SinkDeliveries: f.counter("sink_deliveries_total", "Result event deliveries to subscription sinks.",

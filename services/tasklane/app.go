@@ -306,6 +306,7 @@ func (a *App) configure() error {
 	opt.PoolSize = max(opt.PoolSize, 128)
 	a.redisOpts = opt
 	a.rdb = redis.NewClient(opt)
+	tenantQuota := quotas(cfg)
 	a.ledger = ledger.New(ledger.Config{
 		Redis:         a.rdb,
 		Retention:     cfg.Ledger.Retention.Std(),
@@ -313,7 +314,7 @@ func (a *App) configure() error {
 		DeadRetention: cfg.Ledger.DeadRetention.Std(),
 		PublishGuard:  cfg.Ledger.PublishGuard.Std(),
 		Prefix:        cfg.Ledger.KeyPrefix,
-		TenantQuota:   tenantQuotas(cfg),
+		TenantQuota:   func(tenant string) int { return tenantQuota[tenant] },
 		Limited:       limitedFunctions(cfg),
 	})
 	static, err := routing.NewStaticNamed(routing.NamesFor(cfg.Broker.Prefix), cfg.Lanes.Shared, cfg.Lanes.ShardSize)

@@ -210,7 +210,7 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 		a.goRun("metrics-exporter", func() error { a.electClusterExporter(ctx, lock); return nil })
 		s := scheduler.New(scheduler.Config{
 			Ledger: a.ledger, Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
-			Quotas:     a.quotas(),
+			Quotas:     quotas(a.cfg),
 			Configured: func(fn string) bool { return a.cfg.Function(fn) != nil },
 			Trim:       &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
 		})
@@ -276,17 +276,6 @@ func (a *App) functions() (map[string]dispatcher.Function, error) {
 	return out, nil
 }
 
-// tenantQuotas returns each tenant's cap on running attempts.
-func tenantQuotas(cfg *config.Config) func(string) int {
-	quotas := map[string]int{}
-	for _, t := range cfg.Tenants {
-		if t.Concurrency > 0 {
-			quotas[t.ID] = t.Concurrency
-		}
-	}
-	return func(tenant string) int { return quotas[tenant] }
-}
-
 // limitedFunctions reports whether a function's running attempts are
 // capped (a concurrency or an adaptive limit).
 func limitedFunctions(cfg *config.Config) func(string) bool {
@@ -297,12 +286,12 @@ func limitedFunctions(cfg *config.Config) func(string) bool {
 	return func(function string) bool { return limited[function] }
 }
 
-// quotas are every configured tenant's quota (0: none) for the
-// scheduler's unpark sweep: a tenant without one is swept too, in case it
-// was parked before its quota was removed.
-func (a *App) quotas() map[string]int {
+// quotas are every configured tenant's cap on running attempts (0: none):
+// the ledger's, and the scheduler's unpark sweep (a tenant without one is
+// swept too, in case it was parked before its quota was removed).
+func quotas(cfg *config.Config) map[string]int {
 	out := map[string]int{}
-	for _, t := range a.cfg.Tenants {
+	for _, t := range cfg.Tenants {
 		out[t.ID] = max(t.Concurrency, 0)
 	}
 	return out
