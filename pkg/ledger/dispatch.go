@@ -599,3 +599,41 @@ func (l *Ledger) Unpark(ctx context.Context, tenant string, quota int) error {
 	}
 	return nil
 }
+
+// Band is a priority band of a function's ready queue.
+type Band string
+
+// The bands: priorities 7-9, 3-6 and 0-2.
+const (
+	BandHigh   Band = "high"
+	BandNormal Band = "normal"
+	BandLow    Band = "low"
+)
+
+// Bands lists the bands, highest first.
+var Bands = []Band{BandHigh, BandNormal, BandLow}
+
+// BandOf returns the band of a priority (0-9).
+func BandOf(priority int) Band {
+	switch {
+	case priority >= 7:
+		return BandHigh
+	case priority >= 3:
+		return BandNormal
+	default:
+		return BandLow
+	}
+}
+
+// Function-scoped keys carry a {f:<function>} hash tag, so that a
+// function's ready queues, in-flight set and control state share a slot.
+func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:" + function + "}:" }
+
+// inflightKey is the function's in-flight set: members "<tenant>/<id>"
+// scored by lease end µs (an entry past its lease frees its slot).
+func (l *Ledger) inflightKey(function string) string { return l.fnPrefix(function) + "inflight" }
+
+// fnStateKey is the function's control state (hash): the adaptive limit
+// ("limit"), whether it ran at its limit with tasks ready since the last
+// adaptive update ("sat"), the band passes and the adaptive counters.
+func (l *Ledger) fnStateKey(function string) string { return l.fnPrefix(function) + "state" }
