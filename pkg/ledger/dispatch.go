@@ -178,15 +178,7 @@ return {verdict, ''}
 // id, attempt, throttles, message}. status says why it stopped: done (it
 // started as many as asked), empty, limit, rate (wait µs until the
 // function's rate allows a start), more (call again).
-var takeScript = redis.NewScript(luaTerminate + `
-local function gcra(key, interval, burst, now)
-  if interval <= 0 then return 0, 0 end
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  local allowat = tat + interval - burst * interval
-  if now < allowat then return allowat - now, 0 end
-  return 0, tat + interval
-end
+var takeScript = redis.NewScript(luaTerminate + luaGCRA + `
 local function settat(key, tat, now)
   redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
 end

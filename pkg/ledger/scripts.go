@@ -66,18 +66,7 @@ return false
 // 14 wait µs when at the concurrency limit
 // Returns {verdict, detail, ...}: run/attempt/throttles, busy/lease-until,
 // done/state, missing, paused, expired, throttled/wait µs/limit.
-var claimScript = redis.NewScript(luaTerminate + `
--- GCRA: with emission interval T and burst B, a start is allowed when the
--- theoretical arrival time (TAT) is at most (B-1)T ahead of now. Returns
--- the wait (0 when allowed) and the TAT to store on success.
-local function gcra(key, interval, burst, now)
-  if interval <= 0 then return 0, 0 end
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  local allowat = tat + interval - burst * interval
-  if now < allowat then return allowat - now, 0 end
-  return 0, tat + interval
-end
+var claimScript = redis.NewScript(luaTerminate + luaGCRA + `
 
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
@@ -184,6 +173,21 @@ else
 end
 return 1
 `)
+
+// luaGCRA is the rate check shared by claim and take. GCRA: with emission
+// interval T and burst B, a start is allowed when the theoretical arrival
+// time (TAT) is at most (B-1)T ahead of now. gcra returns the wait (0 when
+// allowed) and the TAT to store on success.
+const luaGCRA = `
+local function gcra(key, interval, burst, now)
+  if interval <= 0 then return 0, 0 end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local allowat = tat + interval - burst * interval
+  if now < allowat then return allowat - now, 0 end
+  return 0, tat + interval
+end
+`
 
 // luaTerminate is shared by every script that ends a task: it moves the
 // task from state "from" to terminal state "to", indexes it, starts its
