@@ -99,7 +99,7 @@ type Task struct {
 	Event EventRef `json:"event"`
 	// Parent is the id of the task whose reply event this task was made
 	// from (task chaining); empty for a submitted event.
-	Parent string `json:"parent,omitempty"`
+	Parent string `json:"parent_task_id,omitempty"`
 	// State is where the task is now.
 	State State `json:"state"`
 	// Attempts counts the attempts started so far.
