@@ -5,7 +5,7 @@ PKGS := ./...
 RESTART_TESTS := ^TestIntegration(RabbitMQ|Redis)Restart$$
 # Tests that drop an amqp connection in the test process: skipped under -race
 # (watermill-amqp's reconnect is racy), so they run again without it.
-AMQP_RECONNECT_TESTS := ^TestAMQPConsumerResumesAfterReconnect$$|^TestDriverConformanceAMQP$$/^DeadConsumers
+AMQP_RECONNECT_TESTS := ^TestAMQPConsumerResumesAfterReconnect$$|^TestDriverConformanceAMQP$$/^(DeadConsumers|DeleteLaneOfAnUnackedMessage)
 # Modules of their own (not in ./...): deploy/k8s checks the Kubernetes
 # manifests against k8s.io/api and KEDA's types, kept out of the main module.
 SUBMODULES := deploy/k8s
