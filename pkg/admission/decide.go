@@ -1,5 +1,5 @@
 // Package admission is backpressure at ingest: it refuses a tenant's
-// submissions while its backlog (waiting tasks: queued or retrying) is at
+// submissions while its backlog (waiting tasks: queued or paused) is at
 // its tenants[].max_backlog, and, while all tenants' backlog is above
 // admission.max_backlog, refuses the heaviest recent submitters first, each
 // with a probability from its share of the routing's sample-and-hold
@@ -56,7 +56,7 @@ func (e *RefusedError) Error() string {
 		return fmt.Sprintf("backlog: %d tasks wait across all tenants, above admission.max_backlog %d; tenant %s, among the heaviest recent submitters, is refused: retry after %s",
 			e.Backlog, e.Limit, e.Tenant, e.RetryAfter)
 	}
-	return fmt.Sprintf("backlog: tenant %s has %d tasks waiting (queued or retrying), at its max_backlog %d: retry after %s",
+	return fmt.Sprintf("backlog: tenant %s has %d tasks waiting (queued or paused), at its max_backlog %d: retry after %s",
 		e.Tenant, e.Backlog, e.Limit, e.RetryAfter)
 }
 

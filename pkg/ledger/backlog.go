@@ -13,8 +13,10 @@ import (
 type Backlog struct {
 	// Tenant is the tenant counted.
 	Tenant string
-	// Waiting is the tenant's backlog: its tasks queued or retrying.
-	// Scheduled tasks (before their time) do not count.
+	// Waiting is the tenant's backlog: its tasks that have not started
+	// and that nothing but capacity or a pause keeps (queued, including
+	// retries whose backoff has passed, and paused). Scheduled tasks
+	// before their time and retries inside their backoff do not count.
 	Waiting int64
 	// Ended counts the entries of the tenant's terminal-state indexes
 	// (succeeded, failed, dead, cancelled, expired). Nothing prunes those
@@ -24,8 +26,10 @@ type Backlog struct {
 	Ended int64
 }
 
-// waitingStates are the states a tenant's backlog counts.
-var waitingStates = []contracts.State{contracts.StateQueued, contracts.StateRetrying}
+// waitingStates are the states a tenant's backlog counts. A retry whose
+// backoff has passed is admitted back as queued; one still inside it
+// (retrying) waits for its time, not for capacity, like a scheduled task.
+var waitingStates = []contracts.State{contracts.StateQueued, contracts.StatePaused}
 
 // endedStates are the terminal states Backlog.Ended counts.
 var endedStates = []contracts.State{

@@ -11,8 +11,9 @@ import (
 	"github.com/tasklane/tasklane/pkg/ledger"
 )
 
-// A tenant's backlog counts its queued and retrying tasks, not scheduled,
-// running or ended ones; Ended grows as tasks end.
+// A tenant's backlog counts its queued and paused tasks, not scheduled,
+// running, retrying inside their backoff or ended ones; Ended grows as
+// tasks end.
 func TestBacklogs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -36,8 +37,8 @@ func TestBacklogs(t *testing.T) {
 		{Tenant: "nobody"},
 	}, got)
 
-	// e1 runs and succeeds; e2 runs and waits to retry (still waiting); e3
-	// runs.
+	// e1 runs and succeeds; e2 runs and waits out its backoff (waiting for
+	// its time, not for capacity); e3 runs.
 	claim := func(i int) {
 		t.Helper()
 		cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: c[i].Tasks[0].ID, Function: "f1", Owner: "d", Lease: 10 * time.Second})
@@ -56,7 +57,15 @@ func TestBacklogs(t *testing.T) {
 
 	got, err = b.l.Backlogs(ctx, []string{"acme"})
 	require.NoError(t, err)
-	require.Equal(t, []ledger.Backlog{{Tenant: "acme", Waiting: 2, Ended: 1}}, got, "e2 retrying and e4 queued wait; e1 ended")
+	require.Equal(t, []ledger.Backlog{{Tenant: "acme", Waiting: 1, Ended: 1}}, got, "e4 queued waits; e2 retrying in its backoff does not; e1 ended")
+
+	// A pause holds e2, e4 and e5 (retrying, queued, scheduled): paused
+	// tasks are stored and wait for nothing but the resume, so all count.
+	_, err = b.l.CreatePause(ctx, "acme", contracts.Selector{Function: "f1"})
+	require.NoError(t, err)
+	got, err = b.l.Backlogs(ctx, []string{"acme"})
+	require.NoError(t, err)
+	require.Equal(t, []ledger.Backlog{{Tenant: "acme", Waiting: 3, Ended: 1}}, got, "e2, e4 and e5 paused wait")
 
 	none, err := b.l.Backlogs(ctx, nil)
 	require.NoError(t, err)
