@@ -18,7 +18,8 @@ import (
 // cluster-wide limit stored in its control state (fnStateKey, field
 // "limit"); the take script starts no more than that many of its attempts
 // at once (capped by the function's static concurrency when set). Feedback,
-// called after each answer, moves the limit: down by Decrease as soon as
+// called after each answer, moves the limit: down by Decrease (the product
+// rounded up, at least one less) as soon as
 // throttled answers (429, 503) pass both ErrorCount and ErrorRate in the
 // interval (at most once per interval), up by Increase at the end of an
 // interval in which the function ran at its limit with tasks ready (field
@@ -124,9 +125,12 @@ local lastdec = tonumber(v[8]) or 0
 -- The previous interval's answers smooth the rate seen early in one.
 local pn, pt = tonumber(v[9]) or 0, tonumber(v[10]) or 0
 -- At most one decrease per interval: the attempts already running above
--- a lowered limit answer throttled too, and must not lower it again.
+-- a lowered limit answer throttled too, and must not lower it again. The
+-- product is rounded up (but always at least 1 below the limit): rounding
+-- down would hold a small limit a whole step under the capacity (the
+-- limit probing 5 over a capacity of 4 would fall to 3, not 4).
 local function decrease()
-  limit = math.max(mn, math.floor(limit * dec))
+  limit = math.max(mn, math.min(limit - 1, math.ceil(limit * dec)))
   lastdec = now
   ws, n, t, pn, pt = now, 0, 0, 0, 0
   redis.call('HDEL', k, 'sat')

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -104,9 +105,11 @@ func TestFeedbackOneDecreasePerInterval(t *testing.T) {
 	b.advance(500 * time.Millisecond)
 	require.Equal(t, 5, b.answers(t, "f", aimd, 0, 10, 10), "still within the interval since the decrease")
 	b.advance(500 * time.Millisecond)
-	require.Equal(t, 2, b.answers(t, "f", aimd, 0, 10, 10), "floor(5 x 0.5) = 2")
+	require.Equal(t, 3, b.answers(t, "f", aimd, 0, 10, 10), "ceil(5 x 0.5) = 3")
 	b.advance(time.Second)
-	require.Equal(t, 2, b.answers(t, "f", aimd, 0, 10, 10), "never below min (floor(2 x 0.5) = 1)")
+	require.Equal(t, 2, b.answers(t, "f", aimd, 0, 10, 10), "ceil(3 x 0.5) = 2")
+	b.advance(time.Second)
+	require.Equal(t, 2, b.answers(t, "f", aimd, 0, 10, 10), "never below min (ceil(2 x 0.5) = 1)")
 }
 
 func TestFeedbackIncrease(t *testing.T) {
@@ -201,4 +204,21 @@ func TestFunctionStatsThrottledLastMinute(t *testing.T) {
 	require.EqualValues(t, 1, throttled(), "0.5 x 1 rounds to 1, the minute before is gone")
 	b.advance(time.Minute)
 	require.EqualValues(t, 0, throttled())
+}
+
+// A decrease rounds the product up but always lowers the limit by at least
+// one: with the default factor 0.7, a limit probing one over a capacity of
+// 4 returns to 4, and a limit of 2 (above min 1) still falls to 1.
+func TestFeedbackDecreaseRounding(t *testing.T) {
+	t.Parallel()
+	a := aimd
+	a.Min, a.Max, a.Decrease = 1, 64, 0.7
+	for _, c := range []struct{ from, want int }{{5, 4}, {9, 7}, {17, 12}, {2, 1}, {3, 2}, {1, 1}} {
+		t.Run(fmt.Sprint(c.from), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.setState(t, "f", "limit", c.from)
+			require.Equal(t, c.want, b.answers(t, "f", a, 0, 10, 10))
+		})
+	}
 }
