@@ -6,6 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +21,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/keyslot"
 	"github.com/tasklane/tasklane/pkg/redisconn"
 	"github.com/tasklane/tasklane/pkg/testkit"
+	"github.com/tasklane/tasklane/services/tasklane"
 )
 
 // TestIntegrationRedisCluster starts a Redis Cluster of 3 masters and 3
@@ -54,6 +59,30 @@ func TestIntegrationRedisCluster(t *testing.T) {
 		}, "the lone node answers: %v", err)
 		require.Contains(t, err.Error(), "the Redis Cluster is not ready")
 		require.Contains(t, err.Error(), "cluster_state:fail, 0 of 16384 slots assigned")
+	})
+
+	// An app whose redis.url names a cluster node, redis.cluster false,
+	// stays up and not ready, saying why (the start-up's Redis check).
+	t.Run("app not ready on a cluster node", func(t *testing.T) {
+		cfg := tasklane.DevConfig()
+		cfg.Server.Addr = "127.0.0.1:0"
+		cfg.Redis.URL = "redis://" + cl.Addrs()[0] + "/0"
+		cfg.Broker.URL = testkit.RequireAMQP(t)
+		roles, err := tasklane.ParseRoles(tasklane.RoleGateway)
+		require.NoError(t, err)
+		var logs testkit.SyncBuffer
+		app, err := tasklane.Launch(ctx, cfg, tasklane.Options{Roles: roles, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, app.Shutdown(context.Background())) })
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			return strings.Contains(logs.String(), "is a Redis Cluster node (cluster_enabled:1) but redis.cluster is false")
+		}, "a retry line naming the mismatch; log:\n%s", &logs)
+		resp, err := http.Get("http://" + app.Addr() + "/readyz")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		require.Contains(t, string(body), "redis.cluster is false")
 	})
 
 	rdb := cl.Client()
