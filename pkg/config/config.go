@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -67,6 +68,8 @@ const (
 
 	// RedisURLDefault is the default Redis.URL.
 	RedisURLDefault = "redis://127.0.0.1:6379/0"
+	// WaitReplicasMax is the largest Redis.WaitReplicas.
+	WaitReplicasMax = 16
 
 	// LanesSharedDefault is the default Lanes.Shared.
 	LanesSharedDefault = 16
@@ -202,6 +205,9 @@ const (
 	EnvAMQPURL = "TASKLANE_AMQP_URL"
 	// EnvRedisURL overrides Redis.URL.
 	EnvRedisURL = "TASKLANE_REDIS_URL"
+	// EnvRedisCluster overrides Redis.Cluster: "true" or "false" (any
+	// form strconv.ParseBool reads).
+	EnvRedisCluster = "TASKLANE_REDIS_CLUSTER"
 )
 
 // Config is the whole tasklane configuration file.
@@ -248,6 +254,9 @@ type Config struct {
 	pos map[string]position
 	// env maps field paths set by ApplyEnv to the variable that set them.
 	env map[string]string
+	// envBad maps field paths to the values ApplyEnv could not read
+	// (Validate reports them).
+	envBad map[string]string
 }
 
 // Server configures the HTTP API.
@@ -316,7 +325,21 @@ type Broker struct {
 // Redis configures the Redis connection.
 type Redis struct {
 	// URL is a redis:// or rediss:// URL. Default "redis://127.0.0.1:6379/0".
+	// For a Redis Cluster (Cluster true) it is go-redis's cluster form,
+	// "redis://h1:p1?addr=h2:p2&addr=h3:p3": every address a seed node,
+	// database 0 only.
 	URL string `yaml:"url"`
+	// Cluster says that URL names a Redis Cluster. Default false: one Redis
+	// (standalone, or a master with replicas). The start-up checks that the
+	// server agrees. `serve` refuses true for now: the ledger's scripts
+	// span cluster slots (docs/decisions/0016-ledger-on-redis-cluster.md).
+	Cluster bool `yaml:"cluster"`
+	// WaitReplicas, when positive, is the number of replicas that must
+	// have a new task's ledger writes (Redis WAIT) before its 202: a
+	// failover then loses no accepted task. Default 0 (off), range
+	// 0..WaitReplicasMax. `serve` refuses a positive value for now (not
+	// implemented yet).
+	WaitReplicas int `yaml:"wait_replicas"`
 }
 
 // Lanes configures the queues tasks are sharded over.
@@ -672,10 +695,12 @@ func (r Retry) Backoff(attempt int) time.Duration {
 	return min(d, limit)
 }
 
-// ApplyEnv overrides Server.Addr, Broker.URL and Redis.URL from
-// TASKLANE_ADDR, TASKLANE_AMQP_URL and TASKLANE_REDIS_URL when getenv returns a
-// non-empty value for them. Pass [os.Getenv]; tests pass a map lookup. Call
-// Validate afterwards to check the overridden values.
+// ApplyEnv overrides Server.Addr, Broker.URL, Redis.URL and Redis.Cluster
+// from TASKLANE_ADDR, TASKLANE_AMQP_URL, TASKLANE_REDIS_URL and
+// TASKLANE_REDIS_CLUSTER when getenv returns a non-empty value for them.
+// Pass [os.Getenv]; tests pass a map lookup. Call Validate afterwards to
+// check the overridden values (a TASKLANE_REDIS_CLUSTER that is not a
+// boolean is reported there).
 func (c *Config) ApplyEnv(getenv func(string) string) {
 	for _, o := range []struct {
 		name, path string
@@ -690,11 +715,28 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 			continue
 		}
 		*o.field = v
-		// Copy on write: copies made by WithDefaults share the maps.
-		c.env = maps.Clone(c.env)
-		if c.env == nil {
-			c.env = map[string]string{}
-		}
-		c.env[o.path] = o.name
+		c.setByEnv(o.path, o.name)
 	}
+	if v := getenv(EnvRedisCluster); v != "" {
+		if b, err := strconv.ParseBool(v); err == nil {
+			c.Redis.Cluster = b
+		} else {
+			c.envBad = maps.Clone(c.envBad)
+			if c.envBad == nil {
+				c.envBad = map[string]string{}
+			}
+			c.envBad["redis.cluster"] = v
+		}
+		c.setByEnv("redis.cluster", EnvRedisCluster)
+	}
+}
+
+// setByEnv records that variable name set path.
+func (c *Config) setByEnv(path, name string) {
+	// Copy on write: copies made by WithDefaults share the maps.
+	c.env = maps.Clone(c.env)
+	if c.env == nil {
+		c.env = map[string]string{}
+	}
+	c.env[path] = name
 }

@@ -199,21 +199,56 @@ func (v *validator) broker() {
 }
 
 func (v *validator) redis() {
-	u := v.c.Redis.URL
+	r := v.c.Redis
+	v.intRange("redis.wait_replicas", int64(r.WaitReplicas), 0, WaitReplicasMax)
+	if raw, ok := v.c.envBad["redis.cluster"]; ok {
+		v.add("redis.cluster", "want true or false, got %q", raw)
+	}
+	u := r.URL
 	if u == "" {
 		v.missing("redis.url")
 		return
 	}
-	if msg := checkURL(u, "redis://127.0.0.1:6379/0", "redis", "rediss"); msg != "" {
+	example := "redis://127.0.0.1:6379/0"
+	if r.Cluster {
+		example = clusterURLExample
+	}
+	if msg := checkURL(u, example, "redis", "rediss"); msg != "" {
 		v.add("redis.url", "%s", msg)
 		return
 	}
 	parsed, _ := url.Parse(u) // checkURL parsed it
-	if db := strings.TrimPrefix(parsed.Path, "/"); db != "" {
+	db := strings.TrimPrefix(parsed.Path, "/")
+	if db != "" {
 		if n, err := strconv.Atoi(db); err != nil || n < 0 {
 			v.add("redis.url", "invalid database %q (want a number, e.g. redis://127.0.0.1:6379/0)", db)
+			return
 		}
 	}
+	seeds := parsed.Query()["addr"]
+	if !r.Cluster {
+		if len(seeds) > 0 {
+			v.add("redis.url", "lists more addresses (addr=%s): that is a Redis Cluster URL; set redis.cluster: true for a cluster, or name one Redis (e.g. redis://127.0.0.1:6379/0)",
+				strings.Join(seeds, ", addr="))
+		}
+		return
+	}
+	if db != "" && db != "0" {
+		v.add("redis.url", "database %s: a Redis Cluster has database 0 only (want e.g. %s)", db, clusterURLExample)
+	}
+	for _, a := range seeds {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || !isPort(port) {
+			v.add("redis.url", "invalid seed address addr=%s (want host:port, e.g. %s)", a, clusterURLExample)
+		}
+	}
+}
+
+// clusterURLExample is a Redis Cluster URL in go-redis's form.
+const clusterURLExample = "redis://10.0.0.1:6379?addr=10.0.0.2:6379&addr=10.0.0.3:6379"
+
+func isPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0 && n < 65536
 }
 
 func (v *validator) lanes() {

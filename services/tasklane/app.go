@@ -293,6 +293,10 @@ func (a *App) configure() error {
 	if d := cfg.Broker.Driver; d != "" && d != broker.DriverAMQP && d != broker.DriverRedisStream {
 		return fmt.Errorf("broker.driver: unknown driver %q (want %s or %s)", d, broker.DriverAMQP, broker.DriverRedisStream)
 	}
+	if cfg.Redis.Cluster {
+		// serve's config check says so first; this covers an App made in Go.
+		return fmt.Errorf("redis.cluster: %s", config.ClusterNotSupported)
+	}
 	opt, err := redis.ParseURL(cfg.Redis.URL)
 	if err != nil {
 		return fmt.Errorf("redis.url: %w", urlError(err))

@@ -15,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/tasklane/tasklane/pkg/broker"
+	"github.com/tasklane/tasklane/pkg/redisconn"
 )
 
 // Start-up backoff: the first retry after retryFirst, doubling up to
@@ -95,6 +96,16 @@ func (a *App) connect(ctx context.Context) error {
 			}
 			_ = c.Close()
 			if err := a.rdb.Ping(ctx).Err(); err != nil {
+				return err
+			}
+			// A cluster node behind redis.url (redis.cluster false) would
+			// answer MOVED to most of the ledger's keys: not ready, saying
+			// why, rather than failing task by task.
+			node, err := redisconn.Inspect(ctx, a.rdb)
+			if err != nil {
+				return err
+			}
+			if err := node.Check(a.cfg.Redis.Cluster); err != nil {
 				return err
 			}
 			return a.ledger.LoadScripts(ctx)
