@@ -332,7 +332,7 @@ type Redis struct {
 	// Cluster says that URL names a Redis Cluster. Default false: one Redis
 	// (standalone, or a master with replicas). The start-up checks that the
 	// server agrees. `serve` refuses true for now: the ledger's scripts
-	// span cluster slots (docs/decisions/0016-ledger-on-redis-cluster.md).
+	// span cluster slots (docs/decisions/0017-ledger-on-redis-cluster.md).
 	Cluster bool `yaml:"cluster"`
 	// WaitReplicas, when positive, is the number of replicas that must
 	// have a new task's ledger writes (Redis WAIT) before its 202: a

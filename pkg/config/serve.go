@@ -34,7 +34,7 @@ func (c *Config) CheckServe(allowNoAuth bool) error {
 
 // ClusterNotSupported is why serve refuses redis.cluster: true.
 const ClusterNotSupported = "the ledger does not run on a Redis Cluster yet (its scripts touch keys in several cluster slots; " +
-	"see docs/decisions/0016-ledger-on-redis-cluster.md): set redis.cluster: false and point redis.url at one Redis " +
+	"see docs/decisions/0017-ledger-on-redis-cluster.md): set redis.cluster: false and point redis.url at one Redis " +
 	"(a master with replicas is fine)"
 
 // NoTenantsWarning says what a config without tenants means.

@@ -19,7 +19,7 @@ import (
 // crossSlot pins every ledger operation whose script, multi-key command or
 // transaction touches more than one Redis Cluster slot today (keys
 // normalized: prefix "tl", digests "<sha>"). These cannot run on a Redis
-// Cluster; docs/decisions/0016-ledger-on-redis-cluster.md says how each
+// Cluster; docs/decisions/0017-ledger-on-redis-cluster.md says how each
 // splits. A new crossing fails TestSlotAudit, and so does a fixed one:
 // update this list (and the decision record) with the change.
 var crossSlot = []string{
@@ -244,5 +244,5 @@ func TestSlotAudit(t *testing.T) {
 	for op, n := range audit.PipelineSlots() {
 		t.Logf("pipeline of %s: %d slots", op, n)
 	}
-	require.Equal(t, crossSlot, got, "the ledger's cross-slot operations changed: update crossSlot and docs/decisions/0016-ledger-on-redis-cluster.md")
+	require.Equal(t, crossSlot, got, "the ledger's cross-slot operations changed: update crossSlot and docs/decisions/0017-ledger-on-redis-cluster.md")
 }
