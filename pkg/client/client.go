@@ -3,7 +3,8 @@
 // batch as extension attributes), read, list and cancel tasks (by id or by
 // selector), pause and resume them, follow a task or its log until it
 // ends (Follow, Watch, FollowLog), inspect, redrive and purge the
-// dead-letter queue (in bounded steps with DLQFilter.Limit), list the
+// dead-letter queue (in bounded steps with DLQFilter.Limit), wait for the
+// jobs large bulk calls run as (Job, Wait), list the
 // tenant's triggers, and the admin routing API.
 //
 // The answers are the types of package contracts, whose JSON Schemas
@@ -310,24 +311,24 @@ func (c *Client) PurgeDLQ(ctx context.Context, id string) error {
 // RedriveDLQMatching redrives every dead task matching f, or with
 // f.DryRun only counts them (POST /v1/dlq/redrive). With f.Limit it is one
 // step of at most that many matches: continue with f.Cursor set to the
-// answer's NextCursor until it is empty.
-func (c *Client) RedriveDLQMatching(ctx context.Context, f contracts.DLQFilter) (*contracts.DLQResult, error) {
-	return c.dlqBulk(ctx, "/v1/dlq/redrive", f)
+// answer's NextCursor until it is empty. A selection larger than the
+// server handles in a request runs as a job: the call waits for it (see
+// Wait) and answers its totals.
+func (c *Client) RedriveDLQMatching(ctx context.Context, f contracts.DLQFilter, opts ...WaitOption) (*contracts.DLQResult, error) {
+	return c.dlqBulk(ctx, "/v1/dlq/redrive", f, opts)
 }
 
 // PurgeDLQMatching purges every dead task matching f, or with f.DryRun
-// only counts them (POST /v1/dlq/purge); f.Limit and f.Cursor step it as
-// RedriveDLQMatching's.
-func (c *Client) PurgeDLQMatching(ctx context.Context, f contracts.DLQFilter) (*contracts.DLQResult, error) {
-	return c.dlqBulk(ctx, "/v1/dlq/purge", f)
+// only counts them (POST /v1/dlq/purge); f.Limit and f.Cursor step it,
+// and a job is waited for, as RedriveDLQMatching's.
+func (c *Client) PurgeDLQMatching(ctx context.Context, f contracts.DLQFilter, opts ...WaitOption) (*contracts.DLQResult, error) {
+	return c.dlqBulk(ctx, "/v1/dlq/purge", f, opts)
 }
 
-func (c *Client) dlqBulk(ctx context.Context, path string, f contracts.DLQFilter) (*contracts.DLQResult, error) {
-	body, err := json.Marshal(f)
-	if err != nil {
-		return nil, err
-	}
-	return do[contracts.DLQResult](ctx, c, http.MethodPost, path, nil, jsonHeader(), body)
+func (c *Client) dlqBulk(ctx context.Context, path string, f contracts.DLQFilter, opts []WaitOption) (*contracts.DLQResult, error) {
+	return bulk(ctx, c, path, f, opts, func(j *contracts.Job) *contracts.DLQResult {
+		return &contracts.DLQResult{Matched: j.Matched, Done: j.Done, NextCursor: j.NextCursor}
+	})
 }
 
 // Pause pauses the tenant's tasks that sel matches, waiting now or
@@ -355,12 +356,13 @@ func (c *Client) Resume(ctx context.Context, id string) (*contracts.ResumeRespon
 // (waiting, paused and running), or with r.DryRun only counts them; with
 // r.Limit one step of the selection, continued with r.Cursor set to the
 // answer's NextCursor (POST /v1/tasks/cancel).
-func (c *Client) CancelMatching(ctx context.Context, r contracts.CancelRequest) (*contracts.CancelResponse, error) {
-	body, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	return do[contracts.CancelResponse](ctx, c, http.MethodPost, "/v1/tasks/cancel", nil, jsonHeader(), body)
+//
+// A selection larger than the server handles in a request runs as a job:
+// the call waits for it (see Wait) and answers its totals.
+func (c *Client) CancelMatching(ctx context.Context, r contracts.CancelRequest, opts ...WaitOption) (*contracts.CancelResponse, error) {
+	return bulk(ctx, c, "/v1/tasks/cancel", r, opts, func(j *contracts.Job) *contracts.CancelResponse {
+		return &contracts.CancelResponse{Matched: j.Matched, Cancelled: j.Done, NextCursor: j.NextCursor}
+	})
 }
 
 // Triggers lists the tenant's triggers with their state (GET
@@ -408,13 +410,29 @@ func do[T any](ctx context.Context, c *Client, method, path string, q url.Values
 // call sends one request and decodes a 2xx answer's JSON body into out
 // (when not nil); any other answer is an *Error.
 func (c *Client) call(ctx context.Context, method, path string, q url.Values, header http.Header, body []byte, out any) error {
+	status, b, err := c.send(ctx, method, path, q, header, body)
+	if err != nil {
+		return err
+	}
+	if out == nil || status == http.StatusNoContent {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s %s: answer %d is not the JSON expected: %w", method, path, status, err)
+	}
+	return nil
+}
+
+// send sends one request and returns a 2xx answer's status and body; any
+// other answer is an *Error.
+func (c *Client) send(ctx context.Context, method, path string, q url.Values, header http.Header, body []byte) (int, []byte, error) {
 	u := c.server + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -425,26 +443,20 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, he
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
 	if err != nil {
-		return fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
+		return 0, nil, fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
 	}
 	if int64(len(b)) > c.maxBytes {
-		return fmt.Errorf("%s %s: answer larger than %d bytes (Options.MaxResponseBytes)", method, path, c.maxBytes)
+		return 0, nil, fmt.Errorf("%s %s: answer larger than %d bytes (Options.MaxResponseBytes)", method, path, c.maxBytes)
 	}
 	if resp.StatusCode/100 != 2 {
-		return answerError(resp, b)
+		return 0, nil, answerError(resp, b)
 	}
-	if out == nil || resp.StatusCode == http.StatusNoContent {
-		return nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: answer %d is not the JSON expected: %w", method, path, resp.StatusCode, err)
-	}
-	return nil
+	return resp.StatusCode, b, nil
 }
 
 func answerError(resp *http.Response, body []byte) *Error {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/tasklane/tasklane/contracts"
 )
 
 // DefaultTenant is the implicit tenant when no tenants are configured (dev
@@ -30,6 +32,8 @@ const (
 	MaxBatchBytesDefault int64 = 4 << 20
 	// MaxBatchEventsDefault is the default Server.MaxBatchEvents.
 	MaxBatchEventsDefault = 1000
+	// BulkSyncMaxDefault is the default Server.BulkSyncMax.
+	BulkSyncMaxDefault = contracts.BulkSyncMaxDefault
 	// WriteTimeoutDefault is the default Server.WriteTimeout.
 	WriteTimeoutDefault = Duration(30 * time.Second)
 	// MaxHeaderBytesDefault is the default Server.MaxHeaderBytes.
@@ -275,6 +279,11 @@ type Server struct {
 	MaxBatchBytes int64 `yaml:"max_batch_bytes"`
 	// MaxBatchEvents bounds the events in one batch. Default 1000.
 	MaxBatchEvents int `yaml:"max_batch_events"`
+	// BulkSyncMax is how many matching tasks a bulk call (POST
+	// /v1/tasks/cancel, /v1/dlq/redrive, /v1/dlq/purge) handles in the
+	// request; a larger selection is answered 202 with a job that runs in
+	// the background (GET /v1/jobs/{id}). Default 10000.
+	BulkSyncMax int `yaml:"bulk_sync_max"`
 	// AdminKeys authorize admin operations; each is a plain secret (at least 8
 	// characters) or "sha256:" + 64 hex digits. Default none.
 	AdminKeys []string `yaml:"admin_keys"`

@@ -110,6 +110,11 @@ functions:
 			want: `tasklane.yaml:1:28: server.max_batch_events: expected an integer, got "10"`,
 		},
 		{
+			name: "BulkSyncMaxNegative",
+			yaml: `server: {bulk_sync_max: -5}`,
+			want: `tasklane.yaml:1:25: server.bulk_sync_max: must be at least 1, got -5`,
+		},
+		{
 			name: "MaxHeaderBytesAboveFrameBound",
 			yaml: `server: {max_header_bytes: 131072}`,
 			want: `tasklane.yaml:1:28: server.max_header_bytes: must be between 4096 and 65536, got 131072`,
@@ -590,6 +595,7 @@ func TestParseDesignExample(t *testing.T) {
 		MaxEventBytes:  65536,
 		MaxBatchBytes:  4 << 20,
 		MaxBatchEvents: 1000,
+		BulkSyncMax:    10000,
 		WriteTimeout:   config.Duration(30 * time.Second),
 		MaxHeaderBytes: 32 << 10,
 	}, cfg.Server)
@@ -694,7 +700,7 @@ func TestDefaults(t *testing.T) {
 			cfg, err := config.Parse(file, []byte(doc))
 			require.NoError(t, err, "document %q", doc)
 			require.Equal(t, config.Server{
-				Addr: ":8080", MaxEventBytes: 65536, MaxBatchBytes: 4 << 20, MaxBatchEvents: 1000,
+				Addr: ":8080", MaxEventBytes: 65536, MaxBatchBytes: 4 << 20, MaxBatchEvents: 1000, BulkSyncMax: 10000,
 				WriteTimeout: config.Duration(30 * time.Second), MaxHeaderBytes: 32 << 10,
 			}, cfg.Server)
 			require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16, Prefetch: 256, Prefix: "tasklane"}, cfg.Broker)

@@ -14,6 +14,7 @@ func (c *Config) WithDefaults() *Config {
 	out.Server.MaxEventBytes = cmp.Or(out.Server.MaxEventBytes, MaxEventBytesDefault)
 	out.Server.MaxBatchBytes = cmp.Or(out.Server.MaxBatchBytes, max(MaxBatchBytesDefault, out.Server.MaxEventBytes))
 	out.Server.MaxBatchEvents = cmp.Or(out.Server.MaxBatchEvents, MaxBatchEventsDefault)
+	out.Server.BulkSyncMax = cmp.Or(out.Server.BulkSyncMax, BulkSyncMaxDefault)
 	out.Server.AdminKeys = slices.Clone(out.Server.AdminKeys)
 	out.Server.WriteTimeout = cmp.Or(out.Server.WriteTimeout, WriteTimeoutDefault)
 	out.Server.MaxHeaderBytes = cmp.Or(out.Server.MaxHeaderBytes, MaxHeaderBytesDefault)

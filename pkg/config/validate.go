@@ -165,6 +165,7 @@ func (v *validator) server() {
 		v.add("server.max_batch_bytes", "must be at least server.max_event_bytes (%d), got %d", s.MaxEventBytes, s.MaxBatchBytes)
 	}
 	v.intMin("server.max_batch_events", int64(s.MaxBatchEvents), 1)
+	v.intMin("server.bulk_sync_max", int64(s.BulkSyncMax), 1)
 	v.positive("server.write_timeout", s.WriteTimeout)
 	v.intRange("server.max_header_bytes", int64(s.MaxHeaderBytes), MaxHeaderBytesMin, MaxHeaderBytesMax)
 	if s.MetricsAddr != "" {

@@ -163,3 +163,22 @@ func (l *Ledger) bulkStep(ctx context.Context, tenant string, f ListFilter, dryR
 	}
 	return r, nil
 }
+
+// CountDead counts the dead tasks matching f (State, Limit and Cursor are
+// ignored), stopping once the count passes upTo: a bulk call asks it
+// whether its selection is small enough to handle in the request.
+func (l *Ledger) CountDead(ctx context.Context, tenant string, f ListFilter, upTo int) (int, error) {
+	f.State, f.Limit, f.Cursor = contracts.StateDead, ListLimitMax, ""
+	n := 0
+	for {
+		page, err := l.List(ctx, tenant, f)
+		if err != nil {
+			return n, err
+		}
+		n += len(page.Tasks)
+		if page.NextCursor == "" || n > upTo {
+			return n, nil
+		}
+		f.Cursor = page.NextCursor
+	}
+}

@@ -105,6 +105,10 @@ func New(cfg Config) *Ledger {
 // Redis returns the client the ledger uses.
 func (l *Ledger) Redis() redis.UniversalClient { return l.rdb }
 
+// KeyPrefix starts every key of the ledger (and of what keeps its own
+// keys beside it, such as bulk jobs).
+func (l *Ledger) KeyPrefix() string { return l.cfg.Prefix }
+
 // DelayKey is the delay set: members "<tenant>/<id>" scored by due ms.
 func (l *Ledger) DelayKey() string { return l.cfg.Prefix + ":delay" }
 

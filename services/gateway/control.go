@@ -119,6 +119,21 @@ func (g *Gateway) handleCancelMatching(w http.ResponseWriter, r *http.Request) {
 	if !g.checkSelector(w, req.Selector, contracts.CancellableStates) {
 		return
 	}
+	if !req.DryRun && (req.Limit == 0 || req.Limit > g.cfg.BulkSyncMax) {
+		// Counted first (up to one past the bound): a larger selection
+		// is handed to a job before any task is changed.
+		probe := req
+		probe.DryRun, probe.Limit = true, g.cfg.BulkSyncMax+1
+		n, err := g.cfg.Ledger.CancelMatching(r.Context(), tenant, probe)
+		if err == nil && n.Matched > g.cfg.BulkSyncMax {
+			g.startJob(w, r, tenant, contracts.JobCancel, req)
+			return
+		}
+		if err != nil && !errors.Is(err, ledger.ErrBadControlCursor) {
+			g.ledgerUnavailable(w, r, "counting tasks to cancel", err)
+			return
+		}
+	}
 	res, err := g.cfg.Ledger.CancelMatching(r.Context(), tenant, req)
 	switch {
 	case errors.Is(err, ledger.ErrBadControlCursor):

@@ -197,12 +197,23 @@ func (g *Gateway) handleDLQBulk(redrive bool) http.HandlerFunc {
 			WriteError(w, http.StatusBadRequest, msg)
 			return
 		}
-		f := ledger.ListFilter{Function: req.Function, Reason: req.Reason, Limit: req.Limit, Cursor: req.Cursor}
-		if req.Since != nil {
-			f.FinishedSince = *req.Since
-		}
-		if req.Until != nil {
-			f.FinishedUntil = *req.Until
+		f := dlqListFilter(req)
+		if !req.DryRun && req.Limit == 0 {
+			// Counted first (up to one past the bound): a larger
+			// selection is handed to a job before any task is changed.
+			n, err := g.cfg.Ledger.CountDead(r.Context(), tenant, f, g.cfg.BulkSyncMax)
+			if err != nil {
+				g.ledgerUnavailable(w, r, "counting dead tasks", err)
+				return
+			}
+			if n > g.cfg.BulkSyncMax {
+				kind := contracts.JobDLQPurge
+				if redrive {
+					kind = contracts.JobDLQRedrive
+				}
+				g.startJob(w, r, tenant, kind, req)
+				return
+			}
 		}
 		op := g.cfg.Ledger.PurgeAll
 		if redrive {
@@ -219,4 +230,16 @@ func (g *Gateway) handleDLQBulk(redrive bool) http.HandlerFunc {
 		}
 		WriteJSON(w, http.StatusOK, res)
 	}
+}
+
+// dlqListFilter is the ledger filter of a bulk DLQ call.
+func dlqListFilter(req contracts.DLQFilter) ledger.ListFilter {
+	f := ledger.ListFilter{Function: req.Function, Reason: req.Reason, Limit: req.Limit, Cursor: req.Cursor}
+	if req.Since != nil {
+		f.FinishedSince = *req.Since
+	}
+	if req.Until != nil {
+		f.FinishedUntil = *req.Until
+	}
+	return f
 }

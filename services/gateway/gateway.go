@@ -3,7 +3,8 @@
 // (GET /v1/tasks, also by event: ?event_id=&source=, or by ?batch=; GET /v1/tasks/{id};
 // the task log GET /v1/tasks/{id}/logs, and POST for a function's lines
 // with its task token), task control (pauses, resume, cancel by selector:
-// control.go). Every request is scoped to the tenant
+// control.go), and the jobs bulk calls too large for a request run in
+// (GET /v1/jobs/{id}: jobs.go). Every request is scoped to the tenant
 // its API key names; another tenant's task id answers 404.
 //
 // [Triggers] serves the tenant's trigger list (GET /v1/triggers), and
@@ -16,12 +17,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/auth"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/httpjson"
 	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/pkg/jobs"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/tasktoken"
@@ -53,6 +56,17 @@ type Config struct {
 	// FunctionExists says whether a function is configured: a pause or
 	// cancel of one that is not answers 422. Nil accepts any name.
 	FunctionExists func(name string) bool
+	// BulkSyncMax is how many matching tasks a bulk call (cancel by
+	// selector, DLQ redrive and purge) handles in the request; a larger
+	// selection is answered 202 with a job (jobs.go). Default
+	// contracts.BulkSyncMaxDefault.
+	BulkSyncMax int
+	// JobLease is a job's lease (default jobs.LeaseDefault): a job whose
+	// gateway stopped is resumed by another within about this long.
+	JobLease time.Duration
+	// JobsPerTenant bounds a tenant's running jobs (default
+	// jobs.PerTenantDefault); a bulk call over it answers 429.
+	JobsPerTenant int
 }
 
 // Gateway is the HTTP API.
@@ -60,6 +74,8 @@ type Gateway struct {
 	cfg Config
 	// tokens verifies task tokens (POST /v1/tasks/{id}/logs).
 	tokens *tasktoken.Keys
+	// jobs runs the bulk calls too large for a request.
+	jobs *jobs.Runner
 }
 
 // New returns a gateway.
@@ -79,9 +95,13 @@ func New(cfg Config) *Gateway {
 	if cfg.Ingester != nil {
 		cfg.Ingester = cfg.Ingester.WithMaxEventBytes(cfg.Limits.MaxEventBytes)
 	}
+	if cfg.BulkSyncMax <= 0 {
+		cfg.BulkSyncMax = contracts.BulkSyncMaxDefault
+	}
 	g := &Gateway{cfg: cfg}
 	if cfg.Ledger != nil {
 		g.tokens = tasktoken.NewKeys(cfg.Ledger.TokenSecret)
+		g.jobs = g.newJobRunner()
 	}
 	return g
 }
@@ -96,6 +116,7 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/tasks/{id}/logs", g.handleWriteTaskLog)
 	g.registerDLQ(mux)
 	g.registerControl(mux)
+	g.registerJobs(mux)
 }
 
 // contextT shortens signatures of ledger operations taken as values.

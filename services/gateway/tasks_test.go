@@ -34,7 +34,10 @@ type apiBundle struct {
 // setupAPI serves the gateway over a real ledger; events of type "two" go
 // to functions f1 and f2, every other type to f1. Keys: "key-acme" for
 // tenant acme, "key-other" for tenant other.
-func setupAPI(t *testing.T) *apiBundle {
+func setupAPI(t *testing.T) *apiBundle { return setupAPIWith(t, func(*Config) {}) }
+
+// setupAPIWith is setupAPI with the gateway's config changed by set.
+func setupAPIWith(t *testing.T, set func(*Config)) *apiBundle {
 	t.Helper()
 	rdb, prefix := testkit.Redis(t)
 	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
@@ -53,7 +56,9 @@ func setupAPI(t *testing.T) *apiBundle {
 	kr, err := auth.NewKeyring(map[string][]string{"acme": {"key-acme-0123456789abcdef"}, "other": {"key-other-0123456789abcdef"}})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	New(Config{Keyring: kr, Ingester: in, Ledger: l, Metrics: metrics.New(), Logger: testkit.Logger(t, 0)}).Register(mux)
+	cfg := Config{Keyring: kr, Ingester: in, Ledger: l, Metrics: metrics.New(), Logger: testkit.Logger(t, 0)}
+	set(&cfg)
+	New(cfg).Register(mux)
 	return &apiBundle{h: mux, l: l}
 }
 

@@ -432,7 +432,7 @@ func (a *App) startUp(ctx, runCtx context.Context) error {
 	})
 	a.startAdmin()
 	if a.opts.Roles[RoleGateway] {
-		a.startGateway()
+		a.startGateway(runCtx)
 	}
 	a.status.set(statusReady, "starting")
 	if err := a.startWorkers(ctx, runCtx); err != nil {

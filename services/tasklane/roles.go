@@ -62,8 +62,9 @@ func (a *App) keyring() (*auth.Keyring, error) {
 	return auth.NewKeyring(keys)
 }
 
-// startGateway makes the gateway's /v1 routes.
-func (a *App) startGateway() {
+// startGateway makes the gateway's /v1 routes and runs its bulk jobs
+// with ctx.
+func (a *App) startGateway(ctx context.Context) {
 	gw := gateway.New(gateway.Config{
 		Keyring:  a.keys,
 		Ingester: a.ingester(),
@@ -83,7 +84,9 @@ func (a *App) startGateway() {
 			MaxBatchBytes:  a.cfg.Server.MaxBatchBytes,
 			MaxBatchEvents: a.cfg.Server.MaxBatchEvents,
 		},
+		BulkSyncMax: a.cfg.Server.BulkSyncMax,
 	})
+	a.goRun("jobs", func() error { gw.RunJobs(ctx); return nil })
 	inner := http.NewServeMux()
 	gw.Register(inner)
 	a.trigAPI = gateway.NewTriggers(gateway.TriggersConfig{

@@ -148,7 +148,7 @@ func TestClientAgainstTheDevApp(t *testing.T) {
 
 	// Steps of 3: each step answers a cursor while more may remain, and
 	// the steps together handle every match once.
-	steps := func(op func(context.Context, contracts.DLQFilter) (*contracts.DLQResult, error), f contracts.DLQFilter) (matched, done, calls int) {
+	steps := func(op func(context.Context, contracts.DLQFilter, ...client.WaitOption) (*contracts.DLQResult, error), f contracts.DLQFilter) (matched, done, calls int) {
 		f.Limit = 3
 		for {
 			r, err := op(ctx, f)

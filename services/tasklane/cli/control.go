@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/client"
 )
 
 // selectorFlags are the flags of a selector (pause, tasks cancel).
@@ -179,12 +180,14 @@ func printPauses(w io.Writer, l *contracts.PauseList) {
 	_ = tw.Flush()
 }
 
-// cancelStep is how many matching tasks one request of 'tasks cancel' by
-// selector handles: the command prints its progress after each.
+// cancelStep is how many matching tasks one request of 'tasks cancel
+// --dry-run' by selector counts: the command prints its progress after
+// each. A cancel is one request (a large selection runs as a job whose
+// progress the command prints).
 const cancelStep = 1000
 
-// cancelMatching runs 'tasks cancel' by selector: steps of cancelStep
-// matches, progress on stderr, the totals on stdout.
+// cancelMatching runs 'tasks cancel' by selector: progress on stderr
+// (of the job, or of the dry run's steps), the totals on stdout.
 func cancelMatching(cmd *cobra.Command, stdout io.Writer, c *clientFlags, sf *selectorFlags, dryRun bool) error {
 	sel, err := sf.selector()
 	if err != nil {
@@ -195,8 +198,19 @@ func cancelMatching(cmd *cobra.Command, stdout io.Writer, c *clientFlags, sf *se
 		return err
 	}
 	var total contracts.CancelResponse
-	req := contracts.CancelRequest{Selector: sel, DryRun: dryRun, Limit: cancelStep}
-	for {
+	if !dryRun {
+		// One call: the server handles a small selection in the request
+		// and runs a large one as a job, waited for here.
+		r, err := cl.CancelMatching(cmd.Context(), contracts.CancelRequest{Selector: sel}, client.OnProgress(func(j contracts.Job) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "... job %s: %d matched, %d cancelled so far\n", j.ID, j.Matched, j.Done)
+		}))
+		if err != nil {
+			return err
+		}
+		total = *r
+	}
+	req := contracts.CancelRequest{Selector: sel, DryRun: true, Limit: cancelStep}
+	for dryRun {
 		r, err := cl.CancelMatching(cmd.Context(), req)
 		if err != nil {
 			return err
@@ -206,7 +220,7 @@ func cancelMatching(cmd *cobra.Command, stdout io.Writer, c *clientFlags, sf *se
 		if r.NextCursor == "" {
 			break
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "... %d matched, %d cancelled so far\n", total.Matched, total.Cancelled)
+		fmt.Fprintf(cmd.ErrOrStderr(), "... %d matched so far\n", total.Matched)
 		req.Cursor = r.NextCursor
 	}
 	return c.print(stdout, total, func(w io.Writer) {

@@ -145,8 +145,9 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   action + " ID | " + action + " --all [--function F] [--reason R] [--since T] [--until T] [--dry-run]",
 		Short: short,
-		Long: short + ": one task by id, or with --all every dead-lettered task matching the filters, in steps\n" +
-			"of " + strconv.Itoa(dlqStep) + " with progress on stderr; --dry-run only counts.",
+		Long: short + ": one task by id, or with --all every dead-lettered task matching the filters; a\n" +
+			"selection larger than the server's server.bulk_sync_max runs as a job on the server, whose\n" +
+			"progress is shown on stderr. --dry-run only counts (in steps of " + strconv.Itoa(dlqStep) + ").",
 		Example: "  tasklane dlq " + action + " 01KH62FBSQY4E00SB1AA863NEG\n" +
 			"  tasklane dlq " + action + " --all --reason attempts_exhausted --since 2026-12-04T08:00:00Z --dry-run",
 		Args: cobra.MaximumNArgs(1),
@@ -180,9 +181,20 @@ func dlqActionCommand(stdout io.Writer, action, short string) *cobra.Command {
 			if action == "redrive" {
 				bulk = cl.RedriveDLQMatching
 			}
-			res, err := dlqBulkSteps(ctx, bulk, filter, func(r contracts.DLQResult) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "... %d matched, %d %s so far\n", r.Matched, r.Done, dlqDone(action))
-			})
+			var res *contracts.DLQResult
+			if dryRun {
+				res, err = dlqBulkSteps(ctx, func(ctx context.Context, f contracts.DLQFilter) (*contracts.DLQResult, error) {
+					return bulk(ctx, f)
+				}, filter, func(r contracts.DLQResult) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "... %d matched so far\n", r.Matched)
+				})
+			} else {
+				// One call: the server handles a small selection in the
+				// request and runs a large one as a job, waited for here.
+				res, err = bulk(ctx, filter, client.OnProgress(func(j contracts.Job) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "... job %s: %d matched, %d %s so far\n", j.ID, j.Matched, j.Done, dlqDone(action))
+				}))
+			}
 			if err != nil {
 				return err
 			}
