@@ -10,7 +10,7 @@ SUBMODULES := deploy/k8s
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
-.PHONY: help test test/short test/unit vet build dev fuzz bench clean
+.PHONY: help test test/short test/unit test/rabbitcluster vet build dev fuzz bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis
 test/short: ## Unit tests without services (-short): Redis is embedded (miniredis), tests needing RabbitMQ or the real Redis skip
 	$(GO) test -race -short -count=1 -timeout 5m $(PKGS)
 	for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 -timeout 20m ./...) || exit 1; done
+
+test/rabbitcluster: ## RabbitMQ cluster drill: starts 3 RabbitMQ nodes of its own (ports 5681-5683, 25681-25683), kills one under load (not in `make test`)
+	$(GO) test -count=1 -tags 'integration rabbitcluster' -timeout 15m -run '^TestRabbitMQClusterDrill$$' -v ./integration/
 
 test/unit: test/short ## Same as test/short (the old name)
 
