@@ -30,9 +30,11 @@ import (
 // runs a Tasklane child process (gateway, dispatcher, scheduler, notifier)
 // on it with quorum lanes and broker.url listing the three nodes, feeds it
 // about 250 events/s, then kills (SIGKILL) the node the process has the
-// most connections to, a quorum member of every lane. The process must
-// reconnect to the other nodes (publisher and lane consumers) and the two
-// nodes left keep every quorum lane's majority. Pass: every 202-accepted
+// most connections to, a quorum member of every lane; it starts that node
+// again and kills the node the process then has its connections on. Each
+// time the process must reconnect to the other nodes (publisher and lane
+// consumers), and the two nodes left keep every quorum lane's majority.
+// Pass: every 202-accepted
 // task ends succeeded with one result, nothing lost, stuck, unexpected or
 // succeeded twice. At the end the nodes are stopped by PID and their
 // directory removed.
@@ -54,21 +56,41 @@ func TestRabbitMQClusterDrill(t *testing.T) {
 	l := startLoad(t, c, app.url(), "rmqc", 25, 100*time.Millisecond, e.ledger())
 	testkit.Eventually(t, 120*time.Second, func() bool { return c.finished() >= 2000 }, "2000 tasks done before the fault")
 
-	conns := cl.connections(t)
-	victim := cl.busiest(conns)
-	t.Logf("connections by node before the fault: %v; killing %s", conns, victim.name)
-	faultStart := time.Now()
-	victim.kill(t)
-	// The fault ends when the process has its connections back, all on
-	// the nodes left.
-	survivor := cl.other(victim)
-	testkit.Eventually(t, 60*time.Second, func() bool {
-		now := survivor.connectionsByNode(t)
-		return now[victim.name] == 0 && sum(now) >= sum(conns)
-	}, "the process reconnected to the nodes left")
-	faultEnd := time.Now()
-	t.Logf("killed %s at %s; the process had its %d connections on %v %.1fs later",
-		victim.name, faultStart.Format("15:04:05.000"), sum(conns), survivor.connectionsByNode(t), faultEnd.Sub(faultStart).Seconds())
+	// Two faults: the node with the most of the process's connections is
+	// killed; once the process is back on the others, the node is started
+	// again (it rejoins, its quorum members catch up), and the node now
+	// holding the process's connections is killed.
+	var faultEnd time.Time
+	for round := 1; round <= 2; round++ {
+		if round == 2 {
+			time.Sleep(10 * time.Second) // load between the faults, not synchronisation
+			restarted := time.Now()
+			for _, n := range cl.nodes {
+				if n.killed {
+					n.start(t)
+					n.awaitStartup(t)
+					n.killed = false
+				}
+			}
+			cl.awaitRunning(t)
+			t.Logf("restarted the killed node: the cluster runs 3 nodes again %.1fs later", time.Since(restarted).Seconds())
+		}
+		conns := cl.connections(t)
+		victim := cl.busiest(conns)
+		t.Logf("fault %d: connections by node %v; killing %s", round, conns, victim.name)
+		faultStart := time.Now()
+		victim.kill(t)
+		// The fault ends when the process has its connections back, all
+		// on the nodes left.
+		survivor := cl.other(victim)
+		testkit.Eventually(t, 60*time.Second, func() bool {
+			now := survivor.connectionsByNode(t)
+			return now[victim.name] == 0 && sum(now) >= sum(conns)
+		}, "the process reconnected to the nodes left")
+		faultEnd = time.Now()
+		t.Logf("fault %d: killed %s at %s; the process had its %d connections on %v %.1fs later", round,
+			victim.name, faultStart.Format("15:04:05.000"), sum(conns), survivor.connectionsByNode(t), faultEnd.Sub(faultStart).Seconds())
+	}
 
 	time.Sleep(10 * time.Second) // load after the fault, not synchronisation
 	faultRun{t: t, e: e, c: c, app: app, load: l, faultEnd: faultEnd}.finish(120 * time.Second)
@@ -158,15 +180,22 @@ func startRabbitCluster(t *testing.T, n int) *rabbitCluster {
 		node.ctl(t, "start_app")
 		node.awaitStartup(t)
 	}
+	cl.awaitRunning(t)
+	cl.started = time.Now()
+	return cl
+}
+
+// awaitRunning waits until a running node reports every node running in
+// the cluster.
+func (cl *rabbitCluster) awaitRunning(t *testing.T) {
+	t.Helper()
 	testkit.Eventually(t, 60*time.Second, func() bool {
-		out, err := cl.nodes[0].ctlOutput("cluster_status", "--formatter", "json")
+		out, err := cl.other(nil).ctlOutput("cluster_status", "--formatter", "json")
 		var status struct {
 			Running []string `json:"running_nodes"`
 		}
-		return err == nil && json.Unmarshal([]byte(out), &status) == nil && len(status.Running) == n
+		return err == nil && json.Unmarshal([]byte(out), &status) == nil && len(status.Running) == len(cl.nodes)
 	}, "every node running in the cluster")
-	cl.started = time.Now()
-	return cl
 }
 
 // rabbitSbin is the directory of RabbitMQ's own scripts. Not
