@@ -3,9 +3,6 @@ GO ?= go
 PKGS := ./...
 # Scenarios that restart a broker other tests use: they run last, alone.
 RESTART_TESTS := ^TestIntegration(RabbitMQ|Redis)Restart$$
-# Tests that drop an amqp connection in the test process: skipped under -race
-# (watermill-amqp's reconnect is racy), so they run again without it.
-AMQP_RECONNECT_TESTS := ^TestAMQPConsumerResumesAfterReconnect$$|^TestDriverConformanceAMQP$$/^(DeadConsumers|DeleteLaneOfAnUnackedMessage)
 # Modules of their own (not in ./...): deploy/k8s checks the Kubernetes
 # manifests against k8s.io/api and KEDA's types, kept out of the main module.
 SUBMODULES := deploy/k8s
@@ -13,21 +10,23 @@ SUBMODULES := deploy/k8s
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
-.PHONY: help test test/short test/unit vet build dev fuzz bench clean
+.PHONY: help test test/short test/unit test/rabbitcluster vet build dev fuzz bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race; then the latency measurements and the amqp reconnect tests without it, then the broker restarts alone, then deploy/k8s (its own module)
+test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race; then the latency measurements without it, then the broker restarts alone, then deploy/k8s (its own module)
 	$(GO) test -race -count=1 -tags integration -timeout 30m -skip '$(RESTART_TESTS)' $(PKGS)
 	$(GO) test -count=1 -tags integration -timeout 10m -run 'NoisyNeighbour' ./integration/
-	$(GO) test -count=1 -tags integration -timeout 5m -run '$(AMQP_RECONNECT_TESTS)' ./pkg/broker/
 	$(GO) test -race -count=1 -tags integration -timeout 10m -run '$(RESTART_TESTS)' ./integration/
 	for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 -timeout 20m ./...) || exit 1; done
 
 test/short: ## Unit tests without services (-short): Redis is embedded (miniredis), tests needing RabbitMQ or the real Redis skip
 	$(GO) test -race -short -count=1 -timeout 5m $(PKGS)
 	for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 -timeout 20m ./...) || exit 1; done
+
+test/rabbitcluster: ## RabbitMQ cluster drill: starts 3 RabbitMQ nodes of its own (ports 5681-5683, 25681-25683), kills one under load (not in `make test`)
+	$(GO) test -count=1 -tags 'integration rabbitcluster' -timeout 15m -run '^TestRabbitMQClusterDrill$$' -v ./integration/
 
 test/unit: test/short ## Same as test/short (the old name)
 

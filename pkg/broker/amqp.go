@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 
-	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v2/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -18,8 +18,8 @@ const laneMaxPriority = contracts.MaxPriority
 
 type amqpDriver struct {
 	cfg      Config
-	pubConn  *wamqp.ConnectionWrapper
-	subConn  *wamqp.ConnectionWrapper
+	pubConn  *amqpConn
+	subConn  *amqpConn
 	pub      *confirmPublisher
 	resPub   *confirmPublisher
 	sub      *laneSubscriber
@@ -30,22 +30,30 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	if cfg.AMQPURL == "" {
 		return nil, errors.New("amqp driver needs a broker URL")
 	}
+	urls := splitURLs(cfg.AMQPURL)
+	for i, u := range urls {
+		if _, err := amqp.ParseURI(u); err != nil {
+			return nil, fmt.Errorf("broker URL %d of %d (%s): %w", i+1, len(urls), redactURL(u), err)
+		}
+	}
 	if cfg.PublishChannels <= 0 {
 		cfg.PublishChannels = 16
 	}
-	logger := WatermillLogger(cfg.Logger.With("component", "amqp"))
+	logger := cfg.Logger.With("component", "amqp")
 	d := &amqpDriver{cfg: cfg}
 
-	laneCfg := d.laneConfig()
 	var err error
 	// Publishing and consuming use separate connections: RabbitMQ's flow
 	// control blocks a publishing connection, and that must not stall acks.
-	if d.pubConn, err = wamqp.NewConnection(laneCfg.Connection, logger); err != nil {
-		return nil, fmt.Errorf("connecting to RabbitMQ: %w", err)
+	// Each connection starts at a random URL of the list (processes spread
+	// over a cluster's nodes) and moves to the next one when its node goes
+	// away.
+	if d.pubConn, err = newAMQPConn(urls, rand.IntN(len(urls)), "tasklane publish", logger); err != nil {
+		return nil, err
 	}
-	if d.subConn, err = wamqp.NewConnection(laneCfg.Connection, logger); err != nil {
+	if d.subConn, err = newAMQPConn(urls, rand.IntN(len(urls)), "tasklane consume", logger); err != nil {
 		_ = d.pubConn.Close()
-		return nil, fmt.Errorf("connecting to RabbitMQ: %w", err)
+		return nil, err
 	}
 	// Lanes are on the default exchange, the routing key is the lane.
 	d.pub = newConfirmPublisher(d.pubConn, cfg.PublishChannels, "", func(topic string) string { return topic }, true)
@@ -55,13 +63,6 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	// Not mandatory: a results exchange nobody has bound a queue to is fine.
 	d.resPub = newConfirmPublisher(d.pubConn, 8, contracts.ResultsExchangeFor(cfg.Prefix), func(topic string) string { return topic }, false)
 	return d, nil
-}
-
-// laneConfig is watermill-amqp's configuration for the driver's two
-// connections. Only the connection part is read: lanes are consumed by
-// laneSubscriber and published by confirmPublisher.
-func (d *amqpDriver) laneConfig() wamqp.Config {
-	return wamqp.NewDurableQueueConfig(d.cfg.AMQPURL)
 }
 
 func (d *amqpDriver) laneArgs() amqp.Table {
@@ -178,7 +179,7 @@ func (d *amqpDriver) Close() error {
 				errs = append(errs, p.Close())
 			}
 		}
-		for _, c := range []*wamqp.ConnectionWrapper{d.subConn, d.pubConn} {
+		for _, c := range []*amqpConn{d.subConn, d.pubConn} {
 			if c != nil {
 				errs = append(errs, c.Close())
 			}

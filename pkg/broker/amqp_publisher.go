@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v2/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -21,10 +20,11 @@ import (
 // shared channel and waits only for its own confirms, so concurrent callers'
 // messages are confirmed together.
 //
-// It rides on watermill-amqp's reconnecting connection: a channel found
-// closed is reopened on the next publish.
+// It rides on the driver's reconnecting connection (amqpConn): a channel
+// found closed is reopened on the next publish, on whichever node the
+// connection reached.
 type confirmPublisher struct {
-	conn       *wamqp.ConnectionWrapper
+	conn       *amqpConn
 	exchange   string
 	routingKey func(topic string) string
 	// mandatory makes a publish that no queue takes fail instead of being
@@ -50,7 +50,7 @@ type confirmChannel struct {
 // returnBuffer bounds returns not yet drained on one channel.
 const returnBuffer = 4096
 
-func newConfirmPublisher(conn *wamqp.ConnectionWrapper, channels int, exchange string, routingKey func(string) string, mandatory bool) *confirmPublisher {
+func newConfirmPublisher(conn *amqpConn, channels int, exchange string, routingKey func(string) string, mandatory bool) *confirmPublisher {
 	p := &confirmPublisher{conn: conn, exchange: exchange, routingKey: routingKey, mandatory: mandatory, chans: make([]*confirmChannel, channels)}
 	for i := range p.chans {
 		p.chans[i] = &confirmChannel{}

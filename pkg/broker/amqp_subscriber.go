@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v2/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -45,7 +44,7 @@ const PrefetchDefault = 256
 // Subscribe call's context ends; its channel closes and RabbitMQ offers
 // what it prefetched to other consumers.
 type laneSubscriber struct {
-	conn     *wamqp.ConnectionWrapper
+	conn     *amqpConn
 	args     amqp.Table
 	prefetch int
 	logger   *slog.Logger
@@ -83,7 +82,7 @@ type laneDelivery struct {
 	d   amqp.Delivery
 }
 
-func newLaneSubscriber(conn *wamqp.ConnectionWrapper, args amqp.Table, prefetch int, logger *slog.Logger) *laneSubscriber {
+func newLaneSubscriber(conn *amqpConn, args amqp.Table, prefetch int, logger *slog.Logger) *laneSubscriber {
 	if prefetch <= 0 {
 		prefetch = PrefetchDefault
 	}

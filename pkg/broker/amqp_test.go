@@ -59,7 +59,6 @@ func TestAMQPPublishToMissingLaneFails(t *testing.T) {
 // exists instead of declaring it).
 func TestAMQPConsumerResumesAfterReconnect(t *testing.T) {
 	t.Parallel()
-	skipReconnectUnderRace(t)
 	url := testkit.RequireAMQP(t)
 	d, err := New(Config{Driver: DriverAMQP, AMQPURL: url, Logger: testkit.Logger(t, slog.LevelWarn)})
 	require.NoError(t, err)
@@ -94,19 +93,6 @@ func TestNewUnreachableAMQPIsNilDriver(t *testing.T) {
 	require.ErrorIs(t, err, syscall.ECONNREFUSED)
 	require.Nil(t, d)
 	require.NoError(t, (*amqpDriver)(nil).Close())
-}
-
-// skipReconnectUnderRace skips a test that drops an amqp connection in
-// this process when the race detector is on: watermill-amqp v2.1.3's
-// ConnectionWrapper replaces its connected channel on reconnect without a
-// lock while its subscribers read it (IsConnected), a data race of the
-// library that fails the test binary. `make test` runs these tests again
-// without -race.
-func skipReconnectUnderRace(t *testing.T) {
-	t.Helper()
-	if raceEnabled {
-		t.Skip("drops an amqp connection: watermill-amqp's reconnect races (ConnectionWrapper.connected); run without -race")
-	}
 }
 
 // N router handlers on a lane handle N deliveries at once over one channel

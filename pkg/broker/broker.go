@@ -2,7 +2,7 @@
 // lane traffic and result events, behind one interface with two drivers:
 // "amqp" (RabbitMQ: laneSubscriber, one consumer per lane with a prefetch
 // window fanned out in process, and confirmPublisher for publishes, on
-// watermill-amqp v2's reconnecting connections) and "redisstream" (Redis
+// amqpConn, a connection that reconnects to the next node of a list of URLs) and "redisstream" (Redis
 // Streams, read by a streamgroup.Reader and written with group-committed XADDs,
 // also what the embedded dev mode runs on).
 //
@@ -106,7 +106,9 @@ type Driver interface {
 type Config struct {
 	// Driver is DriverAMQP or DriverRedisStream.
 	Driver string
-	// AMQPURL is the RabbitMQ URL (amqp driver).
+	// AMQPURL is the RabbitMQ URL (amqp driver), or several separated by
+	// commas: the nodes of a cluster, dialed round-robin from a random
+	// one, the next one whenever a connection is lost or a dial fails.
 	AMQPURL string
 	// Redis says where the redisstream driver connects. The driver opens its
 	// own client (its reader blocks in reads, and Close closes it).

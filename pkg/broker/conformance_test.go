@@ -38,8 +38,6 @@ type driverHarness struct {
 	// the amqp driver's consumer connection closes (as when the process
 	// dies); the redisstream driver's heartbeat stops.
 	kill func(t *testing.T, d Driver)
-	// skipKill, if set, may skip a test that kills (before it starts).
-	skipKill func(t *testing.T)
 }
 
 type driverTraits struct {
@@ -105,7 +103,6 @@ func TestDriverConformanceAMQP(t *testing.T) {
 		kill: func(t *testing.T, d Driver) {
 			require.NoError(t, d.(*amqpDriver).subConn.Connection().Close())
 		},
-		skipKill: skipReconnectUnderRace,
 	}
 	runDriverSuite(t, h)
 }
@@ -305,9 +302,6 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 	})
 
 	run("DeadConsumersMessagesAreTakenOver", func(t *testing.T) {
-		if h.skipKill != nil {
-			h.skipKill(t)
-		}
 		dead, alive := h.open(t), h.open(t)
 		lane := h.lane(t, "takeover")
 		require.NoError(t, dead.DeclareLanes(ctx, lane))
@@ -396,11 +390,7 @@ func runDriverSuite(t *testing.T, h driverHarness) {
 
 	run("DeleteLaneOfAnUnackedMessage", func(t *testing.T) {
 		// On RabbitMQ, deleting a queue under a consumer may close the
-		// connection (504 CHANNEL_ERROR), and watermill-amqp's reconnect
-		// races: like the kill cases, this runs again without -race.
-		if h.skipKill != nil {
-			h.skipKill(t)
-		}
+		// connection (504 CHANNEL_ERROR): the driver reconnects.
 		d := h.open(t)
 		lane := h.lane(t, "held")
 		require.NoError(t, d.DeclareLanes(ctx, lane))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v2/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -85,7 +84,7 @@ type frameMax struct {
 	size  atomic.Int64
 }
 
-func (f *frameMax) get(conn *wamqp.ConnectionWrapper) int {
+func (f *frameMax) get(conn *amqpConn) int {
 	if conn != nil && conn.IsConnected() {
 		if c := conn.Connection(); c != nil {
 			// Written by amqp091 while the connection opens, read-only

@@ -425,6 +425,15 @@ redis: {url: "redis://:secret@redis:6379/zero"}
 tasklane.yaml:2:14: redis.url: invalid database "zero" (want a number, e.g. redis://127.0.0.1:6379/0)`,
 		},
 		{
+			name: "BrokerURLListNamesTheBadURLWithoutItsPassword",
+			yaml: `broker: {url: "amqp://u:secret@r1:5672/,http://u:secret@r2:5672/,,amqp://u:secret@r3:5672/other,amqp://u:secret@r1:5672/"}
+`,
+			want: `tasklane.yaml:1:15: broker.url: URL 2 of 5 (http://u:xxxxx@r2:5672/): unsupported URL scheme "http" (want amqp or amqps, e.g. amqp://guest:guest@127.0.0.1:5672/)
+tasklane.yaml:1:15: broker.url: URL 3 of 5 is empty (URLs are separated by single commas, e.g. amqp://guest:guest@127.0.0.1:5672/,amqp://guest:guest@rabbit2:5672/)
+tasklane.yaml:1:15: broker.url: URL 4 of 5 (amqp://u:xxxxx@r3:5672/other) names vhost "other", the first URL "/" (every URL of the list must name the same vhost: they are nodes of one cluster)
+tasklane.yaml:1:15: broker.url: URL 5 of 5 (amqp://u:xxxxx@r1:5672/) repeats URL 1`,
+		},
+		{
 			name: "TriggerNeedsExactlyOneKind",
 			yaml: `triggers:
   - name: nightly
@@ -867,6 +876,21 @@ func TestApplyEnv(t *testing.T) {
 		require.Equal(t, "amqp://u:p@rabbit:5672/", cfg.Broker.URL)
 		require.Equal(t, "rediss://redis:6380/2", cfg.Redis.URL)
 		require.NoError(t, cfg.Validate())
+	})
+
+	t.Run("BrokerURLList", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := config.Parse(file, []byte(`server: {addr: ":8080"}`))
+		require.NoError(t, err)
+		list := "amqp://u:p@rabbit1:5672/, amqp://u:p@rabbit2:5672/ ,amqps://u:p@rabbit3:5671/"
+		cfg.ApplyEnv(env(map[string]string{"TASKLANE_AMQP_URL": list}))
+		require.NoError(t, cfg.Validate())
+		require.Equal(t, []string{"amqp://u:p@rabbit1:5672/", "amqp://u:p@rabbit2:5672/", "amqps://u:p@rabbit3:5671/"},
+			config.SplitURLs(cfg.Broker.URL))
+
+		cfg.ApplyEnv(env(map[string]string{"TASKLANE_AMQP_URL": "amqp://u:p@rabbit1:5672/,amqp://u:p@rabbit2:5672/v2"}))
+		require.EqualError(t, cfg.Validate(), `broker.url: URL 2 of 2 (amqp://u:xxxxx@rabbit2:5672/v2) names vhost "v2", the first URL "/" `+
+			`(every URL of the list must name the same vhost: they are nodes of one cluster) (set by TASKLANE_AMQP_URL)`)
 	})
 
 	t.Run("EmptyKeepsFile", func(t *testing.T) {

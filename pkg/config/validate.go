@@ -188,8 +188,8 @@ func (v *validator) broker() {
 	if b.Driver == BrokerDriverAMQP {
 		if b.URL == "" {
 			v.missing("broker.url")
-		} else if msg := checkURL(b.URL, "amqp://guest:guest@127.0.0.1:5672/", "amqp", "amqps"); msg != "" {
-			v.add("broker.url", "%s", msg)
+		} else {
+			v.brokerURLs(b.URL)
 		}
 	}
 	v.intRange("broker.publish_channels", int64(b.PublishChannels), PublishChannelsMin, PublishChannelsMax)
@@ -197,6 +197,58 @@ func (v *validator) broker() {
 	if !keyPrefixRE.MatchString(b.Prefix) {
 		v.add("broker.prefix", "must be 1 to 64 letters, digits, '-', '_' or '.', got %q", b.Prefix)
 	}
+}
+
+// brokerURLs checks broker.url: one AMQP URL, or several separated by
+// commas (the nodes of a RabbitMQ cluster), all naming the same vhost. A
+// bad URL of a list is named by its position and with its password
+// redacted; a single one is not echoed at all.
+func (v *validator) brokerURLs(raw string) {
+	const example = "amqp://guest:guest@127.0.0.1:5672/"
+	urls := SplitURLs(raw)
+	if len(urls) == 1 {
+		if msg := checkURL(urls[0], example, "amqp", "amqps"); msg != "" {
+			v.add("broker.url", "%s", msg)
+		}
+		return
+	}
+	firstVhost, seen := "", map[string]int{}
+	for i, u := range urls {
+		which := fmt.Sprintf("URL %d of %d", i+1, len(urls))
+		if u == "" {
+			v.add("broker.url", "%s is empty (URLs are separated by single commas, e.g. %s,amqp://guest:guest@rabbit2:5672/)", which, example)
+			continue
+		}
+		which += " (" + RedactURL(u) + ")"
+		if msg := checkURL(u, example, "amqp", "amqps"); msg != "" {
+			v.add("broker.url", "%s: %s", which, msg)
+			continue
+		}
+		if j, dup := seen[u]; dup {
+			v.add("broker.url", "%s repeats URL %d", which, j+1)
+			continue
+		}
+		seen[u] = i
+		vhost := amqpVhost(u)
+		if len(seen) == 1 {
+			firstVhost = vhost
+		} else if vhost != firstVhost {
+			v.add("broker.url", "%s names vhost %q, the first URL %q (every URL of the list must name the same vhost: they are nodes of one cluster)", which, vhost, firstVhost)
+		}
+	}
+}
+
+// amqpVhost is the vhost an AMQP URL names, as amqp091 reads it: the path
+// without its leading '/', unescaped, "/" when empty.
+func amqpVhost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	if vh := strings.TrimPrefix(u.Path, "/"); vh != "" {
+		return vh
+	}
+	return "/"
 }
 
 func (v *validator) redis() {

@@ -303,8 +303,14 @@ func (a *App) configure() error {
 	}
 	if cfg.Broker.Driver != broker.DriverRedisStream {
 		// Checked here, not by a connection attempt: no retry fixes it.
-		if _, err := amqp.ParseURI(cfg.Broker.URL); err != nil {
-			return fmt.Errorf("broker.url: %w", urlError(err))
+		urls := config.SplitURLs(cfg.Broker.URL)
+		for i, u := range urls {
+			if _, err := amqp.ParseURI(u); err != nil {
+				if len(urls) == 1 {
+					return fmt.Errorf("broker.url: %w", urlError(err))
+				}
+				return fmt.Errorf("broker.url: URL %d of %d (%s): %w", i+1, len(urls), config.RedactURL(u), urlError(err))
+			}
 		}
 	}
 	opt.PoolSize = max(opt.PoolSize, 128)

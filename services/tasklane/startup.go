@@ -15,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/tasklane/tasklane/pkg/broker"
+	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/redisconn"
 )
 
@@ -82,7 +83,7 @@ func (a *App) connect(ctx context.Context) error {
 	redisURL := redactURL(a.cfg.Redis.URL)
 	brokerService, brokerURL := "redis", redisURL
 	if a.cfg.Broker.Driver != broker.DriverRedisStream {
-		brokerService, brokerURL = "rabbitmq", redactURL(a.cfg.Broker.URL)
+		brokerService, brokerURL = "rabbitmq", redactURLs(a.cfg.Broker.URL)
 	}
 	var wg sync.WaitGroup
 	redisUp := make(chan struct{})
@@ -241,9 +242,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// amqpVhost is the vhost an AMQP URL names ("/" when none).
+// amqpVhost is the vhost an AMQP URL names ("/" when none); of a list, the
+// first URL's (validation checks they all name the same).
 func amqpVhost(raw string) string {
-	u, err := amqp.ParseURI(raw)
+	u, err := amqp.ParseURI(config.SplitURLs(raw)[0])
 	if err != nil {
 		return "?"
 	}
@@ -266,4 +268,14 @@ func redactURL(raw string) string {
 		return "(invalid URL)"
 	}
 	return u.Redacted()
+}
+
+// redactURLs is a broker.url list (comma-separated) with every password
+// replaced by "xxxxx", for logs.
+func redactURLs(raw string) string {
+	urls := config.SplitURLs(raw)
+	for i, u := range urls {
+		urls[i] = redactURL(u)
+	}
+	return strings.Join(urls, ",")
 }
