@@ -68,11 +68,19 @@ func (c *counter) each(t *testing.T, want int) {
 	}
 }
 
+// newRunner returns a runner of c's steps whose jobs are stopped (and
+// waited for) when the test ends, before its keys are deleted.
 func newRunner(t *testing.T, store *jobs.Store, c *counter, lease time.Duration) *jobs.Runner {
-	return jobs.NewRunner(jobs.RunnerConfig{
+	r := jobs.NewRunner(jobs.RunnerConfig{
 		Store: store, Steps: map[contracts.JobKind]jobs.Step{contracts.JobCancel: c.run},
 		Logger: testkit.Logger(t, 0), Lease: lease, PerTenant: 2, Backoff: time.Millisecond,
 	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		r.Run(ctx) // with an ended context: stops the jobs and waits
+	})
+	return r
 }
 
 func waitState(t *testing.T, store *jobs.Store, tenant, id string, want contracts.JobState) jobs.Record {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/jobs"
 	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
@@ -122,8 +123,8 @@ func TestJobsPerTenantAnswer429(t *testing.T) {
 	b := setupAPIWith(t, func(c *Config) { c.BulkSyncMax, c.JobsPerTenant = 1, 1 })
 	// A job that cannot end: its cursor is refused only when its step
 	// runs, so hold the tenant's one place with a running record.
-	g := New(Config{Ledger: b.l, BulkSyncMax: 1, JobsPerTenant: 1})
-	_, err := g.jobs.Store().Create(context.Background(), "acme", contracts.JobCancel, []byte(`{}`), "elsewhere",
+	store := jobs.NewStore(b.l.Redis(), b.l.KeyPrefix(), 0)
+	_, err := store.Create(context.Background(), "acme", contracts.JobCancel, []byte(`{}`), "elsewhere",
 		time.Now(), time.Now().Add(time.Hour), 1)
 	require.NoError(t, err)
 	b.submitMany(t, "/big", 3)

@@ -58,7 +58,14 @@ func setupAPIWith(t *testing.T, set func(*Config)) *apiBundle {
 	mux := http.NewServeMux()
 	cfg := Config{Keyring: kr, Ingester: in, Ledger: l, Metrics: metrics.New(), Logger: testkit.Logger(t, 0)}
 	set(&cfg)
-	New(cfg).Register(mux)
+	g := New(cfg)
+	g.Register(mux)
+	t.Cleanup(func() {
+		// Its jobs stopped and waited for before the keys go.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		g.RunJobs(ctx)
+	})
 	return &apiBundle{h: mux, l: l}
 }
 
