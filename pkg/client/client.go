@@ -4,7 +4,7 @@
 // selector), pause and resume them, follow a task or its log until it
 // ends (Follow, Watch, FollowLog), inspect, redrive and purge the
 // dead-letter queue (in bounded steps with DLQFilter.Limit), list the
-// tenant's triggers, and the admin routing API.
+// tenant's triggers and functions, and the admin routing API.
 //
 // The answers are the types of package contracts, whose JSON Schemas
 // (contracts/schema/) document every field. A non-2xx answer is returned as
@@ -381,6 +381,14 @@ func (c *Client) Routing(ctx context.Context) (*contracts.RoutingView, error) {
 // (GET /v1/admin/functions; an admin key).
 func (c *Client) Functions(ctx context.Context) (*contracts.FunctionsView, error) {
 	return do[contracts.FunctionsView](ctx, c, http.MethodGet, "/v1/admin/functions", nil, nil, nil)
+}
+
+// TenantFunctions returns the functions the client's tenant's events
+// reach: each function's limit, the tenant's running attempts and waiting
+// tasks of it, and the tenant's quota and its use (GET /v1/functions; a
+// tenant's key). It holds no other tenant's numbers.
+func (c *Client) TenantFunctions(ctx context.Context) (*contracts.TenantFunctionsView, error) {
+	return do[contracts.TenantFunctionsView](ctx, c, http.MethodGet, "/v1/functions", nil, nil, nil)
 }
 
 // PinTenant pins tenant to a dedicated lane (dedicated) or to its shared
