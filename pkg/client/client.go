@@ -255,7 +255,19 @@ func (c *Client) CancelTask(ctx context.Context, id string) (*contracts.Task, er
 // TaskLog returns the task's log, entries in time order
 // (GET /v1/tasks/{id}/logs).
 func (c *Client) TaskLog(ctx context.Context, id string) (*contracts.TaskLog, error) {
-	return do[contracts.TaskLog](ctx, c, http.MethodGet, "/v1/tasks/"+url.PathEscape(id)+"/logs", nil, nil, nil)
+	return c.TaskLogAfter(ctx, id, 0)
+}
+
+// TaskLogAfter returns the entries of the task's log whose seq is above
+// after, in time order, and the log's LastSeq: pass it as the next after
+// to get only the entries appended since, none twice and none missed
+// (GET /v1/tasks/{id}/logs?after=<seq>). After 0 is the whole log.
+func (c *Client) TaskLogAfter(ctx context.Context, id string, after int64) (*contracts.TaskLog, error) {
+	var q url.Values
+	if after > 0 {
+		q = url.Values{"after": {strconv.FormatInt(after, 10)}}
+	}
+	return do[contracts.TaskLog](ctx, c, http.MethodGet, "/v1/tasks/"+url.PathEscape(id)+"/logs", q, nil, nil)
 }
 
 // WriteTaskLog appends lines to a task's log with the task token its
