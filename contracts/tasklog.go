@@ -44,6 +44,12 @@ const (
 
 // LogEntry is one entry of a task's log.
 type LogEntry struct {
+	// Seq numbers the task's log entries in the order they were appended,
+	// from 1; the same entry always has the same seq. GET
+	// /v1/tasks/{id}/logs?after=<seq> returns the entries after it. A
+	// truncation marker has the seq of the last entry it stands for. Zero
+	// in entries not yet appended (what a dispatcher passes the ledger).
+	Seq  int64     `json:"seq"`
 	At   time.Time `json:"at"`
 	Kind LogKind   `json:"kind"`
 	// Attempt is the attempt the entry belongs to, where one applies.
@@ -56,9 +62,13 @@ type LogEntry struct {
 	DurationMS *int64 `json:"duration_ms,omitempty"`
 }
 
-// TaskLog is the answer of GET /v1/tasks/{id}/logs: entries in time order.
+// TaskLog is the answer of GET /v1/tasks/{id}/logs: entries in time order
+// (with ?after=<seq>: those whose seq is above it).
 type TaskLog struct {
 	Entries []LogEntry `json:"entries"`
+	// LastSeq is the seq of the log's newest entry when it was read (0:
+	// none): pass it as after to get only what was appended since.
+	LastSeq int64 `json:"last_seq"`
 }
 
 // LogLines is the body of POST /v1/tasks/{id}/logs.

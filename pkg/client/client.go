@@ -4,8 +4,8 @@
 // selector), pause and resume them, follow a task or its log until it
 // ends (Follow, Watch, FollowLog), inspect, redrive and purge the
 // dead-letter queue (in bounded steps with DLQFilter.Limit), wait for the
-// jobs large bulk calls run as (Job, Wait), list the
-// tenant's triggers, and the admin routing API.
+// jobs large bulk calls run as (Job, Wait), list the tenant's triggers and
+// functions, and the admin routing API.
 //
 // The answers are the types of package contracts, whose JSON Schemas
 // (contracts/schema/) document every field. A non-2xx answer is returned as
@@ -256,7 +256,19 @@ func (c *Client) CancelTask(ctx context.Context, id string) (*contracts.Task, er
 // TaskLog returns the task's log, entries in time order
 // (GET /v1/tasks/{id}/logs).
 func (c *Client) TaskLog(ctx context.Context, id string) (*contracts.TaskLog, error) {
-	return do[contracts.TaskLog](ctx, c, http.MethodGet, "/v1/tasks/"+url.PathEscape(id)+"/logs", nil, nil, nil)
+	return c.TaskLogAfter(ctx, id, 0)
+}
+
+// TaskLogAfter returns the entries of the task's log whose seq is above
+// after, in time order, and the log's LastSeq: pass it as the next after
+// to get only the entries appended since, none twice and none missed
+// (GET /v1/tasks/{id}/logs?after=<seq>). After 0 is the whole log.
+func (c *Client) TaskLogAfter(ctx context.Context, id string, after int64) (*contracts.TaskLog, error) {
+	var q url.Values
+	if after > 0 {
+		q = url.Values{"after": {strconv.FormatInt(after, 10)}}
+	}
+	return do[contracts.TaskLog](ctx, c, http.MethodGet, "/v1/tasks/"+url.PathEscape(id)+"/logs", q, nil, nil)
 }
 
 // WriteTaskLog appends lines to a task's log with the task token its
@@ -383,6 +395,14 @@ func (c *Client) Routing(ctx context.Context) (*contracts.RoutingView, error) {
 // (GET /v1/admin/functions; an admin key).
 func (c *Client) Functions(ctx context.Context) (*contracts.FunctionsView, error) {
 	return do[contracts.FunctionsView](ctx, c, http.MethodGet, "/v1/admin/functions", nil, nil, nil)
+}
+
+// TenantFunctions returns the functions the client's tenant's events
+// reach: each function's limit, the tenant's running attempts and waiting
+// tasks of it, and the tenant's quota and its use (GET /v1/functions; a
+// tenant's key). It holds no other tenant's numbers.
+func (c *Client) TenantFunctions(ctx context.Context) (*contracts.TenantFunctionsView, error) {
+	return do[contracts.TenantFunctionsView](ctx, c, http.MethodGet, "/v1/functions", nil, nil, nil)
 }
 
 // PinTenant pins tenant to a dedicated lane (dedicated) or to its shared

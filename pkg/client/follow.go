@@ -92,30 +92,34 @@ func (c *Client) Watch(ctx context.Context, id string, interval time.Duration) <
 }
 
 // FollowLog polls the task id's log every interval (bounded as Follow's)
-// and gives fn each batch of entries not given before, in time order, until
-// the task is terminal (its last entries included); it returns the task's
-// terminal record. An error from fn ends FollowLog with it; ctx's end ends
-// it with ctx's error. The log keeps a bounded number of entries: entries
-// dropped between two polls are not seen.
+// and gives fn each batch of entries appended since the previous poll (in
+// time order within a batch), until the task is terminal (its last entries
+// included); it returns the task's terminal record. Each poll asks for the
+// entries after the last seq the previous one saw (TaskLogAfter), so no
+// entry is given twice or skipped, however the function and the platform
+// append meanwhile. The log keeps a bounded size: a poll that falls behind
+// its bound gets the log's truncated entry first, saying entries were
+// dropped. An error from fn ends FollowLog with it; ctx's end ends it with
+// ctx's error.
 func (c *Client) FollowLog(ctx context.Context, id string, interval time.Duration, fn func([]contracts.LogEntry) error) (*contracts.Task, error) {
 	interval = followInterval(interval)
-	var last *contracts.LogEntry
+	var after int64
 	for {
 		// The state first: entries read after it include the terminal one.
 		t, err := c.GetTask(ctx, id)
 		if err != nil {
 			return nil, fmt.Errorf("following task %s: %w", id, err)
 		}
-		lg, err := c.TaskLog(ctx, id)
+		lg, err := c.TaskLogAfter(ctx, id, after)
 		if err != nil {
 			return nil, fmt.Errorf("following the log of task %s: %w", id, err)
 		}
-		if fresh := NewLogEntries(lg.Entries, last); len(fresh) > 0 {
-			if err := fn(fresh); err != nil {
+		if len(lg.Entries) > 0 {
+			if err := fn(lg.Entries); err != nil {
 				return t, err
 			}
-			last = &fresh[len(fresh)-1]
 		}
+		after = max(after, lg.LastSeq)
 		if t.State.Terminal() {
 			return t, nil
 		}
@@ -123,28 +127,6 @@ func (c *Client) FollowLog(ctx context.Context, id string, interval time.Duratio
 			return t, err
 		}
 	}
-}
-
-// NewLogEntries returns the entries of a log after last, an entry of an
-// earlier read of the same log: after its position when it is still in
-// the log, else (dropped by the log's bound) those later than it. A nil
-// last returns all.
-func NewLogEntries(entries []contracts.LogEntry, last *contracts.LogEntry) []contracts.LogEntry {
-	if last == nil {
-		return entries
-	}
-	for i := len(entries) - 1; i >= 0; i-- {
-		e := entries[i]
-		if e.At.Equal(last.At) && e.Kind == last.Kind && e.Attempt == last.Attempt && e.Message == last.Message {
-			return entries[i+1:]
-		}
-	}
-	for i, e := range entries {
-		if e.At.After(last.At) {
-			return entries[i:]
-		}
-	}
-	return nil
 }
 
 // sleep waits d, or returns ctx's error when ctx ends first.

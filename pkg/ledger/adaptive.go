@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -205,6 +206,9 @@ func (l *Ledger) Feedback(ctx context.Context, function string, a Adaptive, conc
 // FunctionSpec is what FunctionStats needs of a configured function.
 type FunctionSpec struct {
 	Name string
+	// Tenants, when set, are the only tenants whose events reach the
+	// function (functions[].tenants).
+	Tenants []string
 	// Concurrency is the static limit (0: none).
 	Concurrency int
 	// Adaptive, when set, makes the limit adaptive.
@@ -215,12 +219,18 @@ type FunctionSpec struct {
 func FunctionSpecs(fns []config.Function) []FunctionSpec {
 	out := make([]FunctionSpec, len(fns))
 	for i, f := range fns {
-		out[i] = FunctionSpec{Name: f.Name, Concurrency: f.Concurrency, Adaptive: AdaptiveOf(f.Adaptive)}
+		out[i] = FunctionSpec{Name: f.Name, Tenants: f.Tenants, Concurrency: f.Concurrency, Adaptive: AdaptiveOf(f.Adaptive)}
 	}
 	return out
 }
 
-// FunctionStat is a function's flow-control state, cluster-wide.
+// Reaches says whether tenant's events reach the function.
+func (f FunctionSpec) Reaches(tenant string) bool {
+	return len(f.Tenants) == 0 || slices.Contains(f.Tenants, tenant)
+}
+
+// FunctionStat is a function's flow-control state, cluster-wide (or one
+// tenant's share of it, from TenantFunctionStats).
 type FunctionStat struct {
 	Name string
 	// Limit is the limit the take script applies now: for an adaptive
@@ -244,16 +254,64 @@ type FunctionStat struct {
 
 // FunctionStats reads the flow-control state of fns in one round trip.
 func (l *Ledger) FunctionStats(ctx context.Context, fns []FunctionSpec) ([]FunctionStat, error) {
+	return l.functionStats(ctx, fns, "")
+}
+
+// TenantFunctionStats reads fns' flow-control state as tenant sees it, in
+// one round trip: each function's limit (the function's, shared by every
+// tenant), and tenant's own running attempts and ready tasks of it; never
+// other tenants' counts (ThrottledLastMinute, which counts every tenant's
+// answers, stays 0).
+func (l *Ledger) TenantFunctionStats(ctx context.Context, tenant string, fns []FunctionSpec) ([]FunctionStat, error) {
+	return l.functionStats(ctx, fns, tenant)
+}
+
+// TenantRunning counts tenant's attempts in flight, all functions (live
+// leases of its in-flight set, the one its quota bounds).
+func (l *Ledger) TenantRunning(ctx context.Context, tenant string) (int64, error) {
+	n, err := l.rdb.ZCount(ctx, l.tenantInflightKey(tenant), strconv.FormatInt(us(l.cfg.Now()), 10), "+inf").Result()
+	if err != nil {
+		return 0, fmt.Errorf("reading the running attempts of tenant %s: %w", tenant, err)
+	}
+	return n, nil
+}
+
+// tenantRunningScript counts a tenant's live members ("<tenant>/<id>") of
+// a function's in-flight set, in Redis: only the count crosses the wire.
+// The set holds the function's running attempts, so the cost is bounded by
+// its limit (or by the dispatchers' slots). It is sent with EVAL in the
+// stats' pipeline (a few hundred bytes, no script cache to reload).
+// KEYS: 1 in-flight set. ARGV: 1 now µs, 2 "<tenant>/".
+const tenantRunningLua = `
+local n, p = 0, ARGV[2]
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  if string.sub(m, 1, #p) == p then n = n + 1 end
+end
+return n
+`
+
+// functionStats reads fns' flow-control state: cluster-wide when tenant is
+// empty, else tenant's running and ready counts (see TenantFunctionStats).
+func (l *Ledger) functionStats(ctx context.Context, fns []FunctionSpec, tenant string) ([]FunctionStat, error) {
 	now := us(l.cfg.Now())
 	type cmds struct {
-		state   *redis.SliceCmd
-		running *redis.IntCmd
+		state         *redis.SliceCmd
+		running       *redis.IntCmd
+		tenantRunning *redis.Cmd
+		ready         []*redis.IntCmd
 	}
 	cs := make([]cmds, len(fns))
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, f := range fns {
 			cs[i].state = p.HMGet(ctx, l.fnStateKey(f.Name), "limit", "t_min", "t_cur", "t_prev", "n_high", "n_normal", "n_low")
-			cs[i].running = p.ZCount(ctx, l.inflightKey(f.Name), strconv.FormatInt(now, 10), "+inf")
+			if tenant == "" {
+				cs[i].running = p.ZCount(ctx, l.inflightKey(f.Name), strconv.FormatInt(now, 10), "+inf")
+				continue
+			}
+			cs[i].tenantRunning = p.Eval(ctx, tenantRunningLua, []string{l.inflightKey(f.Name)}, now, tenant+"/")
+			for _, b := range Bands {
+				cs[i].ready = append(cs[i].ready, p.ZCard(ctx, l.fnPrefix(f.Name)+"ready:"+string(b)+":"+tenant))
+			}
 		}
 		return nil
 	})
@@ -263,7 +321,7 @@ func (l *Ledger) FunctionStats(ctx context.Context, fns []FunctionSpec) ([]Funct
 	out := make([]FunctionStat, len(fns))
 	for i, f := range fns {
 		st := FunctionStat{Name: f.Name, Adaptive: f.Adaptive != nil, Concurrency: f.Concurrency, Limit: f.Concurrency,
-			Running: cs[i].running.Val(), Ready: make(map[Band]int64, len(Bands))}
+			Ready: make(map[Band]int64, len(Bands))}
 		v := cs[i].state.Val()
 		field := func(j int) (int64, bool) {
 			s, ok := v[j].(string)
@@ -283,6 +341,16 @@ func (l *Ledger) FunctionStats(ctx context.Context, fns []FunctionSpec) ([]Funct
 				st.Limit = min(st.Limit, f.Concurrency)
 			}
 		}
+		if tenant != "" {
+			st.Running, _ = cs[i].tenantRunning.Int64()
+			for j, b := range Bands {
+				st.Ready[b] = cs[i].ready[j].Val()
+				st.Waiting += st.Ready[b]
+			}
+			out[i] = st
+			continue
+		}
+		st.Running = cs[i].running.Val()
 		tm, _ := field(1)
 		cur, _ := field(2)
 		prev, _ := field(3)

@@ -180,6 +180,48 @@ func TestFunctionStats(t *testing.T) {
 	}, st)
 }
 
+func TestTenantFunctionStatsCountOnlyTheTenants(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	rdb := b.l.Redis()
+	now := float64(b.now.UnixMicro())
+	live := now + float64(10*time.Second/time.Microsecond)
+	require.NoError(t, rdb.ZAdd(ctx, b.l.InflightKey("f"),
+		redis.Z{Score: live, Member: "acme/1"}, redis.Z{Score: live, Member: "acme/2"}, redis.Z{Score: now - 1e6, Member: "acme/dead"},
+		redis.Z{Score: live, Member: "acme2/3"}, redis.Z{Score: live, Member: "other/4"}).Err())
+	ready := func(band ledger.Band, tenant string, ids ...string) {
+		for _, id := range ids {
+			require.NoError(t, rdb.ZAdd(ctx, b.fnPrefix("f")+"ready:"+string(band)+":"+tenant, redis.Z{Score: now, Member: id}).Err())
+		}
+	}
+	ready(ledger.BandHigh, "acme", "5")
+	ready(ledger.BandLow, "acme", "6", "7")
+	ready(ledger.BandNormal, "other", "8", "9", "10")
+	b.setState(t, "f", "n_normal", 3)
+	b.setState(t, "f", "n_high", 1)
+	b.setState(t, "f", "n_low", 2)
+	b.setState(t, "f", "limit", 4)
+	specs := []ledger.FunctionSpec{{Name: "f", Adaptive: &aimd}, {Name: "idle", Concurrency: 2}}
+
+	st, err := b.l.TenantFunctionStats(ctx, "acme", specs)
+	require.NoError(t, err)
+	require.Equal(t, []ledger.FunctionStat{
+		{Name: "f", Limit: 4, Adaptive: true, Running: 2, Waiting: 3,
+			Ready: map[ledger.Band]int64{ledger.BandHigh: 1, ledger.BandNormal: 0, ledger.BandLow: 2}},
+		{Name: "idle", Limit: 2, Concurrency: 2, Ready: map[ledger.Band]int64{ledger.BandHigh: 0, ledger.BandNormal: 0, ledger.BandLow: 0}},
+	}, st, "acme's own: not acme2's (a tenant whose name starts with acme), not other's, not a dead lease")
+
+	st, err = b.l.TenantFunctionStats(ctx, "other", specs[:1])
+	require.NoError(t, err)
+	require.EqualValues(t, 1, st[0].Running)
+	require.EqualValues(t, 3, st[0].Waiting)
+
+	all, err := b.l.FunctionStats(ctx, specs[:1])
+	require.NoError(t, err)
+	require.EqualValues(t, 4, all[0].Running, "cluster-wide: every tenant's live leases")
+}
+
 func TestFunctionStatsThrottledLastMinute(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -165,22 +165,66 @@ func (l *Ledger) encodeLogs(entries []contracts.LogEntry) []any {
 // Log returns a task's log in time order, or ErrNotFound when the tenant
 // has no such task.
 func (l *Ledger) Log(ctx context.Context, tenant, id string) ([]contracts.LogEntry, error) {
-	var exists *redis.IntCmd
+	entries, _, err := l.LogAfter(ctx, tenant, id, 0)
+	return entries, err
+}
+
+// LogAfter returns the entries of a task's log whose seq is above after,
+// in time order, and the seq of the log's newest entry (0: none yet): the
+// after of the next call, which then returns exactly the entries appended
+// since, none twice and none missed (short of the bound: see below). It
+// returns ErrNotFound when the tenant has no such task.
+//
+// An entry's seq is its place in the order of appends: the n-th entry ever
+// appended to the task's log has seq n. The list is only appended to (at
+// its tail) and trimmed from its head, and the task hash counts the
+// entries trimmed (log_dropped), so the entry at index i of the list has
+// seq log_dropped + i + 1, or log_dropped + i when the head is the
+// truncation marker, which itself has seq log_dropped (it stands for the
+// entries dropped, 1 to log_dropped, and is returned when after is below
+// that). Nothing is stored per entry: seq is derived from the position the
+// list keeps anyway, and the same entry has the same seq on every read.
+// Seq order is append order; the answer is in time order, in which an
+// entry appended outside the scripts (a publish confirmed late) can come
+// before entries appended earlier.
+func (l *Ledger) LogAfter(ctx context.Context, tenant, id string, after int64) ([]contracts.LogEntry, int64, error) {
+	var fields *redis.SliceCmd
 	var list *redis.StringSliceCmd
-	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		exists = p.Exists(ctx, l.taskKey(tenant, id))
+	// One transaction (the task hash and its log share the tenant's slot):
+	// the drop count and the list are read at the same point, so the seqs
+	// derived from them are the entries' own.
+	_, err := l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		fields = p.HMGet(ctx, l.taskKey(tenant, id), fID, "log_dropped")
 		list = p.LRange(ctx, l.logKey(tenant, id), 0, -1)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading log of task %s: %w", id, err)
+		return nil, 0, fmt.Errorf("reading log of task %s: %w", id, err)
 	}
-	if exists.Val() == 0 {
-		return nil, ErrNotFound
+	if v := fields.Val(); len(v) != 2 || v[0] == nil {
+		return nil, 0, ErrNotFound
 	}
-	out := make([]contracts.LogEntry, 0, len(list.Val()))
-	for _, s := range list.Val() {
+	var d int64
+	if s, ok := fields.Val()[1].(string); ok {
+		d, _ = strconv.ParseInt(s, 10, 64)
+	}
+	raw := list.Val()
+	base := d + 1 // seq of raw[0]
+	if d > 0 && len(raw) > 0 {
+		base = d // raw[0] is the marker
+	}
+	last := int64(0)
+	if len(raw) > 0 {
+		last = base + int64(len(raw)) - 1
+	}
+	out := make([]contracts.LogEntry, 0, len(raw))
+	for i, s := range raw {
+		seq := base + int64(i)
+		if seq <= after {
+			continue
+		}
 		if e, ok := decodeLog(s); ok {
+			e.Seq = seq
 			out = append(out, e)
 		}
 	}
@@ -192,7 +236,7 @@ func (l *Ledger) Log(ctx context.Context, tenant, id string) ([]contracts.LogEnt
 		rest = rest[1:]
 	}
 	slices.SortStableFunc(rest, func(a, b contracts.LogEntry) int { return a.At.Compare(b.At) })
-	return out, nil
+	return out, last, nil
 }
 
 // AppendLog appends entries to an existing task's log (a zero At is now).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,10 +156,119 @@ func TestTaskLogIsBounded(t *testing.T) {
 	require.True(t, strings.HasPrefix(log[len(log)-1].Message, "00109 "))
 	require.Equal(t, fmt.Sprint(size()), b.l.Redis().HGet(ctx, b.l.TaskKey("a", id), "log_bytes").Val(), "the kept size is the list's")
 
+	// Seqs survive the bound: entry n (accepted is 1, line k is k+2) keeps
+	// seq n; the marker has the seq of the last entry it stands for.
+	require.EqualValues(t, dropped+10, log[0].Seq)
+	for _, e := range log[1:] {
+		var k int64
+		_, err := fmt.Sscanf(e.Message, "%05d", &k)
+		require.NoError(t, err)
+		require.Equal(t, k+2, e.Seq, e.Message[:5])
+	}
+	after, last, err := b.l.LogAfter(ctx, "a", id, 100)
+	require.NoError(t, err)
+	require.EqualValues(t, 111, last, "accepted and 110 lines")
+	require.Len(t, after, 11)
+	require.EqualValues(t, 101, after[0].Seq)
+	after, _, err = b.l.LogAfter(ctx, "a", id, 3)
+	require.NoError(t, err)
+	require.Equal(t, contracts.LogTruncated, after[0].Kind, "a follower that fell behind the bound is told entries were dropped")
+	require.Len(t, after, len(log))
+
 	// One message is cut to LogMessageMaxBytes.
 	require.NoError(t, b.l.AppendLog(ctx, "a", id, contracts.LogEntry{Kind: contracts.LogLine, Message: strings.Repeat("y", 10_000)}))
 	log, err = b.l.Log(ctx, "a", id)
 	require.NoError(t, err)
 	require.Len(t, log[len(log)-1].Message, ledger.LogMessageMaxBytes)
 	require.True(t, strings.HasSuffix(log[len(log)-1].Message, "[cut]"))
+}
+
+func TestTaskLogSeqIsStableAndContinues(t *testing.T) {
+	t.Parallel()
+	b := setupDispatch(t, nil)
+	ctx := context.Background()
+	id := b.record(t, "a", "f1", 5)
+	b.advance(time.Millisecond)
+	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f1", 5).Verdict)
+	// A publish confirmed late lands after admitted, with an earlier time.
+	require.NoError(t, b.l.DropGuards(ctx, []ledger.Guard{{Tenant: "a", ID: id, Lane: "lane.07", At: b.now.Add(-time.Microsecond)}}))
+
+	log, last, err := b.l.LogAfter(ctx, "a", id, 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{"accepted/0", "published/0", "admitted/0"}, kinds(log), "time order")
+	require.Equal(t, []int64{1, 3, 2}, []int64{log[0].Seq, log[1].Seq, log[2].Seq}, "seq: append order")
+	require.EqualValues(t, 3, last)
+	again, _, err := b.l.LogAfter(ctx, "a", id, 0)
+	require.NoError(t, err)
+	require.Equal(t, log, again, "the same entries, the same seqs")
+
+	none, last2, err := b.l.LogAfter(ctx, "a", id, last)
+	require.NoError(t, err)
+	require.Empty(t, none)
+	require.Equal(t, last, last2)
+	require.NoError(t, b.l.AppendLog(ctx, "a", id, contracts.LogEntry{Kind: contracts.LogLine, Message: "x"}))
+	fresh, last, err := b.l.LogAfter(ctx, "a", id, last)
+	require.NoError(t, err)
+	require.Len(t, fresh, 1)
+	require.EqualValues(t, 4, fresh[0].Seq)
+	require.EqualValues(t, 4, last)
+
+	_, _, err = b.l.LogAfter(ctx, "b", id, 0)
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+}
+
+// A follower reading with after = the last seq it got while others append
+// sees every entry exactly once.
+func TestTaskLogAfterUnderConcurrentAppends(t *testing.T) {
+	t.Parallel()
+	b := setupDispatch(t, nil)
+	ctx := context.Background()
+	id := b.record(t, "a", "f1", 5)
+	const writers, appends, lines = 4, 30, 2
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range appends {
+				es := make([]contracts.LogEntry, lines)
+				for j := range es {
+					es[j] = contracts.LogEntry{Kind: contracts.LogLine, Message: fmt.Sprintf("w%d-%d-%d", w, i, j)}
+				}
+				if err := b.l.AppendLog(ctx, "a", id, es...); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	seen := map[int64]string{}
+	msgs := map[string]bool{}
+	var after int64
+	read := func() {
+		es, last, err := b.l.LogAfter(ctx, "a", id, after)
+		require.NoError(t, err)
+		for _, e := range es {
+			require.Greater(t, e.Seq, after)
+			require.LessOrEqual(t, e.Seq, last)
+			require.NotContains(t, seen, e.Seq, "seq %d given twice", e.Seq)
+			require.False(t, msgs[e.Message], "entry %q given twice", e.Message)
+			seen[e.Seq], msgs[e.Message] = e.Message, true
+		}
+		require.Len(t, es, int(last-after), "every entry after %d up to %d", after, last)
+		after = last
+	}
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		read()
+	}
+	read()
+	require.Len(t, seen, 1+writers*appends*lines, "accepted and every line")
+	for seq := int64(1); seq <= int64(len(seen)); seq++ {
+		require.Contains(t, seen, seq, "no gap")
+	}
 }

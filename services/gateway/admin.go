@@ -210,7 +210,7 @@ func functionsView(stats []ledger.FunctionStat) contracts.FunctionsView {
 		view.Functions[i] = contracts.FunctionView{
 			Name: s.Name, Limit: s.Limit, Adaptive: s.Adaptive, Concurrency: s.Concurrency,
 			Running: s.Running, Waiting: s.Waiting, ThrottledLastMinute: s.ThrottledLastMinute,
-			Ready: contracts.ReadyBands{High: s.Ready[ledger.BandHigh], Normal: s.Ready[ledger.BandNormal], Low: s.Ready[ledger.BandLow]},
+			Ready: readyBands(s),
 		}
 	}
 	return view

@@ -2,7 +2,8 @@
 // (POST /v1/events in binary, structured and batch mode) and the task API
 // (GET /v1/tasks, also by event: ?event_id=&source=, or by ?batch=; GET /v1/tasks/{id};
 // the task log GET /v1/tasks/{id}/logs, and POST for a function's lines
-// with its task token), task control (pauses, resume, cancel by selector:
+// with its task token), the tenant's functions (GET /v1/functions: limits,
+// its running and waiting tasks, its quota), task control (pauses, resume, cancel by selector:
 // control.go), and the jobs bulk calls too large for a request run in
 // (GET /v1/jobs/{id}: jobs.go). Every request is scoped to the tenant
 // its API key names; another tenant's task id answers 404.
@@ -67,6 +68,13 @@ type Config struct {
 	// JobsPerTenant bounds a tenant's running jobs (default
 	// jobs.PerTenantDefault); a bulk call over it answers 429.
 	JobsPerTenant int
+	// Functions are the configured functions, in config order (GET
+	// /v1/functions shows each tenant those its events reach).
+	Functions []ledger.FunctionSpec
+	// Quotas are the tenants' configured limits (running and backlog
+	// unset), as GET /v1/functions shows them; a tenant without an entry
+	// has none.
+	Quotas map[string]contracts.TenantQuota
 }
 
 // Gateway is the HTTP API.
@@ -114,6 +122,7 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/tasks/{id}", g.handleCancelTask)
 	mux.HandleFunc("GET /v1/tasks/{id}/logs", g.handleTaskLog)
 	mux.HandleFunc("POST /v1/tasks/{id}/logs", g.handleWriteTaskLog)
+	mux.HandleFunc(FunctionsRoute, g.handleFunctions)
 	g.registerDLQ(mux)
 	g.registerControl(mux)
 	g.registerJobs(mux)

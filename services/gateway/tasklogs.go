@@ -17,21 +17,32 @@ import (
 // an append keeps, each at its longest, with room for JSON escaping.
 const maxLogBodyBytes = 2 * ledger.LogLinesMax * ledger.LogMessageMaxBytes
 
-// handleTaskLog answers the tenant's task log: {"entries": [...]} in time
-// order; 404 when the tenant has no such task.
+// handleTaskLog answers the tenant's task log: {"entries": [...],
+// "last_seq": n} in time order; with ?after=<seq>, only the entries whose
+// seq is above it (400 when after is not a seq). 404 when the tenant has
+// no such task.
 func (g *Gateway) handleTaskLog(w http.ResponseWriter, r *http.Request) {
 	tenant, ok := g.tenant(w, r)
 	if !ok {
 		return
 	}
-	entries, err := g.cfg.Ledger.Log(r.Context(), tenant, r.PathValue("id"))
+	var after int64
+	if s, ok := r.URL.Query()["after"]; ok {
+		n, err := strconv.ParseInt(s[0], 10, 64)
+		if err != nil || n < 0 || len(s) > 1 {
+			WriteError(w, http.StatusBadRequest, "after: want the seq of a log entry (an integer, 0 or more; last_seq of the previous read), got "+strconv.Quote(strings.Join(s, ",")))
+			return
+		}
+		after = n
+	}
+	entries, last, err := g.cfg.Ledger.LogAfter(r.Context(), tenant, r.PathValue("id"), after)
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
 		WriteError(w, http.StatusNotFound, "task not found")
 	case err != nil:
 		g.ledgerUnavailable(w, r, "reading task log", err)
 	default:
-		WriteJSON(w, http.StatusOK, contracts.TaskLog{Entries: entries})
+		WriteJSON(w, http.StatusOK, contracts.TaskLog{Entries: entries, LastSeq: last})
 	}
 }
 

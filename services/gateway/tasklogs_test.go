@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -86,4 +87,45 @@ func TestTaskLogRoutes(t *testing.T) {
 		w := serve(b.h, "POST", "/v1/tasks/"+t1+"/logs", tok, body)
 		require.Equal(t, code, w.Code, w.Body.String())
 	}
+}
+
+// ?after=<seq> continues a log after the entries read; a bad after is a
+// 400 naming it.
+func TestTaskLogAfter(t *testing.T) {
+	t.Parallel()
+	b := setupAPI(t)
+	_, resp := b.submit(t, ctStructured, ce("ev-1", "/a", "one", ""))
+	id := resp.Tasks[0].ID
+	read := func(q string) contracts.TaskLog {
+		t.Helper()
+		w := serve(b.h, "GET", "/v1/tasks/"+id+"/logs"+q, keyAcme, "")
+		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+		var lg contracts.TaskLog
+		require.NoError(t, json.Unmarshal(w.Body.Bytes(), &lg))
+		return lg
+	}
+	all := read("")
+	require.NotEmpty(t, all.Entries)
+	require.EqualValues(t, 1, all.Entries[0].Seq)
+	require.Positive(t, all.LastSeq)
+	require.Equal(t, all, read("?after=0"))
+	none := read("?after=" + strconv.FormatInt(all.LastSeq, 10))
+	require.Empty(t, none.Entries)
+	require.NotNil(t, none.Entries, "an empty list, not null")
+	require.Equal(t, all.LastSeq, none.LastSeq)
+
+	require.NoError(t, b.l.AppendLog(context.Background(), "acme", id, contracts.LogEntry{Kind: contracts.LogLine, Message: "one"}, contracts.LogEntry{Kind: contracts.LogLine, Message: "two"}))
+	more := read("?after=" + strconv.FormatInt(all.LastSeq, 10))
+	require.Len(t, more.Entries, 2)
+	require.Equal(t, "one", more.Entries[0].Message)
+	require.Equal(t, all.LastSeq+1, more.Entries[0].Seq)
+	require.Equal(t, all.LastSeq+2, more.LastSeq)
+
+	for _, q := range []string{"?after=", "?after=x", "?after=-1", "?after=1.5", "?after=1&after=2", "?after=99999999999999999999"} {
+		w := serve(b.h, "GET", "/v1/tasks/"+id+"/logs"+q, keyAcme, "")
+		require.Equal(t, http.StatusBadRequest, w.Code, q)
+		require.Contains(t, w.Body.String(), `"error":"after: want the seq of a log entry`, q)
+	}
+	require.Equal(t, http.StatusNotFound, serve(b.h, "GET", "/v1/tasks/"+id+"/logs?after=1", keyOther, "").Code)
+	require.Equal(t, http.StatusUnauthorized, serve(b.h, "GET", "/v1/tasks/"+id+"/logs?after=1", "", "").Code)
 }

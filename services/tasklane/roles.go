@@ -13,6 +13,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/executor"
 	"github.com/tasklane/tasklane/pkg/ingest"
+	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/routing"
 	"github.com/tasklane/tasklane/services/dispatcher"
 	"github.com/tasklane/tasklane/services/gateway"
@@ -62,6 +63,20 @@ func (a *App) keyring() (*auth.Keyring, error) {
 	return auth.NewKeyring(keys)
 }
 
+// tenantQuotas are the tenants' configured limits as GET /v1/functions
+// shows them.
+func tenantQuotas(tenants []config.Tenant) map[string]contracts.TenantQuota {
+	out := make(map[string]contracts.TenantQuota, len(tenants))
+	for _, t := range tenants {
+		q := contracts.TenantQuota{Concurrency: t.Concurrency, Rate: t.Rate, MaxBacklog: t.MaxBacklog}
+		if t.Rate > 0 {
+			q.Burst = config.BurstFor(t.Rate, t.Burst)
+		}
+		out[t.ID] = q
+	}
+	return out
+}
+
 // startGateway makes the gateway's /v1 routes and runs its bulk jobs
 // with ctx.
 func (a *App) startGateway(ctx context.Context) {
@@ -79,6 +94,8 @@ func (a *App) startGateway(ctx context.Context) {
 			}
 			return false
 		},
+		Functions: ledger.FunctionSpecs(a.cfg.Functions),
+		Quotas:    tenantQuotas(a.cfg.Tenants),
 		Limits: gateway.Limits{
 			MaxEventBytes:  a.cfg.Server.MaxEventBytes,
 			MaxBatchBytes:  a.cfg.Server.MaxBatchBytes,

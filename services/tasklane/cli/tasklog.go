@@ -23,7 +23,8 @@ func newTaskLogsCommand(stdout io.Writer) *cobra.Command {
 		Short: "Show a task's log: what the platform did and the lines its function wrote",
 		Long: "Show a task's log in time order: accepted, published, admitted, each attempt's start and end (HTTP\n" +
 			"status, run time, error, reply excerpt), retries, the terminal state, result deliveries, and the\n" +
-			"lines the function wrote. --follow polls for new entries until the task has ended.",
+			"lines the function wrote. --follow polls for the entries appended since its last read (by their seq:\n" +
+			"none printed twice, none skipped) until the task has ended; with --json it prints one entry a line.",
 		Example: "  tasklane tasks logs 01KH62FBSQY4E00SB1AA863NEG\n  tasklane tasks logs 01KH62FBSQY4E00SB1AA863NEG --follow\n" +
 			"  tasklane tasks logs 01KH62FBSQY4E00SB1AA863NEG --json | jq -r '.entries[] | select(.kind == \"line\") | .message'",
 		Args: cobra.ExactArgs(1),
