@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/tasktoken"
+	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
 func (b *apiBundle) taskLog(t *testing.T, id string) contracts.TaskLog {
@@ -104,8 +106,13 @@ func TestTaskLogAfter(t *testing.T) {
 		require.NoError(t, json.Unmarshal(w.Body.Bytes(), &lg))
 		return lg
 	}
-	all := read("")
-	require.NotEmpty(t, all.Entries)
+	// The lane publish is confirmed, and logged, after the 202: wait for
+	// it so the log does not grow between the reads below.
+	var all contracts.TaskLog
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		all = read("")
+		return slices.ContainsFunc(all.Entries, func(e contracts.LogEntry) bool { return e.Kind == contracts.LogPublished })
+	}, "the publish is logged")
 	require.EqualValues(t, 1, all.Entries[0].Seq)
 	require.Positive(t, all.LastSeq)
 	require.Equal(t, all, read("?after=0"))
