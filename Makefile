@@ -10,10 +10,10 @@ SUBMODULES := deploy/k8s
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
-.PHONY: help test test/short test/unit test/rabbitcluster vet build dev fuzz bench clean
+.PHONY: help test test/short test/k8s test/unit test/rabbitcluster vet build dev fuzz bench clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
 test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis on :6379), with -race; then the latency measurements without it, then the broker restarts alone, then deploy/k8s (its own module)
 	$(GO) test -race -count=1 -tags integration -timeout 30m -skip '$(RESTART_TESTS)' $(PKGS)
@@ -21,8 +21,12 @@ test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis
 	$(GO) test -race -count=1 -tags integration -timeout 10m -run '$(RESTART_TESTS)' ./integration/
 	for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 -timeout 20m ./...) || exit 1; done
 
-test/short: ## Unit tests without services (-short): Redis is embedded (miniredis), tests needing RabbitMQ or the real Redis skip
+test/short: ## Unit tests of the main module without services (-short): Redis is embedded (miniredis), tests needing RabbitMQ or the real Redis skip; not deploy/k8s (make test/k8s)
 	$(GO) test -race -short -count=1 -timeout 5m $(PKGS)
+
+# deploy/k8s builds k8s.io/api, client-go and KEDA: minutes of CPU from a
+# cold cache, more than the main module's tests, so test/short leaves it out.
+test/k8s: ## The Kubernetes manifests' tests (deploy/k8s, its own module; make test runs them too)
 	for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 -timeout 20m ./...) || exit 1; done
 
 test/rabbitcluster: ## RabbitMQ cluster drill: starts 3 RabbitMQ nodes of its own (ports 5681-5683, 25681-25683), kills one under load (not in `make test`)

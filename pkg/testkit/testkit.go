@@ -55,8 +55,8 @@ var embedded struct {
 // embeddedRedisURL starts the embedded Redis on first use and returns its
 // URL. One server serves the whole test binary (tests keep apart by their
 // key prefixes) and lives until the process ends. Its TTLs follow the wall
-// clock, as Redis's do, moved on every embeddedTick: a key expires at most
-// that late.
+// clock, as Redis's do, moved by moveTTLs: a key expires at most
+// embeddedTick late while the server holds few keys.
 //
 // Not miniredis's ClockTTL: it moves the TTLs on every command (each
 // redis.call of a Lua script too) by walking and sorting every key of the
@@ -68,20 +68,40 @@ func embeddedRedisURL() (string, error) {
 			embedded.err = fmt.Errorf("starting the embedded Redis: %w", err)
 			return
 		}
-		go func() {
-			last := time.Now()
-			for now := range time.Tick(embeddedTick) {
-				mr.FastForward(now.Sub(last))
-				last = now
-			}
-		}()
+		go moveTTLs(mr)
 		embedded.url = "redis://" + mr.Addr() + "/0"
 	})
 	return embedded.url, embedded.err
 }
 
-// embeddedTick is how often the embedded Redis's TTLs move on.
+// embeddedTick is how often the embedded Redis's TTLs move on, at most.
 const embeddedTick = 20 * time.Millisecond
+
+// embeddedTickShare bounds the share of the time the TTL walk holds the
+// embedded Redis: the next walk waits at least this many times as long as
+// the last one took.
+const embeddedTickShare = 20
+
+// embeddedTickMax bounds the spacing of the walks (a walk preempted on a
+// busy machine takes long on the wall clock without holding much CPU).
+const embeddedTickMax = 250 * time.Millisecond
+
+// moveTTLs moves the embedded Redis's TTLs with the wall clock, every
+// embeddedTick while the server holds few keys. FastForward walks and sorts
+// every key under the server's lock, and a package whose parallel tests
+// hold tens of thousands of keys spent a third of its CPU time there,
+// every command waiting behind it: the walks are spaced so that they hold
+// the lock at most 1/embeddedTickShare of the time (keys then expire later,
+// by as long as the spacing, at most embeddedTickMax).
+func moveTTLs(mr *miniredis.Miniredis) {
+	last := time.Now()
+	for {
+		now := time.Now()
+		mr.FastForward(now.Sub(last))
+		last = now
+		time.Sleep(min(max(embeddedTick, embeddedTickShare*time.Since(now)), embeddedTickMax))
+	}
+}
 
 // RedisURL is the Redis the tests use: the embedded one when EmbeddedRedis,
 // else TASKLANE_TEST_REDIS_URL or the local Redis.

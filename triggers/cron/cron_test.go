@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -28,6 +29,32 @@ func at(t *testing.T, s string) time.Time {
 	tm, err := time.Parse(time.RFC3339, s)
 	require.NoError(t, err)
 	return tm
+}
+
+// inBubble runs a test that waits for schedules on synctest's fake clock:
+// time.Now, timers and sleeps (the trigger's loop, its lock, the test's
+// polls) move only when every goroutine of the test waits, so "@every 1s"
+// fires as often as on the wall clock, in order, without the test waiting
+// seconds for it. Redis answers on the wall clock (the test waits for it as
+// for any goroutine that is not blocked on the bubble's clock or channels);
+// the lock's TTL there is renewed long before it could expire.
+func inBubble(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	// The embedded Redis starts on first use and runs for the whole test
+	// binary: started inside a bubble, its goroutines would belong to it.
+	testkit.RedisURL()
+	synctest.Test(t, f)
+}
+
+// eventually polls cond like testkit.Eventually, then lets the trigger's
+// loop finish the step it is in (synctest.Wait returns once every goroutine
+// of the bubble waits for the clock or a channel): on the fake clock the
+// poll and a fire wake at the same instant, and a status read in between
+// would see the submission without its outcome.
+func eventually(t *testing.T, within time.Duration, cond func() bool, msg string) {
+	t.Helper()
+	testkit.Eventually(t, within, cond, "%s", msg)
+	synctest.Wait()
 }
 
 func TestSchedule(t *testing.T) {
@@ -115,50 +142,52 @@ func requireConsecutive(t *testing.T, times []time.Time) {
 // submits, each fire once, and stopping it hands over without a gap.
 func TestCronReplicas(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
-	cfg := baseConfig("tick", "@every 1s")
-	// Long enough that a renewal starved under -race on a loaded machine
-	// does not let the standby take over (and fire) while the holder runs;
-	// the handover on Stop releases the lock, so it does not wait for it.
-	cfg.LockTTL = 4 * time.Second
-	a := start(t, cfg, f.env("a", nil))
-	b := start(t, cfg, f.env("b", nil))
+	inBubble(t, func(t *testing.T) {
+		f := newFixture(t)
+		cfg := baseConfig("tick", "@every 1s")
+		// Long enough that a renewal starved under -race on a loaded machine
+		// does not let the standby take over (and fire) while the holder runs;
+		// the handover on Stop releases the lock, so it does not wait for it.
+		cfg.LockTTL = 4 * time.Second
+		a := start(t, cfg, f.env("a", nil))
+		b := start(t, cfg, f.env("b", nil))
 
-	testkit.Eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= 3 }, "three fires")
-	holder, other := a, b
-	if b.Status().State == triggers.StateRunning {
-		holder, other = b, a
-	}
-	require.Equal(t, triggers.StateRunning, holder.Status().State)
-	require.Equal(t, triggers.StateStandby, other.Status().State)
-	require.Zero(t, other.Status().Fires, "the standby replica fires nothing")
+		eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= 3 }, "three fires")
+		holder, other := a, b
+		if b.Status().State == triggers.StateRunning {
+			holder, other = b, a
+		}
+		require.Equal(t, triggers.StateRunning, holder.Status().State)
+		require.Equal(t, triggers.StateStandby, other.Status().State)
+		require.Zero(t, other.Status().Fires, "the standby replica fires nothing")
 
-	require.NoError(t, holder.Stop(context.Background()))
-	require.Equal(t, triggers.StateStopped, holder.Status().State)
-	n := f.sub.Len()
-	testkit.Eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= n+3 }, "the other replica fires")
-	require.Equal(t, triggers.StateRunning, other.Status().State)
-	require.NoError(t, other.Stop(context.Background()))
+		require.NoError(t, holder.Stop(context.Background()))
+		require.Equal(t, triggers.StateStopped, holder.Status().State)
+		n := f.sub.Len()
+		eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= n+3 }, "the other replica fires")
+		require.Equal(t, triggers.StateRunning, other.Status().State)
+		require.NoError(t, other.Stop(context.Background()))
 
-	times := secondsOf(t, "tick", f.sub.IDs())
-	requireConsecutive(t, times)
-	require.Zero(t, f.sub.Duplicates(), "no fire was submitted twice")
-	require.Equal(t, int64(f.sub.Len()), a.Status().Fires+b.Status().Fires)
+		times := secondsOf(t, "tick", f.sub.IDs())
+		requireConsecutive(t, times)
+		require.Zero(t, f.sub.Duplicates(), "no fire was submitted twice")
+		require.Equal(t, int64(f.sub.Len()), a.Status().Fires+b.Status().Fires)
 
-	// Every event has the configured attributes and the fire as data.
-	e := f.sub.Events()[0]
-	require.Equal(t, "acme", e.Tenant)
-	require.Equal(t, "com.example.tick", e.Event.Type())
-	require.Equal(t, "/triggers/tick", e.Event.Source())
-	require.True(t, times[0].Equal(e.Event.Time()))
-	var fire cron.Fire
-	require.NoError(t, json.Unmarshal(e.Event.Data(), &fire))
-	require.Equal(t, cron.Fire{Trigger: "tick", Schedule: "@every 1s", Timezone: "UTC", ScheduledTime: times[0].Format(time.RFC3339)}, fire)
+		// Every event has the configured attributes and the fire as data.
+		e := f.sub.Events()[0]
+		require.Equal(t, "acme", e.Tenant)
+		require.Equal(t, "com.example.tick", e.Event.Type())
+		require.Equal(t, "/triggers/tick", e.Event.Source())
+		require.True(t, times[0].Equal(e.Event.Time()))
+		var fire cron.Fire
+		require.NoError(t, json.Unmarshal(e.Event.Data(), &fire))
+		require.Equal(t, cron.Fire{Trigger: "tick", Schedule: "@every 1s", Timezone: "UTC", ScheduledTime: times[0].Format(time.RFC3339)}, fire)
 
-	recs, err := f.store.Read(context.Background(), "tick")
-	require.NoError(t, err)
-	require.Equal(t, int64(f.sub.Len()), recs["tick"].Fires)
-	require.Equal(t, f.sub.IDs()[f.sub.Len()-1], recs["tick"].LastEventID)
+		recs, err := f.store.Read(context.Background(), "tick")
+		require.NoError(t, err)
+		require.Equal(t, int64(f.sub.Len()), recs["tick"].Fires)
+		require.Equal(t, f.sub.IDs()[f.sub.Len()-1], recs["tick"].LastEventID)
+	})
 }
 
 // seedCursor stores a cursor as a previous run would have.
@@ -184,23 +213,25 @@ func TestCronMissedFires(t *testing.T) {
 	} {
 		t.Run(tt.missed, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t)
-			cfg := baseConfig("hourly", "0 * * * *")
-			cfg.Missed, cfg.MaxCatchUp = tt.missed, 2
-			seedCursor(t, f, "hourly", "0 * * * *", at(t, "2026-01-01T00:00:00Z"))
-			c := start(t, cfg, f.env("a", clock))
-			testkit.Eventually(t, 5*time.Second, func() bool { return f.sub.Len() == len(tt.want) }, "the fires")
-			var want []string
-			for _, w := range tt.want {
-				want = append(want, "hourly/"+w)
-			}
-			require.Equal(t, want, f.sub.IDs())
-			testkit.Eventually(t, 5*time.Second, func() bool {
-				return c.Status().NextFire.Equal(at(t, "2026-01-01T06:00:00Z"))
-			}, "next fire")
-			require.NoError(t, c.Stop(context.Background()))
-			cursor := f.store.Redis().HGet(context.Background(), f.store.Key("hourly", "cron"), "cursor").Val()
-			require.Equal(t, "2026-01-01T05:00:00Z", cursor)
+			inBubble(t, func(t *testing.T) {
+				f := newFixture(t)
+				cfg := baseConfig("hourly", "0 * * * *")
+				cfg.Missed, cfg.MaxCatchUp = tt.missed, 2
+				seedCursor(t, f, "hourly", "0 * * * *", at(t, "2026-01-01T00:00:00Z"))
+				c := start(t, cfg, f.env("a", clock))
+				eventually(t, 5*time.Second, func() bool { return f.sub.Len() == len(tt.want) }, "the fires")
+				var want []string
+				for _, w := range tt.want {
+					want = append(want, "hourly/"+w)
+				}
+				require.Equal(t, want, f.sub.IDs())
+				eventually(t, 5*time.Second, func() bool {
+					return c.Status().NextFire.Equal(at(t, "2026-01-01T06:00:00Z"))
+				}, "next fire")
+				require.NoError(t, c.Stop(context.Background()))
+				cursor := f.store.Redis().HGet(context.Background(), f.store.Key("hourly", "cron"), "cursor").Val()
+				require.Equal(t, "2026-01-01T05:00:00Z", cursor)
+			})
 		})
 	}
 }
@@ -209,15 +240,17 @@ func TestCronMissedFires(t *testing.T) {
 // caught up on.
 func TestCronChangedScheduleStartsFresh(t *testing.T) {
 	t.Parallel()
-	now := at(t, "2026-01-01T05:00:20Z")
-	f := newFixture(t)
-	seedCursor(t, f, "hourly", "0 */2 * * *", at(t, "2026-01-01T00:00:00Z"))
-	cfg := baseConfig("hourly", "0 * * * *")
-	cfg.Missed = config.MissedCatchUp
-	c := start(t, cfg, f.env("a", func() time.Time { return now }))
-	testkit.Eventually(t, 5*time.Second, func() bool { return !c.Status().NextFire.IsZero() }, "running")
-	require.Zero(t, f.sub.Len())
-	require.Equal(t, at(t, "2026-01-01T06:00:00Z"), c.Status().NextFire.UTC())
+	inBubble(t, func(t *testing.T) {
+		now := at(t, "2026-01-01T05:00:20Z")
+		f := newFixture(t)
+		seedCursor(t, f, "hourly", "0 */2 * * *", at(t, "2026-01-01T00:00:00Z"))
+		cfg := baseConfig("hourly", "0 * * * *")
+		cfg.Missed = config.MissedCatchUp
+		c := start(t, cfg, f.env("a", func() time.Time { return now }))
+		eventually(t, 5*time.Second, func() bool { return !c.Status().NextFire.IsZero() }, "running")
+		require.Zero(t, f.sub.Len())
+		require.Equal(t, at(t, "2026-01-01T06:00:00Z"), c.Status().NextFire.UTC())
+	})
 }
 
 // TestCronSubmitFailures: a transient failure is retried with the same ids
@@ -228,53 +261,62 @@ func TestCronSubmitFailures(t *testing.T) {
 
 	t.Run("Transient", func(t *testing.T) {
 		t.Parallel()
-		f := newFixture(t)
-		var failing atomic.Bool
-		failing.Store(true)
-		f.sub.FailFunc = func(string, []*event.Event) error {
-			if failing.Load() {
-				return &ingest.Error{Status: 503, Msg: "the task ledger did not answer"}
+		inBubble(t, func(t *testing.T) {
+			f := newFixture(t)
+			var failing atomic.Bool
+			failing.Store(true)
+			f.sub.FailFunc = func(string, []*event.Event) error {
+				if failing.Load() {
+					return &ingest.Error{Status: 503, Msg: "the task ledger did not answer"}
+				}
+				return nil
 			}
-			return nil
-		}
-		c := start(t, baseConfig("tick", "@every 1s"), f.env("a", nil))
-		testkit.Eventually(t, 10*time.Second, func() bool { return f.sub.Calls() >= 3 }, "attempts")
-		require.Zero(t, f.sub.Len())
-		require.Equal(t, triggers.StateFailing, c.Status().State)
-		require.Contains(t, c.Status().LastError, "the task ledger did not answer")
-		failing.Store(false)
-		testkit.Eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= 3 }, "fires after recovery")
-		require.NoError(t, c.Stop(context.Background()))
-		requireConsecutive(t, secondsOf(t, "tick", f.sub.IDs()))
-		require.Empty(t, c.Status().LastError)
+			c := start(t, baseConfig("tick", "@every 1s"), f.env("a", nil))
+			eventually(t, 10*time.Second, func() bool { return f.sub.Calls() >= 3 }, "attempts")
+			require.Zero(t, f.sub.Len())
+			require.Equal(t, triggers.StateFailing, c.Status().State)
+			require.Contains(t, c.Status().LastError, "the task ledger did not answer")
+			failing.Store(false)
+			eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= 3 }, "fires after recovery")
+			require.NoError(t, c.Stop(context.Background()))
+			requireConsecutive(t, secondsOf(t, "tick", f.sub.IDs()))
+			require.Empty(t, c.Status().LastError)
+		})
 	})
 
 	t.Run("Permanent", func(t *testing.T) {
 		t.Parallel()
-		f := newFixture(t)
-		var mu sync.Mutex
-		tried := map[string]int{}
-		f.sub.FailFunc = func(_ string, events []*event.Event) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, e := range events {
-				tried[e.ID()]++
+		inBubble(t, func(t *testing.T) {
+			f := newFixture(t)
+			var mu sync.Mutex
+			tried := map[string]int{}
+			f.sub.FailFunc = func(_ string, events []*event.Event) error {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, e := range events {
+					tried[e.ID()]++
+				}
+				return &ingest.Error{Status: 422, Msg: `type: no function subscribes to type "com.example.tick"`}
 			}
-			return &ingest.Error{Status: 422, Msg: `type: no function subscribes to type "com.example.tick"`}
-		}
-		c := start(t, baseConfig("tick", "@every 1s"), f.env("a", nil))
-		testkit.Eventually(t, 10*time.Second, func() bool { return f.sub.Calls() >= 3 }, "attempts")
-		require.Equal(t, triggers.StateFailing, c.Status().State)
-		require.NoError(t, c.Stop(context.Background()))
-		mu.Lock()
-		for id, n := range tried {
-			require.Equal(t, 1, n, "a refused fire is not tried again: %s", id)
-		}
-		mu.Unlock()
-		recs, err := f.store.Read(context.Background(), "tick")
-		require.NoError(t, err)
-		require.Contains(t, recs["tick"].LastError, "no function subscribes")
-		require.Zero(t, f.sub.Len())
+			cfg := baseConfig("tick", "@every 1s")
+			// A step with nothing due (woken to renew the lock) clears the
+			// last error: renewals far apart leave only the fires to wake
+			// the loop, so the state is read as the last fire left it.
+			cfg.LockTTL = time.Minute
+			c := start(t, cfg, f.env("a", nil))
+			eventually(t, 10*time.Second, func() bool { return f.sub.Calls() >= 3 }, "attempts")
+			require.Equal(t, triggers.StateFailing, c.Status().State)
+			require.NoError(t, c.Stop(context.Background()))
+			mu.Lock()
+			for id, n := range tried {
+				require.Equal(t, 1, n, "a refused fire is not tried again: %s", id)
+			}
+			mu.Unlock()
+			recs, err := f.store.Read(context.Background(), "tick")
+			require.NoError(t, err)
+			require.Contains(t, recs["tick"].LastError, "no function subscribes")
+			require.Zero(t, f.sub.Len())
+		})
 	})
 }
 
@@ -284,49 +326,52 @@ func TestCronSubmitFailures(t *testing.T) {
 // resubmissions wait at least the refusal's Retry-After.
 func TestCronBackpressure(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
-	var mu sync.Mutex
-	var first string
-	var refusedAt []time.Time
-	refusing := true
-	f.sub.FailFunc = func(_ string, events []*event.Event) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if first == "" {
-			first = events[0].ID()
+	inBubble(t, func(t *testing.T) {
+		f := newFixture(t)
+		var mu sync.Mutex
+		var first string
+		var refusedAt []time.Time
+		refusing := true
+		f.sub.FailFunc = func(_ string, events []*event.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if first == "" {
+				first = events[0].ID()
+			}
+			if !refusing {
+				return nil
+			}
+			refusedAt = append(refusedAt, time.Now())
+			return fmt.Errorf("submitting: %w", &admission.RefusedError{
+				Tenant: "acme", Reason: contracts.RefusedTenantBacklog, Backlog: 12, Limit: 10, RetryAfter: time.Second,
+			})
 		}
-		if !refusing {
-			return nil
-		}
-		refusedAt = append(refusedAt, time.Now())
-		return fmt.Errorf("submitting: %w", &admission.RefusedError{
-			Tenant: "acme", Reason: contracts.RefusedTenantBacklog, Backlog: 12, Limit: 10, RetryAfter: time.Second,
-		})
-	}
-	cfg := baseConfig("tick", "@every 1s")
-	cfg.Grace = time.Second
-	c := start(t, cfg, f.env("a", nil))
-	testkit.Eventually(t, 10*time.Second, func() bool {
+		cfg := baseConfig("tick", "@every 1s")
+		cfg.Grace = time.Second
+		cfg.LockTTL = time.Minute // no renewal step clears the refusal's error (see Permanent)
+		c := start(t, cfg, f.env("a", nil))
+		eventually(t, 10*time.Second, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(refusedAt) >= 3
+		}, "refused three times")
+		require.Contains(t, c.Status().LastError, "refused by backpressure")
+		require.Zero(t, f.sub.Len())
 		mu.Lock()
-		defer mu.Unlock()
-		return len(refusedAt) >= 3
-	}, "refused three times")
-	require.Contains(t, c.Status().LastError, "refused by backpressure")
-	require.Zero(t, f.sub.Len())
-	mu.Lock()
-	for i := 1; i < len(refusedAt); i++ {
-		require.GreaterOrEqual(t, refusedAt[i].Sub(refusedAt[i-1]), time.Second-50*time.Millisecond,
-			"a resubmission waits the refusal's Retry-After")
-	}
-	refusing = false
-	mu.Unlock()
-	testkit.Eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= 5 }, "the held fires and later ones")
-	require.NoError(t, c.Stop(context.Background()))
-	ids := f.sub.IDs()
-	mu.Lock()
-	require.Equal(t, first, ids[0], "the first refused fire fires, though far past the grace")
-	mu.Unlock()
-	requireConsecutive(t, secondsOf(t, "tick", ids))
+		for i := 1; i < len(refusedAt); i++ {
+			require.GreaterOrEqual(t, refusedAt[i].Sub(refusedAt[i-1]), time.Second-50*time.Millisecond,
+				"a resubmission waits the refusal's Retry-After")
+		}
+		refusing = false
+		mu.Unlock()
+		eventually(t, 10*time.Second, func() bool { return f.sub.Len() >= 5 }, "the held fires and later ones")
+		require.NoError(t, c.Stop(context.Background()))
+		ids := f.sub.IDs()
+		mu.Lock()
+		require.Equal(t, first, ids[0], "the first refused fire fires, though far past the grace")
+		mu.Unlock()
+		requireConsecutive(t, secondsOf(t, "tick", ids))
+	})
 }
 
 func TestNewValidates(t *testing.T) {
