@@ -192,9 +192,21 @@ end
 // luaTerminate is shared by every script that ends a task: it moves the
 // task from state "from" to terminal state "to", indexes it, starts its
 // retention clock (and its log's: the terminal entry is appended), and
-// appends the record (without the stored message) to the results outbox,
-// so that the transition and its result event are one atomic step.
+// appends the record to the results outbox, so that the transition and its
+// result event are one atomic step.
+//
+// The outbox entry is the record's fields named in RECORD (the fields
+// RecordFromFields reads and the trace parent), read with one HMGET: never
+// the stored lane message, which is most of a record's bytes. A task that
+// ends anything but dead is then made compact (decision 0016): its hash is
+// rewritten with only those fields and its log's size, so the stored
+// message and the fields only a waiting or running task needs are gone and
+// Redis can keep the small hash listpack-encoded (dropping one field of a
+// hash that grew past hash-max-listpack-value would leave it a hash
+// table). A dead task keeps everything: a redrive publishes its stored
+// message again.
 var luaTerminate = luaLog + `
+local RECORD = {` + luaStrings(recordFields) + `}
 local function terminate(h, outbox, prefix, id, from, to, now, err, retention, maxlen)
   redis.call('HSET', h, 'state', to, 'finished', now)
   if err ~= '' then redis.call('HSET', h, 'error', err) end
@@ -207,19 +219,27 @@ local function terminate(h, outbox, prefix, id, from, to, now, err, retention, m
   if from == 'running' then att = redis.call('HGET', h, 'attempts') or '0' end
   logone(h, lk, now, to, att, msg)
   redis.call('PEXPIRE', lk, retention)
-  redis.call('HDEL', h, 'lease', 'owner')
   local created = redis.call('HGET', h, 'created')
   redis.call('ZREM', prefix .. from, id)
   redis.call('ZADD', prefix .. to, created, id)
-  redis.call('PEXPIRE', h, retention)
-  local f = redis.call('HGETALL', h)
+  local v = redis.call('HMGET', h, unpack(RECORD))
   local out = {}
-  for i = 1, #f, 2 do
-    if f[i] ~= 'env' then
-      out[#out+1] = f[i]
-      out[#out+1] = f[i+1]
+  for i = 1, #RECORD do
+    if v[i] then
+      out[#out+1] = RECORD[i]
+      out[#out+1] = v[i]
     end
   end
+  if to == 'dead' then
+    redis.call('HDEL', h, 'lease', 'owner')
+  else
+    local lb = redis.call('HMGET', h, 'log_bytes', 'log_dropped')
+    redis.call('DEL', h)
+    redis.call('HSET', h, unpack(out))
+    if lb[1] then redis.call('HSET', h, 'log_bytes', lb[1]) end
+    if lb[2] then redis.call('HSET', h, 'log_dropped', lb[2]) end
+  end
+  redis.call('PEXPIRE', h, retention)
   redis.call('XADD', outbox, 'MAXLEN', '~', maxlen, '*', unpack(out))
 end
 `
