@@ -39,10 +39,10 @@ type Config struct {
 	// Redis is the client; the ledger never closes it.
 	Redis redis.UniversalClient
 	// Retention keeps terminal task records this long. Default
-	// config.RetentionDefault.
+	// config.RetentionDefault (or DedupWindow when that is longer).
 	Retention time.Duration
 	// DedupWindow remembers (tenant, source, id) this long. Default
-	// config.DedupWindowDefault.
+	// config.DedupWindowDefault (or the retentions when shorter).
 	DedupWindow time.Duration
 	// DeadRetention keeps dead-lettered tasks this long. Default
 	// config.DeadRetentionDefault.
@@ -88,10 +88,11 @@ type Ledger struct {
 
 // New returns a ledger over cfg.Redis.
 func New(cfg Config) *Ledger {
-	// The defaults are the config file's (one source of truth).
-	cfg.Retention = cmp.Or(cfg.Retention, config.RetentionDefault.Std())
-	cfg.DedupWindow = cmp.Or(cfg.DedupWindow, config.DedupWindowDefault.Std())
-	cfg.DeadRetention = cmp.Or(cfg.DeadRetention, config.DeadRetentionDefault.Std())
+	// The defaults are the config file's (one source of truth), with its
+	// rule: a task outlives its dedup entry.
+	cfg.Retention = cmp.Or(cfg.Retention, max(config.RetentionDefault.Std(), cfg.DedupWindow))
+	cfg.DeadRetention = cmp.Or(cfg.DeadRetention, max(config.DeadRetentionDefault.Std(), cfg.DedupWindow))
+	cfg.DedupWindow = cmp.Or(cfg.DedupWindow, min(config.DedupWindowDefault.Std(), cfg.Retention, cfg.DeadRetention))
 	cfg.PublishGuard = cmp.Or(cfg.PublishGuard, config.PublishGuardDefault.Std())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
