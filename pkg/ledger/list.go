@@ -163,8 +163,7 @@ func (l *Ledger) records(ctx context.Context, tenant string, ids []string) ([]*c
 	out := make([]*contracts.Task, len(ids))
 	for i, c := range cmds {
 		// A record past its retention is gone; its index entries stay
-		// (nothing prunes the all- and state indexes yet: they grow with
-		// every task ever made) and listings skip them.
+		// until the scheduler prunes them (Prune) and listings skip them.
 		if len(c.Val()) > 0 {
 			t := RecordFromFields(c.Val())
 			out[i] = &t
