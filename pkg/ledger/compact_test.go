@@ -2,6 +2,8 @@ package ledger_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"maps"
 	"slices"
 	"testing"
@@ -153,4 +155,45 @@ func TestRecordOfThePreviousReleaseEnds(t *testing.T) {
 	require.NotContains(t, keys, "some_old_field")
 	require.NotContains(t, keys, "env")
 	require.Equal(t, "boom", h["error"])
+}
+
+// Dedup keys are short; an event accepted by the previous release (its
+// dedup and event-id keys under their old names) is still deduplicated and
+// found by its id until its window ends.
+func TestDedupKeysOfThePreviousReleaseStillDedup(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	rdb := b.l.Redis()
+	first, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	id := first[0].Tasks[0].ID
+	keys, err := rdb.Keys(ctx, b.l.AllKey("acme")[:len(b.l.AllKey("acme"))-len("tasks")]+"d:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	require.Len(t, keys[0], len(b.l.AllKey("acme"))-len("tasks")+len("d:")+22, "a short key name")
+	val, err := rdb.Get(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	require.Equal(t, id, val, "the value is the task ids only")
+
+	// Rename the keys as the previous release named them.
+	sum := sha256.Sum256([]byte("/test\x00e1"))
+	tp := b.l.AllKey("acme")[:len(b.l.AllKey("acme"))-len("tasks")]
+	require.NoError(t, rdb.Rename(ctx, keys[0], tp+"dedup:"+hex.EncodeToString(sum[:])).Err())
+	ev, err := rdb.Keys(ctx, tp+"e:*").Result()
+	require.NoError(t, err)
+	require.Len(t, ev, 1)
+	sum = sha256.Sum256([]byte("e1"))
+	require.NoError(t, rdb.Rename(ctx, ev[0], tp+"evid:"+hex.EncodeToString(sum[:])).Err())
+
+	again, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
+	require.NoError(t, err)
+	require.True(t, again[0].Duplicate)
+	require.Equal(t, id, again[0].Tasks[0].ID)
+	byID, err := b.l.List(ctx, "acme", ledger.ListFilter{EventID: "e1"})
+	require.NoError(t, err)
+	require.Equal(t, []string{id}, ids(byID))
+	bySource, err := b.l.List(ctx, "acme", ledger.ListFilter{EventID: "e1", EventSource: "/test"})
+	require.NoError(t, err)
+	require.Equal(t, []string{id}, ids(bySource))
 }

@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -126,16 +127,41 @@ func (l *Ledger) stateKey(tenant string, s contracts.State) string {
 	return l.statePrefix(tenant) + string(s)
 }
 
+// dedupKey remembers the tasks made from one (source, id) for the dedup
+// window. The name is as short as it can be (decision 0016): "d:" and 128
+// bits of the SHA-256 of source and id, base64url, where the previous
+// release used "dedup:" and the whole hash in hex (legacyDedupKey).
 func (l *Ledger) dedupKey(tenant, source, id string) string {
+	return l.tenantPrefix(tenant) + "d:" + shortHash(source+"\x00"+id)
+}
+
+// legacyDedupKey is the previous release's dedupKey. Create and the event
+// listing still read it, so that events accepted before an upgrade are
+// deduplicated for the rest of their window.
+func (l *Ledger) legacyDedupKey(tenant, source, id string) string {
 	sum := sha256.Sum256([]byte(source + "\x00" + id))
 	return l.tenantPrefix(tenant) + "dedup:" + hex.EncodeToString(sum[:])
 }
 
 // eventKey indexes the tasks made from events with one id, whatever their
-// source, for as long as the dedup window remembers them.
+// source, for as long as the dedup window remembers them ("e:" and a short
+// hash, as dedupKey).
 func (l *Ledger) eventKey(tenant, id string) string {
+	return l.tenantPrefix(tenant) + "e:" + shortHash(id)
+}
+
+// legacyEventKey is the previous release's eventKey, listed when no event
+// with that id came since the upgrade.
+func (l *Ledger) legacyEventKey(tenant, id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return l.tenantPrefix(tenant) + "evid:" + hex.EncodeToString(sum[:])
+}
+
+// shortHash is 128 bits of s's SHA-256 in unpadded base64url: 22
+// characters, collision-free for any number of events a ledger holds.
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
 // Member is the delay-set member of a task.
@@ -206,7 +232,8 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			state, score, scheduled = contracts.StateScheduled, us(ev.DueAt), ev.DueAt
 		}
 		ids := make([]string, len(ev.Tasks))
-		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey(), l.eventKey(ev.Tenant, ev.Event.ID)}
+		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey(), l.eventKey(ev.Tenant, ev.Event.ID),
+			l.legacyDedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID)}
 		for j, t := range ev.Tasks {
 			ids[j] = t.ID
 			evKeys = append(evKeys, l.taskKey(ev.Tenant, t.ID))

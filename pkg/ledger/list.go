@@ -61,6 +61,11 @@ func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contrac
 		return l.listDedup(ctx, tenant, f)
 	case f.EventID != "":
 		key = l.eventKey(tenant, f.EventID)
+		// An id seen only before the upgrade is in the previous release's
+		// index until its window ends.
+		if n, err := l.rdb.Exists(ctx, key).Result(); err == nil && n == 0 {
+			key = l.legacyEventKey(tenant, f.EventID)
+		}
 	case f.State != "":
 		key = l.stateKey(tenant, f.State)
 	}
@@ -129,6 +134,9 @@ func (l *Ledger) listDedup(ctx context.Context, tenant string, f ListFilter) (co
 		return contracts.TaskList{}, ErrBadCursor
 	}
 	s, err := l.rdb.Get(ctx, l.dedupKey(tenant, f.EventSource, f.EventID)).Result()
+	if errors.Is(err, redis.Nil) {
+		s, err = l.rdb.Get(ctx, l.legacyDedupKey(tenant, f.EventSource, f.EventID)).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		return contracts.TaskList{}, nil
 	}

@@ -10,27 +10,29 @@ import "github.com/redis/go-redis/v9"
 //	tl:{t}:task:<id>       hash: the task record (see fields.go) and the stored message
 //	tl:{t}:tasks           zset: every task id, score = created µs
 //	tl:{t}:st:<state>      zset: task ids in that state, score = created µs
-//	tl:{t}:dedup:<sha256>  string: the task ids made from one (source, id), expires after the dedup window
-//	tl:{t}:evid:<sha256>   zset: the task ids made from events with one id (any source), score = created µs,
+//	tl:{t}:d:<hash>        string: the task ids made from one (source, id), expires after the dedup window
+//	                       (<hash>: 128 bits of SHA-256, base64url; the previous release's "dedup:<sha256 hex>" is still read)
+//	tl:{t}:e:<hash>        zset: the task ids made from events with one id (any source), score = created µs,
 //	                       entries and key expire after the dedup window (GET /v1/tasks?event_id=)
 //	tl:{t}:log:<id>        list: the task's log (tasklog.go), expires with the task hash
 //	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due µs
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
-// create records the tasks made from one event unless the event was seen.
+// create records the tasks made from one event unless the event was seen
+// (its dedup key, or the previous release's name of it, is there).
 // KEYS: 1 dedup, 2 all-index, 3 state-index, 4 delay, 5 expiry set,
-// 6 event-id index, 7.. task hashes
+// 6 event-id index, 7 legacy dedup, 8.. task hashes
 // ARGV: 1 dedup ttl ms, 2 created µs, 3 delay score, 4 tenant, 5 ids (comma
 // separated), 6 expiry µs ("": none; any number is an expiry, 0 and
 // negative ones included), then per task: id, n, n field/value
 // strings, its log's "accepted" entry.
 var createScript = redis.NewScript(luaLog + `
-local existing = redis.call('GET', KEYS[1])
+local existing = redis.call('GET', KEYS[1]) or redis.call('GET', KEYS[7])
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1])
 local expires = ARGV[6]
 local i = 7
-local k = 7
+local k = 8
 while i <= #ARGV do
   local id = ARGV[i]
   local n = tonumber(ARGV[i+1])
@@ -44,7 +46,7 @@ while i <= #ARGV do
   i = i + 3 + n
   k = k + 1
 end
-if k > 7 then
+if k > 8 then
   -- Every event with this id refreshes the index's ttl: drop what is older
   -- than the dedup window, or an id reused by many sources keeps growing.
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%.0f', tonumber(ARGV[2]) - tonumber(ARGV[1]) * 1000))
