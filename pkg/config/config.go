@@ -148,12 +148,16 @@ const (
 	// AdaptiveErrorCountMax is the largest Adaptive.ErrorCount.
 	AdaptiveErrorCountMax = 1_000_000
 
-	// RetentionDefault is the default Ledger.Retention.
-	RetentionDefault = Duration(168 * time.Hour)
-	// DeadRetentionDefault is the default Ledger.DeadRetention.
+	// RetentionDefault is the default Ledger.Retention: a day, so that a
+	// steady load's finished records fit in RAM (decision 0019); longer
+	// history belongs in a results sink.
+	RetentionDefault = Duration(24 * time.Hour)
+	// DeadRetentionDefault is the default Ledger.DeadRetention: dead tasks
+	// wait for a person, and are few.
 	DeadRetentionDefault = Duration(720 * time.Hour)
-	// DedupWindowDefault is the default Ledger.DedupWindow.
-	DedupWindowDefault = Duration(72 * time.Hour)
+	// DedupWindowDefault is the default Ledger.DedupWindow (at most the
+	// retentions: see WithDefaults).
+	DedupWindowDefault = Duration(24 * time.Hour)
 	// PublishGuardDefault is the default Ledger.PublishGuard.
 	PublishGuardDefault = Duration(30 * time.Second)
 	// KeyPrefixDefault is the default Ledger.KeyPrefix.
@@ -460,13 +464,18 @@ type Routing struct {
 
 // Ledger configures the task record store.
 type Ledger struct {
-	// Retention is how long finished task records are kept. Default 168h (7 days).
+	// Retention is how long finished task records (succeeded, failed,
+	// cancelled, expired) are kept. Default 24h, or dedup_window when that
+	// is set longer. At least dedup_window.
 	Retention Duration `yaml:"retention"`
 	// DedupWindow is how long an event's id+source is remembered for
-	// deduplication. Default 72h.
+	// deduplication. Default 24h, or the shorter retention when one is set
+	// shorter. At most retention and dead_retention, so a duplicate never
+	// names a task that is gone.
 	DedupWindow Duration `yaml:"dedup_window"`
 	// DeadRetention is how long dead-lettered tasks are kept for inspection
-	// and redrive (unless purged). Default 720h (30 days).
+	// and redrive (unless purged). Default 720h (30 days). At least
+	// dedup_window.
 	DeadRetention Duration `yaml:"dead_retention"`
 	// PublishGuard is how long a recorded-but-unconfirmed task waits before it
 	// is republished. Default 30s.

@@ -692,13 +692,42 @@ var (
 		MaxRunning:       256,
 	}
 	defaultLedger = config.Ledger{
-		Retention:     config.Duration(168 * time.Hour),
-		DedupWindow:   config.Duration(72 * time.Hour),
+		Retention:     config.Duration(24 * time.Hour),
+		DedupWindow:   config.Duration(24 * time.Hour),
 		PublishGuard:  config.Duration(30 * time.Second),
 		KeyPrefix:     "tl",
 		DeadRetention: config.Duration(720 * time.Hour),
 	}
 )
+
+// A task outlives its dedup entry: unset durations follow the set ones,
+// and a dedup window longer than a retention is refused, naming its line.
+func TestDedupWindowWithinRetention(t *testing.T) {
+	t.Parallel()
+	h := func(n int) config.Duration { return config.Duration(time.Duration(n) * time.Hour) }
+	for _, c := range []struct {
+		name, doc              string
+		retention, dedup, dead config.Duration
+	}{
+		{"Defaults", "", h(24), h(24), h(720)},
+		{"ShortRetention", "ledger: {retention: 2h}\n", h(2), h(2), h(720)},
+		{"LongDedup", "ledger: {dedup_window: 72h}\n", h(72), h(72), h(720)},
+		{"ShortDead", "ledger: {dead_retention: 1h}\n", h(24), h(1), h(1)},
+		{"Both", "ledger: {retention: 168h, dedup_window: 72h}\n", h(168), h(72), h(720)},
+	} {
+		cfg, err := config.Parse(file, []byte(c.doc))
+		require.NoError(t, err, c.name)
+		require.Equal(t, c.retention, cfg.Ledger.Retention, c.name)
+		require.Equal(t, c.dedup, cfg.Ledger.DedupWindow, c.name)
+		require.Equal(t, c.dead, cfg.Ledger.DeadRetention, c.name)
+	}
+
+	_, err := config.Parse(file, []byte("ledger:\n  retention: 1h\n  dedup_window: 2h\n"))
+	require.ErrorContains(t, err, file+":3:")
+	require.ErrorContains(t, err, "ledger.dedup_window: must not be longer than ledger.retention (1h")
+	_, err = config.Parse(file, []byte("ledger:\n  dead_retention: 1h\n  dedup_window: 2h\n"))
+	require.ErrorContains(t, err, "must not be longer than ledger.dead_retention (1h")
+}
 
 func TestDefaults(t *testing.T) {
 	t.Parallel()

@@ -44,9 +44,13 @@ func (c *Config) WithDefaults() *Config {
 	out.Dispatcher.MaxResultBytes = cmp.Or(out.Dispatcher.MaxResultBytes, MaxResultBytesDefault)
 	out.Dispatcher.MaxRunning = cmp.Or(out.Dispatcher.MaxRunning, MaxRunningDefault)
 
-	out.Ledger.Retention = cmp.Or(out.Ledger.Retention, RetentionDefault)
-	out.Ledger.DedupWindow = cmp.Or(out.Ledger.DedupWindow, DedupWindowDefault)
-	out.Ledger.DeadRetention = cmp.Or(out.Ledger.DeadRetention, DeadRetentionDefault)
+	// A duplicate submission answers with the tasks first made, so a task
+	// must outlive its dedup entry (decision 0019): an unset retention is
+	// at least a dedup window set longer than its default, and an unset
+	// dedup window at most the retentions set shorter than its default.
+	out.Ledger.Retention = cmp.Or(out.Ledger.Retention, max(RetentionDefault, out.Ledger.DedupWindow))
+	out.Ledger.DeadRetention = cmp.Or(out.Ledger.DeadRetention, max(DeadRetentionDefault, out.Ledger.DedupWindow))
+	out.Ledger.DedupWindow = cmp.Or(out.Ledger.DedupWindow, min(DedupWindowDefault, out.Ledger.Retention, out.Ledger.DeadRetention))
 	out.Ledger.PublishGuard = cmp.Or(out.Ledger.PublishGuard, PublishGuardDefault)
 	out.Ledger.KeyPrefix = cmp.Or(out.Ledger.KeyPrefix, KeyPrefixDefault)
 

@@ -360,6 +360,15 @@ func (v *validator) ledger() {
 	v.positive("ledger.dedup_window", l.DedupWindow)
 	v.positive("ledger.dead_retention", l.DeadRetention)
 	v.positive("ledger.publish_guard", l.PublishGuard)
+	// A duplicate submission answers with the tasks the event first made:
+	// the records must outlive the dedup entry, or the answer names tasks
+	// that are gone (404).
+	if l.DedupWindow > 0 && l.Retention > 0 && l.DedupWindow > l.Retention {
+		v.add("ledger.dedup_window", "must not be longer than ledger.retention (%s), got %s: a duplicate submission would name tasks whose records expired", l.Retention, l.DedupWindow)
+	}
+	if l.DedupWindow > 0 && l.DeadRetention > 0 && l.DedupWindow > l.DeadRetention {
+		v.add("ledger.dedup_window", "must not be longer than ledger.dead_retention (%s), got %s: a duplicate submission would name dead tasks whose records expired", l.DeadRetention, l.DedupWindow)
+	}
 	if !keyPrefixRE.MatchString(l.KeyPrefix) {
 		v.add("ledger.key_prefix", "must be 1 to 64 letters, digits, '-', '_' or '.', got %q", l.KeyPrefix)
 	}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -19,10 +20,11 @@ type Backlog struct {
 	// before their time and retries inside their backoff do not count.
 	Waiting int64
 	// Ended counts the entries of the tenant's terminal-state indexes
-	// (succeeded, failed, dead, cancelled, expired). Nothing prunes those
-	// indexes, so its growth between two reads is the tasks that ended
-	// meanwhile: the tenant's drain rate. It may shrink (a redrive or purge
-	// of dead tasks); treat a decrease as unknown.
+	// (succeeded, failed, dead, cancelled, expired) plus those Prune
+	// dropped once their records expired, so its growth between two reads
+	// is the tasks that ended meanwhile: the tenant's drain rate. It may
+	// shrink (a redrive or purge of dead tasks); treat a decrease as
+	// unknown.
 	Ended int64
 }
 
@@ -45,8 +47,10 @@ func (l *Ledger) Backlogs(ctx context.Context, tenants []string) ([]Backlog, err
 	}
 	waiting := make([][]*redis.IntCmd, len(tenants))
 	ended := make([][]*redis.IntCmd, len(tenants))
+	pruned := make([]*redis.StringCmd, len(tenants))
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, t := range tenants {
+			pruned[i] = p.Get(ctx, l.prunedKey(t))
 			for _, s := range waitingStates {
 				waiting[i] = append(waiting[i], p.ZCard(ctx, l.stateKey(t, s)))
 			}
@@ -56,7 +60,7 @@ func (l *Ledger) Backlogs(ctx context.Context, tenants []string) ([]Backlog, err
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("reading backlogs of %d tenants: %w", len(tenants), err)
 	}
 	out := make([]Backlog, len(tenants))
@@ -67,6 +71,9 @@ func (l *Ledger) Backlogs(ctx context.Context, tenants []string) ([]Backlog, err
 		}
 		for _, c := range ended[i] {
 			out[i].Ended += c.Val()
+		}
+		if n, err := pruned[i].Int64(); err == nil {
+			out[i].Ended += n
 		}
 	}
 	return out, nil

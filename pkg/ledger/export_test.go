@@ -1,6 +1,10 @@
 package ledger
 
-import "github.com/redis/go-redis/v9"
+import (
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tasklane/tasklane/contracts"
+)
 
 // Key names for tests that play the take script's part.
 
@@ -8,6 +12,10 @@ func (l *Ledger) FnStateKey(function string) string  { return l.fnStateKey(funct
 func (l *Ledger) InflightKey(function string) string { return l.inflightKey(function) }
 func (l *Ledger) LogKey(tenant, id string) string    { return l.logKey(tenant, id) }
 func (l *Ledger) TaskKey(tenant, id string) string   { return l.taskKey(tenant, id) }
+func (l *Ledger) AllKey(tenant string) string        { return l.allKey(tenant) }
+func (l *Ledger) StateKey(tenant string, s contracts.State) string {
+	return l.stateKey(tenant, s)
+}
 
 // Scripts are the ledger's scripts by name, for the slot audit.
 var Scripts = map[string]*redis.Script{
@@ -17,4 +25,5 @@ var Scripts = map[string]*redis.Script{
 	"take": takeScript, "unpark": unparkScript, "adaptive": adaptiveScript, "backlog": backlogScript,
 	"appendlog": appendLogScript, "page": pageScript, "pausestep": pauseStepScript,
 	"resumestep": resumeStepScript, "resumebegin": resumeBeginScript, "cancel": cancelScript,
+	"prune": pruneScript,
 }

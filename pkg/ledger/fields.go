@@ -3,6 +3,7 @@ package ledger
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -45,6 +46,22 @@ const (
 // outbox entry) holding the W3C traceparent of the task's trace, when it
 // was traced.
 const FieldTraceParent = "tp"
+
+// recordFields are the hash fields a finished task keeps (decision 0019):
+// every field RecordFromFields reads, and the trace parent its result event
+// continues. They are also the fields of a results outbox entry. Fields
+// only a waiting or running task needs (the stored message, lease, owner,
+// expiry, rate slot, pause marks) are not among them.
+var recordFields = []string{
+	fID, fTenant, fFunction, fEventID, fEventSource, fEventType, fEventSubject, fParent,
+	fState, fAttempts, fPriority, fBatch, fCreated, fScheduled, fStarted, fFinished,
+	fWaitMS, fRunMS, fError, fResult, fReason, fRedrives, FieldTraceParent,
+}
+
+// luaStrings renders names as the items of a Lua table constructor.
+func luaStrings(names []string) string {
+	return "'" + strings.Join(names, "', '") + "'"
+}
 
 // RecordFromFields builds a task record from its hash fields (as stored in
 // the ledger, and as copied into results outbox entries).

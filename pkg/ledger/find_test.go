@@ -124,7 +124,7 @@ func TestEventIndexKeepsOnlyTheDedupWindow(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{last.Tasks[0].ID}, ids(got), "events older than the dedup window are not found")
 
-	keys, err := rdb.Keys(ctx, prefix+":{acme}:evid:*").Result()
+	keys, err := rdb.Keys(ctx, prefix+":{acme}:e:*").Result()
 	require.NoError(t, err)
 	require.Len(t, keys, 1)
 	n, err := rdb.ZCard(ctx, keys[0]).Result()

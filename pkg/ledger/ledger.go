@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -39,10 +40,10 @@ type Config struct {
 	// Redis is the client; the ledger never closes it.
 	Redis redis.UniversalClient
 	// Retention keeps terminal task records this long. Default
-	// config.RetentionDefault.
+	// config.RetentionDefault (or DedupWindow when that is longer).
 	Retention time.Duration
 	// DedupWindow remembers (tenant, source, id) this long. Default
-	// config.DedupWindowDefault.
+	// config.DedupWindowDefault (or the retentions when shorter).
 	DedupWindow time.Duration
 	// DeadRetention keeps dead-lettered tasks this long. Default
 	// config.DeadRetentionDefault.
@@ -88,10 +89,11 @@ type Ledger struct {
 
 // New returns a ledger over cfg.Redis.
 func New(cfg Config) *Ledger {
-	// The defaults are the config file's (one source of truth).
-	cfg.Retention = cmp.Or(cfg.Retention, config.RetentionDefault.Std())
-	cfg.DedupWindow = cmp.Or(cfg.DedupWindow, config.DedupWindowDefault.Std())
-	cfg.DeadRetention = cmp.Or(cfg.DeadRetention, config.DeadRetentionDefault.Std())
+	// The defaults are the config file's (one source of truth), with its
+	// rule: a task outlives its dedup entry.
+	cfg.Retention = cmp.Or(cfg.Retention, max(config.RetentionDefault.Std(), cfg.DedupWindow))
+	cfg.DeadRetention = cmp.Or(cfg.DeadRetention, max(config.DeadRetentionDefault.Std(), cfg.DedupWindow))
+	cfg.DedupWindow = cmp.Or(cfg.DedupWindow, min(config.DedupWindowDefault.Std(), cfg.Retention, cfg.DeadRetention))
 	cfg.PublishGuard = cmp.Or(cfg.PublishGuard, config.PublishGuardDefault.Std())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -129,16 +131,41 @@ func (l *Ledger) stateKey(tenant string, s contracts.State) string {
 	return l.statePrefix(tenant) + string(s)
 }
 
+// dedupKey remembers the tasks made from one (source, id) for the dedup
+// window. The name is as short as it can be (decision 0019): "d:" and 128
+// bits of the SHA-256 of source and id, base64url, where the previous
+// release used "dedup:" and the whole hash in hex (legacyDedupKey).
 func (l *Ledger) dedupKey(tenant, source, id string) string {
+	return l.tenantPrefix(tenant) + "d:" + shortHash(source+"\x00"+id)
+}
+
+// legacyDedupKey is the previous release's dedupKey. Create and the event
+// listing still read it, so that events accepted before an upgrade are
+// deduplicated for the rest of their window.
+func (l *Ledger) legacyDedupKey(tenant, source, id string) string {
 	sum := sha256.Sum256([]byte(source + "\x00" + id))
 	return l.tenantPrefix(tenant) + "dedup:" + hex.EncodeToString(sum[:])
 }
 
 // eventKey indexes the tasks made from events with one id, whatever their
-// source, for as long as the dedup window remembers them.
+// source, for as long as the dedup window remembers them ("e:" and a short
+// hash, as dedupKey).
 func (l *Ledger) eventKey(tenant, id string) string {
+	return l.tenantPrefix(tenant) + "e:" + shortHash(id)
+}
+
+// legacyEventKey is the previous release's eventKey, listed when no event
+// with that id came since the upgrade.
+func (l *Ledger) legacyEventKey(tenant, id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return l.tenantPrefix(tenant) + "evid:" + hex.EncodeToString(sum[:])
+}
+
+// shortHash is 128 bits of s's SHA-256 in unpadded base64url: 22
+// characters, collision-free for any number of events a ledger holds.
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
 // Member is the delay-set member of a task.
@@ -209,7 +236,8 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			state, score, scheduled = contracts.StateScheduled, us(ev.DueAt), ev.DueAt
 		}
 		ids := make([]string, len(ev.Tasks))
-		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey(), l.eventKey(ev.Tenant, ev.Event.ID)}
+		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey(), l.eventKey(ev.Tenant, ev.Event.ID),
+			l.legacyDedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID)}
 		for j, t := range ev.Tasks {
 			ids[j] = t.ID
 			evKeys = append(evKeys, l.taskKey(ev.Tenant, t.ID))
@@ -531,7 +559,7 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
 	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript,
-		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript} {
+		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript, pruneScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

@@ -61,6 +61,11 @@ func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contrac
 		return l.listDedup(ctx, tenant, f)
 	case f.EventID != "":
 		key = l.eventKey(tenant, f.EventID)
+		// An id seen only before the upgrade is in the previous release's
+		// index until its window ends.
+		if n, err := l.rdb.Exists(ctx, key).Result(); err == nil && n == 0 {
+			key = l.legacyEventKey(tenant, f.EventID)
+		}
 	case f.State != "":
 		key = l.stateKey(tenant, f.State)
 	}
@@ -130,6 +135,9 @@ func (l *Ledger) listDedup(ctx context.Context, tenant string, f ListFilter) (co
 	}
 	s, err := l.rdb.Get(ctx, l.dedupKey(tenant, f.EventSource, f.EventID)).Result()
 	if errors.Is(err, redis.Nil) {
+		s, err = l.rdb.Get(ctx, l.legacyDedupKey(tenant, f.EventSource, f.EventID)).Result()
+	}
+	if errors.Is(err, redis.Nil) {
 		return contracts.TaskList{}, nil
 	}
 	if err != nil {
@@ -163,8 +171,7 @@ func (l *Ledger) records(ctx context.Context, tenant string, ids []string) ([]*c
 	out := make([]*contracts.Task, len(ids))
 	for i, c := range cmds {
 		// A record past its retention is gone; its index entries stay
-		// (nothing prunes the all- and state indexes yet: they grow with
-		// every task ever made) and listings skip them.
+		// until the scheduler prunes them (Prune) and listings skip them.
 		if len(c.Val()) > 0 {
 			t := RecordFromFields(c.Val())
 			out[i] = &t

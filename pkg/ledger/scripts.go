@@ -10,27 +10,29 @@ import "github.com/redis/go-redis/v9"
 //	tl:{t}:task:<id>       hash: the task record (see fields.go) and the stored message
 //	tl:{t}:tasks           zset: every task id, score = created µs
 //	tl:{t}:st:<state>      zset: task ids in that state, score = created µs
-//	tl:{t}:dedup:<sha256>  string: the task ids made from one (source, id), expires after the dedup window
-//	tl:{t}:evid:<sha256>   zset: the task ids made from events with one id (any source), score = created µs,
+//	tl:{t}:d:<hash>        string: the task ids made from one (source, id), expires after the dedup window
+//	                       (<hash>: 128 bits of SHA-256, base64url; the previous release's "dedup:<sha256 hex>" is still read)
+//	tl:{t}:e:<hash>        zset: the task ids made from events with one id (any source), score = created µs,
 //	                       entries and key expire after the dedup window (GET /v1/tasks?event_id=)
 //	tl:{t}:log:<id>        list: the task's log (tasklog.go), expires with the task hash
 //	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due µs
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
-// create records the tasks made from one event unless the event was seen.
+// create records the tasks made from one event unless the event was seen
+// (its dedup key, or the previous release's name of it, is there).
 // KEYS: 1 dedup, 2 all-index, 3 state-index, 4 delay, 5 expiry set,
-// 6 event-id index, 7.. task hashes
+// 6 event-id index, 7 legacy dedup, 8.. task hashes
 // ARGV: 1 dedup ttl ms, 2 created µs, 3 delay score, 4 tenant, 5 ids (comma
 // separated), 6 expiry µs ("": none; any number is an expiry, 0 and
 // negative ones included), then per task: id, n, n field/value
 // strings, its log's "accepted" entry.
 var createScript = redis.NewScript(luaLog + `
-local existing = redis.call('GET', KEYS[1])
+local existing = redis.call('GET', KEYS[1]) or redis.call('GET', KEYS[7])
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1])
 local expires = ARGV[6]
 local i = 7
-local k = 7
+local k = 8
 while i <= #ARGV do
   local id = ARGV[i]
   local n = tonumber(ARGV[i+1])
@@ -44,7 +46,7 @@ while i <= #ARGV do
   i = i + 3 + n
   k = k + 1
 end
-if k > 7 then
+if k > 8 then
   -- Every event with this id refreshes the index's ttl: drop what is older
   -- than the dedup window, or an id reused by many sources keeps growing.
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%.0f', tonumber(ARGV[2]) - tonumber(ARGV[1]) * 1000))
@@ -192,9 +194,21 @@ end
 // luaTerminate is shared by every script that ends a task: it moves the
 // task from state "from" to terminal state "to", indexes it, starts its
 // retention clock (and its log's: the terminal entry is appended), and
-// appends the record (without the stored message) to the results outbox,
-// so that the transition and its result event are one atomic step.
+// appends the record to the results outbox, so that the transition and its
+// result event are one atomic step.
+//
+// The outbox entry is the record's fields named in RECORD (the fields
+// RecordFromFields reads and the trace parent), read with one HMGET: never
+// the stored lane message, which is most of a record's bytes. A task that
+// ends anything but dead is then made compact (decision 0019): its hash is
+// rewritten with only those fields and its log's size, so the stored
+// message and the fields only a waiting or running task needs are gone and
+// Redis can keep the small hash listpack-encoded (dropping one field of a
+// hash that grew past hash-max-listpack-value would leave it a hash
+// table). A dead task keeps everything: a redrive publishes its stored
+// message again.
 var luaTerminate = luaLog + `
+local RECORD = {` + luaStrings(recordFields) + `}
 local function terminate(h, outbox, prefix, id, from, to, now, err, retention, maxlen)
   redis.call('HSET', h, 'state', to, 'finished', now)
   if err ~= '' then redis.call('HSET', h, 'error', err) end
@@ -207,19 +221,27 @@ local function terminate(h, outbox, prefix, id, from, to, now, err, retention, m
   if from == 'running' then att = redis.call('HGET', h, 'attempts') or '0' end
   logone(h, lk, now, to, att, msg)
   redis.call('PEXPIRE', lk, retention)
-  redis.call('HDEL', h, 'lease', 'owner')
   local created = redis.call('HGET', h, 'created')
   redis.call('ZREM', prefix .. from, id)
   redis.call('ZADD', prefix .. to, created, id)
-  redis.call('PEXPIRE', h, retention)
-  local f = redis.call('HGETALL', h)
+  local v = redis.call('HMGET', h, unpack(RECORD))
   local out = {}
-  for i = 1, #f, 2 do
-    if f[i] ~= 'env' then
-      out[#out+1] = f[i]
-      out[#out+1] = f[i+1]
+  for i = 1, #RECORD do
+    if v[i] then
+      out[#out+1] = RECORD[i]
+      out[#out+1] = v[i]
     end
   end
+  if to == 'dead' then
+    redis.call('HDEL', h, 'lease', 'owner')
+  else
+    local lb = redis.call('HMGET', h, 'log_bytes', 'log_dropped')
+    redis.call('DEL', h)
+    redis.call('HSET', h, unpack(out))
+    if lb[1] then redis.call('HSET', h, 'log_bytes', lb[1]) end
+    if lb[2] then redis.call('HSET', h, 'log_dropped', lb[2]) end
+  end
+  redis.call('PEXPIRE', h, retention)
   redis.call('XADD', outbox, 'MAXLEN', '~', maxlen, '*', unpack(out))
 end
 `

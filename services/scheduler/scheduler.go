@@ -6,7 +6,8 @@
 // attempts ended without a finish (see [Config.Quotas]). It also ends
 // waiting tasks whose ttl passed, even while they sit in a backed-up lane,
 // and, configured with a [Trim], trims acknowledged entries of Redis
-// streams.
+// streams. Configured with Tenants, it drops the index entries of task
+// records that expired.
 //
 // Several schedulers may run at once: taking due entries is atomic in Redis
 // and moves them a guard interval into the future, so a scheduler that dies
@@ -50,6 +51,11 @@ type Config struct {
 	// Trim, when set, has the scheduler trim Redis streams of what every
 	// consumer group is done with (trim.go).
 	Trim *Trim
+	// Tenants, when set, lists the tenants whose task indexes the
+	// scheduler prunes of expired records every PruneEvery (prune.go).
+	Tenants func() []string
+	// PruneEvery is the time between prunings. Default PruneEveryDefault.
+	PruneEvery time.Duration
 	// Interval between scans of the delay set. Default 25ms: a deferred
 	// task (rate limit, retry, delay) starts at most this late.
 	Interval time.Duration
@@ -90,6 +96,8 @@ func New(cfg Config) *Scheduler {
 func (s *Scheduler) Run(ctx context.Context) error {
 	waitTrimming := s.startTrimming(ctx)
 	defer waitTrimming()
+	waitPruning := s.startPruning(ctx)
+	defer waitPruning()
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	lastExpiry := time.Now()

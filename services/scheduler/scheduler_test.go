@@ -113,3 +113,42 @@ func TestDueTaskOfAnUnconfiguredFunctionEndsDead(t *testing.T) {
 	require.Len(t, started, 1)
 	require.Equal(t, kept, started[0].ID)
 }
+
+// Prune drops, for every configured tenant, the index entries of tasks
+// whose records expired, and keeps those of live ones.
+func TestPruneDropsExpiredIndexEntries(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testkit.Redis(t)
+	now := time.Now()
+	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Retention: time.Hour, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	var made []string
+	for _, tenant := range []string{"acme", "globex"} {
+		for i := range 3 {
+			c, err := led.Create(ctx, []ledger.EventTasks{{
+				Tenant: tenant, Event: contracts.EventRef{ID: testkit.UniqueName("e"), Source: "/test", Type: "t"},
+				Tasks: []ledger.NewTask{{ID: testkit.UniqueName("task"), Function: "f1", Message: []byte("m")}},
+			}})
+			require.NoError(t, err)
+			id := c[0].Tasks[0].ID
+			if i > 0 { // expired: its record is gone
+				require.NoError(t, rdb.Del(ctx, prefix+":{"+tenant+"}:task:"+id).Err())
+			}
+			made = append(made, id)
+		}
+	}
+	s := scheduler.New(scheduler.Config{Ledger: led, Logger: testkit.Logger(t, 0), Metrics: metrics.New(),
+		Tenants: func() []string { return []string{"acme", "globex"} }})
+	require.Zero(t, s.Prune(ctx, map[string]ledger.PruneCursor{}), "entries younger than the retention are left alone")
+	now = now.Add(2 * time.Hour)
+	require.Equal(t, 4, s.Prune(ctx, map[string]ledger.PruneCursor{}))
+	for _, tenant := range []string{"acme", "globex"} {
+		list, err := led.List(ctx, tenant, ledger.ListFilter{})
+		require.NoError(t, err)
+		require.Len(t, list.Tasks, 1)
+		n, err := rdb.ZCard(ctx, prefix+":{"+tenant+"}:tasks").Result()
+		require.NoError(t, err)
+		require.EqualValues(t, 1, n)
+	}
+	require.Len(t, made, 6)
+}

@@ -233,6 +233,7 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 			Quotas:     quotas(a.cfg),
 			Configured: func(fn string) bool { return a.cfg.Function(fn) != nil },
 			Trim:       &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
+			Tenants:    a.cfg.TenantIDs,
 		})
 		a.goRun("scheduler", func() error { return s.Run(ctx) })
 	}

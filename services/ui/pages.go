@@ -175,6 +175,10 @@ func (u *UI) handleTask(w http.ResponseWriter, r *http.Request, s *session) {
 func (u *UI) eventData(r *http.Request, t *contracts.Task) (string, string) {
 	stored, err := u.cfg.Ledger.Message(r.Context(), t.Tenant, t.ID)
 	if err != nil {
+		if t.State.Terminal() && t.State != contracts.StateDead {
+			// Decision 0019: a finished record keeps no event.
+			return "", "A finished task does not keep its event (dead-lettered ones do); result sinks can archive the record."
+		}
 		return "", "The event is no longer stored."
 	}
 	msg, err := taskmsg.Decode(stored)

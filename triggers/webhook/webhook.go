@@ -42,8 +42,8 @@
 // accepts a captured request for ever as far as the signature goes, so its
 // replay record is kept for UntimedReplayWindow (72h) rather than twice the
 // tolerance; after that a replay under a new delivery id is accepted again.
-// An identical retry relies on the ingest path's dedup window (72h by
-// default) to be answered as a duplicate.
+// An identical retry relies on the ingest path's dedup window
+// (ledger.dedup_window, 24h by default) to be answered as a duplicate.
 // Prefer a scheme that signs a timestamp (stripe, or TimestampHeader).
 //
 // # Event ids
