@@ -12,7 +12,8 @@ const (
 	LogAccepted LogKind = "accepted"
 	// LogPublished: the task was published to a lane (the message names it).
 	LogPublished LogKind = "published"
-	// LogAdmitted: the task entered its function's ready queue.
+	// LogAdmitted: the task entered its function's ready queue (a task
+	// started at once on delivery, its function having room, has none).
 	LogAdmitted LogKind = "admitted"
 	// LogTakenOver: the running attempt's lease ended without an outcome
 	// (its dispatcher died); the task is ready again.

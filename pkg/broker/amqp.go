@@ -22,6 +22,7 @@ type amqpDriver struct {
 	subConn  *amqpConn
 	pub      *confirmPublisher
 	resPub   *confirmPublisher
+	resBatch *confirmBatcher
 	sub      *laneSubscriber
 	closeOne sync.Once
 }
@@ -62,6 +63,9 @@ func newAMQP(cfg Config) (*amqpDriver, error) {
 	// is the routing key.
 	// Not mandatory: a results exchange nobody has bound a queue to is fine.
 	d.resPub = newConfirmPublisher(d.pubConn, 8, contracts.ResultsExchangeFor(cfg.Prefix), func(topic string) string { return topic }, false)
+	// Result events go out in confirm batches (the notifier publishes each
+	// entry of a read at once).
+	d.resBatch = newConfirmBatcher(d.resPub)
 	return d, nil
 }
 
@@ -101,7 +105,7 @@ func (d *amqpDriver) DeclareLanes(ctx context.Context, lanes ...string) error {
 
 func (d *amqpDriver) Publisher() message.Publisher       { return sharedPublisher{d.pub} }
 func (d *amqpDriver) Subscriber() message.Subscriber     { return d.sub }
-func (d *amqpDriver) ResultPublisher() message.Publisher { return sharedPublisher{d.resPub} }
+func (d *amqpDriver) ResultPublisher() message.Publisher { return sharedPublisher{d.resBatch} }
 
 func (d *amqpDriver) Ping(context.Context) error {
 	if !d.pubConn.IsConnected() || !d.subConn.IsConnected() {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tasklane/tasklane/pkg/groupcommit"
 )
 
 // confirmPublisher publishes with publisher confirms and many confirms in
@@ -108,35 +110,68 @@ func (c *confirmChannel) takeReturn(id string) (string, bool) {
 // Publish sends msgs to topic and returns once the broker confirmed every
 // one of them, or the first failure.
 func (p *confirmPublisher) Publish(topic string, msgs ...*message.Message) error {
+	pubs, err := p.marshal(topic, msgs)
+	if err != nil {
+		return err
+	}
+	slot, ch, err := p.open()
+	if err != nil {
+		return err
+	}
+	dcs, err := p.send(ch, topic, msgs, pubs)
+	if err != nil {
+		return err
+	}
+	return p.wait(slot, topic, msgs, dcs)
+}
+
+// marshal measures and marshals msgs for topic. Every message is measured
+// before any is sent: RabbitMQ answers an oversized frame by closing the
+// whole connection.
+func (p *confirmPublisher) marshal(topic string, msgs []*message.Message) ([]amqp.Publishing, error) {
 	key := p.routingKey(topic)
-	// Every message is measured before any is sent: RabbitMQ answers an
-	// oversized frame by closing the whole connection.
 	pubs := make([]amqp.Publishing, len(msgs))
 	for i, msg := range msgs {
 		var err error
 		pubs[i], err = amqpMarshaler{}.Marshal(msg)
 		if err != nil {
-			return fmt.Errorf("marshaling message %s: %w", msg.UUID, err)
+			return nil, fmt.Errorf("marshaling message %s: %w", msg.UUID, err)
 		}
 		if err := checkAMQPSize(pubs[i], p.exchange, key, p.frame.get(p.conn)); err != nil {
-			return fmt.Errorf("publishing message %s to %s: %w", msg.UUID, topic, err)
+			return nil, fmt.Errorf("publishing message %s to %s: %w", msg.UUID, topic, err)
 		}
 	}
+	return pubs, nil
+}
+
+// open picks the next channel slot and returns it with its open channel.
+func (p *confirmPublisher) open() (*confirmChannel, *amqp.Channel, error) {
 	slot := p.chans[p.next.Add(1)%uint64(len(p.chans))]
 	ch, err := p.channel(slot)
+	return slot, ch, err
+}
+
+// send publishes msgs (marshaled as pubs) to topic on ch without waiting
+// for their confirms.
+func (p *confirmPublisher) send(ch *amqp.Channel, topic string, msgs []*message.Message, pubs []amqp.Publishing) ([]*amqp.DeferredConfirmation, error) {
+	key := p.routingKey(topic)
+	dcs := make([]*amqp.DeferredConfirmation, len(msgs))
+	for i, msg := range msgs {
+		var err error
+		dcs[i], err = ch.PublishWithDeferredConfirmWithContext(msg.Context(), p.exchange, key, p.mandatory, false, pubs[i])
+		if err != nil {
+			return nil, fmt.Errorf("publishing message %s to %s: %w", msg.UUID, topic, err)
+		}
+	}
+	return dcs, nil
+}
+
+// wait waits for the confirms of msgs sent on slot's channel, and returns
+// the first failure: a nack, a closed channel, or (mandatory) a return.
+func (p *confirmPublisher) wait(slot *confirmChannel, topic string, msgs []*message.Message, dcs []*amqp.DeferredConfirmation) error {
 	slot.mu.Lock()
 	returns := slot.returns
 	slot.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	dcs := make([]*amqp.DeferredConfirmation, len(msgs))
-	for i, msg := range msgs {
-		dcs[i], err = ch.PublishWithDeferredConfirmWithContext(msg.Context(), p.exchange, key, p.mandatory, false, pubs[i])
-		if err != nil {
-			return fmt.Errorf("publishing message %s to %s: %w", msg.UUID, topic, err)
-		}
-	}
 	for i, dc := range dcs {
 		ok, err := dc.WaitContext(waitContext(msgs[i]))
 		if err != nil {
@@ -153,6 +188,82 @@ func (p *confirmPublisher) Publish(topic string, msgs ...*message.Message) error
 	}
 	return nil
 }
+
+// confirmBatcher publishes in confirm batches: Publish calls that arrive
+// while earlier batches are on the wire go out together, all on one
+// channel, and one flusher waits for the batch's confirms (RabbitMQ
+// confirms them with a few multiple acks) before it answers every caller.
+// A caller still returns only once its own messages were confirmed, or
+// with their failure, so the notifier acknowledges an outbox entry only
+// after its result's confirm. Result events go through it: the notifier
+// publishes each entry of a read concurrently.
+type confirmBatcher struct {
+	p *confirmPublisher
+	q *groupcommit.Batcher[*batchedPublish]
+}
+
+// batchedPublish is one Publish call in a batch, and its answer.
+type batchedPublish struct {
+	topic string
+	msgs  []*message.Message
+	err   error
+}
+
+func newConfirmBatcher(p *confirmPublisher) *confirmBatcher {
+	b := &confirmBatcher{p: p}
+	size := func(c *batchedPublish) int {
+		n := 0
+		for _, m := range c.msgs {
+			n += len(m.Payload)
+		}
+		return n
+	}
+	// A flusher per channel: batches on the wire at once each use their own.
+	b.q = groupcommit.New(groupcommit.Limits{Flushers: len(p.chans)}, size, b.send)
+	return b
+}
+
+// Publish sends msgs to topic in the next batch and returns once the broker
+// confirmed every one of them, or the first failure.
+func (b *confirmBatcher) Publish(topic string, msgs ...*message.Message) error {
+	c := &batchedPublish{topic: topic, msgs: msgs}
+	// The batch's confirm waits are bounded by the messages' contexts; a
+	// call queued behind stalled batches waits for them.
+	if err := b.q.Do(context.Background(), c); err != nil {
+		return fmt.Errorf("publishing to %s: %w", topic, err)
+	}
+	return c.err
+}
+
+// send publishes a batch of calls on one channel, then waits for all their
+// confirms and records each call's answer.
+func (b *confirmBatcher) send(calls []*batchedPublish) {
+	slot, ch, err := b.p.open()
+	dcs := make([][]*amqp.DeferredConfirmation, len(calls))
+	for i, c := range calls {
+		if err != nil {
+			c.err = err
+			continue
+		}
+		var pubs []amqp.Publishing
+		if pubs, c.err = b.p.marshal(c.topic, c.msgs); c.err != nil {
+			continue
+		}
+		// A channel that failed fails the rest of the batch too.
+		dcs[i], c.err = b.p.send(ch, c.topic, c.msgs, pubs)
+		if c.err != nil && ch.IsClosed() {
+			err = c.err
+		}
+	}
+	for i, c := range calls {
+		if c.err == nil {
+			c.err = b.p.wait(slot, c.topic, c.msgs, dcs[i])
+		}
+	}
+}
+
+// Close closes the publisher's channels (not the shared connection).
+func (b *confirmBatcher) Close() error { return b.p.Close() }
 
 // CheckSize returns a *TooLargeError when RabbitMQ would refuse msg for its
 // size on this publisher's connection (its routing key not counted).

@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
@@ -191,4 +192,66 @@ func TestAMQPLaneHandlersShareOneChannel(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, n, calls, "no delivery handled twice")
+}
+
+// Result events go out in confirm batches: concurrent publishes share
+// batches, and each caller still gets its own answer, after its own
+// confirm: all of them arrive, and one whose wait cannot succeed (its
+// context ended) fails alone, not its batch.
+func TestAMQPResultsInConfirmBatches(t *testing.T) {
+	t.Parallel()
+	url := testkit.RequireAMQP(t)
+	prefix := testkit.UniqueName("tltest")
+	d, err := New(Config{Driver: DriverAMQP, AMQPURL: url, Prefix: prefix, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	testkit.Eventually(t, 10*time.Second, func() bool { return d.Ping(ctx) == nil }, "connected")
+	require.NoError(t, d.DeclareLanes(ctx))
+	quarantine := QuarantineTopicFor(prefix)
+	results := contracts.ResultsExchangeFor(prefix)
+	conn, err := amqp.Dial(url)
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(q.Name, "#", results, false, nil))
+	t.Cleanup(func() {
+		testkit.PurgeQueues(t, quarantine)
+		if c, err := conn.Channel(); err == nil {
+			_ = c.ExchangeDelete(results, false, false)
+		}
+	})
+
+	const n = 300
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			m := message.NewMessage(fmt.Sprintf("r%d", i), []byte{byte(i)})
+			if i == 7 {
+				gone, stop := context.WithCancel(ctx)
+				stop()
+				m.SetContext(gone)
+			} else {
+				m.SetContext(ctx)
+			}
+			errs[i] = d.ResultPublisher().Publish(fmt.Sprintf("t.f.%d", i), m)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 7 {
+			require.ErrorIs(t, err, context.Canceled, "a wait that cannot succeed fails its own call")
+			continue
+		}
+		require.NoError(t, err, "publish %d", i)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		st, err := ch.QueueDeclarePassive(q.Name, false, true, true, false, nil)
+		return err == nil && st.Messages >= n-1
+	}, "every confirmed result is in the bound queue")
 }

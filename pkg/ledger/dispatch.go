@@ -83,18 +83,28 @@ local function released(tinflight, parked, id, tenant, quota, now, wake, fn, sta
 end
 `
 
-// admit puts a waiting task into its function's ready queue.
+// admit puts a waiting task into its function's ready queue, or, asked to
+// (ARGV[13] "1": the caller has a free worker for it), starts it at once
+// when nothing of its function waits ahead of it and every limit allows a
+// start: the fast start, the same start take makes (luaStart), without the
+// ready-queue entry, the round robin and the take.
 // A task that an active pause matches is paused instead (control.go).
 // KEYS: 1 task hash, 2 delay, 3 outbox, 4 expiry set, 5 function state,
-// 6 tenant parked set, 7 tenant pauses, 8 pause counts
+// 6 tenant parked set, 7 tenant pauses, 8 pause counts, 9 function
+// in-flight set, 10 function rate state
 // ARGV: 1 now µs, 2 state-index prefix, 3 id, 4 delay member, 5 retention
 // ms, 6 outbox max length, 7 priority, 8 band, 9 wake channel, 10 function,
-// 11 function key prefix, 12 tenant
+// 11 function key prefix, 12 tenant, 13 "1" to start it if it may,
+// and for that: 14 lease-until µs, 15 owner, 16 concurrency (0: none),
+// 17 adaptive min (0: not adaptive), 18 reserved-high share, 19 ledger
+// prefix, 20 function emission interval µs (0: no rate), 21 function burst,
+// 22 tenant quota (0: none), 23 tenant emission interval µs, 24 tenant burst
 // Returns {verdict, detail}: admitted, ready (already there), done/state,
-// missing, paused, expired, busy/lease-until µs, early/due µs, no/state.
-var admitScript = redis.NewScript(luaTerminate + luaPausedBy + luaHold + `
+// missing, paused, expired, busy/lease-until µs, early/due µs, no/state;
+// or {started, "", tenant, id, attempt, throttles, wait µs, env}.
+var admitScript = redis.NewScript(luaTerminate + luaPausedBy + luaHold + luaGCRA + luaStart + `
 local h = KEYS[1]
-local f = redis.call('HMGET', h, 'state', 'expires')
+local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
 local st = f[1]
 if not st then return {'missing', ''} end
 if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
@@ -103,7 +113,7 @@ end
 if st == 'paused' then return {'paused', ''} end
 local now = tonumber(ARGV[1])
 local expires = tonumber(f[2])
-if expires and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
+if expires and now > expires and st ~= 'running' and not f[3] then
   redis.call('ZREM', KEYS[2], ARGV[4])
   redis.call('ZREM', KEYS[4], ARGV[4])
   terminate(h, KEYS[3], ARGV[2], ARGV[3], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[5], ARGV[6])
@@ -114,7 +124,7 @@ if st == 'running' then
   if tonumber(lease) > now then return {'busy', lease} end
 elseif st == 'scheduled' or st == 'retrying' then
   -- A stale delivery must not skip a backoff or a delay.
-  local due = redis.call('HGET', h, 'scheduled') or '0'
+  local due = f[5] or '0'
   if tonumber(due) > now + 1000000 then return {'early', due} end
 elseif st ~= 'queued' then
   return {'no', st}
@@ -126,6 +136,56 @@ if pids then
   hold(h, ARGV[2], ARGV[3], st, 'queued', pids, KEYS[8])
   redis.call('ZREM', KEYS[2], ARGV[4])
   return {'paused', ''}
+end
+local entries = {}
+if st == 'running' then
+  local a = redis.call('HMGET', h, 'attempts', 'owner')
+  entries[1] = logentry(ARGV[1], 'taken_over', a[1] or '0', 'the lease of ' .. (a[2] or '?') .. ' ended without an outcome')
+end
+local bands = {high = 1, normal = 2, low = 3}
+local band = bands[ARGV[8]]
+if ARGV[13] == '1' and not f[4] then
+  -- The fast start. Nothing of the function may wait ahead of the task:
+  -- its band and the higher ones are empty (n_<band> counts every entry,
+  -- a parked tenant's too, so the task is not in the queue either); under
+  -- a limit every band is, so that a start on delivery never takes a slot
+  -- the band stride owes a waiting task of a lower band. Then the checks
+  -- take makes: the limit and the high-band reservation, the tenant's
+  -- quota, the function's rate and the tenant's. A task with a reserved
+  -- rate turn (rate_slot) goes the ready-queue way.
+  local S = KEYS[5]
+  local limit = fnlimit(S, tonumber(ARGV[16]), tonumber(ARGV[17]))
+  local sv = redis.call('HMGET', S, 'n_high', 'n_normal', 'n_low')
+  local ok = true
+  for b = 1, 3 do
+    if (b <= band or limit > 0) and tonumber(sv[b] or '0') > 0 then ok = false end
+  end
+  if ok and limit > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. ARGV[1])
+    if redis.call('ZCARD', KEYS[9]) >= limit then
+      ok = false
+    elseif band > 1 then
+      local reserved = math.floor(limit * tonumber(ARGV[18]))
+      if reserved > 0 and nonhighs(KEYS[9], ARGV[19]) >= limit - reserved then ok = false end
+    end
+  end
+  local tp = string.sub(ARGV[2], 1, -4)
+  local quota = tonumber(ARGV[22])
+  if ok and tenantfull(tp, quota, ARGV[1]) then ok = false end
+  local fint, fburst = tonumber(ARGV[20]), tonumber(ARGV[21])
+  if ok and fint > 0 and gcra(KEYS[10], fint, fburst, now) > 0 then ok = false end
+  local tint = tonumber(ARGV[23])
+  if ok and tint > 0 then
+    local w, tat = gcra(tp .. 'rate', tint, tonumber(ARGV[24]), now)
+    if w > 0 then ok = false else settat(tp .. 'rate', tat, now) end
+  end
+  if ok then
+    local c = {now = now, nowstr = ARGV[1], lease = ARGV[14], owner = ARGV[15], finflight = KEYS[9], delay = KEYS[2],
+      expiry = KEYS[4], ratekey = KEYS[10], fint = fint, fburst = fburst}
+    local out = {'started', ''}
+    begin(c, h, f, st, ARGV[12], ARGV[3], tp, quota, entries, out)
+    return out
+  end
 end
 local ring = ARGV[11] .. 'ready:' .. ARGV[8]
 local q = ring .. ':' .. ARGV[12]
@@ -145,25 +205,106 @@ if redis.call('ZADD', q, 'NX', now - tonumber(ARGV[7]) * 60000000, ARGV[3]) == 1
   end
 end
 if verdict == 'admitted' then
-  local lk = logkey(ARGV[2], ARGV[3])
-  if st == 'running' then
-    logone(h, lk, ARGV[1], 'taken_over', redis.call('HGET', h, 'attempts') or '0',
-      'the lease of ' .. (redis.call('HGET', h, 'owner') or '?') .. ' ended without an outcome')
-  end
-  logone(h, lk, ARGV[1], 'admitted', 0, 'ready in the ' .. ARGV[8] .. ' band of ' .. ARGV[10])
+  entries[#entries+1] = logentry(ARGV[1], 'admitted', 0, 'ready in the ' .. ARGV[8] .. ' band of ' .. ARGV[10])
+  logpush(h, logkey(ARGV[2], ARGV[3]), entries)
 end
 if st ~= 'queued' then
   -- Due (a retry, a delayed task) or taken over from a dead dispatcher.
-  local created = redis.call('HGET', h, 'created')
   redis.call('HSET', h, 'state', 'queued')
   redis.call('HDEL', h, 'lease', 'owner')
   redis.call('ZREM', ARGV[2] .. st, ARGV[3])
-  redis.call('ZADD', ARGV[2] .. 'queued', created, ARGV[3])
+  redis.call('ZADD', ARGV[2] .. 'queued', f[6], ARGV[3])
 end
 -- In the ready queue, the task needs no publish guard or due entry.
 redis.call('ZREM', KEYS[2], ARGV[4])
 return {verdict, ''}
 `)
+
+// luaStart is what admit's fast start and take share: the function's
+// limit, the checks a start must pass, and the start itself. One copy, so
+// a start on delivery and a start from the ready queue follow the same
+// rules.
+const luaStart = `
+local function settat(key, tat, now)
+  redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
+end
+
+-- The function's limit (0: none): the static one, or the adaptive one
+-- stored in its state, at least amin and at most the static one.
+local function fnlimit(S, limit, amin)
+  if amin <= 0 then return limit end
+  local cur = tonumber(redis.call('HGET', S, 'limit') or '0')
+  if cur < amin then cur = amin end
+  if limit > 0 and cur > limit then cur = limit end
+  return cur
+end
+
+-- The function's running attempts of the normal and low bands: one HGET
+-- per attempt in flight, only while a high-band reservation applies.
+local function nonhighs(inflight, P)
+  local c = 0
+  for _, m in ipairs(redis.call('ZRANGE', inflight, 0, -1)) do
+    local sl = string.find(m, '/', 1, true)
+    local pr = redis.call('HGET', P .. ':{' .. string.sub(m, 1, sl - 1) .. '}:task:' .. string.sub(m, sl + 1), 'priority')
+    if tonumber(pr or '0') < 7 then c = c + 1 end
+  end
+  return c
+end
+
+-- Whether the tenant (key prefix tp) is at its quota (0: none).
+local function tenantfull(tp, quota, nowstr)
+  if quota <= 0 then return false end
+  redis.call('ZREMRANGEBYSCORE', tp .. 'inflight', '-inf', '(' .. nowstr)
+  return redis.call('ZCARD', tp .. 'inflight') >= quota
+end
+
+local function logentry(at, kind, attempt, msg)
+  return at .. '|' .. kind .. '|' .. attempt .. '|0||' .. msg
+end
+
+-- begin starts an attempt of task h (tenant, id; f its fields state,
+-- expires, started, rate_slot, scheduled, created, throttles) that passed
+-- every check, leaving state from: it takes the function's rate turn and
+-- its in-flight slot (and the tenant's, with a quota), holds the task
+-- under c.owner's lease, and logs entries and the start. It appends the
+-- started task's tenant, id, attempt, throttles, wait µs and env to out.
+-- c: now, nowstr, lease, owner, finflight, delay, expiry, ratekey, fint,
+-- fburst.
+local function begin(c, h, f, from, tenant, id, tp, quota, entries, out)
+  local member = tenant .. '/' .. id
+  if c.fint > 0 then
+    local _, tat = gcra(c.ratekey, c.fint, c.fburst, c.now)
+    settat(c.ratekey, tat, c.now)
+  end
+  redis.call('ZADD', c.finflight, c.lease, member)
+  if quota > 0 then redis.call('ZADD', tp .. 'inflight', c.lease, id) end
+  -- Once started, a task's ttl no longer applies.
+  redis.call('ZREM', c.expiry, member)
+  local attempt = redis.call('HINCRBY', h, 'attempts', 1)
+  redis.call('HSET', h, 'state', 'running', 'lease', c.lease, 'owner', c.owner, 'attempt_started', c.nowstr)
+  -- The wait since due (created, or a retry's or delay's time), returned
+  -- for every start; stored on the first.
+  local wt = c.now - tonumber(f[5] or f[6] or c.nowstr)
+  if wt < 0 then wt = 0 end
+  if not f[3] then
+    redis.call('HSET', h, 'started', c.nowstr, 'wait_ms', math.floor(wt / 1000))
+  end
+  redis.call('ZREM', tp .. 'st:' .. from, id)
+  redis.call('ZADD', tp .. 'st:running', f[6], id)
+  -- The lease doubles as a delay-set entry: if this dispatcher dies, the
+  -- scheduler finds the task due when the lease ends and puts it back in
+  -- the ready queue.
+  redis.call('ZADD', c.delay, c.lease, member)
+  entries[#entries+1] = logentry(c.nowstr, 'started', attempt, 'attempt ' .. attempt .. ' started by ' .. c.owner)
+  logpush(h, tp .. 'log:' .. id, entries)
+  out[#out+1] = tenant
+  out[#out+1] = id
+  out[#out+1] = tostring(attempt)
+  out[#out+1] = f[7] or '0'
+  out[#out+1] = tostring(wt)
+  out[#out+1] = redis.call('HGET', h, 'env') or ''
+end
+`
 
 // take starts up to ARGV[4] of a function's ready tasks under its limits.
 // KEYS: 1 function state, 2 function in-flight set, 3 function rate state,
@@ -175,42 +316,26 @@ return {verdict, ''}
 // burst, 14 function, 15 number of tenant limits k, then k x (tenant,
 // quota, emission interval µs, burst)
 // Returns {status, wait µs, expired, parked, then per started task: tenant,
-// id, attempt, throttles, message}. status says why it stopped: done (it
-// started as many as asked), empty, limit, rate (wait µs until the
+// id, attempt, throttles, wait µs, env}. status says why it stopped: done
+// (it started as many as asked), empty, limit, rate (wait µs until the
 // function's rate allows a start), more (call again).
-var takeScript = redis.NewScript(luaTerminate + luaGCRA + `
-local function settat(key, tat, now)
-  redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
-end
-
+var takeScript = redis.NewScript(luaTerminate + luaGCRA + luaStart + `
 local now = tonumber(ARGV[1])
 local S = KEYS[1]
 local want = tonumber(ARGV[4])
-local limit = tonumber(ARGV[5])
-local amin = tonumber(ARGV[6])
-if amin > 0 then
-  local cur = tonumber(redis.call('HGET', S, 'limit') or '0')
-  if cur < amin then cur = amin end
-  if limit > 0 and cur > limit then cur = limit end
-  limit = cur
-end
+local limit = fnlimit(S, tonumber(ARGV[5]), tonumber(ARGV[6]))
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
 local inflight = redis.call('ZCARD', KEYS[2])
 local reserved = 0
 if limit > 0 then reserved = math.floor(limit * tonumber(ARGV[7])) end
 local P, FP, fn = ARGV[8], ARGV[9], ARGV[14]
 -- With slots reserved for the high band, the normal and low bands share
--- the others: count their running attempts (one HGET per attempt in
--- flight, only while a reservation applies).
+-- the others: count their running attempts.
 local nonhigh = 0
-if reserved > 0 then
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    local sl = string.find(m, '/', 1, true)
-    local pr = redis.call('HGET', P .. ':{' .. string.sub(m, 1, sl - 1) .. '}:task:' .. string.sub(m, sl + 1), 'priority')
-    if tonumber(pr or '0') < 7 then nonhigh = nonhigh + 1 end
-  end
-end
+if reserved > 0 then nonhigh = nonhighs(KEYS[2], P) end
 local fint, fburst = tonumber(ARGV[12]), tonumber(ARGV[13])
+local c = {now = now, nowstr = ARGV[1], lease = ARGV[2], owner = ARGV[3], finflight = KEYS[2], delay = KEYS[4],
+  expiry = KEYS[6], ratekey = KEYS[3], fint = fint, fburst = fburst}
 local tl = {}
 local i = 16
 for _ = 1, tonumber(ARGV[15]) do
@@ -279,6 +404,8 @@ while true do
       local h = tp .. 'task:' .. id
       local member = tenant .. '/' .. id
       local lim = tl[tenant]
+      local quota = 0
+      if lim then quota = lim[1] end
       -- Anything but queued is a stale entry (cancelled, expired, started
       -- through another entry): dropped.
       -- One read of the fields the start needs (not the message: a stale
@@ -286,11 +413,7 @@ while true do
       local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
       if f[1] == 'queued' then
         local expires = tonumber(f[2])
-        local full = false
-        if lim and lim[1] > 0 then
-          redis.call('ZREMRANGEBYSCORE', tp .. 'inflight', '-inf', '(' .. ARGV[1])
-          full = redis.call('ZCARD', tp .. 'inflight') >= lim[1]
-        end
+        local full = tenantfull(tp, quota, ARGV[1])
         if expires and now > expires and not f[3] then
           redis.call('ZREM', KEYS[4], member)
           redis.call('ZREM', KEYS[6], member)
@@ -326,37 +449,9 @@ while true do
           if tw > 0 then
             redis.call('ZADD', KEYS[4], now + tw, member)
           else
-            if fint > 0 then
-              local _, tat = gcra(KEYS[3], fint, fburst, now)
-              settat(KEYS[3], tat, now)
-            end
-            redis.call('ZADD', KEYS[2], ARGV[2], member)
+            begin(c, h, f, 'queued', tenant, id, tp, quota, {}, out)
             inflight = inflight + 1
             if best > 1 then nonhigh = nonhigh + 1 end
-            if lim and lim[1] > 0 then redis.call('ZADD', tp .. 'inflight', ARGV[2], id) end
-            redis.call('ZREM', KEYS[6], member)
-            local attempt = redis.call('HINCRBY', h, 'attempts', 1)
-            redis.call('HSET', h, 'state', 'running', 'lease', ARGV[2], 'owner', ARGV[3], 'attempt_started', ARGV[1])
-            -- The wait since due (created, or a retry's or delay's time),
-            -- returned for every start; stored on the first.
-            local wt = now - tonumber(f[5] or f[6] or ARGV[1])
-            if wt < 0 then wt = 0 end
-            if not f[3] then
-              redis.call('HSET', h, 'started', ARGV[1], 'wait_ms', math.floor(wt / 1000))
-            end
-            redis.call('ZREM', tp .. 'st:queued', id)
-            redis.call('ZADD', tp .. 'st:running', f[6], id)
-            -- The lease doubles as a delay-set entry: if this dispatcher
-            -- dies, the scheduler finds the task due when the lease ends
-            -- and puts it back in the ready queue.
-            redis.call('ZADD', KEYS[4], ARGV[2], member)
-            logone(h, tp .. 'log:' .. id, ARGV[1], 'started', attempt, 'attempt ' .. attempt .. ' started by ' .. ARGV[3])
-            out[#out+1] = tenant
-            out[#out+1] = id
-            out[#out+1] = tostring(attempt)
-            out[#out+1] = f[7] or '0'
-            out[#out+1] = tostring(wt)
-            out[#out+1] = redis.call('HGET', h, 'env') or ''
             started = started + 1
           end
         end
@@ -409,15 +504,21 @@ const (
 	AdmitEarly AdmitVerdict = "early"
 	// AdmitNo: any other state.
 	AdmitNo AdmitVerdict = "no"
+	// AdmitStarted: AdmitOrStart started it at once (Admission.Started).
+	AdmitStarted AdmitVerdict = "started"
 )
 
 // Admission is the result of Admit.
 type Admission struct {
 	Verdict AdmitVerdict
-	// LeaseUntil is set for AdmitBusy, Due for AdmitEarly.
+	// LeaseUntil is set for AdmitBusy and AdmitStarted, Due for
+	// AdmitEarly.
 	LeaseUntil, Due time.Time
 	// State is set for AdmitDone and AdmitNo.
 	State string
+	// Started is the attempt AdmitOrStart started (AdmitStarted): the
+	// caller holds its lease and must run it.
+	Started *Started
 }
 
 // TaskRef names a task and what its admission needs to know.
@@ -432,7 +533,33 @@ type TaskRef struct {
 // left as it is. A task whose lease ended (its dispatcher died) is taken
 // over: it is ready again, and the old attempt's outcome is refused.
 func (l *Ledger) Admit(ctx context.Context, t TaskRef) (Admission, error) {
-	res, err := l.batch.eval(ctx, admitScript, l.admitKeys(t), l.admitArgs(t, l.cfg.Now())...).StringSlice()
+	return l.admit(ctx, t, nil)
+}
+
+// FastStart asks AdmitOrStart to start the task at once if it may: the
+// lease's owner, its length, and the limits the function's tasks start
+// under (those of Take).
+type FastStart struct {
+	Owner  string
+	Lease  time.Duration
+	Limits TakeLimits
+}
+
+// AdmitOrStart is Admit for a caller with a free worker: when nothing of
+// the task's function waits ahead of it (its band and the higher ones are
+// empty; every band, for a limited function) and every limit Take applies
+// allows a start (the function's limit and high-band reservation, its
+// rate, the tenant's quota and rate), it starts the task in the same step,
+// without the ready-queue entry, the round robin and the take: the verdict
+// is AdmitStarted, and Started is the attempt the caller now holds under
+// the lease until LeaseUntil. Otherwise it does what Admit does.
+func (l *Ledger) AdmitOrStart(ctx context.Context, t TaskRef, fs FastStart) (Admission, error) {
+	return l.admit(ctx, t, &fs)
+}
+
+func (l *Ledger) admit(ctx context.Context, t TaskRef, fs *FastStart) (Admission, error) {
+	now := l.cfg.Now()
+	res, err := l.batch.eval(ctx, admitScript, l.admitKeys(t), l.admitStartArgs(t, now, fs)...).StringSlice()
 	if err != nil {
 		return Admission{}, fmt.Errorf("admitting task %s: %w", t.ID, err)
 	}
@@ -444,18 +571,49 @@ func (l *Ledger) Admit(ctx context.Context, t TaskRef) (Admission, error) {
 		a.Due = microTime(res[1])
 	case AdmitDone, AdmitNo:
 		a.State = res[1]
+	case AdmitStarted:
+		if fs == nil || len(res) < 8 {
+			return Admission{}, fmt.Errorf("admitting task %s: the ledger answered %q", t.ID, res)
+		}
+		a.LeaseUntil = now.Add(fs.Lease)
+		s := startedFrom(res[2:8])
+		a.Started = &s
 	}
 	return a, nil
 }
 
 func (l *Ledger) admitKeys(t TaskRef) []string {
 	return []string{l.taskKey(t.Tenant, t.ID), l.DelayKey(), l.OutboxStream(), l.ExpiryKey(), l.fnStateKey(t.Function),
-		l.parkedKey(t.Tenant), l.pausesKey(t.Tenant), l.pauseCountKey(t.Tenant)}
+		l.parkedKey(t.Tenant), l.pausesKey(t.Tenant), l.pauseCountKey(t.Tenant), l.inflightKey(t.Function), l.fnRateKey(t.Function)}
 }
 
+// admitArgs are admit's arguments without a fast start.
 func (l *Ledger) admitArgs(t TaskRef, now time.Time) []any {
 	return []any{us(now), l.statePrefix(t.Tenant), t.ID, Member(t.Tenant, t.ID), l.cfg.Retention.Milliseconds(), OutboxMaxLen,
-		t.Priority, string(BandOf(t.Priority)), l.WakeChannel(), t.Function, l.fnPrefix(t.Function), t.Tenant}
+		t.Priority, string(BandOf(t.Priority)), l.WakeChannel(), t.Function, l.fnPrefix(t.Function), t.Tenant, "0"}
+}
+
+// admitStartArgs are admit's arguments with fs's fast start (nil: none).
+func (l *Ledger) admitStartArgs(t TaskRef, now time.Time, fs *FastStart) []any {
+	args := l.admitArgs(t, now)
+	if fs == nil {
+		return args
+	}
+	args[len(args)-1] = "1"
+	lim, tl := fs.Limits, fs.Limits.Tenants[t.Tenant]
+	return append(args, us(now.Add(fs.Lease)), fs.Owner, lim.Concurrency, lim.AdaptiveMin, lim.ReservedHigh,
+		l.cfg.Prefix, interval(lim.Rate), max(lim.Burst, 1), tl.Concurrency, interval(tl.Rate), max(tl.Burst, 1))
+}
+
+// startedFrom reads a started task from take's and admit's answer:
+// tenant, id, attempt, throttles, wait µs, env.
+func startedFrom(r []string) Started {
+	s := Started{Tenant: r[0], ID: r[1], Message: []byte(r[5])}
+	s.Attempt, _ = strconv.Atoi(r[2])
+	s.Throttles, _ = strconv.Atoi(r[3])
+	wait, _ := strconv.ParseInt(r[4], 10, 64)
+	s.Wait = time.Duration(wait) * time.Microsecond
+	return s
 }
 
 func microTime(s string) time.Time {
@@ -543,7 +701,7 @@ func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease 
 		args = append(args, t, tl.Concurrency, interval(tl.Rate), max(tl.Burst, 1))
 	}
 	res, err := l.batch.eval(ctx, takeScript,
-		[]string{l.fnStateKey(function), l.inflightKey(function), l.cfg.Prefix + ":fn:" + function + ":rate", l.DelayKey(), l.OutboxStream(), l.ExpiryKey()},
+		[]string{l.fnStateKey(function), l.inflightKey(function), l.fnRateKey(function), l.DelayKey(), l.OutboxStream(), l.ExpiryKey()},
 		args...).StringSlice()
 	if err != nil {
 		return Taken{}, fmt.Errorf("taking tasks of %s: %w", function, err)
@@ -554,12 +712,7 @@ func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease 
 	tk.Expired, _ = strconv.Atoi(res[2])
 	tk.Parked, _ = strconv.Atoi(res[3])
 	for i := 4; i+5 < len(res); i += 6 {
-		s := Started{Tenant: res[i], ID: res[i+1], Message: []byte(res[i+5])}
-		s.Attempt, _ = strconv.Atoi(res[i+2])
-		s.Throttles, _ = strconv.Atoi(res[i+3])
-		wait, _ := strconv.ParseInt(res[i+4], 10, 64)
-		s.Wait = time.Duration(wait) * time.Microsecond
-		tk.Tasks = append(tk.Tasks, s)
+		tk.Tasks = append(tk.Tasks, startedFrom(res[i:i+6]))
 	}
 	return tk, nil
 }
@@ -620,6 +773,9 @@ func BandOf(priority int) Band {
 // Function-scoped keys carry a {f:<function>} hash tag, so that a
 // function's ready queues, in-flight set and control state share a slot.
 func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:" + function + "}:" }
+
+// fnRateKey is the function's GCRA rate state.
+func (l *Ledger) fnRateKey(function string) string { return l.cfg.Prefix + ":fn:" + function + ":rate" }
 
 // inflightKey is the function's in-flight set: members "<tenant>/<id>"
 // scored by lease end µs (an entry past its lease frees its slot).

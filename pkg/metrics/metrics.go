@@ -39,7 +39,7 @@ type Metrics struct {
 	Retries      *prometheus.CounterVec   // function, class
 	RunSeconds   *prometheus.HistogramVec // function
 	InFlight     *prometheus.GaugeVec     // function
-	Deliveries   *prometheus.CounterVec   // verdict (run, busy, done, missing)
+	Deliveries   *prometheus.CounterVec   // verdict (run, started, busy, done, missing)
 	Quarantined  prometheus.Counter
 	LeaseLost    prometheus.Counter
 	LedgerErrors *prometheus.CounterVec // op

@@ -125,6 +125,11 @@ type Dispatcher struct {
 	workers chan struct{}
 	// freed fires when workers are released.
 	freed broadcast
+	// fastMu is held (read) while a lane delivery starts a task at once
+	// (admit); Stop takes it to end those starts (fastClosed) before it
+	// waits for the running attempts.
+	fastMu     sync.RWMutex
+	fastClosed bool
 	// running counts the attempts in progress; attemptsCtx is theirs,
 	// cancelled when a drain times out.
 	running        sync.WaitGroup
@@ -205,7 +210,7 @@ func (d *Dispatcher) laneMiddlewares() []middleware.Named {
 		{Name: "Detach", Middleware: middleware.Detach()},
 		{Name: "Decode", Middleware: middleware.Decode()},
 		{Name: "Poison", Middleware: middleware.Poison(cfg.Broker.Publisher(), cfg.Quarantine, cfg.Metrics, cfg.Logger)},
-		{Name: "Dedup", Middleware: middleware.Dedup(cfg.Ledger, d.configured, cfg.Metrics, cfg.Logger)},
+		{Name: "Dedup", Middleware: middleware.DedupWith(cfg.Ledger, d.admit, d.configured, cfg.Metrics, cfg.Logger)},
 		{Name: "Throttle", Middleware: middleware.Throttle(d.wake, cfg.Metrics)},
 	}
 }
@@ -362,6 +367,9 @@ func (d *Dispatcher) Stop() error {
 		d.mu.Unlock()
 		deadline := time.After(d.cfg.DrainTimeout)
 		stopStarters()
+		d.fastMu.Lock()
+		d.fastClosed = true
+		d.fastMu.Unlock()
 		for _, h := range handlers {
 			h.Stop()
 		}

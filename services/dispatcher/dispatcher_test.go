@@ -54,6 +54,8 @@ type options struct {
 	ledger *ledger.Ledger
 	// maxRunning bounds the process's running attempts (default 256).
 	maxRunning int
+	// noFastStart makes every delivery wait for a take.
+	noFastStart bool
 }
 
 // setup runs a dispatcher with one consumer on one lane of a gochannel
@@ -75,6 +77,9 @@ func setup(t *testing.T, o options) *bundle {
 		ErrorBackoff: errorBackoff, MaxRunning: o.maxRunning,
 	})
 	require.NoError(t, err)
+	if o.noFastStart {
+		dispatcher.NoFastStart(d)
+	}
 	b.d = d
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)

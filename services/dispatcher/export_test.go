@@ -45,3 +45,8 @@ func StartersContext(d *Dispatcher) context.Context {
 	defer d.mu.Unlock()
 	return d.startersCtx
 }
+
+// NoFastStart makes d admit every lane delivery into its ready queue, as
+// if no worker were ever free on delivery: the take path alone. Call it
+// before Run.
+func NoFastStart(d *Dispatcher) { d.fastClosed = true }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -61,14 +62,25 @@ func (h *holdTake) started(cmds []redis.Cmder) bool {
 
 // A take on the wire when Stop begins is not dropped: the tasks it
 // started are this process's, and they run (and Stop drains them) instead
-// of sitting "running" with no attempt until their leases end.
+// of sitting "running" with no attempt until their leases end. The same
+// holds for a start on delivery (ledger.AdmitOrStart, whose keys name the
+// rate key too): fast says which of the two the test holds.
 func TestDispatcherStopDuringTakeRunsWhatItTook(t *testing.T) {
 	t.Parallel()
+	for _, fast := range []bool{false, true} {
+		t.Run(map[bool]string{false: "take", true: "start on delivery"}[fast], func(t *testing.T) {
+			t.Parallel()
+			stopDuringStart(t, fast)
+		})
+	}
+}
+
+func stopDuringStart(t *testing.T, fast bool) {
 	rdb, prefix := testkit.Redis(t)
 	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
 	hook := &holdTake{fn: fnName, held: make(chan struct{}), release: make(chan struct{})}
 	rdb.AddHook(hook)
-	b := setup(t, options{exec: execFunc(succeed), ledger: l})
+	b := setup(t, options{exec: execFunc(succeed), ledger: l, noFastStart: !fast})
 	id := b.submit(t)
 	select {
 	case <-hook.held:
@@ -95,4 +107,7 @@ func TestDispatcherStopDuringTakeRunsWhatItTook(t *testing.T) {
 	require.NoError(t, <-stopped)
 	testkit.Eventually(t, within, func() bool { return b.state(t, id) == contracts.StateSucceeded },
 		"the task the take started ran (it is %s)", b.state(t, id))
+	var started dto.Metric
+	require.NoError(t, b.m.Deliveries.WithLabelValues(string(ledger.AdmitStarted)).Write(&started))
+	require.Equal(t, fast, started.GetCounter().GetValue() == 1, "started on delivery")
 }

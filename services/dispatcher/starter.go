@@ -216,22 +216,67 @@ func (d *Dispatcher) startBatch(ctx context.Context, s *starter) (ledger.TakeSta
 		d.cfg.Metrics.Deliveries.WithLabelValues("expired").Add(float64(tk.Expired))
 	}
 	for _, t := range tk.Tasks {
-		d.cfg.Metrics.Deliveries.WithLabelValues("run").Inc()
-		d.cfg.Metrics.QueueWait.WithLabelValues(s.fn.Name).Observe(t.Wait.Seconds())
-		d.running.Add(1)
-		go func() {
-			defer func() {
-				d.releaseWorkers(1)
-				d.running.Done()
-				s.signal()
-			}()
-			d.run(s.fn, t, tk.LeaseUntil)
-		}()
+		d.launch(s, t, tk.LeaseUntil)
 	}
 	if tk.Status == ledger.TakeDone && len(tk.Tasks) < n {
 		return ledger.TakeMore, 0
 	}
 	return tk.Status, tk.Wait
+}
+
+// launch runs a started attempt of s's function on a worker the caller
+// took; the worker is released when the attempt ends.
+func (d *Dispatcher) launch(s *starter, t ledger.Started, leaseUntil time.Time) {
+	d.cfg.Metrics.Deliveries.WithLabelValues("run").Inc()
+	d.cfg.Metrics.QueueWait.WithLabelValues(s.fn.Name).Observe(t.Wait.Seconds())
+	d.running.Add(1)
+	go func() {
+		defer func() {
+			d.releaseWorkers(1)
+			d.running.Done()
+			s.signal()
+		}()
+		d.run(s.fn, t, leaseUntil)
+	}()
+}
+
+// admit is the lane chain's ledger call (Dedup). With a worker of this
+// process free, it asks the ledger to start the task at once when its
+// function has room and nothing waits ahead of it (ledger.AdmitOrStart),
+// and runs the attempt it started; the worker stays taken until the
+// attempt ends, so MaxRunning holds. Without a free worker, or once Stop
+// began, it only admits: the task waits in its ready queue for a starter.
+func (d *Dispatcher) admit(ctx context.Context, t ledger.TaskRef) (ledger.Admission, error) {
+	s := d.starters[t.Function]
+	if s == nil || !d.takeWorker() {
+		return d.cfg.Ledger.Admit(ctx, t)
+	}
+	d.fastMu.RLock()
+	defer d.fastMu.RUnlock()
+	if d.fastClosed {
+		d.releaseWorkers(1)
+		return d.cfg.Ledger.Admit(ctx, t)
+	}
+	// As with a take: once sent, the call runs to its answer, so that a
+	// task it started is not left without its attempt.
+	a, err := d.cfg.Ledger.AdmitOrStart(context.WithoutCancel(ctx), t,
+		ledger.FastStart{Owner: d.cfg.Owner, Lease: d.cfg.LeaseTTL, Limits: s.lim})
+	if err != nil || a.Verdict != ledger.AdmitStarted {
+		d.releaseWorkers(1)
+		return a, err
+	}
+	d.launch(s, *a.Started, a.LeaseUntil)
+	return a, nil
+}
+
+// takeWorker takes a free worker, if there is one.
+func (d *Dispatcher) takeWorker() bool {
+	select {
+	case d.workers <- struct{}{}:
+		return true
+	default:
+		return false
+	}
 }
 
 func (d *Dispatcher) releaseWorkers(n int) {

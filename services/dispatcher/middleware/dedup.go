@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,18 @@ import (
 // A message without a Delivery is an error wrapping ErrNoDelivery; one
 // that was not a task message (Poison did not run first) is an error too.
 func Dedup(l *ledger.Ledger, configured func(function string) bool, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
+	return DedupWith(l, l.Admit, configured, m, logger)
+}
+
+// AdmitFunc is the ledger call Dedup makes: ledger.Admit, or a call that
+// may also start the task (ledger.AdmitOrStart) and run the attempt.
+type AdmitFunc func(ctx context.Context, t ledger.TaskRef) (ledger.Admission, error)
+
+// DedupWith is Dedup making its ledger call with admit. A task admit
+// started at once (ledger.AdmitStarted: admit runs its attempt) ends the
+// chain like a duplicate: it waits for nothing, so Throttle has no wake to
+// give, and the delivery is acknowledged.
+func DedupWith(l *ledger.Ledger, admit AdmitFunc, configured func(function string) bool, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			d := DeliveryFrom(msg.Context())
@@ -42,7 +55,7 @@ func Dedup(l *ledger.Ledger, configured func(function string) bool, m *metrics.M
 			if !configured(d.Ref.Function) {
 				return nil, abandonUnconfigured(msg, d, l, m)
 			}
-			a, err := l.Admit(msg.Context(), ledger.TaskRef{
+			a, err := admit(msg.Context(), ledger.TaskRef{
 				Tenant: d.Ref.Tenant, ID: d.Ref.TaskID, Function: d.Ref.Function, Priority: d.Ref.Priority,
 			})
 			if err != nil {

@@ -11,6 +11,7 @@
 //	Decode        the message is parsed into a Delivery (a parse error is recorded)
 //	Poison        an undecodable message is quarantined and acked
 //	Dedup         ledger.Admit: a duplicate, ended or expired task is acked and dropped
+//	              (the dispatcher's AdmitFunc may start the task at once: acked too)
 //	Throttle      the admitted task waits for capacity in its ready queue; the starter is woken
 //
 // The attempt chain runs each attempt a starter took from a ready queue

@@ -42,8 +42,10 @@ type benchFlags struct {
 	tenants     int
 	keyTemplate string
 	results     string
-	timeout     time.Duration
-	json        bool
+	// brokerPrefix is the server's broker.prefix ("": the default).
+	brokerPrefix string
+	timeout      time.Duration
+	json         bool
 	// submitOnly measures acceptance alone: no results feed, no waiting
 	// for tasks to finish (raw broker: no consumers).
 	submitOnly bool
@@ -245,6 +247,7 @@ stderr once a second.`,
 	fl.IntVar(&f.tenants, "tenants", 1, "submit as this many tenants (needs --key-template when more than 1)")
 	fl.StringVar(&f.keyTemplate, "key-template", "", "API key of tenant i: this with %d replaced by i (e.g. 'bench-key-%d')")
 	fl.StringVar(&f.results, "results", "amqp://guest:guest@127.0.0.1:5672/", "results feed: amqp:// URL or redis:// URL")
+	fl.StringVar(&f.brokerPrefix, "broker-prefix", "", "the server's broker.prefix: the results feed is <prefix>.results (default tasklane)")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up waiting for results after this")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fl.BoolVar(&f.submitOnly, "submit-only", false, "measure durable acceptance only: do not wait for tasks to run (raw broker: no consumers)")

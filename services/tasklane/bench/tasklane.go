@@ -150,7 +150,9 @@ func runBench(ctx context.Context, f *benchFlags, progress io.Writer) (*Report, 
 	feedDone := make(chan error, 1)
 	if !f.submitOnly {
 		feedReady := make(chan error, 1)
-		go func() { feedDone <- readResults(feedCtx, f.results, feedReady, t.record) }()
+		go func() {
+			feedDone <- readResults(feedCtx, f.results, contracts.ResultsExchangeFor(f.brokerPrefix), feedReady, t.record)
+		}()
 		if err := <-feedReady; err != nil {
 			return nil, fmt.Errorf("reading results from %s: %w", f.results, err)
 		}
@@ -171,21 +173,22 @@ func runBench(ctx context.Context, f *benchFlags, progress io.Writer) (*Report, 
 }
 
 // readResults calls fn with every task record on the results feed until ctx
-// ends. ready gets nil once the feed is attached (results published after
-// that are seen), or the error that prevented it.
-func readResults(ctx context.Context, url string, ready chan<- error, fn func(contracts.Task)) error {
+// ends: the results exchange, or stream, named results. ready gets nil
+// once the feed is attached (results published after that are seen), or
+// the error that prevented it.
+func readResults(ctx context.Context, url, results string, ready chan<- error, fn func(contracts.Task)) error {
 	switch {
 	case strings.HasPrefix(url, "amqp://"), strings.HasPrefix(url, "amqps://"):
-		return readAMQPResults(ctx, url, ready, fn)
+		return readAMQPResults(ctx, url, results, ready, fn)
 	case strings.HasPrefix(url, "redis://"), strings.HasPrefix(url, "rediss://"):
-		return readStreamResults(ctx, url, ready, fn)
+		return readStreamResults(ctx, url, results, ready, fn)
 	}
 	err := fmt.Errorf("--results: want an amqp:// or redis:// URL, got %q", url)
 	ready <- err
 	return err
 }
 
-func readAMQPResults(ctx context.Context, url string, ready chan<- error, fn func(contracts.Task)) error {
+func readAMQPResults(ctx context.Context, url, results string, ready chan<- error, fn func(contracts.Task)) error {
 	conn, err := amqp.Dial(url)
 	if err != nil {
 		ready <- err
@@ -199,7 +202,7 @@ func readAMQPResults(ctx context.Context, url string, ready chan<- error, fn fun
 	}
 	q, err := ch.QueueDeclare("", false, true, true, false, nil)
 	if err == nil {
-		err = ch.QueueBind(q.Name, "#", contracts.ResultsExchange, false, nil)
+		err = ch.QueueBind(q.Name, "#", results, false, nil)
 	}
 	var deliveries <-chan amqp.Delivery
 	if err == nil {
@@ -225,7 +228,7 @@ func readAMQPResults(ctx context.Context, url string, ready chan<- error, fn fun
 	}
 }
 
-func readStreamResults(ctx context.Context, url string, ready chan<- error, fn func(contracts.Task)) error {
+func readStreamResults(ctx context.Context, url, results string, ready chan<- error, fn func(contracts.Task)) error {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		ready <- err
@@ -234,7 +237,7 @@ func readStreamResults(ctx context.Context, url string, ready chan<- error, fn f
 	c := redis.NewClient(opt)
 	defer c.Close()
 	last := "0-0"
-	if xs, err := c.XRevRangeN(ctx, contracts.ResultsExchange, "+", "-", 1).Result(); err != nil {
+	if xs, err := c.XRevRangeN(ctx, results, "+", "-", 1).Result(); err != nil {
 		ready <- err
 		return err
 	} else if len(xs) > 0 {
@@ -242,7 +245,7 @@ func readStreamResults(ctx context.Context, url string, ready chan<- error, fn f
 	}
 	ready <- nil
 	for ctx.Err() == nil {
-		streams, err := c.XRead(ctx, &redis.XReadArgs{Streams: []string{contracts.ResultsExchange, last}, Count: 1000, Block: 200 * time.Millisecond}).Result()
+		streams, err := c.XRead(ctx, &redis.XReadArgs{Streams: []string{results, last}, Count: 1000, Block: 200 * time.Millisecond}).Result()
 		if errors.Is(err, redis.Nil) || ctx.Err() != nil {
 			continue
 		}
