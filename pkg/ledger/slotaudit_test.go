@@ -25,7 +25,7 @@ import (
 // update this list (and the decision record) with the change.
 var crossSlot = []string{
 	"Abandon: EVAL abandon: tl:delay tl:expiry tl:outbox tl:{t}:task:<id>",
-	"Admit: EVAL admit: tl:delay tl:expiry tl:outbox tl:{f:fn}:state tl:{t}:parked tl:{t}:pauses tl:{t}:pauses:n tl:{t}:task:<id>",
+	"Admit: EVAL admit: tl:delay tl:expiry tl:fn:fn:rate tl:outbox tl:{f:fn}:inflight tl:{f:fn}:state tl:{t}:parked tl:{t}:pauses tl:{t}:pauses:n tl:{t}:task:<id>",
 	"Cancel: EVAL cancel: tl:delay tl:expiry tl:outbox tl:{f:fn}:inflight tl:{f:fn}:state tl:{t}:inflight tl:{t}:parked tl:{t}:task:<id>",
 	"CancelMatching: EVAL cancel: tl:delay tl:expiry tl:outbox tl:{f:fn}:inflight tl:{f:fn}:state tl:{t}:inflight tl:{t}:parked tl:{t}:task:<id>",
 	"Claim: EVAL claim: tl:delay tl:expiry tl:fn:fn:rate tl:outbox tl:{f:fn}:inflight tl:{t}:rate tl:{t}:task:<id>",
@@ -35,7 +35,7 @@ var crossSlot = []string{
 	"Redrive: EVAL redrive: tl:delay tl:{t}:task:<id>",
 	"RedriveAll: EVAL redrive: tl:delay tl:{t}:task:<id>",
 	"Renew: EVAL renew: tl:delay tl:{f:fn}:inflight tl:{t}:inflight tl:{t}:task:<id>",
-	"Resume: EVAL admit: tl:delay tl:expiry tl:outbox tl:{f:fn}:state tl:{t}:parked tl:{t}:pauses tl:{t}:pauses:n tl:{t}:task:<id>",
+	"Resume: EVAL admit: tl:delay tl:expiry tl:fn:fn:rate tl:outbox tl:{f:fn}:inflight tl:{f:fn}:state tl:{t}:parked tl:{t}:pauses tl:{t}:pauses:n tl:{t}:task:<id>",
 	"Resume: EVAL resumestep: tl:delay tl:{t}:st:paused",
 	"Retry: EVAL retry: tl:delay tl:{f:fn}:inflight tl:{f:fn}:state tl:{t}:inflight tl:{t}:parked tl:{t}:task:<id>",
 	"Take: EVAL take: tl:delay tl:expiry tl:fn:fn:rate tl:outbox tl:{f:fn}:inflight tl:{f:fn}:state",
