@@ -268,7 +268,9 @@ func TestJobResumedTooOftenFails(t *testing.T) {
 	store := jobs.NewStore(rdb, prefix, 0)
 	ctx := context.Background()
 	now := time.Now()
-	rec, err := store.Create(ctx, "acme", contracts.JobCancel, []byte(`{}`), "x", now, now, 4)
+	// Its lease ended a second ago: a takeover at the same clock reading
+	// would find it still held.
+	rec, err := store.Create(ctx, "acme", contracts.JobCancel, []byte(`{}`), "x", now, now.Add(-time.Second), 4)
 	require.NoError(t, err)
 	c := &counter{n: 10, step: 5, done: map[int]int{}}
 	for i := range jobs.MaxResumesDefault {
