@@ -280,7 +280,7 @@ functions:
 	})
 	t.Logf("running calls aborted %s after the cancel", time.Since(start).Round(time.Millisecond))
 	require.Equal(t, map[contracts.State]int{contracts.StateCancelled: 40}, e.statesOf("default", ids))
-	eventually(t, 10*time.Second, "40 cancelled result events", func() bool {
+	eventually(t, 30*time.Second, "40 cancelled result events", func() bool {
 		results.mu.Lock()
 		defer results.mu.Unlock()
 		n := 0

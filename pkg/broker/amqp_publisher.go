@@ -226,6 +226,14 @@ func newConfirmBatcher(p *confirmPublisher) *confirmBatcher {
 // Publish sends msgs to topic in the next batch and returns once the broker
 // confirmed every one of them, or the first failure.
 func (b *confirmBatcher) Publish(topic string, msgs ...*message.Message) error {
+	// A message whose context is already done is not sent: its caller has
+	// given up, and a confirm arriving before the wait looks would
+	// otherwise make the answer depend on timing.
+	for _, m := range msgs {
+		if err := m.Context().Err(); err != nil {
+			return fmt.Errorf("publishing to %s: %w", topic, err)
+		}
+	}
 	c := &batchedPublish{topic: topic, msgs: msgs}
 	// The batch's confirm waits are bounded by the messages' contexts; a
 	// call queued behind stalled batches waits for them.
