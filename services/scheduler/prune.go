@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/tasklane/tasklane/pkg/ledger"
@@ -33,20 +32,7 @@ func (s *Scheduler) startPruning(ctx context.Context) (wait func()) {
 		every = PruneEveryDefault
 	}
 	cursors := map[string]ledger.PruneCursor{}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			s.Prune(ctx, cursors)
-		}
-	})
-	return wg.Wait
+	return tick(ctx, every, func() { s.Prune(ctx, cursors) })
 }
 
 // Prune runs one pruning round over every tenant, going on from cursors

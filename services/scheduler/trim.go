@@ -42,6 +42,12 @@ func (s *Scheduler) startTrimming(ctx context.Context) (wait func()) {
 	if every <= 0 {
 		every = TrimEveryDefault
 	}
+	return tick(ctx, every, func() { s.trim(ctx, cfg) })
+}
+
+// tick runs f every interval until ctx ends, in a goroutine of its own;
+// the function it returns waits for that.
+func tick(ctx context.Context, every time.Duration, f func()) (wait func()) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		t := time.NewTicker(every)
@@ -52,7 +58,7 @@ func (s *Scheduler) startTrimming(ctx context.Context) (wait func()) {
 				return
 			case <-t.C:
 			}
-			s.trim(ctx, cfg)
+			f()
 		}
 	})
 	return wg.Wait

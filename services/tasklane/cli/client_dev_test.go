@@ -38,9 +38,18 @@ func devClient(t *testing.T) *client.Client {
 		_, _ = io.WriteString(w, "no")
 	}))
 	t.Cleanup(fn.Close)
+	c := startDevWith(t, config.Function{Name: "fail", Events: []string{failType}, Endpoint: fn.URL})
+	cp.Store(c)
+	return c
+}
+
+// startDevWith starts the dev app (embedded store, a free port) with fn
+// added to its functions, stopped at the test's end, and a client of it.
+func startDevWith(t *testing.T, fn config.Function) *client.Client {
+	t.Helper()
 	cfg := tasklane.DevConfig()
 	cfg.Server.Addr = "127.0.0.1:0"
-	cfg.Functions = append(cfg.Functions, config.Function{Name: "fail", Events: []string{failType}, Endpoint: fn.URL})
+	cfg.Functions = append(cfg.Functions, fn)
 	cfg = cfg.WithDefaults()
 	stop, err := tasklane.UseEmbeddedStore(cfg)
 	require.NoError(t, err)
@@ -50,7 +59,6 @@ func devClient(t *testing.T) *client.Client {
 	t.Cleanup(func() { require.NoError(t, app.Shutdown(context.Background())) })
 	c, err := client.New(app.URL(), client.Options{})
 	require.NoError(t, err)
-	cp.Store(c)
 	return c
 }
 

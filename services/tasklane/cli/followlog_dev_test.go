@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/client"
 	"github.com/tasklane/tasklane/pkg/config"
-	"github.com/tasklane/tasklane/services/tasklane"
 )
 
 // FollowLog against a dev app whose function posts lines from two
@@ -50,18 +48,7 @@ func TestFollowLogUnderConcurrentAppends(t *testing.T) {
 		_, _ = w.Write([]byte(`{}`))
 	}))
 	t.Cleanup(fn.Close)
-	cfg := tasklane.DevConfig()
-	cfg.Server.Addr = "127.0.0.1:0"
-	cfg.Functions = append(cfg.Functions, config.Function{Name: "chatty", Events: []string{chattyType}, Endpoint: fn.URL})
-	cfg = cfg.WithDefaults()
-	stop, err := tasklane.UseEmbeddedStore(cfg)
-	require.NoError(t, err)
-	t.Cleanup(stop)
-	app, err := tasklane.Start(t.Context(), cfg, tasklane.Options{Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, app.Shutdown(context.Background())) })
-	c, err := client.New(app.URL(), client.Options{})
-	require.NoError(t, err)
+	c := startDevWith(t, config.Function{Name: "chatty", Events: []string{chattyType}, Endpoint: fn.URL})
 	cp.Store(c)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
