@@ -415,7 +415,11 @@ func (e *env) watchResults() *resultFeed {
 			}
 		}()
 	case config.BrokerDriverRedisStream:
-		last := "$"
+		// From the stream's last entry, or from its start when it does not
+		// exist yet (everything in it is then new). Not "$": "$" means
+		// "entries added while this call blocks", so an entry added between
+		// two blocking reads, before the first one arrived, was missed.
+		last := "0-0"
 		if xs, err := e.rdb.XRevRangeN(ctx, e.resultsExchange(), "+", "-", 1).Result(); err == nil && len(xs) > 0 {
 			last = xs[0].ID
 		}
