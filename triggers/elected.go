@@ -27,7 +27,8 @@ type Elected struct {
 	// Required.
 	Acquired func(ctx context.Context) error
 	// Step does the work due and returns how long to wait before the next
-	// call (it is called earlier when the lock needs renewing). Required.
+	// call; the loop renews the lock and writes heartbeats in between
+	// without calling it. Required.
 	Step func(ctx context.Context) time.Duration
 }
 
@@ -46,7 +47,8 @@ func (e *Elected) Run(ctx context.Context) {
 		e.Reporter.SetState(StateStopped)
 	}()
 	var (
-		ready     bool // Acquired succeeded under the current token
+		ready     bool      // Acquired succeeded under the current token
+		stepAt    time.Time // when the work Step said it has next is due
 		token     string
 		nextBeat  time.Time
 		lastState string
@@ -88,13 +90,19 @@ func (e *Elected) Run(ctx context.Context) {
 				sleep(ctx, wait)
 				continue
 			}
-			ready, nextBeat = true, time.Time{}
+			ready, nextBeat, stepAt = true, time.Time{}, time.Time{}
 		}
-		wait = e.step(ctx)
-		if ctx.Err() == nil {
-			// A step that recorded no failure clears an earlier one,
-			// though it may have had nothing to submit.
-			e.Reporter.Succeeded(ctx, mark)
+		// A wake-up to renew the lock or beat the heart does not step:
+		// a step does the work due, and a poller would list its bucket at
+		// the renewal rate; a step with nothing due would clear the
+		// failure of the step before, though nothing was retried.
+		if !time.Now().Before(stepAt) {
+			stepAt = time.Now().Add(e.step(ctx))
+			if ctx.Err() == nil {
+				// A step that recorded no failure clears an earlier one,
+				// though it may have had nothing to submit.
+				e.Reporter.Succeeded(ctx, mark)
+			}
 		}
 		e.Reporter.SetState(StateRunning)
 		// The store shows the next fire: write it when it moves, not only
@@ -103,7 +111,7 @@ func (e *Elected) Run(ctx context.Context) {
 			e.Reporter.Heartbeat(ctx)
 			nextBeat, lastState, lastNext = time.Now().Add(HeartbeatEvery), st.State, st.NextFire
 		}
-		wait = min(wait, time.Until(e.Lock.RenewAt()), time.Until(nextBeat))
+		wait = min(time.Until(stepAt), time.Until(e.Lock.RenewAt()), time.Until(nextBeat))
 		sleep(ctx, wait)
 	}
 }

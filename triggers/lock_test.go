@@ -296,3 +296,49 @@ func TestElected(t *testing.T) {
 	}, "the new leader's heartbeat")
 	require.NotEqual(t, first, leader())
 }
+
+// TestElectedRenewalsDoNotStep: the loop wakes to renew the lock more often
+// than the trigger has work due; such a wake-up renews and does not call
+// Step. Before, every renewal called Step: a poller listed its bucket at
+// the renewal rate instead of its poll interval, and a step with nothing
+// due cleared the failure of the step before (a failing trigger showed
+// running after the next renewal, though nothing was retried).
+func TestElectedRenewalsDoNotStep(t *testing.T) {
+	t.Parallel()
+	store := triggerstest.Store(t)
+	env := triggers.Env{Submitter: triggerstest.NewSubmitter(), Store: store, Owner: "r", Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
+	rep := triggers.NewReporter(env, "slowpoll", "objectstore")
+	const ttl = 300 * time.Millisecond // renewed every 100 ms
+	var steps atomic.Int64
+	el := &triggers.Elected{
+		Lock: store.Lock("slowpoll", env.Owner, ttl), Reporter: rep, Logger: env.Logger,
+		Retry:    10 * time.Millisecond,
+		Acquired: func(context.Context) error { return nil },
+		Step: func(ctx context.Context) time.Duration {
+			if steps.Add(1) == 1 {
+				rep.Failed(ctx, "polling", errors.New("listing: connection reset"))
+			}
+			return time.Minute // the next poll
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); el.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// Count renewals from the lock's TTL going back up.
+	lockKey := store.Key("slowpoll", "lock")
+	renewals, last := 0, time.Duration(0)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		pttl := store.Redis().PTTL(context.Background(), lockKey).Val()
+		if pttl > last && last > 0 {
+			renewals++
+		}
+		last = pttl
+		return renewals >= 3
+	}, "three renewals of the lock")
+	require.Equal(t, int64(1), steps.Load(), "renewals called Step")
+	st := rep.Status()
+	require.Equal(t, triggers.StateFailing, st.State)
+	require.Equal(t, "listing: connection reset", st.LastError)
+}
