@@ -108,6 +108,7 @@ func NewCommand(reg *sdk.Registry, stdout, stderr io.Writer) *cobra.Command {
 		newResumeCommand(stdout),
 		newPausesCommand(stdout),
 		newDLQCommand(stdout),
+		newJobsCommand(stdout),
 		newRoutingCommand(stdout),
 		newFunctionsCommand(stdout),
 		newTriggersCommand(stdout),
