@@ -219,7 +219,7 @@ triggers:
 		{
 			name: "NoTenants",
 			yaml: `functions: [{name: f, events: [t], endpoint: "builtin:noop"}]`,
-			want: []string{`tasklane.yaml: tenants: no tenants configured: every API request is taken without authentication, as tenant "default", and the admin API is open (add tenants with api_keys before exposing :8080)`},
+			want: []string{`tasklane.yaml: tenants: no tenants configured: every API request is taken without authentication, as tenant "default", and the admin API is open (add tenants with api_keys before exposing 127.0.0.1:8080)`},
 		},
 		{
 			name: "NoTenantsListedEmpty",

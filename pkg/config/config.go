@@ -21,7 +21,7 @@ const DefaultTenant = "default"
 // built in Go) means "use the default", except where a field says otherwise.
 const (
 	// AddrDefault is the default Server.Addr.
-	AddrDefault = ":8080"
+	AddrDefault = "127.0.0.1:8080"
 	// MaxEventBytesDefault is the default Server.MaxEventBytes.
 	MaxEventBytesDefault int64 = 64 << 10
 	// MaxEventBytesMax bounds Server.MaxEventBytes: well under RabbitMQ's
@@ -269,7 +269,8 @@ type Config struct {
 
 // Server configures the HTTP API.
 type Server struct {
-	// Addr is the listen address. Default ":8080".
+	// Addr is the listen address. Default "127.0.0.1:8080" (loopback: set
+	// ":8080" or a host to listen beyond it, as containers do).
 	Addr string `yaml:"addr"`
 	// MaxEventBytes bounds one submitted event whole: every attribute and
 	// extension (name and value) plus the data, in every content mode and

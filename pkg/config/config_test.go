@@ -738,7 +738,7 @@ func TestDefaults(t *testing.T) {
 			cfg, err := config.Parse(file, []byte(doc))
 			require.NoError(t, err, "document %q", doc)
 			require.Equal(t, config.Server{
-				Addr: ":8080", MaxEventBytes: 65536, MaxBatchBytes: 4 << 20, MaxBatchEvents: 1000, BulkSyncMax: 10000,
+				Addr: "127.0.0.1:8080", MaxEventBytes: 65536, MaxBatchBytes: 4 << 20, MaxBatchEvents: 1000, BulkSyncMax: 10000,
 				WriteTimeout: config.Duration(30 * time.Second), MaxHeaderBytes: 32 << 10,
 			}, cfg.Server)
 			require.Equal(t, config.Broker{Driver: "amqp", URL: "amqp://guest:guest@127.0.0.1:5672/", PublishChannels: 16, Prefetch: 256, Prefix: "tasklane"}, cfg.Broker)
@@ -797,7 +797,7 @@ broker: {driver: redisstream}
 		t.Parallel()
 		cfg, err := config.Parse(file, []byte("server:\n  addr:\nlanes: ~\n"))
 		require.NoError(t, err)
-		require.Equal(t, ":8080", cfg.Server.Addr)
+		require.Equal(t, config.AddrDefault, cfg.Server.Addr)
 		require.Equal(t, 16, cfg.Lanes.Shared)
 	})
 
@@ -928,7 +928,7 @@ func TestApplyEnv(t *testing.T) {
 		require.NoError(t, err)
 		cfg.ApplyEnv(env(map[string]string{"TASKLANE_REDIS_URL": ""}))
 		require.Equal(t, "redis://cache:6379/1", cfg.Redis.URL)
-		require.Equal(t, ":8080", cfg.Server.Addr)
+		require.Equal(t, config.AddrDefault, cfg.Server.Addr)
 	})
 
 	t.Run("BadValueNamesVariable", func(t *testing.T) {

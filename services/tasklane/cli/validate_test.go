@@ -111,7 +111,7 @@ triggers:
 	require.Equal(t, strings.Join([]string{
 		"warning: " + risky + `:2:55: functions[0].endpoint: host 0.0.0.0 is a listen-all address, not a destination: requests reach this machine only, if at all (use 127.0.0.1 or the target's host name)`,
 		"warning: " + risky + `:4:26: triggers[0].http: no signature: anyone who can reach /hooks/signup can submit events`,
-		"warning: " + risky + `: tenants: no tenants configured: every API request is taken without authentication, as tenant "default", and the admin API is open (add tenants with api_keys before exposing :8080)`,
+		"warning: " + risky + `: tenants: no tenants configured: every API request is taken without authentication, as tenant "default", and the admin API is open (add tenants with api_keys before exposing 127.0.0.1:8080)`,
 	}, "\n")+"\n", stderr)
 
 	// The example config the README starts from is valid; its one warning
