@@ -222,7 +222,9 @@ type DLQFilter struct {
 	// when more may remain. 0 handles the whole selection in one call.
 	Limit int `json:"limit,omitempty"`
 	// Cursor continues a stepped call: the NextCursor of the step before,
-	// with the same filter.
+	// with the same filter. It is opaque (the place of the last dead task
+	// the walk passed), so a task a step redrove that dies again before
+	// the walk ends is not met a second time.
 	Cursor string `json:"cursor,omitempty"`
 }
 

@@ -119,7 +119,7 @@ func TestIntegrationBulkJobs(t *testing.T) {
 		cl, err := led.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "slow", Owner: "test", Lease: time.Minute})
 		require.NoError(t, err)
 		require.Equal(t, ledger.VerdictRun, cl.Verdict)
-		ok, err := led.Finish(ctx, "acme", id, "slow", cl.Attempt, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 400", Reason: contracts.ReasonNonRetryable})
+		ok, err := led.Finish(ctx, "acme", id, "slow", cl.Fence(), ledger.Outcome{State: contracts.StateDead, Error: "HTTP 400", Reason: contracts.ReasonNonRetryable})
 		require.NoError(t, err)
 		require.True(t, ok)
 	}

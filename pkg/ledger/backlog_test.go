@@ -48,10 +48,10 @@ func TestBacklogs(t *testing.T) {
 	claim(0)
 	claim(1)
 	claim(2)
-	ok, err := b.l.Finish(ctx, "acme", c[0].Tasks[0].ID, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded})
+	ok, err := b.l.Finish(ctx, "acme", c[0].Tasks[0].ID, "f1", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.True(t, ok)
-	ok, err = b.l.Retry(ctx, "acme", c[1].Tasks[0].ID, "f1", 1, b.now.Add(time.Minute), "boom", false)
+	ok, err = b.l.Retry(ctx, "acme", c[1].Tasks[0].ID, "f1", ledger.Fence{Attempt: 1}, b.now.Add(time.Minute), "boom", false)
 	require.NoError(t, err)
 	require.True(t, ok)
 

@@ -41,6 +41,9 @@ const (
 type Claim struct {
 	Verdict Verdict
 	Attempt int
+	// Redrives is the record's redrive count (with Attempt, the fence:
+	// Fence).
+	Redrives int
 	// Throttles counts the throttled answers that did not use an attempt.
 	Throttles  int
 	LeaseUntil time.Time
@@ -111,6 +114,7 @@ func (l *Ledger) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
 	case VerdictRun:
 		c.Attempt, _ = strconv.Atoi(res[1])
 		c.Throttles, _ = strconv.Atoi(res[2])
+		c.Redrives, _ = strconv.Atoi(res[3])
 		c.LeaseUntil = now.Add(r.Lease)
 	case VerdictBusy:
 		n, _ := strconv.ParseInt(res[1], 10, 64)

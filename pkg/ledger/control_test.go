@@ -279,10 +279,10 @@ func TestCancelMatchingWaitingPausedAndRunning(t *testing.T) {
 	}
 	for _, s := range tk.Tasks {
 		require.True(t, aborted[ledger.Member("a", s.ID)])
-		ok, err := b.l.Finish(ctx, "a", s.ID, "f1", s.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+		ok, err := b.l.Finish(ctx, "a", s.ID, "f1", s.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
 		require.NoError(t, err)
 		require.False(t, ok, "the aborted attempt's outcome is refused")
-		ok, err = b.l.Retry(ctx, "a", s.ID, "f1", s.Attempt, b.now, "boom", false)
+		ok, err = b.l.Retry(ctx, "a", s.ID, "f1", s.Fence(), b.now, "boom", false)
 		require.NoError(t, err)
 		require.False(t, ok)
 		require.Equal(t, contracts.StateCancelled, b.stateOf(t, "a", s.ID))

@@ -101,7 +101,7 @@ end
 // 22 tenant quota (0: none), 23 tenant emission interval µs, 24 tenant burst
 // Returns {verdict, detail}: admitted, ready (already there), done/state,
 // missing, paused, expired, busy/lease-until µs, early/due µs, no/state;
-// or {started, "", tenant, id, attempt, throttles, wait µs, env}.
+// or {started, "", tenant, id, attempt, throttles, wait µs, redrives, env}.
 var admitScript = redis.NewScript(luaTerminate + luaPausedBy + luaHold + luaGCRA + luaStart + `
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
@@ -267,7 +267,8 @@ end
 -- every check, leaving state from: it takes the function's rate turn and
 -- its in-flight slot (and the tenant's, with a quota), holds the task
 -- under c.owner's lease, and logs entries and the start. It appends the
--- started task's tenant, id, attempt, throttles, wait µs and env to out.
+-- started task's tenant, id, attempt, throttles, wait µs, redrives and
+-- env to out.
 -- c: now, nowstr, lease, owner, finflight, delay, expiry, ratekey, fint,
 -- fburst.
 local function begin(c, h, f, from, tenant, id, tp, quota, entries, out)
@@ -302,6 +303,7 @@ local function begin(c, h, f, from, tenant, id, tp, quota, entries, out)
   out[#out+1] = tostring(attempt)
   out[#out+1] = f[7] or '0'
   out[#out+1] = tostring(wt)
+  out[#out+1] = redis.call('HGET', h, 'redrives') or '0'
   out[#out+1] = redis.call('HGET', h, 'env') or ''
 end
 `
@@ -316,7 +318,7 @@ end
 // burst, 14 function, 15 number of tenant limits k, then k x (tenant,
 // quota, emission interval µs, burst)
 // Returns {status, wait µs, expired, parked, then per started task: tenant,
-// id, attempt, throttles, wait µs, env}. status says why it stopped: done
+// id, attempt, throttles, wait µs, redrives, env}. status says why it stopped: done
 // (it started as many as asked), empty, limit, rate (wait µs until the
 // function's rate allows a start), more (call again).
 var takeScript = redis.NewScript(luaTerminate + luaGCRA + luaStart + `
@@ -572,11 +574,11 @@ func (l *Ledger) admit(ctx context.Context, t TaskRef, fs *FastStart) (Admission
 	case AdmitDone, AdmitNo:
 		a.State = res[1]
 	case AdmitStarted:
-		if fs == nil || len(res) < 8 {
+		if fs == nil || len(res) < 9 {
 			return Admission{}, fmt.Errorf("admitting task %s: the ledger answered %q", t.ID, res)
 		}
 		a.LeaseUntil = now.Add(fs.Lease)
-		s := startedFrom(res[2:8])
+		s := startedFrom(res[2:9])
 		a.Started = &s
 	}
 	return a, nil
@@ -606,10 +608,11 @@ func (l *Ledger) admitStartArgs(t TaskRef, now time.Time, fs *FastStart) []any {
 }
 
 // startedFrom reads a started task from take's and admit's answer:
-// tenant, id, attempt, throttles, wait µs, env.
+// tenant, id, attempt, throttles, wait µs, redrives, env.
 func startedFrom(r []string) Started {
-	s := Started{Tenant: r[0], ID: r[1], Message: []byte(r[5])}
+	s := Started{Tenant: r[0], ID: r[1], Message: []byte(r[6])}
 	s.Attempt, _ = strconv.Atoi(r[2])
+	s.Redrives, _ = strconv.Atoi(r[5])
 	s.Throttles, _ = strconv.Atoi(r[3])
 	wait, _ := strconv.ParseInt(r[4], 10, 64)
 	s.Wait = time.Duration(wait) * time.Microsecond
@@ -668,6 +671,9 @@ const (
 type Started struct {
 	Tenant, ID string
 	Attempt    int
+	// Redrives is the record's redrive count: with Attempt, the fence of
+	// the calls that end the attempt (Fence).
+	Redrives int
 	// Throttles counts the throttled answers that did not use an attempt.
 	Throttles int
 	// Wait is how long the task waited from due (created, or the time of
@@ -711,8 +717,8 @@ func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease 
 	tk.Wait = time.Duration(w) * time.Microsecond
 	tk.Expired, _ = strconv.Atoi(res[2])
 	tk.Parked, _ = strconv.Atoi(res[3])
-	for i := 4; i+5 < len(res); i += 6 {
-		tk.Tasks = append(tk.Tasks, startedFrom(res[i:i+6]))
+	for i := 4; i+6 < len(res); i += 7 {
+		tk.Tasks = append(tk.Tasks, startedFrom(res[i:i+7]))
 	}
 	return tk, nil
 }

@@ -87,7 +87,7 @@ func (b *bundle) take(t *testing.T, fn string, n int, lim ledger.TakeLimits) led
 
 func (b *bundle) finish(t *testing.T, fn string, s ledger.Started) {
 	t.Helper()
-	ok, err := b.l.Finish(context.Background(), s.Tenant, s.ID, fn, s.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+	ok, err := b.l.Finish(context.Background(), s.Tenant, s.ID, fn, s.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.True(t, ok, "finishing %s", s.ID)
 }
@@ -304,7 +304,7 @@ func TestAdmitVerdicts(t *testing.T) {
 		b.advance(takeLease + time.Second) // its dispatcher died
 		require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f", 5).Verdict)
 		require.Equal(t, contracts.StateQueued, b.stateOf(t, "a", id))
-		ok, err := b.l.Finish(ctx, "a", id, "f", old.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+		ok, err := b.l.Finish(ctx, "a", id, "f", old.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
 		require.NoError(t, err)
 		require.False(t, ok, "the old attempt's outcome is refused")
 		lost, err := b.l.Renew(ctx, takeLease, ledger.Lease{Tenant: "a", ID: id, Function: "f", Owner: "d1", Attempt: old.Attempt})
@@ -325,7 +325,7 @@ func TestAdmitVerdicts(t *testing.T) {
 		tk := b.take(t, "f", 1, ledger.TakeLimits{})
 		require.Len(t, tk.Tasks, 1)
 		due := b.now.Add(5 * time.Second)
-		ok, err := b.l.Retry(ctx, "a", id, "f", 1, due, "boom", false)
+		ok, err := b.l.Retry(ctx, "a", id, "f", ledger.Fence{Attempt: 1}, due, "boom", false)
 		require.NoError(t, err)
 		require.True(t, ok)
 		a := b.admit(t, "a", id, "f", 5)
@@ -775,7 +775,7 @@ func TestTenantQuota(t *testing.T) {
 		t.Parallel()
 		b := setupDispatch(t, quotas)
 		s := parked(t, b)
-		ok, err := b.l.Retry(ctx, "a", s.ID, "f", s.Attempt, b.now.Add(time.Minute), "boom", false)
+		ok, err := b.l.Retry(ctx, "a", s.ID, "f", s.Fence(), b.now.Add(time.Minute), "boom", false)
 		require.NoError(t, err)
 		require.True(t, ok)
 		require.True(t, b.inRing(t, "f", ledger.BandNormal, "a"))
@@ -932,7 +932,7 @@ func TestTakeAfterThrottledRetry(t *testing.T) {
 	id := b.ready(t, "a", "f", 5, 1)[0]
 	tk := b.take(t, "f", 1, ledger.TakeLimits{})
 	require.Len(t, tk.Tasks, 1)
-	ok, err := b.l.Retry(ctx, "a", id, "f", 1, b.now, "429", true)
+	ok, err := b.l.Retry(ctx, "a", id, "f", ledger.Fence{Attempt: 1}, b.now, "429", true)
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f", 5).Verdict)
@@ -963,7 +963,7 @@ func TestTakeAndFinishRecordTheAttempt(t *testing.T) {
 	require.Equal(t, id, running.Tasks[0].ID)
 
 	b.advance(10 * time.Millisecond)
-	ok, err := b.l.Retry(ctx, "a", id, "f", 1, b.now, "boom", false)
+	ok, err := b.l.Retry(ctx, "a", id, "f", ledger.Fence{Attempt: 1}, b.now, "boom", false)
 	require.NoError(t, err)
 	require.True(t, ok)
 	b.advance(5 * time.Millisecond)
@@ -972,7 +972,7 @@ func TestTakeAndFinishRecordTheAttempt(t *testing.T) {
 	require.Len(t, tk.Tasks, 1)
 	require.Equal(t, 2, tk.Tasks[0].Attempt)
 	b.advance(25 * time.Millisecond)
-	ok, err = b.l.Finish(ctx, "a", id, "f", 1, ledger.Outcome{State: contracts.StateSucceeded})
+	ok, err = b.l.Finish(ctx, "a", id, "f", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.False(t, ok, "an old attempt's outcome is refused")
 	b.finish(t, "f", tk.Tasks[0])
@@ -1045,7 +1045,7 @@ func TestWake(t *testing.T) {
 		ch := b.wakes(t)
 		b.finish(t, "f", tk.Tasks[0])
 		require.Equal(t, []string{"f"}, b.wakesSoFar(t, ch))
-		ok, err := b.l.Retry(ctx, "a", tk.Tasks[1].ID, "f", tk.Tasks[1].Attempt, b.now.Add(time.Minute), "boom", false)
+		ok, err := b.l.Retry(ctx, "a", tk.Tasks[1].ID, "f", tk.Tasks[1].Fence(), b.now.Add(time.Minute), "boom", false)
 		require.NoError(t, err)
 		require.True(t, ok)
 		require.Equal(t, []string{"f"}, b.wakesSoFar(t, ch))
@@ -1151,13 +1151,13 @@ func TestDispatchCountsHold(t *testing.T) {
 			delete(running, s.ID)
 			if rng.IntN(3) == 0 {
 				due := b.now.Add(time.Duration(rng.IntN(2000)) * time.Millisecond)
-				ok, err := b.l.Retry(ctx, s.Tenant, s.ID, "f", s.Attempt, due, "boom", false)
+				ok, err := b.l.Retry(ctx, s.Tenant, s.ID, "f", s.Fence(), due, "boom", false)
 				require.NoError(t, err)
 				if ok {
 					retried++
 				}
 			} else {
-				ok, err := b.l.Finish(ctx, s.Tenant, s.ID, "f", s.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+				ok, err := b.l.Finish(ctx, s.Tenant, s.ID, "f", s.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
 				require.NoError(t, err)
 				if !ok {
 					takenOver++ // its lease ended and the scheduler took it over
@@ -1185,7 +1185,7 @@ func TestDispatchCountsHold(t *testing.T) {
 	// Drain: finish whatever runs, let leases and backoffs pass, take again.
 	for range 500 {
 		for id, s := range running {
-			_, err := b.l.Finish(ctx, s.Tenant, id, "f", s.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+			_, err := b.l.Finish(ctx, s.Tenant, id, "f", s.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
 			require.NoError(t, err)
 			delete(running, id)
 		}

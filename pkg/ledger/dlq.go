@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/tasklane/tasklane/contracts"
 )
@@ -128,10 +126,12 @@ func (l *Ledger) bulkApply(ctx context.Context, ids []string, op func(id string)
 
 // bulkStep applies op to one listing page of at most f.Limit matching dead
 // tasks (one List call, so a step's work is bounded) and answers the
-// cursor to continue from. A List cursor is "<score>:<n>", n counting the
-// entries at that created score already passed; the tasks this step took
-// out of the dead index no longer count there, so n is lowered by those
-// at the cursor's score, and the next step misses none of the remaining.
+// cursor to continue from: List's, the place of the last task the page
+// passed, so the next step goes on strictly after it. The tasks this step
+// took out of the dead index do not move the place, and one that dies
+// again before the walk ends comes back at its old place (score = created
+// µs, ties by id), behind the cursor: no task is met twice in one walk,
+// none is skipped.
 func (l *Ledger) bulkStep(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(id string) *scriptCall) (contracts.DLQResult, error) {
 	f.State, f.Limit = contracts.StateDead, min(f.Limit, contracts.DLQStepMax)
 	page, err := l.List(ctx, tenant, f)
@@ -146,22 +146,8 @@ func (l *Ledger) bulkStep(ctx context.Context, tenant string, f ListFilter, dryR
 	for i := range page.Tasks {
 		ids[i] = page.Tasks[i].ID
 	}
-	if r.Done, err = l.bulkApply(ctx, ids, op); err != nil {
-		return r, err
-	}
-	if r.NextCursor != "" {
-		s, n, _ := strings.Cut(r.NextCursor, ":")
-		skip, _ := strconv.ParseInt(n, 10, 64)
-		for i := range page.Tasks {
-			// Taken out of the dead index: done here, or (not done) left
-			// it meanwhile; either way it is no longer passed over.
-			if strconv.FormatInt(page.Tasks[i].CreatedAt.UnixMicro(), 10) == s {
-				skip--
-			}
-		}
-		r.NextCursor = s + ":" + strconv.FormatInt(max(skip, 0), 10)
-	}
-	return r, nil
+	r.Done, err = l.bulkApply(ctx, ids, op)
+	return r, err
 }
 
 // CountDead counts the dead tasks matching f (State, Limit and Cursor are

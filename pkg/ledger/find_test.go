@@ -76,11 +76,11 @@ func TestSuccessClearsAnEarlierAttemptsError(t *testing.T) {
 	c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1")})
 	require.NoError(t, err)
 	id := c[0].Tasks[0].ID
-	claim := func() int {
+	claim := func() ledger.Fence {
 		cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: 10 * time.Second})
 		require.NoError(t, err)
 		require.Equal(t, ledger.VerdictRun, cl.Verdict)
-		return cl.Attempt
+		return cl.Fence()
 	}
 	ok, err := b.l.Retry(ctx, "acme", id, "f1", claim(), b.now, "HTTP 500: boom", false)
 	require.NoError(t, err)

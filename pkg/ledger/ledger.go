@@ -376,6 +376,22 @@ func (l *Ledger) fillDuplicates(ctx context.Context, events []EventTasks, out []
 type Lease struct {
 	Tenant, ID, Function, Owner string
 	Attempt                     int
+	// Redrives is the record's redrive count when the attempt started (see
+	// Fence).
+	Redrives int
+}
+
+// Fence names one attempt of a task for the calls that end or extend it
+// (Finish, Retry, Renew): they apply only while the task is running that
+// attempt. The attempt number alone does not name it: a redrive gives the
+// task a fresh attempt budget, so its numbers start again from 1, and a
+// worker still holding an attempt from before the task was dead-lettered
+// would hold the number of the new run's attempt. Redrives, the record's
+// redrive count (field "redrives", raised by each redrive and never
+// lowered; absent, so 0, on a record never redriven, as on every record
+// written before the fence had it), tells the runs apart.
+type Fence struct {
+	Attempt, Redrives int
 }
 
 // Renew extends running attempts' leases to now+lease in one round trip. It
@@ -385,7 +401,7 @@ func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease
 	calls := make([]*scriptCall, len(leases))
 	for i, ls := range leases {
 		calls[i] = call(renewScript, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(), l.inflightKey(ls.Function), l.tenantInflightKey(ls.Tenant)},
-			ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID), ls.ID, flag(l.quota(ls.Tenant) > 0))
+			ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID), ls.ID, flag(l.quota(ls.Tenant) > 0), ls.Redrives)
 	}
 	if err := l.batch.exec(ctx, calls...); err != nil {
 		return nil, fmt.Errorf("renewing leases: %w", err)
@@ -415,7 +431,7 @@ type Outcome struct {
 // record to the results outbox, atomically. It returns false when the
 // attempt no longer holds the task (fenced off). Dead tasks are kept for
 // DeadRetention, others for Retention.
-func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, attempt int, o Outcome) (bool, error) {
+func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, at Fence, o Outcome) (bool, error) {
 	if !o.State.Terminal() {
 		return false, fmt.Errorf("finishing task %s: state %s is not terminal", id, o.State)
 	}
@@ -423,9 +439,9 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, attemp
 	if o.State == contracts.StateDead {
 		retention = l.cfg.DeadRetention
 	}
-	args := []any{attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
+	args := []any{at.Attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
 		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason),
-		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant}
+		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, at.Redrives}
 	n, err := l.batch.eval(ctx, finishScript,
 		[]string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.inflightKey(function),
 			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
@@ -514,13 +530,13 @@ func (l *Ledger) ExpireDue(ctx context.Context, max int) (int, error) {
 // allowance): the next attempt has the same number. log is appended to the
 // task's log in the same script call (the attempt's lines, its end, the
 // retry).
-func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, attempt int, due time.Time, errMsg string, refund bool, log ...contracts.LogEntry) (bool, error) {
+func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, at Fence, due time.Time, errMsg string, refund bool, log ...contracts.LogEntry) (bool, error) {
 	flag := "0"
 	if refund {
 		flag = "1"
 	}
-	args := []any{attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag,
-		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, us(l.cfg.Now())}
+	args := []any{at.Attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag,
+		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, us(l.cfg.Now()), at.Redrives}
 	n, err := l.batch.eval(ctx, retryScript,
 		[]string{l.taskKey(tenant, id), l.DelayKey(), l.inflightKey(function),
 			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
@@ -559,7 +575,7 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
 	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, renewScript, finishScript, retryScript, dueScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript,
-		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript, pruneScript} {
+		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript, pruneScript, listPageScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}
@@ -574,3 +590,9 @@ func flag(b bool) string {
 	}
 	return "0"
 }
+
+// Fence is the fence of the started attempt.
+func (s Started) Fence() Fence { return Fence{Attempt: s.Attempt, Redrives: s.Redrives} }
+
+// Fence is the fence of the claimed attempt.
+func (c Claim) Fence() Fence { return Fence{Attempt: c.Attempt, Redrives: c.Redrives} }

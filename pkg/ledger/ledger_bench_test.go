@@ -155,7 +155,7 @@ func BenchmarkLedgerFinish(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		ev := evs[i]
-		ok, err := l.Finish(ctx, ev.Tenant, ev.Tasks[0].ID, "noop", 1, ledger.Outcome{State: contracts.StateSucceeded})
+		ok, err := l.Finish(ctx, ev.Tenant, ev.Tasks[0].ID, "noop", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded})
 		if err != nil || !ok {
 			b.Fatalf("finish: %v, %v", ok, err)
 		}
@@ -184,7 +184,7 @@ func BenchmarkLedgerLifecycleParallel(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			if _, err := l.Finish(ctx, ev.Tenant, id, "noop", 1, ledger.Outcome{State: contracts.StateSucceeded}); err != nil {
+			if _, err := l.Finish(ctx, ev.Tenant, id, "noop", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded}); err != nil {
 				b.Error(err)
 				return
 			}

@@ -87,7 +87,7 @@ func TestLifecycleSuccess(t *testing.T) {
 	require.Equal(t, ledger.VerdictBusy, busy.Verdict, "a running task is not run twice at once")
 
 	b.advance(25 * time.Millisecond)
-	ok, err := b.l.Finish(ctx, "acme", id, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte(`{"ok":true}`)})
+	ok, err := b.l.Finish(ctx, "acme", id, "f1", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte(`{"ok":true}`)})
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -103,7 +103,7 @@ func TestLifecycleSuccess(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictDone, done.Verdict, "a succeeded task never runs again")
 
-	again, err := b.l.Finish(ctx, "acme", id, "f1", 1, ledger.Outcome{State: contracts.StateFailed, Error: "late"})
+	again, err := b.l.Finish(ctx, "acme", id, "f1", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateFailed, Error: "late"})
 	require.NoError(t, err)
 	require.False(t, again, "a second terminal transition is fenced off")
 
@@ -127,7 +127,7 @@ func TestRetryGoesThroughDelaySet(t *testing.T) {
 
 	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: 10 * time.Second})
 	require.NoError(t, err)
-	ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Attempt, b.now.Add(2*time.Second), "boom", false)
+	ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Fence(), b.now.Add(2*time.Second), "boom", false)
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -162,7 +162,7 @@ func TestRetryGoesThroughDelaySet(t *testing.T) {
 	cl2, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d2", Lease: 10 * time.Second})
 	require.NoError(t, err)
 	require.Equal(t, 2, cl2.Attempt)
-	stale, err := b.l.Finish(ctx, "acme", id, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded})
+	stale, err := b.l.Finish(ctx, "acme", id, "f1", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.False(t, stale, "an old attempt cannot finish the task")
 }
@@ -268,7 +268,7 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictRun, cl.Verdict)
 	flush()
-	ok, err := b.l.Finish(ctx, "acme", id, "f1", cl.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+	ok, err := b.l.Finish(ctx, "acme", id, "f1", cl.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.True(t, ok)
 	flush()
@@ -333,7 +333,7 @@ func lifecycle(ctx context.Context, l *ledger.Ledger, eventID string) error {
 	if cl.Verdict != ledger.VerdictRun || cl.Attempt != 1 {
 		return fmt.Errorf("claim %s: got %+v", id, cl)
 	}
-	ok, err := l.Finish(ctx, "acme", id, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte(`"` + id + `"`)})
+	ok, err := l.Finish(ctx, "acme", id, "f1", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte(`"` + id + `"`)})
 	if err != nil {
 		return err
 	}
@@ -417,7 +417,7 @@ func TestCancelWaitingTask(t *testing.T) {
 	task, err = b.l.Cancel(ctx, "acme", running)
 	require.NoError(t, err)
 	require.Equal(t, contracts.StateCancelled, task.State)
-	ok, err := b.l.Finish(ctx, "acme", running, "f1", 1, ledger.Outcome{State: contracts.StateSucceeded})
+	ok, err := b.l.Finish(ctx, "acme", running, "f1", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.False(t, ok)
 
@@ -494,7 +494,7 @@ func TestLeaseIsADelayEntry(t *testing.T) {
 	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d2", Lease: 10 * time.Second})
 	require.NoError(t, err)
 	require.Equal(t, 2, cl.Attempt)
-	ok, err := b.l.Finish(ctx, "acme", id, "f1", 2, ledger.Outcome{State: contracts.StateSucceeded})
+	ok, err := b.l.Finish(ctx, "acme", id, "f1", ledger.Fence{Attempt: 2}, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.True(t, ok)
 	b.advance(time.Hour)
@@ -512,7 +512,7 @@ func deadTask(t *testing.T, b *bundle, id string, fn string, reason contracts.Re
 	task := c[0].Tasks[0].ID
 	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: task, Function: "f1", Owner: "d1", Lease: time.Minute})
 	require.NoError(t, err)
-	ok, err := b.l.Finish(ctx, "acme", task, "f1", cl.Attempt, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 500", Reason: reason})
+	ok, err := b.l.Finish(ctx, "acme", task, "f1", cl.Fence(), ledger.Outcome{State: contracts.StateDead, Error: "HTTP 500", Reason: reason})
 	require.NoError(t, err)
 	require.True(t, ok)
 	return task
@@ -590,14 +590,14 @@ func TestThrottledRetryRefundsTheAttempt(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 1, cl.Attempt, "throttled answers do not use up attempts")
 		require.Equal(t, i, cl.Throttles)
-		ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Attempt, b.now, "HTTP 429", true)
+		ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Fence(), b.now, "HTTP 429", true)
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
 	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, 3, cl.Throttles)
-	ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Attempt, b.now, "HTTP 500", false)
+	ok, err := b.l.Retry(ctx, "acme", id, "f1", cl.Fence(), b.now, "HTTP 500", false)
 	require.NoError(t, err)
 	require.True(t, ok)
 	cl, err = b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute})
@@ -629,7 +629,7 @@ func TestClaimLimits(t *testing.T) {
 	require.Equal(t, ledger.VerdictThrottled, held.Verdict)
 	require.Equal(t, "concurrency", held.Limit)
 	require.Equal(t, 300*time.Millisecond, held.Wait)
-	ok, err := b.l.Finish(ctx, "acme", ids[0], "f1", 1, ledger.Outcome{State: contracts.StateSucceeded})
+	ok, err := b.l.Finish(ctx, "acme", ids[0], "f1", ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded})
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, ledger.VerdictRun, claim(ids[2], conc).Verdict)
@@ -772,7 +772,7 @@ func TestAbandonEndsWaitingTasksOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, ledger.VerdictRun, cl.Verdict)
 	}
-	ok, err := b.l.Retry(ctx, "acme", retrying, "f1", 1, b.now, "boom", false)
+	ok, err := b.l.Retry(ctx, "acme", retrying, "f1", ledger.Fence{Attempt: 1}, b.now, "boom", false)
 	require.NoError(t, err)
 	require.True(t, ok)
 

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -47,9 +48,14 @@ type ListFilter struct {
 // ErrBadCursor is returned for a cursor List did not produce.
 var ErrBadCursor = errors.New("invalid cursor")
 
-// List returns one page of tenant's tasks, newest first. The cursor is
-// "<score>:<n>": continue below created-µs score, skipping the n entries
-// with exactly that score that earlier pages already returned.
+// List returns one page of tenant's tasks, newest first: in descending
+// (created-µs score, id) order, the order of the index's sorted set read
+// backwards. The cursor is opaque to clients (see listPos): the place of
+// the last entry a page passed, so the next page goes on strictly after
+// it, whatever entered or left the index meanwhile (a task redriven by a
+// stepped DLQ walk that dies again comes back at its old place, behind the
+// cursor, and is not met twice; a task that left does not make the walk
+// skip one).
 func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contracts.TaskList, error) {
 	if f.Limit <= 0 {
 		f.Limit = ListLimitDefault
@@ -69,31 +75,23 @@ func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contrac
 	case f.State != "":
 		key = l.stateKey(tenant, f.State)
 	}
-	max, skip := "+inf", int64(0)
-	if f.Cursor != "" {
-		s, n, ok := strings.Cut(f.Cursor, ":")
-		_, err1 := strconv.ParseInt(s, 10, 64)
-		k, err2 := strconv.ParseInt(n, 10, 64)
-		if !ok || err1 != nil || err2 != nil || k < 0 {
-			return contracts.TaskList{}, ErrBadCursor
-		}
-		max, skip = s, k
+	pos, err := l.parseCursor(ctx, key, f.Cursor)
+	if err != nil {
+		return contracts.TaskList{}, err
 	}
-	batch := int64(f.Limit + 1)
+	batch := f.Limit + 1
 	var out contracts.TaskList
 	for scanned := 0; scanned < listScanMax; {
-		zs, err := l.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{
-			Max: max, Min: "-inf", Offset: skip, Count: batch,
-		}).Result()
+		zs, err := l.listPage(ctx, key, pos, batch)
 		if err != nil {
-			return contracts.TaskList{}, fmt.Errorf("listing tasks: %w", err)
+			return contracts.TaskList{}, err
 		}
 		if len(zs) == 0 {
 			return out, nil
 		}
 		ids := make([]string, len(zs))
 		for i, z := range zs {
-			ids[i], _ = z.Member.(string)
+			ids[i] = z.id
 		}
 		recs, err := l.records(ctx, tenant, ids)
 		if err != nil {
@@ -101,30 +99,134 @@ func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contrac
 		}
 		for i, r := range recs {
 			scanned++
-			sc := strconv.FormatInt(int64(zs[i].Score), 10)
-			if sc == max {
-				skip++
-			} else {
-				max, skip = sc, 1
-			}
+			pos = zs[i]
 			if r == nil || !f.match(r) {
 				continue
 			}
 			out.Tasks = append(out.Tasks, *r)
 			if len(out.Tasks) == f.Limit {
-				if i < len(recs)-1 || int64(len(zs)) == batch {
-					out.NextCursor = max + ":" + strconv.FormatInt(skip, 10)
+				if i < len(recs)-1 || len(zs) == batch {
+					out.NextCursor = pos.cursor()
 				}
 				return out, nil
 			}
 		}
-		if int64(len(zs)) < batch {
+		if len(zs) < batch {
 			return out, nil
 		}
 	}
-	out.NextCursor = max + ":" + strconv.FormatInt(skip, 10)
+	out.NextCursor = pos.cursor()
 	return out, nil
 }
+
+// listPos is a place in an index read newest first: the entry (score, id)
+// a walk last passed. id "" is the place after every entry at score (and
+// the start of a walk is ("+inf", "")).
+//
+// Its cursor is base64url("<score>:<id>"), so clients treat it as opaque
+// and it needs no escaping in a query string. The cursors of earlier
+// releases, "<score>:<n>" (n: the entries at that score already passed),
+// are still accepted, converted to the place they name (parseCursor), so a
+// walk or a bulk job in progress across an upgrade goes on.
+type listPos struct {
+	score, id string
+}
+
+func (p listPos) cursor() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(p.score + ":" + p.id))
+}
+
+// parseCursor returns the place a cursor names ("" is the start).
+func (l *Ledger) parseCursor(ctx context.Context, key, cursor string) (listPos, error) {
+	if cursor == "" {
+		return listPos{score: "+inf"}, nil
+	}
+	if strings.Contains(cursor, ":") {
+		return l.legacyCursor(ctx, key, cursor)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return listPos{}, ErrBadCursor
+	}
+	s, id, ok := strings.Cut(string(b), ":")
+	if _, err := strconv.ParseInt(s, 10, 64); !ok || err != nil {
+		return listPos{}, ErrBadCursor
+	}
+	return listPos{score: s, id: id}, nil
+}
+
+// legacyCursor converts an earlier release's cursor "<score>:<n>" into the
+// place it named: the n-th entry at score, or the end of the entries at
+// score when fewer are left (they named a count, not an entry, so the
+// conversion is as good as that count still is); n = 0 names the place
+// before them (scores are whole µs, so after every entry of score + 1).
+func (l *Ledger) legacyCursor(ctx context.Context, key, cursor string) (listPos, error) {
+	s, n, _ := strings.Cut(cursor, ":")
+	score, err1 := strconv.ParseInt(s, 10, 64)
+	k, err2 := strconv.ParseInt(n, 10, 64)
+	if err1 != nil || err2 != nil || k < 0 {
+		return listPos{}, ErrBadCursor
+	}
+	if k == 0 {
+		return listPos{score: strconv.FormatInt(score+1, 10)}, nil
+	}
+	ids, err := l.rdb.ZRevRangeByScore(ctx, key, &redis.ZRangeBy{Max: s, Min: s, Offset: k - 1, Count: 1}).Result()
+	if err != nil {
+		return listPos{}, fmt.Errorf("reading the place of cursor %s: %w", cursor, err)
+	}
+	if len(ids) == 0 {
+		return listPos{score: s}, nil
+	}
+	return listPos{score: s, id: ids[0]}, nil
+}
+
+// listPage reads up to n entries of key strictly after pos, newest first.
+func (l *Ledger) listPage(ctx context.Context, key string, pos listPos, n int) ([]listPos, error) {
+	res, err := l.run(ctx, listPageScript, []string{key}, pos.score, pos.id, n).StringSlice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("listing tasks: %w", err)
+	}
+	out := make([]listPos, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		sc, _ := strconv.ParseFloat(res[i+1], 64)
+		out = append(out, listPos{score: strconv.FormatInt(int64(sc), 10), id: res[i]})
+	}
+	return out, nil
+}
+
+// listPageScript reads up to n entries of an index strictly after the
+// place (cs, cm) in descending (score, member) order: the entries at cs
+// whose member sorts before cm, then those below cs. One script, so that
+// finding the place and reading from it see the same index. The entries
+// at cs are a run of ranks in ZREVRANGE order, members descending; a
+// binary search over it finds the first that sorts before cm (members
+// compare byte by byte, as Redis orders them), in O(log n) reads however
+// many tasks share a created µs.
+// KEYS: 1 index. ARGV: 1 cursor score, 2 cursor member ("": after every
+// entry at that score), 3 n. Returns member, score, member, score, ...
+var listPageScript = redis.NewScript(`
+local function bytelt(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local key, cs, cm = KEYS[1], ARGV[1], ARGV[2]
+local lo, hi
+if cm == '' then
+  lo = redis.call('ZCOUNT', key, cs, '+inf')
+  hi = lo
+else
+  lo = redis.call('ZCOUNT', key, '(' .. cs, '+inf')
+  hi = lo + redis.call('ZCOUNT', key, cs, cs)
+end
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  if bytelt(redis.call('ZREVRANGE', key, mid, mid)[1], cm) then hi = mid else lo = mid + 1 end
+end
+return redis.call('ZREVRANGE', key, lo, lo + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+`)
 
 // listDedup lists the tasks made from the event (source, id): one read of
 // the dedup index, then their records. The answer is one page (an event

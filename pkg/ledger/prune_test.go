@@ -37,7 +37,7 @@ func TestPruneDropsEntriesOfExpiredRecords(t *testing.T) {
 		id := c[0].Tasks[0].ID
 		cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "d1", Lease: time.Minute})
 		require.NoError(t, err)
-		ok, err := b.l.Finish(ctx, "acme", id, "f1", cl.Attempt, ledger.Outcome{State: contracts.StateSucceeded})
+		ok, err := b.l.Finish(ctx, "acme", id, "f1", cl.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
 		require.NoError(t, err)
 		require.True(t, ok)
 		// Its retention passes (the test Redis's clock is not the ledger's).

@@ -149,7 +149,7 @@ redis.call('ZADD', ARGV[4] .. 'running', created, ARGV[5])
 -- renewing, the scheduler finds the task due when the lease ends and puts it
 -- back on its lane, where the next claim takes it over.
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
-return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0'}
+return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0', redis.call('HGET', h, 'redrives') or '0'}
 `)
 
 // renew extends the lease of a running attempt, its delay-set entry and
@@ -160,11 +160,11 @@ return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0'}
 // must count against the limits.
 // KEYS: 1 task hash, 2 delay, 3 function in-flight set, 4 tenant in-flight
 // set. ARGV: 1 attempt, 2 owner, 3 lease-until µs, 4 delay member, 5 id,
-// 6 "1" when the tenant has a quota.
+// 6 "1" when the tenant has a quota, 7 redrives (the fence: ledger.Fence).
 var renewScript = redis.NewScript(`
 local h = KEYS[1]
-if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1]
-   or redis.call('HGET', h, 'owner') ~= ARGV[2] then return 0 end
+local f = redis.call('HMGET', h, 'state', 'attempts', 'owner', 'redrives')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] or (f[4] or '0') ~= ARGV[7] then return 0 end
 redis.call('HSET', h, 'lease', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
@@ -253,18 +253,19 @@ end
 // ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index prefix,
 // 7 id, 8 retention ms, 9 outbox max length, 10 delay member, 11 reason,
 // 12 tenant quota, 13 wake channel, 14 function, 15 "1" for a limited
-// function, 16 tenant, 17.. log entries (the attempt's lines and its end)
+// function, 16 tenant, 17 redrives (with the attempt, the fence:
+// ledger.Fence), 18.. log entries (the attempt's lines and its end)
 var finishScript = redis.NewScript(luaTerminate + luaReleased + `
 local h = KEYS[1]
-local f = redis.call('HMGET', h, 'state', 'attempts', 'attempt_started')
-if f[1] ~= 'running' or f[2] ~= ARGV[1] then
+local f = redis.call('HMGET', h, 'state', 'attempts', 'attempt_started', 'redrives')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[4] or '0') ~= ARGV[17] then
   return 0
 end
 redis.call('ZREM', KEYS[3], ARGV[10])
 redis.call('ZREM', KEYS[4], ARGV[10])
 released(KEYS[5], KEYS[6], ARGV[7], ARGV[16], tonumber(ARGV[12]), ARGV[3], ARGV[13], ARGV[14], KEYS[7], ARGV[15])
 if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
-logpush(h, logkey(ARGV[6], ARGV[7]), {unpack(ARGV, 17)})
+logpush(h, logkey(ARGV[6], ARGV[7]), {unpack(ARGV, 18)})
 -- A success keeps no earlier attempt's error (the task log has the history).
 if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
 local started = tonumber(f[3] or ARGV[3])
@@ -298,14 +299,16 @@ return {'ok', ARGV[1]}
 // ARGV: 1 attempt, 2 due µs, 3 error, 4 state-index prefix, 5 id, 6 delay
 // member, 7 "1" to refund the attempt (a throttled answer), 8 tenant quota,
 // 9 wake channel, 10 function, 11 "1" for a limited function, 12 tenant,
-// 13 now µs, 14.. log entries (the attempt's lines, its end, the retry)
+// 13 now µs, 14 redrives (with the attempt, the fence: ledger.Fence),
+// 15.. log entries (the attempt's lines, its end, the retry)
 var retryScript = redis.NewScript(luaLog + luaReleased + `
 local h = KEYS[1]
-if redis.call('HGET', h, 'state') ~= 'running' or redis.call('HGET', h, 'attempts') ~= ARGV[1] then
+local f = redis.call('HMGET', h, 'state', 'attempts', 'redrives')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[3] or '0') ~= ARGV[14] then
   return 0
 end
 released(KEYS[4], KEYS[5], ARGV[5], ARGV[12], tonumber(ARGV[8]), ARGV[13], ARGV[9], ARGV[10], KEYS[6], ARGV[11])
-logpush(h, logkey(ARGV[4], ARGV[5]), {unpack(ARGV, 14)})
+logpush(h, logkey(ARGV[4], ARGV[5]), {unpack(ARGV, 15)})
 if ARGV[7] == '1' then
   -- A throttled answer within the allowance does not use up an attempt.
   redis.call('HINCRBY', h, 'attempts', -1)

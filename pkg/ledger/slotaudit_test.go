@@ -120,11 +120,11 @@ func TestSlotAudit(t *testing.T) {
 		return err
 	})
 	op("Finish", func() error {
-		_, err := l.Finish(ctx, "acme", tk.Tasks[0].ID, auditFn, 1, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte("ok")})
+		_, err := l.Finish(ctx, "acme", tk.Tasks[0].ID, auditFn, ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateSucceeded, Result: []byte("ok")})
 		return err
 	})
 	op("Retry", func() error {
-		_, err := l.Retry(ctx, "acme", tk.Tasks[1].ID, auditFn, 1, now.Add(-time.Second), "boom", false)
+		_, err := l.Retry(ctx, "acme", tk.Tasks[1].ID, auditFn, ledger.Fence{Attempt: 1}, now.Add(-time.Second), "boom", false)
 		return err
 	})
 	op("TakeDue", func() error { _, err := l.TakeDue(ctx, 100, time.Minute); return err })
@@ -137,7 +137,7 @@ func TestSlotAudit(t *testing.T) {
 		return err
 	})
 	op("Finish", func() error {
-		_, err := l.Finish(ctx, "beta", "t4", auditFn, 1, ledger.Outcome{State: contracts.StateDead, Error: "no", Reason: contracts.ReasonNonRetryable})
+		_, err := l.Finish(ctx, "beta", "t4", auditFn, ledger.Fence{Attempt: 1}, ledger.Outcome{State: contracts.StateDead, Error: "no", Reason: contracts.ReasonNonRetryable})
 		return err
 	})
 	op("Abandon", func() error {
@@ -212,14 +212,14 @@ func TestSlotAudit(t *testing.T) {
 	admit("beta", "t4")
 	tk = take(1)
 	op("Finish", func() error {
-		_, err := l.Finish(ctx, "beta", "t4", auditFn, tk.Tasks[0].Attempt, ledger.Outcome{State: contracts.StateDead, Error: "no", Reason: contracts.ReasonNonRetryable})
+		_, err := l.Finish(ctx, "beta", "t4", auditFn, tk.Tasks[0].Fence(), ledger.Outcome{State: contracts.StateDead, Error: "no", Reason: contracts.ReasonNonRetryable})
 		return err
 	})
 	op("RedriveAll", func() error { _, err := l.RedriveAll(ctx, "beta", ledger.ListFilter{}, false); return err })
 	admit("beta", "t4")
 	tk = take(1)
 	op("Finish", func() error {
-		_, err := l.Finish(ctx, "beta", "t4", auditFn, tk.Tasks[0].Attempt, ledger.Outcome{State: contracts.StateDead, Error: "no", Reason: contracts.ReasonNonRetryable})
+		_, err := l.Finish(ctx, "beta", "t4", auditFn, tk.Tasks[0].Fence(), ledger.Outcome{State: contracts.StateDead, Error: "no", Reason: contracts.ReasonNonRetryable})
 		return err
 	})
 	op("PurgeAll", func() error { _, err := l.PurgeAll(ctx, "beta", ledger.ListFilter{}, true); return err })

@@ -35,14 +35,14 @@ func TestTaskLogFollowsTheTask(t *testing.T) {
 	require.Len(t, tk.Tasks, 1)
 	b.advance(5 * time.Millisecond)
 	d := int64(5)
-	ok, err := b.l.Retry(ctx, "a", id, "f1", 1, b.now.Add(time.Second), "HTTP 500: boom", false,
+	ok, err := b.l.Retry(ctx, "a", id, "f1", ledger.Fence{Attempt: 1}, b.now.Add(time.Second), "HTTP 500: boom", false,
 		contracts.LogEntry{At: b.now.Add(-2 * time.Millisecond), Kind: contracts.LogLine, Attempt: 1, Message: "working"},
 		contracts.LogEntry{At: b.now, Kind: contracts.LogEnded, Attempt: 1, Status: 500, DurationMS: &d, Message: "HTTP 500: boom"},
 		contracts.LogEntry{At: b.now, Kind: contracts.LogRetry, Attempt: 1, Message: "retry at ..."})
 	require.NoError(t, err)
 	require.True(t, ok)
 	// A fenced-off retry (a stale attempt) appends nothing.
-	ok, err = b.l.Retry(ctx, "a", id, "f1", 7, b.now, "stale", false, contracts.LogEntry{Kind: contracts.LogEnded, Attempt: 7})
+	ok, err = b.l.Retry(ctx, "a", id, "f1", ledger.Fence{Attempt: 7}, b.now, "stale", false, contracts.LogEntry{Kind: contracts.LogEnded, Attempt: 7})
 	require.NoError(t, err)
 	require.False(t, ok)
 
@@ -51,7 +51,7 @@ func TestTaskLogFollowsTheTask(t *testing.T) {
 	tk = b.take(t, "f1", 1, ledger.TakeLimits{})
 	require.Len(t, tk.Tasks, 1)
 	b.advance(time.Millisecond)
-	ok, err = b.l.Finish(ctx, "a", id, "f1", 2, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 500: boom",
+	ok, err = b.l.Finish(ctx, "a", id, "f1", ledger.Fence{Attempt: 2}, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 500: boom",
 		Reason: contracts.ReasonAttemptsExhausted, Log: []contracts.LogEntry{{At: b.now, Kind: contracts.LogEnded, Attempt: 2, Status: 500}}})
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -106,7 +106,7 @@ func TestTaskLogPurgeAndCancel(t *testing.T) {
 	dead := b.record(t, "a", "f1", 5)
 	b.admit(t, "a", dead, "f1", 5)
 	tk := b.take(t, "f1", 1, ledger.TakeLimits{})
-	ok, err := b.l.Finish(ctx, "a", dead, "f1", tk.Tasks[0].Attempt, ledger.Outcome{State: contracts.StateDead, Reason: contracts.ReasonNonRetryable})
+	ok, err := b.l.Finish(ctx, "a", dead, "f1", tk.Tasks[0].Fence(), ledger.Outcome{State: contracts.StateDead, Reason: contracts.ReasonNonRetryable})
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.NoError(t, b.l.Purge(ctx, "a", dead))

@@ -306,7 +306,7 @@ func (d *Dispatcher) run(fn Function, t ledger.Started, leaseUntil time.Time) {
 			d.cfg.Logger.Error("attempt panicked; its task is taken over when its lease ends", "task", t.ID, "tenant", t.Tenant, "function", fn.Name, "panic", fmt.Sprint(p))
 		}
 	}()
-	del := &middleware.Delivery{Function: fn, Claim: ledger.Claim{Verdict: ledger.VerdictRun, Attempt: t.Attempt, Throttles: t.Throttles, LeaseUntil: leaseUntil}}
+	del := &middleware.Delivery{Function: fn, Claim: ledger.Claim{Verdict: ledger.VerdictRun, Attempt: t.Attempt, Redrives: t.Redrives, Throttles: t.Throttles, LeaseUntil: leaseUntil}}
 	msg, err := taskmsg.Decode(t.Message)
 	if err == nil {
 		del.Ref, del.Event, err = taskmsg.Parse(msg)

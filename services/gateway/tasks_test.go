@@ -152,7 +152,7 @@ func (b *apiBundle) deadTask(t *testing.T, ctx context.Context, body string) str
 	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "t", Lease: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictRun, cl.Verdict)
-	ok, err := b.l.Finish(ctx, "acme", id, "f1", cl.Attempt, ledger.Outcome{State: contracts.StateDead, Error: "HTTP 400", Reason: contracts.ReasonNonRetryable})
+	ok, err := b.l.Finish(ctx, "acme", id, "f1", cl.Fence(), ledger.Outcome{State: contracts.StateDead, Error: "HTTP 400", Reason: contracts.ReasonNonRetryable})
 	require.NoError(t, err)
 	require.True(t, ok)
 	return id
@@ -213,7 +213,7 @@ func TestDLQShowBoundsTheEventData(t *testing.T) {
 	require.NoError(t, err)
 	cl, err := b.l.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "f1", Owner: "t", Lease: time.Minute})
 	require.NoError(t, err)
-	_, err = b.l.Finish(ctx, "acme", id, "f1", cl.Attempt, ledger.Outcome{State: contracts.StateDead, Reason: contracts.ReasonNonRetryable})
+	_, err = b.l.Finish(ctx, "acme", id, "f1", cl.Fence(), ledger.Outcome{State: contracts.StateDead, Reason: contracts.ReasonNonRetryable})
 	require.NoError(t, err)
 
 	got := showDead(t, b.h, id)

@@ -146,7 +146,7 @@ func (b *bundle) finish(t *testing.T, tenant, id, fn string, state contracts.Sta
 	if state == contracts.StateDead {
 		o = ledger.Outcome{State: state, Error: "HTTP 400", Reason: contracts.ReasonNonRetryable}
 	}
-	ok, err := b.l.Finish(ctx, tenant, id, fn, cl.Attempt, o)
+	ok, err := b.l.Finish(ctx, tenant, id, fn, cl.Fence(), o)
 	require.NoError(t, err)
 	require.True(t, ok)
 }

@@ -31,8 +31,9 @@ import (
 //     functions) or failed, attempts exhausted;
 //   - non-retryable: dead or failed at once.
 //
-// Finish and retry are fenced by the attempt in the ledger; one refused
-// (the task was taken over) counts as a lost lease. After a finish or a
+// Finish and retry are fenced by the attempt (and the record's redrive
+// count, ledger.Fence) in the ledger; one refused (the task was taken
+// over, or dead-lettered and redriven) counts as a lost lease. After a finish or a
 // retry, an adaptive function's answer is fed back to its limit (throttled
 // answers, and timeouts if the function counts them, as throttled). An
 // outcome Run discarded (LeaseLost) is not recorded. Errors are the
@@ -96,7 +97,7 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 			}
 			end := ledgerSpan(ctx, "ledger retry", telemetry.AttrState.String(string(contracts.StateRetrying)),
 				telemetry.AttrRetryIn.Float64(wait.Seconds()), attribute.Bool("tasklane.refunded", refund))
-			ok, err := l.Retry(ctx, tenant, id, function, attempt, due, out.Err, refund, append(log, next)...)
+			ok, err := l.Retry(ctx, tenant, id, function, d.Claim.Fence(), due, out.Err, refund, append(log, next)...)
 			end(ok, err)
 			if err != nil {
 				m.LedgerErrors.WithLabelValues("retry").Inc()
@@ -114,7 +115,7 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 		o.State, o.Reason = fn.Unsuccessful(), contracts.ReasonNonRetryable
 	}
 	end := ledgerSpan(ctx, "ledger finish", telemetry.AttrState.String(string(o.State)))
-	ok, err := l.Finish(ctx, tenant, id, function, attempt, o)
+	ok, err := l.Finish(ctx, tenant, id, function, d.Claim.Fence(), o)
 	end(ok, err)
 	if err != nil {
 		m.LedgerErrors.WithLabelValues("finish").Inc()

@@ -52,7 +52,7 @@ func Run(leases Leases, owner string, tokens *tasktoken.Keys, m *metrics.Metrics
 			deadline := time.Now().Add(fn.Timeout)
 			actx, cancel := context.WithDeadlineCause(msg.Context(), deadline, context.DeadlineExceeded)
 			defer cancel()
-			lease := ledger.Lease{Tenant: d.Ref.Tenant, ID: d.Ref.TaskID, Function: d.Ref.Function, Owner: owner, Attempt: d.Claim.Attempt}
+			lease := ledger.Lease{Tenant: d.Ref.Tenant, ID: d.Ref.TaskID, Function: d.Ref.Function, Owner: owner, Attempt: d.Claim.Attempt, Redrives: d.Claim.Redrives}
 			lost := leases.Hold(lease, cancel)
 			defer leases.Release(lease)
 

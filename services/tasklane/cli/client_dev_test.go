@@ -172,16 +172,33 @@ func TestClientAgainstTheDevApp(t *testing.T) {
 	m, d, n := steps(c.PurgeDLQMatching, contracts.DLQFilter{Function: "fail", DryRun: true})
 	require.Equal(t, [3]int{dead, 0}, [3]int{m, d, 0})
 	require.GreaterOrEqual(t, n, 3)
-	// The function is paused while the redrive steps: a redriven task that
-	// died again during the walk would come back into the dead index at
-	// its created score, where the step cursor (a count of the entries at
-	// that score already passed) can meet it a second time.
-	hold, err := c.Pause(ctx, contracts.Selector{Function: "fail"})
-	require.NoError(t, err)
-	m, d, _ = steps(c.RedriveDLQMatching, contracts.DLQFilter{Function: "fail"})
+	// The redrive steps while the function runs, and each step waits until
+	// the tasks it redrove have died again: they are back in the dead
+	// index, at their old places, behind the step cursor, when the next
+	// step reads it. Each is still redriven once, and none is skipped.
+	deadAgain := func() bool {
+		for _, st := range sr.Tasks {
+			task, err := c.GetTask(ctx, st.ID)
+			require.NoError(t, err)
+			if task.Redrives > 0 && task.State != contracts.StateDead {
+				return false
+			}
+		}
+		return true
+	}
+	f := contracts.DLQFilter{Function: "fail", Limit: 3}
+	m, d = 0, 0
+	for {
+		r, err := c.RedriveDLQMatching(ctx, f)
+		require.NoError(t, err)
+		m, d = m+r.Matched, d+r.Done
+		testkit.Eventually(t, 20*time.Second, deadAgain, "the tasks redriven so far dead again")
+		if r.NextCursor == "" {
+			break
+		}
+		f.Cursor = r.NextCursor
+	}
 	require.Equal(t, [2]int{dead, dead}, [2]int{m, d}, "each dead task redriven once")
-	_, err = c.Resume(ctx, hold.ID)
-	require.NoError(t, err)
 	for _, st := range sr.Tasks {
 		testkit.Eventually(t, 20*time.Second, func() bool {
 			task, err := c.GetTask(ctx, st.ID)
