@@ -22,14 +22,54 @@ func (l *Ledger) Redrive(ctx context.Context, tenant, id string) error {
 	return dlqVerdict(res)
 }
 
-// Purge deletes one dead task.
+// Purge deletes one dead task, and forgets it in its event's dedup entry
+// (see forgetPurged).
 func (l *Ledger) Purge(ctx context.Context, tenant, id string) error {
-	res, err := l.run(ctx, purgeScript, []string{l.taskKey(tenant, id), l.allKey(tenant)},
-		l.statePrefix(tenant), id).StringSlice()
+	c := l.purgeCall(tenant, id)
+	if err := l.batch.exec(ctx, c); err != nil {
+		return fmt.Errorf("purging task %s: %w", id, err)
+	}
+	res, err := c.cmd.StringSlice()
 	if err != nil {
 		return fmt.Errorf("purging task %s: %w", id, err)
 	}
-	return dlqVerdict(res)
+	if err := dlqVerdict(res); err != nil {
+		return err
+	}
+	return l.forgetPurged(ctx, tenant, []*scriptCall{c})
+}
+
+func (l *Ledger) purgeCall(tenant, id string) *scriptCall {
+	return call(purgeScript, []string{l.taskKey(tenant, id), l.allKey(tenant)}, l.statePrefix(tenant), id)
+}
+
+// forgetPurged takes the tasks purge calls deleted out of their events'
+// dedup entries and event indexes. Without it, the same event submitted
+// again within the dedup window was answered with a task GET no longer
+// finds; now it is answered with the event's tasks still kept, and once
+// none is, it makes new ones. The purge is done when this fails: the
+// entries then name a deleted task until the dedup window ends, as before.
+func (l *Ledger) forgetPurged(ctx context.Context, tenant string, purged []*scriptCall) error {
+	var calls []*scriptCall
+	for _, c := range purged {
+		res, err := c.cmd.StringSlice()
+		if err != nil || len(res) < 4 || res[0] != "ok" || res[3] == "" {
+			continue
+		}
+		id, _ := c.args[1].(string)
+		source, evID := res[2], res[3]
+		calls = append(calls, call(forgetEventScript, []string{
+			l.dedupKey(tenant, source, evID), l.legacyDedupKey(tenant, source, evID),
+			l.eventKey(tenant, evID), l.legacyEventKey(tenant, evID),
+		}, id))
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	if err := l.batch.exec(ctx, calls...); err != nil {
+		return fmt.Errorf("forgetting purged tasks in dedup: %w", err)
+	}
+	return nil
 }
 
 func dlqVerdict(res []string) error {
@@ -69,23 +109,27 @@ func (l *Ledger) RedriveAll(ctx context.Context, tenant string, f ListFilter, dr
 	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall {
 		return call(redriveScript, []string{l.taskKey(tenant, id), l.DelayKey()},
 			l.statePrefix(tenant), id, Member(tenant, id), us(l.cfg.Now()))
-	})
+	}, nil)
 }
 
 // PurgeAll deletes every dead task matching f (or only counts them).
 // With f.Limit above 0 it is one step, as RedriveAll.
 func (l *Ledger) PurgeAll(ctx context.Context, tenant string, f ListFilter, dryRun bool) (contracts.DLQResult, error) {
-	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall {
-		return call(purgeScript, []string{l.taskKey(tenant, id), l.allKey(tenant)}, l.statePrefix(tenant), id)
-	})
+	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall { return l.purgeCall(tenant, id) },
+		func(ctx context.Context, calls []*scriptCall) error { return l.forgetPurged(ctx, tenant, calls) })
 }
 
-// bulk applies op to the matching dead tasks in pipelined chunks. A task
-// that left the queue meanwhile (redriven or purged by someone else) is
-// skipped by the script, and not counted as done.
-func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(id string) *scriptCall) (contracts.DLQResult, error) {
+// bulkThen runs after each pipelined chunk of a bulk operation with its
+// calls (nil: nothing to do).
+type bulkThen func(ctx context.Context, calls []*scriptCall) error
+
+// bulk applies op to the matching dead tasks in pipelined chunks, then
+// after (if any) to each chunk's calls. A task that left the queue
+// meanwhile (redriven or purged by someone else) is skipped by the script,
+// and not counted as done.
+func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(id string) *scriptCall, after bulkThen) (contracts.DLQResult, error) {
 	if f.Limit > 0 {
-		return l.bulkStep(ctx, tenant, f, dryRun, op)
+		return l.bulkStep(ctx, tenant, f, dryRun, op, after)
 	}
 	ids, err := l.DeadIDs(ctx, tenant, f)
 	if err != nil {
@@ -97,7 +141,7 @@ func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun b
 	}
 	const chunk = 500
 	for start := 0; start < len(ids); start += chunk {
-		done, err := l.bulkApply(ctx, ids[start:min(start+chunk, len(ids))], op)
+		done, err := l.bulkApply(ctx, ids[start:min(start+chunk, len(ids))], op, after)
 		r.Done += done
 		if err != nil {
 			return r, err
@@ -106,8 +150,9 @@ func (l *Ledger) bulk(ctx context.Context, tenant string, f ListFilter, dryRun b
 	return r, nil
 }
 
-// bulkApply runs op on ids in one pipeline and counts those done.
-func (l *Ledger) bulkApply(ctx context.Context, ids []string, op func(id string) *scriptCall) (int, error) {
+// bulkApply runs op on ids in one pipeline, then after, and counts those
+// done.
+func (l *Ledger) bulkApply(ctx context.Context, ids []string, op func(id string) *scriptCall, after bulkThen) (int, error) {
 	calls := make([]*scriptCall, len(ids))
 	for i, id := range ids {
 		calls[i] = op(id)
@@ -121,6 +166,11 @@ func (l *Ledger) bulkApply(ctx context.Context, ids []string, op func(id string)
 			done++
 		}
 	}
+	if after != nil {
+		if err := after(ctx, calls); err != nil {
+			return done, err
+		}
+	}
 	return done, nil
 }
 
@@ -132,7 +182,7 @@ func (l *Ledger) bulkApply(ctx context.Context, ids []string, op func(id string)
 // again before the walk ends comes back at its old place (score = created
 // µs, ties by id), behind the cursor: no task is met twice in one walk,
 // none is skipped.
-func (l *Ledger) bulkStep(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(id string) *scriptCall) (contracts.DLQResult, error) {
+func (l *Ledger) bulkStep(ctx context.Context, tenant string, f ListFilter, dryRun bool, op func(id string) *scriptCall, after bulkThen) (contracts.DLQResult, error) {
 	f.State, f.Limit = contracts.StateDead, min(f.Limit, contracts.DLQStepMax)
 	page, err := l.List(ctx, tenant, f)
 	if err != nil {
@@ -146,7 +196,7 @@ func (l *Ledger) bulkStep(ctx context.Context, tenant string, f ListFilter, dryR
 	for i := range page.Tasks {
 		ids[i] = page.Tasks[i].ID
 	}
-	r.Done, err = l.bulkApply(ctx, ids, op)
+	r.Done, err = l.bulkApply(ctx, ids, op, after)
 	return r, err
 }
 

@@ -99,3 +99,58 @@ func TestListContinuesAnEarlierReleasesCursor(t *testing.T) {
 		require.ErrorIs(t, err, ledger.ErrBadCursor, bad)
 	}
 }
+
+// Purging a dead task forgets it in its event's dedup entry: the same
+// event submitted again (within the dedup window) is no longer answered
+// with the purged task, which GET would not find; once none of the event's
+// tasks is left, the event makes new ones. A task of the same event that
+// was not purged still dedups it.
+func TestPurgeForgetsTheTaskInDedup(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	purges := map[string]func(b *bundle, id string){
+		"one": func(b *bundle, id string) { require.NoError(t, b.l.Purge(ctx, "acme", id)) },
+		"all": func(b *bundle, _ string) {
+			res, err := b.l.PurgeAll(ctx, "acme", ledger.ListFilter{}, false)
+			require.NoError(t, err)
+			require.Equal(t, 1, res.Done)
+		},
+		"step": func(b *bundle, _ string) {
+			res, err := b.l.PurgeAll(ctx, "acme", ledger.ListFilter{Limit: 10}, false)
+			require.NoError(t, err)
+			require.Equal(t, 1, res.Done)
+		},
+	}
+	for name, purge := range purges {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			id := deadTasks(t, b, 1)[0]
+			purge(b, id)
+			again, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "e0", "f1")})
+			require.NoError(t, err)
+			require.False(t, again[0].Duplicate, "the purged task's event is forgotten")
+			require.NotEqual(t, id, again[0].Tasks[0].ID)
+			found, err := b.l.List(ctx, "acme", ledger.ListFilter{EventID: "e0"})
+			require.NoError(t, err)
+			require.Len(t, found.Tasks, 1, "the event's tasks: the new one")
+			require.Equal(t, again[0].Tasks[0].ID, found.Tasks[0].ID)
+		})
+	}
+
+	t.Run("fan-out", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		c, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "fan", "f1", "f2")})
+		require.NoError(t, err)
+		dead, kept := c[0].Tasks[0].ID, c[0].Tasks[1].ID
+		kill(t, b, dead)
+		require.NoError(t, b.l.Purge(ctx, "acme", dead))
+		again, err := b.l.Create(ctx, []ledger.EventTasks{event("acme", "fan", "f1", "f2")})
+		require.NoError(t, err)
+		require.True(t, again[0].Duplicate, "f2's task still dedups the event")
+		require.Len(t, again[0].Tasks, 1)
+		require.Equal(t, kept, again[0].Tasks[0].ID)
+		require.Equal(t, "f2", again[0].Tasks[0].Function)
+	})
+}

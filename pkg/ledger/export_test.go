@@ -25,5 +25,5 @@ var Scripts = map[string]*redis.Script{
 	"take": takeScript, "unpark": unparkScript, "adaptive": adaptiveScript, "backlog": backlogScript,
 	"appendlog": appendLogScript, "page": pageScript, "pausestep": pauseStepScript,
 	"resumestep": resumeStepScript, "resumebegin": resumeBeginScript, "cancel": cancelScript,
-	"prune": pruneScript, "listpage": listPageScript,
+	"prune": pruneScript, "listpage": listPageScript, "forgetevent": forgetEventScript,
 }

@@ -370,12 +370,40 @@ return {'ok', ''}
 
 // purge deletes a dead task for good.
 // KEYS: 1 task hash, 2 all-index. ARGV: 1 state-index prefix, 2 id.
-// Returns {"ok", ""} or {"no", current state}.
+// Returns {"ok", "", event source, event id} (for forgetEvent) or {"no",
+// current state}.
 var purgeScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'dead' then return {'no', st or ''} end
+local f = redis.call('HMGET', KEYS[1], 'state', 'ev_source', 'ev_id')
+if f[1] ~= 'dead' then return {'no', f[1] or ''} end
 redis.call('DEL', KEYS[1], string.sub(ARGV[1], 1, -4) .. 'log:' .. ARGV[2])
 redis.call('ZREM', ARGV[1] .. 'dead', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
-return {'ok', ''}
+return {'ok', '', f[2] or '', f[3] or ''}
+`)
+
+// forgetEvent takes a purged task out of its event's dedup entries (the
+// comma-separated ids of the event's tasks; an entry left empty is
+// deleted, so the event makes new tasks) and event indexes. Its keys are
+// hashes of the event's source and id, which a script cannot compute, so
+// it runs after purge answered them.
+// KEYS: 1 dedup, 2 legacy dedup, 3 event index, 4 legacy event index.
+// ARGV: 1 task id.
+var forgetEventScript = redis.NewScript(`
+for k = 1, 2 do
+  local v = redis.call('GET', KEYS[k])
+  if v then
+    local keep, dropped = {}, false
+    for id in string.gmatch(v, '[^,]+') do
+      if id == ARGV[1] then dropped = true else keep[#keep + 1] = id end
+    end
+    if dropped and #keep == 0 then
+      redis.call('DEL', KEYS[k])
+    elseif dropped then
+      redis.call('SET', KEYS[k], table.concat(keep, ','), 'KEEPTTL')
+    end
+  end
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
 `)
