@@ -77,7 +77,7 @@ func TestDispatcherStopDuringTakeRunsWhatItTook(t *testing.T) {
 
 func stopDuringStart(t *testing.T, fast bool) {
 	rdb, prefix := testkit.Redis(t)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	hook := &holdTake{fn: fnName, held: make(chan struct{}), release: make(chan struct{})}
 	rdb.AddHook(hook)
 	b := setup(t, options{exec: execFunc(succeed), ledger: l, noFastStart: !fast})

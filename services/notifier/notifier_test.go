@@ -32,6 +32,7 @@ type testBundle struct {
 	rdb     *redis.Client // the test's own client
 	opts    *redis.Options
 	stream  string
+	base    string
 	ledger  *ledger.Ledger
 	pub     *fakePublisher
 	metrics *metrics.Metrics
@@ -46,12 +47,14 @@ func setup(t *testing.T) *testBundle {
 	rdb, prefix := testkit.Redis(t)
 	b := &testBundle{
 		rdb:     rdb,
-		ledger:  ledger.New(ledger.Config{Redis: rdb, Prefix: prefix}),
+		ledger:  ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()}),
 		pub:     newFakePublisher(),
 		metrics: metrics.New(),
 		log:     testkit.Logger(t, slog.LevelInfo),
 	}
-	b.stream = b.ledger.OutboxStream()
+	// Entries go to one partition's stream (acme's); the notifier reads
+	// every partition's.
+	b.stream, b.base = b.ledger.OutboxStream("acme"), b.ledger.OutboxBase()
 	opts, err := redis.ParseURL(testkit.RedisURL())
 	require.NoError(t, err)
 	testkit.CountWrites(opts, &b.trips)
@@ -206,7 +209,7 @@ func TestNotifierTakesOverDeadConsumer(t *testing.T) {
 	// whole test). The last 5 are unread.
 	read("dead", 20)
 	read("alive", 5)
-	require.NoError(t, b.rdb.HSet(ctx, b.stream+":"+ConsumerGroup+":heartbeats",
+	require.NoError(t, b.rdb.HSet(ctx, b.base+":"+ConsumerGroup+":heartbeats",
 		"alive", time.Now().Add(time.Hour).UnixMilli()).Err())
 
 	n := b.start(t, 8)

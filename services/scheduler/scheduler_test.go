@@ -23,7 +23,7 @@ import (
 func TestDueTasksGoToTheReadyQueue(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
-	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, PublishGuard: time.Millisecond})
+	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), PublishGuard: time.Millisecond})
 	s := scheduler.New(scheduler.Config{Ledger: led, Logger: testkit.Logger(t, 0), Metrics: metrics.New()})
 	ctx := context.Background()
 	mk := func(id string, due time.Time) string {
@@ -62,7 +62,7 @@ func TestDueTasksGoToTheReadyQueue(t *testing.T) {
 	task, err := led.Get(ctx, "acme", later)
 	require.NoError(t, err)
 	require.Equal(t, contracts.StateScheduled, task.State, "not due yet")
-	score, err := rdb.ZScore(ctx, led.DelayKey(), ledger.Member("acme", later)).Result()
+	score, err := rdb.ZScore(ctx, led.DelayKey("acme"), ledger.Member("acme", later)).Result()
 	require.NoError(t, err)
 	require.Greater(t, score, float64(time.Now().Add(50*time.Minute).UnixMicro()))
 }
@@ -73,7 +73,7 @@ func TestDueTasksGoToTheReadyQueue(t *testing.T) {
 func TestDueTaskOfAnUnconfiguredFunctionEndsDead(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
-	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, PublishGuard: time.Millisecond})
+	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), PublishGuard: time.Millisecond})
 	s := scheduler.New(scheduler.Config{Ledger: led, Logger: testkit.Logger(t, 0), Metrics: metrics.New(),
 		Configured: func(fn string) bool { return fn == "kept" }})
 	ctx := context.Background()
@@ -120,7 +120,7 @@ func TestPruneDropsExpiredIndexEntries(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
 	now := time.Now()
-	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Retention: time.Hour, Now: func() time.Time { return now }})
+	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), Retention: time.Hour, Now: func() time.Time { return now }})
 	ctx := context.Background()
 	var made []string
 	for _, tenant := range []string{"acme", "globex"} {
@@ -132,7 +132,7 @@ func TestPruneDropsExpiredIndexEntries(t *testing.T) {
 			require.NoError(t, err)
 			id := c[0].Tasks[0].ID
 			if i > 0 { // expired: its record is gone
-				require.NoError(t, rdb.Del(ctx, prefix+":{"+tenant+"}:task:"+id).Err())
+				require.NoError(t, rdb.Del(ctx, led.TenantKeyPrefix(tenant)+"task:"+id).Err())
 			}
 			made = append(made, id)
 		}
@@ -146,7 +146,7 @@ func TestPruneDropsExpiredIndexEntries(t *testing.T) {
 		list, err := led.List(ctx, tenant, ledger.ListFilter{})
 		require.NoError(t, err)
 		require.Len(t, list.Tasks, 1)
-		n, err := rdb.ZCard(ctx, prefix+":{"+tenant+"}:tasks").Result()
+		n, err := rdb.ZCard(ctx, led.TenantKeyPrefix(tenant)+"tasks").Result()
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
 	}

@@ -45,8 +45,8 @@ func TestSchedulerTrims(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
 	ctx := context.Background()
-	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
-	outbox := led.OutboxStream()
+	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
+	outbox := led.OutboxStream("acme")
 	for range 3 {
 		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: outbox, Values: []string{"k", "v"}}).Err())
 	}
