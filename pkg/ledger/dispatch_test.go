@@ -29,10 +29,17 @@ const takeLease = 30 * time.Second
 // and the functions whose running attempts are capped.
 func setupDispatch(t *testing.T, quotas map[string]int, limited ...string) *bundle {
 	t.Helper()
+	return setupLayout(t, testkit.LedgerPartitions(), quotas, limited...)
+}
+
+// setupLayout is setupDispatch with the ledger's partitions (0: the
+// legacy key layout).
+func setupLayout(t *testing.T, partitions int, quotas map[string]int, limited ...string) *bundle {
+	t.Helper()
 	rdb, prefix := testkit.Redis(t)
 	b := &bundle{now: time.Now().Truncate(time.Millisecond)}
 	b.l = ledger.New(ledger.Config{
-		Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), PublishGuard: 30 * time.Second,
+		Redis: rdb, Prefix: prefix, Partitions: partitions, PublishGuard: 30 * time.Second,
 		Now:         func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.now },
 		TenantQuota: func(tenant string) int { return quotas[tenant] },
 		Limited:     func(fn string) bool { return slices.Contains(limited, fn) },
