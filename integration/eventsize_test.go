@@ -179,7 +179,7 @@ subscriptions:
 		require.NoError(t, err)
 		require.Equal(t, contracts.StateSucceeded, ot.State, o)
 	}
-	require.Error(t, e.rdb.ZScore(ctx, led.DelayKey(), ledger.Member("acme", id)).Err(), "nothing left in the delay set")
+	require.Error(t, e.rdb.ZScore(ctx, led.DelayKey("acme"), ledger.Member("acme", id)).Err(), "nothing left in the delay set")
 	s.mu.Lock()
 	require.Len(t, s.byTask[id], 1, "one result event")
 	require.Equal(t, contracts.StateSucceeded, s.byTask[id][0].State)

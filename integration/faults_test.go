@@ -459,7 +459,7 @@ func readLedger(t *testing.T, e *env, c *checker, faultEnd time.Time) ledgerView
 	per := map[string]int{}
 	start := "-"
 	for {
-		xs, err := e.rdb.XRangeN(ctx, l.OutboxStream(), start, "+", 1000).Result()
+		xs, err := e.rdb.XRangeN(ctx, l.OutboxStream(faultTenant), start, "+", 1000).Result()
 		require.NoError(t, err)
 		for _, x := range xs {
 			per[ledger.RecordFromValues(x.Values).ID]++
@@ -491,7 +491,7 @@ func describeTasks(t *testing.T, e *env, what string, ids []string, n int) {
 			continue
 		}
 		b, _ := json.Marshal(task)
-		score, serr := e.rdb.ZScore(context.Background(), e.ledger().DelayKey(), ledger.Member(faultTenant, id)).Result()
+		score, serr := e.rdb.ZScore(context.Background(), e.ledger().DelayKey(faultTenant), ledger.Member(faultTenant, id)).Result()
 		delay := "not in the delay set"
 		if serr == nil {
 			delay = fmt.Sprintf("due in the delay set at %s", time.UnixMicro(int64(score)).Format(time.RFC3339Nano))
@@ -507,7 +507,7 @@ func describeTasks(t *testing.T, e *env, what string, ids []string, n int) {
 // entries not delivered yet.
 func outboxPending(e *env) string {
 	ctx := context.Background()
-	stream := e.ledger().OutboxStream()
+	stream := e.ledger().OutboxStream(faultTenant)
 	groups, err := e.rdb.XInfoGroups(ctx, stream).Result()
 	if err != nil || len(groups) == 0 {
 		return fmt.Sprintf("unreadable: %v", err)
@@ -561,12 +561,12 @@ func (c *checker) withoutResult() []string {
 // it has been idle and delivered, and that consumer's heartbeat.
 func outboxPendingEntries(e *env, n int) []string {
 	ctx := context.Background()
-	stream := e.ledger().OutboxStream()
+	stream := e.ledger().OutboxStream(faultTenant)
 	xs, err := e.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: notifier.ConsumerGroup, Start: "-", End: "+", Count: int64(n)}).Result()
 	if err != nil {
 		return []string{err.Error()}
 	}
-	beats, _ := e.rdb.HGetAll(ctx, stream+":"+notifier.ConsumerGroup+":heartbeats").Result()
+	beats, _ := e.rdb.HGetAll(ctx, e.ledger().OutboxBase()+":"+notifier.ConsumerGroup+":heartbeats").Result()
 	var out []string
 	for _, x := range xs {
 		task := "?"

@@ -266,7 +266,7 @@ functions:
 	wg.Wait()
 	t.Logf("trace: %s", strings.Join(trace, "; "))
 	testkit.Eventually(t, 120*time.Second, func() bool {
-		n, err := e.rdb.ZCard(ctx, e.prefix+":{default}:st:succeeded").Result()
+		n, err := e.rdb.ZCard(ctx, e.ledger().TenantKeyPrefix("default")+"st:succeeded").Result()
 		return err == nil && n == produced.Load()
 	}, "every task succeeded")
 	share := float64(throttled.Load()) / float64(calls.Load())

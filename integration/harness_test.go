@@ -130,12 +130,13 @@ func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
 		_ = rdb.Del(context.Background(), prefix+"-dispatchers:heartbeats").Err()
 		_ = rdb.Close()
 	})
-	serverKeys, yamlBody := splitServerLine(t, yamlBody)
+	serverKeys, yamlBody := splitFlowLine(t, "server", yamlBody)
+	ledgerKeys, yamlBody := splitFlowLine(t, "ledger", yamlBody)
 	// The broker prefix is the key prefix: every stack has lanes, a
 	// quarantine and a results exchange of its own, so parallel test
 	// processes never take or purge each other's tasks.
-	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q, prefix: %q}\nredis: {url: %q}\nledger: {key_prefix: %q}\n%s",
-		serverKeys, driver, amqpURL, prefix, at.AppRedis, prefix, yamlBody)
+	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q, prefix: %q}\nredis: {url: %q}\nledger: {key_prefix: %q%s}\n%s",
+		serverKeys, driver, amqpURL, prefix, at.AppRedis, prefix, ledgerKeys, yamlBody)
 	cfg, err := config.Parse("test.yaml", []byte(doc))
 	require.NoError(t, err)
 	e.cfg, e.doc = cfg, doc
@@ -165,7 +166,7 @@ func (e *env) deleteBrokerNames() {
 	for _, tenant := range e.cfg.Tenants { // split lanes the table may not name
 		lanes = append(lanes, e.names().Dedicated(tenant.ID))
 	}
-	if snap, err := routing.NewStore(e.rdb, e.prefix).Load(context.Background()); err == nil {
+	if snap, err := routing.NewStoreAt(e.rdb, e.ledger().RoutingKey()).Load(context.Background()); err == nil {
 		for _, lane := range snap.Dedicated {
 			lanes = append(lanes, lane)
 		}
@@ -204,19 +205,20 @@ func (e *env) start(roles ...string) {
 	})
 }
 
-// splitServerLine takes a "server: {...}" line out of yamlBody (leaving it
-// blank, so line numbers hold) and returns its keys as ", k: v, ...".
-func splitServerLine(t *testing.T, yamlBody string) (string, string) {
+// splitFlowLine takes a "<block>: {...}" line (server, ledger) out of
+// yamlBody (leaving it blank, so line numbers hold) and returns its keys as
+// ", k: v, ...".
+func splitFlowLine(t *testing.T, block, yamlBody string) (string, string) {
 	t.Helper()
 	lines := strings.Split(yamlBody, "\n")
 	for i, l := range lines {
-		rest, ok := strings.CutPrefix(l, "server:")
+		rest, ok := strings.CutPrefix(l, block+":")
 		if !ok {
 			continue
 		}
 		rest = strings.TrimSpace(rest)
 		if !strings.HasPrefix(rest, "{") || !strings.HasSuffix(rest, "}") {
-			t.Fatalf("startTasklane: give server keys as one flow-style line, e.g. server: {max_event_bytes: 1024}; got %q", l)
+			t.Fatalf("startTasklane: give %s keys as one flow-style line, e.g. server: {max_event_bytes: 1024}; got %q", block, l)
 		}
 		lines[i] = ""
 		if inner := strings.TrimSpace(rest[1 : len(rest)-1]); inner != "" {
@@ -304,18 +306,23 @@ func (e *env) ledger() *ledger.Ledger {
 	if e.app != nil {
 		return e.app.Ledger()
 	}
-	return ledger.New(ledger.Config{Redis: e.rdb, Prefix: e.prefix})
+	return ledger.New(ledger.Config{Redis: e.rdb, Prefix: e.prefix, Partitions: e.cfg.LedgerPartitions()})
 }
 
 // outboxDrained reports whether the notifiers have read and acknowledged
-// every results-outbox entry: after that, no further result is sent.
+// every results-outbox entry (of every partition's stream): after that,
+// no further result is sent.
 func (e *env) outboxDrained() bool {
-	groups, err := e.rdb.XInfoGroups(context.Background(), e.ledger().OutboxStream()).Result()
-	if err != nil || len(groups) == 0 {
-		return false
+	for _, stream := range e.ledger().OutboxStreams() {
+		groups, err := e.rdb.XInfoGroups(context.Background(), stream).Result()
+		if err != nil || len(groups) == 0 {
+			return false
+		}
+		if g := groups[0]; g.Pending != 0 || g.Lag != 0 {
+			return false
+		}
 	}
-	g := groups[0]
-	return g.Pending == 0 && g.Lag == 0
+	return true
 }
 
 // sink records result events by type and by task.

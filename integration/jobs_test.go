@@ -71,7 +71,7 @@ func (e *env) cancelledOnce(ids []string) {
 	t := e.t
 	t.Helper()
 	require.Equal(t, map[contracts.State]int{contracts.StateCancelled: len(ids)}, e.statesOf("acme", ids))
-	entries, err := e.rdb.XRange(context.Background(), e.ledger().OutboxStream(), "-", "+").Result()
+	entries, err := e.rdb.XRange(context.Background(), e.ledger().OutboxStream("acme"), "-", "+").Result()
 	require.NoError(t, err)
 	n := map[string]int{}
 	for _, m := range entries {

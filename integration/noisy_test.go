@@ -208,12 +208,12 @@ func runNoisy(t *testing.T, controller, backpressure bool) noisyResult {
 	ctx := context.Background()
 	led := e.app.Ledger()
 	aDone := func() bool {
-		n, err := e.rdb.ZCard(ctx, e.prefix+":{a}:st:succeeded").Result()
+		n, err := e.rdb.ZCard(ctx, e.ledger().TenantKeyPrefix("a")+"st:succeeded").Result()
 		return err == nil && n == burst
 	}
 	if controller {
 		testkit.Eventually(t, 30*time.Second, func() bool {
-			snap, err := routing.NewStore(e.rdb, e.prefix).Load(ctx)
+			snap, err := routing.NewStoreAt(e.rdb, e.ledger().RoutingKey()).Load(ctx)
 			if err == nil && snap.Dedicated["a"] != "" {
 				splitAfter = time.Since(burstStart)
 				return true
@@ -286,7 +286,7 @@ func pct(d []time.Duration) waits {
 func stateCounts(e *env, tenant string) string {
 	out := ""
 	for _, st := range contracts.States {
-		n, _ := e.rdb.ZCard(context.Background(), e.prefix+":{"+tenant+"}:st:"+string(st)).Result()
+		n, _ := e.rdb.ZCard(context.Background(), e.ledger().TenantKeyPrefix(tenant)+"st:"+string(st)).Result()
 		if n > 0 {
 			out += fmt.Sprintf("%s=%d ", st, n)
 		}

@@ -67,7 +67,7 @@ functions:
 		require.Equal(t, http.StatusAccepted, status, "%s", resp)
 	}
 	succeeded := func() int64 {
-		c, _ := e.rdb.ZCard(context.Background(), e.prefix+":{mover}:st:succeeded").Result()
+		c, _ := e.rdb.ZCard(context.Background(), e.ledger().TenantKeyPrefix("mover")+"st:succeeded").Result()
 		return c
 	}
 	depth := func() int {
@@ -92,7 +92,7 @@ functions:
 	submit("before-merge")
 	testkit.Eventually(t, 10*time.Second, func() bool { return depth() == n }, "%d tasks in %s (%d)", n, lane, depth())
 	pin(false)
-	snap, err := routing.NewStore(e.rdb, e.prefix).Load(context.Background())
+	snap, err := routing.NewStoreAt(e.rdb, e.ledger().RoutingKey()).Load(context.Background())
 	require.NoError(t, err)
 	require.NotContains(t, snap.Dedicated, "mover")
 	require.Contains(t, snap.Retiring, lane)
@@ -105,7 +105,7 @@ functions:
 
 	// Empty and past its grace: deleted, and gone from the table.
 	testkit.Eventually(t, 30*time.Second, func() bool {
-		snap, err := routing.NewStore(e.rdb, e.prefix).Load(context.Background())
+		snap, err := routing.NewStoreAt(e.rdb, e.ledger().RoutingKey()).Load(context.Background())
 		_, exists := e.laneDepth(lane)
 		return err == nil && len(snap.Retiring) == 0 && !exists
 	}, "the retired lane deleted")

@@ -31,9 +31,17 @@ type Store struct {
 	key string
 }
 
-// NewStore keeps the table under prefix.
+// NewStore keeps the table under prefix, at "<prefix>:routing" (the
+// ledger's legacy layout).
 func NewStore(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, key: prefix + ":routing"}
+	return NewStoreAt(rdb, prefix+":routing")
+}
+
+// NewStoreAt keeps the table at key and its log at key + ":log": the
+// ledger's RoutingKey, which in the partitioned layout is hash-tagged so
+// that both share a cluster slot.
+func NewStoreAt(rdb redis.UniversalClient, key string) *Store {
+	return &Store{rdb: rdb, key: key}
 }
 
 func (s *Store) logKey() string { return s.key + ":log" }

@@ -24,7 +24,7 @@ import (
 func TestAdmitterRunOnLedger(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	m := metrics.New()
 	a := admission.New(admission.Config{
 		Backlogs: l, Tenants: []string{"a", "b"}, Metrics: m,

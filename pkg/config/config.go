@@ -74,6 +74,11 @@ const (
 	RedisURLDefault = "redis://127.0.0.1:6379/0"
 	// WaitReplicasMax is the largest Redis.WaitReplicas.
 	WaitReplicasMax = 16
+	// PartitionsMax is the largest Ledger.Partitions.
+	PartitionsMax = 1024
+	// ClusterPartitionsDefault is the partition count of a ledger on a
+	// Redis Cluster when Ledger.Partitions is 0.
+	ClusterPartitionsDefault = 64
 
 	// LanesSharedDefault is the default Lanes.Shared.
 	LanesSharedDefault = 16
@@ -216,6 +221,8 @@ const (
 	// EnvRedisCluster overrides Redis.Cluster: "true" or "false" (any
 	// form strconv.ParseBool reads).
 	EnvRedisCluster = "TASKLANE_REDIS_CLUSTER"
+	// EnvLedgerPartitions overrides Ledger.Partitions: a whole number.
+	EnvLedgerPartitions = "TASKLANE_LEDGER_PARTITIONS"
 )
 
 // Config is the whole tasklane configuration file.
@@ -486,6 +493,27 @@ type Ledger struct {
 	// deployments can share one Redis database. Default "tl"; letters,
 	// digits, "-", "_" and "." only.
 	KeyPrefix string `yaml:"key_prefix"`
+	// Partitions selects the ledger's key layout
+	// (docs/decisions/0017-ledger-on-redis-cluster.md). 0 (the default) on
+	// one Redis is the layout of every release before it: tenant keys
+	// "<key_prefix>:{<tenant>}:...", one delay set, expiry set and results
+	// outbox. 1..PartitionsMax spreads tenants over that many partitions,
+	// each with its own hash tag, delay set, expiry set and outbox, so that
+	// a task's changes stay in one Redis Cluster slot; 0 with
+	// redis.cluster: true means ClusterPartitionsDefault (see
+	// [Config.LedgerPartitions]). Fixed for the life of a deployment: a
+	// changed count moves every tenant's keys (a migration).
+	Partitions int `yaml:"partitions"`
+}
+
+// LedgerPartitions is the partition count the ledger runs with:
+// Ledger.Partitions, or ClusterPartitionsDefault on a Redis Cluster when
+// it is 0.
+func (c *Config) LedgerPartitions() int {
+	if c.Ledger.Partitions == 0 && c.Redis.Cluster {
+		return ClusterPartitionsDefault
+	}
+	return c.Ledger.Partitions
 }
 
 // Tenant is an API client.
@@ -714,12 +742,13 @@ func (r Retry) Backoff(attempt int) time.Duration {
 	return min(d, limit)
 }
 
-// ApplyEnv overrides Server.Addr, Broker.URL, Redis.URL and Redis.Cluster
-// from TASKLANE_ADDR, TASKLANE_AMQP_URL, TASKLANE_REDIS_URL and
-// TASKLANE_REDIS_CLUSTER when getenv returns a non-empty value for them.
-// Pass [os.Getenv]; tests pass a map lookup. Call Validate afterwards to
-// check the overridden values (a TASKLANE_REDIS_CLUSTER that is not a
-// boolean is reported there).
+// ApplyEnv overrides Server.Addr, Broker.URL, Redis.URL, Redis.Cluster and
+// Ledger.Partitions from TASKLANE_ADDR, TASKLANE_AMQP_URL,
+// TASKLANE_REDIS_URL, TASKLANE_REDIS_CLUSTER and TASKLANE_LEDGER_PARTITIONS
+// when getenv returns a non-empty value for them. Pass [os.Getenv]; tests
+// pass a map lookup. Call Validate afterwards to check the overridden
+// values (a TASKLANE_REDIS_CLUSTER that is not a boolean, or a
+// TASKLANE_LEDGER_PARTITIONS that is not a number, is reported there).
 func (c *Config) ApplyEnv(getenv func(string) string) {
 	for _, o := range []struct {
 		name, path string
@@ -740,14 +769,28 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 		if b, err := strconv.ParseBool(v); err == nil {
 			c.Redis.Cluster = b
 		} else {
-			c.envBad = maps.Clone(c.envBad)
-			if c.envBad == nil {
-				c.envBad = map[string]string{}
-			}
-			c.envBad["redis.cluster"] = v
+			c.markEnvBad("redis.cluster", v)
 		}
 		c.setByEnv("redis.cluster", EnvRedisCluster)
 	}
+	if v := getenv(EnvLedgerPartitions); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			c.Ledger.Partitions = n
+		} else {
+			c.markEnvBad("ledger.partitions", v)
+		}
+		c.setByEnv("ledger.partitions", EnvLedgerPartitions)
+	}
+}
+
+// markEnvBad records that ApplyEnv could not read value for path.
+func (c *Config) markEnvBad(path, value string) {
+	// Copy on write, as setByEnv.
+	c.envBad = maps.Clone(c.envBad)
+	if c.envBad == nil {
+		c.envBad = map[string]string{}
+	}
+	c.envBad[path] = value
 }
 
 // setByEnv records that variable name set path.

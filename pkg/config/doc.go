@@ -39,6 +39,7 @@
 // # Environment
 //
 // Libraries do not read the environment: [Config.ApplyEnv] applies the
-// TASKLANE_ADDR, TASKLANE_AMQP_URL and TASKLANE_REDIS_URL overrides when the
+// TASKLANE_ADDR, TASKLANE_AMQP_URL, TASKLANE_REDIS_URL,
+// TASKLANE_REDIS_CLUSTER and TASKLANE_LEDGER_PARTITIONS overrides when the
 // caller (the tasklane binary) asks for it.
 package config

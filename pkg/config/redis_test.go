@@ -72,3 +72,32 @@ func TestCheckServeRefusesRedisCluster(t *testing.T) {
 	require.ErrorContains(t, err, "tasklane.yaml:6:18: redis.wait_replicas: waiting for replicas before a 202 is not implemented yet")
 	require.Contains(t, config.ClusterNotSupported, "does not run on a Redis Cluster yet")
 }
+
+func TestLedgerPartitions(t *testing.T) {
+	t.Parallel()
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	cfg, err := config.Parse(file, []byte(""))
+	require.NoError(t, err)
+	require.Zero(t, cfg.LedgerPartitions(), "one Redis: the legacy layout")
+
+	cfg, err = config.Parse(file, []byte("ledger: {partitions: 4}"))
+	require.NoError(t, err)
+	require.Equal(t, 4, cfg.LedgerPartitions())
+
+	cfg, err = config.Parse(file, []byte(`redis: {cluster: true, url: "redis://h1:7000?addr=h2:7001"}`))
+	require.NoError(t, err)
+	require.Equal(t, config.ClusterPartitionsDefault, cfg.LedgerPartitions(), "0 on a cluster")
+
+	for _, bad := range []string{"-1", "1025"} {
+		_, err = config.Parse(file, []byte("ledger: {partitions: "+bad+"}"))
+		require.ErrorContains(t, err, "ledger.partitions: must be between 1 and 1024, got "+bad)
+	}
+
+	cfg, err = config.Parse(file, []byte(""))
+	require.NoError(t, err)
+	cfg.ApplyEnv(env(map[string]string{"TASKLANE_LEDGER_PARTITIONS": "16"}))
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, 16, cfg.LedgerPartitions())
+	cfg.ApplyEnv(env(map[string]string{"TASKLANE_LEDGER_PARTITIONS": "many"}))
+	require.EqualError(t, cfg.Validate(), `ledger.partitions: want a whole number, got "many" (set by TASKLANE_LEDGER_PARTITIONS)`)
+}

@@ -372,6 +372,12 @@ func (v *validator) ledger() {
 	if !keyPrefixRE.MatchString(l.KeyPrefix) {
 		v.add("ledger.key_prefix", "must be 1 to 64 letters, digits, '-', '_' or '.', got %q", l.KeyPrefix)
 	}
+	if raw, ok := v.c.envBad["ledger.partitions"]; ok {
+		v.add("ledger.partitions", "want a whole number, got %q", raw)
+	} else if l.Partitions != 0 {
+		// 0 is the default: the legacy layout, or ClusterPartitionsDefault.
+		v.intRange("ledger.partitions", int64(l.Partitions), 1, PartitionsMax)
+	}
 }
 
 var keyPrefixRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)

@@ -47,7 +47,7 @@ func TestConfirmedTasksLoseTheirGuards(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, PublishGuard: 30 * time.Second, Now: clock})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), PublishGuard: 30 * time.Second, Now: clock})
 	pub := &recordingPublisher{}
 	in := ingest.New(ingest.Config{
 		Ledger: l, Publisher: pub, Router: oneLane{}, Metrics: metrics.New(), Now: clock,

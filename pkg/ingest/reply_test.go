@@ -48,7 +48,7 @@ func storedEvent(t *testing.T, l *ledger.Ledger, tenant, id string) *event.Event
 func TestSubmitReplyTwiceMakesOneChild(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	pub := &recordingPublisher{}
 	subs := func(_, typ string) []string {
 		if typ == "second" {

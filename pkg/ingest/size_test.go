@@ -185,7 +185,7 @@ func (anyLane) LaneFor(string, string) string { return "lane" }
 func TestPublishRefusedForSizeAnswers413(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	in := ingest.New(ingest.Config{
 		Ledger: l, Publisher: lateRefusingPublisher{}, Router: anyLane{}, Metrics: metrics.New(),
 		Subscribers: func(string, string) []string { return []string{"fn"} },

@@ -27,12 +27,23 @@ func HashTag(key string) string {
 
 // Of is the cluster hash slot of key.
 func Of(key string) int {
-	return int(crc16(HashTag(key)) % Slots)
+	return int(CRC16(HashTag(key)) % Slots)
 }
 
-// crc16 is CRC16-XMODEM (polynomial 0x1021, initial value 0), the variant
+// Partition is the ledger partition of a tenant when the ledger is split
+// into n partitions (n >= 1): CRC16 of the tenant modulo n, the hash Redis
+// Cluster itself uses, so that a test can reason about both with one
+// function (docs/decisions/0017-ledger-on-redis-cluster.md).
+func Partition(tenant string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	return int(CRC16(tenant)) % n
+}
+
+// CRC16 is CRC16-XMODEM (polynomial 0x1021, initial value 0), the variant
 // Redis Cluster uses.
-func crc16(s string) uint16 {
+func CRC16(s string) uint16 {
 	var crc uint16
 	for i := 0; i < len(s); i++ {
 		crc ^= uint16(s[i]) << 8

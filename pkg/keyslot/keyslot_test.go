@@ -4,7 +4,7 @@ import "testing"
 
 func TestCRC16MatchesTheClusterSpecification(t *testing.T) {
 	// The check value the Redis Cluster specification gives.
-	if got := crc16("123456789"); got != 0x31C3 {
+	if got := CRC16("123456789"); got != 0x31C3 {
 		t.Fatalf("crc16(123456789) = %#04x, want 0x31c3", got)
 	}
 }
@@ -41,5 +41,14 @@ func TestHashTag(t *testing.T) {
 	}
 	if Of("{user1000}.following") != Of("{user1000}.followers") {
 		t.Error("keys with one hash tag must share a slot")
+	}
+}
+
+func TestPartition(t *testing.T) {
+	if got := Partition("acme", 1); got != 0 {
+		t.Errorf("Partition(acme, 1) = %d, want 0", got)
+	}
+	if got, want := Partition("123456789", 64), 0x31C3%64; got != want {
+		t.Errorf("Partition(123456789, 64) = %d, want %d", got, want)
 	}
 }

@@ -28,7 +28,7 @@ func (l *Ledger) Abandon(ctx context.Context, tenant, id string, state contracts
 	if state == contracts.StateDead {
 		retention = l.cfg.DeadRetention
 	}
-	res, err := l.run(ctx, abandonScript, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
+	res, err := l.run(ctx, abandonScript, []string{l.taskKey(tenant, id), l.OutboxStream(tenant), l.DelayKey(tenant), l.ExpiryKey(tenant)},
 		string(state), us(l.cfg.Now()), errMsg, l.statePrefix(tenant), id,
 		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(reason)).StringSlice()
 	if err != nil {

@@ -27,14 +27,15 @@ type FunctionBacklog struct {
 // (among the first five: entries of tasks cancelled while ready stay until
 // a take drops them), computed as score + priority x 60 s, the score being
 // ready µs - priority x 60 s.
-// ARGV: 1 function key prefix, 2 ledger prefix, then tenants.
+// ARGV: 1 function key prefix, 2 ledger prefix, 3 partitions
+// (luaPartitions), then tenants.
 // Returns {oldest ready µs or 0, count of tenant 1, count of tenant 2, ...}.
-var backlogScript = redis.NewScript(`
-local FP, P = ARGV[1], ARGV[2]
+var backlogScript = redis.NewScript(luaTenantPrefix + `
+local FP, P, parts = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local bands = {'high', 'normal', 'low'}
 local out = {0}
 local oldest = nil
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local tenant = ARGV[i]
   local n = 0
   for _, b in ipairs(bands) do
@@ -44,7 +45,7 @@ for i = 3, #ARGV do
       n = n + c
       local top = redis.call('ZRANGE', q, 0, 4, 'WITHSCORES')
       for j = 1, #top, 2 do
-        local t = redis.call('HMGET', P .. ':{' .. tenant .. '}:task:' .. top[j], 'state', 'priority')
+        local t = redis.call('HMGET', tprefix(P, parts, tenant) .. 'task:' .. top[j], 'state', 'priority')
         if t[1] == 'queued' then
           local ready = tonumber(top[j + 1]) + tonumber(t[2] or '0') * 60000000
           if oldest == nil or ready < oldest then oldest = ready end
@@ -68,8 +69,8 @@ return out
 func (l *Ledger) ReadyQueues(ctx context.Context, functions, tenants []string) ([]FunctionBacklog, error) {
 	calls := make([]*scriptCall, len(functions))
 	for i, fn := range functions {
-		args := make([]any, 0, 2+len(tenants))
-		args = append(args, l.fnPrefix(fn), l.cfg.Prefix)
+		args := make([]any, 0, 3+len(tenants))
+		args = append(args, l.fnPrefix(fn), l.cfg.Prefix, l.luaPartitions())
 		for _, t := range tenants {
 			args = append(args, t)
 		}

@@ -98,9 +98,9 @@ func (l *Ledger) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
 		wait = 250 * time.Millisecond
 	}
 	res, err := l.batch.eval(ctx, claimScript, []string{
-		l.taskKey(r.Tenant, r.ID), l.DelayKey(), l.OutboxStream(),
-		l.inflightKey(r.Function), l.cfg.Prefix + ":fn:" + r.Function + ":rate", l.tenantPrefix(r.Tenant) + "rate",
-		l.ExpiryKey(),
+		l.taskKey(r.Tenant, r.ID), l.DelayKey(r.Tenant), l.OutboxStream(r.Tenant),
+		l.inflightKey(r.Function), l.fnRateKey(r.Function), l.tenantPrefix(r.Tenant) + "rate",
+		l.ExpiryKey(r.Tenant),
 	},
 		us(now), us(now.Add(r.Lease)), r.Owner, l.statePrefix(r.Tenant), r.ID, Member(r.Tenant, r.ID),
 		l.cfg.Retention.Milliseconds(), OutboxMaxLen,

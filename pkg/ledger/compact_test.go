@@ -81,7 +81,7 @@ func TestFinishedRecordIsCompact(t *testing.T) {
 	require.EqualValues(t, 5, *task.RunMS)
 	require.JSONEq(t, `{"ok":true}`, string(task.Result))
 
-	entries, err := rdb.XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	entries, err := rdb.XRange(ctx, b.l.OutboxStream("acme"), "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
 	for f := range entries[0].Values {

@@ -452,7 +452,7 @@ func (l *Ledger) Resume(ctx context.Context, tenant, id string) (int, error) {
 	cs, cm := "-inf", ""
 	for {
 		now := l.cfg.Now()
-		res, err := l.run(ctx, resumeStepScript, []string{l.stateKey(tenant, contracts.StatePaused), l.DelayKey()},
+		res, err := l.run(ctx, resumeStepScript, []string{l.stateKey(tenant, contracts.StatePaused), l.DelayKey(tenant)},
 			id, cs, cm, controlStep, l.tenantPrefix(tenant)+"task:", l.statePrefix(tenant),
 			us(now), us(now.Add(l.cfg.PublishGuard)), tenant).StringSlice()
 		if err != nil {
@@ -511,7 +511,7 @@ func (l *Ledger) cancelCall(tenant, id, function string, only contracts.State) *
 		flag = "1"
 	}
 	return call(cancelScript,
-		[]string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey(), l.inflightKey(function),
+		[]string{l.taskKey(tenant, id), l.OutboxStream(tenant), l.DelayKey(tenant), l.ExpiryKey(tenant), l.inflightKey(function),
 			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
 		us(l.cfg.Now()), "cancelled by request", l.statePrefix(tenant), id, l.cfg.Retention.Milliseconds(), OutboxMaxLen,
 		Member(tenant, id), l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, l.AbortChannel(),

@@ -241,7 +241,7 @@ func TestCancelMatchingWaitingPausedAndRunning(t *testing.T) {
 	t.Cleanup(func() { _ = ps.Close() })
 	_, err = ps.Receive(ctx)
 	require.NoError(t, err)
-	outbox0, err := b.l.Redis().XLen(ctx, b.l.OutboxStream()).Result()
+	outbox0, err := b.l.Redis().XLen(ctx, b.l.OutboxStream("a")).Result()
 	require.NoError(t, err)
 
 	// In steps of 400, as the CLI goes: the cursor continues where the
@@ -264,7 +264,7 @@ func TestCancelMatchingWaitingPausedAndRunning(t *testing.T) {
 	require.Equal(t, contracts.CancelResponse{Matched: 1100, Cancelled: 1100}, total)
 	require.Equal(t, map[contracts.State]int{contracts.StateCancelled: 1100}, b.states(t, "a", ids))
 	require.Equal(t, map[contracts.State]int{contracts.StateQueued: 4}, b.states(t, "a", keep))
-	outbox, err := b.l.Redis().XLen(ctx, b.l.OutboxStream()).Result()
+	outbox, err := b.l.Redis().XLen(ctx, b.l.OutboxStream("a")).Result()
 	require.NoError(t, err)
 	require.EqualValues(t, 1100, outbox-outbox0, "one result event each")
 

@@ -44,15 +44,22 @@ func (l *Ledger) Enqueued(ctx context.Context, tenant string, guardScore int64, 
 }
 
 // DropGuards is Enqueued for guards of any tenants: one script call per
-// guardsPerCall guards, in one round trip.
+// partition and guardsPerCall guards, in one round trip.
 func (l *Ledger) DropGuards(ctx context.Context, guards []Guard) error {
 	var calls []*scriptCall
-	for chunk := range slices.Chunk(guards, guardsPerCall) {
-		args := make([]any, 0, 2*len(chunk))
-		for _, g := range chunk {
-			args = append(args, Member(g.Tenant, g.ID), g.Score)
+	byPart := map[int][]any{}
+	var parts []int
+	for _, g := range guards {
+		k := l.partition(g.Tenant)
+		if _, ok := byPart[k]; !ok {
+			parts = append(parts, k)
 		}
-		calls = append(calls, call(forgetScript, []string{l.DelayKey()}, args...))
+		byPart[k] = append(byPart[k], Member(g.Tenant, g.ID), g.Score)
+	}
+	for _, k := range parts {
+		for chunk := range slices.Chunk(byPart[k], 2*guardsPerCall) {
+			calls = append(calls, call(forgetScript, []string{l.delayKeyAt(k)}, chunk...))
+		}
 	}
 	for _, g := range guards {
 		if g.Lane != "" {
@@ -69,7 +76,7 @@ func (l *Ledger) DropGuards(ctx context.Context, guards []Guard) error {
 // Defer asks the scheduler to put the task back on a lane at due, without
 // changing its state: used for a delivery that found the task busy.
 func (l *Ledger) Defer(ctx context.Context, tenant, id string, due time.Time) error {
-	if err := l.rdb.ZAdd(ctx, l.DelayKey(), redis.Z{Score: float64(us(due)), Member: Member(tenant, id)}).Err(); err != nil {
+	if err := l.rdb.ZAdd(ctx, l.DelayKey(tenant), redis.Z{Score: float64(us(due)), Member: Member(tenant, id)}).Err(); err != nil {
 		return fmt.Errorf("deferring task %s: %w", id, err)
 	}
 	return nil
@@ -91,26 +98,26 @@ type Due struct {
 	Priority int
 }
 
-// TakeDue takes up to max tasks whose delay passed. Each stays in the delay
-// set with its score moved regard into the future, so a scheduler that dies
-// before admitting it gives the task back instead of losing it.
+// TakeDue takes up to max tasks whose delay passed from each partition's
+// delay set. Each stays in the delay set with its score moved regard into
+// the future, so a scheduler that dies before admitting it gives the task
+// back instead of losing it. With partitions, one round trip finds the
+// partitions with something due (a ZRANGEBYSCORE each: little work for an
+// empty one) and one more takes from those.
 func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]Due, error) {
 	now := l.cfg.Now()
 	score := us(now.Add(regard))
-	members, err := l.run(ctx, dueScript, []string{l.DelayKey()}, us(now), max, score).StringSlice()
+	members, err := l.takeDue(ctx, us(now), max, score)
 	if err != nil || len(members) == 0 {
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("taking due tasks: %w", err)
-		}
-		return nil, nil
+		return nil, err
 	}
 	out := make([]Due, 0, len(members))
 	cmds := make([]*redis.SliceCmd, 0, len(members))
 	_, err = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, m := range members {
-			tenant, id, ok := ParseMember(m)
+			tenant, id, ok := ParseMember(m.member)
 			if !ok {
-				p.ZRem(ctx, l.DelayKey(), m)
+				p.ZRem(ctx, m.key, m.member)
 				continue
 			}
 			out = append(out, Due{Tenant: tenant, ID: id, Score: score})
@@ -145,8 +152,67 @@ func (l *Ledger) TakeDue(ctx context.Context, max int, regard time.Duration) ([]
 
 // Forget drops a due task's delay entry (its record is gone or terminal).
 func (l *Ledger) Forget(ctx context.Context, d Due) error {
-	if err := l.run(ctx, forgetScript, []string{l.DelayKey()}, Member(d.Tenant, d.ID), d.Score).Err(); err != nil {
+	if err := l.run(ctx, forgetScript, []string{l.DelayKey(d.Tenant)}, Member(d.Tenant, d.ID), d.Score).Err(); err != nil {
 		return fmt.Errorf("dropping delay entry of %s: %w", d.ID, err)
 	}
 	return nil
+}
+
+// dueMember is a member TakeDue took and the delay set it is in.
+type dueMember struct{ key, member string }
+
+// takeDue runs the due script on every partition's delay set that has a
+// member due at now (all of them, without asking first, in the legacy
+// layout's one set).
+func (l *Ledger) takeDue(ctx context.Context, now int64, max int, score int64) ([]dueMember, error) {
+	keys := l.DelayKeys()
+	if l.Partitioned() {
+		due, err := l.dueKeys(ctx, keys, now)
+		if err != nil {
+			return nil, err
+		}
+		keys = due
+	}
+	calls := make([]*scriptCall, len(keys))
+	for i, key := range keys {
+		calls[i] = call(dueScript, []string{key}, now, max, score)
+	}
+	if len(calls) == 0 {
+		return nil, nil
+	}
+	if err := l.batch.exec(ctx, calls...); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("taking due tasks: %w", err)
+	}
+	var out []dueMember
+	for i, c := range calls {
+		ms, err := c.cmd.StringSlice()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("taking due tasks: %w", err)
+		}
+		for _, m := range ms {
+			out = append(out, dueMember{key: keys[i], member: m})
+		}
+	}
+	return out, nil
+}
+
+// dueKeys returns those of keys (delay sets) with a member due at now.
+func (l *Ledger) dueKeys(ctx context.Context, keys []string, now int64) ([]string, error) {
+	cmds := make([]*redis.StringSliceCmd, len(keys))
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, key := range keys {
+			cmds[i] = p.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10), Count: 1})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("finding due tasks: %w", err)
+	}
+	var due []string
+	for i, c := range cmds {
+		if len(c.Val()) > 0 {
+			due = append(due, keys[i])
+		}
+	}
+	return due, nil
 }

@@ -98,11 +98,12 @@ end
 // and for that: 14 lease-until µs, 15 owner, 16 concurrency (0: none),
 // 17 adaptive min (0: not adaptive), 18 reserved-high share, 19 ledger
 // prefix, 20 function emission interval µs (0: no rate), 21 function burst,
-// 22 tenant quota (0: none), 23 tenant emission interval µs, 24 tenant burst
+// 22 tenant quota (0: none), 23 tenant emission interval µs, 24 tenant burst,
+// 25 partitions (luaPartitions)
 // Returns {verdict, detail}: admitted, ready (already there), done/state,
 // missing, paused, expired, busy/lease-until µs, early/due µs, no/state;
 // or {started, "", tenant, id, attempt, throttles, wait µs, redrives, env}.
-var admitScript = redis.NewScript(luaTerminate + luaPausedBy + luaHold + luaGCRA + luaStart + `
+var admitScript = redis.NewScript(luaTerminate + luaPausedBy + luaHold + luaGCRA + luaTenantPrefix + luaStart + `
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
 local st = f[1]
@@ -166,7 +167,7 @@ if ARGV[13] == '1' and not f[4] then
       ok = false
     elseif band > 1 then
       local reserved = math.floor(limit * tonumber(ARGV[18]))
-      if reserved > 0 and nonhighs(KEYS[9], ARGV[19]) >= limit - reserved then ok = false end
+      if reserved > 0 and nonhighs(KEYS[9], ARGV[19], tonumber(ARGV[25])) >= limit - reserved then ok = false end
     end
   end
   local tp = string.sub(ARGV[2], 1, -4)
@@ -223,7 +224,7 @@ return {verdict, ''}
 // luaStart is what admit's fast start and take share: the function's
 // limit, the checks a start must pass, and the start itself. One copy, so
 // a start on delivery and a start from the ready queue follow the same
-// rules.
+// rules. It needs luaTenantPrefix before it.
 const luaStart = `
 local function settat(key, tat, now)
   redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
@@ -241,11 +242,11 @@ end
 
 -- The function's running attempts of the normal and low bands: one HGET
 -- per attempt in flight, only while a high-band reservation applies.
-local function nonhighs(inflight, P)
+local function nonhighs(inflight, P, parts)
   local c = 0
   for _, m in ipairs(redis.call('ZRANGE', inflight, 0, -1)) do
     local sl = string.find(m, '/', 1, true)
-    local pr = redis.call('HGET', P .. ':{' .. string.sub(m, 1, sl - 1) .. '}:task:' .. string.sub(m, sl + 1), 'priority')
+    local pr = redis.call('HGET', tprefix(P, parts, string.sub(m, 1, sl - 1)) .. 'task:' .. string.sub(m, sl + 1), 'priority')
     if tonumber(pr or '0') < 7 then c = c + 1 end
   end
   return c
@@ -310,18 +311,19 @@ end
 
 // take starts up to ARGV[4] of a function's ready tasks under its limits.
 // KEYS: 1 function state, 2 function in-flight set, 3 function rate state,
-// 4 delay, 5 outbox, 6 expiry set
+// in the legacy layout 4 delay, 5 outbox, 6 expiry set (in the partitioned
+// one, each task's partition's are built from the ledger prefix)
 // ARGV: 1 now µs, 2 lease-until µs, 3 owner, 4 how many, 5 concurrency
 // (0: none), 6 adaptive min (0: not adaptive), 7 reserved-high share,
 // 8 ledger prefix, 9 function key prefix, 10 retention ms, 11 outbox max
 // length, 12 function emission interval µs (0: no rate), 13 function
-// burst, 14 function, 15 number of tenant limits k, then k x (tenant,
-// quota, emission interval µs, burst)
+// burst, 14 function, 15 partitions (luaPartitions), 16 number of tenant
+// limits k, then k x (tenant, quota, emission interval µs, burst)
 // Returns {status, wait µs, expired, parked, then per started task: tenant,
 // id, attempt, throttles, wait µs, redrives, env}. status says why it stopped: done
 // (it started as many as asked), empty, limit, rate (wait µs until the
 // function's rate allows a start), more (call again).
-var takeScript = redis.NewScript(luaTerminate + luaGCRA + luaStart + `
+var takeScript = redis.NewScript(luaTerminate + luaGCRA + luaTenantPrefix + luaStart + `
 local now = tonumber(ARGV[1])
 local S = KEYS[1]
 local want = tonumber(ARGV[4])
@@ -330,17 +332,17 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
 local inflight = redis.call('ZCARD', KEYS[2])
 local reserved = 0
 if limit > 0 then reserved = math.floor(limit * tonumber(ARGV[7])) end
-local P, FP, fn = ARGV[8], ARGV[9], ARGV[14]
+local P, FP, fn, parts = ARGV[8], ARGV[9], ARGV[14], tonumber(ARGV[15])
 -- With slots reserved for the high band, the normal and low bands share
 -- the others: count their running attempts.
 local nonhigh = 0
-if reserved > 0 then nonhigh = nonhighs(KEYS[2], P) end
+if reserved > 0 then nonhigh = nonhighs(KEYS[2], P, parts) end
 local fint, fburst = tonumber(ARGV[12]), tonumber(ARGV[13])
-local c = {now = now, nowstr = ARGV[1], lease = ARGV[2], owner = ARGV[3], finflight = KEYS[2], delay = KEYS[4],
-  expiry = KEYS[6], ratekey = KEYS[3], fint = fint, fburst = fburst}
+local c = {now = now, nowstr = ARGV[1], lease = ARGV[2], owner = ARGV[3], finflight = KEYS[2],
+  ratekey = KEYS[3], fint = fint, fburst = fburst}
 local tl = {}
-local i = 16
-for _ = 1, tonumber(ARGV[15]) do
+local i = 17
+for _ = 1, tonumber(ARGV[16]) do
   tl[ARGV[i]] = {tonumber(ARGV[i+1]), tonumber(ARGV[i+2]), tonumber(ARGV[i+3])}
   i = i + 4
 end
@@ -402,7 +404,9 @@ while true do
       else
         redis.call('ZADD', ring, tscore + 1, tenant)
       end
-      local tp = P .. ':{' .. tenant .. '}:'
+      local tp = tprefix(P, parts, tenant)
+      local delay, outbox, expiry = tshared(P, parts, tenant, KEYS[4], KEYS[5], KEYS[6])
+      c.delay, c.expiry = delay, expiry
       local h = tp .. 'task:' .. id
       local member = tenant .. '/' .. id
       local lim = tl[tenant]
@@ -417,9 +421,9 @@ while true do
         local expires = tonumber(f[2])
         local full = tenantfull(tp, quota, ARGV[1])
         if expires and now > expires and not f[3] then
-          redis.call('ZREM', KEYS[4], member)
-          redis.call('ZREM', KEYS[6], member)
-          terminate(h, KEYS[5], tp .. 'st:', id, 'queued', 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[10], ARGV[11])
+          redis.call('ZREM', delay, member)
+          redis.call('ZREM', expiry, member)
+          terminate(h, outbox, tp .. 'st:', id, 'queued', 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[10], ARGV[11])
           expired = expired + 1
         elseif full then
           -- The tenant is at its quota: its queue keeps its place and
@@ -449,7 +453,7 @@ while true do
             settat(tp .. 'rate', tat, now)
           end
           if tw > 0 then
-            redis.call('ZADD', KEYS[4], now + tw, member)
+            redis.call('ZADD', delay, now + tw, member)
           else
             begin(c, h, f, 'queued', tenant, id, tp, quota, {}, out)
             inflight = inflight + 1
@@ -585,7 +589,7 @@ func (l *Ledger) admit(ctx context.Context, t TaskRef, fs *FastStart) (Admission
 }
 
 func (l *Ledger) admitKeys(t TaskRef) []string {
-	return []string{l.taskKey(t.Tenant, t.ID), l.DelayKey(), l.OutboxStream(), l.ExpiryKey(), l.fnStateKey(t.Function),
+	return []string{l.taskKey(t.Tenant, t.ID), l.DelayKey(t.Tenant), l.OutboxStream(t.Tenant), l.ExpiryKey(t.Tenant), l.fnStateKey(t.Function),
 		l.parkedKey(t.Tenant), l.pausesKey(t.Tenant), l.pauseCountKey(t.Tenant), l.inflightKey(t.Function), l.fnRateKey(t.Function)}
 }
 
@@ -604,7 +608,7 @@ func (l *Ledger) admitStartArgs(t TaskRef, now time.Time, fs *FastStart) []any {
 	args[len(args)-1] = "1"
 	lim, tl := fs.Limits, fs.Limits.Tenants[t.Tenant]
 	return append(args, us(now.Add(fs.Lease)), fs.Owner, lim.Concurrency, lim.AdaptiveMin, lim.ReservedHigh,
-		l.cfg.Prefix, interval(lim.Rate), max(lim.Burst, 1), tl.Concurrency, interval(tl.Rate), max(tl.Burst, 1))
+		l.cfg.Prefix, interval(lim.Rate), max(lim.Burst, 1), tl.Concurrency, interval(tl.Rate), max(tl.Burst, 1), l.luaPartitions())
 }
 
 // startedFrom reads a started task from take's and admit's answer:
@@ -702,13 +706,15 @@ func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease 
 	now := l.cfg.Now()
 	args := []any{us(now), us(now.Add(lease)), owner, n, lim.Concurrency, lim.AdaptiveMin, lim.ReservedHigh,
 		l.cfg.Prefix, l.fnPrefix(function), l.cfg.Retention.Milliseconds(), OutboxMaxLen,
-		interval(lim.Rate), max(lim.Burst, 1), function, len(lim.Tenants)}
+		interval(lim.Rate), max(lim.Burst, 1), function, l.luaPartitions(), len(lim.Tenants)}
 	for t, tl := range lim.Tenants {
 		args = append(args, t, tl.Concurrency, interval(tl.Rate), max(tl.Burst, 1))
 	}
-	res, err := l.batch.eval(ctx, takeScript,
-		[]string{l.fnStateKey(function), l.inflightKey(function), l.fnRateKey(function), l.DelayKey(), l.OutboxStream(), l.ExpiryKey()},
-		args...).StringSlice()
+	keys := []string{l.fnStateKey(function), l.inflightKey(function), l.fnRateKey(function)}
+	if !l.Partitioned() {
+		keys = append(keys, l.delayKeyAt(0), l.outboxAt(0), l.expiryKeyAt(0))
+	}
+	res, err := l.batch.eval(ctx, takeScript, keys, args...).StringSlice()
 	if err != nil {
 		return Taken{}, fmt.Errorf("taking tasks of %s: %w", function, err)
 	}
@@ -779,9 +785,6 @@ func BandOf(priority int) Band {
 // Function-scoped keys carry a {f:<function>} hash tag, so that a
 // function's ready queues, in-flight set and control state share a slot.
 func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:" + function + "}:" }
-
-// fnRateKey is the function's GCRA rate state.
-func (l *Ledger) fnRateKey(function string) string { return l.cfg.Prefix + ":fn:" + function + ":rate" }
 
 // inflightKey is the function's in-flight set: members "<tenant>/<id>"
 // scored by lease end µs (an entry past its lease frees its slot).

@@ -29,10 +29,17 @@ const takeLease = 30 * time.Second
 // and the functions whose running attempts are capped.
 func setupDispatch(t *testing.T, quotas map[string]int, limited ...string) *bundle {
 	t.Helper()
+	return setupLayout(t, testkit.LedgerPartitions(), quotas, limited...)
+}
+
+// setupLayout is setupDispatch with the ledger's partitions (0: the
+// legacy key layout).
+func setupLayout(t *testing.T, partitions int, quotas map[string]int, limited ...string) *bundle {
+	t.Helper()
 	rdb, prefix := testkit.Redis(t)
 	b := &bundle{now: time.Now().Truncate(time.Millisecond)}
 	b.l = ledger.New(ledger.Config{
-		Redis: rdb, Prefix: prefix, PublishGuard: 30 * time.Second,
+		Redis: rdb, Prefix: prefix, Partitions: partitions, PublishGuard: 30 * time.Second,
 		Now:         func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.now },
 		TenantQuota: func(tenant string) int { return quotas[tenant] },
 		Limited:     func(fn string) bool { return slices.Contains(limited, fn) },
@@ -171,7 +178,7 @@ func (b *bundle) stateOf(t *testing.T, tenant, id string) contracts.State {
 
 func (b *bundle) delayed(t *testing.T, tenant, id string) (time.Time, bool) {
 	t.Helper()
-	s, err := b.l.Redis().ZScore(context.Background(), b.l.DelayKey(), ledger.Member(tenant, id)).Result()
+	s, err := b.l.Redis().ZScore(context.Background(), b.l.DelayKey(tenant), ledger.Member(tenant, id)).Result()
 	if errors.Is(err, redis.Nil) {
 		return time.Time{}, false
 	}
@@ -363,11 +370,11 @@ func TestAdmitVerdicts(t *testing.T) {
 		require.Equal(t, contracts.StateExpired, b.stateOf(t, "a", id))
 		_, ok := b.delayed(t, "a", id)
 		require.False(t, ok)
-		n, err := b.l.Redis().ZCard(ctx, b.l.ExpiryKey()).Result()
+		n, err := b.l.Redis().ZCard(ctx, b.l.ExpiryKey("a")).Result()
 		require.NoError(t, err)
 		require.Zero(t, n)
 		require.Empty(t, b.queued(t, "f", ledger.BandNormal, "a"))
-		entries, err := b.l.Redis().XLen(ctx, b.l.OutboxStream()).Result()
+		entries, err := b.l.Redis().XLen(ctx, b.l.OutboxStream("a")).Result()
 		require.NoError(t, err)
 		require.EqualValues(t, 1, entries, "its result event")
 		require.Equal(t, ledger.AdmitDone, b.admit(t, "a", id, "f", 5).Verdict)
@@ -377,7 +384,7 @@ func TestAdmitVerdicts(t *testing.T) {
 
 // taskKey is the record of a task (tests that set a state by hand).
 func (b *bundle) taskKey(tenant, id string) string {
-	return strings.TrimSuffix(b.l.WakeChannel(), "wake") + "{" + tenant + "}:task:" + id
+	return b.l.TaskKey(tenant, id)
 }
 
 // bandsOf maps ids to their band.

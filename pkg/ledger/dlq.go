@@ -14,7 +14,7 @@ var ErrNotDead = errors.New("task is not in the dead-letter queue")
 
 // Redrive puts one dead task back to work with a fresh attempt budget.
 func (l *Ledger) Redrive(ctx context.Context, tenant, id string) error {
-	res, err := l.run(ctx, redriveScript, []string{l.taskKey(tenant, id), l.DelayKey()},
+	res, err := l.run(ctx, redriveScript, []string{l.taskKey(tenant, id), l.DelayKey(tenant)},
 		l.statePrefix(tenant), id, Member(tenant, id), us(l.cfg.Now())).StringSlice()
 	if err != nil {
 		return fmt.Errorf("redriving task %s: %w", id, err)
@@ -107,7 +107,7 @@ func (l *Ledger) DeadIDs(ctx context.Context, tenant string, f ListFilter) ([]st
 // bulkStep), continued with f.Cursor set to the answer's NextCursor.
 func (l *Ledger) RedriveAll(ctx context.Context, tenant string, f ListFilter, dryRun bool) (contracts.DLQResult, error) {
 	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall {
-		return call(redriveScript, []string{l.taskKey(tenant, id), l.DelayKey()},
+		return call(redriveScript, []string{l.taskKey(tenant, id), l.DelayKey(tenant)},
 			l.statePrefix(tenant), id, Member(tenant, id), us(l.cfg.Now()))
 	}, nil)
 }

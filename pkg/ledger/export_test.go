@@ -17,6 +17,11 @@ func (l *Ledger) StateKey(tenant string, s contracts.State) string {
 	return l.stateKey(tenant, s)
 }
 
+// LuaTenantPrefix is the scripts' tenantPrefix, DelayKey, OutboxStream and
+// ExpiryKey (tprefix, tshared), for the test that holds them to the Go
+// ones.
+const LuaTenantPrefix = luaTenantPrefix
+
 // Scripts are the ledger's scripts by name, for the slot audit.
 var Scripts = map[string]*redis.Script{
 	"create": createScript, "claim": claimScript, "end": endScript, "redrive": redriveScript,

@@ -107,7 +107,7 @@ func TestEventIndexKeepsOnlyTheDedupWindow(t *testing.T) {
 	b := &bundle{now: time.Now().Truncate(time.Millisecond)}
 	const window = time.Hour
 	b.l = ledger.New(ledger.Config{
-		Redis: rdb, Prefix: prefix, DedupWindow: window,
+		Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), DedupWindow: window,
 		Now: func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.now },
 	})
 	ctx := context.Background()
@@ -124,7 +124,7 @@ func TestEventIndexKeepsOnlyTheDedupWindow(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{last.Tasks[0].ID}, ids(got), "events older than the dedup window are not found")
 
-	keys, err := rdb.Keys(ctx, prefix+":{acme}:e:*").Result()
+	keys, err := rdb.Keys(ctx, b.l.TenantKeyPrefix("acme")+"e:*").Result()
 	require.NoError(t, err)
 	require.Len(t, keys, 1)
 	n, err := rdb.ZCard(ctx, keys[0]).Result()

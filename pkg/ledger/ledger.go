@@ -57,6 +57,11 @@ type Config struct {
 	// Prefix starts every key, so that several deployments (or tests) can
 	// share one Redis database. Default PrefixDefault.
 	Prefix string
+	// Partitions selects the key layout (layout.go): 0, the legacy layout
+	// of one Redis; P (1..PartitionsMax), the partitioned layout, tenants
+	// spread over P partitions by a hash of their id. Fixed for the life of
+	// a deployment: a tenant's keys move when it changes.
+	Partitions int
 	// TenantQuota returns a tenant's cap on running attempts (0: none), and
 	// Limited whether a function's running attempts are capped (a
 	// concurrency or an adaptive limit): when an attempt ends, they decide
@@ -99,6 +104,7 @@ func New(cfg Config) *Ledger {
 		cfg.Now = time.Now
 	}
 	cfg.Prefix = cmp.Or(cfg.Prefix, PrefixDefault)
+	cfg.Partitions = min(max(cfg.Partitions, 0), PartitionsMax)
 	l := &Ledger{rdb: cfg.Redis, cfg: cfg}
 	l.batch = newBatcher(cfg.Redis, l.LoadScripts)
 	return l
@@ -111,22 +117,9 @@ func (l *Ledger) Redis() redis.UniversalClient { return l.rdb }
 // keys beside it, such as bulk jobs).
 func (l *Ledger) KeyPrefix() string { return l.cfg.Prefix }
 
-// DelayKey is the delay set: members "<tenant>/<id>" scored by due ms.
-func (l *Ledger) DelayKey() string { return l.cfg.Prefix + ":delay" }
-
-// ExpiryKey is the set of waiting tasks with a ttl: members
-// "<tenant>/<id>" scored by expiry µs; the scheduler ends them expired when
-// the time passes, even while they sit in a backed-up lane.
-func (l *Ledger) ExpiryKey() string { return l.cfg.Prefix + ":expiry" }
-
-// OutboxStream receives one entry per terminal transition; the notifier
-// consumes it.
-func (l *Ledger) OutboxStream() string { return l.cfg.Prefix + ":outbox" }
-
-func (l *Ledger) tenantPrefix(tenant string) string { return l.cfg.Prefix + ":{" + tenant + "}:" }
-func (l *Ledger) taskKey(tenant, id string) string  { return l.tenantPrefix(tenant) + "task:" + id }
-func (l *Ledger) allKey(tenant string) string       { return l.tenantPrefix(tenant) + "tasks" }
-func (l *Ledger) statePrefix(tenant string) string  { return l.tenantPrefix(tenant) + "st:" }
+func (l *Ledger) taskKey(tenant, id string) string { return l.tenantPrefix(tenant) + "task:" + id }
+func (l *Ledger) allKey(tenant string) string      { return l.tenantPrefix(tenant) + "tasks" }
+func (l *Ledger) statePrefix(tenant string) string { return l.tenantPrefix(tenant) + "st:" }
 func (l *Ledger) stateKey(tenant string, s contracts.State) string {
 	return l.statePrefix(tenant) + string(s)
 }
@@ -236,7 +229,7 @@ func (l *Ledger) Create(ctx context.Context, events []EventTasks) ([]Created, er
 			state, score, scheduled = contracts.StateScheduled, us(ev.DueAt), ev.DueAt
 		}
 		ids := make([]string, len(ev.Tasks))
-		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(), l.ExpiryKey(), l.eventKey(ev.Tenant, ev.Event.ID),
+		evKeys := []string{l.dedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID), l.allKey(ev.Tenant), l.stateKey(ev.Tenant, state), l.DelayKey(ev.Tenant), l.ExpiryKey(ev.Tenant), l.eventKey(ev.Tenant, ev.Event.ID),
 			l.legacyDedupKey(ev.Tenant, ev.Event.Source, ev.Event.ID)}
 		for j, t := range ev.Tasks {
 			ids[j] = t.ID
@@ -400,7 +393,7 @@ func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease
 	until := us(l.cfg.Now().Add(lease))
 	calls := make([]*scriptCall, len(leases))
 	for i, ls := range leases {
-		calls[i] = call(renewScript, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(), l.inflightKey(ls.Function), l.tenantInflightKey(ls.Tenant)},
+		calls[i] = call(renewScript, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(ls.Tenant), l.inflightKey(ls.Function), l.tenantInflightKey(ls.Tenant)},
 			ls.Attempt, ls.Owner, until, Member(ls.Tenant, ls.ID), ls.ID, flag(l.quota(ls.Tenant) > 0), ls.Redrives)
 	}
 	if err := l.batch.exec(ctx, calls...); err != nil {
@@ -443,7 +436,7 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, at Fen
 		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason),
 		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, at.Redrives}
 	n, err := l.batch.eval(ctx, finishScript,
-		[]string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.inflightKey(function),
+		[]string{l.taskKey(tenant, id), l.OutboxStream(tenant), l.DelayKey(tenant), l.inflightKey(function),
 			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
 		append(args, l.encodeLogs(o.Log)...)...).Int()
 	if err != nil {
@@ -496,28 +489,41 @@ func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task
 
 // ExpireDue ends as expired up to max waiting tasks whose ttl passed,
 // wherever they wait (a lane, the delay set), and returns how many it
-// ended. Tasks that started meanwhile are left alone.
+// ended. Tasks that started meanwhile are left alone. Every partition's
+// expiry set is read in one round trip; at most max entries are handled.
 func (l *Ledger) ExpireDue(ctx context.Context, max int) (int, error) {
 	now := l.cfg.Now()
-	members, err := l.rdb.ZRangeByScore(ctx, l.ExpiryKey(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(us(now), 10), Count: int64(max)}).Result()
+	keys := l.ExpiryKeys()
+	reads := make([]*redis.StringSliceCmd, len(keys))
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k, key := range keys {
+			reads[k] = p.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(us(now), 10), Count: int64(max)})
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("reading expired tasks: %w", err)
 	}
-	ended := 0
-	for _, m := range members {
-		tenant, id, ok := ParseMember(m)
-		if !ok {
-			l.rdb.ZRem(ctx, l.ExpiryKey(), m)
-			continue
-		}
-		res, err := l.run(ctx, endScript, []string{l.taskKey(tenant, id), l.OutboxStream(), l.DelayKey(), l.ExpiryKey()},
-			string(contracts.StateExpired), us(now), "expired: its ttl passed before it started", l.statePrefix(tenant), id,
-			l.cfg.Retention.Milliseconds(), OutboxMaxLen, m).StringSlice()
-		if err != nil {
-			return ended, fmt.Errorf("expiring task %s: %w", id, err)
-		}
-		if res[0] == "ok" {
-			ended++
+	ended, seen := 0, 0
+	for k, r := range reads {
+		for _, m := range r.Val() {
+			if seen++; seen > max {
+				return ended, nil
+			}
+			tenant, id, ok := ParseMember(m)
+			if !ok {
+				l.rdb.ZRem(ctx, keys[k], m)
+				continue
+			}
+			res, err := l.run(ctx, endScript, []string{l.taskKey(tenant, id), l.OutboxStream(tenant), l.DelayKey(tenant), l.ExpiryKey(tenant)},
+				string(contracts.StateExpired), us(now), "expired: its ttl passed before it started", l.statePrefix(tenant), id,
+				l.cfg.Retention.Milliseconds(), OutboxMaxLen, m).StringSlice()
+			if err != nil {
+				return ended, fmt.Errorf("expiring task %s: %w", id, err)
+			}
+			if res[0] == "ok" {
+				ended++
+			}
 		}
 	}
 	return ended, nil
@@ -538,7 +544,7 @@ func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, at Fenc
 	args := []any{at.Attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag,
 		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, us(l.cfg.Now()), at.Redrives}
 	n, err := l.batch.eval(ctx, retryScript,
-		[]string{l.taskKey(tenant, id), l.DelayKey(), l.inflightKey(function),
+		[]string{l.taskKey(tenant, id), l.DelayKey(tenant), l.inflightKey(function),
 			l.tenantInflightKey(tenant), l.parkedKey(tenant), l.fnStateKey(function)},
 		append(args, l.encodeLogs(log)...)...).Int()
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 func benchLedger(b *testing.B) *ledger.Ledger {
 	b.Helper()
 	rdb, prefix := testkit.Redis(b)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	ctx := context.Background()
 	if err := l.LoadScripts(ctx); err != nil {
 		b.Fatal(err)

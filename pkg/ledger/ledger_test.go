@@ -32,7 +32,7 @@ func setup(t *testing.T) *bundle {
 	rdb, prefix := testkit.Redis(t)
 	b := &bundle{now: time.Now().Truncate(time.Millisecond)}
 	b.l = ledger.New(ledger.Config{
-		Redis: rdb, Prefix: prefix, PublishGuard: 30 * time.Second,
+		Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), PublishGuard: 30 * time.Second,
 		Now: func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.now },
 	})
 	return b
@@ -107,7 +107,7 @@ func TestLifecycleSuccess(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, again, "a second terminal transition is fenced off")
 
-	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream("acme"), "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "exactly one outbox entry per task")
 	rec := ledger.RecordFromValues(entries[0].Values)
@@ -287,7 +287,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	rdb, prefix := testkit.Redis(t)
 	counter := &pipelineCounter{}
 	rdb.AddHook(counter)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	ctx := context.Background()
 	require.NoError(t, l.LoadScripts(ctx))
 
@@ -421,7 +421,7 @@ func TestCancelWaitingTask(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok)
 
-	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream("acme"), "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, entries, 2)
 	for _, e := range entries {
@@ -456,7 +456,7 @@ func TestExpiredTaskNeverRuns(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ledger.VerdictRun, noTTL.Verdict, "a task without a ttl does not expire")
 
-	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream("acme"), "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "one result event for the expired task")
 }
@@ -750,7 +750,7 @@ func TestExpiryAtOrBeforeTheEpochExpires(t *testing.T) {
 				require.Equal(t, contracts.StateExpired, task.State)
 				require.Zero(t, task.Attempts)
 			}
-			entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+			entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream("acme"), "-", "+").Result()
 			require.NoError(t, err)
 			require.Len(t, entries, 2, "one result event each")
 		})
@@ -796,7 +796,7 @@ func TestAbandonEndsWaitingTasksOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, due, 1, "only the running task's lease entry is left")
 	require.Equal(t, running, due[0].ID)
-	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream(), "-", "+").Result()
+	entries, err := b.l.Redis().XRange(ctx, b.l.OutboxStream("acme"), "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, entries, 2, "one result event per abandoned task")
 }

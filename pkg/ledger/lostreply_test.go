@@ -118,7 +118,7 @@ func TestLostReplyIsNotRunAgain(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, PublishGuard: 30 * time.Second, Now: clock})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), PublishGuard: 30 * time.Second, Now: clock})
 	ctx := context.Background()
 	require.NoError(t, l.LoadScripts(ctx))
 	c, err := l.Create(ctx, []ledger.EventTasks{event("acme", "e1", "f1"), event("acme", "e2", "f1")})

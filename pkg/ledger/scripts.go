@@ -5,7 +5,10 @@ import "github.com/redis/go-redis/v9"
 // Every state change of a task is one Lua script, so that the record, the
 // state indexes, the delay set and the results outbox change together.
 //
-// Key layout (tenant-scoped keys carry a {tenant} hash tag):
+// Key layout (layout.go has both layouts; shown here is the legacy one,
+// where tenant-scoped keys carry a {tenant} hash tag; the partitioned one
+// writes "tl:{p<k>}:<t>:" for "tl:{t}:" and "tl:{p<k>}:delay" and so on
+// for the shared sets):
 //
 //	tl:{t}:task:<id>       hash: the task record (see fields.go) and the stored message
 //	tl:{t}:tasks           zset: every task id, score = created µs
@@ -16,6 +19,7 @@ import "github.com/redis/go-redis/v9"
 //	                       entries and key expire after the dedup window (GET /v1/tasks?event_id=)
 //	tl:{t}:log:<id>        list: the task's log (tasklog.go), expires with the task hash
 //	tl:delay               zset: "<tenant>/<id>" due to be (re)published, score = due µs
+//	tl:expiry              zset: "<tenant>/<id>" of waiting tasks with a ttl, score = expiry µs
 //	tl:outbox              stream: one entry per terminal transition (the results outbox)
 
 // create records the tasks made from one event unless the event was seen

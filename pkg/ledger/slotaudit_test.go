@@ -42,19 +42,57 @@ var crossSlot = []string{
 	"routing.Apply: EVAL (unnamed): tl:routing tl:routing:log",
 }
 
+// crossSlotPartitioned is crossSlot for the partitioned key layout
+// (ledger.Config.Partitions; keys normalized further: "{p}" a partition,
+// "t" a tenant): every per-task script of one partition (create, end,
+// abandon, redrive, the resume step) and the routing table's apply touch
+// one slot; what still crosses is the dispatch path between a task's
+// partition and its function's slot, which decision 0017's second phase
+// splits. Take declares its function's keys only: the keys it builds in
+// Lua (each started task's record and partition sets) are not seen here,
+// nor are those of the fast start's high-band count and of the backlog
+// script (ReadyQueues).
+var crossSlotPartitioned = []string{
+	"Admit: EVAL admit: tl:{f:fn}:inflight tl:{f:fn}:rate tl:{f:fn}:state tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:parked tl:{p}:t:pauses tl:{p}:t:pauses:n tl:{p}:t:task:<id>",
+	"Cancel: EVAL cancel: tl:{f:fn}:inflight tl:{f:fn}:state tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:inflight tl:{p}:t:parked tl:{p}:t:task:<id>",
+	"CancelMatching: EVAL cancel: tl:{f:fn}:inflight tl:{f:fn}:state tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:inflight tl:{p}:t:parked tl:{p}:t:task:<id>",
+	"Claim: EVAL claim: tl:{f:fn}:inflight tl:{f:fn}:rate tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:rate tl:{p}:t:task:<id>",
+	"Finish: EVAL finish: tl:{f:fn}:inflight tl:{f:fn}:state tl:{p}:delay tl:{p}:outbox tl:{p}:t:inflight tl:{p}:t:parked tl:{p}:t:task:<id>",
+	"Renew: EVAL renew: tl:{f:fn}:inflight tl:{p}:delay tl:{p}:t:inflight tl:{p}:t:task:<id>",
+	"Resume: EVAL admit: tl:{f:fn}:inflight tl:{f:fn}:rate tl:{f:fn}:state tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:parked tl:{p}:t:pauses tl:{p}:t:pauses:n tl:{p}:t:task:<id>",
+	"Retry: EVAL retry: tl:{f:fn}:inflight tl:{f:fn}:state tl:{p}:delay tl:{p}:t:inflight tl:{p}:t:parked tl:{p}:t:task:<id>",
+}
+
 // auditFn is the function the audit runs tasks of.
 const auditFn = "fn"
 
 // TestSlotAudit runs every ledger operation (and the routing table's and
 // the triggers' state) through a client that records the cluster slots
-// each command's keys hash to, and compares the crossings with crossSlot.
+// each command's keys hash to, and compares the crossings with crossSlot
+// (the legacy key layout) and crossSlotPartitioned (the partitioned one,
+// 4 partitions: the hook only computes slots, one Redis serves them all).
 func TestSlotAudit(t *testing.T) {
+	t.Run("Legacy", func(t *testing.T) {
+		require.Equal(t, crossSlot, slotAudit(t, 0),
+			"the ledger's cross-slot operations changed: update crossSlot and docs/decisions/0017-ledger-on-redis-cluster.md")
+	})
+	t.Run("Partitioned", func(t *testing.T) {
+		require.Equal(t, crossSlotPartitioned, slotAudit(t, 4),
+			"the ledger's cross-slot operations changed: update crossSlotPartitioned and docs/decisions/0017-ledger-on-redis-cluster.md")
+	})
+}
+
+// slotAudit runs the audit on a ledger with partitions and returns its
+// crossings.
+func slotAudit(t *testing.T, partitions int) []string {
 	rdb, prefix := testkit.Redis(t)
 	normal := strings.NewReplacer("{acme}", "{t}", "{beta}", "{t}", "{f:"+auditFn+"}", "{f:fn}")
+	part, partTenant := regexp.MustCompile(`\{p[0-9]+\}`), regexp.MustCompile(`\{p\}:(acme|beta):`)
 	digest, task := regexp.MustCompile(`[0-9a-f]{64}`), regexp.MustCompile(`:t[0-9]+$`)
 	short := regexp.MustCompile(`:([de]):[A-Za-z0-9_-]{22}$`)
 	audit := testkit.NewSlotAudit(ledger.Scripts, func(k string) string {
 		k = normal.Replace(strings.Replace(k, prefix, "tl", 1))
+		k = partTenant.ReplaceAllString(part.ReplaceAllString(k, "{p}"), "{p}:t:")
 		k = short.ReplaceAllString(k, ":$1:<hash>")
 		return task.ReplaceAllString(digest.ReplaceAllString(k, "<sha>"), ":<id>")
 	})
@@ -62,7 +100,7 @@ func TestSlotAudit(t *testing.T) {
 	now := time.Now().Truncate(time.Millisecond)
 	clock := func() time.Time { return now }
 	l := ledger.New(ledger.Config{
-		Redis: rdb, Prefix: prefix, Now: clock,
+		Redis: rdb, Prefix: prefix, Now: clock, Partitions: partitions,
 		TenantQuota: func(string) int { return 2 },
 		Limited:     func(string) bool { return true },
 	})
@@ -226,7 +264,7 @@ func TestSlotAudit(t *testing.T) {
 	op("Purge", func() error { return l.Purge(ctx, "beta", "t4") })
 
 	// The routing table and the triggers' state.
-	store := routing.NewStore(rdb, prefix)
+	store := routing.NewStoreAt(rdb, l.RoutingKey())
 	op("routing.Load", func() error { _, err := store.Load(ctx); return err })
 	op("routing.Apply", func() error {
 		_, err := store.Apply(ctx, 0, routing.Change{Tenant: "acme", Action: contracts.ActionSplit, Lane: "tasklane.lane.tenant.acme"}, nil)
@@ -253,5 +291,5 @@ func TestSlotAudit(t *testing.T) {
 	for op, n := range audit.PipelineSlots() {
 		t.Logf("pipeline of %s: %d slots", op, n)
 	}
-	require.Equal(t, crossSlot, got, "the ledger's cross-slot operations changed: update crossSlot and docs/decisions/0017-ledger-on-redis-cluster.md")
+	return got
 }

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,19 @@ const EmbeddedRedisEnv = "TASKLANE_TEST_REDIS"
 // -short, or when TASKLANE_TEST_REDIS=embedded.
 func EmbeddedRedis() bool {
 	return testing.Short() || os.Getenv(EmbeddedRedisEnv) == "embedded"
+}
+
+// LedgerPartitionsEnv names the environment variable that, set to a
+// number P, makes the tests' ledgers (those built with LedgerPartitions)
+// use the partitioned key layout with P partitions instead of the legacy
+// one: TASKLANE_TEST_PARTITIONS=4 go test ./... runs the suite on it.
+const LedgerPartitionsEnv = "TASKLANE_TEST_PARTITIONS"
+
+// LedgerPartitions is the ledger.Config.Partitions the tests use: 0 (the
+// legacy layout) unless TASKLANE_TEST_PARTITIONS says otherwise.
+func LedgerPartitions() int {
+	n, _ := strconv.Atoi(os.Getenv(LedgerPartitionsEnv))
+	return max(n, 0)
 }
 
 // embeddedTimeout bounds a command's round trip to the embedded Redis.

@@ -65,7 +65,7 @@ func setup(t *testing.T, o options) *bundle {
 	b := &bundle{ps: chantest.New(t), lane: testkit.UniqueName("lane"), l: o.ledger, m: metrics.New()}
 	if b.l == nil {
 		rdb, prefix := testkit.Redis(t)
-		b.l = ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+		b.l = ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	}
 	d, err := dispatcher.New(dispatcher.Config{
 		Broker: b.ps, Lanes: []string{b.lane}, ConsumersPerLane: 1, Ledger: b.l,
@@ -247,7 +247,7 @@ func TestDispatcherInfrastructureErrorBacksOffThenNacks(t *testing.T) {
 	t.Cleanup(func() { _ = down.Close() })
 	var calls atomic.Int32
 	b := setup(t, options{
-		ledger: ledger.New(ledger.Config{Redis: down, Prefix: testkit.UniqueName("tltest")}),
+		ledger: ledger.New(ledger.Config{Redis: down, Prefix: testkit.UniqueName("tltest"), Partitions: testkit.LedgerPartitions()}),
 		exec: execFunc(func(ctx context.Context, r executor.Request) executor.Outcome {
 			calls.Add(1)
 			return succeed(ctx, r)

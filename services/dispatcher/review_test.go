@@ -47,7 +47,8 @@ func (h *holdTake) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func (h *holdTake) started(cmds []redis.Cmder) bool {
 	for _, c := range cmds {
 		for _, a := range c.Args() {
-			if s, ok := a.(string); ok && strings.HasSuffix(s, ":fn:"+h.fn+":rate") {
+			// The rate key of either key layout.
+			if s, ok := a.(string); ok && (strings.HasSuffix(s, ":fn:"+h.fn+":rate") || strings.HasSuffix(s, ":{f:"+h.fn+"}:rate")) {
 				cmd, ok := c.(interface{ Slice() ([]any, error) })
 				if !ok {
 					return false
@@ -77,7 +78,7 @@ func TestDispatcherStopDuringTakeRunsWhatItTook(t *testing.T) {
 
 func stopDuringStart(t *testing.T, fast bool) {
 	rdb, prefix := testkit.Redis(t)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	hook := &holdTake{fn: fnName, held: make(chan struct{}), release: make(chan struct{})}
 	rdb.AddHook(hook)
 	b := setup(t, options{exec: execFunc(succeed), ledger: l, noFastStart: !fast})

@@ -25,7 +25,7 @@ import (
 func TestDispatcherStopLogsNoError(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	var logs testkit.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for range 30 {

@@ -40,7 +40,7 @@ func setupAPI(t *testing.T) *apiBundle { return setupAPIWith(t, func(*Config) {}
 func setupAPIWith(t *testing.T, set func(*Config)) *apiBundle {
 	t.Helper()
 	rdb, prefix := testkit.Redis(t)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	pub := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, nil)
 	t.Cleanup(func() { _ = pub.Close() })
 	in := ingest.New(ingest.Config{

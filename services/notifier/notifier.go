@@ -44,6 +44,12 @@
 // heartbeat stopped are taken over (XPENDING + XCLAIM) every
 // streamgroup.ClaimEvery. The reading is streamgroup.Reader's, as for the
 // redisstream driver's lanes.
+//
+// In the ledger's partitioned layout the outbox is one stream per
+// partition (ledger.OutboxStreams): every notifier reads every partition's
+// stream in the same reads (one XREADGROUP over all of them when it waits
+// for entries), Consumers split between them (at least
+// minSlotsPerPartition each).
 package notifier
 
 import (
@@ -87,6 +93,9 @@ const (
 	retryWait = time.Second
 	// publishTimeout bounds one result publish.
 	publishTimeout = 10 * time.Second
+	// minSlotsPerPartition is the least outbox entries a notifier holds
+	// of one partition's stream, however many partitions share Consumers.
+	minSlotsPerPartition = 4
 )
 
 // ConsumerGroup is the outbox consumer group of notifiers.
@@ -162,10 +171,16 @@ type Config struct {
 
 // Notifier consumes the results outbox.
 type Notifier struct {
-	cfg    Config
-	rdb    *redis.Client
-	live   *streamgroup.Liveness
-	stream string
+	cfg  Config
+	rdb  *redis.Client
+	live *streamgroup.Liveness
+	// streams are the outbox's streams (one per ledger partition); base
+	// names what belongs to the outbox as a whole (ledger.OutboxBase).
+	streams []string
+	base    string
+	// parts names each stream's partition in delivery ids ("" with one
+	// stream): entry ids are unique within a stream only.
+	parts  map[string]string
 	reader *streamgroup.Reader
 	// qdb holds the sinks' queues (the ledger's client).
 	qdb   redis.UniversalClient
@@ -245,13 +260,19 @@ func New(cfg Config) (*Notifier, error) {
 	// connection at a time.
 	opt.PoolSize = max(opt.PoolSize, 8)
 	rdb := redis.NewClient(opt)
-	stream := cfg.Ledger.OutboxStream()
+	streams, base := cfg.Ledger.OutboxStreams(), cfg.Ledger.OutboxBase()
+	parts := map[string]string{}
+	if len(streams) > 1 {
+		for k, s := range streams {
+			parts[s] = fmt.Sprintf("p%d:", k)
+		}
+	}
 	// A dead notifier's unacknowledged results are taken over within
 	// seconds (heartbeats), a live one's never: however long its sinks
 	// take, it holds the entry and acknowledges it when done.
-	live := streamgroup.NewLiveness(rdb, stream+":"+ConsumerGroup, streamgroup.ConsumerName(), ownEntriesAfter)
+	live := streamgroup.NewLiveness(rdb, base+":"+ConsumerGroup, streamgroup.ConsumerName(), ownEntriesAfter)
 	n := &Notifier{
-		cfg: cfg, rdb: rdb, live: live, stream: stream, qdb: cfg.Ledger.Redis(),
+		cfg: cfg, rdb: rdb, live: live, streams: streams, base: base, parts: parts, qdb: cfg.Ledger.Redis(),
 		stop: make(chan struct{}), running: make(chan struct{}), stopped: make(chan struct{}),
 		queued: map[string]struct{}{},
 	}
@@ -287,8 +308,10 @@ func (n *Notifier) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer close(n.stopped)
 
-	if err := streamgroup.EnsureGroup(ctx, n.rdb, n.stream, ConsumerGroup); err != nil {
-		return fmt.Errorf("creating consumer group %s of %s: %w", ConsumerGroup, n.stream, err)
+	for _, stream := range n.streams {
+		if err := streamgroup.EnsureGroup(ctx, n.rdb, stream, ConsumerGroup); err != nil {
+			return fmt.Errorf("creating consumer group %s of %s: %w", ConsumerGroup, stream, err)
+		}
 	}
 	close(n.running)
 
@@ -306,7 +329,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 	for _, q := range n.sinks {
 		pollers.Go(func() { q.run(pctx) })
 	}
-	n.reader.AddSlots(n.stream, n.cfg.Consumers)
+	for _, stream := range n.streams {
+		n.reader.AddSlots(stream, n.slotsPerStream())
+	}
 	n.reader.Run(ctx)
 	// The outbox is drained; sink attempts in flight get a grace, then are
 	// cancelled (and due again at once in their queues).
@@ -324,6 +349,19 @@ func (n *Notifier) Run(ctx context.Context) error {
 	<-done
 	return nil
 }
+
+// slotsPerStream is how many entries of each outbox stream the notifier
+// holds at most: Consumers split between the streams, at least
+// minSlotsPerPartition (and at most Consumers) each.
+func (n *Notifier) slotsPerStream() int {
+	k := len(n.streams)
+	return min(max((n.cfg.Consumers+k-1)/k, minSlotsPerPartition), n.cfg.Consumers)
+}
+
+// deliveryID names an outbox entry of stream in the sinks' queues and the
+// queued set: the entry id, and the partition in front of it when there
+// are several streams.
+func (n *Notifier) deliveryID(stream, id string) string { return n.parts[stream] + id }
 
 // Running is closed once the notifier consumes.
 func (n *Notifier) Running() <-chan struct{} { return n.running }
@@ -392,7 +430,7 @@ func RoutingKey(t *contracts.Task) string {
 // again (a delivery already queued is not queued twice; once queued, the
 // entry is not queued again while only its publish fails). Entries that
 // cannot become an event are logged and done.
-func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) streamgroup.Outcome {
+func (n *Notifier) handle(ctx context.Context, stream string, m redis.XMessage) streamgroup.Outcome {
 	if len(m.Values) == 0 {
 		n.cfg.Logger.ErrorContext(ctx, "unreadable outbox entry dropped", "entry", m.ID, "reason", "no fields")
 		return streamgroup.Done
@@ -422,11 +460,12 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 		n.cfg.Logger.ErrorContext(ctx, "building result message", "task", t.ID, "error", err)
 		return streamgroup.Done
 	}
+	id := n.deliveryID(stream, m.ID)
 	n.queuedMu.Lock()
-	_, queued := n.queued[m.ID]
+	_, queued := n.queued[id]
 	n.queuedMu.Unlock()
 	if !queued {
-		if err := n.queueForSinks(ctx, m, t, ev); err != nil {
+		if err := n.queueForSinks(ctx, id, m, t, ev); err != nil {
 			n.cfg.Logger.WarnContext(ctx, "queueing result for sinks, will try again", "task", t.ID, "retry_in", retryWait, "error", err)
 			return streamgroup.Retry
 		}
@@ -437,9 +476,9 @@ func (n *Notifier) handle(ctx context.Context, _ string, m redis.XMessage) strea
 	cancel()
 	n.queuedMu.Lock()
 	if err != nil {
-		n.queued[m.ID] = struct{}{}
+		n.queued[id] = struct{}{}
 	} else {
-		delete(n.queued, m.ID)
+		delete(n.queued, id)
 	}
 	n.queuedMu.Unlock()
 	if err != nil {
@@ -468,9 +507,9 @@ func (n *Notifier) logDelivery(ev *event.Event, msg string) {
 	}
 }
 
-// queueForSinks puts the result in the queue of every matching sink and
-// starts the first attempts that may start now.
-func (n *Notifier) queueForSinks(ctx context.Context, m redis.XMessage, t *contracts.Task, ev *event.Event) error {
+// queueForSinks puts the result (delivery id, outbox entry m) in the queue
+// of every matching sink and starts the first attempts that may start now.
+func (n *Notifier) queueForSinks(ctx context.Context, id string, m redis.XMessage, t *contracts.Task, ev *event.Event) error {
 	var match []*sinkQueue
 	for _, q := range n.sinks {
 		if q.sub.Matches(t) {
@@ -501,14 +540,14 @@ func (n *Notifier) queueForSinks(ctx context.Context, m redis.XMessage, t *contr
 		if q.br.closed() && q.tryToken() {
 			leased[i], due, now1 = true, now.Add(n.cfg.SinkTimeout+leaseMargin), "1"
 		}
-		cmds[i] = enqueueScript.Eval(qctx, pipe, q.keys(), m.ID, due.UnixMilli(), body, n.cfg.SinkBacklog, now1)
+		cmds[i] = enqueueScript.Eval(qctx, pipe, q.keys(), id, due.UnixMilli(), body, n.cfg.SinkBacklog, now1)
 	}
 	_, err = pipe.Exec(qctx)
 	for i, q := range match {
 		r, cerr := cmds[i].Int()
 		switch {
 		case cerr == nil && r == 1 && leased[i]:
-			n.deliveries.Go(func() { q.attempt(job{id: m.ID, attempts: 1, ev: ev}) })
+			n.deliveries.Go(func() { q.attempt(job{id: id, attempts: 1, ev: ev}) })
 			continue
 		case cerr == nil && r == 1:
 			q.kick()

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
 	"github.com/tasklane/tasklane/pkg/testkit"
@@ -32,6 +33,7 @@ type testBundle struct {
 	rdb     *redis.Client // the test's own client
 	opts    *redis.Options
 	stream  string
+	base    string
 	ledger  *ledger.Ledger
 	pub     *fakePublisher
 	metrics *metrics.Metrics
@@ -43,15 +45,24 @@ type testBundle struct {
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
+	return setupLayout(t, testkit.LedgerPartitions())
+}
+
+// setupLayout is setup with the ledger's partitions (0: the legacy key
+// layout).
+func setupLayout(t *testing.T, partitions int) *testBundle {
+	t.Helper()
 	rdb, prefix := testkit.Redis(t)
 	b := &testBundle{
 		rdb:     rdb,
-		ledger:  ledger.New(ledger.Config{Redis: rdb, Prefix: prefix}),
+		ledger:  ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: partitions}),
 		pub:     newFakePublisher(),
 		metrics: metrics.New(),
 		log:     testkit.Logger(t, slog.LevelInfo),
 	}
-	b.stream = b.ledger.OutboxStream()
+	// Entries go to one partition's stream (acme's); the notifier reads
+	// every partition's.
+	b.stream, b.base = b.ledger.OutboxStream("acme"), b.ledger.OutboxBase()
 	opts, err := redis.ParseURL(testkit.RedisURL())
 	require.NoError(t, err)
 	testkit.CountWrites(opts, &b.trips)
@@ -123,10 +134,13 @@ func (b *testBundle) drained(t *testing.T) bool {
 	return g.Pending == 0 && g.Lag == 0
 }
 
+// TestNotifierBatches runs on the legacy layout, where the outbox's one
+// stream holds every slot (with partitions each stream holds its share:
+// TestNotifierSlotsPerStream).
 func TestNotifierBatches(t *testing.T) {
 	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
-	b := setup(t)
+	b := setupLayout(t, 0)
 	const total, consumers = 400, 16
 	ids := b.addResults(t, "batch", total)
 	// Two entries the notifier cannot use: acknowledged, never published.
@@ -191,7 +205,17 @@ func TestNotifierRetriesFailedPublish(t *testing.T) {
 
 func TestNotifierTakesOverDeadConsumer(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	for _, partitions := range []int{0, 4} {
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) {
+			t.Parallel()
+			testTakesOverDeadConsumer(t, setupLayout(t, partitions))
+		})
+	}
+}
+
+// testTakesOverDeadConsumer: entries of one partition's stream pending on
+// a consumer without a heartbeat are taken over.
+func testTakesOverDeadConsumer(t *testing.T, b *testBundle) {
 	ctx := context.Background()
 	require.NoError(t, b.rdb.XGroupCreateMkStream(ctx, b.stream, ConsumerGroup, "0").Err())
 	ids := b.addResults(t, "takeover", 30)
@@ -206,7 +230,7 @@ func TestNotifierTakesOverDeadConsumer(t *testing.T) {
 	// whole test). The last 5 are unread.
 	read("dead", 20)
 	read("alive", 5)
-	require.NoError(t, b.rdb.HSet(ctx, b.stream+":"+ConsumerGroup+":heartbeats",
+	require.NoError(t, b.rdb.HSet(ctx, b.base+":"+ConsumerGroup+":heartbeats",
 		"alive", time.Now().Add(time.Hour).UnixMilli()).Err())
 
 	n := b.start(t, 8)
@@ -228,10 +252,79 @@ func TestNotifierTakesOverDeadConsumer(t *testing.T) {
 	require.NotEqual(t, "alive", n.live.Consumer())
 }
 
+// TestNotifierReadsEveryPartition: results recorded by the ledger for
+// tenants of several partitions all reach the exchange and the sink; in the
+// partitioned layout two partitions' entries with the same stream id are
+// two deliveries.
+func TestNotifierReadsEveryPartition(t *testing.T) {
+	t.Parallel()
+	for _, partitions := range []int{0, 4} {
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) {
+			t.Parallel()
+			b := setupLayout(t, partitions)
+			ctx := context.Background()
+			var want []string
+			for _, tenant := range []string{"a", "b", "c", "d"} {
+				id := testkit.UniqueName(tenant)
+				_, err := b.ledger.Create(ctx, []ledger.EventTasks{{
+					Tenant: tenant, Event: contracts.EventRef{ID: id, Source: "/test", Type: "t"},
+					Tasks: []ledger.NewTask{{ID: id, Function: "work", Message: []byte("m")}},
+				}})
+				require.NoError(t, err)
+				cl, err := b.ledger.Claim(ctx, ledger.ClaimRequest{Tenant: tenant, ID: id, Function: "work", Owner: "d1", Lease: time.Minute})
+				require.NoError(t, err)
+				require.Equal(t, ledger.VerdictRun, cl.Verdict)
+				ok, err := b.ledger.Finish(ctx, tenant, id, "work", cl.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
+				require.NoError(t, err)
+				require.True(t, ok)
+				want = append(want, id+".succeeded")
+			}
+			if streams := b.ledger.OutboxStreams(); len(streams) > 1 {
+				same := fmt.Sprintf("%d-0", time.Now().Add(time.Minute).UnixMilli()) // after every entry so far
+				for i, stream := range streams[:2] {
+					id := fmt.Sprintf("same-id-%d", i)
+					require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: same, Values: map[string]any{
+						"id": id, "tenant": "acme", "function": "work", "state": "succeeded",
+					}}).Err())
+					want = append(want, id+".succeeded")
+				}
+			}
+			sink := newSink(t)
+			b.start(t, 8, Subscription{Name: "all", Sink: sink.srv.URL})
+			testkit.Eventually(t, 10*time.Second, func() bool { return sink.count() == len(want) },
+				"every result delivered to the sink (have %d of %d)", sink.count(), len(want))
+			for _, id := range want {
+				require.Equal(t, 1, b.pub.published(id), "publishes of %s", id)
+				require.Equal(t, 1, sink.got(id), "sink deliveries of %s", id)
+			}
+			for _, stream := range b.ledger.OutboxStreams() {
+				testkit.Eventually(t, 10*time.Second, func() bool {
+					p, err := b.rdb.XPending(ctx, stream, ConsumerGroup).Result()
+					return err == nil && p.Count == 0
+				}, "every entry of %s acknowledged", stream)
+			}
+		})
+	}
+}
+
+// TestNotifierSlotsPerStream: Consumers is split between the partitions'
+// streams, at least minSlotsPerPartition each, at most Consumers.
+func TestNotifierSlotsPerStream(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ consumers, streams, want int }{
+		{32, 1, 32}, {32, 4, 8}, {32, 64, minSlotsPerPartition}, {2, 4, 2}, {256, 64, 4}, {30, 4, 8},
+	} {
+		n := &Notifier{cfg: Config{Consumers: c.consumers}, streams: make([]string, c.streams)}
+		require.Equal(t, c.want, n.slotsPerStream(), "%d consumers, %d streams", c.consumers, c.streams)
+	}
+}
+
+// TestNotifierCloseDrains runs on the legacy layout (a full batch of one
+// stream is Consumers entries).
 func TestNotifierCloseDrains(t *testing.T) {
 	testkit.RequireRealRedis(t, testkit.NeedsStreamLag)
 	t.Parallel()
-	b := setup(t)
+	b := setupLayout(t, 0)
 	const total, consumers = 40, 8
 	ids := b.addResults(t, "drain", total)
 	release := b.pub.holdAll()

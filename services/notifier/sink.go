@@ -54,7 +54,9 @@ const (
 )
 
 // A sink's durable queue lives in three keys of one hash slot under the
-// outbox stream's name (so under the ledger's key prefix):
+// outbox's name (ledger.OutboxBase, so under the ledger's key prefix);
+// an entry id has its partition in front ("p<k>:") when the outbox has
+// several streams:
 //
 //	<outbox>:sink:{<subscription>}:due    sorted set: outbox entry id -> due ms
 //	<outbox>:sink:{<subscription>}:body   hash: entry id -> the outbox entry's fields (JSON)
@@ -107,7 +109,7 @@ type sinkQueue struct {
 }
 
 func newSinkQueue(n *Notifier, s Subscription) *sinkQueue {
-	base := n.stream + ":sink:{" + s.Name + "}:"
+	base := n.base + ":sink:{" + s.Name + "}:"
 	return &sinkQueue{
 		n: n, sub: s, due: base + "due", body: base + "body", tries: base + "tries",
 		tokens: make(chan struct{}, n.cfg.SinkConcurrency),

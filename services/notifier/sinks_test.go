@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,7 +44,7 @@ func (b *testBundle) addTenantResults(t *testing.T, tenant, name string, count i
 // queued is how many deliveries the subscription's queue holds.
 func (b *testBundle) queued(t *testing.T, subscription string) int64 {
 	t.Helper()
-	n, err := b.rdb.ZCard(context.Background(), b.stream+":sink:{"+subscription+"}:due").Result()
+	n, err := b.rdb.ZCard(context.Background(), b.base+":sink:{"+subscription+"}:due").Result()
 	require.NoError(t, err)
 	return n
 }
@@ -301,7 +300,7 @@ func TestNotifierCrashMidRetryLosesNoDelivery(t *testing.T) {
 	// cuts.
 	var cut cutter
 	aOpts := cut.options(*b.opts)
-	aLedger := ledger.New(ledger.Config{Redis: redis.NewClient(aOpts), Prefix: strings.TrimSuffix(b.stream, ":outbox")})
+	aLedger := ledger.New(ledger.Config{Redis: redis.NewClient(aOpts), Prefix: b.ledger.KeyPrefix(), Partitions: testkit.LedgerPartitions()})
 	t.Cleanup(func() { _ = aLedger.Redis().Close() })
 	release := b.pub.holdAll()
 	stopA := runNotifier(t, Config{
@@ -405,7 +404,7 @@ func TestNotifierSinkBounds(t *testing.T) {
 	// the queue full never.
 	require.Equal(t, 2*3, failing.requestCount())
 	for _, k := range []string{":body", ":tries"} {
-		n, err := b.rdb.HLen(context.Background(), b.stream+":sink:{s}"+k).Result()
+		n, err := b.rdb.HLen(context.Background(), b.base+":sink:{s}"+k).Result()
 		require.NoError(t, err)
 		require.Zero(t, n, k)
 	}

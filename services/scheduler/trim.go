@@ -64,12 +64,18 @@ func tick(ctx context.Context, every time.Duration, f func()) (wait func()) {
 	return wg.Wait
 }
 
-// trim trims the lanes and the results outbox once.
+// trim trims the lanes and the results outbox (every partition's stream)
+// once.
 func (s *Scheduler) trim(ctx context.Context, cfg *Trim) {
 	if _, err := cfg.Broker.Trim(ctx, cfg.Lanes()...); err != nil {
 		s.cfg.Logger.Warn("trimming lanes", "error", err)
 	}
-	if _, err := broker.TrimAcked(ctx, s.cfg.Ledger.Redis(), s.cfg.Ledger.OutboxStream()); err != nil {
-		s.cfg.Logger.Warn("trimming the results outbox", "error", err)
+	for _, stream := range s.cfg.Ledger.OutboxStreams() {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := broker.TrimAcked(ctx, s.cfg.Ledger.Redis(), stream); err != nil {
+			s.cfg.Logger.Warn("trimming the results outbox", "stream", stream, "error", err)
+		}
 	}
 }

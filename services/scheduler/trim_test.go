@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -38,24 +39,36 @@ func (f *fakeTrimmer) last() ([]string, int) {
 }
 
 // TestSchedulerTrims: a running scheduler with a Trim trims the lanes the
-// table lists, and the results outbox of what its consumer group
-// acknowledged (an entry delivered but not acknowledged stays); it stops
-// with Run.
+// table lists, and the results outbox (every partition's stream) of what
+// its consumer group acknowledged (an entry delivered but not acknowledged
+// stays); it stops with Run.
 func TestSchedulerTrims(t *testing.T) {
 	t.Parallel()
+	for _, partitions := range []int{0, 4} {
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) {
+			t.Parallel()
+			testSchedulerTrims(t, partitions)
+		})
+	}
+}
+
+func testSchedulerTrims(t *testing.T, partitions int) {
 	rdb, prefix := testkit.Redis(t)
 	ctx := context.Background()
-	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
-	outbox := led.OutboxStream()
-	for range 3 {
-		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: outbox, Values: []string{"k", "v"}}).Err())
+	led := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: partitions})
+	kept := map[string]string{}
+	for _, outbox := range led.OutboxStreams() {
+		for range 3 {
+			require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: outbox, Values: []string{"k", "v"}}).Err())
+		}
+		require.NoError(t, rdb.XGroupCreate(ctx, outbox, "notifier", "0").Err())
+		read, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "notifier", Consumer: "c", Streams: []string{outbox, ">"}, Count: 3}).Result()
+		require.NoError(t, err)
+		msgs := read[0].Messages
+		require.Len(t, msgs, 3)
+		require.NoError(t, rdb.XAck(ctx, outbox, "notifier", msgs[0].ID, msgs[1].ID).Err())
+		kept[outbox] = msgs[2].ID
 	}
-	require.NoError(t, rdb.XGroupCreate(ctx, outbox, "notifier", "0").Err())
-	read, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "notifier", Consumer: "c", Streams: []string{outbox, ">"}, Count: 3}).Result()
-	require.NoError(t, err)
-	msgs := read[0].Messages
-	require.Len(t, msgs, 3)
-	require.NoError(t, rdb.XAck(ctx, outbox, "notifier", msgs[0].ID, msgs[1].ID).Err())
 
 	lanes := &fakeTrimmer{}
 	s := New(Config{
@@ -70,10 +83,12 @@ func TestSchedulerTrims(t *testing.T) {
 		got, _ := lanes.last()
 		return slices.Equal(got, []string{"lane.a", "lane.b"})
 	}, "the lanes trimmed")
-	testkit.Eventually(t, 5*time.Second, func() bool {
-		entries, err := rdb.XRange(ctx, outbox, "-", "+").Result()
-		return err == nil && len(entries) == 1 && entries[0].ID == msgs[2].ID
-	}, "the outbox keeps only its unacknowledged entry")
+	for outbox, id := range kept {
+		testkit.Eventually(t, 5*time.Second, func() bool {
+			entries, err := rdb.XRange(ctx, outbox, "-", "+").Result()
+			return err == nil && len(entries) == 1 && entries[0].ID == id
+		}, "the outbox stream %s keeps only its unacknowledged entry", outbox)
+	}
 
 	cancel()
 	select {

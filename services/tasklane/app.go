@@ -324,6 +324,7 @@ func (a *App) configure() error {
 		DeadRetention: cfg.Ledger.DeadRetention.Std(),
 		PublishGuard:  cfg.Ledger.PublishGuard.Std(),
 		Prefix:        cfg.Ledger.KeyPrefix,
+		Partitions:    cfg.LedgerPartitions(),
 		TenantQuota:   func(tenant string) int { return tenantQuota[tenant] },
 		Limited:       limitedFunctions(cfg),
 	})
@@ -338,7 +339,7 @@ func (a *App) configure() error {
 		}
 	}
 	a.table = routing.NewDynamic(static, urgent)
-	a.store = routing.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
+	a.store = routing.NewStoreAt(a.rdb, a.ledger.RoutingKey())
 	a.trigStore = triggers.NewStore(a.rdb, cfg.Ledger.KeyPrefix)
 	// Dispatchers ingest too: a function's reply event is chained through
 	// the same limits.

@@ -58,7 +58,7 @@ type bundle struct {
 func setup(t *testing.T, open bool, tune ...func(*Config)) *bundle {
 	t.Helper()
 	rdb, prefix := testkit.Redis(t)
-	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 	pub := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, nil)
 	t.Cleanup(func() { _ = pub.Close() })
 	in := ingest.New(ingest.Config{

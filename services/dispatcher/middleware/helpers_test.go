@@ -92,7 +92,7 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 func newLedger(t *testing.T) *ledger.Ledger {
 	t.Helper()
 	rdb, prefix := testkit.Redis(t)
-	return ledger.New(ledger.Config{Redis: rdb, Prefix: prefix})
+	return ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})
 }
 
 // createTask records a queued task of fn for tenant "acme" in l and

@@ -150,7 +150,7 @@ func TestRetryClassifyRecordsOutcomeByClass(t *testing.T) {
 				require.JSONEq(t, `"ok"`, string(task.Result))
 			}
 			if c.dueMax > 0 {
-				score, err := l.Redis().ZScore(context.Background(), l.DelayKey(), ledger.Member("acme", st.ID)).Result()
+				score, err := l.Redis().ZScore(context.Background(), l.DelayKey("acme"), ledger.Member("acme", st.ID)).Result()
 				require.NoError(t, err, "a retry waits in the delay set")
 				due := time.UnixMicro(int64(score))
 				require.WithinRange(t, due, now.Add(c.dueMin), now.Add(c.dueMax))
