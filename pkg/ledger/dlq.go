@@ -36,7 +36,8 @@ func (l *Ledger) Purge(ctx context.Context, tenant, id string) error {
 	if err := dlqVerdict(res); err != nil {
 		return err
 	}
-	return l.forgetPurged(ctx, tenant, []*scriptCall{c})
+	l.forgetPurged(ctx, tenant, []*scriptCall{c})
+	return nil
 }
 
 func (l *Ledger) purgeCall(tenant, id string) *scriptCall {
@@ -47,9 +48,10 @@ func (l *Ledger) purgeCall(tenant, id string) *scriptCall {
 // dedup entries and event indexes. Without it, the same event submitted
 // again within the dedup window was answered with a task GET no longer
 // finds; now it is answered with the event's tasks still kept, and once
-// none is, it makes new ones. The purge is done when this fails: the
-// entries then name a deleted task until the dedup window ends, as before.
-func (l *Ledger) forgetPurged(ctx context.Context, tenant string, purged []*scriptCall) error {
+// none is, it makes new ones. It is best effort: the purge is done, so a
+// failure here (Redis gone meanwhile) is not the caller's error; the
+// entries then name a deleted task until the dedup window ends.
+func (l *Ledger) forgetPurged(ctx context.Context, tenant string, purged []*scriptCall) {
 	var calls []*scriptCall
 	for _, c := range purged {
 		res, err := c.cmd.StringSlice()
@@ -63,13 +65,9 @@ func (l *Ledger) forgetPurged(ctx context.Context, tenant string, purged []*scri
 			l.eventKey(tenant, evID), l.legacyEventKey(tenant, evID),
 		}, id))
 	}
-	if len(calls) == 0 {
-		return nil
+	if len(calls) > 0 {
+		_ = l.batch.exec(ctx, calls...)
 	}
-	if err := l.batch.exec(ctx, calls...); err != nil {
-		return fmt.Errorf("forgetting purged tasks in dedup: %w", err)
-	}
-	return nil
 }
 
 func dlqVerdict(res []string) error {
@@ -116,7 +114,7 @@ func (l *Ledger) RedriveAll(ctx context.Context, tenant string, f ListFilter, dr
 // With f.Limit above 0 it is one step, as RedriveAll.
 func (l *Ledger) PurgeAll(ctx context.Context, tenant string, f ListFilter, dryRun bool) (contracts.DLQResult, error) {
 	return l.bulk(ctx, tenant, f, dryRun, func(id string) *scriptCall { return l.purgeCall(tenant, id) },
-		func(ctx context.Context, calls []*scriptCall) error { return l.forgetPurged(ctx, tenant, calls) })
+		func(ctx context.Context, calls []*scriptCall) error { l.forgetPurged(ctx, tenant, calls); return nil })
 }
 
 // bulkThen runs after each pipelined chunk of a bulk operation with its
