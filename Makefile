@@ -21,8 +21,15 @@ test: vet ## Every test, unit and integration (needs RabbitMQ on :5672 and Redis
 	$(GO) test -race -count=1 -tags integration -timeout 10m -run '$(RESTART_TESTS)' ./integration/
 	for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 -timeout 20m ./...) || exit 1; done
 
-test/short: ## Unit tests of the main module without services (-short): Redis is embedded (miniredis), tests needing RabbitMQ or the real Redis skip; not deploy/k8s (make test/k8s)
-	$(GO) test -race -short -count=1 -timeout 5m $(PKGS)
+# test/short is the quick check: without -race by default (RACE=-race adds
+# it; make test always has it). Linking some forty test binaries is most of
+# its CPU, and many tests wait on timers and sockets: it runs twice as many
+# packages at once as there are CPUs (SHORT_P), so that links go on while
+# tests wait.
+RACE ?=
+SHORT_P ?= $(shell echo $$(( $$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2) * 2 )))
+test/short: ## Unit tests of the main module without services (-short), under a minute on 2 cores: Redis is embedded (miniredis), tests needing RabbitMQ or the real Redis skip; not deploy/k8s (make test/k8s). RACE=-race adds the race detector
+	$(GO) test $(RACE) -short -count=1 -timeout 5m -p $(SHORT_P) $(PKGS)
 
 # deploy/k8s builds k8s.io/api, client-go and KEDA: minutes of CPU from a
 # cold cache, more than the main module's tests, so test/short leaves it out.

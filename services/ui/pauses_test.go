@@ -6,10 +6,12 @@ import (
 	"net/url"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
+	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
 // stateOf reads a task's state from the ledger.
@@ -167,7 +169,12 @@ func TestTaskPageShowsItsLog(t *testing.T) {
 	require.Contains(t, page, `<tr data-kind="accepted">`)
 	require.Contains(t, page, `<td class="msg">dead-lettered (non_retryable): HTTP 400</td>`)
 	require.Contains(t, page, `<td class="msg">charging card 4242</td>`)
-	log, err := b.l.Log(context.Background(), "acme", id)
-	require.NoError(t, err)
-	require.Equal(t, len(log), len(regexp.MustCompile(`<tr data-kind=`).FindAllString(page, -1)), "every entry shown")
+	// An entry can still be on its way (written in the background after
+	// the submit answered): the page and the log agree once it is in.
+	rows := regexp.MustCompile(`<tr data-kind=`)
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		log, err := b.l.Log(context.Background(), "acme", id)
+		require.NoError(t, err)
+		return len(log) == len(rows.FindAllString(br.get("/ui/tasks/"+id).Body.String(), -1))
+	}, "every entry of the log shown on the task page")
 }

@@ -44,6 +44,10 @@ func NewServer(t testing.TB) *Server {
 	client, err := minio.New(srv.Listener.Addr().String(), &minio.Options{
 		Creds:  credentials.NewStaticV4(AccessKey, SecretKey, ""),
 		Region: Region,
+		// One attempt: the server is in the process, and a test that
+		// closes it wants the failure now, not after minio-go's ten
+		// backed-off retries (seconds).
+		MaxRetries: 1,
 	})
 	if err != nil {
 		t.Fatalf("making the S3 client: %v", err)
