@@ -176,7 +176,7 @@ subscriptions:
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		log = readLog(a)
 		return has(log, contracts.LogKind(contracts.StateSucceeded)) && has(log, contracts.LogDelivered) && has(log, contracts.LogPublished)
-	}, "tl-a's log ends succeeded, its result delivered: %v", log)
+	}, "tl-a's log ends succeeded, its result delivered to the sink: %v", log)
 
 	fn.mu.Lock()
 	require.Empty(t, fn.problems)

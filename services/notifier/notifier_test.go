@@ -513,3 +513,52 @@ func (s *sink) got(id string) int {
 	defer s.mu.Unlock()
 	return s.byID[id]
 }
+
+// TestNotifierLogsSinkDeliveriesOnly: publishing a task's result event on
+// the results exchange, which every task has, is counted and not appended
+// to the task's log (one script call per task); a delivery to a sink is.
+func TestNotifierLogsSinkDeliveriesOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	finished := func(b *testBundle) string {
+		id := testkit.UniqueName("logged")
+		_, err := b.ledger.Create(ctx, []ledger.EventTasks{{
+			Tenant: "acme", Event: contracts.EventRef{ID: id, Source: "/test", Type: "t"},
+			Tasks: []ledger.NewTask{{ID: id, Function: "work", Message: []byte("m")}},
+		}})
+		require.NoError(t, err)
+		cl, err := b.ledger.Claim(ctx, ledger.ClaimRequest{Tenant: "acme", ID: id, Function: "work", Owner: "d1", Lease: time.Minute})
+		require.NoError(t, err)
+		ok, err := b.ledger.Finish(ctx, "acme", id, "work", cl.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
+		require.NoError(t, err)
+		require.True(t, ok)
+		return id
+	}
+	delivered := func(b *testBundle, id string) int {
+		entries, err := b.ledger.Log(ctx, "acme", id)
+		require.NoError(t, err)
+		n := 0
+		for _, e := range entries {
+			if e.Kind == contracts.LogDelivered {
+				n++
+			}
+		}
+		return n
+	}
+
+	b := setup(t)
+	id := finished(b)
+	b.start(t, 4)
+	testkit.Eventually(t, 10*time.Second, func() bool { return b.pub.published(id+".succeeded") == 1 }, "the result published")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		p, err := b.rdb.XPending(ctx, b.stream, ConsumerGroup).Result()
+		return err == nil && p.Count == 0
+	}, "the outbox entry acknowledged")
+	require.Zero(t, delivered(b, id), "the exchange publish is not in the task's log")
+
+	b = setup(t)
+	id = finished(b)
+	sink := newSink(t)
+	b.start(t, 4, Subscription{Name: "all", Sink: sink.srv.URL})
+	testkit.Eventually(t, 10*time.Second, func() bool { return delivered(b, id) == 1 }, "the sink's delivery in the task's log")
+}
