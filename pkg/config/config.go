@@ -2,12 +2,10 @@ package config
 
 import (
 	"fmt"
-	"maps"
 	"math"
 	"os"
 	"reflect"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -208,21 +206,6 @@ const (
 	// EndpointGoPrefix prefixes the name of a Go function registered in process
 	// ("go:<name>").
 	EndpointGoPrefix = "go:"
-)
-
-// Environment variables read by [Config.ApplyEnv].
-const (
-	// EnvAddr overrides Server.Addr.
-	EnvAddr = "TASKLANE_ADDR"
-	// EnvAMQPURL overrides Broker.URL.
-	EnvAMQPURL = "TASKLANE_AMQP_URL"
-	// EnvRedisURL overrides Redis.URL.
-	EnvRedisURL = "TASKLANE_REDIS_URL"
-	// EnvRedisCluster overrides Redis.Cluster: "true" or "false" (any
-	// form strconv.ParseBool reads).
-	EnvRedisCluster = "TASKLANE_REDIS_CLUSTER"
-	// EnvLedgerPartitions overrides Ledger.Partitions: a whole number.
-	EnvLedgerPartitions = "TASKLANE_LEDGER_PARTITIONS"
 )
 
 // Config is the whole tasklane configuration file.
@@ -583,29 +566,6 @@ type Function struct {
 	DeadLetter *bool `yaml:"dead_letter"`
 }
 
-// Retry is a function's retry policy.
-type Retry struct {
-	// MaxAttempts counts the first attempt. Default 3, range 1..100.
-	MaxAttempts int `yaml:"max_attempts"`
-	// InitialBackoff is the delay before the second attempt. Default 1s.
-	InitialBackoff Duration `yaml:"initial_backoff"`
-	// MaxBackoff caps the exponential backoff. Default 5m, or InitialBackoff
-	// when that is larger; at least InitialBackoff.
-	MaxBackoff Duration `yaml:"max_backoff"`
-	// MaxThrottled is how many throttled answers (429, 503) a task may get
-	// without them counting as attempts; beyond it each counts. Default 20,
-	// range 0..1000.
-	MaxThrottled *int `yaml:"max_throttled"`
-}
-
-// Throttled returns MaxThrottled with its default applied.
-func (r Retry) Throttled() int {
-	if r.MaxThrottled == nil {
-		return MaxThrottledDefault
-	}
-	return *r.MaxThrottled
-}
-
 // Subscription delivers result events to a sink.
 type Subscription struct {
 	// Name identifies the subscription. Required, unique.
@@ -723,82 +683,3 @@ func BurstFor(rate float64, burst int) int {
 // DeadLetters reports whether f's unsuccessful tasks go to the dead-letter
 // queue (the default) rather than end failed.
 func (f *Function) DeadLetters() bool { return f.DeadLetter == nil || *f.DeadLetter }
-
-// Backoff returns the delay before attempt+1 after attempt (1-based) failed:
-// min(MaxBackoff, InitialBackoff * 2^(attempt-1)), without jitter (callers add
-// it). An attempt below 1 counts as 1.
-func (r Retry) Backoff(attempt int) time.Duration {
-	initial, limit := r.InitialBackoff.Std(), r.MaxBackoff.Std()
-	if initial <= 0 || limit <= 0 {
-		return max(0, min(initial, limit))
-	}
-	d := initial
-	for i := 1; i < attempt && d < limit; i++ {
-		if d > limit/2 {
-			return limit
-		}
-		d *= 2
-	}
-	return min(d, limit)
-}
-
-// ApplyEnv overrides Server.Addr, Broker.URL, Redis.URL, Redis.Cluster and
-// Ledger.Partitions from TASKLANE_ADDR, TASKLANE_AMQP_URL,
-// TASKLANE_REDIS_URL, TASKLANE_REDIS_CLUSTER and TASKLANE_LEDGER_PARTITIONS
-// when getenv returns a non-empty value for them. Pass [os.Getenv]; tests
-// pass a map lookup. Call Validate afterwards to check the overridden
-// values (a TASKLANE_REDIS_CLUSTER that is not a boolean, or a
-// TASKLANE_LEDGER_PARTITIONS that is not a number, is reported there).
-func (c *Config) ApplyEnv(getenv func(string) string) {
-	for _, o := range []struct {
-		name, path string
-		field      *string
-	}{
-		{EnvAddr, "server.addr", &c.Server.Addr},
-		{EnvAMQPURL, "broker.url", &c.Broker.URL},
-		{EnvRedisURL, "redis.url", &c.Redis.URL},
-	} {
-		v := getenv(o.name)
-		if v == "" {
-			continue
-		}
-		*o.field = v
-		c.setByEnv(o.path, o.name)
-	}
-	if v := getenv(EnvRedisCluster); v != "" {
-		if b, err := strconv.ParseBool(v); err == nil {
-			c.Redis.Cluster = b
-		} else {
-			c.markEnvBad("redis.cluster", v)
-		}
-		c.setByEnv("redis.cluster", EnvRedisCluster)
-	}
-	if v := getenv(EnvLedgerPartitions); v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			c.Ledger.Partitions = n
-		} else {
-			c.markEnvBad("ledger.partitions", v)
-		}
-		c.setByEnv("ledger.partitions", EnvLedgerPartitions)
-	}
-}
-
-// markEnvBad records that ApplyEnv could not read value for path.
-func (c *Config) markEnvBad(path, value string) {
-	// Copy on write, as setByEnv.
-	c.envBad = maps.Clone(c.envBad)
-	if c.envBad == nil {
-		c.envBad = map[string]string{}
-	}
-	c.envBad[path] = value
-}
-
-// setByEnv records that variable name set path.
-func (c *Config) setByEnv(path, name string) {
-	// Copy on write: copies made by WithDefaults share the maps.
-	c.env = maps.Clone(c.env)
-	if c.env == nil {
-		c.env = map[string]string{}
-	}
-	c.env[path] = name
-}

@@ -168,3 +168,23 @@ local function tshared(P, parts, tenant, d, o, e)
   return pp .. 'delay', pp .. 'outbox', pp .. 'expiry'
 end
 `
+
+// WakeChannel is the Pub/Sub channel dispatchers listen on: each message
+// is the name of a function that may have work to start.
+func (l *Ledger) WakeChannel() string { return l.cfg.Prefix + ":wake" }
+
+func (l *Ledger) tenantInflightKey(tenant string) string { return l.tenantPrefix(tenant) + "inflight" }
+func (l *Ledger) parkedKey(tenant string) string         { return l.tenantPrefix(tenant) + "parked" }
+
+// Function-scoped keys carry a {f:<function>} hash tag, so that a
+// function's ready queues, in-flight set and control state share a slot.
+func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:" + function + "}:" }
+
+// inflightKey is the function's in-flight set: members "<tenant>/<id>"
+// scored by lease end µs (an entry past its lease frees its slot).
+func (l *Ledger) inflightKey(function string) string { return l.fnPrefix(function) + "inflight" }
+
+// fnStateKey is the function's control state (hash): the adaptive limit
+// ("limit"), whether it ran at its limit with tasks ready since the last
+// adaptive update ("sat"), the band passes and the adaptive counters.
+func (l *Ledger) fnStateKey(function string) string { return l.fnPrefix(function) + "state" }
