@@ -44,7 +44,10 @@ func (l *Ledger) Enqueued(ctx context.Context, tenant string, guardScore int64, 
 }
 
 // DropGuards is Enqueued for guards of any tenants: one script call per
-// partition and guardsPerCall guards, in one round trip.
+// partition and guardsPerCall guards, in one round trip. A guard that
+// names its lane also appends the task's "published" log entry in the
+// same call (the task and its partition's delay set share a slot in the
+// partitioned layout; in the legacy one, one Redis serves every key).
 func (l *Ledger) DropGuards(ctx context.Context, guards []Guard) error {
 	var calls []*scriptCall
 	byPart := map[int][]any{}
@@ -54,17 +57,16 @@ func (l *Ledger) DropGuards(ctx context.Context, guards []Guard) error {
 		if _, ok := byPart[k]; !ok {
 			parts = append(parts, k)
 		}
-		byPart[k] = append(byPart[k], Member(g.Tenant, g.ID), g.Score)
+		task, lk, entry := "", "", ""
+		if g.Lane != "" {
+			task, lk = l.taskKey(g.Tenant, g.ID), l.logKey(g.Tenant, g.ID)
+			entry = l.encodeLog(contracts.LogEntry{At: g.At, Kind: contracts.LogPublished, Message: "published to lane " + g.Lane})
+		}
+		byPart[k] = append(byPart[k], Member(g.Tenant, g.ID), g.Score, task, lk, entry)
 	}
 	for _, k := range parts {
-		for chunk := range slices.Chunk(byPart[k], 2*guardsPerCall) {
-			calls = append(calls, call(forgetScript, []string{l.delayKeyAt(k)}, chunk...))
-		}
-	}
-	for _, g := range guards {
-		if g.Lane != "" {
-			calls = append(calls, call(appendLogScript, []string{l.taskKey(g.Tenant, g.ID), l.logKey(g.Tenant, g.ID)},
-				l.encodeLog(contracts.LogEntry{At: g.At, Kind: contracts.LogPublished, Message: "published to lane " + g.Lane})))
+		for chunk := range slices.Chunk(byPart[k], dropGuardArgs*guardsPerCall) {
+			calls = append(calls, call(dropGuardsScript, []string{l.delayKeyAt(k)}, chunk...))
 		}
 	}
 	if err := l.batch.exec(ctx, calls...); err != nil {
@@ -72,6 +74,31 @@ func (l *Ledger) DropGuards(ctx context.Context, guards []Guard) error {
 	}
 	return nil
 }
+
+// dropGuardArgs is the number of dropGuardsScript arguments per guard.
+const dropGuardArgs = 5
+
+// dropGuards drops publish guards that still have the score the caller
+// set (as forget) and appends each confirmed task's "published" log entry
+// (as AppendLog: only while the record exists, the log expiring with it).
+// One call per guard batch, where a separate append per task was one more
+// script call per task.
+// KEYS: 1 delay. ARGV: per guard member, score, task hash ("": no entry),
+// log key, entry. Returns how many guards it dropped.
+var dropGuardsScript = redis.NewScript(luaLog + `
+local n = 0
+for i = 1, #ARGV, 5 do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) == tonumber(ARGV[i+1]) then n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end
+  local h = ARGV[i+2]
+  if h ~= '' and redis.call('EXISTS', h) == 1 then
+    logpush(h, ARGV[i+3], {ARGV[i+4]})
+    local ttl = redis.call('PTTL', h)
+    if ttl > 0 then redis.call('PEXPIRE', ARGV[i+3], ttl) end
+  end
+end
+return n
+`)
 
 // Defer asks the scheduler to put the task back on a lane at due, without
 // changing its state: used for a delivery that found the task busy.

@@ -26,7 +26,7 @@ const LuaTenantPrefix = luaTenantPrefix
 var Scripts = map[string]*redis.Script{
 	"create": createScript, "claim": claimScript, "end": endScript, "redrive": redriveScript,
 	"purge": purgeScript, "renew": renewScript, "finish": finishScript, "retry": retryScript,
-	"due": dueScript, "forget": forgetScript, "abandon": abandonScript, "admit": admitScript,
+	"due": dueScript, "forget": forgetScript, "dropguards": dropGuardsScript, "abandon": abandonScript, "admit": admitScript,
 	"take": takeScript, "unpark": unparkScript, "adaptive": adaptiveScript, "backlog": backlogScript,
 	"appendlog": appendLogScript, "page": pageScript, "pausestep": pauseStepScript,
 	"resumestep": resumeStepScript, "resumebegin": resumeBeginScript, "cancel": cancelScript,

@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
 func kinds(es []contracts.LogEntry) []string {
@@ -271,4 +274,79 @@ func TestTaskLogAfterUnderConcurrentAppends(t *testing.T) {
 	for seq := int64(1); seq <= int64(len(seen)); seq++ {
 		require.Contains(t, seen, seq, "no gap")
 	}
+}
+
+// scriptCounter counts the script calls (EVAL, EVALSHA) a client sends,
+// pipelined or not.
+type scriptCounter struct{ n atomic.Int64 }
+
+func (c *scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+func (c *scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.count(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+func (c *scriptCounter) count(cmd redis.Cmder) {
+	if n := strings.ToLower(cmd.Name()); n == "evalsha" || n == "eval" {
+		c.n.Add(1)
+	}
+}
+
+// TestDropGuardsLogsPublishedInTheSameCall: confirming a batch of one
+// partition's tasks drops their guards and appends their "published"
+// entries in one script call (it was one call more per task), with
+// AppendLog's rules: a guard whose score changed stays, a missing record
+// gets no log.
+func TestDropGuardsLogsPublishedInTheSameCall(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testkit.Redis(t)
+	now := time.Now().Truncate(time.Millisecond)
+	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions(), PublishGuard: 30 * time.Second,
+		Now: func() time.Time { return now }})
+	ctx := context.Background()
+	ids := []string{testkit.UniqueName("task"), testkit.UniqueName("task"), testkit.UniqueName("task")}
+	ev := ledger.EventTasks{Tenant: "a", Event: contracts.EventRef{ID: testkit.UniqueName("ev"), Source: "/test", Type: "t"}}
+	for _, id := range ids {
+		ev.Tasks = append(ev.Tasks, ledger.NewTask{ID: id, Function: "f1", Message: []byte("m")})
+	}
+	c, err := l.Create(ctx, []ledger.EventTasks{ev})
+	require.NoError(t, err)
+	guard := c[0].GuardScore
+	// The third task's guard was replaced (a retry scheduled meanwhile).
+	require.NoError(t, rdb.ZAdd(ctx, l.DelayKey("a"), redis.Z{Score: float64(guard + 1), Member: ledger.Member("a", ids[2])}).Err())
+	missing := testkit.UniqueName("task")
+
+	var calls scriptCounter
+	rdb.AddHook(&calls)
+	guards := []ledger.Guard{{Tenant: "a", ID: missing, Score: guard, Lane: "lane.01", At: now}}
+	for _, id := range ids {
+		guards = append(guards, ledger.Guard{Tenant: "a", ID: id, Score: guard, Lane: "lane.01", At: now})
+	}
+	require.NoError(t, l.DropGuards(ctx, guards))
+	require.EqualValues(t, 1, calls.n.Load(), "one script call for the batch")
+
+	for i, id := range ids {
+		_, err := rdb.ZScore(ctx, l.DelayKey("a"), ledger.Member("a", id)).Result()
+		if i < 2 {
+			require.ErrorIs(t, err, redis.Nil, "the guard of %s is dropped", id)
+		} else {
+			require.NoError(t, err, "a replaced guard stays")
+		}
+		log, err := l.Log(ctx, "a", id)
+		require.NoError(t, err)
+		require.Equal(t, []string{"accepted/0", "published/0"}, kinds(log), "task %d", i)
+		require.Equal(t, "published to lane lane.01", log[1].Message)
+	}
+	n, err := rdb.Exists(ctx, l.TenantKeyPrefix("a")+"log:"+missing).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "no log for a missing record")
 }
