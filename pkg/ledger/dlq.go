@@ -55,11 +55,10 @@ func (l *Ledger) forgetPurged(ctx context.Context, tenant string, purged []*scri
 	var calls []*scriptCall
 	for _, c := range purged {
 		res, err := c.cmd.StringSlice()
-		if err != nil || len(res) < 4 || res[0] != "ok" || res[3] == "" {
+		if err != nil || len(res) < 5 || res[0] != "ok" || res[3] == "" {
 			continue
 		}
-		id, _ := c.args[1].(string)
-		source, evID := res[2], res[3]
+		source, evID, id := res[2], res[3], res[4]
 		calls = append(calls, call(forgetEventScript, []string{
 			l.dedupKey(tenant, source, evID), l.legacyDedupKey(tenant, source, evID),
 			l.eventKey(tenant, evID), l.legacyEventKey(tenant, evID),

@@ -134,8 +134,12 @@ func (l *Ledger) dedupKey(tenant, source, id string) string {
 
 // legacyDedupKey is the previous release's dedupKey. Create and the event
 // listing still read it, so that events accepted before an upgrade are
-// deduplicated for the rest of their window.
+// deduplicated for the rest of their window. No release before wrote the
+// partitioned layout, so there it is dedupKey (nothing more to read).
 func (l *Ledger) legacyDedupKey(tenant, source, id string) string {
+	if l.Partitioned() {
+		return l.dedupKey(tenant, source, id)
+	}
 	sum := sha256.Sum256([]byte(source + "\x00" + id))
 	return l.tenantPrefix(tenant) + "dedup:" + hex.EncodeToString(sum[:])
 }
@@ -148,8 +152,12 @@ func (l *Ledger) eventKey(tenant, id string) string {
 }
 
 // legacyEventKey is the previous release's eventKey, listed when no event
-// with that id came since the upgrade.
+// with that id came since the upgrade (eventKey in the partitioned
+// layout, as legacyDedupKey).
 func (l *Ledger) legacyEventKey(tenant, id string) string {
+	if l.Partitioned() {
+		return l.eventKey(tenant, id)
+	}
 	sum := sha256.Sum256([]byte(id))
 	return l.tenantPrefix(tenant) + "evid:" + hex.EncodeToString(sum[:])
 }

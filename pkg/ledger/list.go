@@ -69,8 +69,10 @@ func (l *Ledger) List(ctx context.Context, tenant string, f ListFilter) (contrac
 		key = l.eventKey(tenant, f.EventID)
 		// An id seen only before the upgrade is in the previous release's
 		// index until its window ends.
-		if n, err := l.rdb.Exists(ctx, key).Result(); err == nil && n == 0 {
-			key = l.legacyEventKey(tenant, f.EventID)
+		if legacy := l.legacyEventKey(tenant, f.EventID); legacy == key {
+			// Nothing older to fall back to.
+		} else if n, err := l.rdb.Exists(ctx, key).Result(); err == nil && n == 0 {
+			key = legacy
 		}
 	case f.State != "":
 		key = l.stateKey(tenant, f.State)
@@ -235,9 +237,10 @@ func (l *Ledger) listDedup(ctx context.Context, tenant string, f ListFilter) (co
 	if f.Cursor != "" {
 		return contracts.TaskList{}, ErrBadCursor
 	}
-	s, err := l.rdb.Get(ctx, l.dedupKey(tenant, f.EventSource, f.EventID)).Result()
-	if errors.Is(err, redis.Nil) {
-		s, err = l.rdb.Get(ctx, l.legacyDedupKey(tenant, f.EventSource, f.EventID)).Result()
+	key := l.dedupKey(tenant, f.EventSource, f.EventID)
+	s, err := l.rdb.Get(ctx, key).Result()
+	if legacy := l.legacyDedupKey(tenant, f.EventSource, f.EventID); errors.Is(err, redis.Nil) && legacy != key {
+		s, err = l.rdb.Get(ctx, legacy).Result()
 	}
 	if errors.Is(err, redis.Nil) {
 		return contracts.TaskList{}, nil

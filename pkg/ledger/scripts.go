@@ -25,13 +25,15 @@ import "github.com/redis/go-redis/v9"
 // create records the tasks made from one event unless the event was seen
 // (its dedup key, or the previous release's name of it, is there).
 // KEYS: 1 dedup, 2 all-index, 3 state-index, 4 delay, 5 expiry set,
-// 6 event-id index, 7 legacy dedup, 8.. task hashes
+// 6 event-id index, 7 legacy dedup (KEYS[1] again where there is none),
+// 8.. task hashes
 // ARGV: 1 dedup ttl ms, 2 created µs, 3 delay score, 4 tenant, 5 ids (comma
 // separated), 6 expiry µs ("": none; any number is an expiry, 0 and
 // negative ones included), then per task: id, n, n field/value
 // strings, its log's "accepted" entry.
 var createScript = redis.NewScript(luaLog + `
-local existing = redis.call('GET', KEYS[1]) or redis.call('GET', KEYS[7])
+local existing = redis.call('GET', KEYS[1])
+if not existing and KEYS[7] ~= KEYS[1] then existing = redis.call('GET', KEYS[7]) end
 if existing then return existing end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1])
 local expires = ARGV[6]
@@ -374,15 +376,15 @@ return {'ok', ''}
 
 // purge deletes a dead task for good.
 // KEYS: 1 task hash, 2 all-index. ARGV: 1 state-index prefix, 2 id.
-// Returns {"ok", "", event source, event id} (for forgetEvent) or {"no",
-// current state}.
+// Returns {"ok", "", event source, event id, id} (for forgetEvent) or
+// {"no", current state}.
 var purgeScript = redis.NewScript(`
 local f = redis.call('HMGET', KEYS[1], 'state', 'ev_source', 'ev_id')
 if f[1] ~= 'dead' then return {'no', f[1] or ''} end
 redis.call('DEL', KEYS[1], string.sub(ARGV[1], 1, -4) .. 'log:' .. ARGV[2])
 redis.call('ZREM', ARGV[1] .. 'dead', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
-return {'ok', '', f[2] or '', f[3] or ''}
+return {'ok', '', f[2] or '', f[3] or '', ARGV[2]}
 `)
 
 // forgetEvent takes a purged task out of its event's dedup entries (the
