@@ -207,45 +207,50 @@ end
 // RecordFromFields reads and the trace parent), read with one HMGET: never
 // the stored lane message, which is most of a record's bytes. A task that
 // ends anything but dead is then made compact (decision 0019): its hash is
-// rewritten with only those fields and its log's size, so the stored
-// message and the fields only a waiting or running task needs are gone and
-// Redis can keep the small hash listpack-encoded (dropping one field of a
-// hash that grew past hash-max-listpack-value would leave it a hash
-// table). A dead task keeps everything: a redrive publishes its stored
+// rewritten with only those fields (and a long log's dropped count), so
+// the stored message and the fields only a waiting or running task needs
+// are gone and Redis can keep the small hash listpack-encoded (dropping
+// one field of a hash that grew past hash-max-listpack-value would leave it
+// a hash table). A dead task keeps everything: a redrive publishes its stored
 // message again.
 var luaTerminate = luaLog + `
 local RECORD = {` + luaStrings(recordFields) + `}
 local function terminate(h, outbox, prefix, id, from, to, now, err, retention, maxlen)
-  redis.call('HSET', h, 'state', to, 'finished', now)
-  if err ~= '' then redis.call('HSET', h, 'error', err) end
+  if err ~= '' then
+    redis.call('HSET', h, 'state', to, 'finished', now, 'error', err)
+  else
+    redis.call('HSET', h, 'state', to, 'finished', now)
+  end
+  -- One read of the record (the outbox entry, the log's message, the
+  -- state index's score) and of the log's dropped count.
+  local v = redis.call('HMGET', h, 'log_dropped', unpack(RECORD))
+  local dropped = v[1]
+  local out, rec = {}, {}
+  for i = 1, #RECORD do
+    local x = v[i + 1]
+    if x then
+      rec[RECORD[i]] = x
+      out[#out+1] = RECORD[i]
+      out[#out+1] = x
+    end
+  end
   -- The log says how the task ended and expires with the record.
   local lk = logkey(prefix, id)
-  local msg, reason, att = to, redis.call('HGET', h, 'reason'), '0'
+  local msg, reason, att = to, rec.reason, '0'
   if to == 'dead' then msg = 'dead-lettered' end
   if reason and (to == 'dead' or to == 'failed') then msg = msg .. ' (' .. reason .. ')' end
   if err ~= '' and to ~= 'succeeded' then msg = msg .. ': ' .. err end
-  if from == 'running' then att = redis.call('HGET', h, 'attempts') or '0' end
-  logone(h, lk, now, to, att, msg)
+  if from == 'running' then att = rec.attempts or '0' end
+  dropped = logone(h, lk, now, to, att, msg) or dropped
   redis.call('PEXPIRE', lk, retention)
-  local created = redis.call('HGET', h, 'created')
   redis.call('ZREM', prefix .. from, id)
-  redis.call('ZADD', prefix .. to, created, id)
-  local v = redis.call('HMGET', h, unpack(RECORD))
-  local out = {}
-  for i = 1, #RECORD do
-    if v[i] then
-      out[#out+1] = RECORD[i]
-      out[#out+1] = v[i]
-    end
-  end
+  redis.call('ZADD', prefix .. to, rec.created, id)
   if to == 'dead' then
     redis.call('HDEL', h, 'lease', 'owner')
   else
-    local lb = redis.call('HMGET', h, 'log_bytes', 'log_dropped')
     redis.call('DEL', h)
     redis.call('HSET', h, unpack(out))
-    if lb[1] then redis.call('HSET', h, 'log_bytes', lb[1]) end
-    if lb[2] then redis.call('HSET', h, 'log_dropped', lb[2]) end
+    if dropped then redis.call('HSET', h, 'log_dropped', dropped) end
   end
   redis.call('PEXPIRE', h, retention)
   redis.call('XADD', outbox, 'MAXLEN', '~', maxlen, '*', unpack(out))

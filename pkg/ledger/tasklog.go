@@ -25,10 +25,9 @@ import (
 // appended by the scripts that change the task (create, admit, take,
 // finish, retry, the terminal transition, redrive) inside the same call,
 // and by AppendLog for what happens outside them (lines an HTTP function
-// posts, the lane a task was published to, result deliveries). The task
-// hash keeps the log's size (log_bytes) and how many entries were dropped
-// (log_dropped): past LogMaxBytes the oldest entries go and the first entry
-// becomes a marker saying how many. The log expires with the record: the
+// posts, the lane a task was published to, result deliveries). Past
+// LogMaxBytes the oldest entries go and the first entry becomes a marker
+// saying how many; the task hash keeps that count (log_dropped). The log expires with the record: the
 // terminal transition gives both the same TTL, a redrive persists both,
 // a purge deletes both.
 
@@ -43,39 +42,63 @@ const LogMessageMaxBytes = 2 << 10
 // handler's attempt).
 const LogLinesMax = 256
 
+// logEntryMax bounds one stored entry: a message of LogMessageMaxBytes and
+// its header (time, kind, attempt, status, duration). Entries the Go side
+// encodes are within it; a longer one a script builds (an ending's message
+// with a long error) is cut to it.
+const logEntryMax = LogMessageMaxBytes + 128
+
 // luaLog appends entries to a task's log (the task hash h must exist),
-// keeping it within LogMaxBytes. logkey derives the log key from a task's
-// state-index prefix ("<p>:{t}:st:").
+// keeping it within LogMaxBytes. Up to LOGSAFE entries of at most
+// LOGENTRY bytes cannot pass the bound, so a short log (most tasks' five
+// or six entries) costs one RPUSH and no accounting; a longer one is
+// measured after each append (one LRANGE: the log is at most LogMaxBytes)
+// and trimmed. logkey derives the log key from a task's state-index
+// prefix ("<p>:{t}:st:").
 var luaLog = `
 local LOGMAX = ` + strconv.Itoa(LogMaxBytes) + `
+local LOGENTRY = ` + strconv.Itoa(logEntryMax) + `
+local LOGSAFE = math.floor(LOGMAX / LOGENTRY)
 local function logkey(stprefix, id) return string.sub(stprefix, 1, -4) .. 'log:' .. id end
+-- logcut cuts an entry to LOGENTRY bytes without splitting a UTF-8 sequence.
+local function logcut(e)
+  if #e <= LOGENTRY then return e end
+  local n = LOGENTRY
+  while n > 0 and string.byte(e, n + 1) and string.byte(e, n + 1) >= 128 and string.byte(e, n + 1) < 192 do n = n - 1 end
+  return string.sub(e, 1, n)
+end
+-- logpush returns the log's new dropped count when it trimmed it.
 local function logpush(h, lk, entries)
   if #entries == 0 then return end
-  local n = 0
-  for _, e in ipairs(entries) do n = n + #e end
-  redis.call('RPUSH', lk, unpack(entries))
-  local total = redis.call('HINCRBY', h, 'log_bytes', n)
+  for i, e in ipairs(entries) do entries[i] = logcut(e) end
+  if redis.call('RPUSH', lk, unpack(entries)) <= LOGSAFE then return end
+  local all = redis.call('LRANGE', lk, 0, -1)
+  local total = 0
+  for _, e in ipairs(all) do total = total + #e end
   if total <= LOGMAX then return end
   local dropped = tonumber(redis.call('HGET', h, 'log_dropped') or '0')
-  local last = '0'
+  local last, i = '0', 1
   if dropped > 0 then
-    local m = redis.call('LPOP', lk)
-    total = total - #m
-    last = m
+    -- The old marker goes: the new one counts what it stood for.
+    total = total - #all[1]
+    last = all[1]
+    i = 2
   end
-  while total > LOGMAX - 160 and redis.call('LLEN', lk) > 1 do
-    local e = redis.call('LPOP', lk)
-    total = total - #e
+  while total > LOGMAX - 160 and #all - i >= 1 do
+    total = total - #all[i]
     dropped = dropped + 1
-    last = e
+    last = all[i]
+    i = i + 1
   end
+  redis.call('LTRIM', lk, i - 1, -1)
   local at = string.match(last, '^([^|]*)') or '0'
   local marker = at .. '|truncated|0|0||' .. dropped .. ' earlier entries dropped (a task log keeps its last ' .. LOGMAX .. ' bytes)'
   redis.call('LPUSH', lk, marker)
-  redis.call('HSET', h, 'log_bytes', total + #marker, 'log_dropped', dropped)
+  redis.call('HSET', h, 'log_dropped', dropped)
+  return dropped
 end
 local function logone(h, lk, at, kind, attempt, msg)
-  logpush(h, lk, {at .. '|' .. kind .. '|' .. attempt .. '|0||' .. msg})
+  return logpush(h, lk, {at .. '|' .. kind .. '|' .. attempt .. '|0||' .. msg})
 end
 `
 

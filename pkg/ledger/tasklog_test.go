@@ -3,11 +3,13 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -157,7 +159,7 @@ func TestTaskLogIsBounded(t *testing.T) {
 	}
 	require.Contains(t, log[0].Message, fmt.Sprintf("%d earlier entries dropped", dropped+10))
 	require.True(t, strings.HasPrefix(log[len(log)-1].Message, "00109 "))
-	require.Equal(t, fmt.Sprint(size()), b.l.Redis().HGet(ctx, b.l.TaskKey("a", id), "log_bytes").Val(), "the kept size is the list's")
+	require.Equal(t, fmt.Sprint(dropped+10), b.l.Redis().HGet(ctx, b.l.TaskKey("a", id), "log_dropped").Val(), "the record counts what was dropped")
 
 	// Seqs survive the bound: entry n (accepted is 1, line k is k+2) keeps
 	// seq n; the marker has the seq of the last entry it stands for.
@@ -184,6 +186,20 @@ func TestTaskLogIsBounded(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, log[len(log)-1].Message, ledger.LogMessageMaxBytes)
 	require.True(t, strings.HasSuffix(log[len(log)-1].Message, "[cut]"))
+
+	// The count of dropped entries survives the end (the compact record
+	// keeps it), so the marker goes on counting for later appends.
+	before := b.l.Redis().HGet(ctx, b.l.TaskKey("a", id), "log_dropped").Val()
+	_, err = b.l.Cancel(ctx, "a", id)
+	require.NoError(t, err)
+	n, err := strconv.Atoi(b.l.Redis().HGet(ctx, b.l.TaskKey("a", id), "log_dropped").Val())
+	require.NoError(t, err)
+	was, _ := strconv.Atoi(before)
+	require.GreaterOrEqual(t, n, was, "kept through the compaction")
+	log, err = b.l.Log(ctx, "a", id)
+	require.NoError(t, err)
+	require.Equal(t, contracts.StateCancelled, contracts.State(log[len(log)-1].Kind))
+	require.Contains(t, log[0].Message, fmt.Sprintf("%d earlier entries dropped", n))
 }
 
 func TestTaskLogSeqIsStableAndContinues(t *testing.T) {
@@ -349,4 +365,34 @@ func TestDropGuardsLogsPublishedInTheSameCall(t *testing.T) {
 	n, err := rdb.Exists(ctx, l.TenantKeyPrefix("a")+"log:"+missing).Result()
 	require.NoError(t, err)
 	require.Zero(t, n, "no log for a missing record")
+}
+
+// A short log costs one RPUSH per append and no accounting in the record;
+// an entry a script builds past the entry bound (an ending's message with
+// a long error) is cut to it at a UTF-8 boundary.
+func TestTaskLogShortLogsAndLongEntries(t *testing.T) {
+	t.Parallel()
+	b := setupDispatch(t, nil)
+	ctx := context.Background()
+	id := b.record(t, "a", "f1", 5)
+	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f1", 5).Verdict)
+	tk := b.take(t, "f1", 1, ledger.TakeLimits{})
+	require.Len(t, tk.Tasks, 1)
+	long := strings.Repeat("é", ledger.LogMessageMaxBytes) // 2 bytes each
+	ok, err := b.l.Finish(ctx, "a", id, "f1", tk.Tasks[0].Fence(), ledger.Outcome{State: contracts.StateFailed, Error: long})
+	require.NoError(t, err)
+	require.True(t, ok)
+	raw, err := b.l.Redis().LRange(ctx, b.l.LogKey("a", id), 0, -1).Result()
+	require.NoError(t, err)
+	end := raw[len(raw)-1]
+	require.Less(t, len(end), len(long), "the ending's entry is cut")
+	require.LessOrEqual(t, len(end), ledger.LogMessageMaxBytes+128)
+	require.True(t, utf8.ValidString(end), "cut at a UTF-8 boundary")
+	log, err := b.l.Log(ctx, "a", id)
+	require.NoError(t, err)
+	require.Equal(t, []string{"accepted/0", "admitted/0", "started/1", "failed/1"}, kinds(log))
+	fields, err := b.l.Redis().HKeys(ctx, b.l.TaskKey("a", id)).Result()
+	require.NoError(t, err)
+	require.NotContains(t, fields, "log_dropped")
+	require.NotContains(t, fields, "log_bytes")
 }
