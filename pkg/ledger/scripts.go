@@ -215,7 +215,9 @@ end
 // message again.
 var luaTerminate = luaLog + `
 local RECORD = {` + luaStrings(recordFields) + `}
-local function terminate(h, outbox, prefix, id, from, to, now, err, retention, maxlen)
+-- pre: log entries to append before the ending's (an attempt's lines and
+-- end), in the same push; nil for none.
+local function terminate(h, outbox, prefix, id, from, to, now, err, retention, maxlen, pre)
   if err ~= '' then
     redis.call('HSET', h, 'state', to, 'finished', now, 'error', err)
   else
@@ -241,7 +243,9 @@ local function terminate(h, outbox, prefix, id, from, to, now, err, retention, m
   if reason and (to == 'dead' or to == 'failed') then msg = msg .. ' (' .. reason .. ')' end
   if err ~= '' and to ~= 'succeeded' then msg = msg .. ': ' .. err end
   if from == 'running' then att = rec.attempts or '0' end
-  dropped = logone(h, lk, now, to, att, msg) or dropped
+  local entries = pre or {}
+  entries[#entries+1] = now .. '|' .. to .. '|' .. att .. '|0||' .. msg
+  dropped = logpush(h, lk, entries) or dropped
   redis.call('PEXPIRE', lk, retention)
   redis.call('ZREM', prefix .. from, id)
   redis.call('ZADD', prefix .. to, rec.created, id)
@@ -275,14 +279,15 @@ end
 redis.call('ZREM', KEYS[3], ARGV[10])
 redis.call('ZREM', KEYS[4], ARGV[10])
 released(KEYS[5], KEYS[6], ARGV[7], ARGV[16], tonumber(ARGV[12]), ARGV[3], ARGV[13], ARGV[14], KEYS[7], ARGV[15])
-if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
-logpush(h, logkey(ARGV[6], ARGV[7]), {unpack(ARGV, 18)})
 -- A success keeps no earlier attempt's error (the task log has the history).
 if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
 local started = tonumber(f[3] or ARGV[3])
-redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
-if ARGV[5] ~= '' then redis.call('HSET', h, 'result', ARGV[5]) end
-terminate(h, KEYS[2], ARGV[6], ARGV[7], 'running', ARGV[2], ARGV[3], ARGV[4], ARGV[8], ARGV[9])
+local set = {'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000)}
+if ARGV[11] ~= '' then set[#set+1] = 'reason'; set[#set+1] = ARGV[11] end
+if ARGV[5] ~= '' then set[#set+1] = 'result'; set[#set+1] = ARGV[5] end
+redis.call('HSET', h, unpack(set))
+-- The attempt's log entries and the ending's go in one push.
+terminate(h, KEYS[2], ARGV[6], ARGV[7], 'running', ARGV[2], ARGV[3], ARGV[4], ARGV[8], ARGV[9], {unpack(ARGV, 18)})
 return 1
 `)
 
