@@ -12,7 +12,9 @@ import (
 // A direct claim of one task by id, with its limits checked in the same
 // script. Dispatch no longer claims this way (a task starts through Take,
 // dispatch.go); the call stays for callers that hold a task id, and the
-// ledger's tests use it to put a task in the running state.
+// ledger's tests use it to put a task in the running state. In the
+// partitioned layout it is two steps, reserve.f and claim.t
+// (release_split.go), with the same verdicts.
 
 // Verdict is the ledger's answer to a claim.
 type Verdict string
