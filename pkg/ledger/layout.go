@@ -176,6 +176,11 @@ func (l *Ledger) WakeChannel() string { return l.cfg.Prefix + ":wake" }
 func (l *Ledger) tenantInflightKey(tenant string) string { return l.tenantPrefix(tenant) + "inflight" }
 func (l *Ledger) parkedKey(tenant string) string         { return l.tenantPrefix(tenant) + "parked" }
 
+// unparkingKey (partitioned layout) is the members of tenant's parked set
+// a tenant step cleared, scored by when: the next tenant step after
+// unparkGrace sends their unpark.f again (release_split.go).
+func (l *Ledger) unparkingKey(tenant string) string { return l.tenantPrefix(tenant) + "unparking" }
+
 // Function-scoped keys carry a {f:<function>} hash tag, so that a
 // function's ready queues, in-flight set and control state share a slot.
 func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:" + function + "}:" }

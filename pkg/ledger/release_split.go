@@ -48,16 +48,29 @@ func (l *Ledger) script(s splitScript) *redis.Script {
 // tenant is below its quota (0: none, so a tenant parked before its quota
 // was removed does not stay parked), reads and clears its parked set,
 // returning the members ("<fn>\n<ring>") whose rings unpark.f puts the
-// tenant back in.
+// tenant back in. A crash before unpark.f ran would leave the tenant out
+// of those rings with nothing to say so: the cleared members are kept in
+// the tenant's unparking set, scored by now, and returned once more (and
+// dropped) by the first such step after cutoff (now - unparkGrace): the
+// next end of one of the tenant's attempts, or the scheduler's UnparkAll.
+// unpark.f is idempotent, so sending it twice does no harm.
 const luaFreed = `
-local function freed(tinflight, parked, id, quota, now)
+local function freed(tinflight, parked, unparking, id, quota, now, cutoff)
   if id ~= '' then redis.call('ZREM', tinflight, id) end
   if quota > 0 then
     redis.call('ZREMRANGEBYSCORE', tinflight, '-inf', '(' .. now)
     if redis.call('ZCARD', tinflight) >= quota then return {} end
   end
-  local m = redis.call('SMEMBERS', parked)
-  if #m > 0 then redis.call('DEL', parked) end
+  local m = redis.call('ZRANGEBYSCORE', unparking, '-inf', '(' .. cutoff)
+  if #m > 0 then redis.call('ZREMRANGEBYSCORE', unparking, '-inf', '(' .. cutoff) end
+  local cleared = redis.call('SMEMBERS', parked)
+  if #cleared > 0 then
+    redis.call('DEL', parked)
+    for _, v in ipairs(cleared) do
+      redis.call('ZADD', unparking, now, v)
+      m[#m+1] = v
+    end
+  end
   return m
 end
 local function append(out, list)
@@ -69,20 +82,20 @@ end
 // finishTScript is finish's tenant step: a running attempt to a terminal
 // state, its lease entry out of the delay set, its tenant slot freed.
 // KEYS: 1 task hash, 2 outbox, 3 delay, 4 tenant in-flight set, 5 tenant
-// parked set
+// parked set, 6 tenant unparking set
 // ARGV: 1 attempt, 2 state, 3 now µs, 4 error, 5 result, 6 state-index
 // prefix, 7 id, 8 retention ms, 9 outbox max length, 10 delay member,
 // 11 reason, 12 tenant quota, 13 redrives (with the attempt, the fence),
-// 14.. log entries
+// 14 unparking cutoff µs, 15.. log entries
 // Returns {"0"} when fenced off, else {"1", parked members to unpark...}.
 var finishTScript = newSplitScript(luaTerminate + luaFreed + `
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'state', 'attempts', 'attempt_started', 'redrives')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[4] or '0') ~= ARGV[13] then return {'0'} end
 redis.call('ZREM', KEYS[3], ARGV[10])
-local out = append({'1'}, freed(KEYS[4], KEYS[5], ARGV[7], tonumber(ARGV[12]), ARGV[3]))
+local out = append({'1'}, freed(KEYS[4], KEYS[5], KEYS[6], ARGV[7], tonumber(ARGV[12]), ARGV[3], ARGV[14]))
 if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
-logpush(h, logkey(ARGV[6], ARGV[7]), {unpack(ARGV, 14)})
+logpush(h, logkey(ARGV[6], ARGV[7]), {unpack(ARGV, 15)})
 -- A success keeps no earlier attempt's error (the task log has the history).
 if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
 local started = tonumber(f[3] or ARGV[3])
@@ -94,17 +107,19 @@ return out
 
 // retryTScript is retry's tenant step: a running attempt to retrying, the
 // next one due in the delay set, its tenant slot freed.
-// KEYS: 1 task hash, 2 delay, 3 tenant in-flight set, 4 tenant parked set
+// KEYS: 1 task hash, 2 delay, 3 tenant in-flight set, 4 tenant parked set,
+// 5 tenant unparking set
 // ARGV: 1 attempt, 2 due µs, 3 error, 4 state-index prefix, 5 id, 6 delay
 // member, 7 "1" to refund the attempt, 8 tenant quota, 9 now µs,
-// 10 redrives (with the attempt, the fence), 11.. log entries
+// 10 redrives (with the attempt, the fence), 11 unparking cutoff µs,
+// 12.. log entries
 // Returns {"0"} when fenced off, else {"1", parked members to unpark...}.
 var retryTScript = newSplitScript(luaLog + luaFreed + `
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'state', 'attempts', 'redrives')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[3] or '0') ~= ARGV[10] then return {'0'} end
-local out = append({'1'}, freed(KEYS[3], KEYS[4], ARGV[5], tonumber(ARGV[8]), ARGV[9]))
-logpush(h, logkey(ARGV[4], ARGV[5]), {unpack(ARGV, 11)})
+local out = append({'1'}, freed(KEYS[3], KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[8]), ARGV[9], ARGV[11]))
+logpush(h, logkey(ARGV[4], ARGV[5]), {unpack(ARGV, 12)})
 if ARGV[7] == '1' then
   -- A throttled answer within the allowance does not use up an attempt.
   redis.call('HINCRBY', h, 'attempts', -1)
@@ -123,10 +138,10 @@ return out
 // to cancelled, with its result event; a running attempt's tenant slot is
 // freed and its dispatcher told to abort it (the abort channel).
 // KEYS: 1 task hash, 2 outbox, 3 delay, 4 expiry set, 5 tenant in-flight
-// set, 6 tenant parked set
+// set, 6 tenant parked set, 7 tenant unparking set
 // ARGV: 1 now µs, 2 error, 3 state-index prefix, 4 id, 5 retention ms,
 // 6 outbox max length, 7 delay member, 8 tenant quota, 9 abort channel,
-// 10 "1" to cancel only if it is in state ARGV[11]
+// 10 "1" to cancel only if it is in state ARGV[11], 12 unparking cutoff µs
 // Returns {"ok", state it was in, and for a running one the parked
 // members to unpark...} or {"no", current state} ("" when missing).
 var cancelTScript = newSplitScript(luaTerminate + luaFreed + `
@@ -136,7 +151,7 @@ if not st then return {'no', ''} end
 if ARGV[10] == '1' and st ~= ARGV[11] then return {'no', st} end
 if st == 'running' then
   redis.call('ZREM', KEYS[3], ARGV[7])
-  local out = append({'ok', st}, freed(KEYS[5], KEYS[6], ARGV[4], tonumber(ARGV[8]), ARGV[1]))
+  local out = append({'ok', st}, freed(KEYS[5], KEYS[6], KEYS[7], ARGV[4], tonumber(ARGV[8]), ARGV[1], ARGV[12]))
   local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[1])
   redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[1]) - started) / 1000))
   terminate(h, KEYS[2], ARGV[3], ARGV[4], 'running', 'cancelled', ARGV[1], ARGV[2], ARGV[5], ARGV[6])
@@ -153,10 +168,11 @@ return {'ok', st}
 
 // unparkTScript is unpark's tenant step: a tenant below its quota (0:
 // none) leaves its parked set.
-// KEYS: 1 tenant in-flight set, 2 tenant parked set. ARGV: 1 now µs,
-// 2 quota. Returns the parked members to unpark (none at the quota).
+// KEYS: 1 tenant in-flight set, 2 tenant parked set, 3 tenant unparking
+// set. ARGV: 1 now µs, 2 quota, 3 unparking cutoff µs. Returns the parked
+// members to unpark (none at the quota).
 var unparkTScript = newSplitScript(luaFreed + `
-return freed(KEYS[1], KEYS[2], '', tonumber(ARGV[2]), ARGV[1])
+return freed(KEYS[1], KEYS[2], KEYS[3], '', tonumber(ARGV[2]), ARGV[1], ARGV[3])
 `)
 
 // releaseFScript is the function side of an attempt's end (or of a
@@ -369,12 +385,14 @@ func (l *Ledger) releaseCall(tenant, id, function string) *scriptCall {
 func (l *Ledger) unparkCalls(tenant string, parked []string) []*scriptCall {
 	byFn := map[string][]string{}
 	var order []string
+	seen := map[string]bool{}
 	for _, m := range parked {
 		fn, ring, ok := strings.Cut(m, "\n")
-		if !ok || !strings.HasPrefix(ring, l.fnPrefix(fn)) {
+		if !ok || !strings.HasPrefix(ring, l.fnPrefix(fn)) || seen[m] {
 			continue
 		}
-		if _, seen := byFn[fn]; !seen {
+		seen[m] = true
+		if _, listed := byFn[fn]; !listed {
 			order = append(order, fn)
 		}
 		byFn[fn] = append(byFn[fn], ring, ring+":"+tenant)
@@ -386,34 +404,23 @@ func (l *Ledger) unparkCalls(tenant string, parked []string) []*scriptCall {
 	return calls
 }
 
-// release sends the function side of ends whose tenant steps succeeded
-// (calls: release.f and unpark.f calls) in one pipeline. When it fails,
-// the parked members the tenant steps cleared (parked, by tenant) are put
-// back into their tenants' parked sets, so that the next end of an
-// attempt of the tenant, or the scheduler's UnparkAll, unparks them; the
-// reservations left are the reservation sweep's (their scores pass).
-func (l *Ledger) release(ctx context.Context, calls []*scriptCall, parked map[string][]string) error {
-	err := l.batch.exec(ctx, calls...)
-	if err == nil {
-		return nil
-	}
-	for tenant, ms := range parked {
-		if len(ms) > 0 {
-			members := make([]any, len(ms))
-			for i, m := range ms {
-				members[i] = m
-			}
-			_ = l.rdb.SAdd(ctx, l.parkedKey(tenant), members...).Err()
-		}
-	}
-	return err
+// unparkGrace is how long after a tenant step cleared parked members it
+// takes a later one to send their unpark.f again (luaFreed): longer than
+// the function step of an end takes, a crash aside.
+const unparkGrace = 10 * time.Second
+
+// parkKeys are the tenant's keys a tenant step that may unpark declares:
+// its in-flight set, parked set and unparking set.
+func (l *Ledger) parkKeys(tenant string) []string {
+	return []string{l.tenantInflightKey(tenant), l.parkedKey(tenant), l.unparkingKey(tenant)}
 }
 
 // ended is the function side of the end of tenant's attempt of id, whose
-// tenant step cleared parked.
+// tenant step answered parked, in one pipeline. When it fails, the
+// reservation is the sweep's (its score passes) and the parked members
+// are sent again by a later tenant step (luaFreed).
 func (l *Ledger) ended(ctx context.Context, tenant, id, function string, parked []string) error {
-	calls := append([]*scriptCall{l.releaseCall(tenant, id, function)}, l.unparkCalls(tenant, parked)...)
-	return l.release(ctx, calls, map[string][]string{tenant: parked})
+	return l.batch.exec(ctx, append([]*scriptCall{l.releaseCall(tenant, id, function)}, l.unparkCalls(tenant, parked)...)...)
 }
 
 // finishSplit is Finish in the partitioned layout: finish.t, then release.f
@@ -421,10 +428,12 @@ func (l *Ledger) ended(ctx context.Context, tenant, id, function string, parked 
 // function step failed, it answers true and the error: the task has
 // ended; its function slot is freed by the sweep once its score passes.
 func (l *Ledger) finishSplit(ctx context.Context, tenant, id, function string, at Fence, o Outcome, retention time.Duration) (bool, error) {
-	args := []any{at.Attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
-		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason), l.quota(tenant), at.Redrives}
+	now := l.cfg.Now()
+	args := []any{at.Attempt, string(o.State), us(now), o.Error, o.Result, l.statePrefix(tenant), id,
+		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason), l.quota(tenant), at.Redrives,
+		us(now.Add(-unparkGrace))}
 	res, err := l.batch.eval(ctx, l.script(finishTScript),
-		[]string{l.taskKey(tenant, id), l.OutboxStream(tenant), l.DelayKey(tenant), l.tenantInflightKey(tenant), l.parkedKey(tenant)},
+		append([]string{l.taskKey(tenant, id), l.OutboxStream(tenant), l.DelayKey(tenant)}, l.parkKeys(tenant)...),
 		append(args, l.encodeLogs(o.Log)...)...).StringSlice()
 	if err != nil {
 		return false, fmt.Errorf("finishing task %s: %w", id, err)
@@ -440,10 +449,11 @@ func (l *Ledger) finishSplit(ctx context.Context, tenant, id, function string, a
 
 // retrySplit is Retry in the partitioned layout (as finishSplit).
 func (l *Ledger) retrySplit(ctx context.Context, tenant, id, function string, at Fence, due time.Time, errMsg string, refund bool, log []any) (bool, error) {
+	now := l.cfg.Now()
 	args := []any{at.Attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag(refund),
-		l.quota(tenant), us(l.cfg.Now()), at.Redrives}
+		l.quota(tenant), us(now), at.Redrives, us(now.Add(-unparkGrace))}
 	res, err := l.batch.eval(ctx, l.script(retryTScript),
-		[]string{l.taskKey(tenant, id), l.DelayKey(tenant), l.tenantInflightKey(tenant), l.parkedKey(tenant)},
+		append([]string{l.taskKey(tenant, id), l.DelayKey(tenant)}, l.parkKeys(tenant)...),
 		append(args, log...)...).StringSlice()
 	if err != nil {
 		return false, fmt.Errorf("scheduling retry of task %s: %w", id, err)
@@ -460,11 +470,11 @@ func (l *Ledger) retrySplit(ctx context.Context, tenant, id, function string, at
 // cancelTCall is cancel.t for one of tenant's tasks; only in state when
 // given.
 func (l *Ledger) cancelTCall(tenant, id string, only string) *scriptCall {
+	now := l.cfg.Now()
 	return call(l.script(cancelTScript),
-		[]string{l.taskKey(tenant, id), l.OutboxStream(tenant), l.DelayKey(tenant), l.ExpiryKey(tenant),
-			l.tenantInflightKey(tenant), l.parkedKey(tenant)},
-		us(l.cfg.Now()), "cancelled by request", l.statePrefix(tenant), id, l.cfg.Retention.Milliseconds(), OutboxMaxLen,
-		Member(tenant, id), l.quota(tenant), l.AbortChannel(), flag(only != ""), only)
+		append([]string{l.taskKey(tenant, id), l.OutboxStream(tenant), l.DelayKey(tenant), l.ExpiryKey(tenant)}, l.parkKeys(tenant)...),
+		us(now), "cancelled by request", l.statePrefix(tenant), id, l.cfg.Retention.Milliseconds(), OutboxMaxLen,
+		Member(tenant, id), l.quota(tenant), l.AbortChannel(), flag(only != ""), only, us(now.Add(-unparkGrace)))
 }
 
 // cancelled is the function side of the cancels of tenant's tasks that
@@ -472,7 +482,6 @@ func (l *Ledger) cancelTCall(tenant, id string, only string) *scriptCall {
 // ones' release.f and unpark.f calls, in one pipeline.
 func (l *Ledger) cancelled(ctx context.Context, tenant string, ids, fns []string, calls []*scriptCall) error {
 	var fcalls []*scriptCall
-	var parked []string
 	for i, c := range calls {
 		res, _ := c.cmd.StringSlice()
 		if len(res) < 2 || res[0] != "ok" || res[1] != "running" {
@@ -480,12 +489,8 @@ func (l *Ledger) cancelled(ctx context.Context, tenant string, ids, fns []string
 		}
 		fcalls = append(fcalls, l.releaseCall(tenant, ids[i], fns[i]))
 		fcalls = append(fcalls, l.unparkCalls(tenant, res[2:])...)
-		parked = append(parked, res[2:]...)
 	}
-	if len(fcalls) == 0 {
-		return nil
-	}
-	if err := l.release(ctx, fcalls, map[string][]string{tenant: parked}); err != nil {
+	if err := l.batch.exec(ctx, fcalls...); err != nil {
 		return fmt.Errorf("releasing cancelled tasks' slots: %w", err)
 	}
 	return nil
@@ -526,22 +531,20 @@ func (l *Ledger) renewSplit(ctx context.Context, until int64, leases []Lease) ([
 func (l *Ledger) unparkSplit(ctx context.Context, quotas map[string]int) error {
 	tenants := make([]string, 0, len(quotas))
 	calls := make([]*scriptCall, 0, len(quotas))
-	now := us(l.cfg.Now())
+	now := l.cfg.Now()
 	for tenant, quota := range quotas {
 		tenants = append(tenants, tenant)
-		calls = append(calls, call(l.script(unparkTScript), []string{l.tenantInflightKey(tenant), l.parkedKey(tenant)}, now, quota))
+		calls = append(calls, call(l.script(unparkTScript), l.parkKeys(tenant), us(now), quota, us(now.Add(-unparkGrace))))
 	}
 	if err := l.batch.exec(ctx, calls...); err != nil {
 		return err
 	}
 	var fcalls []*scriptCall
-	parked := map[string][]string{}
 	for i, c := range calls {
 		ms, _ := c.cmd.StringSlice()
-		parked[tenants[i]] = ms
 		fcalls = append(fcalls, l.unparkCalls(tenants[i], ms)...)
 	}
-	return l.release(ctx, fcalls, parked)
+	return l.batch.exec(ctx, fcalls...)
 }
 
 // claimSplit is Claim in the partitioned layout: reserve.f (only under a

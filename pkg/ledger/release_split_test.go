@@ -121,9 +121,12 @@ func TestSplitFinishLostRelease(t *testing.T) {
 	require.Equal(t, ledger.VerdictRun, claim().Verdict)
 }
 
-// TestSplitLostUnparkIsKept: when the function step of a finish that
-// cleared the tenant's parked set fails, the members go back into the
-// parked set, so the scheduler's UnparkAll still puts the tenant back.
+// TestSplitLostUnparkIsKept is the crash case "finish.t and unpark.f":
+// the tenant step cleared the tenant's parked set, the function step never
+// ran, so the tenant is out of the ring with a task waiting. The cleared
+// member stays in the tenant's unparking set, and the first tenant step
+// after the grace (here the scheduler's UnparkAll) sends its unpark.f
+// again, once.
 func TestSplitLostUnparkIsKept(t *testing.T) {
 	b := setupLayout(t, 4, map[string]int{"a": 1}, "fn")
 	ctx := context.Background()
@@ -138,15 +141,22 @@ func TestSplitLostUnparkIsKept(t *testing.T) {
 	ok, err := b.l.Finish(ctx, "a", s.ID, "fn", s.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
 	require.True(t, ok)
 	require.Error(t, err)
+	require.Equal(t, 1, drop.count())
+	drop.disable()
 	require.False(t, b.inRing(t, "fn", ledger.BandNormal, "a"))
 	parked, err := b.l.Redis().SMembers(ctx, b.l.TenantKeyPrefix("a")+"parked").Result()
 	require.NoError(t, err)
-	require.Equal(t, []string{"fn\n" + b.fnPrefix("fn") + "ready:normal"}, parked)
+	require.Empty(t, parked, "the tenant step cleared the parked set")
 
-	drop.disable()
+	require.NoError(t, b.l.UnparkAll(ctx, map[string]int{"a": 1}))
+	require.False(t, b.inRing(t, "fn", ledger.BandNormal, "a"), "within the grace, the end's own unpark.f may be on its way")
+	b.advance(10*time.Second + time.Millisecond)
 	require.NoError(t, b.l.UnparkAll(ctx, map[string]int{"a": 1}))
 	require.True(t, b.inRing(t, "fn", ledger.BandNormal, "a"))
-	require.Equal(t, 1, len(b.take(t, "fn", 1, ledger.TakeLimits{Concurrency: 10}).Tasks))
+	left, err := b.l.Redis().ZCard(ctx, b.l.TenantKeyPrefix("a")+"unparking").Result()
+	require.NoError(t, err)
+	require.Zero(t, left, "sent again once")
+	require.Len(t, b.take(t, "fn", 1, ledger.TakeLimits{Concurrency: 10}).Tasks, 1)
 }
 
 // TestSplitRenewExtendsAcceptedLeasesOnly: renew.f moves the reservation
