@@ -53,7 +53,8 @@ func (l *Ledger) script(s splitScript) *redis.Script {
 // the tenant's unparking set, scored by now, and returned once more (and
 // dropped) by the first such step after cutoff (now - unparkGrace): the
 // next end of one of the tenant's attempts, or the scheduler's UnparkAll.
-// unpark.f is idempotent, so sending it twice does no harm.
+// unpark.f is idempotent: sent twice, at worst it puts back a tenant parked
+// again meanwhile, which the next take finds at its quota and parks.
 const luaFreed = `
 local function freed(tinflight, parked, unparking, id, quota, now, cutoff)
   if id ~= '' then redis.call('ZREM', tinflight, id) end
