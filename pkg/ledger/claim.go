@@ -12,7 +12,9 @@ import (
 // A direct claim of one task by id, with its limits checked in the same
 // script. Dispatch no longer claims this way (a task starts through Take,
 // dispatch.go); the call stays for callers that hold a task id, and the
-// ledger's tests use it to put a task in the running state.
+// ledger's tests use it to put a task in the running state. In the
+// partitioned layout it is two steps, reserve.f and claim.t
+// (release_split.go), with the same verdicts.
 
 // Verdict is the ledger's answer to a claim.
 type Verdict string
@@ -97,6 +99,13 @@ func (l *Ledger) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
 	if wait <= 0 {
 		wait = 250 * time.Millisecond
 	}
+	if l.Partitioned() {
+		res, err := l.claimSplit(ctx, r, now, wait)
+		if err != nil {
+			return Claim{}, fmt.Errorf("claiming task %s: %w", r.ID, err)
+		}
+		return claimFrom(res, now, r.Lease), nil
+	}
 	res, err := l.batch.eval(ctx, claimScript, []string{
 		l.taskKey(r.Tenant, r.ID), l.DelayKey(r.Tenant), l.OutboxStream(r.Tenant),
 		l.inflightKey(r.Function), l.fnRateKey(r.Function), l.tenantPrefix(r.Tenant) + "rate",
@@ -109,13 +118,18 @@ func (l *Ledger) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
 	if err != nil {
 		return Claim{}, fmt.Errorf("claiming task %s: %w", r.ID, err)
 	}
+	return claimFrom(res, now, r.Lease), nil
+}
+
+// claimFrom reads claim's answer res (of a claim at now for lease).
+func claimFrom(res []string, now time.Time, lease time.Duration) Claim {
 	c := Claim{Verdict: Verdict(res[0])}
 	switch c.Verdict {
 	case VerdictRun:
 		c.Attempt, _ = strconv.Atoi(res[1])
 		c.Throttles, _ = strconv.Atoi(res[2])
 		c.Redrives, _ = strconv.Atoi(res[3])
-		c.LeaseUntil = now.Add(r.Lease)
+		c.LeaseUntil = now.Add(lease)
 	case VerdictBusy:
 		n, _ := strconv.ParseInt(res[1], 10, 64)
 		c.LeaseUntil = time.UnixMicro(n)
@@ -126,5 +140,5 @@ func (l *Ledger) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
 		c.Wait = time.Duration(n) * time.Microsecond
 		c.Limit = res[2]
 	}
-	return c, nil
+	return c
 }

@@ -506,6 +506,9 @@ var cancelFields = []string{fFunction, fEventType, fEventSource, fEventSubject, 
 // cancelCall is the script call that cancels one of tenant's tasks of
 // function; only in state when given.
 func (l *Ledger) cancelCall(tenant, id, function string, only contracts.State) *scriptCall {
+	if l.Partitioned() {
+		return l.cancelTCall(tenant, id, string(only))
+	}
 	flag := "0"
 	if only != "" {
 		flag = "1"
@@ -566,6 +569,7 @@ func (l *Ledger) CancelMatching(ctx context.Context, tenant string, r contracts.
 				return out, fmt.Errorf("reading selected tasks: %w", err)
 			}
 			var calls []*scriptCall
+			var cids, cfns []string
 			for i, id := range ids {
 				cs, cm = page[2*i+1], id
 				h := map[string]string{}
@@ -581,6 +585,7 @@ func (l *Ledger) CancelMatching(ctx context.Context, tenant string, r contracts.
 				out.Matched++
 				if !r.DryRun {
 					calls = append(calls, l.cancelCall(tenant, id, t.Function, ""))
+					cids, cfns = append(cids, id), append(cfns, t.Function)
 				}
 				if r.Limit > 0 && out.Matched >= r.Limit {
 					out.NextCursor = string(st) + "|" + cs + "|" + cm
@@ -590,6 +595,11 @@ func (l *Ledger) CancelMatching(ctx context.Context, tenant string, r contracts.
 			if len(calls) > 0 {
 				if err := l.batch.exec(ctx, calls...); err != nil {
 					return out, fmt.Errorf("cancelling tasks: %w", err)
+				}
+				if l.Partitioned() {
+					if err := l.cancelled(ctx, tenant, cids, cfns, calls); err != nil {
+						return out, err
+					}
 				}
 				for _, c := range calls {
 					if res, _ := c.cmd.StringSlice(); len(res) > 0 && res[0] == "ok" {

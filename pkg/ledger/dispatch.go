@@ -457,6 +457,12 @@ func microTime(s string) time.Time {
 // UnparkAll is Unpark for each tenant of quotas (its quota, 0: none) in
 // one pipelined round trip: the scheduler's sweep.
 func (l *Ledger) UnparkAll(ctx context.Context, quotas map[string]int) error {
+	if l.Partitioned() {
+		if err := l.unparkSplit(ctx, quotas); err != nil {
+			return fmt.Errorf("unparking tenants: %w", err)
+		}
+		return nil
+	}
 	calls := make([]*scriptCall, 0, len(quotas))
 	for tenant, quota := range quotas {
 		calls = append(calls, call(unparkScript, []string{l.tenantInflightKey(tenant), l.parkedKey(tenant)},
@@ -474,6 +480,12 @@ func (l *Ledger) UnparkAll(ctx context.Context, quotas map[string]int) error {
 // lease ran out), and for a tenant whose quota was removed while it was
 // parked.
 func (l *Ledger) Unpark(ctx context.Context, tenant string, quota int) error {
+	if l.Partitioned() {
+		if err := l.unparkSplit(ctx, map[string]int{tenant: quota}); err != nil {
+			return fmt.Errorf("unparking tenant %s: %w", tenant, err)
+		}
+		return nil
+	}
 	err := l.run(ctx, unparkScript, []string{l.tenantInflightKey(tenant), l.parkedKey(tenant)},
 		us(l.cfg.Now()), quota, tenant, l.WakeChannel()).Err()
 	if err != nil {

@@ -176,6 +176,11 @@ func (l *Ledger) WakeChannel() string { return l.cfg.Prefix + ":wake" }
 func (l *Ledger) tenantInflightKey(tenant string) string { return l.tenantPrefix(tenant) + "inflight" }
 func (l *Ledger) parkedKey(tenant string) string         { return l.tenantPrefix(tenant) + "parked" }
 
+// unparkingKey (partitioned layout) is the members of tenant's parked set
+// a tenant step cleared, scored by when: the next tenant step after
+// unparkGrace sends their unpark.f again (release_split.go).
+func (l *Ledger) unparkingKey(tenant string) string { return l.tenantPrefix(tenant) + "unparking" }
+
 // Function-scoped keys carry a {f:<function>} hash tag, so that a
 // function's ready queues, in-flight set and control state share a slot.
 func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:" + function + "}:" }
@@ -183,6 +188,11 @@ func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:"
 // inflightKey is the function's in-flight set: members "<tenant>/<id>"
 // scored by lease end µs (an entry past its lease frees its slot).
 func (l *Ledger) inflightKey(function string) string { return l.fnPrefix(function) + "inflight" }
+
+// inflightNHKey is the subset of the function's in-flight set started from
+// the normal or low band (priority < 7), same members and scores: the
+// partitioned layout's count for the high-band reservation.
+func (l *Ledger) inflightNHKey(function string) string { return l.inflightKey(function) + ":nh" }
 
 // fnStateKey is the function's control state (hash): the adaptive limit
 // ("limit"), whether it ran at its limit with tasks ready since the last

@@ -399,6 +399,9 @@ type Fence struct {
 // returns the leases that were lost (the task moved on without this owner).
 func (l *Ledger) Renew(ctx context.Context, lease time.Duration, leases ...Lease) ([]Lease, error) {
 	until := us(l.cfg.Now().Add(lease))
+	if l.Partitioned() {
+		return l.renewSplit(ctx, until, leases)
+	}
 	calls := make([]*scriptCall, len(leases))
 	for i, ls := range leases {
 		calls[i] = call(renewScript, []string{l.taskKey(ls.Tenant, ls.ID), l.DelayKey(ls.Tenant), l.inflightKey(ls.Function), l.tenantInflightKey(ls.Tenant)},
@@ -439,6 +442,9 @@ func (l *Ledger) Finish(ctx context.Context, tenant, id, function string, at Fen
 	retention := l.cfg.Retention
 	if o.State == contracts.StateDead {
 		retention = l.cfg.DeadRetention
+	}
+	if l.Partitioned() {
+		return l.finishSplit(ctx, tenant, id, function, at, o, retention)
 	}
 	args := []any{at.Attempt, string(o.State), us(l.cfg.Now()), o.Error, o.Result, l.statePrefix(tenant), id,
 		retention.Milliseconds(), OutboxMaxLen, Member(tenant, id), string(o.Reason),
@@ -481,6 +487,11 @@ func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task
 		res, err := c.cmd.StringSlice()
 		if err != nil {
 			return nil, fmt.Errorf("cancelling task %s: %w", id, err)
+		}
+		if l.Partitioned() {
+			if err := l.cancelled(ctx, tenant, []string{id}, []string{fn}, []*scriptCall{c}); err != nil {
+				return nil, err
+			}
 		}
 		switch {
 		case res[0] == "ok":
@@ -549,6 +560,9 @@ func (l *Ledger) Retry(ctx context.Context, tenant, id, function string, at Fenc
 	if refund {
 		flag = "1"
 	}
+	if l.Partitioned() {
+		return l.retrySplit(ctx, tenant, id, function, at, due, errMsg, refund, l.encodeLogs(log))
+	}
 	args := []any{at.Attempt, us(due), errMsg, l.statePrefix(tenant), id, Member(tenant, id), flag,
 		l.quota(tenant), l.WakeChannel(), function, l.limited(function), tenant, us(l.cfg.Now()), at.Redrives}
 	n, err := l.batch.eval(ctx, retryScript,
@@ -594,7 +608,7 @@ func (l *Ledger) LoadScripts(ctx context.Context) error {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}
 	}
-	return nil
+	return l.loadSplitScripts(ctx)
 }
 
 // flag is a script's boolean argument: "1" or "0".
