@@ -89,20 +89,13 @@ end
 // 11 reason, 12 tenant quota, 13 redrives (with the attempt, the fence),
 // 14 unparking cutoff µs, 15.. log entries
 // Returns {"0"} when fenced off, else {"1", parked members to unpark...}.
-var finishTScript = newSplitScript(luaTerminate + luaFreed + `
+var finishTScript = newSplitScript(luaTerminate + luaEndAttempt + luaFreed + `
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'state', 'attempts', 'attempt_started', 'redrives')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[4] or '0') ~= ARGV[13] then return {'0'} end
 redis.call('ZREM', KEYS[3], ARGV[10])
 local out = append({'1'}, freed(KEYS[4], KEYS[5], KEYS[6], ARGV[7], tonumber(ARGV[12]), ARGV[3], ARGV[14]))
-if ARGV[11] ~= '' then redis.call('HSET', h, 'reason', ARGV[11]) end
-logpush(h, logkey(ARGV[6], ARGV[7]), {unpack(ARGV, 15)})
--- A success keeps no earlier attempt's error (the task log has the history).
-if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
-local started = tonumber(f[3] or ARGV[3])
-redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000))
-if ARGV[5] ~= '' then redis.call('HSET', h, 'result', ARGV[5]) end
-terminate(h, KEYS[2], ARGV[6], ARGV[7], 'running', ARGV[2], ARGV[3], ARGV[4], ARGV[8], ARGV[9])
+endattempt(h, f[3], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[11], ARGV[6], ARGV[7], ARGV[8], ARGV[9], KEYS[2], {unpack(ARGV, 15)})
 return out
 `)
 

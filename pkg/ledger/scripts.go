@@ -270,7 +270,7 @@ end
 // 12 tenant quota, 13 wake channel, 14 function, 15 "1" for a limited
 // function, 16 tenant, 17 redrives (with the attempt, the fence:
 // ledger.Fence), 18.. log entries (the attempt's lines and its end)
-var finishScript = redis.NewScript(luaTerminate + luaReleased + `
+var finishScript = redis.NewScript(luaTerminate + luaEndAttempt + luaReleased + `
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'state', 'attempts', 'attempt_started', 'redrives')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[4] or '0') ~= ARGV[17] then
@@ -279,17 +279,25 @@ end
 redis.call('ZREM', KEYS[3], ARGV[10])
 redis.call('ZREM', KEYS[4], ARGV[10])
 released(KEYS[5], KEYS[6], ARGV[7], ARGV[16], tonumber(ARGV[12]), ARGV[3], ARGV[13], ARGV[14], KEYS[7], ARGV[15])
--- A success keeps no earlier attempt's error (the task log has the history).
-if ARGV[2] == 'succeeded' then redis.call('HDEL', h, 'error') end
-local started = tonumber(f[3] or ARGV[3])
-local set = {'run_ms', math.floor((tonumber(ARGV[3]) - started) / 1000)}
-if ARGV[11] ~= '' then set[#set+1] = 'reason'; set[#set+1] = ARGV[11] end
-if ARGV[5] ~= '' then set[#set+1] = 'result'; set[#set+1] = ARGV[5] end
-redis.call('HSET', h, unpack(set))
--- The attempt's log entries and the ending's go in one push.
-terminate(h, KEYS[2], ARGV[6], ARGV[7], 'running', ARGV[2], ARGV[3], ARGV[4], ARGV[8], ARGV[9], {unpack(ARGV, 18)})
+endattempt(h, f[3], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[11], ARGV[6], ARGV[7], ARGV[8], ARGV[9], KEYS[2], {unpack(ARGV, 18)})
 return 1
 `)
+
+// luaEndAttempt ends a running attempt (started at µs started) in
+// terminal state to: finish's and finish.t's shared part. A success keeps
+// no earlier attempt's error (the task log has the history); run time,
+// reason and result are set in one HSET, and the attempt's log entries go
+// in one push with the ending's. Needs luaTerminate before it.
+const luaEndAttempt = `
+local function endattempt(h, started, to, now, err, result, reason, prefix, id, retention, maxlen, outbox, entries)
+  if to == 'succeeded' then redis.call('HDEL', h, 'error') end
+  local set = {'run_ms', math.floor((tonumber(now) - tonumber(started or now)) / 1000)}
+  if reason ~= '' then set[#set+1] = 'reason'; set[#set+1] = reason end
+  if result ~= '' then set[#set+1] = 'result'; set[#set+1] = result end
+  redis.call('HSET', h, unpack(set))
+  terminate(h, outbox, prefix, id, 'running', to, now, err, retention, maxlen, entries)
+end
+`
 
 // end moves a task that is not running (waiting in a lane, the delay set,
 // or paused) to a terminal state: cancel, and expiry found by a scan.
