@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -116,7 +117,7 @@ type opsCounter struct {
 	redisURL, management, amqpURL string
 	// rdb reads INFO before and after on one connection, so the counts
 	// hold one INFO of its own and no connection set-up.
-	rdb          *redis.Client
+	rdb          redis.UniversalClient
 	redisBefore  map[string]int64
 	rabbitBefore *RabbitOps
 	notes        []string
@@ -203,23 +204,64 @@ func redisOpsDelta(before, after map[string]int64, per func(int64) float64) *Red
 }
 
 // redisCommandStats reads the calls of every command from INFO
-// commandstats.
+// commandstats; of a Redis Cluster (a URL with addr= seeds), summed over
+// its masters.
 func (c *opsCounter) redisCommandStats(ctx context.Context) (map[string]int64, error) {
 	if c.rdb == nil {
-		opt, err := redis.ParseURL(c.redisURL)
+		rdb, err := redisClient(c.redisURL, 1)
 		if err != nil {
-			return nil, fmt.Errorf("parsing %s: %w", redactURL(c.redisURL), err)
+			return nil, err
 		}
-		opt.PoolSize = 1
-		c.rdb = redis.NewClient(opt)
+		c.rdb = rdb
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	info, err := c.rdb.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return nil, fmt.Errorf("INFO commandstats: %w", err)
+	cc, ok := c.rdb.(*redis.ClusterClient)
+	if !ok {
+		info, err := c.rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return nil, fmt.Errorf("INFO commandstats: %w", err)
+		}
+		return parseCommandStats(info), nil
 	}
-	return parseCommandStats(info), nil
+	var mu sync.Mutex
+	out := map[string]int64{}
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		info, err := m.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for k, v := range parseCommandStats(info) {
+			out[k] += v
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("INFO commandstats of the cluster's masters: %w", err)
+	}
+	return out, nil
+}
+
+// redisClient connects to the Redis of rawURL: a Redis Cluster when the
+// URL lists seeds (go-redis's form redis://h1:p1?addr=h2:p2), one Redis
+// otherwise, with at most pool connections (per node).
+func redisClient(rawURL string, pool int) (redis.UniversalClient, error) {
+	if strings.Contains(rawURL, "addr=") {
+		opt, err := redis.ParseClusterURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("parsing %s: %w", redactURL(rawURL), err)
+		}
+		opt.PoolSize = pool
+		return redis.NewClusterClient(opt), nil
+	}
+	opt, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", redactURL(rawURL), err)
+	}
+	opt.PoolSize = pool
+	return redis.NewClient(opt), nil
 }
 
 // parseCommandStats parses INFO commandstats lines such as

@@ -229,12 +229,11 @@ func readAMQPResults(ctx context.Context, url, results string, ready chan<- erro
 }
 
 func readStreamResults(ctx context.Context, url, results string, ready chan<- error, fn func(contracts.Task)) error {
-	opt, err := redis.ParseURL(url)
+	c, err := redisClient(url, 10)
 	if err != nil {
 		ready <- err
 		return err
 	}
-	c := redis.NewClient(opt)
 	defer c.Close()
 	last := "0-0"
 	if xs, err := c.XRevRangeN(ctx, results, "+", "-", 1).Result(); err != nil {
