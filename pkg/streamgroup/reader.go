@@ -45,7 +45,7 @@ type Reader struct {
 	cfg Config
 	// cluster says the client is a Redis Cluster's: one command per slot.
 	cluster bool
-	acks *ackQueue
+	acks    *ackQueue
 	// kick wakes the loop when slots change.
 	kick chan struct{}
 

@@ -98,7 +98,7 @@ type Options struct {
 
 // App is a running Tasklane process.
 type App struct {
-	cfg       *config.Config
+	cfg *config.Config
 	// redisOpts are the options of the one Redis, clusterOpts those of
 	// the Redis Cluster (redis.cluster): one of the two is set.
 	redisOpts   *redis.Options
@@ -106,15 +106,15 @@ type App struct {
 	opts        Options
 	logger      *slog.Logger
 	rdb         redis.UniversalClient // made by Launch; it connects on first use
-	ledger    *ledger.Ledger
-	metrics   *metrics.Metrics
-	table     *routing.Dynamic
-	store     *routing.Store
-	report    *routing.Reporter
-	admit     *admission.Admitter            // backpressure at ingest; nil without limits or an ingester
-	keys      *auth.Keyring                  // the gateway's; nil without the gateway role
-	adminKeys *auth.Keyring                  // the operator API's; nil when it is off
-	fns       map[string]dispatcher.Function // nil without the dispatcher role
+	ledger      *ledger.Ledger
+	metrics     *metrics.Metrics
+	table       *routing.Dynamic
+	store       *routing.Store
+	report      *routing.Reporter
+	admit       *admission.Admitter            // backpressure at ingest; nil without limits or an ingester
+	keys        *auth.Keyring                  // the gateway's; nil without the gateway role
+	adminKeys   *auth.Keyring                  // the operator API's; nil when it is off
+	fns         map[string]dispatcher.Function // nil without the dispatcher role
 
 	tracing *telemetry.Provider // flushed last at shutdown
 
