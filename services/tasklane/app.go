@@ -32,6 +32,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/redisconn"
 	"github.com/tasklane/tasklane/pkg/sdk"
 	"github.com/tasklane/tasklane/pkg/telemetry"
 	"github.com/tasklane/tasklane/routing"
@@ -295,6 +296,7 @@ func (a *App) redisClient() error {
 			return fmt.Errorf("redis.url: %w", urlError(err))
 		}
 		opt.PoolSize = max(opt.PoolSize, minPool)
+		opt.ClusterStateReloadInterval = redisconn.ClusterStateReload
 		a.clusterOpts = opt
 		a.rdb = redis.NewClusterClient(opt)
 		return nil
