@@ -30,6 +30,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/redisconn"
 	"github.com/tasklane/tasklane/pkg/testkit"
 	"github.com/tasklane/tasklane/routing"
 	"github.com/tasklane/tasklane/services/tasklane"
@@ -149,7 +150,7 @@ func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
 	redisKeys := ""
 	if at.Cluster != nil {
 		at.AppRedis, redisKeys = at.Cluster.URL(), ", cluster: true"
-		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: at.Cluster.Addrs()})
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: at.Cluster.Addrs(), ClusterStateReloadInterval: redisconn.ClusterStateReload})
 	} else {
 		if at.AppRedis == "" {
 			at.AppRedis = redisURL(driver)
