@@ -30,6 +30,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
 	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/redisconn"
 	"github.com/tasklane/tasklane/pkg/testkit"
 	"github.com/tasklane/tasklane/routing"
 	"github.com/tasklane/tasklane/services/tasklane"
@@ -60,7 +61,7 @@ type env struct {
 	app    *tasklane.App
 	cfg    *config.Config
 	doc    string // the config file text
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 }
 
@@ -101,6 +102,37 @@ type stackAt struct {
 	// Redis is where the test's own client (e.rdb) reads the same data.
 	// Default AppRedis.
 	Redis string
+	// Cluster, when set, is the Redis Cluster the app's ledger (and the
+	// redisstream driver's streams) are on: redis.url is its cluster URL
+	// and redis.cluster true. Default the cluster onCluster registered
+	// for the test or one of its parents.
+	Cluster *testkit.Cluster
+}
+
+// clusters holds the Redis Cluster registered for a test (by name) and
+// its subtests.
+var clusters sync.Map // test name -> *testkit.Cluster
+
+// onCluster makes every stack of t and its subtests run on cl, so that a
+// scenario written for one Redis runs unchanged on a cluster.
+func onCluster(t *testing.T, cl *testkit.Cluster) {
+	clusters.Store(t.Name(), cl)
+	t.Cleanup(func() { clusters.Delete(t.Name()) })
+}
+
+// clusterOf is the cluster registered for t or its nearest parent.
+func clusterOf(t *testing.T) *testkit.Cluster {
+	name := t.Name()
+	for {
+		if cl, ok := clusters.Load(name); ok {
+			return cl.(*testkit.Cluster)
+		}
+		i := strings.LastIndex(name, "/")
+		if i < 0 {
+			return nil
+		}
+		name = name[:i]
+	}
 }
 
 // newStackAt is newStack with the app's connections redirected by at.
@@ -111,15 +143,25 @@ func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
 	if at.AppAMQP != "" {
 		amqpURL = at.AppAMQP
 	}
-	if at.AppRedis == "" {
-		at.AppRedis = redisURL(driver)
+	if at.Cluster == nil {
+		at.Cluster = clusterOf(t)
 	}
-	if at.Redis == "" {
-		at.Redis = at.AppRedis
+	var rdb redis.UniversalClient
+	redisKeys := ""
+	if at.Cluster != nil {
+		at.AppRedis, redisKeys = at.Cluster.URL(), ", cluster: true"
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: at.Cluster.Addrs(), ClusterStateReloadInterval: redisconn.ClusterStateReload})
+	} else {
+		if at.AppRedis == "" {
+			at.AppRedis = redisURL(driver)
+		}
+		if at.Redis == "" {
+			at.Redis = at.AppRedis
+		}
+		opt, err := redis.ParseURL(at.Redis)
+		require.NoError(t, err)
+		rdb = redis.NewClient(opt)
 	}
-	opt, err := redis.ParseURL(at.Redis)
-	require.NoError(t, err)
-	rdb := redis.NewClient(opt)
 	e := &env{t: t, driver: driver, rdb: rdb, prefix: prefix}
 	t.Cleanup(func() {
 		// Registered before the app starts, so run after it stopped.
@@ -135,8 +177,8 @@ func newStackAt(t *testing.T, driver string, at stackAt, yamlBody string) *env {
 	// The broker prefix is the key prefix: every stack has lanes, a
 	// quarantine and a results exchange of its own, so parallel test
 	// processes never take or purge each other's tasks.
-	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q, prefix: %q}\nredis: {url: %q}\nledger: {key_prefix: %q%s}\n%s",
-		serverKeys, driver, amqpURL, prefix, at.AppRedis, prefix, ledgerKeys, yamlBody)
+	doc := fmt.Sprintf("server: {addr: \"127.0.0.1:0\"%s}\nbroker: {driver: %s, url: %q, prefix: %q}\nredis: {url: %q%s}\nledger: {key_prefix: %q%s}\n%s",
+		serverKeys, driver, amqpURL, prefix, at.AppRedis, redisKeys, prefix, ledgerKeys, yamlBody)
 	cfg, err := config.Parse("test.yaml", []byte(doc))
 	require.NoError(t, err)
 	e.cfg, e.doc = cfg, doc

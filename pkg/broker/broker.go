@@ -113,6 +113,9 @@ type Config struct {
 	// Redis says where the redisstream driver connects. The driver opens its
 	// own client (its reader blocks in reads, and Close closes it).
 	Redis *redis.Options
+	// RedisCluster, when set, replaces Redis: the driver's streams are on
+	// this Redis Cluster (each lane is a key of its own slot).
+	RedisCluster *redis.ClusterOptions
 	// PublishChannels is the number of AMQP channels publishes are spread
 	// over; each carries many unconfirmed publishes at once. Default 16.
 	PublishChannels int

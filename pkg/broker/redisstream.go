@@ -44,7 +44,7 @@ const ownEntriesAfter = 30 * time.Second
 
 type redisStreamDriver struct {
 	cfg   Config
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	live  *streamgroup.Liveness
 	pub   *streamPublisher
 	lanes *streamLanes
@@ -55,15 +55,13 @@ type redisStreamDriver struct {
 }
 
 func newRedisStream(cfg Config) (*redisStreamDriver, error) {
-	if cfg.Redis == nil {
+	if cfg.Redis == nil && cfg.RedisCluster == nil {
 		return nil, errors.New("redisstream driver needs Redis options")
 	}
 	if cfg.ConsumerGroup == "" {
 		cfg.ConsumerGroup = "tasklane-dispatchers"
 	}
-	opt := streamgroup.ClientOptions(*cfg.Redis)
-	opt.PoolSize = max(opt.PoolSize, streamPoolSize)
-	rdb := redis.NewClient(opt)
+	rdb := streamgroup.NewClient(cfg.Redis, cfg.RedisCluster, streamPoolSize)
 	d := &redisStreamDriver{cfg: cfg, rdb: rdb}
 	// Lanes are never trimmed by length: trimming deletes unprocessed work.
 	d.pub = newStreamPublisher(rdb, map[string]int64{contracts.ResultsExchangeFor(cfg.Prefix): ResultsMaxLen})
@@ -279,7 +277,7 @@ func (streamMarshaler) Unmarshal(values map[string]any) (*message.Message, error
 // go-redis, so an entry can be appended twice: lane entries are
 // deduplicated by the dispatcher's claim, result events by their id.
 type streamPublisher struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	maxLens map[string]int64
 	q       *groupcommit.Batcher[*xadd]
 }
@@ -291,7 +289,7 @@ type xadd struct {
 }
 
 // newStreamPublisher trims the streams in maxLens to about that length.
-func newStreamPublisher(rdb *redis.Client, maxLens map[string]int64) *streamPublisher {
+func newStreamPublisher(rdb redis.UniversalClient, maxLens map[string]int64) *streamPublisher {
 	p := &streamPublisher{rdb: rdb, maxLens: maxLens}
 	p.q = groupcommit.New(groupcommit.Limits{}, func(c *xadd) int { return c.size }, p.send)
 	return p

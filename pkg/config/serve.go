@@ -5,9 +5,8 @@ import "errors"
 // CheckServe reports what makes c unfit for `tasklane serve`, beyond
 // [Config.Validate]: no functions (nothing would ever run) is always an
 // error; no tenants (the API would take requests without a key) is an error
-// unless allowNoAuth (the --insecure-no-auth flag); so are redis.cluster
-// true and a positive redis.wait_replicas, which serve does not support
-// yet. The errors are [*Error]s naming c's file. `config validate` reports no tenants as a warning only:
+// unless allowNoAuth (the --insecure-no-auth flag); so is a positive
+// redis.wait_replicas, which serve does not support yet. The errors are [*Error]s naming c's file. `config validate` reports no tenants as a warning only:
 // an open API is legal, for development.
 func (c *Config) CheckServe(allowNoAuth bool) error {
 	var errs []error
@@ -20,11 +19,8 @@ func (c *Config) CheckServe(allowNoAuth bool) error {
 			Msg: NoTenantsWarning + "; add tenants with api_keys, or pass --insecure-no-auth to serve without authentication (development only)"})
 	}
 	v := &validator{c: c}
-	if c.Redis.Cluster {
-		v.add("redis.cluster", "%s", ClusterNotSupported)
-	}
 	if c.Redis.WaitReplicas > 0 {
-		v.add("redis.wait_replicas", "waiting for replicas before a 202 is not implemented yet: leave it 0 (off)")
+		v.add("redis.wait_replicas", "%s", WaitReplicasNotSupported)
 	}
 	for _, e := range v.errs {
 		errs = append(errs, e)
@@ -32,10 +28,9 @@ func (c *Config) CheckServe(allowNoAuth bool) error {
 	return errors.Join(errs...)
 }
 
-// ClusterNotSupported is why serve refuses redis.cluster: true.
-const ClusterNotSupported = "the ledger does not run on a Redis Cluster yet (its scripts touch keys in several cluster slots; " +
-	"see docs/decisions/0017-ledger-on-redis-cluster.md): set redis.cluster: false and point redis.url at one Redis " +
-	"(a master with replicas is fine)"
+// WaitReplicasNotSupported is why serve refuses a positive
+// redis.wait_replicas.
+const WaitReplicasNotSupported = "waiting for replicas before a 202 is not implemented yet: leave it 0 (off)"
 
 // NoTenantsWarning says what a config without tenants means.
 const NoTenantsWarning = "no tenants configured: the API accepts requests without a key, as tenant \"default\""

@@ -13,12 +13,22 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // ClusterSlots is the number of hash slots a Redis Cluster serves.
 const ClusterSlots = 16384
+
+// ClusterStateReload is how often a cluster client should read the slot
+// map again (go-redis's ClusterOptions.ClusterStateReloadInterval, 60s by
+// default). go-redis reads it again at once on a MOVED or READONLY answer,
+// but not when a master stops answering: its slots are routed to the dead
+// node (dial errors) until the next periodic read, even after a replica
+// took over. One CLUSTER SLOTS a second per client bounds that to a
+// second after the failover.
+const ClusterStateReload = time.Second
 
 // Node is what one Redis server says about itself.
 type Node struct {

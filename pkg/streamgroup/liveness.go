@@ -38,7 +38,7 @@ func ConsumerName() string {
 
 // Liveness heartbeats one consumer of a group and judges the others.
 type Liveness struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	key      string
 	consumer string
 	ownAfter time.Duration
@@ -54,7 +54,7 @@ type Liveness struct {
 // ownAfter longer than handling an entry normally takes; if it is not, the
 // entry is handled twice, which the caller must tolerate (the dispatcher's
 // claim drops the second delivery; the notifier sends at least once).
-func NewLiveness(rdb *redis.Client, group, consumer string, ownAfter time.Duration) *Liveness {
+func NewLiveness(rdb redis.UniversalClient, group, consumer string, ownAfter time.Duration) *Liveness {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Liveness{rdb: rdb, key: group + ":heartbeats", consumer: consumer, ownAfter: ownAfter, cancel: cancel, done: make(chan struct{})}
 	l.beat(ctx)

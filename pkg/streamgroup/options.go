@@ -13,8 +13,9 @@ import (
 type Config struct {
 	// Client reads and acknowledges. A read blocks for up to ReadBlock in
 	// a pipeline, which waits for the client's ReadTimeout: it must be
-	// longer (NewReader checks).
-	Client *redis.Client
+	// longer (NewReader checks). A *redis.ClusterClient reads each slot's
+	// streams with a command of their own (see read).
+	Client redis.UniversalClient
 	Group  string
 	// Live heartbeats the consumer and judges others'.
 	Live *Liveness
@@ -36,13 +37,20 @@ type Config struct {
 	// RetryWait is the wait before handling an entry again after Retry.
 	// Default 1s.
 	RetryWait time.Duration
+	// ClusterPoll is the pause between reads that found nothing on a Redis
+	// Cluster when the streams are in several slots: there a read does not
+	// block (one XREADGROUP cannot name streams of two slots, and blocking
+	// reads of several slots would wait for each other on a node). Default
+	// 50ms.
+	ClusterPoll time.Duration
 	// CloseTimeout bounds the drain of held entries when Run's context
 	// ends; after it their handling context is cancelled. Default 30s.
 	CloseTimeout time.Duration
 }
 
 const (
-	defaultReadBlock = 500 * time.Millisecond
+	defaultReadBlock   = 500 * time.Millisecond
+	defaultClusterPoll = 50 * time.Millisecond
 	// ackLinger is how long handled entries may wait for a read to carry
 	// their XACK before the flusher sends it alone.
 	ackLinger = 20 * time.Millisecond
@@ -85,10 +93,21 @@ func NewReader(cfg Config) (*Reader, error) {
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = 30 * time.Second
 	}
-	if rt := cfg.Client.Options().ReadTimeout; rt > 0 && rt < cfg.ReadBlock+time.Second {
+	if cfg.ClusterPoll <= 0 {
+		cfg.ClusterPoll = defaultClusterPoll
+	}
+	var rt time.Duration
+	_, cluster := cfg.Client.(*redis.ClusterClient)
+	switch c := cfg.Client.(type) {
+	case *redis.Client:
+		rt = c.Options().ReadTimeout
+	case *redis.ClusterClient:
+		rt = c.Options().ReadTimeout
+	}
+	if rt > 0 && rt < cfg.ReadBlock+time.Second {
 		return nil, errors.New("stream reader: the client's ReadTimeout must exceed ReadBlock by a second")
 	}
-	return &Reader{cfg: cfg, acks: newAckQueue(), kick: make(chan struct{}, 1), slots: map[string]int{}}, nil
+	return &Reader{cfg: cfg, cluster: cluster, acks: newAckQueue(), kick: make(chan struct{}, 1), slots: map[string]int{}}, nil
 }
 
 // EnsureGroup creates group on stream (and the stream), reading from its
@@ -105,8 +124,28 @@ func EnsureGroup(ctx context.Context, rdb redis.Cmdable, stream, group string) e
 // shares a pipeline with an XACK, and pipelines wait for replies for
 // ReadTimeout, not for the read's BLOCK (the default ReadBlock).
 func ClientOptions(opt redis.Options) *redis.Options {
-	if opt.ReadTimeout > 0 && opt.ReadTimeout < defaultReadBlock+time.Second {
-		opt.ReadTimeout = defaultReadBlock + time.Second
-	}
+	opt.ReadTimeout = readTimeout(opt.ReadTimeout)
 	return &opt
+}
+
+// NewClient is a Reader's client with at least minPool connections: on
+// the Redis Cluster of cluster when it is not nil, else on the Redis of
+// opt (both adapted as ClientOptions says).
+func NewClient(opt *redis.Options, cluster *redis.ClusterOptions, minPool int) redis.UniversalClient {
+	if cluster != nil {
+		co := *cluster
+		co.ReadTimeout = readTimeout(co.ReadTimeout)
+		co.PoolSize = max(co.PoolSize, minPool)
+		return redis.NewClusterClient(&co)
+	}
+	o := ClientOptions(*opt)
+	o.PoolSize = max(o.PoolSize, minPool)
+	return redis.NewClient(o)
+}
+
+func readTimeout(rt time.Duration) time.Duration {
+	if rt > 0 && rt < defaultReadBlock+time.Second {
+		return defaultReadBlock + time.Second
+	}
+	return rt
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tasklane/tasklane/pkg/keyslot"
 )
 
 // read takes new entries of every stream with free slots, up to its free
@@ -21,32 +23,46 @@ import (
 // without blocking. When such a round finds nothing (or all streams have the
 // same free count), the next read is one command that blocks until any
 // stream has entries, asking each for the smallest free count.
+//
+// On a Redis Cluster one command names the streams of one slot only
+// (CROSSSLOT otherwise), so the groups are split by slot too, and the
+// pipeline by node (go-redis). Such reads never block when the streams
+// are in several slots: a node runs the blocking reads of a pipeline one
+// after the other, each waiting out its BLOCK. A round that finds nothing
+// reads again after ClusterPoll instead.
 func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 	r := l.r
 	streams := slices.Sorted(maps.Keys(free))
-	groups := map[int][]string{}
+	type group struct{ count, slot int }
+	groups := map[group][]string{}
 	least := 0
+	slots := map[int]bool{}
 	for _, s := range streams {
-		groups[free[s]] = append(groups[free[s]], s)
+		g := group{count: free[s]}
+		if r.cluster {
+			g.slot = keyslot.Of(s)
+			slots[g.slot] = true
+		}
+		groups[g] = append(groups[g], s)
 		if least == 0 || free[s] < least {
 			least = free[s]
 		}
 	}
 	block := time.Duration(-1) // no BLOCK
-	if !full && (l.idle || len(groups) == 1) {
-		groups = map[int][]string{least: streams}
+	if !full && (l.idle || len(groups) == 1) && len(slots) <= 1 {
+		groups = map[group][]string{{count: least}: streams}
 		block = r.cfg.ReadBlock
 	}
 	var cmds []*redis.XStreamSliceCmd
 	l.ackErr(ctx, r.withAcks(ctx, func(p redis.Pipeliner) {
-		for count, group := range groups {
+		for g, group := range groups {
 			args := make([]string, 0, 2*len(group))
 			args = append(args, group...)
 			for range group {
 				args = append(args, ">")
 			}
 			cmds = append(cmds, p.XReadGroup(ctx, &redis.XReadGroupArgs{
-				Group: r.cfg.Group, Consumer: r.Consumer(), Streams: args, Count: int64(count), Block: block,
+				Group: r.cfg.Group, Consumer: r.Consumer(), Streams: args, Count: int64(g.count), Block: block,
 			}))
 		}
 	}))
@@ -90,6 +106,8 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 		// ack when done), which may be minutes: back off.
 		l.pollWait = min(max(2*l.pollWait, busyPoll), r.cfg.ReadBlock)
 		l.readAt = now.Add(l.pollWait)
+	case got == 0 && len(slots) > 1:
+		l.readAt = now.Add(r.cfg.ClusterPoll) // a cluster's reads do not block
 	case got == 0:
 		l.readAt = now // nothing came within the block, or read again blocking
 	default:

@@ -42,8 +42,10 @@ import (
 // those back, however long handling takes. Entries of consumers whose
 // heartbeat stopped (Liveness) are taken over every ClaimEvery.
 type Reader struct {
-	cfg  Config
-	acks *ackQueue
+	cfg Config
+	// cluster says the client is a Redis Cluster's: one command per slot.
+	cluster bool
+	acks    *ackQueue
 	// kick wakes the loop when slots change.
 	kick chan struct{}
 

@@ -123,6 +123,10 @@ type Config struct {
 	// Redis says where the ledger is. The notifier opens its own client for
 	// consuming the outbox and closes it on Close. Required.
 	Redis *redis.Options
+	// RedisCluster, when set, replaces Redis: the ledger is on this Redis
+	// Cluster, and its outbox streams (one per partition) are read one
+	// slot per command (streamgroup).
+	RedisCluster *redis.ClusterOptions
 	// ResultPublisher publishes result events; the topic is the routing
 	// key. It must be safe for concurrent use: a batch's results are
 	// published at once. Required.
@@ -172,7 +176,7 @@ type Config struct {
 // Notifier consumes the results outbox.
 type Notifier struct {
 	cfg  Config
-	rdb  *redis.Client
+	rdb  redis.UniversalClient
 	live *streamgroup.Liveness
 	// streams are the outbox's streams (one per ledger partition); base
 	// names what belongs to the outbox as a whole (ledger.OutboxBase).
@@ -212,7 +216,7 @@ func New(cfg Config) (*Notifier, error) {
 	if cfg.Ledger == nil {
 		errs = append(errs, errors.New("missing Ledger"))
 	}
-	if cfg.Redis == nil {
+	if cfg.Redis == nil && cfg.RedisCluster == nil {
 		errs = append(errs, errors.New("missing Redis"))
 	}
 	if cfg.ResultPublisher == nil {
@@ -255,11 +259,9 @@ func New(cfg Config) (*Notifier, error) {
 		}
 		names[s.Name] = true
 	}
-	opt := streamgroup.ClientOptions(*cfg.Redis)
 	// The read loop, the ack flusher and the heartbeat each use one
 	// connection at a time.
-	opt.PoolSize = max(opt.PoolSize, 8)
-	rdb := redis.NewClient(opt)
+	rdb := streamgroup.NewClient(cfg.Redis, cfg.RedisCluster, 8)
 	streams, base := cfg.Ledger.OutboxStreams(), cfg.Ledger.OutboxBase()
 	parts := map[string]string{}
 	if len(streams) > 1 {

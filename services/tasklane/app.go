@@ -32,6 +32,7 @@ import (
 	"github.com/tasklane/tasklane/pkg/ingest"
 	"github.com/tasklane/tasklane/pkg/ledger"
 	"github.com/tasklane/tasklane/pkg/metrics"
+	"github.com/tasklane/tasklane/pkg/redisconn"
 	"github.com/tasklane/tasklane/pkg/sdk"
 	"github.com/tasklane/tasklane/pkg/telemetry"
 	"github.com/tasklane/tasklane/routing"
@@ -98,20 +99,23 @@ type Options struct {
 
 // App is a running Tasklane process.
 type App struct {
-	cfg       *config.Config
-	redisOpts *redis.Options
-	opts      Options
-	logger    *slog.Logger
-	rdb       *redis.Client // made by Launch; it connects on first use
-	ledger    *ledger.Ledger
-	metrics   *metrics.Metrics
-	table     *routing.Dynamic
-	store     *routing.Store
-	report    *routing.Reporter
-	admit     *admission.Admitter            // backpressure at ingest; nil without limits or an ingester
-	keys      *auth.Keyring                  // the gateway's; nil without the gateway role
-	adminKeys *auth.Keyring                  // the operator API's; nil when it is off
-	fns       map[string]dispatcher.Function // nil without the dispatcher role
+	cfg *config.Config
+	// redisOpts are the options of the one Redis, clusterOpts those of
+	// the Redis Cluster (redis.cluster): one of the two is set.
+	redisOpts   *redis.Options
+	clusterOpts *redis.ClusterOptions
+	opts        Options
+	logger      *slog.Logger
+	rdb         redis.UniversalClient // made by Launch; it connects on first use
+	ledger      *ledger.Ledger
+	metrics     *metrics.Metrics
+	table       *routing.Dynamic
+	store       *routing.Store
+	report      *routing.Reporter
+	admit       *admission.Admitter            // backpressure at ingest; nil without limits or an ingester
+	keys        *auth.Keyring                  // the gateway's; nil without the gateway role
+	adminKeys   *auth.Keyring                  // the operator API's; nil when it is off
+	fns         map[string]dispatcher.Function // nil without the dispatcher role
 
 	tracing *telemetry.Provider // flushed last at shutdown
 
@@ -280,6 +284,33 @@ func Launch(ctx context.Context, cfg *config.Config, opts Options) (*App, error)
 	return a, nil
 }
 
+// redisClient makes the client of the ledger's Redis: of a Redis Cluster
+// (redis.cluster, redis.url in go-redis's cluster form) or of one Redis.
+// Either pool holds at least 128 connections (per node on a cluster):
+// the batcher's pipelines, blocking reads and the roles' loops share it.
+func (a *App) redisClient() error {
+	const minPool = 128
+	if a.cfg.Redis.Cluster {
+		opt, err := redis.ParseClusterURL(a.cfg.Redis.URL)
+		if err != nil {
+			return fmt.Errorf("redis.url: %w", urlError(err))
+		}
+		opt.PoolSize = max(opt.PoolSize, minPool)
+		opt.ClusterStateReloadInterval = redisconn.ClusterStateReload
+		a.clusterOpts = opt
+		a.rdb = redis.NewClusterClient(opt)
+		return nil
+	}
+	opt, err := redis.ParseURL(a.cfg.Redis.URL)
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", urlError(err))
+	}
+	opt.PoolSize = max(opt.PoolSize, minPool)
+	a.redisOpts = opt
+	a.rdb = redis.NewClient(opt)
+	return nil
+}
+
 // configure makes what needs no connection: the Redis client (it connects
 // on first use), the ledger, routing table and stores, the keyrings and the
 // functions' executors. Its errors are config errors.
@@ -293,13 +324,12 @@ func (a *App) configure() error {
 	if d := cfg.Broker.Driver; d != "" && d != broker.DriverAMQP && d != broker.DriverRedisStream {
 		return fmt.Errorf("broker.driver: unknown driver %q (want %s or %s)", d, broker.DriverAMQP, broker.DriverRedisStream)
 	}
-	if cfg.Redis.Cluster {
+	if cfg.Redis.WaitReplicas > 0 {
 		// serve's config check says so first; this covers an App made in Go.
-		return fmt.Errorf("redis.cluster: %s", config.ClusterNotSupported)
+		return fmt.Errorf("redis.wait_replicas: %s", config.WaitReplicasNotSupported)
 	}
-	opt, err := redis.ParseURL(cfg.Redis.URL)
-	if err != nil {
-		return fmt.Errorf("redis.url: %w", urlError(err))
+	if err := a.redisClient(); err != nil {
+		return err
 	}
 	if cfg.Broker.Driver != broker.DriverRedisStream {
 		// Checked here, not by a connection attempt: no retry fixes it.
@@ -313,9 +343,6 @@ func (a *App) configure() error {
 			}
 		}
 	}
-	opt.PoolSize = max(opt.PoolSize, 128)
-	a.redisOpts = opt
-	a.rdb = redis.NewClient(opt)
 	tenantQuota := quotas(cfg)
 	a.ledger = ledger.New(ledger.Config{
 		Redis:         a.rdb,

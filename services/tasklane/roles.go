@@ -242,6 +242,7 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 		a.notif, err = notifier.New(notifier.Config{
 			Ledger:          a.ledger,
 			Redis:           a.redisOpts,
+			RedisCluster:    a.clusterOpts,
 			ResultPublisher: a.driver.ResultPublisher(),
 			ResultsExchange: contracts.ResultsExchangeFor(a.cfg.Broker.Prefix),
 			Consumers:       a.cfg.Notifier.Consumers,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tasklane/tasklane/pkg/broker"
 	"github.com/tasklane/tasklane/pkg/config"
@@ -75,6 +76,36 @@ func (s *startStatus) summary() string {
 	return strings.Join(parts, "; ")
 }
 
+// checkRedis reports whether the Redis behind redis.url answers and is
+// what redis.cluster says. A cluster node behind redis.url (redis.cluster
+// false) would answer MOVED to most of the ledger's keys, and a cluster
+// that does not serve every slot would fail some tasks: not ready, saying
+// why, rather than failing task by task.
+func (a *App) checkRedis(ctx context.Context) error {
+	if a.clusterOpts != nil {
+		// Asks the seeds in turn; then the client's own view of the cluster.
+		if err := redisconn.CheckURL(ctx, a.cfg.Redis.URL, true); err != nil {
+			return err
+		}
+		return a.rdb.Ping(ctx).Err()
+	}
+	rdb := a.rdb.(*redis.Client)
+	// A dial of our own first: the pool logs every dial it retries.
+	c, err := rdb.Options().Dialer(ctx, a.redisOpts.Network, a.redisOpts.Addr)
+	if err != nil {
+		return err
+	}
+	_ = c.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return err
+	}
+	node, err := redisconn.Inspect(ctx, rdb)
+	if err != nil {
+		return err
+	}
+	return node.Check(false)
+}
+
 // connect waits for Redis (the ledger's scripts loaded) and the broker (a
 // driver that answers), trying both at once, then loads the routing table
 // and declares the lanes. It retries until it works or ctx ends, and
@@ -90,23 +121,7 @@ func (a *App) connect(ctx context.Context) error {
 	wg.Go(func() {
 		defer close(redisUp)
 		_ = a.retry(ctx, statusRedis, "redis", redisURL, func() error {
-			// A dial of our own first: the pool logs every dial it retries.
-			c, err := a.rdb.Options().Dialer(ctx, a.redisOpts.Network, a.redisOpts.Addr)
-			if err != nil {
-				return err
-			}
-			_ = c.Close()
-			if err := a.rdb.Ping(ctx).Err(); err != nil {
-				return err
-			}
-			// A cluster node behind redis.url (redis.cluster false) would
-			// answer MOVED to most of the ledger's keys: not ready, saying
-			// why, rather than failing task by task.
-			node, err := redisconn.Inspect(ctx, a.rdb)
-			if err != nil {
-				return err
-			}
-			if err := node.Check(a.cfg.Redis.Cluster); err != nil {
+			if err := a.checkRedis(ctx); err != nil {
 				return err
 			}
 			return a.ledger.LoadScripts(ctx)
@@ -126,6 +141,7 @@ func (a *App) connect(ctx context.Context) error {
 				Driver:          a.cfg.Broker.Driver,
 				AMQPURL:         a.cfg.Broker.URL,
 				Redis:           a.redisOpts,
+				RedisCluster:    a.clusterOpts,
 				PublishChannels: a.cfg.Broker.PublishChannels,
 				Prefetch:        a.cfg.Broker.Prefetch,
 				QueueType:       a.cfg.Lanes.QueueType,

@@ -85,22 +85,15 @@ func TestConfigValidateAcceptsNoTenants(t *testing.T) {
 	require.NoError(t, cmd.Execute())
 }
 
-// serve refuses redis.cluster: true, from the file or from
-// TASKLANE_REDIS_CLUSTER, with a config error naming the setting, before it
-// connects to anything: the ledger does not run on a Redis Cluster yet.
-func TestServeRefusesRedisCluster(t *testing.T) {
+// serve refuses a positive redis.wait_replicas with a config error naming
+// the setting, before it connects to anything: it is not implemented.
+// redis.cluster: true is accepted.
+func TestServeRefusesWaitReplicas(t *testing.T) {
 	fn := "functions: [{name: echo, events: [com.example.echo], endpoint: \"builtin:echo\"}]\n"
 	path := writeConfig(t, "server: {addr: \"127.0.0.1:0\"}\n"+fn+
-		"redis:\n  url: \"redis://127.0.0.1:1?addr=127.0.0.1:2\"\n  cluster: true\n")
+		"redis:\n  url: \"redis://127.0.0.1:1?addr=127.0.0.1:2\"\n  cluster: true\n  wait_replicas: 1\n")
 	err := runServe(t, "--config", path, "--insecure-no-auth")
 	require.Error(t, err)
-	require.Contains(t, err.Error(), path+":5:12: redis.cluster: the ledger does not run on a Redis Cluster yet")
-
-	path = writeConfig(t, "server: {addr: \"127.0.0.1:0\"}\n"+fn)
-	t.Setenv("TASKLANE_REDIS_URL", "redis://127.0.0.1:1?addr=127.0.0.1:2")
-	t.Setenv("TASKLANE_REDIS_CLUSTER", "true")
-	err = runServe(t, "--config", path, "--insecure-no-auth")
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "redis.cluster: the ledger does not run on a Redis Cluster yet")
-	require.Contains(t, err.Error(), "(set by TASKLANE_REDIS_CLUSTER)")
+	require.Contains(t, err.Error(), path+":6:18: redis.wait_replicas: waiting for replicas before a 202 is not implemented yet")
+	require.NotContains(t, err.Error(), "redis.cluster")
 }
