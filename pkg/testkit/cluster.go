@@ -178,6 +178,71 @@ func (c *Cluster) Kill(n *ClusterNode) {
 	_ = n.cmd.Wait()
 }
 
+// KillSynced is Kill for a master after its replicas hold every write it
+// acknowledged: it pauses the master's writes (CLIENT PAUSE WRITE, so
+// writes sent meanwhile wait unanswered and fail with the kill), waits
+// until each replica's replication offset reaches the master's, then
+// kills it. Redis replicates asynchronously, so a plain Kill may lose the
+// last acknowledged writes (the window decision 0017 documents and
+// redis.wait_replicas closes); a test that checks "nothing accepted is
+// lost" across a failover kills with KillSynced, so that what it measures
+// is Tasklane's handling of the failover, not that window.
+func (c *Cluster) KillSynced(n *ClusterNode) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rdb := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	if err := rdb.Do(ctx, "CLIENT", "PAUSE", 10000, "WRITE").Err(); err != nil {
+		return fmt.Errorf("pausing writes on %s: %w", n.Addr, err)
+	}
+	for {
+		info, err := rdb.Info(ctx, "replication").Result()
+		if err != nil {
+			return fmt.Errorf("reading %s's replication: %w", n.Addr, err)
+		}
+		if replicasCaughtUp(info) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s's replicas did not catch up: %s", n.Addr, info)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	c.Kill(n)
+	return nil
+}
+
+// replicasCaughtUp reports whether INFO replication of a master shows at
+// least one replica and every replica at the master's offset.
+func replicasCaughtUp(info string) bool {
+	var master int64 = -1
+	var offsets []int64
+	for line := range strings.SplitSeq(info, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "master_repl_offset:"); ok {
+			master, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "offset=") {
+			for f := range strings.SplitSeq(line[strings.Index(line, ":")+1:], ",") {
+				if v, ok := strings.CutPrefix(f, "offset="); ok {
+					o, _ := strconv.ParseInt(v, 10, 64)
+					offsets = append(offsets, o)
+				}
+			}
+		}
+	}
+	if master < 0 || len(offsets) == 0 {
+		return false
+	}
+	for _, o := range offsets {
+		if o < master {
+			return false
+		}
+	}
+	return true
+}
+
 // stop kills every node by its PID.
 func (c *Cluster) stop() {
 	c.mu.Lock()
