@@ -10,9 +10,12 @@ import (
 
 func (l *Ledger) FnStateKey(function string) string  { return l.fnStateKey(function) }
 func (l *Ledger) InflightKey(function string) string { return l.inflightKey(function) }
-func (l *Ledger) LogKey(tenant, id string) string    { return l.logKey(tenant, id) }
-func (l *Ledger) TaskKey(tenant, id string) string   { return l.taskKey(tenant, id) }
-func (l *Ledger) AllKey(tenant string) string        { return l.allKey(tenant) }
+func (l *Ledger) InflightNHKey(function string) string {
+	return l.inflightNHKey(function)
+}
+func (l *Ledger) LogKey(tenant, id string) string  { return l.logKey(tenant, id) }
+func (l *Ledger) TaskKey(tenant, id string) string { return l.taskKey(tenant, id) }
+func (l *Ledger) AllKey(tenant string) string      { return l.allKey(tenant) }
 func (l *Ledger) StateKey(tenant string, s contracts.State) string {
 	return l.stateKey(tenant, s)
 }
@@ -31,4 +34,6 @@ var Scripts = map[string]*redis.Script{
 	"appendlog": appendLogScript, "page": pageScript, "pausestep": pauseStepScript,
 	"resumestep": resumeStepScript, "resumebegin": resumeBeginScript, "cancel": cancelScript,
 	"prune": pruneScript, "listpage": listPageScript, "forgetevent": forgetEventScript,
+	"take.f": takeFScript, "start.t": startTScript, "requeue.f": requeueFScript, "admit.t": admitTScript,
+	"admit.f": admitFScript, "backlog.f": backlogFScript, "sweep.f": sweepFScript,
 }

@@ -581,7 +581,8 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
 	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, forgetEventScript, renewScript, finishScript, retryScript, dueScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript,
-		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript, pruneScript, listPageScript} {
+		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript, pruneScript, listPageScript,
+		takeFScript, startTScript, requeueFScript, admitTScript, admitFScript, backlogFScript, sweepFScript} {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}

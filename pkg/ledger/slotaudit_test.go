@@ -48,18 +48,16 @@ var crossSlot = []string{
 // abandon, redrive, the resume step) and the routing table's apply touch
 // one slot; what still crosses is the dispatch path between a task's
 // partition and its function's slot, which decision 0017's second phase
-// splits. Take declares its function's keys only: the keys it builds in
-// Lua (each started task's record and partition sets) are not seen here,
-// nor are those of the fast start's high-band count and of the backlog
-// script (ReadyQueues).
+// splits. Take (take.f, start.t, requeue.f), Admit and Resume (admit.t,
+// admit.f), ReadyQueues (backlog.f) are split: each of their scripts is in
+// one slot (the keys they build in Lua too: TestPartitionedOnCluster runs
+// them on a cluster).
 var crossSlotPartitioned = []string{
-	"Admit: EVAL admit: tl:{f:fn}:inflight tl:{f:fn}:rate tl:{f:fn}:state tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:parked tl:{p}:t:pauses tl:{p}:t:pauses:n tl:{p}:t:task:<id>",
 	"Cancel: EVAL cancel: tl:{f:fn}:inflight tl:{f:fn}:state tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:inflight tl:{p}:t:parked tl:{p}:t:task:<id>",
 	"CancelMatching: EVAL cancel: tl:{f:fn}:inflight tl:{f:fn}:state tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:inflight tl:{p}:t:parked tl:{p}:t:task:<id>",
 	"Claim: EVAL claim: tl:{f:fn}:inflight tl:{f:fn}:rate tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:rate tl:{p}:t:task:<id>",
 	"Finish: EVAL finish: tl:{f:fn}:inflight tl:{f:fn}:state tl:{p}:delay tl:{p}:outbox tl:{p}:t:inflight tl:{p}:t:parked tl:{p}:t:task:<id>",
 	"Renew: EVAL renew: tl:{f:fn}:inflight tl:{p}:delay tl:{p}:t:inflight tl:{p}:t:task:<id>",
-	"Resume: EVAL admit: tl:{f:fn}:inflight tl:{f:fn}:rate tl:{f:fn}:state tl:{p}:delay tl:{p}:expiry tl:{p}:outbox tl:{p}:t:parked tl:{p}:t:pauses tl:{p}:t:pauses:n tl:{p}:t:task:<id>",
 	"Retry: EVAL retry: tl:{f:fn}:inflight tl:{f:fn}:state tl:{p}:delay tl:{p}:t:inflight tl:{p}:t:parked tl:{p}:t:task:<id>",
 }
 
