@@ -280,7 +280,7 @@ return 1
 // takeRef is a ref take.f reserved.
 type takeRef struct {
 	tenant, id, band, score string
-	verdict             string
+	verdict                 string
 }
 
 // takeSplit is Take in the partitioned layout: take.f, start.t per
