@@ -59,11 +59,7 @@ func (l *Ledger) admitSplit(ctx context.Context, refs []TaskRef) ([]Admission, e
 	out := make([]Admission, len(refs))
 	tcalls := make([]*scriptCall, len(refs))
 	for i, t := range refs {
-		ring := l.fnPrefix(t.Function) + "ready:" + string(BandOf(t.Priority))
-		tcalls[i] = call(admitTScript, []string{l.taskKey(t.Tenant, t.ID), l.DelayKey(t.Tenant), l.OutboxStream(t.Tenant),
-			l.ExpiryKey(t.Tenant), l.parkedKey(t.Tenant), l.stateKey(t.Tenant, contracts.StateQueued), l.pausesKey(t.Tenant), l.pauseCountKey(t.Tenant)},
-			us(now), l.statePrefix(t.Tenant), t.ID, Member(t.Tenant, t.ID), l.cfg.Retention.Milliseconds(), OutboxMaxLen,
-			guard, t.Function+"\n"+ring)
+		tcalls[i] = l.admitTCall(t, now, guard)
 	}
 	err := l.send(ctx, tcalls)
 	var fcalls []*scriptCall
@@ -112,6 +108,15 @@ func (l *Ledger) admitSplit(ctx context.Context, refs []TaskRef) ([]Admission, e
 		err = errors.Join(err, lerr)
 	}
 	return out, errors.Join(err, ferr)
+}
+
+// admitTCall is t's admit.t call at now, its delay entry pushed to guard.
+func (l *Ledger) admitTCall(t TaskRef, now time.Time, guard int64) *scriptCall {
+	ring := l.fnPrefix(t.Function) + "ready:" + string(BandOf(t.Priority))
+	return call(admitTScript, []string{l.taskKey(t.Tenant, t.ID), l.DelayKey(t.Tenant), l.OutboxStream(t.Tenant),
+		l.ExpiryKey(t.Tenant), l.parkedKey(t.Tenant), l.stateKey(t.Tenant, contracts.StateQueued), l.pausesKey(t.Tenant), l.pauseCountKey(t.Tenant)},
+		us(now), l.statePrefix(t.Tenant), t.ID, Member(t.Tenant, t.ID), l.cfg.Retention.Milliseconds(), OutboxMaxLen,
+		guard, t.Function+"\n"+ring)
 }
 
 // admission reads admit's (and admit.t's) verdict.

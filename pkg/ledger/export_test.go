@@ -1,6 +1,9 @@
 package ledger
 
 import (
+	"context"
+	"time"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasklane/tasklane/contracts"
@@ -36,4 +39,24 @@ var Scripts = map[string]*redis.Script{
 	"prune": pruneScript, "listpage": listPageScript, "forgetevent": forgetEventScript,
 	"take.f": takeFScript, "start.t": startTScript, "requeue.f": requeueFScript, "admit.t": admitTScript,
 	"admit.f": admitFScript, "backlog.f": backlogFScript, "sweep.f": sweepFScript,
+}
+
+// TakeFOnly runs take.f alone (a take whose dispatcher died before the
+// starts): it reserves up to n of function's refs until now+lease.
+func (l *Ledger) TakeFOnly(ctx context.Context, function string, n int, lease time.Duration) (int, error) {
+	now := l.cfg.Now()
+	refs, _, _, err := l.takeF(ctx, function, now, now.Add(lease), n, TakeLimits{})
+	return len(refs), err
+}
+
+// AdmitTOnly runs admit.t alone (an admit whose caller died before
+// admit.f): it returns admit.t's verdict.
+func (l *Ledger) AdmitTOnly(ctx context.Context, t TaskRef) (string, error) {
+	now := l.cfg.Now()
+	c := l.admitTCall(t, now, us(now.Add(l.cfg.PublishGuard)))
+	res, err := l.run(ctx, c.script, c.keys, c.args...).StringSlice()
+	if err != nil {
+		return "", err
+	}
+	return res[0], nil
 }

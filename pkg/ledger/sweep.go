@@ -23,15 +23,25 @@ const sweepBatch = 100
 // sweepFScript repairs members of a function's in-flight set that still
 // have the score the caller read: "ready" puts the task back in its ready
 // queue (luaReady) and drops the member, "move" moves the member (and its
-// inflight:nh twin) to the attempt's lease end, "drop" drops it.
+// inflight:nh twin) to the attempt's lease end, "drop" drops it; and it
+// drops members of inflight:nh past their score that have no twin.
 // KEYS: 1 function state, 2 function in-flight set, 3 inflight:nh
-// ARGV: 1 function key prefix, 2 wake channel, 3 function, then per
-// member: action, tenant, id, score read, band or lease end µs, queue score
+// ARGV: 1 function key prefix, 2 wake channel, 3 function, 4 now µs, then
+// per member: action, tenant, id, score read, band or lease end µs, queue
+// score
 // Returns how many members it repaired.
 var sweepFScript = redis.NewScript("#!lua\n" + luaReady + `
 local S, I, NH = KEYS[1], KEYS[2], KEYS[3]
 local n = 0
-for i = 4, #ARGV, 6 do
+-- inflight:nh members past their score without their in-flight twin (a
+-- release that did not reach inflight:nh) are dropped.
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', NH, '-inf', '(' .. ARGV[4], 'LIMIT', 0, 100)) do
+  if not redis.call('ZSCORE', I, m) then
+    redis.call('ZREM', NH, m)
+    n = n + 1
+  end
+end
+for i = 5, #ARGV, 6 do
   local act, tenant, id, s = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
   local member = tenant .. '/' .. id
   if act == 'move' then
@@ -117,13 +127,10 @@ func (l *Ledger) SweepReservations(ctx context.Context, functions []string) (int
 		}
 		args[m.fn] = append(args[m.fn], op...)
 	}
-	var calls []*scriptCall
-	for _, fn := range functions {
-		if len(args[fn]) == 0 {
-			continue
-		}
-		calls = append(calls, call(sweepFScript, []string{l.fnStateKey(fn), l.inflightKey(fn), l.inflightNHKey(fn)},
-			append([]any{l.fnPrefix(fn), l.WakeChannel(), fn}, args[fn]...)...))
+	calls := make([]*scriptCall, len(functions))
+	for i, fn := range functions {
+		calls[i] = call(sweepFScript, []string{l.fnStateKey(fn), l.inflightKey(fn), l.inflightNHKey(fn)},
+			append([]any{l.fnPrefix(fn), l.WakeChannel(), fn, us(now)}, args[fn]...)...)
 	}
 	if err := l.batch.exec(ctx, calls...); err != nil {
 		return 0, fmt.Errorf("sweeping reservations: %w", err)
