@@ -38,7 +38,7 @@ var Scripts = map[string]*redis.Script{
 	"resumestep": resumeStepScript, "resumebegin": resumeBeginScript, "cancel": cancelScript,
 	"prune": pruneScript, "listpage": listPageScript, "forgetevent": forgetEventScript,
 	"take.f": takeFScript, "start.t": startTScript, "requeue.f": requeueFScript, "admit.t": admitTScript,
-	"admit.f": admitFScript, "backlog.f": backlogFScript, "sweep.f": sweepFScript,
+	"admit.f": admitFScript, "backlog.f": backlogFScript, "sweep.f": sweepFScript, "repark.t": reparkTScript,
 }
 
 // TakeFOnly runs take.f alone (a take whose dispatcher died before the

@@ -581,14 +581,27 @@ func (l *Ledger) Message(ctx context.Context, tenant, id string) ([]byte, error)
 // LoadScripts loads every ledger script into Redis.
 func (l *Ledger) LoadScripts(ctx context.Context) error {
 	for _, s := range []*redis.Script{createScript, claimScript, endScript, redriveScript, purgeScript, forgetEventScript, renewScript, finishScript, retryScript, dueScript, forgetScript, abandonScript, admitScript, takeScript, unparkScript, adaptiveScript, backlogScript, appendLogScript,
-		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript, pruneScript, listPageScript,
-		takeFScript, startTScript, requeueFScript, admitTScript, admitFScript, backlogFScript, sweepFScript} {
+		pageScript, pauseStepScript, resumeStepScript, resumeBeginScript, cancelScript, pruneScript, listPageScript} {
+		if err := s.Load(ctx, l.rdb).Err(); err != nil {
+			return fmt.Errorf("loading ledger scripts: %w", err)
+		}
+	}
+	if !l.Partitioned() {
+		return nil
+	}
+	// The partitioned layout's own scripts start with "#!lua", which the
+	// embedded Redis of dev mode (legacy layout) cannot compile.
+	for _, s := range partitionedScripts {
 		if err := s.Load(ctx, l.rdb).Err(); err != nil {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}
 	}
 	return nil
 }
+
+// partitionedScripts are the scripts of the partitioned layout only.
+var partitionedScripts = []*redis.Script{takeFScript, startTScript, requeueFScript, reparkTScript, admitTScript, admitFScript,
+	backlogFScript, sweepFScript}
 
 // flag is a script's boolean argument: "1" or "0".
 func flag(b bool) string {

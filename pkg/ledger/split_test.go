@@ -2,6 +2,8 @@ package ledger_test
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,4 +195,59 @@ func TestSplitTakeQuotaRound(t *testing.T) {
 		require.Zero(t, i, "no reservation left")
 		require.Zero(t, nh)
 	}
+}
+
+// beforeScript runs do once, before the first pipeline that calls script.
+type beforeScript struct {
+	hash string
+	once sync.Once
+	do   func()
+}
+
+func (h *beforeScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *beforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+
+func (h *beforeScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if a := c.Args(); len(a) > 1 && a[0] == "evalsha" && a[1] == h.hash {
+				h.once.Do(h.do)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A tenant refused for its quota whose running attempt ends between
+// start.t (which parked it) and requeue.f (which takes it out of the round
+// robin): the finish unparks it before requeue.f runs, and repark.t puts
+// it back, so its tasks do not strand out of the round robin and unparked:
+// the same Take's second round starts it.
+func TestSplitTakeQuotaRaceWithFinish(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupLayout(t, 4, map[string]int{"a": 1})
+	rdb := b.l.Redis().(*redis.Client)
+	other := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { _ = other.Close() })
+	finisher := ledger.New(ledger.Config{Redis: other, Prefix: strings.TrimSuffix(b.l.KeyPrefix(), ":"), Partitions: 4,
+		TenantQuota: func(string) int { return 1 }})
+	require.Equal(t, b.l.TaskKey("a", "x"), finisher.TaskKey("a", "x"))
+	lim := ledger.TakeLimits{Tenants: map[string]ledger.TenantLimits{"a": {Concurrency: 1}}}
+	ids := b.ready(t, "a", "f", 5, 2)
+	first := b.take(t, "f", 1, lim).Tasks
+	require.Len(t, first, 1)
+
+	rdb.AddHook(&beforeScript{hash: ledger.Scripts["requeue.f"].Hash(), do: func() {
+		ok, err := finisher.Finish(ctx, "a", first[0].ID, "f", first[0].Fence(), ledger.Outcome{State: contracts.StateSucceeded})
+		require.NoError(t, err)
+		require.True(t, ok)
+	}})
+	// Refused in the first round (a was at its quota when start.t ran),
+	// back in the round robin, started in the second.
+	tk := b.take(t, "f", 1, lim)
+	require.Len(t, tk.Tasks, 1)
+	require.Equal(t, ids[1], tk.Tasks[0].ID)
 }

@@ -277,6 +277,58 @@ end
 return 1
 `)
 
+// reparkTScript parks a tenant again after requeue.f took it out of a
+// band's round robin: an attempt of the tenant that ended between start.t
+// (which parked it) and requeue.f unparked it, and requeue.f's removal
+// came after, leaving it neither in the round robin nor parked. It
+// answers whether the tenant is below its quota, so that the caller
+// unparks it.
+// KEYS: 1 tenant in-flight set, 2 tenant parked set. ARGV: 1 now µs,
+// 2 quota, then parked members ("<fn>\n<ring>").
+// Returns 1 when the tenant is below its quota.
+var reparkTScript = redis.NewScript("#!lua\n" + `
+redis.call('SADD', KEYS[2], unpack(ARGV, 3))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then return 1 end
+return 0
+`)
+
+// repark runs repark.t for each tenant refused for its quota (one
+// pipeline) and unparks those below it.
+func (l *Ledger) repark(ctx context.Context, function string, refs []*takeRef, lim TakeLimits) error {
+	members := map[string][]any{}
+	var tenants []string
+	for _, r := range refs {
+		if r.verdict != "quota" {
+			continue
+		}
+		if _, ok := members[r.tenant]; !ok {
+			tenants = append(tenants, r.tenant)
+		}
+		members[r.tenant] = append(members[r.tenant], function+"\n"+l.fnPrefix(function)+"ready:"+r.band)
+	}
+	if len(tenants) == 0 {
+		return nil
+	}
+	now := us(l.cfg.Now())
+	calls := make([]*scriptCall, len(tenants))
+	for i, t := range tenants {
+		calls[i] = call(reparkTScript, []string{l.tenantInflightKey(t), l.parkedKey(t)},
+			append([]any{now, lim.Tenants[t].Concurrency}, members[t]...)...)
+	}
+	if err := l.batch.exec(ctx, calls...); err != nil {
+		return fmt.Errorf("parking tenants of %s: %w", function, err)
+	}
+	for i, t := range tenants {
+		if n, _ := calls[i].cmd.Int(); n == 1 {
+			if err := l.Unpark(ctx, t, lim.Tenants[t].Concurrency); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // takeRef is a ref take.f reserved.
 type takeRef struct {
 	tenant, id, band, score string
@@ -284,7 +336,8 @@ type takeRef struct {
 }
 
 // takeSplit is Take in the partitioned layout: take.f, start.t per
-// partition, requeue.f for the refused, repeated (up to takeRounds) while
+// partition, requeue.f for the refused (and repark.t for tenants refused
+// for their quota), repeated (up to takeRounds) while
 // fewer than n started and refs were refused (for a quota, or take.f
 // reserved all it was asked for). Parked counts the tenants (and bands)
 // parked, as take's does; a round that started fewer than take.f reserved
@@ -319,7 +372,11 @@ func (l *Ledger) takeSplit(ctx context.Context, function, owner string, n int, l
 			}
 		}
 		tk.Parked += len(parked)
-		if err := cmp.Or(l.requeueF(ctx, function, until, refs), serr); err != nil {
+		err = l.requeueF(ctx, function, until, refs)
+		if err == nil && len(parked) > 0 {
+			err = l.repark(ctx, function, refs, lim)
+		}
+		if err = cmp.Or(err, serr); err != nil {
 			return l.takeFailed(tk, err)
 		}
 		// Another round while refs were refused and more may start: the
