@@ -36,6 +36,7 @@ func setupDispatch(t *testing.T, quotas map[string]int, limited ...string) *bund
 // legacy key layout).
 func setupLayout(t *testing.T, partitions int, quotas map[string]int, limited ...string) *bundle {
 	t.Helper()
+	testkit.RequirePartitionedRedis(t, partitions)
 	rdb, prefix := testkit.Redis(t)
 	b := &bundle{now: time.Now().Truncate(time.Millisecond)}
 	b.l = ledger.New(ledger.Config{

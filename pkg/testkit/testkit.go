@@ -51,10 +51,25 @@ func EmbeddedRedis() bool {
 const LedgerPartitionsEnv = "TASKLANE_TEST_PARTITIONS"
 
 // LedgerPartitions is the ledger.Config.Partitions the tests use: 0 (the
-// legacy layout) unless TASKLANE_TEST_PARTITIONS says otherwise.
+// legacy layout) unless TASKLANE_TEST_PARTITIONS says otherwise, and 0
+// with the embedded Redis (RequirePartitionedRedis).
 func LedgerPartitions() int {
+	if EmbeddedRedis() {
+		return 0
+	}
 	n, _ := strconv.Atoi(os.Getenv(LedgerPartitionsEnv))
 	return max(n, 0)
+}
+
+// RequirePartitionedRedis skips a test of a ledger with partitions (> 0)
+// on the embedded Redis: the partitioned layout's scripts start with
+// "#!lua" (so that a Redis Cluster refuses an undeclared key of another
+// slot), which the embedded Redis cannot compile.
+func RequirePartitionedRedis(t testing.TB, partitions int) {
+	t.Helper()
+	if partitions > 0 {
+		RequireRealRedis(t, "the partitioned layout's scripts start with #!lua, which it cannot compile")
+	}
 }
 
 // embeddedTimeout bounds a command's round trip to the embedded Redis.

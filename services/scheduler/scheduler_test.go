@@ -26,6 +26,7 @@ func eachLayout(t *testing.T, f func(t *testing.T, partitions int)) {
 	for _, p := range layouts {
 		t.Run(fmt.Sprintf("partitions=%d", p), func(t *testing.T) {
 			t.Parallel()
+			testkit.RequirePartitionedRedis(t, p)
 			f(t, p)
 		})
 	}
