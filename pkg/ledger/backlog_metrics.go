@@ -67,6 +67,9 @@ return out
 // task of lower priority than the first may have waited up to 4 minutes
 // longer unnoticed.
 func (l *Ledger) ReadyQueues(ctx context.Context, functions, tenants []string) ([]FunctionBacklog, error) {
+	if l.Partitioned() {
+		return l.readyQueuesSplit(ctx, functions, tenants)
+	}
 	calls := make([]*scriptCall, len(functions))
 	for i, fn := range functions {
 		args := make([]any, 0, 3+len(tenants))

@@ -492,6 +492,10 @@ func (l *Ledger) admitAll(ctx context.Context, refs []TaskRef) error {
 		return nil
 	}
 	slices.SortStableFunc(refs, func(a, b TaskRef) int { return b.Priority - a.Priority })
+	if l.Partitioned() {
+		_, err := l.admitSplit(ctx, refs)
+		return err
+	}
 	now := l.cfg.Now()
 	calls := make([]*scriptCall, len(refs))
 	for i, t := range refs {

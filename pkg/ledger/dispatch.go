@@ -97,46 +97,7 @@ end
 // missing, paused, expired, busy/lease-until µs, early/due µs, no/state;
 // or {started, "", tenant, id, attempt, throttles, wait µs, redrives, env}.
 var admitScript = redis.NewScript(luaTerminate + luaPausedBy + luaHold + luaGCRA + luaTenantPrefix + luaStart + `
-local h = KEYS[1]
-local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
-local st = f[1]
-if not st then return {'missing', ''} end
-if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
-  return {'done', st}
-end
-if st == 'paused' then return {'paused', ''} end
-local now = tonumber(ARGV[1])
-local expires = tonumber(f[2])
-if expires and now > expires and st ~= 'running' and not f[3] then
-  redis.call('ZREM', KEYS[2], ARGV[4])
-  redis.call('ZREM', KEYS[4], ARGV[4])
-  terminate(h, KEYS[3], ARGV[2], ARGV[3], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[5], ARGV[6])
-  return {'expired', ''}
-end
-if st == 'running' then
-  local lease = redis.call('HGET', h, 'lease') or '0'
-  if tonumber(lease) > now then return {'busy', lease} end
-elseif st == 'scheduled' or st == 'retrying' then
-  -- A stale delivery must not skip a backoff or a delay.
-  local due = f[5] or '0'
-  if tonumber(due) > now + 1000000 then return {'early', due} end
-elseif st ~= 'queued' then
-  return {'no', st}
-end
-local pids = pausedby(KEYS[7], h, 'queued')
-if pids then
-  -- Held by a pause: it waits, paused, for the resume (an entry already
-  -- in the ready queue is dropped by take as stale).
-  hold(h, ARGV[2], ARGV[3], st, 'queued', pids, KEYS[8])
-  redis.call('ZREM', KEYS[2], ARGV[4])
-  return {'paused', ''}
-end
-local entries = {}
-if st == 'running' then
-  local a = redis.call('HMGET', h, 'attempts', 'owner')
-  entries[1] = logentry(ARGV[1], 'taken_over', a[1] or '0', 'the lease of ' .. (a[2] or '?') .. ' ended without an outcome')
-end
-local bands = {high = 1, normal = 2, low = 3}
+` + luaAdmitHead + `local bands = {high = 1, normal = 2, low = 3}
 local band = bands[ARGV[8]]
 if ARGV[13] == '1' and not f[4] then
   -- The fast start. Nothing of the function may wait ahead of the task:
@@ -202,23 +163,131 @@ if verdict == 'admitted' then
   entries[#entries+1] = logentry(ARGV[1], 'admitted', 0, 'ready in the ' .. ARGV[8] .. ' band of ' .. ARGV[10])
   logpush(h, logkey(ARGV[2], ARGV[3]), entries)
 end
-if st ~= 'queued' then
+` + luaAdmitQueued + `-- In the ready queue, the task needs no publish guard or due entry.
+redis.call('ZREM', KEYS[2], ARGV[4])
+return {verdict, ''}
+`)
+
+// luaAdmitHead is admit's (and admit.t's) check of task h (KEYS: 1 task
+// hash, 2 delay, 3 outbox, 4 expiry set, 7 tenant pauses, 8 pause counts;
+// ARGV 1-6 as admit's): it returns the verdict of a task that is not to
+// be admitted (missing, done, paused, expired, busy, early, no) and leaves
+// st, f (admit's fields), now and entries (a takeover's log entry).
+const luaAdmitHead = `local h = KEYS[1]
+local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
+local st = f[1]
+if not st then return {'missing', ''} end
+if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
+  return {'done', st}
+end
+if st == 'paused' then return {'paused', ''} end
+local now = tonumber(ARGV[1])
+local expires = tonumber(f[2])
+if expires and now > expires and st ~= 'running' and not f[3] then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  terminate(h, KEYS[3], ARGV[2], ARGV[3], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[5], ARGV[6])
+  return {'expired', ''}
+end
+if st == 'running' then
+  local lease = redis.call('HGET', h, 'lease') or '0'
+  if tonumber(lease) > now then return {'busy', lease} end
+elseif st == 'scheduled' or st == 'retrying' then
+  -- A stale delivery must not skip a backoff or a delay.
+  local due = f[5] or '0'
+  if tonumber(due) > now + 1000000 then return {'early', due} end
+elseif st ~= 'queued' then
+  return {'no', st}
+end
+local pids = pausedby(KEYS[7], h, 'queued')
+if pids then
+  -- Held by a pause: it waits, paused, for the resume (an entry already
+  -- in the ready queue is dropped by take as stale).
+  hold(h, ARGV[2], ARGV[3], st, 'queued', pids, KEYS[8])
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  return {'paused', ''}
+end
+local entries = {}
+if st == 'running' then
+  local a = redis.call('HMGET', h, 'attempts', 'owner')
+  entries[1] = logentry(ARGV[1], 'taken_over', a[1] or '0', 'the lease of ' .. (a[2] or '?') .. ' ended without an outcome')
+end
+`
+
+// luaAdmitQueued moves an admitted task that is not queued (due, or taken
+// over) to queued.
+const luaAdmitQueued = `if st ~= 'queued' then
   -- Due (a retry, a delayed task) or taken over from a dead dispatcher.
   redis.call('HSET', h, 'state', 'queued')
   redis.call('HDEL', h, 'lease', 'owner')
   redis.call('ZREM', ARGV[2] .. st, ARGV[3])
   redis.call('ZADD', ARGV[2] .. 'queued', f[6], ARGV[3])
 end
--- In the ready queue, the task needs no publish guard or due entry.
-redis.call('ZREM', KEYS[2], ARGV[4])
-return {verdict, ''}
-`)
+`
 
 // luaStart is what admit's fast start and take share: the function's
 // limit, the checks a start must pass, and the start itself. One copy, so
 // a start on delivery and a start from the ready queue follow the same
 // rules. It needs luaTenantPrefix before it.
-const luaStart = `
+const luaStart = luaStartHelpers + `
+-- begin starts an attempt of task h (tenant, id; f its fields state,
+-- expires, started, rate_slot, scheduled, created, throttles) that passed
+-- every check, leaving state from: it takes the function's rate turn and
+-- its in-flight slot (and the tenant's, with a quota), holds the task
+-- under c.owner's lease, and logs entries and the start. It appends the
+-- started task's tenant, id, attempt, throttles, wait µs, redrives and
+-- env to out.
+-- c: now, nowstr, lease, owner, finflight, delay, expiry, ratekey, fint,
+-- fburst.
+local function begin(c, h, f, from, tenant, id, tp, quota, entries, out)
+  local member = tenant .. '/' .. id
+` + luaBeginFunction + luaBeginTask
+
+// luaBeginFunction is begin's part in the function's slot: the function's
+// rate turn and in-flight slot (the partitioned layout's take takes them in
+// take.f, before the start: take_split.go).
+const luaBeginFunction = `  if c.fint > 0 then
+    local _, tat = gcra(c.ratekey, c.fint, c.fburst, c.now)
+    settat(c.ratekey, tat, c.now)
+  end
+  redis.call('ZADD', c.finflight, c.lease, member)
+`
+
+// luaBeginTask is the rest of begin, in the task's slot: the tenant's
+// in-flight slot, the record, the lease-takeover entry, the log.
+const luaBeginTask = `  if quota > 0 then redis.call('ZADD', tp .. 'inflight', c.lease, id) end
+  -- Once started, a task's ttl no longer applies.
+  redis.call('ZREM', c.expiry, member)
+  local attempt = redis.call('HINCRBY', h, 'attempts', 1)
+  redis.call('HSET', h, 'state', 'running', 'lease', c.lease, 'owner', c.owner, 'attempt_started', c.nowstr)
+  -- The wait since due (created, or a retry's or delay's time), returned
+  -- for every start; stored on the first.
+  local wt = c.now - tonumber(f[5] or f[6] or c.nowstr)
+  if wt < 0 then wt = 0 end
+  if not f[3] then
+    redis.call('HSET', h, 'started', c.nowstr, 'wait_ms', math.floor(wt / 1000))
+  end
+  redis.call('ZREM', tp .. 'st:' .. from, id)
+  redis.call('ZADD', tp .. 'st:running', f[6], id)
+  -- The lease doubles as a delay-set entry: if this dispatcher dies, the
+  -- scheduler finds the task due when the lease ends and puts it back in
+  -- the ready queue.
+  redis.call('ZADD', c.delay, c.lease, member)
+  entries[#entries+1] = logentry(c.nowstr, 'started', attempt, 'attempt ' .. attempt .. ' started by ' .. c.owner)
+  logpush(h, tp .. 'log:' .. id, entries)
+  out[#out+1] = tenant
+  out[#out+1] = id
+  out[#out+1] = tostring(attempt)
+  out[#out+1] = f[7] or '0'
+  out[#out+1] = tostring(wt)
+  out[#out+1] = redis.call('HGET', h, 'redrives') or '0'
+  out[#out+1] = redis.call('HGET', h, 'env') or ''
+end
+`
+
+// luaStartHelpers are luaStart's checks: the function's limit and its
+// high-band count, the tenant's quota, log entries.
+const luaStartHelpers = `
 local function settat(key, tat, now)
   redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
 end
@@ -254,51 +323,6 @@ end
 
 local function logentry(at, kind, attempt, msg)
   return at .. '|' .. kind .. '|' .. attempt .. '|0||' .. msg
-end
-
--- begin starts an attempt of task h (tenant, id; f its fields state,
--- expires, started, rate_slot, scheduled, created, throttles) that passed
--- every check, leaving state from: it takes the function's rate turn and
--- its in-flight slot (and the tenant's, with a quota), holds the task
--- under c.owner's lease, and logs entries and the start. It appends the
--- started task's tenant, id, attempt, throttles, wait µs, redrives and
--- env to out.
--- c: now, nowstr, lease, owner, finflight, delay, expiry, ratekey, fint,
--- fburst.
-local function begin(c, h, f, from, tenant, id, tp, quota, entries, out)
-  local member = tenant .. '/' .. id
-  if c.fint > 0 then
-    local _, tat = gcra(c.ratekey, c.fint, c.fburst, c.now)
-    settat(c.ratekey, tat, c.now)
-  end
-  redis.call('ZADD', c.finflight, c.lease, member)
-  if quota > 0 then redis.call('ZADD', tp .. 'inflight', c.lease, id) end
-  -- Once started, a task's ttl no longer applies.
-  redis.call('ZREM', c.expiry, member)
-  local attempt = redis.call('HINCRBY', h, 'attempts', 1)
-  redis.call('HSET', h, 'state', 'running', 'lease', c.lease, 'owner', c.owner, 'attempt_started', c.nowstr)
-  -- The wait since due (created, or a retry's or delay's time), returned
-  -- for every start; stored on the first.
-  local wt = c.now - tonumber(f[5] or f[6] or c.nowstr)
-  if wt < 0 then wt = 0 end
-  if not f[3] then
-    redis.call('HSET', h, 'started', c.nowstr, 'wait_ms', math.floor(wt / 1000))
-  end
-  redis.call('ZREM', tp .. 'st:' .. from, id)
-  redis.call('ZADD', tp .. 'st:running', f[6], id)
-  -- The lease doubles as a delay-set entry: if this dispatcher dies, the
-  -- scheduler finds the task due when the lease ends and puts it back in
-  -- the ready queue.
-  redis.call('ZADD', c.delay, c.lease, member)
-  entries[#entries+1] = logentry(c.nowstr, 'started', attempt, 'attempt ' .. attempt .. ' started by ' .. c.owner)
-  logpush(h, tp .. 'log:' .. id, entries)
-  out[#out+1] = tenant
-  out[#out+1] = id
-  out[#out+1] = tostring(attempt)
-  out[#out+1] = f[7] or '0'
-  out[#out+1] = tostring(wt)
-  out[#out+1] = redis.call('HGET', h, 'redrives') or '0'
-  out[#out+1] = redis.call('HGET', h, 'env') or ''
 end
 `
 
@@ -384,12 +408,17 @@ type FastStart struct {
 // rate, the tenant's quota and rate), it starts the task in the same step,
 // without the ready-queue entry, the round robin and the take: the verdict
 // is AdmitStarted, and Started is the attempt the caller now holds under
-// the lease until LeaseUntil. Otherwise it does what Admit does.
+// the lease until LeaseUntil. Otherwise it does what Admit does. In the
+// partitioned layout it always does what Admit does (no fast start: the
+// task's partition and its function's slot are two scripts).
 func (l *Ledger) AdmitOrStart(ctx context.Context, t TaskRef, fs FastStart) (Admission, error) {
 	return l.admit(ctx, t, &fs)
 }
 
 func (l *Ledger) admit(ctx context.Context, t TaskRef, fs *FastStart) (Admission, error) {
+	if l.Partitioned() {
+		return l.admitOne(ctx, t) // two steps, no fast start (admit_split.go)
+	}
 	now := l.cfg.Now()
 	res, err := l.batch.eval(ctx, admitScript, l.admitKeys(t), l.admitStartArgs(t, now, fs)...).StringSlice()
 	if err != nil {

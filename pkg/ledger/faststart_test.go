@@ -9,6 +9,7 @@ import (
 
 	"github.com/tasklane/tasklane/contracts"
 	"github.com/tasklane/tasklane/pkg/ledger"
+	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
 // Tests of AdmitOrStart's fast start: a delivery whose function has room
@@ -53,7 +54,16 @@ func (b *bundle) waits(t *testing.T, tenant, fn string, priority int, lim ledger
 	return id
 }
 
+// skipNoFastStart skips a fast-start test on the partitioned layout, which
+// has none (AdmitOrStart admits there: TestNoFastStartPartitioned).
+func skipNoFastStart(t *testing.T) {
+	if testkit.LedgerPartitions() > 0 {
+		t.Skip("the partitioned layout has no fast start")
+	}
+}
+
 func TestFastStartWhenRoom(t *testing.T) {
+	skipNoFastStart(t)
 	t.Parallel()
 	ctx := context.Background()
 	b := setupDispatch(t, nil)
@@ -100,6 +110,7 @@ func TestFastStartWhenRoom(t *testing.T) {
 }
 
 func TestFastStartNotWhenSomethingWaits(t *testing.T) {
+	skipNoFastStart(t)
 	t.Parallel()
 	unlimited := ledger.TakeLimits{}
 
@@ -144,6 +155,7 @@ func TestFastStartNotWhenSomethingWaits(t *testing.T) {
 }
 
 func TestFastStartNotAtLimit(t *testing.T) {
+	skipNoFastStart(t)
 	t.Parallel()
 
 	t.Run("function limit", func(t *testing.T) {
@@ -222,6 +234,7 @@ func TestFastStartNotAtLimit(t *testing.T) {
 }
 
 func TestFastStartKeepsTheGuards(t *testing.T) {
+	skipNoFastStart(t)
 	t.Parallel()
 	ctx := context.Background()
 	lim := ledger.TakeLimits{}
@@ -284,4 +297,15 @@ func TestFastStartKeepsTheGuards(t *testing.T) {
 		require.False(t, ok, "the old attempt's outcome is refused")
 		b.finish(t, "f", *a.Started)
 	})
+}
+
+// TestNoFastStartPartitioned: on the partitioned layout AdmitOrStart
+// admits, even with room to start.
+func TestNoFastStartPartitioned(t *testing.T) {
+	t.Parallel()
+	b := setupLayout(t, 4, nil)
+	id := b.record(t, "a", "f", 5)
+	a := b.admitOrStart(t, "a", id, "f", 5, ledger.TakeLimits{})
+	require.Equal(t, ledger.AdmitAdmitted, a.Verdict)
+	require.Contains(t, b.queued(t, "f", ledger.BandNormal, "a"), id)
 }

@@ -189,10 +189,10 @@ func (l *Ledger) fnPrefix(function string) string { return l.cfg.Prefix + ":{f:"
 // scored by lease end µs (an entry past its lease frees its slot).
 func (l *Ledger) inflightKey(function string) string { return l.fnPrefix(function) + "inflight" }
 
-// inflightNHKey is the subset of the function's in-flight set started from
-// the normal or low band (priority < 7), same members and scores: the
-// partitioned layout's count for the high-band reservation.
-func (l *Ledger) inflightNHKey(function string) string { return l.inflightKey(function) + ":nh" }
+// inflightNHKey is the partitioned layout's subset of the function's
+// in-flight set started from the normal or low band (same members and
+// scores): the high-band reservation counts it without reading records.
+func (l *Ledger) inflightNHKey(function string) string { return l.fnPrefix(function) + "inflight:nh" }
 
 // fnStateKey is the function's control state (hash): the adaptive limit
 // ("limit"), whether it ran at its limit with tasks ready since the last

@@ -608,8 +608,23 @@ func (l *Ledger) LoadScripts(ctx context.Context) error {
 			return fmt.Errorf("loading ledger scripts: %w", err)
 		}
 	}
-	return l.loadSplitScripts(ctx)
+	if err := l.loadSplitScripts(ctx); err != nil {
+		return err
+	}
+	if !l.Partitioned() {
+		return nil
+	}
+	for _, s := range partitionedScripts {
+		if err := l.script(s).Load(ctx, l.rdb).Err(); err != nil {
+			return fmt.Errorf("loading ledger scripts: %w", err)
+		}
+	}
+	return nil
 }
+
+// partitionedScripts are the scripts of the partitioned layout only.
+var partitionedScripts = []splitScript{takeFScript, startTScript, requeueFScript, reparkTScript, admitTScript, admitFScript,
+	backlogFScript, sweepFScript}
 
 // flag is a script's boolean argument: "1" or "0".
 func flag(b bool) string {

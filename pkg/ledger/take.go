@@ -140,22 +140,7 @@ while true do
           -- The tenant's rate: a task over it is given its turn (a
           -- reserved slot in the tenant's GCRA timeline) and waits for it
           -- in the delay set; when it comes back it starts unchecked.
-          local tw = 0
-          local slot = tonumber(f[4] or '0')
-          if slot > 0 and now + 2000 < slot then
-            tw = slot - now
-          elseif slot > 0 then
-            redis.call('HDEL', h, 'rate_slot')
-          elseif lim and lim[2] > 0 then
-            local w, tat = gcra(tp .. 'rate', lim[2], lim[3], now)
-            if w > 0 then
-              tat = math.max(tonumber(redis.call('GET', tp .. 'rate') or '0'), now) + lim[2]
-              redis.call('HSET', h, 'rate_slot', now + w)
-              tw = w
-            end
-            settat(tp .. 'rate', tat, now)
-          end
-          if tw > 0 then
+` + luaTenantRate + `          if tw > 0 then
             redis.call('ZADD', delay, now + tw, member)
           else
             begin(c, h, f, 'queued', tenant, id, tp, quota, {}, out)
@@ -178,6 +163,27 @@ local res = {status, tostring(math.ceil(wait)), tostring(expired), tostring(park
 for _, v in ipairs(out) do res[#res+1] = v end
 return res
 `)
+
+// luaTenantRate is take's (and start.t's) tenant rate check of task h
+// (fields f, tenant key prefix tp, tenant limits lim): tw is the wait
+// until its turn (0: it may start now). A task over the rate is given its
+// turn (rate_slot) and, when it comes back, starts unchecked.
+const luaTenantRate = `          local tw = 0
+          local slot = tonumber(f[4] or '0')
+          if slot > 0 and now + 2000 < slot then
+            tw = slot - now
+          elseif slot > 0 then
+            redis.call('HDEL', h, 'rate_slot')
+          elseif lim and lim[2] > 0 then
+            local w, tat = gcra(tp .. 'rate', lim[2], lim[3], now)
+            if w > 0 then
+              tat = math.max(tonumber(redis.call('GET', tp .. 'rate') or '0'), now) + lim[2]
+              redis.call('HSET', h, 'rate_slot', now + w)
+              tw = w
+            end
+            settat(tp .. 'rate', tat, now)
+          end
+`
 
 // TakeLimits are the limits a function's tasks start under.
 type TakeLimits struct {
@@ -254,6 +260,9 @@ type Taken struct {
 // 1), tenants in round robin within a band, each task's tenant under its
 // quota and rate, the function under its limit and rate.
 func (l *Ledger) Take(ctx context.Context, function, owner string, n int, lease time.Duration, lim TakeLimits) (Taken, error) {
+	if l.Partitioned() {
+		return l.takeSplit(ctx, function, owner, n, lease, lim)
+	}
 	now := l.cfg.Now()
 	args := []any{us(now), us(now.Add(lease)), owner, n, lim.Concurrency, lim.AdaptiveMin, lim.ReservedHigh,
 		l.cfg.Prefix, l.fnPrefix(function), l.cfg.Retention.Milliseconds(), OutboxMaxLen,

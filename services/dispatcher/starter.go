@@ -246,9 +246,10 @@ func (d *Dispatcher) launch(s *starter, t ledger.Started, leaseUntil time.Time) 
 // and runs the attempt it started; the worker stays taken until the
 // attempt ends, so MaxRunning holds. Without a free worker, or once Stop
 // began, it only admits: the task waits in its ready queue for a starter.
+// So does it on the partitioned layout, which has no fast start.
 func (d *Dispatcher) admit(ctx context.Context, t ledger.TaskRef) (ledger.Admission, error) {
 	s := d.starters[t.Function]
-	if s == nil || !d.takeWorker() {
+	if s == nil || d.cfg.Ledger.Partitioned() || !d.takeWorker() {
 		return d.cfg.Ledger.Admit(ctx, t)
 	}
 	d.fastMu.RLock()

@@ -3,7 +3,9 @@
 // tasks waiting for their tenant's rate, leases of dead dispatchers, and
 // publish guards of tasks whose gateway died before the broker confirmed
 // them. It also puts tenants parked at their quota back to work when their
-// attempts ended without a finish (see [Config.Quotas]). It also ends
+// attempts ended without a finish (see [Config.Quotas]), and on the
+// partitioned layout sweeps the functions' in-flight sets (see
+// [Config.Functions]). It also ends
 // waiting tasks whose ttl passed, even while they sit in a backed-up lane,
 // and, configured with a [Trim], trims acknowledged entries of Redis
 // streams. Configured with Tenants, it drops the index entries of task
@@ -48,6 +50,11 @@ type Config struct {
 	// run: it ends dead, non-retryable, instead of waiting in a ready queue
 	// no dispatcher takes. Default nil: every function is.
 	Configured func(function string) bool
+	// Functions are the configured functions: on the partitioned layout,
+	// each second the scheduler sweeps their in-flight sets of
+	// reservations and attempts past their score
+	// (ledger.SweepReservations). Default nil: none.
+	Functions func() []string
 	// Trim, when set, has the scheduler trim Redis streams of what every
 	// consumer group is done with (trim.go).
 	Trim *Trim
@@ -114,6 +121,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			if err := s.cfg.Ledger.UnparkAll(ctx, s.cfg.Quotas); err != nil && ctx.Err() == nil {
 				s.cfg.Logger.Warn("unparking tenants", "error", err)
+			}
+			if s.cfg.Functions != nil {
+				if _, err := s.cfg.Ledger.SweepReservations(ctx, s.cfg.Functions()); err != nil && ctx.Err() == nil {
+					s.cfg.Logger.Warn("sweeping reservations", "error", err)
+				}
 			}
 		}
 		for {

@@ -29,10 +29,7 @@ const clusterExporterTTL = 10 * time.Second
 // them, so a sum over processes does not multiply them.
 func (a *App) watchCluster(held func() bool) {
 	specs := ledger.FunctionSpecs(a.cfg.Functions)
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Name
-	}
+	names := functionNames(a.cfg)
 	tenants := a.cfg.TenantIDs()
 	a.metrics.WatchCluster(func(ctx context.Context) (metrics.Cluster, error) {
 		stats, err := a.ledger.FunctionStats(ctx, specs)

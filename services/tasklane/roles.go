@@ -231,6 +231,7 @@ func (a *App) startWorkers(startCtx, ctx context.Context) error {
 		s := scheduler.New(scheduler.Config{
 			Ledger: a.ledger, Metrics: a.metrics, Logger: a.logger, Guard: a.cfg.Ledger.PublishGuard.Std(),
 			Quotas:     quotas(a.cfg),
+			Functions:  func() []string { return functionNames(a.cfg) },
 			Configured: func(fn string) bool { return a.cfg.Function(fn) != nil },
 			Trim:       &scheduler.Trim{Broker: a.driver, Lanes: a.table.Lanes},
 			Tenants:    a.cfg.TenantIDs,
@@ -311,6 +312,17 @@ func limitedFunctions(cfg *config.Config) func(string) bool {
 // quotas are every configured tenant's cap on running attempts (0: none):
 // the ledger's, and the scheduler's unpark sweep (a tenant without one is
 // swept too, in case it was parked before its quota was removed).
+// functionNames are the configured functions' names: the scheduler's
+// reservation sweep, the cluster gauges.
+func functionNames(cfg *config.Config) []string {
+	specs := ledger.FunctionSpecs(cfg.Functions)
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	return names
+}
+
 func quotas(cfg *config.Config) map[string]int {
 	out := map[string]int{}
 	for _, t := range cfg.Tenants {

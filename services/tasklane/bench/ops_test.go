@@ -103,7 +103,9 @@ func TestRabbitStats(t *testing.T) {
 }
 
 // TestCountOpsOnRawStreams counts a raw Redis streams run's commands: at
-// least one XADD per message.
+// least one per message, and at least one XADD per message when XADD is
+// among the ten commands called most (INFO commandstats is server-wide:
+// other test packages sharing the Redis can push it out of the ten).
 func TestCountOpsOnRawStreams(t *testing.T) {
 	testkit.RequireRealRedis(t, "reads INFO commandstats")
 	var out, progress testkit.SyncBuffer
@@ -116,11 +118,10 @@ func TestCountOpsOnRawStreams(t *testing.T) {
 	require.NotNil(t, r.Ops.Redis)
 	require.Nil(t, r.Ops.RabbitMQ)
 	require.Equal(t, 300, r.Ops.Tasks)
-	var xadd int64
+	require.GreaterOrEqual(t, r.Ops.Redis.Commands, int64(300))
 	for _, c := range r.Ops.Redis.Top {
 		if c.Command == "xadd" {
-			xadd = c.Calls
+			require.GreaterOrEqual(t, c.Calls, int64(300))
 		}
 	}
-	require.GreaterOrEqual(t, xadd, int64(300))
 }
