@@ -104,3 +104,34 @@ func TestSplitClaimBusyKeepsTheRunningAttemptsSlot(t *testing.T) {
 	require.Equal(t, ledger.VerdictThrottled, c.Verdict, "one attempt runs: the limit of 1 is reached")
 	require.Equal(t, "concurrency", c.Limit)
 }
+
+// TestSplitLateReleaseKeepsTheNextAttemptsSlot: retry.t ended attempt 1
+// and its release.f is late (a stalled process, a slow round trip): the
+// retry was due at once, and attempt 2 started (the limit, 2, had room
+// beside attempt 1's reservation) under the same member. release.f is not fenced, so it removes
+// attempt 2's member, and the function runs past its limit until attempt
+// 2's next renew.f puts it back.
+func TestSplitLateReleaseKeepsTheNextAttemptsSlot(t *testing.T) {
+	t.Skip("defect left (review): release.f is unfenced; a late one removes the next attempt's member (fix: the tenant step answers the lease it ended and release.f removes the member only if scored at most that; needs take.f scoring a reservation by the lease start.t writes)")
+	b := setupLayout(t, 4, nil, "fn")
+	ctx := context.Background()
+	ids := b.ready(t, "a", "fn", 5, 1)
+	lim := ledger.TakeLimits{Concurrency: 2}
+	tk := b.take(t, "fn", 1, lim)
+	require.Len(t, tk.Tasks, 1)
+	s := tk.Tasks[0]
+	var next ledger.Taken
+	h := &interleave{hash: ledger.ScriptHash("release.f")}
+	h.f = func() {
+		require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", ids[0], "fn", 5).Verdict)
+		next = b.take(t, "fn", 1, lim)
+	}
+	b.l.Redis().(*redis.Client).AddHook(h)
+	ok, err := b.l.Retry(ctx, "a", s.ID, "fn", s.Fence(), b.now, "boom", false)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Len(t, next.Tasks, 1, "attempt 2 started before attempt 1's release.f")
+	live, err := b.l.Redis().ZCount(ctx, b.l.InflightKey("fn"), strconv.FormatInt(b.now.UnixMicro(), 10), "+inf").Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, live, "attempt 2 holds the function's slot")
+}
