@@ -601,9 +601,7 @@ func (l *Ledger) CancelMatching(ctx context.Context, tenant string, r contracts.
 					return out, fmt.Errorf("cancelling tasks: %w", err)
 				}
 				if l.Partitioned() {
-					if err := l.cancelled(ctx, tenant, cids, cfns, calls); err != nil {
-						return out, err
-					}
+					l.cancelled(ctx, tenant, cids, cfns, calls)
 				}
 				for _, c := range calls {
 					if res, _ := c.cmd.StringSlice(); len(res) > 0 && res[0] == "ok" {

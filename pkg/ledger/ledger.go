@@ -489,9 +489,7 @@ func (l *Ledger) Cancel(ctx context.Context, tenant, id string) (*contracts.Task
 			return nil, fmt.Errorf("cancelling task %s: %w", id, err)
 		}
 		if l.Partitioned() {
-			if err := l.cancelled(ctx, tenant, []string{id}, []string{fn}, []*scriptCall{c}); err != nil {
-				return nil, err
-			}
+			l.cancelled(ctx, tenant, []string{id}, []string{fn}, []*scriptCall{c})
 		}
 		switch {
 		case res[0] == "ok":

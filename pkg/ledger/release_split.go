@@ -473,8 +473,12 @@ func (l *Ledger) cancelTCall(tenant, id string, only string) *scriptCall {
 
 // cancelled is the function side of the cancels of tenant's tasks that
 // cancel.t answered (calls, of ids, with functions fns): the running
-// ones' release.f and unpark.f calls, in one pipeline.
-func (l *Ledger) cancelled(ctx context.Context, tenant string, ids, fns []string, calls []*scriptCall) error {
+// ones' release.f and unpark.f calls, in one pipeline. It is best effort:
+// the tasks are cancelled (an error here would tell the caller they are
+// not, and a second cancel answers ErrNotCancellable), and a lost function
+// step is repaired as a lost finish's is: the reservation stops counting
+// when its score passes, the unparking set sends its unpark.f again.
+func (l *Ledger) cancelled(ctx context.Context, tenant string, ids, fns []string, calls []*scriptCall) {
 	var fcalls []*scriptCall
 	for i, c := range calls {
 		res, _ := c.cmd.StringSlice()
@@ -484,10 +488,7 @@ func (l *Ledger) cancelled(ctx context.Context, tenant string, ids, fns []string
 		fcalls = append(fcalls, l.releaseCall(tenant, ids[i], fns[i]))
 		fcalls = append(fcalls, l.unparkCalls(tenant, res[2:])...)
 	}
-	if err := l.batch.exec(ctx, fcalls...); err != nil {
-		return fmt.Errorf("releasing cancelled tasks' slots: %w", err)
-	}
-	return nil
+	_ = l.batch.exec(ctx, fcalls...)
 }
 
 // renewSplit is Renew in the partitioned layout: renew.t for every lease in
@@ -575,8 +576,10 @@ func (l *Ledger) claimSplit(ctx context.Context, r ClaimRequest, now time.Time, 
 		us(now), us(now.Add(r.Lease)), r.Owner, l.statePrefix(r.Tenant), r.ID, member, l.cfg.Retention.Milliseconds(), OutboxMaxLen,
 		conc, fwait, interval(lim.TenantRate), max(lim.TenantBurst, 1), wait.Microseconds()).StringSlice()
 	// A lost reply leaves the reservation to the sweep: the task may have
-	// started.
-	if reserved && err == nil && res[0] != string(VerdictRun) {
+	// started. So does busy: another attempt started between reserve.f and
+	// claim.t (its reserve.f found this reservation and added none, or it
+	// was running with no live member), and the member is its place.
+	if reserved && err == nil && res[0] != string(VerdictRun) && res[0] != string(VerdictBusy) {
 		if err := l.batch.exec(ctx, l.releaseCall(r.Tenant, r.ID, r.Function)); err != nil {
 			return nil, fmt.Errorf("giving back the reservation: %w", err)
 		}

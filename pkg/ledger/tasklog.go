@@ -115,17 +115,24 @@ return 1
 
 func (l *Ledger) logKey(tenant, id string) string { return l.tenantPrefix(tenant) + "log:" + id }
 
-// cutMessage bounds a message to LogMessageMaxBytes of valid UTF-8.
+// cutMessage bounds a message to LogMessageMaxBytes of valid UTF-8: bytes
+// that are not UTF-8 go, and a longer message is cut at a rune boundary
+// and marked.
 func cutMessage(s string) string {
-	if len(s) <= LogMessageMaxBytes {
-		return strings.ToValidUTF8(s, "")
+	long := len(s) > LogMessageMaxBytes
+	if long {
+		s = s[:LogMessageMaxBytes] // a rune split here goes with the bad bytes
+	}
+	s = strings.ToValidUTF8(s, "")
+	if !long {
+		return s
 	}
 	const mark = " [cut]"
-	cut := s[:LogMessageMaxBytes-len(mark)]
-	for len(cut) > 0 && !utf8.ValidString(cut) {
-		cut = cut[:len(cut)-1]
+	n := min(LogMessageMaxBytes-len(mark), len(s))
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
 	}
-	return cut + mark
+	return s[:n] + mark
 }
 
 // encodeLog is an entry's stored form. A zero At is now.

@@ -53,7 +53,7 @@ func RetryClassify(l *ledger.Ledger, m *metrics.Metrics, logger *slog.Logger) me
 				return out, nil
 			}
 			ctx := msg.Context()
-			if err := finish(ctx, l, m, d); err != nil {
+			if err := finish(ctx, l, m, logger, d); err != nil {
 				return nil, err
 			}
 			fn := d.Function
@@ -70,7 +70,7 @@ func RetryClassify(l *ledger.Ledger, m *metrics.Metrics, logger *slog.Logger) me
 }
 
 // finish records d's outcome: terminal, or a retry at a backoff.
-func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delivery) error {
+func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, logger *slog.Logger, d *Delivery) error {
 	tenant, id, function, attempt := d.Ref.Tenant, d.Ref.TaskID, d.Ref.Function, d.Claim.Attempt
 	fn, out := d.Function, d.Outcome
 	log := attemptLog(d)
@@ -99,8 +99,7 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 				telemetry.AttrRetryIn.Float64(wait.Seconds()), attribute.Bool("tasklane.refunded", refund))
 			ok, err := l.Retry(ctx, tenant, id, function, d.Claim.Fence(), due, out.Err, refund, append(log, next)...)
 			end(ok, err)
-			if err != nil {
-				m.LedgerErrors.WithLabelValues("retry").Inc()
+			if err = recorded(m, logger, "retry", id, ok, err); err != nil {
 				return err
 			}
 			if !ok {
@@ -117,8 +116,7 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 	end := ledgerSpan(ctx, "ledger finish", telemetry.AttrState.String(string(o.State)))
 	ok, err := l.Finish(ctx, tenant, id, function, d.Claim.Fence(), o)
 	end(ok, err)
-	if err != nil {
-		m.LedgerErrors.WithLabelValues("finish").Inc()
+	if err = recorded(m, logger, "finish", id, ok, err); err != nil {
 		return err
 	}
 	if !ok {
@@ -126,6 +124,24 @@ func finish(ctx context.Context, l *ledger.Ledger, m *metrics.Metrics, d *Delive
 		return nil
 	}
 	m.Outcomes.WithLabelValues(tenant, function, string(o.State)).Inc()
+	return nil
+}
+
+// recorded counts a ledger error of op (retry, finish) on task id and
+// returns it, unless ok says the outcome was recorded all the same: in the
+// partitioned layout only the function step failed (decision 0017, "Order
+// and fence"), which the ledger repairs; that one is logged, and the
+// outcome goes on to be counted and fed back.
+func recorded(m *metrics.Metrics, logger *slog.Logger, op, id string, ok bool, err error) error {
+	if err == nil {
+		return nil
+	}
+	m.LedgerErrors.WithLabelValues(op).Inc()
+	if !ok {
+		return err
+	}
+	logger.Warn("recorded an attempt's outcome; freeing its function slot failed (it frees itself when the lease ends)",
+		"task", id, "op", op, "error", err)
 	return nil
 }
 
