@@ -29,19 +29,29 @@ import (
 // pipeline by node (go-redis). Such reads never block when the streams
 // are in several slots: a node runs the blocking reads of a pipeline one
 // after the other, each waiting out its BLOCK. A round that finds nothing
-// reads again after ClusterPoll instead.
+// reads again after ClusterPoll instead, and between two such polls of
+// every stream a round reads only the streams the last one found entries
+// in (hotStreams): under load, a few streams of many have entries, and
+// reading all of them each round cost tens of XREADGROUPs per entry.
 func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 	r := l.r
+	multi, narrowed := false, false
+	if r.cluster {
+		multi = spansSlots(free)
+		free, narrowed = l.hotStreams(free)
+		if len(free) == 0 {
+			l.readAt = l.sweepAt
+			return
+		}
+	}
 	streams := slices.Sorted(maps.Keys(free))
 	type group struct{ count, slot int }
 	groups := map[group][]string{}
 	least := 0
-	slots := map[int]bool{}
 	for _, s := range streams {
 		g := group{count: free[s]}
 		if r.cluster {
 			g.slot = keyslot.Of(s)
-			slots[g.slot] = true
 		}
 		groups[g] = append(groups[g], s)
 		if least == 0 || free[s] < least {
@@ -49,7 +59,7 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 		}
 	}
 	block := time.Duration(-1) // no BLOCK
-	if !full && (l.idle || len(groups) == 1) && len(slots) <= 1 {
+	if !full && (l.idle || len(groups) == 1) && !multi {
 		groups = map[group][]string{{count: least}: streams}
 		block = r.cfg.ReadBlock
 	}
@@ -83,6 +93,9 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 				l.start(s.Stream, m)
 				got++
 			}
+			if r.cluster && len(s.Messages) > 0 {
+				l.hot[s.Stream] = true
+			}
 			l.backlog = l.backlog || len(s.Messages) >= free[s.Stream]
 		}
 	}
@@ -106,7 +119,10 @@ func (l *readLoop) read(ctx context.Context, free map[string]int, full bool) {
 		// ack when done), which may be minutes: back off.
 		l.pollWait = min(max(2*l.pollWait, busyPoll), r.cfg.ReadBlock)
 		l.readAt = now.Add(l.pollWait)
-	case got == 0 && len(slots) > 1:
+	case got == 0 && narrowed:
+		// The hot streams ran dry: read every stream now.
+		l.sweepAt, l.readAt = now, now
+	case got == 0 && multi:
 		l.readAt = now.Add(r.cfg.ClusterPoll) // a cluster's reads do not block
 	case got == 0:
 		l.readAt = now // nothing came within the block, or read again blocking
@@ -201,4 +217,46 @@ func (l *readLoop) inspect(ctx context.Context, streams []string) (unreadable []
 		}
 	}
 	return unreadable, fixed
+}
+
+// hotStreams narrows a cluster read to the streams the last read found
+// entries in, until the next poll of every stream (sweepAt, every
+// ClusterPoll), and starts the set of this read's hot streams.
+func (l *readLoop) hotStreams(free map[string]int) (map[string]int, bool) {
+	now := time.Now()
+	if now.Before(l.sweepAt) && len(l.hot) > 0 {
+		narrow := map[string]int{}
+		for s := range l.hot {
+			if n, ok := free[s]; ok {
+				narrow[s] = n
+			}
+		}
+		if len(narrow) == 0 {
+			// The hot streams have no free slot: wait for one (a read once
+			// half of them are free) or for the poll of every stream.
+			return narrow, true
+		}
+		if len(narrow) < len(free) {
+			l.hot = map[string]bool{}
+			return narrow, true
+		}
+	}
+	l.hot = map[string]bool{}
+	l.sweepAt = now.Add(l.r.cfg.ClusterPoll)
+	return free, false
+}
+
+// spansSlots reports whether the streams of free are in more than one
+// cluster slot.
+func spansSlots(free map[string]int) bool {
+	slot := -1
+	for s := range free {
+		switch k := keyslot.Of(s); {
+		case slot < 0:
+			slot = k
+		case k != slot:
+			return true
+		}
+	}
+	return false
 }

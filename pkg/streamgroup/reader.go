@@ -152,6 +152,11 @@ type readLoop struct {
 	pollWait time.Duration
 	// errorUntil ends the pause after a failed read.
 	errorUntil time.Time
+	// On a cluster (reads that do not block): hot are the streams the
+	// last read found entries in, read again at once; the others are read
+	// from sweepAt on, every ClusterPoll.
+	hot     map[string]bool
+	sweepAt time.Time
 }
 
 // Run reads until ctx ends, then drains: entries being handled finish
@@ -190,6 +195,9 @@ func (r *Reader) Run(ctx context.Context) {
 func (l *readLoop) free() (free map[string]int, full, halfFree bool) {
 	slots := l.r.slotsNow()
 	free = make(map[string]int, len(slots))
+	// Between a cluster's polls of every stream only the hot ones are read
+	// (hotStreams): only they make a read due early.
+	hotOnly := l.r.cluster && len(l.hot) > 0 && time.Now().Before(l.sweepAt)
 	for s, n := range slots {
 		if l.missing[s] {
 			continue
@@ -200,7 +208,9 @@ func (l *readLoop) free() (free map[string]int, full, halfFree bool) {
 		} else {
 			full = true
 		}
-		halfFree = halfFree || 2*f >= n
+		if !hotOnly || l.hot[s] {
+			halfFree = halfFree || 2*f >= n
+		}
 	}
 	return free, full, halfFree
 }
