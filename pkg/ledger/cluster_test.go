@@ -122,6 +122,20 @@ func TestPartitionedOnCluster(t *testing.T) {
 				require.Equal(t, ledger.AdmitReady, admit(tenant, task.ID), "a redelivery")
 			}
 		}
+		// The 16 tenants' records spread over every master.
+		var masters sync.Map
+		require.NoError(t, rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			keys, err := m.Keys(ctx, "tl:{p*}:t*:task:*").Result()
+			masters.Store(m.Options().Addr, len(keys))
+			return err
+		}))
+		n := 0
+		masters.Range(func(addr, keys any) bool {
+			n++
+			require.Positive(t, keys.(int), "task records on master %s", addr)
+			return true
+		})
+		require.Equal(t, 3, n)
 	})
 
 	t.Run("backlog", func(t *testing.T) {
