@@ -118,4 +118,3 @@ func TestLaneRetryNamesTheServiceThatFailed(t *testing.T) {
 	defer cancel()
 	require.NoError(t, app.WaitReady(ctx))
 }
-

@@ -84,4 +84,3 @@ func TestConfigValidateAcceptsNoTenants(t *testing.T) {
 	cmd.SetArgs([]string{"config", "validate", path})
 	require.NoError(t, cmd.Execute())
 }
-
