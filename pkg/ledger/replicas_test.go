@@ -3,9 +3,6 @@ package ledger_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -51,44 +48,12 @@ func (w *waitCounter) count(cmd redis.Cmder) {
 	}
 }
 
-// redisServer is a redis-server the test started on a free port, killed
-// when the test ends.
-type redisServer struct {
-	addr string
-	cmd  *exec.Cmd
-}
-
-func startRedis(t *testing.T, args ...string) *redisServer {
-	t.Helper()
-	testkit.SkipShort(t, "starts redis-server processes")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	all := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)
-	s := &redisServer{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: exec.Command("redis-server", all...)}
-	require.NoError(t, s.cmd.Start())
-	t.Cleanup(s.kill)
-	c := redis.NewClient(&redis.Options{Addr: s.addr})
-	defer func() { _ = c.Close() }()
-	testkit.Eventually(t, 10*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil }, "redis-server on %s answers", s.addr)
-	return s
-}
-
-func (s *redisServer) kill() {
-	if s.cmd.ProcessState == nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-	}
-}
-
 // startReplicated starts a master and one replica of it, and returns once
 // the master counts the replica online.
-func startReplicated(t *testing.T) (master, replica *redisServer) {
-	master = startRedis(t)
-	replica = startRedis(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(master.addr, "127.0.0.1:"))
-	c := redis.NewClient(&redis.Options{Addr: master.addr})
-	defer func() { _ = c.Close() }()
+func startReplicated(t *testing.T) (master, replica *testkit.RedisServer) {
+	master = testkit.StartRedis(t)
+	replica = testkit.StartRedis(t, "--replicaof", "127.0.0.1", master.Port())
+	c := master.Client(t)
 	testkit.Eventually(t, 10*time.Second, func() bool {
 		info, _ := c.Info(context.Background(), "replication").Result()
 		return strings.Contains(info, "state=online")
@@ -105,11 +70,11 @@ func TestCreateWaitsForReplica(t *testing.T) {
 	t.Parallel()
 	master, replica := startReplicated(t)
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: master.addr})
+	rdb := redis.NewClient(&redis.Options{Addr: master.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	waits := &waitCounter{}
 	rdb.AddHook(waits)
-	onReplica := redis.NewClient(&redis.Options{Addr: replica.addr})
+	onReplica := redis.NewClient(&redis.Options{Addr: replica.Addr})
 	t.Cleanup(func() { _ = onReplica.Close() })
 	l := ledger.New(ledger.Config{Redis: rdb, Prefix: "tl", Partitions: testkit.LedgerPartitions(), WaitReplicas: 1, WaitTimeout: waitTimeout})
 	require.NoError(t, l.LoadScripts(ctx))
@@ -133,13 +98,13 @@ func TestCreateWaitsForReplica(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n)
 
-	replica.kill()
+	replica.Kill()
 	lost := event("acme", "e4", "f1")
 	start := time.Now()
 	_, err = l.Create(ctx, []ledger.EventTasks{lost})
 	took := time.Since(start)
 	require.ErrorIs(t, err, ledger.ErrNotReplicated)
-	require.Contains(t, err.Error(), "WAIT 1 300 on "+master.addr+" answered 0")
+	require.Contains(t, err.Error(), "WAIT 1 300 on "+master.Addr+" answered 0")
 	require.GreaterOrEqual(t, took, waitTimeout)
 	require.Less(t, took, waitTimeout+2*time.Second)
 	_, err = l.Get(ctx, "acme", lost.Tasks[0].ID)
