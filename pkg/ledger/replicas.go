@@ -116,23 +116,36 @@ func (b *batcher) sendWaiting(ctx context.Context, node *redis.Client, calls []*
 		return nil
 	})
 	n, err := wait.Result()
-	if err == nil && n >= int64(b.replicas) {
-		return
-	}
-	if err == nil {
-		err = fmt.Errorf("%w: WAIT %d %d on %s answered %d", ErrNotReplicated, b.replicas, b.waitTimeout.Milliseconds(), node.Options().Addr, n)
-	} else {
-		err = fmt.Errorf("%w: WAIT on %s: %w", ErrNotReplicated, node.Options().Addr, err)
+	if err != nil || movedAway(calls) {
 		if cc, ok := b.rdb.(*redis.ClusterClient); ok {
 			// The node may no longer be the master (a failover, a slot
-			// moved): the cluster client learns the new map before the
-			// client retries.
+			// moved; a node client does not follow MOVED): the cluster
+			// client learns the new map before the client retries.
 			cc.ReloadState(ctx)
 		}
+	}
+	switch {
+	case err == nil && n >= int64(b.replicas):
+		return
+	case err == nil:
+		err = fmt.Errorf("%w: WAIT %d %d on %s answered %d", ErrNotReplicated, b.replicas, b.waitTimeout.Milliseconds(), node.Options().Addr, n)
+	default:
+		err = fmt.Errorf("%w: WAIT on %s: %w", ErrNotReplicated, node.Options().Addr, err)
 	}
 	for _, c := range calls {
 		if e := c.cmd.Err(); e == nil || errors.Is(e, redis.Nil) {
 			c.cmd.SetErr(err)
 		}
 	}
+}
+
+// movedAway reports whether a call was answered MOVED or ASK: its slot is
+// served by another node now.
+func movedAway(calls []*scriptCall) bool {
+	for _, c := range calls {
+		if err := c.cmd.Err(); redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") {
+			return true
+		}
+	}
+	return false
 }
