@@ -16,9 +16,10 @@ import (
 	"github.com/tasklane/tasklane/pkg/testkit"
 )
 
-// waitTimeout is the tests' WAIT timeout: short, so that a create nothing
-// confirms fails quickly.
-const waitTimeout = 300 * time.Millisecond
+// waitTimeout is the tests' WAIT timeout: the default, as a busy machine
+// (2 cores running other tests) can take hundreds of milliseconds to
+// relay a replica's acknowledgement.
+const waitTimeout = ledger.WaitTimeoutDefault
 
 // waitCounter is a go-redis hook that counts the WAIT commands a client
 // sends, alone or in pipelines.
@@ -104,7 +105,7 @@ func TestCreateWaitsForReplica(t *testing.T) {
 	_, err = l.Create(ctx, []ledger.EventTasks{lost})
 	took := time.Since(start)
 	require.ErrorIs(t, err, ledger.ErrNotReplicated)
-	require.Contains(t, err.Error(), "WAIT 1 300 on "+master.Addr+" answered 0")
+	require.Contains(t, err.Error(), "WAIT 1 1000 on "+master.Addr+" answered 0")
 	require.GreaterOrEqual(t, took, waitTimeout)
 	require.Less(t, took, waitTimeout+2*time.Second)
 	_, err = l.Get(ctx, "acme", lost.Tasks[0].ID)
