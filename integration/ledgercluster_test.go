@@ -134,7 +134,7 @@ subscriptions:
 	// Killed once its replica holds every write it acknowledged: Redis
 	// replicates asynchronously, and the last writes of a master killed at
 	// a random moment may be lost with it (decision 0017's failover row;
-	// redis.wait_replicas would close it for acceptances). What this test
+	// redis.wait_replicas closes it for acceptances). What this test
 	// checks is that Tasklane survives the failover, not that window.
 	require.NoError(t, cl.KillSynced(master))
 	t.Logf("killed the Redis master %s at %d accepted", master.Addr, c.total())

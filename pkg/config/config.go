@@ -341,8 +341,8 @@ type Redis struct {
 	// WaitReplicas, when positive, is the number of replicas that must
 	// have a new task's ledger writes (Redis WAIT) before its 202: a
 	// failover then loses no accepted task. Default 0 (off), range
-	// 0..WaitReplicasMax. `serve` refuses a positive value for now (not
-	// implemented yet).
+	// 0..WaitReplicasMax. A create that WAIT does not confirm within
+	// ledger.WaitTimeoutDefault (1 s) is answered 503.
 	WaitReplicas int `yaml:"wait_replicas"`
 }
 

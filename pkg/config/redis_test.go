@@ -59,17 +59,13 @@ func TestRedisClusterEnv(t *testing.T) {
 	require.EqualError(t, cfg.Validate(), `redis.cluster: want true or false, got "yes" (set by TASKLANE_REDIS_CLUSTER)`)
 }
 
-// Serve runs on a Redis Cluster, and refuses waiting for replicas with a
-// config error naming the line, until the ledger supports it.
-func TestCheckServeRefusesWaitReplicas(t *testing.T) {
+// Serve runs on a Redis Cluster and waits for replicas.
+func TestCheckServeAcceptsWaitReplicas(t *testing.T) {
 	t.Parallel()
 	const rest = "functions: [{name: echo, events: [com.example.echo], endpoint: \"builtin:echo\"}]\n" +
 		"tenants: [{id: acme, api_keys: [acme-dev-key]}]\n"
 	c, err := config.Parse(file, []byte(rest+"redis:\n  url: \"redis://h1:7000?addr=h2:7001\"\n  cluster: true\n  wait_replicas: 1\n"))
 	require.NoError(t, err)
-	err = c.CheckServe(false)
-	require.EqualError(t, err, "tasklane.yaml:6:18: redis.wait_replicas: waiting for replicas before a 202 is not implemented yet: leave it 0 (off)")
-	c.Redis.WaitReplicas = 0
 	require.NoError(t, c.CheckServe(false))
 }
 

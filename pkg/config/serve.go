@@ -5,9 +5,9 @@ import "errors"
 // CheckServe reports what makes c unfit for `tasklane serve`, beyond
 // [Config.Validate]: no functions (nothing would ever run) is always an
 // error; no tenants (the API would take requests without a key) is an error
-// unless allowNoAuth (the --insecure-no-auth flag); so is a positive
-// redis.wait_replicas, which serve does not support yet. The errors are [*Error]s naming c's file. `config validate` reports no tenants as a warning only:
-// an open API is legal, for development.
+// unless allowNoAuth (the --insecure-no-auth flag). The errors are
+// [*Error]s naming c's file. `config validate` reports no tenants as a
+// warning only: an open API is legal, for development.
 func (c *Config) CheckServe(allowNoAuth bool) error {
 	var errs []error
 	if len(c.Functions) == 0 {
@@ -18,19 +18,8 @@ func (c *Config) CheckServe(allowNoAuth bool) error {
 		errs = append(errs, &Error{File: c.File, Field: "tenants",
 			Msg: NoTenantsWarning + "; add tenants with api_keys, or pass --insecure-no-auth to serve without authentication (development only)"})
 	}
-	v := &validator{c: c}
-	if c.Redis.WaitReplicas > 0 {
-		v.add("redis.wait_replicas", "%s", WaitReplicasNotSupported)
-	}
-	for _, e := range v.errs {
-		errs = append(errs, e)
-	}
 	return errors.Join(errs...)
 }
-
-// WaitReplicasNotSupported is why serve refuses a positive
-// redis.wait_replicas.
-const WaitReplicasNotSupported = "waiting for replicas before a 202 is not implemented yet: leave it 0 (off)"
 
 // NoTenantsWarning says what a config without tenants means.
 const NoTenantsWarning = "no tenants configured: the API accepts requests without a key, as tenant \"default\""

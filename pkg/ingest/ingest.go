@@ -244,8 +244,15 @@ func (in *Ingester) submit(ctx context.Context, tenant string, events []*event.E
 	created, err := in.cfg.Ledger.Create(ctx, batch)
 	spans.child("ledger create", createStart, err, attribute.Int("tasklane.batch_events", len(events)))
 	if err != nil {
-		spans.fail("the task ledger did not answer")
 		in.cfg.Logger.ErrorContext(ctx, "recording tasks", "tenant", tenant, "error", err)
+		if errors.Is(err, ledger.ErrNotReplicated) {
+			// Recorded on the master, with publish guards: the tasks run
+			// unless a failover loses them, and a retry gets them from
+			// dedup. Not confirmed, so not a 202.
+			spans.fail("the task ledger's replicas did not confirm the tasks")
+			return nil, errorf(http.StatusServiceUnavailable, "the task ledger's replicas did not confirm the tasks in time (redis.wait_replicas): they are recorded but could be lost in a Redis failover; retry with the same event ids (they are deduplicated)")
+		}
+		spans.fail("the task ledger did not answer")
 		// The pipeline may have been applied in part, or whole with the
 		// answer lost: the outcome is unknown, and retrying with the same
 		// event ids is safe because they are deduplicated.

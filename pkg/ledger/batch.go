@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -40,10 +41,14 @@ type batcher struct {
 	rdb  redis.UniversalClient
 	load func(context.Context) error // loads the scripts after NOSCRIPT
 	q    *groupcommit.Batcher[*scriptCall]
+	// replicas and waitTimeout are Config.WaitReplicas and WaitTimeout
+	// (replicas.go); 0 replicas: no WAIT.
+	replicas    int
+	waitTimeout time.Duration
 }
 
-func newBatcher(rdb redis.UniversalClient, load func(context.Context) error) *batcher {
-	b := &batcher{rdb: rdb, load: load}
+func newBatcher(rdb redis.UniversalClient, load func(context.Context) error, replicas int, waitTimeout time.Duration) *batcher {
+	b := &batcher{rdb: rdb, load: load, replicas: replicas, waitTimeout: waitTimeout}
 	b.q = groupcommit.New(groupcommit.Limits{}, func(c *scriptCall) int { return argBytes(c.args) }, func(calls []*scriptCall) {
 		// The calls' own contexts may end while they are on the wire;
 		// the pipeline runs under the client's timeouts instead.
@@ -142,14 +147,28 @@ func (b *batcher) exec(ctx context.Context, calls ...*scriptCall) error {
 }
 
 func (b *batcher) pipeline(ctx context.Context, calls []*scriptCall) {
+	if b.replicas > 0 {
+		b.pipelineWaiting(ctx, calls)
+		return
+	}
+	b.send(ctx, calls)
+}
+
+// send sends calls in one pipeline through the client.
+func (b *batcher) send(ctx context.Context, calls []*scriptCall) {
 	if len(calls) == 0 {
 		return
 	}
 	_, _ = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, c := range calls {
-			c.cmd = evalSHA(ctx, c.script, c.keys, c.args)
-			_ = p.Process(ctx, noRetry{c.cmd})
-		}
+		b.process(ctx, p, calls)
 		return nil
 	})
+}
+
+// process adds calls to p, each marked noRetry.
+func (b *batcher) process(ctx context.Context, p redis.Pipeliner, calls []*scriptCall) {
+	for _, c := range calls {
+		c.cmd = evalSHA(ctx, c.script, c.keys, c.args)
+		_ = p.Process(ctx, noRetry{c.cmd})
+	}
 }

@@ -69,6 +69,13 @@ type Config struct {
 	// the dispatchers. Default nil: no quotas, no limits.
 	TenantQuota func(tenant string) int
 	Limited     func(function string) bool
+	// WaitReplicas (redis.wait_replicas), when positive, makes every
+	// Create answer only after its writes reached this many replicas of
+	// their master (Redis WAIT, replicas.go), or fail with
+	// ErrNotReplicated after WaitTimeout (default WaitTimeoutDefault).
+	// Default 0: no WAIT.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
 func (l *Ledger) quota(tenant string) int {
@@ -106,7 +113,8 @@ func New(cfg Config) *Ledger {
 	cfg.Prefix = cmp.Or(cfg.Prefix, PrefixDefault)
 	cfg.Partitions = min(max(cfg.Partitions, 0), PartitionsMax)
 	l := &Ledger{rdb: cfg.Redis, cfg: cfg}
-	l.batch = newBatcher(cfg.Redis, l.LoadScripts)
+	cfg.WaitTimeout = cmp.Or(cfg.WaitTimeout, WaitTimeoutDefault)
+	l.batch = newBatcher(cfg.Redis, l.LoadScripts, cfg.WaitReplicas, cfg.WaitTimeout)
 	return l
 }
 

@@ -324,10 +324,6 @@ func (a *App) configure() error {
 	if d := cfg.Broker.Driver; d != "" && d != broker.DriverAMQP && d != broker.DriverRedisStream {
 		return fmt.Errorf("broker.driver: unknown driver %q (want %s or %s)", d, broker.DriverAMQP, broker.DriverRedisStream)
 	}
-	if cfg.Redis.WaitReplicas > 0 {
-		// serve's config check says so first; this covers an App made in Go.
-		return fmt.Errorf("redis.wait_replicas: %s", config.WaitReplicasNotSupported)
-	}
 	if err := a.redisClient(); err != nil {
 		return err
 	}
@@ -354,6 +350,7 @@ func (a *App) configure() error {
 		Partitions:    cfg.LedgerPartitions(),
 		TenantQuota:   func(tenant string) int { return tenantQuota[tenant] },
 		Limited:       limitedFunctions(cfg),
+		WaitReplicas:  cfg.Redis.WaitReplicas,
 	})
 	static, err := routing.NewStaticNamed(routing.NamesFor(cfg.Broker.Prefix), cfg.Lanes.Shared, cfg.Lanes.ShardSize)
 	if err != nil {

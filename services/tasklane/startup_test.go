@@ -118,19 +118,3 @@ func TestLaneRetryNamesTheServiceThatFailed(t *testing.T) {
 	defer cancel()
 	require.NoError(t, app.WaitReady(ctx))
 }
-
-// A positive redis.wait_replicas is a config error Launch returns (an App
-// made in Go does not pass serve's config check): it is not implemented.
-func TestLaunchRefusesWaitReplicas(t *testing.T) {
-	t.Parallel()
-	cfg := DevConfig()
-	cfg.Server.Addr = "127.0.0.1:0"
-	cfg.Redis.URL = "redis://" + closedAddr(t) + "?addr=" + closedAddr(t)
-	cfg.Redis.Cluster = true
-	cfg.Redis.WaitReplicas = 1
-	app, err := Launch(context.Background(), cfg, Options{Logger: quietLogger()})
-	if err == nil {
-		_ = app.Shutdown(context.Background())
-	}
-	require.EqualError(t, err, "redis.wait_replicas: "+config.WaitReplicasNotSupported)
-}

@@ -84,16 +84,3 @@ func TestConfigValidateAcceptsNoTenants(t *testing.T) {
 	cmd.SetArgs([]string{"config", "validate", path})
 	require.NoError(t, cmd.Execute())
 }
-
-// serve refuses a positive redis.wait_replicas with a config error naming
-// the setting, before it connects to anything: it is not implemented.
-// redis.cluster: true is accepted.
-func TestServeRefusesWaitReplicas(t *testing.T) {
-	fn := "functions: [{name: echo, events: [com.example.echo], endpoint: \"builtin:echo\"}]\n"
-	path := writeConfig(t, "server: {addr: \"127.0.0.1:0\"}\n"+fn+
-		"redis:\n  url: \"redis://127.0.0.1:1?addr=127.0.0.1:2\"\n  cluster: true\n  wait_replicas: 1\n")
-	err := runServe(t, "--config", path, "--insecure-no-auth")
-	require.Error(t, err)
-	require.Contains(t, err.Error(), path+":6:18: redis.wait_replicas: waiting for replicas before a 202 is not implemented yet")
-	require.NotContains(t, err.Error(), "redis.cluster")
-}
