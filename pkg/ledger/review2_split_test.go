@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -43,4 +44,55 @@ func TestSplitTakeBehindALiveMemberLeavesNoTaskStuck(t *testing.T) {
 	after := b.take(t, "fn", 1, ledger.TakeLimits{})
 	require.Equal(t, 1, len(during.Tasks)+len(after.Tasks), "attempt 2 starts, beside attempt 1's late release or after it")
 	require.Equal(t, contracts.StateRunning, b.stateOf(t, "a", id))
+}
+
+// TestSplitReleaseFenceFollowsRenewals: release.f is fenced by the lease
+// the tenant step ended, the latest one renew.t wrote: a renewed attempt's
+// end frees its slot (its member's score grew with renew.f), and a late
+// release.f of it leaves the next attempt's member, scored by a later
+// lease, alone.
+func TestSplitReleaseFenceFollowsRenewals(t *testing.T) {
+	b := setupLayout(t, 4, nil, "fn")
+	ctx := context.Background()
+	lim := ledger.TakeLimits{Concurrency: 2}
+	live := func() int64 {
+		n, err := b.l.Redis().ZCount(ctx, b.l.InflightKey("fn"), strconv.FormatInt(b.now.UnixMicro(), 10), "+inf").Result()
+		require.NoError(t, err)
+		return n
+	}
+	renewed := func(s ledger.Started) {
+		b.advance(time.Second)
+		lost, err := b.l.Renew(ctx, takeLease, ledger.Lease{Tenant: s.Tenant, ID: s.ID, Function: "fn", Owner: "d1", Attempt: s.Attempt, Redrives: s.Redrives})
+		require.NoError(t, err)
+		require.Empty(t, lost)
+	}
+
+	// A renewed attempt ends: its slot is free.
+	b.ready(t, "a", "fn", 5, 2)
+	tk := b.take(t, "fn", 1, lim)
+	require.Len(t, tk.Tasks, 1)
+	renewed(tk.Tasks[0])
+	ok, err := b.l.Finish(ctx, "a", tk.Tasks[0].ID, "fn", tk.Tasks[0].Fence(), ledger.Outcome{State: contracts.StateSucceeded})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Zero(t, live(), "the renewed attempt's release frees its slot")
+
+	// A renewed attempt retried, its release.f late: attempt 2 keeps its slot.
+	tk = b.take(t, "fn", 1, lim)
+	require.Len(t, tk.Tasks, 1)
+	s := tk.Tasks[0]
+	renewed(s)
+	var next ledger.Taken
+	h := &interleave{hash: ledger.ScriptHash("release.f")}
+	h.f = func() {
+		require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", s.ID, "fn", 5).Verdict)
+		b.advance(time.Millisecond)
+		next = b.take(t, "fn", 1, lim)
+	}
+	b.l.Redis().(*redis.Client).AddHook(h)
+	ok, err = b.l.Retry(ctx, "a", s.ID, "fn", s.Fence(), b.now, "boom", false)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Len(t, next.Tasks, 1, "attempt 2 started before attempt 1's release.f")
+	require.EqualValues(t, 1, live(), "attempt 2 holds the function's slot")
 }
