@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,4 +96,47 @@ func TestSplitReleaseFenceFollowsRenewals(t *testing.T) {
 	require.True(t, ok)
 	require.Len(t, next.Tasks, 1, "attempt 2 started before attempt 1's release.f")
 	require.EqualValues(t, 1, live(), "attempt 2 holds the function's slot")
+}
+
+// TestSplitAdmitOfAParkedTenantRacingItsUnpark: admit.t finds the tenant
+// parked in the band (at its quota), so admit.f does not put it in the
+// band's round robin; between the two, the tenant's running attempt ends
+// and its unpark.f finds the tenant's queue empty (the admitted task is
+// not in it yet) and puts nothing back. The tenant, below its quota now,
+// must not be left out of the round robin with a task ready (until the
+// scheduler's UnparkAll sends the cleared member again, 10 s later).
+func TestSplitAdmitOfAParkedTenantRacingItsUnpark(t *testing.T) {
+	ctx := context.Background()
+	b := setupLayout(t, 4, map[string]int{"a": 1})
+	rdb := b.l.Redis().(*redis.Client)
+	other := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { _ = other.Close() })
+	finisher := ledger.New(ledger.Config{Redis: other, Prefix: strings.TrimSuffix(b.l.KeyPrefix(), ":"), Partitions: 4,
+		TenantQuota: func(string) int { return 1 }})
+	lim := ledger.TakeLimits{Tenants: map[string]ledger.TenantLimits{"a": {Concurrency: 1}}}
+	b.ready(t, "a", "f", 5, 2)
+	tk := b.take(t, "f", 2, lim)
+	require.Len(t, tk.Tasks, 1)
+	require.Equal(t, 1, tk.Parked)
+	first := tk.Tasks[0]
+	// a is parked in the normal band with its queue empty: the refused
+	// task was cancelled, and its stale ref dropped.
+	for _, id := range b.queued(t, "f", ledger.BandNormal, "a") {
+		_, err := b.l.Cancel(ctx, "a", id)
+		require.NoError(t, err)
+	}
+	require.NoError(t, rdb.Del(ctx, b.fnPrefix("f")+"ready:normal:a").Err())
+	require.NoError(t, rdb.HSet(ctx, b.l.FnStateKey("f"), "n_normal", 0).Err())
+
+	rdb.AddHook(&beforeScript{hash: ledger.Scripts["admit.f"].Hash(), do: func() {
+		ok, err := finisher.Finish(ctx, "a", first.ID, "f", first.Fence(), ledger.Outcome{State: contracts.StateSucceeded})
+		require.NoError(t, err)
+		require.True(t, ok)
+	}})
+	id := b.record(t, "a", "f", 5)
+	require.Equal(t, ledger.AdmitAdmitted, b.admit(t, "a", id, "f", 5).Verdict)
+	require.True(t, b.inRing(t, "f", ledger.BandNormal, "a"), "a, below its quota, is in the round robin")
+	tk = b.take(t, "f", 1, lim)
+	require.Len(t, tk.Tasks, 1)
+	require.Equal(t, id, tk.Tasks[0].ID)
 }
