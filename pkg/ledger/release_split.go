@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -88,13 +89,14 @@ end
 // prefix, 7 id, 8 retention ms, 9 outbox max length, 10 delay member,
 // 11 reason, 12 tenant quota, 13 redrives (with the attempt, the fence),
 // 14 unparking cutoff µs, 15.. log entries
-// Returns {"0"} when fenced off, else {"1", parked members to unpark...}.
+// Returns {"0"} when fenced off, else {"1", the attempt's lease end µs
+// (release.f's fence), parked members to unpark...}.
 var finishTScript = newSplitScript(luaTerminate + luaEndAttempt + luaFreed + `
 local h = KEYS[1]
-local f = redis.call('HMGET', h, 'state', 'attempts', 'attempt_started', 'redrives')
+local f = redis.call('HMGET', h, 'state', 'attempts', 'attempt_started', 'redrives', 'lease')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[4] or '0') ~= ARGV[13] then return {'0'} end
 redis.call('ZREM', KEYS[3], ARGV[10])
-local out = append({'1'}, freed(KEYS[4], KEYS[5], KEYS[6], ARGV[7], tonumber(ARGV[12]), ARGV[3], ARGV[14]))
+local out = append({'1', f[5] or '0'}, freed(KEYS[4], KEYS[5], KEYS[6], ARGV[7], tonumber(ARGV[12]), ARGV[3], ARGV[14]))
 endattempt(h, f[3], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[11], ARGV[6], ARGV[7], ARGV[8], ARGV[9], KEYS[2], {unpack(ARGV, 15)})
 return out
 `)
@@ -107,12 +109,13 @@ return out
 // member, 7 "1" to refund the attempt, 8 tenant quota, 9 now µs,
 // 10 redrives (with the attempt, the fence), 11 unparking cutoff µs,
 // 12.. log entries
-// Returns {"0"} when fenced off, else {"1", parked members to unpark...}.
+// Returns {"0"} when fenced off, else {"1", the attempt's lease end µs
+// (release.f's fence), parked members to unpark...}.
 var retryTScript = newSplitScript(luaLog + luaFreed + `
 local h = KEYS[1]
-local f = redis.call('HMGET', h, 'state', 'attempts', 'redrives')
+local f = redis.call('HMGET', h, 'state', 'attempts', 'redrives', 'lease')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[3] or '0') ~= ARGV[10] then return {'0'} end
-local out = append({'1'}, freed(KEYS[3], KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[8]), ARGV[9], ARGV[11]))
+local out = append({'1', f[4] or '0'}, freed(KEYS[3], KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[8]), ARGV[9], ARGV[11]))
 logpush(h, logkey(ARGV[4], ARGV[5]), {unpack(ARGV, 12)})
 if ARGV[7] == '1' then
   -- A throttled answer within the allowance does not use up an attempt.
@@ -136,8 +139,9 @@ return out
 // ARGV: 1 now µs, 2 error, 3 state-index prefix, 4 id, 5 retention ms,
 // 6 outbox max length, 7 delay member, 8 tenant quota, 9 abort channel,
 // 10 "1" to cancel only if it is in state ARGV[11], 12 unparking cutoff µs
-// Returns {"ok", state it was in, and for a running one the parked
-// members to unpark...} or {"no", current state} ("" when missing).
+// Returns {"ok", state it was in, and for a running one its lease end µs
+// (release.f's fence) and the parked members to unpark...} or {"no",
+// current state} ("" when missing).
 var cancelTScript = newSplitScript(luaTerminate + luaFreed + `
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
@@ -145,7 +149,7 @@ if not st then return {'no', ''} end
 if ARGV[10] == '1' and st ~= ARGV[11] then return {'no', st} end
 if st == 'running' then
   redis.call('ZREM', KEYS[3], ARGV[7])
-  local out = append({'ok', st}, freed(KEYS[5], KEYS[6], KEYS[7], ARGV[4], tonumber(ARGV[8]), ARGV[1], ARGV[12]))
+  local out = append({'ok', st, redis.call('HGET', h, 'lease') or '0'}, freed(KEYS[5], KEYS[6], KEYS[7], ARGV[4], tonumber(ARGV[8]), ARGV[1], ARGV[12]))
   local started = tonumber(redis.call('HGET', h, 'attempt_started') or ARGV[1])
   redis.call('HSET', h, 'run_ms', math.floor((tonumber(ARGV[1]) - started) / 1000))
   terminate(h, KEYS[2], ARGV[3], ARGV[4], 'running', 'cancelled', ARGV[1], ARGV[2], ARGV[5], ARGV[6])
@@ -172,10 +176,16 @@ return freed(KEYS[1], KEYS[2], KEYS[3], '', tonumber(ARGV[2]), ARGV[1], ARGV[3])
 // releaseFScript is the function side of an attempt's end (or of a
 // reservation given back): the member leaves the function's in-flight set
 // and its non-high subset, and a limited function with tasks ready wakes
-// the dispatchers (a slot is free).
+// the dispatchers (a slot is free). It is fenced by the lease end of the
+// attempt (or reservation) it ends: a member scored later is the next
+// attempt's (started, or reserved, after this one ended: its lease ends
+// later), which a late release.f must leave alone.
 // KEYS: 1 function in-flight set, 2 its non-high subset, 3 function state
-// ARGV: 1 member, 2 wake channel, 3 function, 4 "1" for a limited function
+// ARGV: 1 member, 2 wake channel, 3 function, 4 "1" for a limited
+// function, 5 the lease end µs it ends
 var releaseFScript = newSplitScript(`
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) > tonumber(ARGV[5]) then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[4] == '1' then
@@ -266,6 +276,13 @@ if conc > 0 then
       redis.call('ZREM', KEYS[2], ARGV[3])
     end
     mine = '1'
+  else
+    -- Another's live member (an ended attempt whose release.f is late, a
+    -- claim in flight): its score grows to this lease, so that the late
+    -- release.f, fenced by its own lease, leaves the attempt this claim
+    -- may start its place.
+    redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[3])
+    redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[2], ARGV[3])
   end
 end
 local fint, wait = tonumber(ARGV[5]), 0
@@ -366,10 +383,12 @@ func (l *Ledger) loadSplitScripts(ctx context.Context) error {
 	return nil
 }
 
-// releaseCall is release.f for tenant's task id of function.
-func (l *Ledger) releaseCall(tenant, id, function string) *scriptCall {
+// releaseCall is release.f for tenant's task id of function, ending the
+// attempt or reservation whose lease ends at lease (µs, as the record or
+// the reservation has it).
+func (l *Ledger) releaseCall(tenant, id, function, lease string) *scriptCall {
 	return call(l.script(releaseFScript), []string{l.inflightKey(function), l.inflightNHKey(function), l.fnStateKey(function)},
-		Member(tenant, id), l.WakeChannel(), function, l.limited(function))
+		Member(tenant, id), l.WakeChannel(), function, l.limited(function), cmp.Or(lease, "0"))
 }
 
 // unparkCalls are the unpark.f calls that put tenant back into the rings
@@ -410,11 +429,12 @@ func (l *Ledger) parkKeys(tenant string) []string {
 }
 
 // ended is the function side of the end of tenant's attempt of id, whose
-// tenant step answered parked, in one pipeline. When it fails, the
+// tenant step answered res (its lease end, then the parked members), in
+// one pipeline. When it fails, the
 // reservation is the sweep's (its score passes) and the parked members
 // are sent again by a later tenant step (luaFreed).
-func (l *Ledger) ended(ctx context.Context, tenant, id, function string, parked []string) error {
-	return l.batch.exec(ctx, append([]*scriptCall{l.releaseCall(tenant, id, function)}, l.unparkCalls(tenant, parked)...)...)
+func (l *Ledger) ended(ctx context.Context, tenant, id, function string, res []string) error {
+	return l.batch.exec(ctx, append([]*scriptCall{l.releaseCall(tenant, id, function, res[0])}, l.unparkCalls(tenant, res[1:])...)...)
 }
 
 // finishSplit is Finish in the partitioned layout: finish.t, then release.f
@@ -485,8 +505,11 @@ func (l *Ledger) cancelled(ctx context.Context, tenant string, ids, fns []string
 		if len(res) < 2 || res[0] != "ok" || res[1] != "running" {
 			continue
 		}
-		fcalls = append(fcalls, l.releaseCall(tenant, ids[i], fns[i]))
-		fcalls = append(fcalls, l.unparkCalls(tenant, res[2:])...)
+		if len(res) < 3 {
+			continue
+		}
+		fcalls = append(fcalls, l.releaseCall(tenant, ids[i], fns[i], res[2]))
+		fcalls = append(fcalls, l.unparkCalls(tenant, res[3:])...)
 	}
 	_ = l.batch.exec(ctx, fcalls...)
 }
@@ -580,7 +603,7 @@ func (l *Ledger) claimSplit(ctx context.Context, r ClaimRequest, now time.Time, 
 	// claim.t (its reserve.f found this reservation and added none, or it
 	// was running with no live member), and the member is its place.
 	if reserved && err == nil && res[0] != string(VerdictRun) && res[0] != string(VerdictBusy) {
-		if err := l.batch.exec(ctx, l.releaseCall(r.Tenant, r.ID, r.Function)); err != nil {
+		if err := l.batch.exec(ctx, l.releaseCall(r.Tenant, r.ID, r.Function, strconv.FormatInt(us(now.Add(r.Lease)), 10))); err != nil {
 			return nil, fmt.Errorf("giving back the reservation: %w", err)
 		}
 	}

@@ -23,9 +23,12 @@ const takeRounds = 3
 
 // takeFScript reserves up to ARGV[3] of a function's ready refs: take's
 // bands, round robin and limits without reading any task record. A ref
-// whose member is in flight under a live score (running, or reserved by
-// another take) is stale and dropped. The function's rate turn is taken at
-// the reservation, and is not given back if start.t refuses the task.
+// whose member is in flight under a live score is reserved over it: the
+// member keeps counting once, its score grows to the reservation's end,
+// and the ref goes to start.t, which alone knows whether the task is
+// queued (the member is an ended attempt's whose release.f is late) or
+// not (a stale ref). The function's rate turn is taken at the
+// reservation, and is not given back if start.t refuses the task.
 // KEYS: 1 function state, 2 function in-flight set, 3 its normal and low
 // band subset (inflight:nh), 4 function rate state
 // ARGV: 1 now µs, 2 reservation end µs (the lease end of the starts),
@@ -33,7 +36,8 @@ const takeRounds = 3
 // 6 reserved-high share, 7 function key prefix, 8 function emission
 // interval µs (0: no rate), 9 function burst
 // Returns {status, wait µs, then per reserved ref: tenant, id, band, queue
-// score}; status as take's.
+// score, the live member's score it reserved over ("" for none)}; status
+// as take's.
 var takeFScript = newSplitScript(luaGCRA + luaStartHelpers + `
 local now = tonumber(ARGV[1])
 local S, I, NH, R = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -110,11 +114,21 @@ while true do
       end
       local member = tenant .. '/' .. id
       local cur = redis.call('ZSCORE', I, member)
-      if not cur or tonumber(cur) < now then
-        if fint > 0 then
-          local _, tat = gcra(R, fint, fburst, now)
-          settat(R, tat, now)
-        end
+      local prev = ''
+      if fint > 0 then
+        local _, tat = gcra(R, fint, fburst, now)
+        settat(R, tat, now)
+      end
+      if cur and tonumber(cur) >= now then
+        -- A live member: an ended attempt whose release.f is on its way
+        -- (the task is queued again), a start or claim in flight, or a
+        -- running attempt (a stale ref). It counts already; start.t tells
+        -- which. Its score grows to the lease (release.f's fence keeps a
+        -- member scored past the lease it ended); requeue.f gives it back.
+        prev = cur
+        redis.call('ZADD', I, 'GT', ARGV[2], member)
+        redis.call('ZADD', NH, 'XX', 'GT', ARGV[2], member)
+      else
         redis.call('ZADD', I, ARGV[2], member)
         if best > 1 then
           redis.call('ZADD', NH, ARGV[2], member)
@@ -123,12 +137,13 @@ while true do
           redis.call('ZREM', NH, member)
         end
         inflight = inflight + 1
-        taken = taken + 1
-        out[#out+1] = tenant
-        out[#out+1] = id
-        out[#out+1] = bands[best]
-        out[#out+1] = score
       end
+      taken = taken + 1
+      out[#out+1] = tenant
+      out[#out+1] = id
+      out[#out+1] = bands[best]
+      out[#out+1] = score
+      out[#out+1] = prev
     end
   end
 end
@@ -250,26 +265,38 @@ end
 // tenant's queue (its score) and the tenant leaves the band's round robin
 // (start.t parked it); a late one goes back to its queue; the others
 // (stale, expired, waiting for a rate turn) are dropped. Only
-// reservations that still have the caller's score are touched.
+// reservations that still have the caller's score are touched; one
+// take.f made over a live member gets that member's score back.
 // KEYS: 1 function state, 2 function in-flight set, 3 inflight:nh
 // ARGV: 1 reservation end µs, 2 function key prefix, 3 wake channel,
 // 4 function, then per ref: verdict (quota, late, drop), tenant, id,
-// band, queue score
+// band, queue score, the live member's score take.f reserved over ("")
 var requeueFScript = newSplitScript(luaReady + `
 local S, I, NH = KEYS[1], KEYS[2], KEYS[3]
 local FP = ARGV[2]
-for i = 5, #ARGV, 5 do
-  local v, tenant, id, band, score = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
-  if unreserve(I, NH, tenant .. '/' .. id, ARGV[1]) then
-    if v == 'quota' then
-      local ring = FP .. 'ready:' .. band
-      if redis.call('ZADD', ring .. ':' .. tenant, 'NX', score, id) == 1 then
-        redis.call('HINCRBY', S, 'n_' .. band, 1)
-      end
-      redis.call('ZREM', ring, tenant)
-    elseif v == 'late' then
-      ready(S, FP, band, tenant, id, score, '0', ARGV[3], ARGV[4])
+for i = 5, #ARGV, 6 do
+  local v, tenant, id, band, score, prev = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+  local member = tenant .. '/' .. id
+  local back
+  if prev == '' then
+    back = unreserve(I, NH, member, ARGV[1])
+  else
+    -- Reserved over a live member: the member is its owner's again.
+    local cur = redis.call('ZSCORE', I, member)
+    if cur and tonumber(cur) == tonumber(ARGV[1]) and tonumber(prev) < tonumber(cur) then
+      redis.call('ZADD', I, 'XX', prev, member)
+      redis.call('ZADD', NH, 'XX', prev, member)
     end
+    back = true
+  end
+  if back and v == 'quota' then
+    local ring = FP .. 'ready:' .. band
+    if redis.call('ZADD', ring .. ':' .. tenant, 'NX', score, id) == 1 then
+      redis.call('HINCRBY', S, 'n_' .. band, 1)
+    end
+    redis.call('ZREM', ring, tenant)
+  elseif back and v == 'late' then
+    ready(S, FP, band, tenant, id, score, '0', ARGV[3], ARGV[4])
   end
 end
 return 1
@@ -330,7 +357,9 @@ func (l *Ledger) repark(ctx context.Context, function string, refs []*takeRef, l
 // takeRef is a ref take.f reserved.
 type takeRef struct {
 	tenant, id, band, score string
-	verdict                 string
+	// prev is the score of the live member take.f reserved over ("").
+	prev    string
+	verdict string
 }
 
 // takeSplit is Take in the partitioned layout: take.f, start.t per
@@ -410,8 +439,8 @@ func (l *Ledger) takeF(ctx context.Context, function string, now, until time.Tim
 	}
 	w, _ := strconv.ParseInt(res[1], 10, 64)
 	var refs []*takeRef
-	for i := 2; i+3 < len(res); i += 4 {
-		refs = append(refs, &takeRef{tenant: res[i], id: res[i+1], band: res[i+2], score: res[i+3]})
+	for i := 2; i+4 < len(res); i += 5 {
+		refs = append(refs, &takeRef{tenant: res[i], id: res[i+1], band: res[i+2], score: res[i+3], prev: res[i+4]})
 	}
 	return refs, TakeStatus(res[0]), time.Duration(w) * time.Microsecond, nil
 }
@@ -494,7 +523,7 @@ func (l *Ledger) requeueF(ctx context.Context, function string, until time.Time,
 		default:
 			v = "drop"
 		}
-		args = append(args, v, r.tenant, r.id, r.band, r.score)
+		args = append(args, v, r.tenant, r.id, r.band, r.score, r.prev)
 	}
 	if len(args) == 4 {
 		return nil

@@ -309,9 +309,6 @@ func limitedFunctions(cfg *config.Config) func(string) bool {
 	return func(function string) bool { return limited[function] }
 }
 
-// quotas are every configured tenant's cap on running attempts (0: none):
-// the ledger's, and the scheduler's unpark sweep (a tenant without one is
-// swept too, in case it was parked before its quota was removed).
 // functionNames are the configured functions' names: the scheduler's
 // reservation sweep, the cluster gauges.
 func functionNames(cfg *config.Config) []string {
@@ -323,6 +320,9 @@ func functionNames(cfg *config.Config) []string {
 	return names
 }
 
+// quotas are every configured tenant's cap on running attempts (0: none):
+// the ledger's, and the scheduler's unpark sweep (a tenant without one is
+// swept too, in case it was parked before its quota was removed).
 func quotas(cfg *config.Config) map[string]int {
 	out := map[string]int{}
 	for _, t := range cfg.Tenants {
