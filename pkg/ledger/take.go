@@ -26,7 +26,7 @@ import (
 // id, attempt, throttles, wait µs, redrives, env}. status says why it stopped: done
 // (it started as many as asked), empty, limit, rate (wait µs until the
 // function's rate allows a start), more (call again).
-var takeScript = redis.NewScript(luaTerminate + luaGCRA + luaTenantPrefix + luaStart + `
+var takeScript = redis.NewScript(luaTerminate + luaGCRA + luaTenantPrefix + luaStart + luaBands + `
 local now = tonumber(ARGV[1])
 local S = KEYS[1]
 local want = tonumber(ARGV[4])
@@ -49,14 +49,10 @@ for _ = 1, tonumber(ARGV[16]) do
   tl[ARGV[i]] = {tonumber(ARGV[i+1]), tonumber(ARGV[i+2]), tonumber(ARGV[i+3])}
   i = i + 4
 end
-local bands = {'high', 'normal', 'low'}
--- Stride scheduling between bands, weights 6, 3 and 1.
-local stride = {10, 20, 60}
-local sv = redis.call('HMGET', S, 'n_high', 'n_normal', 'n_low', 'pass_high', 'pass_normal', 'pass_low', 'vt')
-local n = {tonumber(sv[1] or '0'), tonumber(sv[2] or '0'), tonumber(sv[3] or '0')}
-local pass = {tonumber(sv[4] or '0'), tonumber(sv[5] or '0'), tonumber(sv[6] or '0')}
-local vt = tonumber(sv[7] or '0')
-local drained = {false, false, false}
+local b = bandstate(S)
+-- The normal and low bands share the slots the high band's reservation
+-- leaves.
+local function open(i) return i == 1 or limit == 0 or nonhigh < limit - reserved end
 local out = {}
 local started, expired, parked, status, wait = 0, 0, 0, 'empty', 0
 local steps = 0
@@ -65,18 +61,7 @@ while true do
   steps = steps + 1
   if steps > want * 4 + 32 then status = 'more'; break end
   if limit > 0 and inflight >= limit then status = 'limit'; break end
-  local best, held = nil, false
-  for b = 1, 3 do
-    if n[b] > 0 and not drained[b] then
-      if b == 1 or limit == 0 or nonhigh < limit - reserved then
-        -- A band back from empty starts at the current pass: no banked credit.
-        if pass[b] < vt then pass[b] = vt end
-        if best == nil or pass[b] < pass[best] then best = b end
-      else
-        held = true
-      end
-    end
-  end
+  local best, held = nextband(b, open)
   if best == nil then
     if held then status = 'limit' end
     break
@@ -85,78 +70,55 @@ while true do
     local w = gcra(KEYS[3], fint, fburst, now)
     if w > 0 then status = 'rate'; wait = w; break end
   end
-  local ring = FP .. 'ready:' .. bands[best]
-  local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
-  if #top == 0 then
-    -- Every tenant left in the band is parked: its tasks stay counted
-    -- (they start once their tenant is back), the band is done for now.
-    drained[best] = true
-  else
-    local tenant, tscore = top[1], tonumber(top[2])
-    local q = ring .. ':' .. tenant
-    local popped = redis.call('ZPOPMIN', q)
-    if #popped == 0 then
-      redis.call('ZREM', ring, tenant)
-    else
-      n[best] = n[best] - 1
-      vt = pass[best]
-      pass[best] = pass[best] + stride[best]
-      local id, score = popped[1], popped[2]
-      if redis.call('ZCARD', q) == 0 then
+  local tenant, id, score, q, ring = popref(b, FP, best)
+  if id then
+    local tp = tprefix(P, parts, tenant)
+    local delay, outbox, expiry = tshared(P, parts, tenant, KEYS[4], KEYS[5], KEYS[6])
+    c.delay, c.expiry = delay, expiry
+    local h = tp .. 'task:' .. id
+    local member = tenant .. '/' .. id
+    local lim = tl[tenant]
+    local quota = 0
+    if lim then quota = lim[1] end
+    -- Anything but queued is a stale entry (cancelled, expired, started
+    -- through another entry): dropped.
+    -- One read of the fields the start needs (not the message: a stale
+    -- entry does not start).
+    local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
+    if f[1] == 'queued' then
+      local expires = tonumber(f[2])
+      local full = tenantfull(tp, quota, ARGV[1])
+      if expires and now > expires and not f[3] then
+        redis.call('ZREM', delay, member)
+        redis.call('ZREM', expiry, member)
+        terminate(h, outbox, tp .. 'st:', id, 'queued', 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[10], ARGV[11])
+        expired = expired + 1
+      elseif full then
+        -- The tenant is at its quota: its queue keeps its place and
+        -- leaves the round robin until one of its attempts ends.
+        redis.call('ZADD', q, score, id)
         redis.call('ZREM', ring, tenant)
+        redis.call('SADD', tp .. 'parked', fn .. '\n' .. ring)
+        b.n[best] = b.n[best] + 1
+        parked = parked + 1
       else
-        redis.call('ZADD', ring, tscore + 1, tenant)
-      end
-      local tp = tprefix(P, parts, tenant)
-      local delay, outbox, expiry = tshared(P, parts, tenant, KEYS[4], KEYS[5], KEYS[6])
-      c.delay, c.expiry = delay, expiry
-      local h = tp .. 'task:' .. id
-      local member = tenant .. '/' .. id
-      local lim = tl[tenant]
-      local quota = 0
-      if lim then quota = lim[1] end
-      -- Anything but queued is a stale entry (cancelled, expired, started
-      -- through another entry): dropped.
-      -- One read of the fields the start needs (not the message: a stale
-      -- entry does not start).
-      local f = redis.call('HMGET', h, 'state', 'expires', 'started', 'rate_slot', 'scheduled', 'created', 'throttles')
-      if f[1] == 'queued' then
-        local expires = tonumber(f[2])
-        local full = tenantfull(tp, quota, ARGV[1])
-        if expires and now > expires and not f[3] then
-          redis.call('ZREM', delay, member)
-          redis.call('ZREM', expiry, member)
-          terminate(h, outbox, tp .. 'st:', id, 'queued', 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[10], ARGV[11])
-          expired = expired + 1
-        elseif full then
-          -- The tenant is at its quota: its queue keeps its place and
-          -- leaves the round robin until one of its attempts ends.
-          redis.call('ZADD', q, score, id)
-          redis.call('ZREM', ring, tenant)
-          redis.call('SADD', tp .. 'parked', fn .. '\n' .. ring)
-          n[best] = n[best] + 1
-          parked = parked + 1
+        -- The tenant's rate: a task over it is given its turn (a
+        -- reserved slot in the tenant's GCRA timeline) and waits for it
+        -- in the delay set; when it comes back it starts unchecked.
+` + luaTenantRate + `        if tw > 0 then
+          redis.call('ZADD', delay, now + tw, member)
         else
-          -- The tenant's rate: a task over it is given its turn (a
-          -- reserved slot in the tenant's GCRA timeline) and waits for it
-          -- in the delay set; when it comes back it starts unchecked.
-` + luaTenantRate + `          if tw > 0 then
-            redis.call('ZADD', delay, now + tw, member)
-          else
-            begin(c, h, f, 'queued', tenant, id, tp, quota, {}, out)
-            inflight = inflight + 1
-            if best > 1 then nonhigh = nonhigh + 1 end
-            started = started + 1
-          end
+          begin(c, h, f, 'queued', tenant, id, tp, quota, {}, out)
+          inflight = inflight + 1
+          if best > 1 then nonhigh = nonhigh + 1 end
+          started = started + 1
         end
       end
     end
   end
 end
-for b = 1, 3 do if n[b] < 0 then n[b] = 0 end end
-redis.call('HSET', S, 'n_high', n[1], 'n_normal', n[2], 'n_low', n[3],
-  'pass_high', pass[1], 'pass_normal', pass[2], 'pass_low', pass[3], 'vt', vt)
-if limit > 0 and (inflight >= limit or nonhigh >= limit - reserved) and n[1] + n[2] + n[3] > 0 then
+savebands(S, b)
+if limit > 0 and (inflight >= limit or nonhigh >= limit - reserved) and b.n[1] + b.n[2] + b.n[3] > 0 then
   redis.call('HSET', S, 'sat', '1')
 end
 local res = {status, tostring(math.ceil(wait)), tostring(expired), tostring(parked)}
@@ -183,6 +145,76 @@ const luaTenantRate = `          local tw = 0
             end
             settat(tp .. 'rate', tat, now)
           end
+`
+
+// luaBands is how take and take.f pick the next ref of a function's ready
+// queue: the bands by stride scheduling (weights 6, 3 and 1; a band back
+// from empty starts at the current pass, so it banks no credit), tenants
+// in round robin within a band (the least served first). One copy, so the
+// two layouts pick alike.
+const luaBands = `
+local BANDS = {'high', 'normal', 'low'}
+local STRIDE = {10, 20, 60}
+-- bandstate reads the function's band counts and passes (state hash S).
+local function bandstate(S)
+  local sv = redis.call('HMGET', S, 'n_high', 'n_normal', 'n_low', 'pass_high', 'pass_normal', 'pass_low', 'vt')
+  return {n = {tonumber(sv[1] or '0'), tonumber(sv[2] or '0'), tonumber(sv[3] or '0')},
+    pass = {tonumber(sv[4] or '0'), tonumber(sv[5] or '0'), tonumber(sv[6] or '0')},
+    vt = tonumber(sv[7] or '0'), drained = {false, false, false}}
+end
+-- nextband is the band the next start comes from (nil: none) among the
+-- bands with entries and a startable tenant; open(i) says whether band i
+-- may start now (held: a band with entries waits for it).
+local function nextband(b, open)
+  local best, held = nil, false
+  for i = 1, 3 do
+    if b.n[i] > 0 and not b.drained[i] then
+      if open(i) then
+        if b.pass[i] < b.vt then b.pass[i] = b.vt end
+        if best == nil or b.pass[i] < b.pass[best] then best = i end
+      else
+        held = true
+      end
+    end
+  end
+  return best, held
+end
+-- popref pops the head ref of band i's least served tenant (FP: the
+-- function's key prefix) and moves the tenant one turn on: tenant, id,
+-- queue score, the tenant's queue and the band's ring. Nothing when every
+-- tenant left in the band is parked (its tasks stay counted and start once
+-- their tenant is back: the band is done for this call) or the tenant's
+-- queue was empty.
+local function popref(b, FP, i)
+  local ring = FP .. 'ready:' .. BANDS[i]
+  local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
+  if #top == 0 then
+    b.drained[i] = true
+    return nil
+  end
+  local tenant, tscore = top[1], tonumber(top[2])
+  local q = ring .. ':' .. tenant
+  local popped = redis.call('ZPOPMIN', q)
+  if #popped == 0 then
+    redis.call('ZREM', ring, tenant)
+    return nil
+  end
+  b.n[i] = b.n[i] - 1
+  b.vt = b.pass[i]
+  b.pass[i] = b.pass[i] + STRIDE[i]
+  if redis.call('ZCARD', q) == 0 then
+    redis.call('ZREM', ring, tenant)
+  else
+    redis.call('ZADD', ring, tscore + 1, tenant)
+  end
+  return tenant, popped[1], popped[2], q, ring
+end
+-- savebands writes the counts (never below 0) and passes back.
+local function savebands(S, b)
+  for i = 1, 3 do if b.n[i] < 0 then b.n[i] = 0 end end
+  redis.call('HSET', S, 'n_high', b.n[1], 'n_normal', b.n[2], 'n_low', b.n[3],
+    'pass_high', b.pass[1], 'pass_normal', b.pass[2], 'pass_low', b.pass[3], 'vt', b.vt)
+end
 `
 
 // TakeLimits are the limits a function's tasks start under.

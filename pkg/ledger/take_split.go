@@ -38,7 +38,7 @@ const takeRounds = 3
 // Returns {status, wait µs, then per reserved ref: tenant, id, band, queue
 // score, the live member's score it reserved over ("" for none)}; status
 // as take's.
-var takeFScript = newSplitScript(luaGCRA + luaStartHelpers + `
+var takeFScript = newSplitScript(luaGCRA + luaStartHelpers + luaBands + `
 local now = tonumber(ARGV[1])
 local S, I, NH, R = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local want = tonumber(ARGV[3])
@@ -59,13 +59,8 @@ if reserved > 0 then
 end
 local FP = ARGV[7]
 local fint, fburst = tonumber(ARGV[8]), tonumber(ARGV[9])
-local bands = {'high', 'normal', 'low'}
-local stride = {10, 20, 60}
-local sv = redis.call('HMGET', S, 'n_high', 'n_normal', 'n_low', 'pass_high', 'pass_normal', 'pass_low', 'vt')
-local n = {tonumber(sv[1] or '0'), tonumber(sv[2] or '0'), tonumber(sv[3] or '0')}
-local pass = {tonumber(sv[4] or '0'), tonumber(sv[5] or '0'), tonumber(sv[6] or '0')}
-local vt = tonumber(sv[7] or '0')
-local drained = {false, false, false}
+local b = bandstate(S)
+local function open(i) return i == 1 or limit == 0 or nonhigh < limit - reserved end
 local out = {}
 local taken, status, wait, steps = 0, 'empty', 0, 0
 while true do
@@ -73,17 +68,7 @@ while true do
   steps = steps + 1
   if steps > want * 4 + 32 then status = 'more'; break end
   if limit > 0 and inflight >= limit then status = 'limit'; break end
-  local best, held = nil, false
-  for b = 1, 3 do
-    if n[b] > 0 and not drained[b] then
-      if b == 1 or limit == 0 or nonhigh < limit - reserved then
-        if pass[b] < vt then pass[b] = vt end
-        if best == nil or pass[b] < pass[best] then best = b end
-      else
-        held = true
-      end
-    end
-  end
+  local best, held = nextband(b, open)
   if best == nil then
     if held then status = 'limit' end
     break
@@ -92,65 +77,44 @@ while true do
     local w = gcra(R, fint, fburst, now)
     if w > 0 then status = 'rate'; wait = w; break end
   end
-  local ring = FP .. 'ready:' .. bands[best]
-  local top = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
-  if #top == 0 then
-    drained[best] = true
-  else
-    local tenant, tscore = top[1], tonumber(top[2])
-    local q = ring .. ':' .. tenant
-    local popped = redis.call('ZPOPMIN', q)
-    if #popped == 0 then
-      redis.call('ZREM', ring, tenant)
-    else
-      n[best] = n[best] - 1
-      vt = pass[best]
-      pass[best] = pass[best] + stride[best]
-      local id, score = popped[1], popped[2]
-      if redis.call('ZCARD', q) == 0 then
-        redis.call('ZREM', ring, tenant)
-      else
-        redis.call('ZADD', ring, tscore + 1, tenant)
-      end
-      local member = tenant .. '/' .. id
-      local cur = redis.call('ZSCORE', I, member)
-      local prev = ''
-      if fint > 0 then
-        local _, tat = gcra(R, fint, fburst, now)
-        settat(R, tat, now)
-      end
-      if cur and tonumber(cur) >= now then
-        -- A live member: an ended attempt whose release.f is on its way
-        -- (the task is queued again), a start or claim in flight, or a
-        -- running attempt (a stale ref). It counts already; start.t tells
-        -- which. Its score grows to the lease (release.f's fence keeps a
-        -- member scored past the lease it ended); requeue.f gives it back.
-        prev = cur
-        redis.call('ZADD', I, 'GT', ARGV[2], member)
-        redis.call('ZADD', NH, 'XX', 'GT', ARGV[2], member)
-      else
-        redis.call('ZADD', I, ARGV[2], member)
-        if best > 1 then
-          redis.call('ZADD', NH, ARGV[2], member)
-          nonhigh = nonhigh + 1
-        else
-          redis.call('ZREM', NH, member)
-        end
-        inflight = inflight + 1
-      end
-      taken = taken + 1
-      out[#out+1] = tenant
-      out[#out+1] = id
-      out[#out+1] = bands[best]
-      out[#out+1] = score
-      out[#out+1] = prev
+  local tenant, id, score = popref(b, FP, best)
+  if id then
+    local member = tenant .. '/' .. id
+    local cur = redis.call('ZSCORE', I, member)
+    local prev = ''
+    if fint > 0 then
+      local _, tat = gcra(R, fint, fburst, now)
+      settat(R, tat, now)
     end
+    if cur and tonumber(cur) >= now then
+      -- A live member: an ended attempt whose release.f is on its way
+      -- (the task is queued again), a start or claim in flight, or a
+      -- running attempt (a stale ref). It counts already; start.t tells
+      -- which. Its score grows to the lease (release.f's fence keeps a
+      -- member scored past the lease it ended); requeue.f gives it back.
+      prev = cur
+      redis.call('ZADD', I, 'GT', ARGV[2], member)
+      redis.call('ZADD', NH, 'XX', 'GT', ARGV[2], member)
+    else
+      redis.call('ZADD', I, ARGV[2], member)
+      if best > 1 then
+        redis.call('ZADD', NH, ARGV[2], member)
+        nonhigh = nonhigh + 1
+      else
+        redis.call('ZREM', NH, member)
+      end
+      inflight = inflight + 1
+    end
+    taken = taken + 1
+    out[#out+1] = tenant
+    out[#out+1] = id
+    out[#out+1] = BANDS[best]
+    out[#out+1] = score
+    out[#out+1] = prev
   end
 end
-for b = 1, 3 do if n[b] < 0 then n[b] = 0 end end
-redis.call('HSET', S, 'n_high', n[1], 'n_normal', n[2], 'n_low', n[3],
-  'pass_high', pass[1], 'pass_normal', pass[2], 'pass_low', pass[3], 'vt', vt)
-if limit > 0 and (inflight >= limit or nonhigh >= limit - reserved) and n[1] + n[2] + n[3] > 0 then
+savebands(S, b)
+if limit > 0 and (inflight >= limit or nonhigh >= limit - reserved) and b.n[1] + b.n[2] + b.n[3] > 0 then
   redis.call('HSET', S, 'sat', '1')
 end
 local res = {status, tostring(math.ceil(wait))}
