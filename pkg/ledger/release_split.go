@@ -111,23 +111,12 @@ return out
 // 12.. log entries
 // Returns {"0"} when fenced off, else {"1", the attempt's lease end µs
 // (release.f's fence), parked members to unpark...}.
-var retryTScript = newSplitScript(luaLog + luaFreed + `
+var retryTScript = newSplitScript(luaLog + luaRetrying + luaFreed + `
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'state', 'attempts', 'redrives', 'lease')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[3] or '0') ~= ARGV[10] then return {'0'} end
 local out = append({'1', f[4] or '0'}, freed(KEYS[3], KEYS[4], KEYS[5], ARGV[5], tonumber(ARGV[8]), ARGV[9], ARGV[11]))
-logpush(h, logkey(ARGV[4], ARGV[5]), {unpack(ARGV, 12)})
-if ARGV[7] == '1' then
-  -- A throttled answer within the allowance does not use up an attempt.
-  redis.call('HINCRBY', h, 'attempts', -1)
-  redis.call('HINCRBY', h, 'throttles', 1)
-end
-redis.call('HSET', h, 'state', 'retrying', 'error', ARGV[3], 'scheduled', ARGV[2])
-redis.call('HDEL', h, 'lease', 'owner')
-local created = redis.call('HGET', h, 'created')
-redis.call('ZREM', ARGV[4] .. 'running', ARGV[5])
-redis.call('ZADD', ARGV[4] .. 'retrying', created, ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
+retrying(h, ARGV[4], ARGV[5], ARGV[2], ARGV[3], KEYS[2], ARGV[6], ARGV[7], {unpack(ARGV, 12)})
 return out
 `)
 

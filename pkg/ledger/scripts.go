@@ -325,28 +325,37 @@ return {'ok', ARGV[1]}
 // 9 wake channel, 10 function, 11 "1" for a limited function, 12 tenant,
 // 13 now µs, 14 redrives (with the attempt, the fence: ledger.Fence),
 // 15.. log entries (the attempt's lines, its end, the retry)
-var retryScript = redis.NewScript(luaLog + luaReleased + `
+var retryScript = redis.NewScript(luaLog + luaRetrying + luaReleased + `
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'state', 'attempts', 'redrives')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or (f[3] or '0') ~= ARGV[14] then
   return 0
 end
 released(KEYS[4], KEYS[5], ARGV[5], ARGV[12], tonumber(ARGV[8]), ARGV[13], ARGV[9], ARGV[10], KEYS[6], ARGV[11])
-logpush(h, logkey(ARGV[4], ARGV[5]), {unpack(ARGV, 15)})
-if ARGV[7] == '1' then
-  -- A throttled answer within the allowance does not use up an attempt.
-  redis.call('HINCRBY', h, 'attempts', -1)
-  redis.call('HINCRBY', h, 'throttles', 1)
-end
-redis.call('HSET', h, 'state', 'retrying', 'error', ARGV[3], 'scheduled', ARGV[2])
-redis.call('HDEL', h, 'lease', 'owner')
-local created = redis.call('HGET', h, 'created')
-redis.call('ZREM', ARGV[4] .. 'running', ARGV[5])
-redis.call('ZADD', ARGV[4] .. 'retrying', created, ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
+retrying(h, ARGV[4], ARGV[5], ARGV[2], ARGV[3], KEYS[2], ARGV[6], ARGV[7], {unpack(ARGV, 15)})
 redis.call('ZREM', KEYS[3], ARGV[6])
 return 1
 `)
+
+// luaRetrying moves running attempt h (id; state indexes at prefix) to
+// retrying: its log entries, the error, the next attempt due at due in the
+// delay set (delay, member), the attempt given back for a throttled answer
+// within the allowance (refund "1"). Shared by retry and retry.t.
+const luaRetrying = `
+local function retrying(h, prefix, id, due, err, delay, member, refund, entries)
+  logpush(h, logkey(prefix, id), entries)
+  if refund == '1' then
+    redis.call('HINCRBY', h, 'attempts', -1)
+    redis.call('HINCRBY', h, 'throttles', 1)
+  end
+  redis.call('HSET', h, 'state', 'retrying', 'error', err, 'scheduled', due)
+  redis.call('HDEL', h, 'lease', 'owner')
+  local created = redis.call('HGET', h, 'created')
+  redis.call('ZREM', prefix .. 'running', id)
+  redis.call('ZADD', prefix .. 'retrying', created, id)
+  redis.call('ZADD', delay, due, member)
+end
+`
 
 // due takes up to ARGV[2] members of the delay set due at ARGV[1] and pushes
 // their score to ARGV[3], so that a scheduler that dies after taking them
