@@ -295,7 +295,7 @@ return {'ok', tostring(math.ceil(wait)), mine}
 // 11 tenant emission interval µs, 12 tenant burst, 13 wait µs when at the
 // concurrency limit
 // Returns claim's answers.
-var claimTScript = newSplitScript(luaTerminate + luaGCRA + `
+var claimTScript = newSplitScript(luaTerminate + luaGCRA + luaClaimed + `
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
 if not st then return {'missing', ''} end
@@ -339,19 +339,7 @@ else
   if ttat > 0 then redis.call('SET', KEYS[4], ttat, 'PX', math.ceil((ttat - now) / 1000) + 1000) end
 end
 redis.call('ZREM', KEYS[5], ARGV[6])
-local attempt = redis.call('HINCRBY', h, 'attempts', 1)
-redis.call('HSET', h, 'state', 'running', 'lease', ARGV[2], 'owner', ARGV[3], 'attempt_started', ARGV[1])
-if not redis.call('HGET', h, 'started') then
-  local due = tonumber(redis.call('HGET', h, 'scheduled') or redis.call('HGET', h, 'created'))
-  local wait = now - due
-  if wait < 0 then wait = 0 end
-  redis.call('HSET', h, 'started', ARGV[1], 'wait_ms', math.floor(wait / 1000))
-end
-local created = redis.call('HGET', h, 'created')
-redis.call('ZREM', ARGV[4] .. st, ARGV[5])
-redis.call('ZADD', ARGV[4] .. 'running', created, ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
-return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0', redis.call('HGET', h, 'redrives') or '0'}
+return claimed(h, st, now, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], KEYS[2], ARGV[6])
 `)
 
 // splitScripts are the scripts of this file.

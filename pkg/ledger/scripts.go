@@ -74,7 +74,7 @@ return false
 // 14 wait µs when at the concurrency limit
 // Returns {verdict, detail, ...}: run/attempt/throttles, busy/lease-until,
 // done/state, missing, paused, expired, throttled/wait µs/limit.
-var claimScript = redis.NewScript(luaTerminate + luaGCRA + `
+var claimScript = redis.NewScript(luaTerminate + luaGCRA + luaClaimed + `
 
 local h = KEYS[1]
 local st = redis.call('HGET', h, 'state')
@@ -140,23 +140,32 @@ end
 if conc > 0 then redis.call('ZADD', KEYS[4], ARGV[2], ARGV[6]) end
 -- Once started, a task's ttl no longer applies.
 redis.call('ZREM', KEYS[7], ARGV[6])
-local attempt = redis.call('HINCRBY', h, 'attempts', 1)
-redis.call('HSET', h, 'state', 'running', 'lease', ARGV[2], 'owner', ARGV[3], 'attempt_started', ARGV[1])
-if not redis.call('HGET', h, 'started') then
-  local due = tonumber(redis.call('HGET', h, 'scheduled') or redis.call('HGET', h, 'created'))
-  local wait = now - due
-  if wait < 0 then wait = 0 end
-  redis.call('HSET', h, 'started', ARGV[1], 'wait_ms', math.floor(wait / 1000))
-end
-local created = redis.call('HGET', h, 'created')
-redis.call('ZREM', ARGV[4] .. st, ARGV[5])
-redis.call('ZADD', ARGV[4] .. 'running', created, ARGV[5])
--- The lease doubles as a delay-set entry: if this dispatcher dies and stops
--- renewing, the scheduler finds the task due when the lease ends and puts it
--- back on its lane, where the next claim takes it over.
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
-return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0', redis.call('HGET', h, 'redrives') or '0'}
+return claimed(h, st, now, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], KEYS[2], ARGV[6])
 `)
+
+// luaClaimed starts the attempt a claim (claim, claim.t) let through:
+// task h (id, in state st; state indexes at prefix) runs under owner's
+// lease until lease µs, whose end doubles as its delay-set entry (delay,
+// member): if the dispatcher dies and stops renewing, the scheduler finds
+// the task due when the lease ends and puts it back, and the next claim
+// or take takes it over. Returns claim's "run" answer.
+const luaClaimed = `
+local function claimed(h, st, now, nowstr, lease, owner, prefix, id, delay, member)
+  local attempt = redis.call('HINCRBY', h, 'attempts', 1)
+  redis.call('HSET', h, 'state', 'running', 'lease', lease, 'owner', owner, 'attempt_started', nowstr)
+  if not redis.call('HGET', h, 'started') then
+    local due = tonumber(redis.call('HGET', h, 'scheduled') or redis.call('HGET', h, 'created'))
+    local wait = now - due
+    if wait < 0 then wait = 0 end
+    redis.call('HSET', h, 'started', nowstr, 'wait_ms', math.floor(wait / 1000))
+  end
+  local created = redis.call('HGET', h, 'created')
+  redis.call('ZREM', prefix .. st, id)
+  redis.call('ZADD', prefix .. 'running', created, id)
+  redis.call('ZADD', delay, lease, member)
+  return {'run', tostring(attempt), redis.call('HGET', h, 'throttles') or '0', redis.call('HGET', h, 'redrives') or '0'}
+end
+`
 
 // renew extends the lease of a running attempt, its delay-set entry and
 // its place in the function's and (for a tenant with a quota) the
