@@ -59,16 +59,11 @@ func StartCluster(t testing.TB, masters, replicas int) *Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), clusterStartTimeout)
 	defer cancel()
 	for range masters * (1 + replicas) {
-		n, err := c.startNode()
+		n, err := c.startListening(ctx)
 		if err != nil {
 			t.Fatalf("StartCluster: %v", err)
 		}
 		c.nodes = append(c.nodes, n)
-	}
-	for _, n := range c.nodes {
-		if err := waitPing(ctx, n.Addr); err != nil {
-			t.Fatalf("StartCluster: %s does not answer (log %s): %v", n.Addr, filepath.Join(n.Dir, "redis.log"), err)
-		}
 	}
 	args := []string{"--cluster", "create"}
 	for _, n := range c.nodes {
@@ -125,10 +120,12 @@ func (c *Cluster) Client() *redis.ClusterClient {
 
 // StartNode starts one more cluster-enabled redis-server, not joined to
 // the cluster (no slots: alone it reports cluster_state:fail, and it is
-// not in Nodes, Addrs or URL). It may not listen yet when StartNode
-// returns. It is killed when the test ends.
+// not in Nodes, Addrs or URL). It listens when StartNode returns. It is
+// killed when the test ends.
 func (c *Cluster) StartNode() (*ClusterNode, error) {
-	n, err := c.startNode()
+	ctx, cancel := context.WithTimeout(context.Background(), clusterStartTimeout)
+	defer cancel()
+	n, err := c.startListening(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +133,55 @@ func (c *Cluster) StartNode() (*ClusterNode, error) {
 	c.lone = append(c.lone, n)
 	c.mu.Unlock()
 	return n, nil
+}
+
+// nodeStartAttempts bounds the ports a node is started on: freePortPair's
+// ports may be taken by another process (tests of other packages start
+// nodes at the same time) before redis-server binds them.
+const nodeStartAttempts = 5
+
+// startListening starts a node and returns once it answers as itself (its
+// INFO names its process); a node that does not (it could not bind its
+// ports: another process took them) is killed and started again on other
+// ports.
+func (c *Cluster) startListening(ctx context.Context) (*ClusterNode, error) {
+	var last error
+	for range nodeStartAttempts {
+		n, err := c.startNode()
+		if err != nil {
+			return nil, err
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = waitOwn(actx, n)
+		cancel()
+		if err == nil {
+			return n, nil
+		}
+		c.Kill(n)
+		last = fmt.Errorf("%s does not answer (log %s): %w", n.Addr, filepath.Join(n.Dir, "redis.log"), err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+// waitOwn waits until n answers PING and its INFO names n's process, not
+// another that holds the port.
+func waitOwn(ctx context.Context, n *ClusterNode) error {
+	if err := waitPing(ctx, n.Addr); err != nil {
+		return err
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return err
+	}
+	if want := "process_id:" + strconv.Itoa(n.cmd.Process.Pid); !strings.Contains(info, want+"\r\n") && !strings.Contains(info, want+"\n") {
+		return fmt.Errorf("another process answers on %s", n.Addr)
+	}
+	return nil
 }
 
 func (c *Cluster) startNode() (*ClusterNode, error) {
@@ -330,7 +376,7 @@ func waitPing(ctx context.Context, addr string) error {
 
 // freePortPair returns a free port for a node's clients and one for its
 // cluster bus. Another process may take them before redis-server binds
-// them; then that node fails to start and the test says so.
+// them; then startListening starts the node again on other ports.
 func freePortPair() (int, int, error) {
 	var ports [2]int
 	for i := range ports {
