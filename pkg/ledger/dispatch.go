@@ -424,15 +424,8 @@ func (l *Ledger) admit(ctx context.Context, t TaskRef, fs *FastStart) (Admission
 	if err != nil {
 		return Admission{}, fmt.Errorf("admitting task %s: %w", t.ID, err)
 	}
-	a := Admission{Verdict: AdmitVerdict(res[0])}
-	switch a.Verdict {
-	case AdmitBusy:
-		a.LeaseUntil = microTime(res[1])
-	case AdmitEarly:
-		a.Due = microTime(res[1])
-	case AdmitDone, AdmitNo:
-		a.State = res[1]
-	case AdmitStarted:
+	a := admission(res)
+	if a.Verdict == AdmitStarted {
 		if fs == nil || len(res) < 9 {
 			return Admission{}, fmt.Errorf("admitting task %s: the ledger answered %q", t.ID, res)
 		}

@@ -297,24 +297,9 @@ return {'ok', tostring(math.ceil(wait)), mine}
 // Returns claim's answers.
 var claimTScript = newSplitScript(luaTerminate + luaGCRA + luaClaimed + `
 local h = KEYS[1]
-local st = redis.call('HGET', h, 'state')
-if not st then return {'missing', ''} end
-if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
-  return {'done', st}
-end
-if st == 'paused' then return {'paused', ''} end
 local now = tonumber(ARGV[1])
-local expires = tonumber(redis.call('HGET', h, 'expires'))
-if expires and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
-  redis.call('ZREM', KEYS[2], ARGV[6])
-  redis.call('ZREM', KEYS[5], ARGV[6])
-  terminate(h, KEYS[3], ARGV[4], ARGV[5], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[7], ARGV[8])
-  return {'expired', ''}
-end
-if st == 'running' then
-  local lease = redis.call('HGET', h, 'lease') or '0'
-  if tonumber(lease) > now then return {'busy', lease} end
-end
+local answer, st = claimhead(h, now, KEYS[2], KEYS[5], KEYS[3])
+if answer then return answer end
 if ARGV[9] == 'concurrency' then return {'throttled', ARGV[13], 'concurrency'} end
 local slot = tonumber(redis.call('HGET', h, 'rate_slot') or '0')
 if slot > 0 and now + 2000 < slot then

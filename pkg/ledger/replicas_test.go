@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,31 +22,34 @@ import (
 // relay a replica's acknowledgement.
 const waitTimeout = ledger.WaitTimeoutDefault
 
-// waitCounter is a go-redis hook that counts the WAIT commands a client
-// sends, alone or in pipelines.
-type waitCounter struct{ n atomic.Int64 }
+// cmdCounter is a go-redis hook that counts the commands named in names
+// (lower case) a client sends, alone or in pipelines.
+type cmdCounter struct {
+	names []string
+	n     atomic.Int64
+}
 
-func (w *waitCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (w *waitCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (c *cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		w.count(cmd)
+		c.count(cmd)
 		return next(ctx, cmd)
 	}
 }
 
-func (w *waitCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (c *cmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, c := range cmds {
-			w.count(c)
+		for _, cmd := range cmds {
+			c.count(cmd)
 		}
 		return next(ctx, cmds)
 	}
 }
 
-func (w *waitCounter) count(cmd redis.Cmder) {
-	if strings.EqualFold(cmd.Name(), "wait") {
-		w.n.Add(1)
+func (c *cmdCounter) count(cmd redis.Cmder) {
+	if slices.Contains(c.names, strings.ToLower(cmd.Name())) {
+		c.n.Add(1)
 	}
 }
 
@@ -73,7 +77,7 @@ func TestCreateWaitsForReplica(t *testing.T) {
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: master.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	waits := &waitCounter{}
+	waits := &cmdCounter{names: []string{"wait"}}
 	rdb.AddHook(waits)
 	onReplica := redis.NewClient(&redis.Options{Addr: replica.Addr})
 	t.Cleanup(func() { _ = onReplica.Close() })
@@ -116,7 +120,7 @@ func TestCreateWaitsForReplica(t *testing.T) {
 func TestCreateWithoutWaitReplicasSendsNoWait(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testkit.Redis(t)
-	waits := &waitCounter{}
+	waits := &cmdCounter{names: []string{"wait"}}
 	rdb.AddHook(waits)
 	ctx := context.Background()
 	l := ledger.New(ledger.Config{Redis: rdb, Prefix: prefix, Partitions: testkit.LedgerPartitions()})

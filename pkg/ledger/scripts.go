@@ -77,28 +77,9 @@ return false
 var claimScript = redis.NewScript(luaTerminate + luaGCRA + luaClaimed + `
 
 local h = KEYS[1]
-local st = redis.call('HGET', h, 'state')
-if not st then return {'missing', ''} end
-if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
-  return {'done', st}
-end
-if st == 'paused' then return {'paused', ''} end
 local now = tonumber(ARGV[1])
--- A task has an expiry when the field is there, whatever its value: the
--- epoch and times before it are expiries in the past, not "none".
-local expires = tonumber(redis.call('HGET', h, 'expires'))
-if expires and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
-  redis.call('ZREM', KEYS[2], ARGV[6])
-  redis.call('ZREM', KEYS[7], ARGV[6])
-  terminate(h, KEYS[3], ARGV[4], ARGV[5], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[7], ARGV[8])
-  return {'expired', ''}
-end
-if st == 'running' then
-  -- The stored string, not tostring(): Lua prints a number this large as
-  -- 1.7e+15, which the Go side cannot parse.
-  local lease = redis.call('HGET', h, 'lease') or '0'
-  if tonumber(lease) > now then return {'busy', lease} end
-end
+local answer, st = claimhead(h, now, KEYS[2], KEYS[7], KEYS[3])
+if answer then return answer end
 local conc = tonumber(ARGV[9])
 if conc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[1])
@@ -143,13 +124,44 @@ redis.call('ZREM', KEYS[7], ARGV[6])
 return claimed(h, st, now, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], KEYS[2], ARGV[6])
 `)
 
-// luaClaimed starts the attempt a claim (claim, claim.t) let through:
+// luaClaimed is what claim and claim.t share: claimhead, and claimed,
+// which starts the attempt a claim let through:
 // task h (id, in state st; state indexes at prefix) runs under owner's
 // lease until lease µs, whose end doubles as its delay-set entry (delay,
 // member): if the dispatcher dies and stops renewing, the scheduler finds
 // the task due when the lease ends and puts it back, and the next claim
 // or take takes it over. Returns claim's "run" answer.
 const luaClaimed = `
+-- claimhead answers a claim of task h before any limit: missing, done,
+-- paused, expired (its ttl passed before it started: ended, out of the
+-- delay and expiry sets, with its result event in outbox) or busy (a live
+-- lease). Otherwise it returns nil and the task's state. It reads the
+-- shared ARGV of claim and claim.t: 4 state-index prefix, 5 id, 6 delay
+-- member, 7 retention ms, 8 outbox max length.
+local function claimhead(h, now, delay, expiry, outbox)
+  local st = redis.call('HGET', h, 'state')
+  if not st then return {'missing', ''} end
+  if st == 'succeeded' or st == 'failed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
+    return {'done', st}
+  end
+  if st == 'paused' then return {'paused', ''} end
+  -- A task has an expiry when the field is there, whatever its value: the
+  -- epoch and times before it are expiries in the past, not "none".
+  local expires = tonumber(redis.call('HGET', h, 'expires'))
+  if expires and now > expires and st ~= 'running' and not redis.call('HGET', h, 'started') then
+    redis.call('ZREM', delay, ARGV[6])
+    redis.call('ZREM', expiry, ARGV[6])
+    terminate(h, outbox, ARGV[4], ARGV[5], st, 'expired', ARGV[1], 'expired: its ttl passed before it started', ARGV[7], ARGV[8])
+    return {'expired', ''}
+  end
+  if st == 'running' then
+    -- The stored string, not tostring(): Lua prints a number this large as
+    -- 1.7e+15, which the Go side cannot parse.
+    local lease = redis.call('HGET', h, 'lease') or '0'
+    if tonumber(lease) > now then return {'busy', lease} end
+  end
+  return nil, st
+end
 local function claimed(h, st, now, nowstr, lease, owner, prefix, id, delay, member)
   local attempt = redis.call('HINCRBY', h, 'attempts', 1)
   redis.call('HSET', h, 'state', 'running', 'lease', lease, 'owner', owner, 'attempt_started', nowstr)

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -292,31 +291,6 @@ func TestTaskLogAfterUnderConcurrentAppends(t *testing.T) {
 	}
 }
 
-// scriptCounter counts the script calls (EVAL, EVALSHA) a client sends,
-// pipelined or not.
-type scriptCounter struct{ n atomic.Int64 }
-
-func (c *scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.count(cmd)
-		return next(ctx, cmd)
-	}
-}
-func (c *scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			c.count(cmd)
-		}
-		return next(ctx, cmds)
-	}
-}
-func (c *scriptCounter) count(cmd redis.Cmder) {
-	if n := strings.ToLower(cmd.Name()); n == "evalsha" || n == "eval" {
-		c.n.Add(1)
-	}
-}
-
 // TestDropGuardsLogsPublishedInTheSameCall: confirming a batch of one
 // partition's tasks drops their guards and appends their "published"
 // entries in one script call (it was one call more per task), with
@@ -341,8 +315,8 @@ func TestDropGuardsLogsPublishedInTheSameCall(t *testing.T) {
 	require.NoError(t, rdb.ZAdd(ctx, l.DelayKey("a"), redis.Z{Score: float64(guard + 1), Member: ledger.Member("a", ids[2])}).Err())
 	missing := testkit.UniqueName("task")
 
-	var calls scriptCounter
-	rdb.AddHook(&calls)
+	calls := &cmdCounter{names: []string{"eval", "evalsha"}}
+	rdb.AddHook(calls)
 	guards := []ledger.Guard{{Tenant: "a", ID: missing, Score: guard, Lane: "lane.01", At: now}}
 	for _, id := range ids {
 		guards = append(guards, ledger.Guard{Tenant: "a", ID: id, Score: guard, Lane: "lane.01", At: now})
